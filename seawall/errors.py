@@ -1,0 +1,118 @@
+"""Errors as values with a shape: every failure a client can see maps to one
+OpenAI-style envelope with a stable ``type`` and ``code`` and a message that
+says what to fix. Nothing else (no stack trace, no secret) reaches the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class SeawallError(Exception):
+    """Base class: an error that is safe to show to the client as is."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.retry_after = retry_after
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.envelope())
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, round(self.retry_after)))}
+
+
+class InvalidRequest(SeawallError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "body_too_large"
+
+
+class NotFound(InvalidRequest):
+    status = 404
+    code = "not_found"
+
+
+class ModelNotFound(InvalidRequest):
+    status = 404
+    code = "model_not_found"
+
+
+class AuthenticationFailed(SeawallError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class RateLimited(SeawallError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(SeawallError):
+    """A provider failed. ``status`` is what we answer; ``upstream_status`` what it said."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+    def __init__(
+        self, message: str, *, upstream_status: int | None = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.upstream_status = upstream_status
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class ServiceUnavailable(SeawallError):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
+def internal_error(trace_id: str) -> SeawallError:
+    """What a client sees for a bug: a request id to report, nothing else."""
+    return SeawallError(
+        f"Internal error in the gateway. Report request id {trace_id} to the operator."
+    )

@@ -1,0 +1,62 @@
+"""Prometheus metrics in a registry of the app's own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from seawall.observe.records import TraceRecord
+
+# Latency buckets from 5 ms to 2 min: covers a cache hit and a long generation.
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+_TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        labels = ("endpoint", "model", "deployment")
+        self.requests = Counter("seawall_requests", "Requests answered, by HTTP status.",
+                                (*labels, "status"), registry=r)
+        self.errors = Counter("seawall_errors", "Failed requests, by error type and code.",
+                              (*labels, "type", "code"), registry=r)
+        self.latency = Histogram("seawall_request_duration_seconds",
+                                 "Time from request to the last byte of the answer.",
+                                 labels, buckets=_LATENCY, registry=r)
+        self.ttft = Histogram("seawall_time_to_first_token_seconds",
+                              "Time from request to the first content token.",
+                              labels, buckets=_TTFT, registry=r)
+        self.tokens = Counter("seawall_tokens", "Tokens processed.",
+                              ("model", "deployment", "kind"), registry=r)
+        self.cost = Counter("seawall_cost_usd", "Spend in USD from the configured price table.",
+                            ("model", "deployment"), registry=r)
+        self.inflight = Gauge("seawall_inflight_requests", "Requests being served now.",
+                              registry=r)
+        self.trace_queue = Gauge("seawall_trace_queue_depth",
+                                 "Trace records waiting for the writer.", registry=r)
+        self.trace_spilled = Counter("seawall_trace_records_spilled",
+                                     "Trace records written to the local journal instead "
+                                     "of the store (store slow, down or queue full).", registry=r)
+        self.trace_written = Counter("seawall_trace_records_written",
+                                     "Trace records written to the store.", registry=r)
+        self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit.",
+                                    ("limit",), registry=r)
+
+    def observe(self, rec: TraceRecord) -> None:
+        """Count one finished request; called by the writer, off the request path."""
+        labels = (rec.endpoint, rec.model, rec.deployment)
+        self.requests.labels(*labels, str(rec.status)).inc()
+        if rec.error_type:
+            self.errors.labels(*labels, rec.error_type, rec.error_code or "").inc()
+        self.latency.labels(*labels).observe(rec.latency_ms / 1000)
+        if rec.ttft_ms is not None:
+            self.ttft.labels(*labels).observe(rec.ttft_ms / 1000)
+        if rec.prompt_tokens:
+            self.tokens.labels(rec.model, rec.deployment, "prompt").inc(rec.prompt_tokens)
+        if rec.completion_tokens:
+            self.tokens.labels(rec.model, rec.deployment, "completion").inc(rec.completion_tokens)
+        if rec.cost_usd:
+            self.cost.labels(rec.model, rec.deployment).inc(rec.cost_usd)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,65 @@
+"""The trace record: one per request, everything needed to explain it later."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    trace_id: str
+    endpoint: str
+    started_at: float  # unix seconds
+    tenant: str = ""
+    key_id: str | None = None
+    model: str = ""  # the logical model the client asked for
+    deployment: str = ""  # provider/upstream-model that served it
+    stream: bool = False
+    status: int = 200
+    error_type: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    input: Any = None  # request messages, or None when content is redacted
+    output: str | None = None
+    input_hash: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    finish_reason: str | None = None
+    user: str | None = None
+    # Stage timings for spans: (name, start_ns, end_ns), wall-clock nanoseconds.
+    spans: list[tuple[str, int, int]] = field(default_factory=list)
+    parent: str | None = None  # incoming W3C traceparent, if any
+    # Not stored: kept for token estimation when the upstream sent no usage.
+    messages_for_count: Any = None
+    finalized: bool = False  # tokens, cost, metrics and spans done (by the writer)
+
+    def row(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("spans")
+        d.pop("parent")
+        d.pop("messages_for_count")
+        d.pop("finalized")
+        d["input"] = None if self.input is None else orjson.dumps(self.input).decode()
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, line: bytes) -> TraceRecord:
+        d = orjson.loads(line)
+        d["spans"] = [tuple(s) for s in d.get("spans") or []]
+        return cls(**d)
+
+
+def hash_input(raw_body: bytes) -> str:
+    """A stable fingerprint of the request, to find repeats without storing text."""
+    return hashlib.blake2b(raw_body, digest_size=16).hexdigest()

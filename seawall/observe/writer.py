@@ -1,0 +1,167 @@
+"""The bounded async batch writer for trace records.
+
+The request path calls :meth:`TraceWriter.submit`, which never waits: the
+record goes on a bounded queue, or, when the queue is full, is appended to a
+local journal file. A background task takes records in batches, finishes
+them (token estimates, cost, metrics, spans: work the client need not wait
+for), and writes each batch to the store in one transaction. A batch the
+store refuses goes to the journal too, and the journal is replayed once the
+store accepts writes again. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from seawall.config import TraceSettings
+from seawall.observe.metrics import Metrics
+from seawall.observe.records import TraceRecord
+from seawall.observe.tracing import SpanExport
+from seawall.store.base import TraceStore
+
+log = logging.getLogger("seawall.traces")
+
+Finalizer = Callable[[TraceRecord], None]
+
+
+class TraceWriter:
+    def __init__(
+        self,
+        store: TraceStore,
+        metrics: Metrics,
+        settings: TraceSettings,
+        journal_path: Path,
+        finalize: Finalizer,
+        spans: SpanExport | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.settings = settings
+        self.journal_path = journal_path
+        self._finalize = finalize
+        self._spans = spans
+        self._queue: asyncio.Queue[TraceRecord] = asyncio.Queue(settings.queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._store_ok = True
+        self._pending = 0  # records taken off the queue and not yet written or journaled
+
+    # -- request path --
+    def submit(self, rec: TraceRecord) -> None:
+        try:
+            self._queue.put_nowait(rec)
+        except asyncio.QueueFull:
+            self._journal([rec], finalized=False)
+
+    # -- lifecycle --
+    async def start(self) -> None:
+        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        self._task = asyncio.create_task(self._run(), name="seawall-trace-writer")
+
+    async def stop(self) -> None:
+        """Write everything still queued, then stop (called at shutdown)."""
+        await self.flush()  # so the task is idle, never mid-write, when cancelled
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            await self._write(self._take_batch())
+        await self._replay()
+        if self._spans is not None:
+            self._spans.shutdown()
+
+    async def flush(self, within_s: float = 10.0) -> None:
+        """Wait until every record submitted so far is written (for tests and shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while (not self._queue.empty() or self._pending) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    # -- background task --
+    def _take_batch(self) -> list[TraceRecord]:
+        batch = []
+        while len(batch) < self.settings.batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        self._pending += len(batch)
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            self._pending += 1
+            batch = [first, *self._take_batch()]
+            await self._write(batch)
+            self.metrics.trace_queue.set(self._queue.qsize())
+            if self._store_ok and self.journal_path.exists():
+                await self._replay()
+            if self._queue.qsize() < self.settings.batch_size:
+                await asyncio.sleep(self.settings.flush_interval_s)
+
+    def _finish(self, batch: list[TraceRecord]) -> None:
+        for rec in batch:
+            if rec.finalized:
+                continue
+            try:
+                self._finalize(rec)
+                self.metrics.observe(rec)
+                if self._spans is not None:
+                    self._spans.export(rec)
+            except Exception:  # a bad record must not stop the writer
+                log.exception("could not finish trace record", extra={"trace": rec.trace_id})
+            rec.finalized = True
+
+    async def _write(self, batch: list[TraceRecord]) -> None:
+        if not batch:
+            return
+        try:
+            self._finish(batch)
+            try:
+                await self.store.write_traces(batch)
+                self._store_ok = True
+                self.metrics.trace_written.inc(len(batch))
+            except Exception as e:
+                if self._store_ok:
+                    log.warning("trace store write failed; journaling records",
+                                extra={"error": repr(e), "records": len(batch)})
+                self._store_ok = False
+                self._journal(batch, finalized=True)
+        finally:
+            self._pending -= len(batch)
+
+    # -- journal --
+    def _journal(self, records: list[TraceRecord], *, finalized: bool) -> None:
+        for r in records:
+            r.finalized = finalized
+        with open(self.journal_path, "ab") as f:
+            f.write(b"".join(r.to_json() + b"\n" for r in records))
+        self.metrics.trace_spilled.inc(len(records))
+
+    async def _replay(self) -> None:
+        """Move journaled records into the store; keep the file if that fails."""
+        if not self.journal_path.exists():
+            return
+        replaying = self.journal_path.with_suffix(".replaying")
+        if not replaying.exists():
+            os.replace(self.journal_path, replaying)
+        lines = replaying.read_bytes().splitlines()
+        records = [TraceRecord.from_json(line) for line in lines if line.strip()]
+        size = self.settings.batch_size
+        for i in range(0, len(records), size):
+            batch = records[i:i + size]
+            self._finish(batch)
+            try:
+                await self.store.write_traces(batch)
+            except Exception:
+                self._store_ok = False
+                self._journal(records[i:], finalized=True)
+                replaying.unlink()
+                return
+            self.metrics.trace_written.inc(len(batch))
+        replaying.unlink()
+        log.info("replayed journaled trace records", extra={"records": len(records)})

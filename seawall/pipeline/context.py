@@ -1,0 +1,68 @@
+"""RequestContext: the one object every stage reads and writes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from seawall.errors import SeawallError
+from seawall.providers.base import Gatherer
+
+if TYPE_CHECKING:
+    from seawall.api.wire import ChatCompletionRequest
+    from seawall.providers.registry import Deployment
+    from seawall.store.base import ApiKey
+
+
+def new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class RequestContext:
+    endpoint: str
+    trace_id: str = field(default_factory=new_trace_id)
+    started_at: float = field(default_factory=time.time)
+    started_ns: int = field(default_factory=time.time_ns)
+    # From the HTTP layer.
+    authorization: str | None = None
+    client_host: str | None = None
+    traceparent: str | None = None
+    body: bytes = b""
+    raw: dict[str, Any] | None = None
+    request: ChatCompletionRequest | None = None
+    model: str = ""  # the logical model asked for
+    # Set by stages.
+    key: ApiKey | None = None
+    tenant: str = ""
+    deployment: Deployment | None = None
+    result: Any = None  # non-chat endpoints: the value to return
+    # Outcome.
+    gatherer: Gatherer = field(default_factory=Gatherer)
+    first_token_ns: int | None = None
+    finished_ns: int | None = None
+    usage: dict[str, Any] | None = None
+    usage_estimated: bool = False
+    error: SeawallError | None = None
+    status: int = 200
+    spans: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def span(self, name: str, start_ns: int) -> None:
+        self.spans.append((name, start_ns, time.time_ns()))
+
+    def fail(self, err: SeawallError) -> None:
+        self.error = err
+        self.status = err.status
+
+    @property
+    def latency_ms(self) -> float:
+        end = self.finished_ns or time.time_ns()
+        return (end - self.started_ns) / 1e6
+
+    @property
+    def ttft_ms(self) -> float | None:
+        if self.first_token_ns is None:
+            return None
+        return (self.first_token_ns - self.started_ns) / 1e6

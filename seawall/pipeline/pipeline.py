@@ -1,0 +1,123 @@
+"""Runs the stages over one RequestContext and drives the answer's chunk stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from seawall.errors import SeawallError, internal_error
+from seawall.pipeline.context import RequestContext
+from seawall.pipeline.stages import Stage
+from seawall.providers.base import Chunk
+
+log = logging.getLogger("seawall.pipeline")
+
+
+class ClientClosed(SeawallError):
+    status = 499
+    type = "client_closed"
+    code = "client_closed_request"
+
+
+def _has_content(chunk: Chunk) -> bool:
+    for c in chunk.get("choices") or ():
+        d = c.get("delta")
+        if d and (d.get("content") or d.get("tool_calls") or d.get("refusal")):
+            return True
+    return False
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+
+    async def _before(self, ctx: RequestContext) -> AsyncIterator[Chunk] | None:
+        for stage in self.stages:
+            t0 = time.time_ns()
+            try:
+                stream = await stage.before(ctx)
+            finally:
+                ctx.span(stage.name, t0)
+            if stream is not None:
+                return stream
+        return None
+
+    async def finish(self, ctx: RequestContext) -> None:
+        """Run every stage's ``after`` (recording included), whatever happened."""
+        if ctx.finished_ns is None:
+            ctx.finished_ns = time.time_ns()
+        ctx.spans.insert(0, (ctx.endpoint, ctx.started_ns, ctx.finished_ns))
+        for stage in self.stages:
+            try:
+                await stage.after(ctx)
+            except Exception:
+                log.exception("stage %s failed after the request", stage.name)
+
+    async def call(self, ctx: RequestContext) -> None:
+        """A non-streaming endpoint (embeddings): stages run, ``ctx.result`` is the answer."""
+        try:
+            await self._before(ctx)
+        except SeawallError as e:
+            ctx.fail(e)
+            raise
+        except Exception as e:
+            log.exception("unhandled error")
+            ctx.fail(internal_error(ctx.trace_id))
+            raise ctx.error from e
+        finally:
+            await self.finish(ctx)
+
+    async def open_stream(self, ctx: RequestContext) -> AsyncIterator[Chunk]:
+        """Run the stages; return the chunk stream that answers the request.
+
+        Errors raised before the stream exists have already been recorded.
+        The returned iterator records the request when it ends or is closed.
+        """
+        try:
+            stream = await self._before(ctx)
+            if stream is None:
+                raise SeawallError("No stage produced an answer", code="no_answer")
+        except SeawallError as e:
+            ctx.fail(e)
+            await self.finish(ctx)
+            raise
+        except Exception as e:
+            log.exception("unhandled error")
+            ctx.fail(internal_error(ctx.trace_id))
+            await self.finish(ctx)
+            raise ctx.error from e
+        return self._drive(ctx, stream)
+
+    async def _drive(
+        self, ctx: RequestContext, stream: AsyncIterator[Chunk]
+    ) -> AsyncIterator[Chunk]:
+        gather = ctx.gatherer.add
+        t0 = time.time_ns()
+        try:
+            async for chunk in stream:
+                if ctx.first_token_ns is None and _has_content(chunk):
+                    ctx.first_token_ns = time.time_ns()
+                gather(chunk)
+                yield chunk
+        except SeawallError as e:
+            ctx.fail(e)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            ctx.fail(ClientClosed("The client closed the connection before the answer ended."))
+            raise
+        except Exception as e:
+            log.exception("unhandled error in the answer stream")
+            ctx.fail(internal_error(ctx.trace_id))
+            raise ctx.error from e
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()  # stops upstream generation and frees the connection
+                except Exception:
+                    log.debug("closing the provider stream failed", exc_info=True)
+            ctx.finished_ns = time.time_ns()
+            ctx.span("invoke", t0)
+            await self.finish(ctx)

@@ -1,0 +1,207 @@
+"""The stages of the request pipeline: auth → limits → invoke → record.
+
+Each stage has ``before`` (may raise to reject, or return a chunk stream to
+answer) and ``after`` (runs once the answer is over, whatever happened).
+Later stages (prompt, cache, retrieve, route) slot in between without
+touching these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from seawall.config import AuthSettings, LimitSettings, TraceSettings
+from seawall.errors import AuthenticationFailed, RateLimited
+from seawall.observe.records import TraceRecord, hash_input
+from seawall.observe.writer import TraceWriter
+from seawall.pipeline.context import RequestContext
+from seawall.pipeline.ratelimit import RateLimiter
+from seawall.providers.base import ChatCall, Chunk
+from seawall.providers.registry import ModelRegistry
+from seawall.store.base import ApiKey, KeyStore
+
+VIRTUAL_KEY_PREFIX = "sk-sw-"
+ANONYMOUS_TENANT = "anonymous"
+MASTER = ApiKey(id="master", name="master", tenant="default", key_hash="", prefix="",
+                rpm=None, created_at=0.0)
+
+
+class Stage(Protocol):
+    name: str
+
+    async def before(self, ctx: RequestContext) -> AsyncIterator[Chunk] | None: ...
+    async def after(self, ctx: RequestContext) -> None: ...
+
+
+def hash_key(secret: str) -> str:
+    # Keys are 192-bit random secrets, so a fast hash is enough (no KDF needed):
+    # guessing is hopeless and a fast hash keeps a cache miss cheap.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class AuthStage:
+    name = "auth"
+
+    def __init__(self, settings: AuthSettings, keys: KeyStore) -> None:
+        self.settings = settings
+        self.keys = keys
+        self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+
+    @staticmethod
+    def secret_of(authorization: str | None) -> str | None:
+        if not authorization:
+            return None
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+
+    async def _lookup(self, secret: str) -> ApiKey | None:
+        h = hash_key(secret)
+        now = time.monotonic()
+        hit = self._cache.get(h)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        key = await self.keys.key_by_hash(h)
+        if key is not None and not key.active:
+            key = None
+        if len(self._cache) > 10_000:
+            self._cache.clear()  # bounded: cheap to refill, never grows without end
+        self._cache[h] = (key, now + self.settings.key_cache_ttl_s)
+        return key
+
+    async def before(self, ctx: RequestContext) -> None:
+        secret = self.secret_of(ctx.authorization)
+        anonymous_ok = self.settings.allow_anonymous_loopback and is_loopback(ctx.client_host)
+        master = self.settings.master_key
+        if secret is not None:
+            if master and hmac.compare_digest(secret.encode(), master.encode()):
+                ctx.key, ctx.tenant = MASTER, MASTER.tenant
+                return
+            if secret.startswith(VIRTUAL_KEY_PREFIX):
+                key = await self._lookup(secret)
+                if key is None:
+                    raise AuthenticationFailed(
+                        "This API key is not valid or has been revoked. "
+                        "Create one with `seawall keys create --name NAME`.")
+                ctx.key, ctx.tenant = key, key.tenant
+                return
+        if anonymous_ok:
+            ctx.tenant = ANONYMOUS_TENANT
+            return
+        if secret is None:
+            raise AuthenticationFailed(
+                "Missing API key. Send `Authorization: Bearer <key>` "
+                "(the master key from config, or one made with `seawall keys create`).")
+        raise AuthenticationFailed("Incorrect API key provided.")
+
+    async def after(self, ctx: RequestContext) -> None:
+        return None
+
+
+class LimitStage:
+    name = "limits"
+
+    def __init__(self, settings: LimitSettings, limiter: RateLimiter) -> None:
+        self.settings = settings
+        self.limiter = limiter
+
+    async def before(self, ctx: RequestContext) -> None:
+        key = ctx.key
+        rpm = key.rpm if key is not None and key.rpm is not None else self.settings.default_rpm
+        if not rpm:
+            return
+        bucket = key.id if key is not None else f"anon:{ctx.client_host}"
+        wait = await self.limiter.acquire(bucket, rpm)
+        if wait is not None:
+            raise RateLimited(
+                f"Rate limit of {rpm} requests per minute reached for this key; "
+                f"retry after {wait:.1f}s.", retry_after=wait)
+
+    async def after(self, ctx: RequestContext) -> None:
+        return None
+
+
+class InvokeStage:
+    name = "invoke"
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    async def before(self, ctx: RequestContext) -> AsyncIterator[Chunk] | None:
+        if ctx.endpoint == "embeddings":
+            ctx.deployment = dep = self.registry.resolve(ctx.model, "embedding")
+            assert ctx.raw is not None
+            inputs = ctx.raw["input"]
+            ctx.result = await dep.provider.embed(
+                [inputs] if isinstance(inputs, str) else inputs, dep.upstream_model)
+            ctx.usage = {"prompt_tokens": ctx.result.prompt_tokens, "completion_tokens": 0,
+                         "total_tokens": ctx.result.prompt_tokens}
+            return None
+        assert ctx.request is not None and ctx.raw is not None
+        ctx.deployment = dep = self.registry.resolve(ctx.model, "chat")
+        return dep.provider.chat(ChatCall(request=ctx.request, raw=ctx.raw,
+                                          model=dep.upstream_model, stream=ctx.request.stream))
+
+    async def after(self, ctx: RequestContext) -> None:
+        return None
+
+
+class RecordStage:
+    """Turns the finished context into a trace record and hands it to the
+    writer; never waits on storage."""
+
+    name = "record"
+
+    def __init__(self, settings: TraceSettings, writer: TraceWriter) -> None:
+        self.settings = settings
+        self.writer = writer
+
+    async def before(self, ctx: RequestContext) -> None:
+        return None
+
+    async def after(self, ctx: RequestContext) -> None:
+        err = ctx.error
+        dep = ctx.deployment
+        usage = ctx.usage or ctx.gatherer.usage
+        req = ctx.request
+        messages = ctx.raw.get("messages") if ctx.raw else None
+        output = ctx.gatherer.text or None
+        rec = TraceRecord(
+            trace_id=ctx.trace_id, endpoint=ctx.endpoint, started_at=ctx.started_at,
+            tenant=ctx.tenant, key_id=ctx.key.id if ctx.key else None, model=ctx.model,
+            deployment=dep.name if dep else "", stream=bool(req and req.stream),
+            status=ctx.status,
+            error_type=err.type if err else None, error_code=err.code if err else None,
+            error_message=err.message if err else None,
+            input=messages if self.settings.store_content else None,
+            output=output if self.settings.store_content else None,
+            input_hash=hash_input(ctx.body), latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms,
+            user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
+            finish_reason=ctx.gatherer.finish_reason,
+        )
+        if usage:
+            rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            rec.completion_tokens = int(usage.get("completion_tokens") or 0)
+            rec.usage_estimated = ctx.usage_estimated
+            if dep is not None:
+                rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
+        elif ctx.endpoint == "chat.completions" and dep is not None and messages:
+            # No usage from upstream: the writer counts tokens off the request path.
+            rec.usage_estimated = True
+            rec.messages_for_count = (messages, ctx.gatherer.text)
+        self.writer.submit(rec)

@@ -1,0 +1,204 @@
+"""The model abstraction: one interface whose native output is a stream of chunks.
+
+A chunk is an OpenAI ``chat.completion.chunk`` dict: the lingua franca every
+backend translates into. A non-streaming request takes the same path and the
+chunks are gathered at the end (:func:`gather`), so the two can never drift.
+A final chunk with ``choices: []`` and a ``usage`` block carries token counts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from seawall.api.wire import ChatCompletionRequest
+
+Chunk = dict[str, Any]
+
+
+@dataclass(slots=True)
+class ChatCall:
+    """What a provider is asked to do: the validated request, its raw JSON
+    (unknown fields pass through to OpenAI-compatible upstreams), and the
+    upstream's own model name."""
+
+    request: ChatCompletionRequest
+    raw: dict[str, Any]
+    model: str
+    stream: bool
+
+
+@dataclass(slots=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(slots=True)
+class ProviderStatus:
+    ready: bool
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider:
+    """Base class. ``__init__`` only checks configuration; heavy work (loading
+    a model, opening a pool) happens in :meth:`start`."""
+
+    type: str = "abstract"
+    supports_tools: bool = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        """Load models / open connection pools. Called once at server start."""
+
+    async def close(self) -> None:
+        """Release everything :meth:`start` acquired."""
+
+    def status(self) -> ProviderStatus:
+        return ProviderStatus(ready=True)
+
+    def chat(self, call: ChatCall) -> AsyncIterator[Chunk]:
+        """Stream chunks for ``call``. Raise :class:`~seawall.errors.SeawallError`
+        subclasses for failures; closing the iterator must stop generation."""
+        raise NotImplementedError(f"provider {self.name!r} ({self.type}) has no chat models")
+
+    async def embed(self, inputs: list[str], model: str) -> Embeddings:
+        raise NotImplementedError(f"provider {self.name!r} ({self.type}) has no embedding models")
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
+def make_chunk(
+    cid: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+) -> Chunk:
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta or {}, "logprobs": None,
+                     "finish_reason": finish_reason}],
+    }
+
+
+def usage_chunk(cid: str, model: str, created: int, prompt: int, completion: int) -> Chunk:
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+    }
+
+
+def completion_to_chunk(completion: dict[str, Any]) -> Chunk:
+    """A whole ``chat.completion`` as one chunk (its message as the delta)."""
+    choices = []
+    for c in completion.get("choices") or []:
+        choices.append({"index": c.get("index", 0), "delta": c.get("message") or {},
+                        "logprobs": c.get("logprobs"), "finish_reason": c.get("finish_reason")})
+    out = {"id": completion.get("id") or completion_id(), "object": "chat.completion.chunk",
+           "created": completion.get("created") or int(time.time()),
+           "model": completion.get("model", ""), "choices": choices}
+    if completion.get("usage"):
+        out["usage"] = completion["usage"]
+    if completion.get("system_fingerprint"):
+        out["system_fingerprint"] = completion["system_fingerprint"]
+    return out
+
+
+class Gatherer:
+    """Folds a chunk stream into one ``chat.completion`` (text, tool calls, usage)."""
+
+    __slots__ = ("id", "created", "model", "fingerprint", "_choices", "usage")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.created: int | None = None
+        self.model = ""
+        self.fingerprint: str | None = None
+        self._choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, chunk: Chunk) -> None:
+        if self.id is None:
+            self.id = chunk.get("id")
+            self.created = chunk.get("created")
+            self.model = chunk.get("model", "")
+        if chunk.get("system_fingerprint"):
+            self.fingerprint = chunk["system_fingerprint"]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for c in chunk.get("choices") or ():
+            slot = self._choices.setdefault(
+                c.get("index", 0),
+                {"role": "assistant", "content": None, "tool_calls": {}, "finish": None,
+                 "refusal": None},
+            )
+            delta = c.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                slot["content"] = (slot["content"] or "") + text
+            if delta.get("refusal"):
+                slot["refusal"] = (slot["refusal"] or "") + delta["refusal"]
+            for tc in delta.get("tool_calls") or ():
+                acc = slot["tool_calls"].setdefault(
+                    tc.get("index", 0),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                if tc.get("id"):
+                    acc["id"] = tc["id"]
+                fn = tc.get("function") or {}
+                if fn.get("name"):
+                    acc["function"]["name"] += fn["name"]
+                if fn.get("arguments"):
+                    acc["function"]["arguments"] += fn["arguments"]
+            if c.get("finish_reason"):
+                slot["finish"] = c["finish_reason"]
+
+    @property
+    def text(self) -> str:
+        slot = self._choices.get(0)
+        return (slot["content"] or "") if slot else ""
+
+    @property
+    def finish_reason(self) -> str | None:
+        slot = self._choices.get(0)
+        return slot["finish"] if slot else None
+
+    def completion(self) -> dict[str, Any]:
+        choices = []
+        for index in sorted(self._choices):
+            slot = self._choices[index]
+            message: dict[str, Any] = {"role": "assistant", "content": slot["content"],
+                                       "refusal": slot["refusal"]}
+            if slot["tool_calls"]:
+                message["tool_calls"] = [slot["tool_calls"][i] for i in sorted(slot["tool_calls"])]
+            choices.append({"index": index, "message": message, "logprobs": None,
+                            "finish_reason": slot["finish"] or "stop"})
+        out: dict[str, Any] = {
+            "id": self.id or completion_id(),
+            "object": "chat.completion",
+            "created": self.created or int(time.time()),
+            "model": self.model,
+            "choices": choices,
+        }
+        if self.fingerprint:
+            out["system_fingerprint"] = self.fingerprint
+        if self.usage:
+            out["usage"] = self.usage
+        return out

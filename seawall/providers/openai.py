@@ -1,0 +1,191 @@
+"""Any OpenAI-compatible upstream: OpenAI, vLLM, TGI, Ollama, llama.cpp server.
+
+The raw request is forwarded with only ``model`` (and, for streams, usage
+reporting) changed, so parameters Seawall does not know still reach the
+model. A non-streaming client request is sent upstream non-streaming and its
+answer becomes a single chunk: one upstream round trip, same internal path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from seawall.config import OpenAIProviderSettings
+from seawall.errors import (
+    InvalidRequest,
+    RateLimited,
+    SeawallError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from seawall.providers.base import (
+    ChatCall,
+    Chunk,
+    Embeddings,
+    Provider,
+    ProviderStatus,
+    completion_to_chunk,
+)
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _upstream_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+        err = data.get("error", data) if isinstance(data, dict) else data
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:500]
+        return str(err)[:500]
+    except orjson.JSONDecodeError:
+        return body[:500].decode(errors="replace")
+
+
+def http_error(provider: str, status: int, body: bytes, headers: Any) -> SeawallError:
+    """Map an upstream HTTP error to what the client should see."""
+    msg = _upstream_message(body)
+    if status == 429:
+        return RateLimited(f"Provider {provider!r} is rate limiting: {msg}",
+                           retry_after=_retry_after(headers), code="upstream_rate_limited")
+    if status in (401, 403):
+        return UpstreamError(
+            f"Provider {provider!r} rejected Seawall's credentials (HTTP {status}); "
+            f"check providers.{provider}.api_key.",
+            upstream_status=status, code="upstream_auth_failed")
+    if status in (400, 404, 413, 422):
+        return InvalidRequest(f"Provider {provider!r} rejected the request: {msg}",
+                              status=400 if status != 404 else 404, code="upstream_rejected")
+    return UpstreamError(f"Provider {provider!r} failed with HTTP {status}: {msg}",
+                         upstream_status=status, retry_after=_retry_after(headers))
+
+
+class OpenAIProvider(Provider):
+    type = "openai"
+    supports_tools = True
+
+    def __init__(self, name: str, settings: OpenAIProviderSettings) -> None:
+        super().__init__(name)
+        self.settings = settings
+        base = settings.base_url.rstrip("/")
+        self._chat_url = base + "/chat/completions"
+        self._embed_url = base + "/embeddings"
+        self._headers = {"content-type": "application/json", **settings.headers}
+        if settings.api_key:
+            self._headers["authorization"] = "Bearer " + settings.api_key
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        # One keep-alive pool per upstream; limit bounds our concurrency toward it.
+        connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency,
+                                         keepalive_timeout=300, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s,
+                                        sock_connect=self.settings.connect_timeout_s)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                              skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def status(self) -> ProviderStatus:
+        return ProviderStatus(ready=self._session is not None and not self._session.closed)
+
+    def _payload(self, call: ChatCall) -> bytes:
+        body = dict(call.raw)
+        body["model"] = call.model
+        body["stream"] = call.stream
+        if call.stream and self.settings.supports_stream_usage:
+            # Always ask for usage so cost is exact; the API layer hides the
+            # usage chunk from clients that did not ask for it.
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    async def _post(self, url: str, data: bytes) -> aiohttp.ClientResponse:
+        if self._session is None:
+            raise UpstreamError(f"Provider {self.name!r} is not started", code="provider_not_ready")
+        try:
+            resp = await self._session.post(url, data=data, headers=self._headers)
+        except TimeoutError:
+            raise UpstreamTimeout(f"Provider {self.name!r} did not answer in time") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(f"Provider {self.name!r} is unreachable: {e}",
+                                code="upstream_unreachable") from None
+        if resp.status >= 400:
+            try:
+                body = await resp.read()
+            finally:
+                resp.release()
+            raise http_error(self.name, resp.status, body, resp.headers)
+        return resp
+
+    async def chat(self, call: ChatCall) -> AsyncIterator[Chunk]:  # type: ignore[override]
+        resp = await self._post(self._chat_url, self._payload(call))
+        try:
+            ctype = resp.headers.get("content-type", "")
+            if not ctype.startswith("text/event-stream"):
+                body = await resp.read()
+                try:
+                    data = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(f"Provider {self.name!r} sent invalid JSON",
+                                        code="upstream_bad_response") from None
+                if not isinstance(data, dict) or "choices" not in data:
+                    raise UpstreamError(f"Provider {self.name!r} sent no choices",
+                                        code="upstream_bad_response")
+                yield completion_to_chunk(data)
+                return
+            async for chunk in self._sse(resp):
+                yield chunk
+        except TimeoutError:
+            raise UpstreamTimeout(f"Provider {self.name!r} timed out mid-response") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(f"Provider {self.name!r} broke the connection: {e}",
+                                code="upstream_disconnected") from None
+        finally:
+            resp.release() if resp.content.at_eof() else resp.close()
+
+    async def _sse(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Chunk]:
+        done = False
+        async for line in resp.content:
+            if not line.startswith(b"data:"):
+                continue  # comments, event names, blank separators
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                done = True
+                break
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"Provider {self.name!r} sent a malformed stream event",
+                                    code="upstream_bad_response") from None
+            if isinstance(chunk, dict) and "error" in chunk:
+                raise UpstreamError(
+                    f"Provider {self.name!r} failed mid-stream: {_upstream_message(payload)}",
+                    code="upstream_stream_error")
+            yield chunk
+        if not done:
+            raise UpstreamError(f"Provider {self.name!r} ended the stream without [DONE]",
+                                code="upstream_disconnected")
+
+    async def embed(self, inputs: list[str], model: str) -> Embeddings:
+        resp = await self._post(self._embed_url, orjson.dumps({"model": model, "input": inputs}))
+        try:
+            data = orjson.loads(await resp.read())
+        finally:
+            resp.release()
+        vectors = [d["embedding"] for d in sorted(data["data"], key=lambda d: d["index"])]
+        return Embeddings(vectors=vectors,
+                          prompt_tokens=int((data.get("usage") or {}).get("prompt_tokens", 0)))

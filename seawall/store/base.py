@@ -1,0 +1,49 @@
+"""Persistence behind narrow async interfaces.
+
+Callers depend on these protocols only, so the SQLite implementation used by
+the embedded deployment and the Postgres/Redis one of the distributed
+deployment are interchangeable (the same contract tests run on each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from seawall.observe.records import TraceRecord
+
+
+@dataclass(slots=True, frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    tenant: str
+    key_hash: str
+    prefix: str  # the first characters of the secret, to recognise it in lists
+    rpm: int | None  # requests per minute; None = the configured default
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class KeyStore(Protocol):
+    async def create_key(self, key: ApiKey) -> None: ...
+    async def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]: ...
+    async def revoke_key(self, id_or_name: str) -> ApiKey | None: ...
+
+
+class TraceStore(Protocol):
+    async def write_traces(self, records: list[TraceRecord]) -> None: ...
+    async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
+        ...
+    async def get_trace(self, trace_id: str) -> dict[str, Any] | None: ...
+
+
+class Store(KeyStore, TraceStore, Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...

@@ -1,0 +1,158 @@
+"""The embedded store: one SQLite file in WAL mode, driven by aiosqlite on a
+thread of its own so the event loop never waits on disk."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from seawall.observe.records import TraceRecord
+from seawall.store.base import ApiKey
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    rpm INTEGER,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS traces (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    trace_id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    tenant TEXT NOT NULL,
+    key_id TEXT,
+    model TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    stream INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    error_type TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    input TEXT,
+    output TEXT,
+    input_hash TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    usage_estimated INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    ttft_ms REAL,
+    finish_reason TEXT,
+    user TEXT
+);
+CREATE INDEX IF NOT EXISTS traces_tenant_time ON traces (tenant, started_at);
+CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
+"""
+
+_TRACE_COLUMNS = (
+    "trace_id", "endpoint", "started_at", "tenant", "key_id", "model", "deployment", "stream",
+    "status", "error_type", "error_code", "error_message", "input", "output", "input_hash",
+    "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms",
+    "finish_reason", "user",
+)
+_INSERT_TRACE = (
+    f"INSERT OR IGNORE INTO traces ({', '.join(_TRACE_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _TRACE_COLUMNS)})"
+)
+
+
+def _key(row: aiosqlite.Row) -> ApiKey:
+    return ApiKey(**dict(row))
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        self._db.row_factory = aiosqlite.Row
+        # WAL: readers (CLI, dashboard) never block the writer; NORMAL sync is
+        # durable against process crashes, which is the failure that matters here.
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(_SCHEMA)
+        await self._db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def ping(self) -> None:
+        await (await self.db.execute("SELECT 1")).close()
+
+    # -- keys --
+    async def create_key(self, key: ApiKey) -> None:
+        await self.db.execute(
+            "INSERT INTO api_keys (id, name, tenant, key_hash, prefix, rpm, created_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key.id, key.name, key.tenant, key.key_hash, key.prefix, key.rpm, key.created_at,
+             key.revoked_at))
+        await self.db.commit()
+
+    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        async with self.db.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)) as c:
+            row = await c.fetchone()
+        return _key(row) if row else None
+
+    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
+        sql = "SELECT * FROM api_keys"
+        if not include_revoked:
+            sql += " WHERE revoked_at IS NULL"
+        async with self.db.execute(sql + " ORDER BY created_at") as c:
+            return [_key(r) for r in await c.fetchall()]
+
+    async def revoke_key(self, id_or_name: str) -> ApiKey | None:
+        async with self.db.execute(
+            "SELECT * FROM api_keys WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+            (id_or_name, id_or_name)) as c:
+            rows = await c.fetchall()
+        if len(rows) != 1:
+            if len(rows) > 1:
+                raise ValueError(f"{len(rows)} active keys are named {id_or_name!r}; "
+                                 "revoke by id instead")
+            return None
+        now = time.time()
+        await self.db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?",
+                              (now, rows[0]["id"]))
+        await self.db.commit()
+        return ApiKey(**{**dict(rows[0]), "revoked_at": now})
+
+    # -- traces --
+    async def write_traces(self, records: list[TraceRecord]) -> None:
+        await self.db.executemany(_INSERT_TRACE, [r.row() for r in records])
+        await self.db.commit()
+
+    async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
+        if after_rowid:
+            sql = "SELECT * FROM traces WHERE rowid > ? ORDER BY rowid LIMIT ?"
+            args: tuple[Any, ...] = (after_rowid, limit)
+        else:
+            sql = "SELECT * FROM (SELECT * FROM traces ORDER BY rowid DESC LIMIT ?) ORDER BY rowid"
+            args = (limit,)
+        async with self.db.execute(sql, args) as c:
+            return [dict(r) for r in await c.fetchall()]
+
+    async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        async with self.db.execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,)) as c:
+            row = await c.fetchone()
+        return dict(row) if row else None

@@ -1,0 +1,66 @@
+"""Config loading: env references, defaults, and errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from seawall.config import ConfigError, load_settings, parse_settings
+
+
+def test_default_settings_are_offline_local_models() -> None:
+    s = load_settings(None)
+    assert s.providers["local"].type == "local"
+    assert s.models["local"].provider == "local"
+    assert s.models["all-MiniLM-L6-v2"].kind == "embedding"
+    assert s.auth.allow_anonymous_loopback is True
+
+
+def test_env_references_are_expanded_with_defaults() -> None:
+    s = parse_settings(
+        {"providers": {"oa": {"type": "openai", "api_key": "${OA_KEY}",
+                              "base_url": "${OA_URL:-http://127.0.0.1:1/v1}"}},
+         "models": {"gpt-4o": {"provider": "oa"}}},
+        env={"OA_KEY": "sk-secret"})
+    assert s.providers["oa"].api_key == "sk-secret"
+    assert s.providers["oa"].base_url == "http://127.0.0.1:1/v1"
+
+
+def test_missing_env_variable_names_key_and_variable() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_settings({"providers": {"oa": {"type": "openai", "api_key": "${NOPE_KEY}"}}}, env={})
+    assert "providers.oa.api_key: environment variable NOPE_KEY is not set" in str(e.value)
+
+
+def test_unknown_provider_reference_names_the_model_key() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_settings({"providers": {"local": {"type": "local"}},
+                        "models": {"gpt-4o": {"provider": "openai"}}}, env={})
+    msg = str(e.value)
+    assert "models.gpt-4o.provider" in msg and "'openai'" in msg and "local" in msg
+
+
+def test_typo_key_and_bad_type_are_reported_with_paths(tmp_path: Path) -> None:
+    f = tmp_path / "seawall.yaml"
+    f.write_text("server:\n  prot: 9000\n  port: not-a-number\nproviders:\n  x:\n    type: nope\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(f)
+    msg = str(e.value)
+    assert "server.prot: unknown key" in msg
+    assert "server.port:" in msg
+    assert "providers.x: unknown provider type 'nope'" in msg
+    assert str(f) in msg
+
+
+def test_embedding_model_on_chat_provider_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="models.e.kind"):
+        parse_settings({"providers": {"l": {"type": "local"}},
+                        "models": {"e": {"provider": "l", "kind": "embedding"}}}, env={})
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(bad)

@@ -1,0 +1,88 @@
+"""The trace writer against a real SQLite file: batching, journal spill and replay."""
+
+from pathlib import Path
+
+from seawall.config import TraceSettings
+from seawall.observe.metrics import Metrics
+from seawall.observe.records import TraceRecord
+from seawall.observe.writer import TraceWriter
+from seawall.store.sqlite import SqliteStore
+
+
+def _rec(i: int) -> TraceRecord:
+    return TraceRecord(trace_id=f"{i:032x}", endpoint="chat.completions", started_at=1.0,
+                       tenant="t", model="m", deployment="p/m", prompt_tokens=3,
+                       completion_tokens=2, input=[{"role": "user", "content": "hi"}],
+                       output="yo", latency_ms=1.5)
+
+
+class FlakyStore(SqliteStore):
+    """A real SQLite store that can be switched to refuse writes (a store outage)."""
+
+    down = False
+
+    async def write_traces(self, records: list[TraceRecord]) -> None:
+        if self.down:
+            raise ConnectionError("store is down")
+        await super().write_traces(records)
+
+
+def _writer(store: SqliteStore, tmp: Path, queue: int = 100) -> tuple[TraceWriter, Metrics]:
+    m = Metrics()
+    w = TraceWriter(store, m, TraceSettings(queue_size=queue, batch_size=8, flush_interval_s=0.01),
+                    tmp / "traces.journal", finalize=lambda r: None)
+    return w, m
+
+
+async def test_records_reach_the_store_in_batches(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite")
+    await store.open()
+    w, m = _writer(store, tmp_path)
+    await w.start()
+    for i in range(50):
+        w.submit(_rec(i))
+    await w.flush()
+    rows = await store.recent_traces(100)
+    assert len(rows) == 50
+    assert rows[0]["input"] == '[{"role":"user","content":"hi"}]'
+    assert m.trace_written._value.get() == 50
+    await w.stop()
+    await store.close()
+
+
+async def test_full_queue_spills_to_journal_and_nothing_is_lost(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite")
+    await store.open()
+    w, m = _writer(store, tmp_path, queue=5)
+    for i in range(20):  # writer not started: the queue fills, the rest spills
+        w.submit(_rec(i))
+    assert (tmp_path / "traces.journal").exists()
+    assert m.trace_spilled._value.get() == 15
+    await w.start()
+    await w.stop()
+    assert len(await store.recent_traces(100)) == 20
+    assert not (tmp_path / "traces.journal").exists()
+    await store.close()
+
+
+async def test_store_outage_is_journaled_then_replayed(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "db.sqlite")
+    await store.open()
+    w, m = _writer(store, tmp_path)
+    await w.start()
+    store.down = True
+    for i in range(10):
+        w.submit(_rec(i))
+    await w.flush()
+    assert await store.recent_traces(100) == []
+    assert m.trace_spilled._value.get() == 10
+    store.down = False
+    w.submit(_rec(99))  # the next successful write triggers the replay
+    await w.flush()
+    for _ in range(100):
+        if len(await store.recent_traces(100)) == 11:
+            break
+        await w.flush()
+    assert len(await store.recent_traces(100)) == 11
+    await w.stop()
+    await store.close()
