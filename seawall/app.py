@@ -54,8 +54,7 @@ class Services:
                                   Path(settings.data_dir) / "traces.journal",
                                   finalize=self._finalize, spans=spans)
         self.auth = AuthStage(settings.auth, self.store)
-        self.pipeline = Pipeline([
-            self.auth,
+        self.pipeline = Pipeline([self.auth], [
             LimitStage(settings.limits, InMemoryRateLimiter()),
             InvokeStage(self.registry),
             RecordStage(obs.traces, self.writer),

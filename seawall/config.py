@@ -136,6 +136,11 @@ class ModelSettings(_Strict):
     price: Price = Price()
 
 
+# Which provider types can serve which kind of model.
+_SERVES = {"chat": {"openai", "anthropic", "local", "fake"},
+           "embedding": {"openai", "embedder", "fake"}}
+
+
 class Settings(_Strict):
     data_dir: str = ".seawall"
     server: ServerSettings = ServerSettings()
@@ -158,7 +163,7 @@ class Settings(_Strict):
                 )
                 continue
             ptype = self.providers[m.provider].type
-            if (m.kind == "embedding") != (ptype == "embedder") and ptype != "openai":
+            if ptype not in _SERVES[m.kind]:
                 problems.append(
                     f"models.{name}.kind: {m.kind!r} does not match provider "
                     f"{m.provider!r} of type {ptype!r}"

@@ -56,7 +56,8 @@ def _fail(ctx: RequestContext, err: SeawallError) -> Response:
 
 
 async def _parse(request: Request, ctx: RequestContext, svc: Services, typ: type[Any]) -> Any:
-    """Body → validated struct, or a recorded 4xx."""
+    """Admit the caller, then body → validated struct; failures are recorded."""
+    await svc.pipeline.admit(ctx)
     try:
         ctx.body = await read_body(request, svc.settings.server.max_body_bytes)
         ctx.raw = decode_json_object(ctx.body)
@@ -168,7 +169,7 @@ async def list_models(request: Request) -> Response:
     svc = _services(request)
     ctx = _context(request, "models")
     try:
-        await svc.auth.before(ctx)
+        await svc.pipeline.admit(ctx)
     except SeawallError as e:
         return _fail(ctx, e)
     data = [{"id": name, "object": "model", "created": svc.started_at,

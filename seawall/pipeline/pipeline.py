@@ -30,11 +30,29 @@ def _has_content(chunk: Chunk) -> bool:
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    """``admission`` stages (auth) run on the headers alone, before the body is
+    parsed, so an unauthenticated caller learns nothing about validation; the
+    other stages run on the parsed request."""
+
+    def __init__(self, admission: Sequence[Stage], stages: Sequence[Stage]) -> None:
+        self.admission = list(admission)
         self.stages = list(stages)
 
+    async def admit(self, ctx: RequestContext) -> None:
+        """Run the admission stages; a rejection is recorded and raised."""
+        try:
+            await self._run_before(self.admission, ctx)
+        except SeawallError as e:
+            ctx.fail(e)
+            await self.finish(ctx)
+            raise
+
     async def _before(self, ctx: RequestContext) -> AsyncIterator[Chunk] | None:
-        for stage in self.stages:
+        return await self._run_before(self.stages, ctx)
+
+    @staticmethod
+    async def _run_before(stages: list[Stage], ctx: RequestContext) -> AsyncIterator[Chunk] | None:
+        for stage in stages:
             t0 = time.time_ns()
             try:
                 stream = await stage.before(ctx)
@@ -49,7 +67,7 @@ class Pipeline:
         if ctx.finished_ns is None:
             ctx.finished_ns = time.time_ns()
         ctx.spans.insert(0, (ctx.endpoint, ctx.started_ns, ctx.finished_ns))
-        for stage in self.stages:
+        for stage in (*self.admission, *self.stages):
             try:
                 await stage.after(ctx)
             except Exception:
