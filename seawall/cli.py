@@ -51,6 +51,10 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
 
     settings = _settings(config)
     srv = settings.server
+    # Worker threads (SQLite writes, span export) hand the GIL back to the
+    # event loop after at most this long; CPython's 5 ms default shows up
+    # directly in tail latency.
+    sys.setswitchinterval(srv.gil_switch_interval_s)
     setup_logging(srv.log_level, settings.observe.json_logs)
     app = create_app(settings)
     uvicorn.run(app, host=host or srv.host, port=srv.port if port is None else port,

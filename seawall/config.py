@@ -30,6 +30,7 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    gil_switch_interval_s: float = Field(0.001, gt=0, le=0.1)
 
 
 class AuthSettings(_Strict):
@@ -51,6 +52,7 @@ class TraceSettings(_Strict):
 
 class ObserveSettings(_Strict):
     otlp_endpoint: str | None = None
+    otlp_protocol: Literal["http/json", "http/protobuf"] = "http/json"
     service_name: str = "seawall"
     json_logs: bool = True
     traces: TraceSettings = TraceSettings()

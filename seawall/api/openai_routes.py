@@ -22,7 +22,7 @@ from seawall.api.wire import ChatCompletionRequest, EmbeddingRequest, convert, d
 from seawall.errors import SeawallError
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
-from seawall.providers.base import Chunk, usage_chunk
+from seawall.providers.base import Chunk, StreamItem, usage_chunk
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -31,7 +31,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def _context(request: Request, endpoint: str) -> RequestContext:
@@ -74,6 +74,19 @@ def _sse(chunk: Chunk) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
+def _is_usage_only(chunk: Chunk) -> bool:
+    return "usage" in chunk and not chunk.get("choices")
+
+
+def _encode(item: StreamItem, want_usage: bool) -> bytes:
+    """SSE bytes for one chunk or batch; drops the usage chunk we asked
+    upstream for when the client did not."""
+    if type(item) is list:
+        return b"".join(_sse(c) for c in item if want_usage or not _is_usage_only(c))
+    chunk: Chunk = item  # type: ignore[assignment]
+    return _sse(chunk) if want_usage or not _is_usage_only(chunk) else b""
+
+
 async def chat_completions(request: Request) -> Response:
     svc = _services(request)
     ctx = _context(request, "chat.completions")
@@ -106,7 +119,7 @@ async def chat_completions(request: Request) -> Response:
     # Stream: wait for the first chunk so failures before any output are a
     # proper HTTP error, not a 200 stream that carries an error.
     try:
-        first: Chunk | None = await anext(stream)
+        first: StreamItem | None = await anext(stream)
     except StopAsyncIteration:
         first = None
     except SeawallError as e:
@@ -114,15 +127,14 @@ async def chat_completions(request: Request) -> Response:
     return SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk), _headers(ctx))
 
 
-async def _events(ctx: RequestContext, svc: Services, first: Chunk | None,
-                  stream: AsyncIterator[Chunk], want_usage: bool) -> AsyncIterator[bytes]:
+async def _events(ctx: RequestContext, svc: Services, first: StreamItem | None,
+                  stream: AsyncIterator[StreamItem], want_usage: bool) -> AsyncIterator[bytes]:
     try:
-        if first is not None and (want_usage or first.get("choices") or "usage" not in first):
-            yield _sse(first)
-        async for chunk in stream:
-            if not want_usage and "usage" in chunk and not chunk.get("choices"):
-                continue  # we asked upstream for usage; the client did not
-            yield _sse(chunk)
+        if first is not None and (data := _encode(first, want_usage)):
+            yield data
+        async for item in stream:
+            if data := _encode(item, want_usage):
+                yield data
         if want_usage and ctx.gatherer.usage is None:
             u = svc.estimate_usage(ctx)
             g = ctx.gatherer

@@ -8,6 +8,13 @@ from typing import Any
 
 import orjson
 
+ROW_COLUMNS = (
+    "trace_id", "endpoint", "started_at", "tenant", "key_id", "model", "deployment", "stream",
+    "status", "error_type", "error_code", "error_message", "input", "output", "input_hash",
+    "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms",
+    "finish_reason", "user",
+)
+
 
 @dataclass(slots=True)
 class TraceRecord:
@@ -41,14 +48,16 @@ class TraceRecord:
     messages_for_count: Any = None
     finalized: bool = False  # tokens, cost, metrics and spans done (by the writer)
 
-    def row(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("spans")
-        d.pop("parent")
-        d.pop("messages_for_count")
-        d.pop("finalized")
-        d["input"] = None if self.input is None else orjson.dumps(self.input).decode()
-        return d
+    def row(self) -> tuple[Any, ...]:
+        """The stored columns, in ``ROW_COLUMNS`` order (explicit: asdict is slow)."""
+        return (
+            self.trace_id, self.endpoint, self.started_at, self.tenant, self.key_id, self.model,
+            self.deployment, self.stream, self.status, self.error_type, self.error_code,
+            self.error_message, None if self.input is None else orjson.dumps(self.input).decode(),
+            self.output, self.input_hash, self.prompt_tokens, self.completion_tokens,
+            self.usage_estimated, self.cost_usd, self.latency_ms, self.ttft_ms,
+            self.finish_reason, self.user,
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

@@ -85,7 +85,7 @@ class TraceWriter:
 
     # -- background task --
     def _take_batch(self) -> list[TraceRecord]:
-        batch = []
+        batch: list[TraceRecord] = []
         while len(batch) < self.settings.batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         self._pending += len(batch)
@@ -103,24 +103,37 @@ class TraceWriter:
             if self._queue.qsize() < self.settings.batch_size:
                 await asyncio.sleep(self.settings.flush_interval_s)
 
-    def _finish(self, batch: list[TraceRecord]) -> None:
-        for rec in batch:
+    async def _finish(self, batch: list[TraceRecord]) -> None:
+        """Tokens, cost, metrics and spans for each record not yet finished.
+
+        Yields to the event loop every few records so a large batch never
+        stalls requests being served meanwhile.
+        """
+        spans = []
+        for i, rec in enumerate(batch):
             if rec.finalized:
                 continue
             try:
                 self._finalize(rec)
                 self.metrics.observe(rec)
                 if self._spans is not None:
-                    self._spans.export(rec)
+                    spans.extend(self._spans.spans(rec))
             except Exception:  # a bad record must not stop the writer
                 log.exception("could not finish trace record", extra={"trace": rec.trace_id})
             rec.finalized = True
+            if i % 16 == 15:
+                await asyncio.sleep(0)
+        if spans and self._spans is not None:
+            try:
+                await asyncio.to_thread(self._spans.export, spans)
+            except Exception as e:
+                log.warning("span export failed", extra={"error": repr(e), "spans": len(spans)})
 
     async def _write(self, batch: list[TraceRecord]) -> None:
         if not batch:
             return
         try:
-            self._finish(batch)
+            await self._finish(batch)
             try:
                 await self.store.write_traces(batch)
                 self._store_ok = True
@@ -154,7 +167,7 @@ class TraceWriter:
         size = self.settings.batch_size
         for i in range(0, len(records), size):
             batch = records[i:i + size]
-            self._finish(batch)
+            await self._finish(batch)
             try:
                 await self.store.write_traces(batch)
             except Exception:

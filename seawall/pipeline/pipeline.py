@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from seawall.errors import SeawallError, internal_error
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import Stage
-from seawall.providers.base import Chunk
+from seawall.providers.base import StreamItem
 
 log = logging.getLogger("seawall.pipeline")
 
@@ -21,8 +21,10 @@ class ClientClosed(SeawallError):
     code = "client_closed_request"
 
 
-def _has_content(chunk: Chunk) -> bool:
-    for c in chunk.get("choices") or ():
+def _has_content(item: StreamItem) -> bool:
+    if type(item) is list:
+        return any(_has_content(c) for c in item)
+    for c in item.get("choices") or ():  # type: ignore[union-attr]
         d = c.get("delta")
         if d and (d.get("content") or d.get("tool_calls") or d.get("refusal")):
             return True
@@ -47,11 +49,13 @@ class Pipeline:
             await self.finish(ctx)
             raise
 
-    async def _before(self, ctx: RequestContext) -> AsyncIterator[Chunk] | None:
+    async def _before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None:
         return await self._run_before(self.stages, ctx)
 
     @staticmethod
-    async def _run_before(stages: list[Stage], ctx: RequestContext) -> AsyncIterator[Chunk] | None:
+    async def _run_before(
+        stages: list[Stage], ctx: RequestContext
+    ) -> AsyncIterator[StreamItem] | None:
         for stage in stages:
             t0 = time.time_ns()
             try:
@@ -82,12 +86,13 @@ class Pipeline:
             raise
         except Exception as e:
             log.exception("unhandled error")
-            ctx.fail(internal_error(ctx.trace_id))
-            raise ctx.error from e
+            err = internal_error(ctx.trace_id)
+            ctx.fail(err)
+            raise err from e
         finally:
             await self.finish(ctx)
 
-    async def open_stream(self, ctx: RequestContext) -> AsyncIterator[Chunk]:
+    async def open_stream(self, ctx: RequestContext) -> AsyncIterator[StreamItem]:
         """Run the stages; return the chunk stream that answers the request.
 
         Errors raised before the stream exists have already been recorded.
@@ -103,22 +108,23 @@ class Pipeline:
             raise
         except Exception as e:
             log.exception("unhandled error")
-            ctx.fail(internal_error(ctx.trace_id))
+            err = internal_error(ctx.trace_id)
+            ctx.fail(err)
             await self.finish(ctx)
-            raise ctx.error from e
+            raise err from e
         return self._drive(ctx, stream)
 
     async def _drive(
-        self, ctx: RequestContext, stream: AsyncIterator[Chunk]
-    ) -> AsyncIterator[Chunk]:
-        gather = ctx.gatherer.add
+        self, ctx: RequestContext, stream: AsyncIterator[StreamItem]
+    ) -> AsyncIterator[StreamItem]:
+        gather = ctx.gatherer.add_item
         t0 = time.time_ns()
         try:
-            async for chunk in stream:
-                if ctx.first_token_ns is None and _has_content(chunk):
+            async for item in stream:
+                if ctx.first_token_ns is None and _has_content(item):
                     ctx.first_token_ns = time.time_ns()
-                gather(chunk)
-                yield chunk
+                gather(item)
+                yield item
         except SeawallError as e:
             ctx.fail(e)
             raise
@@ -127,8 +133,9 @@ class Pipeline:
             raise
         except Exception as e:
             log.exception("unhandled error in the answer stream")
-            ctx.fail(internal_error(ctx.trace_id))
-            raise ctx.error from e
+            err = internal_error(ctx.trace_id)
+            ctx.fail(err)
+            raise err from e
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:

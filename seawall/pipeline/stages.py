@@ -21,7 +21,7 @@ from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.ratelimit import RateLimiter
-from seawall.providers.base import ChatCall, Chunk
+from seawall.providers.base import ChatCall, StreamItem
 from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ApiKey, KeyStore
 
@@ -34,7 +34,7 @@ MASTER = ApiKey(id="master", name="master", tenant="default", key_hash="", prefi
 class Stage(Protocol):
     name: str
 
-    async def before(self, ctx: RequestContext) -> AsyncIterator[Chunk] | None: ...
+    async def before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None: ...
     async def after(self, ctx: RequestContext) -> None: ...
 
 
@@ -142,7 +142,7 @@ class InvokeStage:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    async def before(self, ctx: RequestContext) -> AsyncIterator[Chunk] | None:
+    async def before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None:
         if ctx.endpoint == "embeddings":
             ctx.deployment = dep = self.registry.resolve(ctx.model, "embedding")
             assert ctx.raw is not None

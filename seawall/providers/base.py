@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from seawall.api.wire import ChatCompletionRequest
 
 Chunk = dict[str, Any]
+# A provider may yield several chunks that arrived in one network read as a
+# list: they are relayed to the client in one write (one syscall, not ten),
+# which is most of the cost of relaying a fast stream.
+ChunkBatch = list[Chunk]
+StreamItem = Chunk | ChunkBatch
 
 
 @dataclass(slots=True)
@@ -63,9 +68,10 @@ class Provider:
     def status(self) -> ProviderStatus:
         return ProviderStatus(ready=True)
 
-    def chat(self, call: ChatCall) -> AsyncIterator[Chunk]:
-        """Stream chunks for ``call``. Raise :class:`~seawall.errors.SeawallError`
-        subclasses for failures; closing the iterator must stop generation."""
+    def chat(self, call: ChatCall) -> AsyncGenerator[StreamItem, None]:
+        """Stream chunks (or batches of chunks) for ``call``. Raise
+        :class:`~seawall.errors.SeawallError` subclasses for failures;
+        closing the iterator must stop generation."""
         raise NotImplementedError(f"provider {self.name!r} ({self.type}) has no chat models")
 
     async def embed(self, inputs: list[str], model: str) -> Embeddings:
@@ -133,6 +139,13 @@ class Gatherer:
         self.fingerprint: str | None = None
         self._choices: dict[int, dict[str, Any]] = {}
         self.usage: dict[str, Any] | None = None
+
+    def add_item(self, item: StreamItem) -> None:
+        if type(item) is list:
+            for chunk in item:
+                self.add(chunk)
+        else:
+            self.add(item)  # type: ignore[arg-type]
 
     def add(self, chunk: Chunk) -> None:
         if self.id is None:

@@ -8,7 +8,7 @@ answer becomes a single chunk: one upstream round trip, same internal path.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -25,9 +25,11 @@ from seawall.errors import (
 from seawall.providers.base import (
     ChatCall,
     Chunk,
+    ChunkBatch,
     Embeddings,
     Provider,
     ProviderStatus,
+    StreamItem,
     completion_to_chunk,
 )
 
@@ -131,7 +133,7 @@ class OpenAIProvider(Provider):
             raise http_error(self.name, resp.status, body, resp.headers)
         return resp
 
-    async def chat(self, call: ChatCall) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat(self, call: ChatCall) -> AsyncGenerator[StreamItem, None]:
         resp = await self._post(self._chat_url, self._payload(call))
         try:
             ctype = resp.headers.get("content-type", "")
@@ -157,28 +159,45 @@ class OpenAIProvider(Provider):
         finally:
             resp.release() if resp.content.at_eof() else resp.close()
 
-    async def _sse(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Chunk]:
-        done = False
-        async for line in resp.content:
-            if not line.startswith(b"data:"):
-                continue  # comments, event names, blank separators
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                done = True
-                break
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(f"Provider {self.name!r} sent a malformed stream event",
-                                    code="upstream_bad_response") from None
-            if isinstance(chunk, dict) and "error" in chunk:
-                raise UpstreamError(
-                    f"Provider {self.name!r} failed mid-stream: {_upstream_message(payload)}",
-                    code="upstream_stream_error")
-            yield chunk
-        if not done:
-            raise UpstreamError(f"Provider {self.name!r} ended the stream without [DONE]",
-                                code="upstream_disconnected")
+    def _event(self, payload: bytes) -> Chunk:
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"Provider {self.name!r} sent a malformed stream event",
+                                code="upstream_bad_response") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamError(f"Provider {self.name!r} sent a stream event that is not an "
+                                "object", code="upstream_bad_response")
+        if "error" in chunk:
+            raise UpstreamError(
+                f"Provider {self.name!r} failed mid-stream: {_upstream_message(payload)}",
+                code="upstream_stream_error")
+        return chunk
+
+    async def _sse(self, resp: aiohttp.ClientResponse) -> AsyncIterator[StreamItem]:
+        """Parse SSE from whatever each network read delivered; yield the
+        chunks of one read together (a batch) so they go out in one write."""
+        buf = b""
+        async for data in resp.content.iter_any():
+            buf += data
+            if b"\r" in buf:
+                buf = buf.replace(b"\r\n", b"\n")
+            lines = buf.split(b"\n")
+            buf = lines.pop()  # an incomplete last line waits for more data
+            batch: ChunkBatch = []
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue  # comments, event names, blank separators
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    if batch:
+                        yield batch if len(batch) > 1 else batch[0]
+                    return
+                batch.append(self._event(payload))
+            if batch:
+                yield batch if len(batch) > 1 else batch[0]
+        raise UpstreamError(f"Provider {self.name!r} ended the stream without [DONE]",
+                            code="upstream_disconnected")
 
     async def embed(self, inputs: list[str], model: str) -> Embeddings:
         resp = await self._post(self._embed_url, orjson.dumps({"model": model, "input": inputs}))

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from seawall.observe.records import TraceRecord
+from seawall.observe.records import ROW_COLUMNS, TraceRecord
 from seawall.store.base import ApiKey
 
 _SCHEMA = """
@@ -53,15 +53,9 @@ CREATE INDEX IF NOT EXISTS traces_tenant_time ON traces (tenant, started_at);
 CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
 """
 
-_TRACE_COLUMNS = (
-    "trace_id", "endpoint", "started_at", "tenant", "key_id", "model", "deployment", "stream",
-    "status", "error_type", "error_code", "error_message", "input", "output", "input_hash",
-    "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms",
-    "finish_reason", "user",
-)
 _INSERT_TRACE = (
-    f"INSERT OR IGNORE INTO traces ({', '.join(_TRACE_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c for c in _TRACE_COLUMNS)})"
+    f"INSERT OR IGNORE INTO traces ({', '.join(ROW_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
 )
 
 
@@ -125,7 +119,7 @@ class SqliteStore:
         async with self.db.execute(
             "SELECT * FROM api_keys WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
             (id_or_name, id_or_name)) as c:
-            rows = await c.fetchall()
+            rows = list(await c.fetchall())
         if len(rows) != 1:
             if len(rows) > 1:
                 raise ValueError(f"{len(rows)} active keys are named {id_or_name!r}; "

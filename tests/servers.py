@@ -1,0 +1,130 @@
+"""Real servers for tests: any ASGI app under uvicorn on a free loopback port.
+
+The server runs in its own thread with its own event loop, so a test's loop
+talks to it over a real socket exactly as a client would, and the helpers
+can be used from sync or async fixtures alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from seawall.providers.fake import FakeBehavior
+from seawall.providers.fake_server import QuietDisconnects, create_app
+
+_quiet = QuietDisconnects()
+
+
+class ServerThread:
+    """A started uvicorn server; :meth:`stop` shuts it down and joins the thread."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", **config: Any) -> None:
+        self.app = app
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))  # the kernel picks a free port: no race with other tests
+        self.port: int = sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        options: dict[str, Any] = {"log_level": "warning", "access_log": False,
+                                   "timeout_graceful_shutdown": 1, "lifespan": "auto"}
+        options.update(config)
+        self.server = uvicorn.Server(uvicorn.Config(app, **options))
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                        name=f"uvicorn:{self.port}", daemon=True)
+        self._sock = sock
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        logging.getLogger("uvicorn.error").addFilter(_quiet)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"server on port {self.port} failed to start")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server on port {self.port} not up after {timeout}s")
+            time.sleep(0.005)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.server.force_exit = True
+            self._thread.join(timeout)
+        self._sock.close()
+
+
+def start_asgi_in_thread(app: Any, **config: Any) -> ServerThread:
+    """Serve ``app`` on 127.0.0.1:<free port>; returns once it accepts connections."""
+    return ServerThread(app, **config).start()
+
+
+@contextmanager
+def run_asgi_in_thread(app: Any, **config: Any) -> Iterator[str]:
+    """``with run_asgi_in_thread(app) as url:`` serve ``app`` for the block."""
+    server = start_asgi_in_thread(app, **config)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def start_fake_upstream(behavior: FakeBehavior | None = None, *, api_key: str | None = None
+                        ) -> tuple[str, Callable[[], None]]:
+    """The fake OpenAI + Anthropic upstream on a free port: ``(base_url, stop)``."""
+    server = start_asgi_in_thread(create_app(behavior, api_key=api_key))
+    return server.url, server.stop
+
+
+class FakeUpstreamClient:
+    """Blocking helper for the fake's ``/_fake/*`` scripting routes."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def script(self, default: dict[str, Any] | None = None,
+               queue: list[dict[str, Any]] | None = None) -> Any:
+        body: dict[str, Any] = {}
+        if default is not None:
+            body["default"] = default
+        if queue is not None:
+            body["queue"] = queue
+        return self._call("POST", "/_fake/script", body)
+
+    def calls(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/_fake/calls")
+        return result
+
+    def reset(self) -> None:
+        self._call("POST", "/_fake/reset", {})
+
+    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool],
+                       within_s: float = 3.0) -> dict[str, Any]:
+        """Poll ``/_fake/calls`` until ``predicate`` holds. Server-side effects
+        (noticing a hang-up) are asynchronous, and the caller's loop must keep
+        running meanwhile so that its closed sockets really close."""
+        deadline = time.monotonic() + within_s
+        while True:
+            calls = self.calls()
+            if predicate(calls) or time.monotonic() > deadline:
+                return calls
+            await asyncio.sleep(0.01)
