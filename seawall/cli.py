@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import sys
 import time
 import uuid
@@ -57,10 +58,19 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
     sys.setswitchinterval(srv.gil_switch_interval_s)
     setup_logging(srv.log_level, settings.observe.json_logs)
     app = create_app(settings)
+    # Uvicorn drains in-flight requests on SIGTERM/SIGINT, restores the
+    # handlers it found, then re-raises the signal. Finding these, a drained
+    # shutdown ends with exit status 0 instead of death by signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_after_drain)
     uvicorn.run(app, host=host or srv.host, port=srv.port if port is None else port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=srv.access_log,
                 log_config=None, log_level=srv.log_level, backlog=4096,
                 timeout_keep_alive=75, timeout_graceful_shutdown=30)
+
+
+def _exit_after_drain(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run(make: Callable[[Any], Awaitable[Any]], settings: Settings) -> Any:

@@ -8,77 +8,49 @@ server's loop (e.g. to flush the trace writer) through :meth:`on_server`.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import uvicorn
-
 from seawall.app import Services, create_app
 from seawall.config import Settings, parse_settings
+from tests.servers import ServerThread
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
 class Running:
     url: str
-    server: uvicorn.Server
-    loop: asyncio.AbstractEventLoop
+    thread: ServerThread
     app: Any
 
     @property
     def services(self) -> Services:
         return self.app.state.services  # type: ignore[no-any-return]
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.thread.server.servers[0].get_loop()
+
     def on_server(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def traces(self, n: int = 100) -> list[dict[str, Any]]:
-        """Every trace record so far (after flushing the writer)."""
+        """The latest trace records (after flushing the writer)."""
         self.on_server(self.services.writer.flush())
         return self.on_server(self.services.store.recent_traces(n))
 
 
 @contextmanager
-def run_app(app: Any, port: int | None = None) -> Iterator[Running]:
-    port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio",
-                            http="httptools", lifespan="on", log_level="warning",
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    def target() -> None:
-        loop = asyncio.new_event_loop()
-        loops.append(loop)
-        loop.run_until_complete(server.serve())
-        loop.close()
-
-    thread = threading.Thread(target=target, daemon=True, name=f"server-{port}")
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("server thread exited during startup (see the log above)")
-        if time.monotonic() > deadline:
-            raise TimeoutError("server did not start")
-        time.sleep(0.01)
+def run_app(app: Any) -> Iterator[Running]:
+    thread = ServerThread(app, lifespan="on", http="httptools", timeout_graceful_shutdown=5)
+    thread.start(timeout=120)
     try:
-        yield Running(url=f"http://127.0.0.1:{port}", server=server, loop=loops[0], app=app)
+        yield Running(url=thread.url, thread=thread, app=app)
     finally:
-        server.should_exit = True
-        thread.join(30)
+        thread.stop(timeout=30)
 
 
 @contextmanager

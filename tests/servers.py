@@ -128,3 +128,10 @@ class FakeUpstreamClient:
             if predicate(calls) or time.monotonic() > deadline:
                 return calls
             await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for servers started as subprocesses)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -187,6 +187,7 @@ async def list_models(request: Request) -> Response:
     data = [{"id": name, "object": "model", "created": svc.started_at,
              "owned_by": dep.provider.name}
             for name, dep in svc.registry.deployments.items()]
+    await svc.pipeline.finish(ctx)
     return json_response({"object": "list", "data": data}, headers=_headers(ctx))
 
 

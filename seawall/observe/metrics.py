@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from seawall.observe.records import TraceRecord
@@ -13,6 +15,7 @@ _TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         labels = ("endpoint", "model", "deployment")
@@ -42,21 +45,36 @@ class Metrics:
         self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit.",
                                     ("limit",), registry=r)
 
+    def _series(self, endpoint: str, model: str, deployment: str, status: int) -> tuple[Any, ...]:
+        """The labelled children for one label combination, looked up once."""
+        key = (endpoint, model, deployment, status)
+        found = self._children.get(key)
+        if found is None:
+            labels = key[:3]
+            found = (self.requests.labels(*labels, str(status)), self.latency.labels(*labels),
+                     self.ttft.labels(*labels), self.tokens.labels(model, deployment, "prompt"),
+                     self.tokens.labels(model, deployment, "completion"),
+                     self.cost.labels(model, deployment))
+            self._children[key] = found
+        return found
+
     def observe(self, rec: TraceRecord) -> None:
         """Count one finished request; called by the writer, off the request path."""
-        labels = (rec.endpoint, rec.model, rec.deployment)
-        self.requests.labels(*labels, str(rec.status)).inc()
+        requests, latency, ttft, prompt, completion, cost = self._series(
+            rec.endpoint, rec.model, rec.deployment, rec.status)
+        requests.inc()
         if rec.error_type:
-            self.errors.labels(*labels, rec.error_type, rec.error_code or "").inc()
-        self.latency.labels(*labels).observe(rec.latency_ms / 1000)
+            self.errors.labels(rec.endpoint, rec.model, rec.deployment, rec.error_type,
+                               rec.error_code or "").inc()
+        latency.observe(rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
-            self.ttft.labels(*labels).observe(rec.ttft_ms / 1000)
+            ttft.observe(rec.ttft_ms / 1000)
         if rec.prompt_tokens:
-            self.tokens.labels(rec.model, rec.deployment, "prompt").inc(rec.prompt_tokens)
+            prompt.inc(rec.prompt_tokens)
         if rec.completion_tokens:
-            self.tokens.labels(rec.model, rec.deployment, "completion").inc(rec.completion_tokens)
+            completion.inc(rec.completion_tokens)
         if rec.cost_usd:
-            self.cost.labels(rec.model, rec.deployment).inc(rec.cost_usd)
+            cost.inc(rec.cost_usd)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,7 +21,7 @@ from pathlib import Path
 from seawall.config import TraceSettings
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord
-from seawall.observe.tracing import SpanExport
+from seawall.observe.tracing import SpanExport, span_tree
 from seawall.store.base import TraceStore
 
 log = logging.getLogger("seawall.traces")
@@ -117,7 +117,7 @@ class TraceWriter:
                 self._finalize(rec)
                 self.metrics.observe(rec)
                 if self._spans is not None:
-                    spans.extend(self._spans.spans(rec))
+                    spans.extend(span_tree(rec))
             except Exception:  # a bad record must not stop the writer
                 log.exception("could not finish trace record", extra={"trace": rec.trace_id})
             rec.finalized = True

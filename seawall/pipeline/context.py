@@ -17,10 +17,16 @@ if TYPE_CHECKING:
 
 
 def new_trace_id() -> str:
-    # 128 random bits as 32 hex digits (a valid W3C/OTel trace id). Python's
-    # Mersenne Twister, not os.urandom: ids need uniqueness, not secrecy, and
-    # uuid4's syscall was 5% of a request (bench/).
-    return f"{random.getrandbits(128):032x}"
+    """32 hex digits, a valid W3C/OTel trace id: 48 bits of milliseconds then
+    80 random bits.
+
+    Time-ordered ids keep the store's trace-id index appending at its right
+    edge instead of touching random pages (random ids made each stored
+    record cost several times more, bench/). The random part comes from
+    Python's Mersenne Twister, not os.urandom: ids need uniqueness, not
+    secrecy, and uuid4's syscall was 5% of a proxied request.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 @dataclass(slots=True)

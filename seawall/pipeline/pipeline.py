@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from seawall.errors import SeawallError, internal_error
+from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import Stage
 from seawall.providers.base import StreamItem
@@ -36,12 +37,16 @@ class Pipeline:
     parsed, so an unauthenticated caller learns nothing about validation; the
     other stages run on the parsed request."""
 
-    def __init__(self, admission: Sequence[Stage], stages: Sequence[Stage]) -> None:
+    def __init__(self, admission: Sequence[Stage], stages: Sequence[Stage],
+                 metrics: Metrics) -> None:
         self.admission = list(admission)
         self.stages = list(stages)
+        self._inflight = metrics.inflight
 
     async def admit(self, ctx: RequestContext) -> None:
-        """Run the admission stages; a rejection is recorded and raised."""
+        """Run the admission stages; a rejection is recorded and raised.
+        Every request starts here, and ends in :meth:`finish`."""
+        self._inflight.inc()
         try:
             await self._run_before(self.admission, ctx)
         except SeawallError as e:
@@ -68,6 +73,7 @@ class Pipeline:
 
     async def finish(self, ctx: RequestContext) -> None:
         """Run every stage's ``after`` (recording included), whatever happened."""
+        self._inflight.dec()
         if ctx.finished_ns is None:
             ctx.finished_ns = time.time_ns()
         ctx.spans.insert(0, (ctx.endpoint, ctx.started_ns, ctx.finished_ns))

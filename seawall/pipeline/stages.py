@@ -17,6 +17,7 @@ from typing import Protocol
 
 from seawall.config import AuthSettings, LimitSettings, TraceSettings
 from seawall.errors import AuthenticationFailed, RateLimited
+from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.context import RequestContext
@@ -116,9 +117,10 @@ class AuthStage:
 class LimitStage:
     name = "limits"
 
-    def __init__(self, settings: LimitSettings, limiter: RateLimiter) -> None:
+    def __init__(self, settings: LimitSettings, limiter: RateLimiter, metrics: Metrics) -> None:
         self.settings = settings
         self.limiter = limiter
+        self._refused = metrics.rate_limited.labels("key_rpm")
 
     async def before(self, ctx: RequestContext) -> None:
         key = ctx.key
@@ -128,6 +130,7 @@ class LimitStage:
         bucket = key.id if key is not None else f"anon:{ctx.client_host}"
         wait = await self.limiter.acquire(bucket, rpm)
         if wait is not None:
+            self._refused.inc()
             raise RateLimited(
                 f"Rate limit of {rpm} requests per minute reached for this key; "
                 f"retry after {wait:.1f}s.", retry_after=wait)

@@ -83,6 +83,7 @@ class SqliteStore:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: indexes stay in memory
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
 

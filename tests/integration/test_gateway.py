@@ -243,3 +243,5 @@ def test_health_ready_metrics(gw: Running, client: openai.OpenAI) -> None:
     assert "seawall_time_to_first_token_seconds_bucket" in text
     assert 'seawall_tokens_total{deployment="fake/echo",kind="completion",model="echo"}' in text
     assert 'seawall_cost_usd_total{deployment="fake/echo",model="echo"}' in text
+    assert "seawall_inflight_requests 0.0" in text  # every request that started has ended
+    assert 'seawall_rate_limited_total{limit="key_rpm"}' in text
