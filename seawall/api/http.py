@@ -4,7 +4,7 @@ response that stops the answer the moment the client hangs up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -97,17 +97,15 @@ class DisconnectWatch:
 
 
 class SSEResponse(Response):
-    """``text/event-stream`` of pre-encoded events from ``body``, with
-    disconnect detection. ``on_disconnect`` lets the caller note the hang-up."""
+    """``text/event-stream`` of pre-encoded events from ``body``; a client
+    hang-up closes ``body`` at once (which closes the upstream stream)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str],
-                 on_close: Callable[[], Any] | None = None) -> None:
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
         self.status_code = 200
         self.background = None
         self._events = body
-        self._on_close = on_close
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -125,5 +123,3 @@ class SSEResponse(Response):
                     pass  # the client is gone; the generator is closed below
         finally:
             await events.aclose()  # type: ignore[attr-defined]
-            if self._on_close is not None:
-                self._on_close()

@@ -118,12 +118,16 @@ async def chat_completions(request: Request) -> Response:
 
     # Stream: wait for the first chunk so failures before any output are a
     # proper HTTP error, not a 200 stream that carries an error.
+    first: StreamItem | None = None
     try:
-        first: StreamItem | None = await anext(stream)
+        async with DisconnectWatch(request.receive):
+            first = await anext(stream)
     except StopAsyncIteration:
-        first = None
+        pass
     except SeawallError as e:
         return _fail(ctx, e)
+    if ctx.error is not None:  # the client left before the first token
+        return Response(status_code=499)
     return SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk), _headers(ctx))
 
 

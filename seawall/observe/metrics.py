@@ -42,6 +42,9 @@ class Metrics:
                                      "of the store (store slow, down or queue full).", registry=r)
         self.trace_written = Counter("seawall_trace_records_written",
                                      "Trace records written to the store.", registry=r)
+        self.spans_dropped = Counter("seawall_spans_dropped",
+                                     "Spans not exported because the OTLP collector "
+                                     "could not keep up.", registry=r)
         self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit.",
                                     ("limit",), registry=r)
 

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from seawall.config import TraceSettings
 from seawall.observe.metrics import Metrics
@@ -27,6 +28,7 @@ from seawall.store.base import TraceStore
 log = logging.getLogger("seawall.traces")
 
 Finalizer = Callable[[TraceRecord], None]
+MAX_SPAN_BACKLOG = 200_000  # spans waiting for a slow collector (~100 MB at most)
 
 
 class TraceWriter:
@@ -49,6 +51,8 @@ class TraceWriter:
         self._task: asyncio.Task[None] | None = None
         self._store_ok = True
         self._pending = 0  # records taken off the queue and not yet written or journaled
+        self._span_backlog: list[dict[str, Any]] = []
+        self._span_task: asyncio.Task[None] | None = None
 
     # -- request path --
     def submit(self, rec: TraceRecord) -> None:
@@ -73,6 +77,8 @@ class TraceWriter:
         while not self._queue.empty():
             await self._write(self._take_batch())
         await self._replay()
+        if self._span_task is not None:
+            await self._span_task
         if self._spans is not None:
             self._spans.shutdown()
 
@@ -109,7 +115,7 @@ class TraceWriter:
         Yields to the event loop every few records so a large batch never
         stalls requests being served meanwhile.
         """
-        spans = []
+        spans: list[dict[str, Any]] = []
         for i, rec in enumerate(batch):
             if rec.finalized:
                 continue
@@ -123,11 +129,28 @@ class TraceWriter:
             rec.finalized = True
             if i % 16 == 15:
                 await asyncio.sleep(0)
-        if spans and self._spans is not None:
+        if spans:
+            self._queue_spans(spans)
+
+    def _queue_spans(self, spans: list[dict[str, Any]]) -> None:
+        """Export beside the writer, never in its way: a slow collector must
+        not hold up trace records. Spans are telemetry: past a bounded
+        backlog they are dropped, and counted."""
+        if len(self._span_backlog) + len(spans) > MAX_SPAN_BACKLOG:
+            self.metrics.spans_dropped.inc(len(spans))
+            return
+        self._span_backlog.extend(spans)
+        if self._span_task is None or self._span_task.done():
+            self._span_task = asyncio.create_task(self._export_spans())
+
+    async def _export_spans(self) -> None:
+        assert self._spans is not None
+        while self._span_backlog:
+            batch, self._span_backlog = self._span_backlog, []
             try:
-                await asyncio.to_thread(self._spans.export, spans)
+                await asyncio.to_thread(self._spans.export, batch)
             except Exception as e:
-                log.warning("span export failed", extra={"error": repr(e), "spans": len(spans)})
+                log.warning("span export failed", extra={"error": repr(e), "spans": len(batch)})
 
     async def _write(self, batch: list[TraceRecord]) -> None:
         if not batch:

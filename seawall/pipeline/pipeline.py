@@ -150,5 +150,5 @@ class Pipeline:
                 except Exception:
                     log.debug("closing the provider stream failed", exc_info=True)
             ctx.finished_ns = time.time_ns()
-            ctx.span("invoke", t0)
+            ctx.span("upstream", t0)  # the answer, from the call to its last chunk
             await self.finish(ctx)
