@@ -24,6 +24,7 @@ from seawall.api import openai_routes, ops_routes
 from seawall.api.http import error_response
 from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
+from seawall.ml.tokens import TokenCounter
 from seawall.observe.logs import current_trace_id
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord
@@ -47,14 +48,13 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = int(time.time())
-        self.draining = False
         self.store = SqliteStore(settings.db_path)
         self.metrics = Metrics()
         self.registry = ModelRegistry(settings)
         obs = settings.observe
         spans = (SpanExport(obs.service_name, obs.otlp_endpoint, obs.otlp_protocol)
                  if obs.otlp_endpoint else None)
-        self._tokens: Any = None
+        self.tokens = TokenCounter()  # loads its encoding in start(), off the event loop
         self.writer = TraceWriter(self.store, self.metrics, obs.traces,
                                   Path(settings.data_dir) / "traces.journal",
                                   finalize=self._finalize, spans=spans)
@@ -65,18 +65,14 @@ class Services:
             RecordStage(obs.traces, self.writer),
         ], self.metrics)
 
-    @property
-    def tokens(self) -> Any:
-        if self._tokens is None:
-            from seawall.ml.tokens import TokenCounter
-            self._tokens = TokenCounter()
-        return self._tokens
+    def count_tokens(self, messages: list[Any], output: str) -> tuple[int, int]:
+        """(prompt, completion) tokens, for when the upstream reported none."""
+        return self.tokens.count_messages(messages), self.tokens.count(output)
 
     def estimate_usage(self, ctx: RequestContext) -> dict[str, int]:
-        """Count tokens ourselves when the upstream reported none."""
+        """The usage block of an answer whose upstream sent none."""
         messages = ctx.raw.get("messages", []) if ctx.raw else []
-        prompt = self.tokens.count_messages(messages)
-        completion = self.tokens.count(ctx.gatherer.text)
+        prompt, completion = self.count_tokens(messages, ctx.gatherer.text)
         ctx.usage_estimated = True
         ctx.usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                      "total_tokens": prompt + completion}
@@ -85,9 +81,7 @@ class Services:
     def _finalize(self, rec: TraceRecord) -> None:
         """Writer-side completion of a record: token estimates and their cost."""
         if rec.messages_for_count is not None:
-            messages, text = rec.messages_for_count
-            rec.prompt_tokens = self.tokens.count_messages(messages)
-            rec.completion_tokens = self.tokens.count(text)
+            rec.prompt_tokens, rec.completion_tokens = self.count_tokens(*rec.messages_for_count)
             rec.messages_for_count = None
             dep = self.registry.deployments.get(rec.model)
             if dep is not None:
@@ -98,10 +92,9 @@ class Services:
         await self.writer.start()
         await self.registry.start()
         # Load the token encoder now rather than on the first request that needs it.
-        await asyncio.to_thread(lambda: self.tokens.warm_up())
+        await asyncio.to_thread(self.tokens.warm_up)
 
     async def close(self) -> None:
-        self.draining = True
         await self.registry.close()
         await self.writer.stop()
         await self.store.close()

@@ -32,7 +32,7 @@ async def ready(request: Request) -> Response:
     for name, st in svc.registry.status().items():
         checks[f"provider:{name}"] = {"ready": st.ready, **({"detail": st.detail} if st.detail
                                                             else {}), **st.extra}
-    ok = all(c["ready"] for c in checks.values()) and not svc.draining
+    ok = all(c["ready"] for c in checks.values())
     return json_response({"status": "ready" if ok else "not_ready", "checks": checks},
                          status=200 if ok else 503)
 
