@@ -285,6 +285,20 @@ class _Upstream:
             return _openai_error(401, "Incorrect API key provided.")
         return None
 
+    async def _begin(self, request: Request, call: _Call, behavior: FakeBehavior,
+                     words: FakeWords, error: Callable[..., Response]) -> Response | None:
+        """Play the scripted hang or failure; the error response (in the
+        endpoint's own wire format) if the answer must not start, else None."""
+        try:
+            await _maybe_race(request, behavior.hang, words.begin())
+        except FakeFailure as f:
+            self.state.end(call, "failed")
+            return error(f.status, f"scripted fake failure (HTTP {f.status})", f.retry_after)
+        except _ClientGone:
+            self.state.end(call, "cancelled")
+            return Response(status_code=499)
+        return None
+
     async def chat_completions(self, request: Request) -> Response:
         raw = await _body_json(request)
         call = self.state.begin(request, raw)
@@ -300,15 +314,9 @@ class _Upstream:
             return _json(e.envelope(), e.status)
         behavior = self.state.take()
         words = fake_words(behavior, req)
-        try:
-            await _maybe_race(request, behavior.hang, words.begin())
-        except FakeFailure as f:
-            self.state.end(call, "failed")
-            return _openai_error(f.status, f"scripted fake failure (HTTP {f.status})",
-                                 f.retry_after)
-        except _ClientGone:
-            self.state.end(call, "cancelled")
-            return Response(status_code=499)
+        refused = await self._begin(request, call, behavior, words, _openai_error)
+        if refused is not None:
+            return refused
         prompt_tokens = prompt_word_count(req)
         if req.stream:
             body = self._openai_stream(call, words, req.model, prompt_tokens,
@@ -419,15 +427,9 @@ class _Upstream:
                                          raw.get("stop_sequences") or ())
         input_tokens = count_words(_blocks_text(raw.get("system"))) + sum(
             count_words(_blocks_text(m.get("content"), tool_results=True)) for m in messages)
-        try:
-            await _maybe_race(request, behavior.hang, words.begin())
-        except FakeFailure as f:
-            self.state.end(call, "failed")
-            return _anthropic_error(f.status, f"scripted fake failure (HTTP {f.status})",
-                                    f.retry_after)
-        except _ClientGone:
-            self.state.end(call, "cancelled")
-            return Response(status_code=499)
+        refused = await self._begin(request, call, behavior, words, _anthropic_error)
+        if refused is not None:
+            return refused
         model = str(raw["model"])
         if raw.get("stream"):
             body = self._anthropic_stream(call, words, model, input_tokens, tool_name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -30,20 +30,11 @@ from seawall.providers.anthropic import (
     to_anthropic,
 )
 from seawall.providers.base import ChatCall, Chunk, Gatherer
-from tests.servers import FakeUpstreamClient, run_asgi_in_thread, start_fake_upstream
+from tests.servers import FakeUpstreamClient, run_asgi_in_thread
 
 WEATHER_TOOL: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstreamClient]:
-    url, stop = start_fake_upstream()
-    try:
-        yield FakeUpstreamClient(url)
-    finally:
-        stop()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,18 +14,9 @@ import pytest
 from anthropic import AsyncAnthropic  # imported here: 1 s, paid once at collection
 from openai import AsyncOpenAI
 
-from tests.servers import FakeUpstreamClient, start_fake_upstream
+from tests.servers import FakeUpstreamClient
 
 ANTHROPIC_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstreamClient]:
-    url, stop = start_fake_upstream()
-    try:
-        yield FakeUpstreamClient(url)
-    finally:
-        stop()
 
 
 @pytest.fixture
