@@ -13,7 +13,9 @@ import orjson
 current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "seawall_trace_id", default=None)
 
-_STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Attributes every LogRecord has, plus uvicorn's ANSI-coloured duplicate of
+# its message: neither belongs in a JSON line as an extra field.
+_STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -18,7 +18,8 @@ def test_json_lines_carry_trace_id_and_extras() -> None:
     log.propagate = False
     token = current_trace_id.set("0123456789abcdef0123456789abcdef")
     try:
-        log.warning("upstream slow", extra={"deployment": "oa/gpt-4o", "ms": 1234})
+        log.warning("upstream slow", extra={"deployment": "oa/gpt-4o", "ms": 1234,
+                                            "color_message": "\x1b[1mupstream slow\x1b[0m"})
     finally:
         current_trace_id.reset(token)
     log.info("no request here")
@@ -27,4 +28,5 @@ def test_json_lines_carry_trace_id_and_extras() -> None:
     assert first["trace_id"] == "0123456789abcdef0123456789abcdef"
     assert first["deployment"] == "oa/gpt-4o" and first["ms"] == 1234
     assert first["ts"].endswith("Z")
+    assert "color_message" not in first
     assert "trace_id" not in second
