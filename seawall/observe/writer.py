@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from seawall.config import TraceSettings
 from seawall.observe.metrics import Metrics
@@ -29,6 +30,7 @@ log = logging.getLogger("seawall.traces")
 
 Finalizer = Callable[[TraceRecord], None]
 MAX_SPAN_BACKLOG = 200_000  # spans waiting for a slow collector (~100 MB at most)
+SLICE_S = 0.002  # longest stretch of writer work between two yields to the event loop
 
 
 class TraceWriter:
@@ -51,6 +53,7 @@ class TraceWriter:
         self._task: asyncio.Task[None] | None = None
         self._store_ok = True
         self._pending = 0  # records taken off the queue and not yet written or journaled
+        self._journal_file: BinaryIO | None = None
         self._span_backlog: list[dict[str, Any]] = []
         self._span_task: asyncio.Task[None] | None = None
 
@@ -77,6 +80,7 @@ class TraceWriter:
         while not self._queue.empty():
             await self._write(self._take_batch())
         await self._replay()
+        self._close_journal()  # whatever the store still refused is on disk now
         if self._span_task is not None:
             await self._span_task
         if self._spans is not None:
@@ -103,6 +107,8 @@ class TraceWriter:
             self._pending += 1
             batch = [first, *self._take_batch()]
             await self._write(batch)
+            if self._journal_file is not None:
+                self._journal_file.flush()
             self.metrics.trace_queue.set(self._queue.qsize())
             if self._store_ok and self.journal_path.exists():
                 await self._replay()
@@ -112,11 +118,15 @@ class TraceWriter:
     async def _finish(self, batch: list[TraceRecord]) -> None:
         """Tokens, cost, metrics and spans for each record not yet finished.
 
-        Yields to the event loop every few records so a large batch never
-        stalls requests being served meanwhile.
+        Yields to the event loop after each ``SLICE_S`` of work, so a large
+        batch never stalls requests being served meanwhile. (Yielding per
+        record count instead starves the writer under high concurrency: each
+        yield waits behind every ready request, the queue overflows.)
         """
         spans: list[dict[str, Any]] = []
-        for i, rec in enumerate(batch):
+        clock = time.perf_counter
+        slice_end = clock() + SLICE_S
+        for rec in batch:
             if rec.finalized:
                 continue
             try:
@@ -127,8 +137,9 @@ class TraceWriter:
             except Exception:  # a bad record must not stop the writer
                 log.exception("could not finish trace record", extra={"trace": rec.trace_id})
             rec.finalized = True
-            if i % 16 == 15:
+            if clock() > slice_end:
                 await asyncio.sleep(0)
+                slice_end = clock() + SLICE_S
         if spans:
             self._queue_spans(spans)
 
@@ -172,14 +183,24 @@ class TraceWriter:
 
     # -- journal --
     def _journal(self, records: list[TraceRecord], *, finalized: bool) -> None:
+        """Append to the journal through a buffered handle kept open, so a
+        burst of overflow costs a write per record, not an open and close;
+        the writer flushes it every cycle."""
         for r in records:
             r.finalized = finalized
-        with open(self.journal_path, "ab") as f:
-            f.write(b"".join(r.to_json() + b"\n" for r in records))
+        if self._journal_file is None:
+            self._journal_file = open(self.journal_path, "ab")  # noqa: SIM115 (kept open)
+        self._journal_file.write(b"".join(r.to_json() + b"\n" for r in records))
         self.metrics.trace_spilled.inc(len(records))
+
+    def _close_journal(self) -> None:
+        if self._journal_file is not None:
+            self._journal_file.close()
+            self._journal_file = None
 
     async def _replay(self) -> None:
         """Move journaled records into the store; keep the file if that fails."""
+        self._close_journal()
         if not self.journal_path.exists():
             return
         replaying = self.journal_path.with_suffix(".replaying")
