@@ -18,7 +18,6 @@ What does not translate exactly:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -46,6 +45,7 @@ from seawall.providers.base import (
     make_chunk,
     usage_chunk,
 )
+from seawall.providers.upstream import retry_after_s
 
 JSON_ONLY_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no text before or "
@@ -286,21 +286,6 @@ class SSEDecoder:
         return out
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class StreamTranslator:
     """Anthropic stream events -> OpenAI chunks, one event at a time (no I/O, so
     the mapping is testable on its own)."""
@@ -529,7 +514,7 @@ class AnthropicProvider(Provider):
         except orjson.JSONDecodeError:
             pass
         message = message or resp.reason or f"HTTP {status}"
-        retry_after = _retry_after(resp.headers)
+        retry_after = retry_after_s(resp.headers)
         what = self._what()
         if status == 429:
             return RateLimited(f"{what} is rate limiting requests: {message}",

@@ -32,16 +32,7 @@ from seawall.providers.base import (
     StreamItem,
     completion_to_chunk,
 )
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
+from seawall.providers.upstream import retry_after_s
 
 
 def _upstream_message(body: bytes) -> str:
@@ -60,7 +51,7 @@ def http_error(provider: str, status: int, body: bytes, headers: Any) -> Seawall
     msg = _upstream_message(body)
     if status == 429:
         return RateLimited(f"Provider {provider!r} is rate limiting: {msg}",
-                           retry_after=_retry_after(headers), code="upstream_rate_limited")
+                           retry_after=retry_after_s(headers), code="upstream_rate_limited")
     if status in (401, 403):
         return UpstreamError(
             f"Provider {provider!r} rejected Seawall's credentials (HTTP {status}); "
@@ -70,7 +61,7 @@ def http_error(provider: str, status: int, body: bytes, headers: Any) -> Seawall
         return InvalidRequest(f"Provider {provider!r} rejected the request: {msg}",
                               status=400 if status != 404 else 404, code="upstream_rejected")
     return UpstreamError(f"Provider {provider!r} failed with HTTP {status}: {msg}",
-                         upstream_status=status, retry_after=_retry_after(headers))
+                         upstream_status=status, retry_after=retry_after_s(headers))
 
 
 class OpenAIProvider(Provider):
