@@ -30,11 +30,14 @@ from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord
 from seawall.observe.tracing import SpanExport
 from seawall.observe.writer import TraceWriter
+from seawall.pipeline.admission import AdmissionStage
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.pipeline import Pipeline
 from seawall.pipeline.ratelimit import InMemoryRateLimiter
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
 from seawall.providers.registry import ModelRegistry
+from seawall.routing.breaker import BreakerState
+from seawall.routing.router import Router
 from seawall.store.sqlite import SqliteStore
 
 log = logging.getLogger("seawall")
@@ -50,7 +53,12 @@ class Services:
         self.started_at = int(time.time())
         self.store = SqliteStore(settings.db_path)
         self.metrics = Metrics()
-        self.registry = ModelRegistry(settings)
+        self.registry = ModelRegistry(settings, on_breaker_change=self._breaker_changed)
+        self.router = Router(self.registry, settings.resilience,
+                             on_budget_refused=self.metrics.retry_budget_refused.inc)
+        for name in self.registry.by_name:
+            self.metrics.circuit_state.labels(name).set(0)
+        self.metrics.before_render(self._deployment_gauges)
         obs = settings.observe
         spans = (SpanExport(obs.service_name, obs.otlp_endpoint, obs.otlp_protocol)
                  if obs.otlp_endpoint else None)
@@ -59,11 +67,28 @@ class Services:
                                   Path(settings.data_dir) / "traces.journal",
                                   finalize=self._finalize, spans=spans)
         self.auth = AuthStage(settings.auth, self.store)
-        self.pipeline = Pipeline([self.auth], [
+        self.admission = AdmissionStage(settings.admission, self.metrics)
+        self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
-            InvokeStage(self.registry),
+            InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer),
         ], self.metrics)
+
+    def _breaker_changed(self, deployment: str, state: BreakerState) -> None:
+        self.metrics.circuit_state.labels(deployment).set(int(state))
+        self.metrics.circuit_transitions.labels(deployment, state.label).inc()
+        dep = self.registry.by_name.get(deployment)
+        reason = dep.health.breaker.reason if dep is not None else ""
+        log.warning("circuit %s for %s%s", state.label, deployment,
+                    f" ({reason})" if reason and state is BreakerState.OPEN else "",
+                    extra={"deployment": deployment, "circuit": state.label})
+
+    def _deployment_gauges(self) -> None:
+        for name, dep in self.registry.by_name.items():
+            self.metrics.deployment_inflight.labels(name).set(dep.health.inflight)
+            # Reading the state also moves an open breaker whose cool-down is over
+            # to half-open, so the gauge never shows a stale "open".
+            self.metrics.circuit_state.labels(name).set(int(dep.health.breaker.state))
 
     def count_tokens(self, messages: list[Any], output: str) -> tuple[int, int]:
         """(prompt, completion) tokens, for when the upstream reported none."""
@@ -83,7 +108,7 @@ class Services:
         if rec.messages_for_count is not None:
             rec.prompt_tokens, rec.completion_tokens = self.count_tokens(*rec.messages_for_count)
             rec.messages_for_count = None
-            dep = self.registry.deployments.get(rec.model)
+            dep = self.registry.by_name.get(rec.deployment)
             if dep is not None:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
 
@@ -159,7 +184,7 @@ def create_app(settings: Settings) -> FastPath:
         # the collector's sight so full collections stay short (tail latency).
         gc.collect()
         gc.freeze()
-        log.info("seawall ready", extra={"models": sorted(services.registry.deployments)})
+        log.info("seawall ready", extra={"models": sorted(services.registry.models)})
         try:
             yield
         finally:

@@ -214,16 +214,32 @@ def doctor(config: str | None, port: int | None, skip_models: bool) -> None:
 @click.option("--text", default=None, help="Fixed answer (default: echo the last user message).")
 @click.option("--ttft-s", type=float, default=0.0, show_default=True)
 @click.option("--tokens-per-s", type=float, default=0.0, show_default=True)
+@click.option("--error-status", type=click.IntRange(400, 599), default=None,
+              help="Fail requests with this HTTP status.")
+@click.option("--error-probability", type=click.FloatRange(0.0, 1.0), default=1.0,
+              show_default=True, help="With --error-status: the share of requests that fail.")
+@click.option("--seed", type=int, default=None,
+              help="Seed for --error-probability, for a repeatable run (default: random).")
+@click.option("--fill-max-tokens/--no-fill-max-tokens", default=False, show_default=True,
+              help="Answer with exactly max_tokens words, finish reason length.")
+@click.option("--prefill-tokens-per-s", type=click.FloatRange(min=0.0), default=0.0,
+              show_default=True, help="Add prompt words / this to the TTFT (0 = off).")
 def fake_upstream(host: str, port: int, text: str | None, ttft_s: float,
-                  tokens_per_s: float) -> None:
+                  tokens_per_s: float, error_status: int | None, error_probability: float,
+                  seed: int | None, fill_max_tokens: bool,
+                  prefill_tokens_per_s: float) -> None:
     """Run the scriptable fake model server (OpenAI and Anthropic wire formats)."""
-    import uvicorn
-
+    from seawall.providers import fake_server
     from seawall.providers.fake import FakeBehavior
-    from seawall.providers.fake_server import create_app as fake_app
 
-    behavior = FakeBehavior(text=text, ttft_s=ttft_s, tokens_per_s=tokens_per_s)
-    uvicorn.run(fake_app(behavior), host=host, port=port, log_level="warning")
+    try:
+        behavior = FakeBehavior(
+            text=text, ttft_s=ttft_s, tokens_per_s=tokens_per_s, error_status=error_status,
+            error_probability=error_probability, fill_max_tokens=fill_max_tokens,
+            prefill_tokens_per_s=prefill_tokens_per_s)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    fake_server.run(host, port, behavior, seed=seed)
 
 
 if __name__ == "__main__":

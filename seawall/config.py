@@ -72,8 +72,6 @@ class OpenAIProviderSettings(_ProviderBase):
     base_url: str = "https://api.openai.com/v1"
     api_key: str | None = None
     headers: dict[str, str] = {}
-    connect_timeout_s: float = Field(10.0, gt=0)
-    timeout_s: float = Field(600.0, gt=0)
     supports_stream_usage: bool = True
 
 
@@ -84,8 +82,6 @@ class AnthropicProviderSettings(_ProviderBase):
     api_version: str = "2023-06-01"
     default_max_tokens: int = Field(4096, gt=0)
     headers: dict[str, str] = {}
-    connect_timeout_s: float = Field(10.0, gt=0)
-    timeout_s: float = Field(600.0, gt=0)
 
 
 class LocalProviderSettings(_ProviderBase):
@@ -105,6 +101,12 @@ class FakeProviderSettings(_ProviderBase):
     error_status: int | None = None
     retry_after_s: float | None = None
     disconnect_after_chunks: int | None = None
+    malformed_after_chunks: int | None = None
+    stall_after_chunks: int | None = None
+    error_probability: float = Field(1.0, ge=0, le=1)
+    seed: int | None = None
+    fill_max_tokens: bool = False
+    prefill_tokens_per_s: float = Field(0.0, ge=0)
     hang: bool = False
 
 
@@ -131,11 +133,137 @@ class Price(_Strict):
     output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
 
 
-class ModelSettings(_Strict):
+class TimeoutSettings(_Strict):
+    """Bounds on one upstream attempt; each has its own error code (docs/resilience.md)."""
+
+    connect_s: float = Field(5.0, gt=0, description="TCP/TLS connect")
+    first_token_s: float = Field(60.0, gt=0, description="request sent -> first content token "
+                                 "(streams; a non-streaming answer is bounded by total_s)")
+    idle_s: float = Field(30.0, gt=0, description="longest silence between two stream chunks")
+    total_s: float = Field(600.0, gt=0, description="the whole attempt")
+
+
+class TimeoutOverrides(_Strict):
+    """Per-deployment overrides of ``resilience.timeouts``; unset keys inherit."""
+
+    connect_s: float | None = Field(None, gt=0)
+    first_token_s: float | None = Field(None, gt=0)
+    idle_s: float | None = Field(None, gt=0)
+    total_s: float | None = Field(None, gt=0)
+
+    def over(self, base: TimeoutSettings) -> TimeoutSettings:
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class DeploymentSettings(_Strict):
+    """One place a logical model can be served: a provider, its model name, limits."""
+
     provider: str
     model: str | None = None  # the upstream's model name; default: the logical name
+    weight: float = Field(1.0, gt=0, description="share of traffic under the weighted strategy")
+    max_concurrency: int | None = Field(None, gt=0, description="in-flight cap; full = skipped")
+    rpm: int | None = Field(None, gt=0, description="requests per minute cap")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute cap")
+    timeouts: TimeoutOverrides = TimeoutOverrides()
+    hedge: bool = False
+    hedge_after_s: float | None = Field(
+        None, gt=0, description="hedge after this long with no first token; default: p95 TTFT")
+    price: Price | None = None  # default: the model's price
+
+
+class DegradedRule(_Strict):
+    match: str = Field(description="regular expression searched in the last user message")
+    answer: str
+
+    @model_validator(mode="after")
+    def _compiles(self) -> DegradedRule:
+        try:
+            re.compile(self.match)
+        except re.error as e:
+            raise ValueError(f"match: not a valid regular expression ({e})") from None
+        return self
+
+
+class DegradedSettings(_Strict):
+    """Answers of last resort when every deployment and fallback failed."""
+
+    rules: list[DegradedRule] = []
+    answer: str | None = None  # the static answer when no rule matched
+
+
+class ModelSettings(_Strict):
+    # Shorthand for one deployment: ``provider`` (+ ``model``). Several: ``deployments``.
+    provider: str | None = None
+    model: str | None = None  # the upstream's model name; default: the logical name
+    deployments: list[DeploymentSettings] = []
+    strategy: Literal["latency", "weighted", "least_inflight"] = "latency"
+    fallbacks: list[str] = []
+    degraded: DegradedSettings = DegradedSettings()
     kind: Literal["chat", "embedding"] = "chat"
     price: Price = Price()
+
+    @model_validator(mode="after")
+    def _one_way_to_name_deployments(self) -> ModelSettings:
+        if self.provider is not None and self.deployments:
+            raise ValueError("give either provider (one deployment) or deployments, not both")
+        if self.provider is None and not self.deployments:
+            raise ValueError("needs provider (one deployment) or a non-empty deployments list")
+        if self.model is not None and self.deployments:
+            raise ValueError("model goes inside each deployment when deployments is used")
+        return self
+
+    @property
+    def all_deployments(self) -> list[DeploymentSettings]:
+        if self.provider is not None:
+            return [DeploymentSettings(provider=self.provider, model=self.model)]
+        return self.deployments
+
+
+class RetrySettings(_Strict):
+    max_attempts: int = Field(4, ge=1, description="per request, over every deployment and "
+                              "fallback model, first attempt included")
+    base_delay_s: float = Field(0.1, ge=0, description="backoff before retrying a deployment")
+    max_delay_s: float = Field(5.0, ge=0)
+    max_retry_after_s: float = Field(
+        5.0, ge=0, description="a longer Retry-After moves on instead of waiting")
+    budget_ratio: float = Field(0.2, ge=0, description="retries <= this share of requests "
+                                "(process-wide, over budget_window_s)")
+    budget_min_per_s: float = Field(5.0, ge=0, description="retries always allowed per second")
+    budget_window_s: float = Field(10.0, gt=0)
+
+
+class BreakerSettings(_Strict):
+    consecutive_failures: int = Field(5, ge=1, description="open after this many in a row")
+    error_rate: float = Field(0.5, gt=0, le=1, description="or this failure rate ...")
+    min_requests: int = Field(20, ge=1, description="... over at least this many calls ...")
+    window_s: float = Field(30.0, gt=0, description="... in this sliding window")
+    open_s: float = Field(5.0, gt=0, description="first cool-down before a half-open probe")
+    max_open_s: float = Field(60.0, gt=0, description="cool-down doubles per re-open up to this")
+    half_open_probes: int = Field(1, ge=1, description="successful probes needed to close")
+
+
+class ResilienceSettings(_Strict):
+    timeouts: TimeoutSettings = TimeoutSettings()
+    retries: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    resume_streams: bool = Field(
+        False, description="after a mid-stream failure, continue on a fallback with the "
+        "partial answer as context instead of ending with an error")
+    ewma_alpha: float = Field(0.3, gt=0, le=1, description="weight of the newest TTFT sample")
+
+
+class AdmissionSettings(_Strict):
+    max_inflight: int = Field(1024, ge=0, description="per process; 0 = unlimited")
+    max_inflight_per_tenant: int = Field(0, ge=0, description="0 = unlimited")
+    queue_size: int = Field(0, ge=0, description="requests that may wait for a slot; 0 = none")
+    queue_timeout_s: float = Field(1.0, gt=0, description="longest wait for a slot")
+    default_priority: int = Field(10, description="queue priority of keys that set none "
+                                  "(lower is served first; the master key is 0)")
+
+
+class ShutdownSettings(_Strict):
+    drain_timeout_s: float = Field(30.0, ge=0, description="how long in-flight requests and "
+                                   "streams may run on after SIGTERM")
 
 
 # Which provider types can serve which kind of model.
@@ -150,26 +278,35 @@ class Settings(_Strict):
     limits: LimitSettings = LimitSettings()
     observe: ObserveSettings = ObserveSettings()
     store: StoreSettings = StoreSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
+    admission: AdmissionSettings = AdmissionSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
     @model_validator(mode="after")
     def _models_name_known_providers(self) -> Settings:
         problems = []
+        known = ", ".join(sorted(self.providers)) or "none declared"
         for name, m in self.models.items():
-            if m.provider not in self.providers:
-                known = ", ".join(sorted(self.providers)) or "none declared"
-                problems.append(
-                    f"models.{name}.provider: no provider named {m.provider!r} "
-                    f"(declared under providers: {known})"
-                )
-                continue
-            ptype = self.providers[m.provider].type
-            if ptype not in _SERVES[m.kind]:
-                problems.append(
-                    f"models.{name}.kind: {m.kind!r} does not match provider "
-                    f"{m.provider!r} of type {ptype!r}"
-                )
+            for i, d in enumerate(m.all_deployments):
+                where = f"models.{name}" if m.provider else f"models.{name}.deployments.{i}"
+                if d.provider not in self.providers:
+                    problems.append(f"{where}.provider: no provider named {d.provider!r} "
+                                    f"(declared under providers: {known})")
+                    continue
+                ptype = self.providers[d.provider].type
+                if ptype not in _SERVES[m.kind]:
+                    problems.append(f"models.{name}.kind: {m.kind!r} does not match provider "
+                                    f"{d.provider!r} of type {ptype!r}")
+            for i, fb in enumerate(m.fallbacks):
+                other = self.models.get(fb)
+                if other is None or fb == name:
+                    problems.append(f"models.{name}.fallbacks.{i}: {fb!r} is not another "
+                                    "model declared under models")
+                elif other.kind != m.kind:
+                    problems.append(f"models.{name}.fallbacks.{i}: {fb!r} is a {other.kind} "
+                                    f"model, not {m.kind}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -81,10 +81,10 @@ def run_asgi_in_thread(app: Any, **config: Any) -> Iterator[str]:
         server.stop()
 
 
-def start_fake_upstream(behavior: FakeBehavior | None = None, *, api_key: str | None = None
-                        ) -> tuple[str, Callable[[], None]]:
+def start_fake_upstream(behavior: FakeBehavior | None = None, *, api_key: str | None = None,
+                        seed: int | None = None) -> tuple[str, Callable[[], None]]:
     """The fake OpenAI + Anthropic upstream on a free port: ``(base_url, stop)``."""
-    server = start_asgi_in_thread(create_app(behavior, api_key=api_key))
+    server = start_asgi_in_thread(create_app(behavior, api_key=api_key, seed=seed))
     return server.url, server.stop
 
 
@@ -109,6 +109,10 @@ class FakeUpstreamClient:
         if queue is not None:
             body["queue"] = queue
         return self._call("POST", "/_fake/script", body)
+
+    def reseed(self, seed: int | None) -> Any:
+        """Restart the ``error_probability`` draws from ``seed`` (None: unseeded)."""
+        return self._call("POST", "/_fake/script", {"seed": seed})
 
     def calls(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/_fake/calls")
@@ -135,3 +139,49 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_CLOSED: socket.socket | None = None
+
+
+def closed_port() -> int:
+    """A loopback port where connecting is refused at once (RST). The port stays
+    bound, but not listening, by a socket kept for the whole session, so no
+    other server can take it meanwhile (as it could a merely free port)."""
+    global _CLOSED
+    if _CLOSED is None:
+        _CLOSED = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _CLOSED.bind(("127.0.0.1", 0))
+    return int(_CLOSED.getsockname()[1])
+
+
+@contextmanager
+def blackhole_listener() -> Iterator[tuple[str, int]]:
+    """``(host, port)`` where a TCP connect neither succeeds nor is refused: it
+    times out, as with a firewalled or overloaded upstream.
+
+    A listener with backlog 0 that never accepts: on Linux its accept queue
+    holds one connection (full means ``ack_backlog > backlog``); once that is
+    taken by a filler connection, the kernel drops further SYNs (with the default
+    ``net.ipv4.tcp_abort_on_overflow = 0``, and syncookies do not apply to a
+    full accept queue), so clients sit in SYN_SENT, retransmitting, until their
+    own timeout. A second, non-blocking filler covers kernels whose queue holds
+    one more. Checked on Linux 6.x: ``socket.create_connection(addr, timeout=0.5)``
+    raises ``TimeoutError`` after 0.5 s.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        addr = listener.getsockname()
+        fillers.append(socket.create_connection(addr, timeout=1.0))
+        extra = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        fillers.append(extra)
+        extra.setblocking(False)
+        extra.connect_ex(addr)  # EINPROGRESS: it stays in SYN_SENT once the queue is full
+        yield addr[0], int(addr[1])
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()

@@ -48,6 +48,10 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
     out = {"x-request-id": ctx.trace_id}
     if ctx.deployment is not None:
         out["x-seawall-deployment"] = ctx.deployment.name
+    if len(ctx.attempts) > 1:
+        out["x-seawall-attempts"] = str(len(ctx.attempts))
+    if ctx.degraded is not None:
+        out["x-seawall-degraded"] = ctx.degraded
     return out
 
 
@@ -189,8 +193,8 @@ async def list_models(request: Request) -> Response:
     except SeawallError as e:
         return _fail(ctx, e)
     data = [{"id": name, "object": "model", "created": svc.started_at,
-             "owned_by": dep.provider.name}
-            for name, dep in svc.registry.deployments.items()]
+             "owned_by": m.deployments[0].provider.name}
+            for name, m in svc.registry.models.items()]
     await svc.pipeline.finish(ctx)
     return json_response({"object": "list", "data": data}, headers=_headers(ctx))
 

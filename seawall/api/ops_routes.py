@@ -21,7 +21,10 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Readiness: the store answers and every provider is started (models loaded)."""
+    """Readiness: the store answers, every provider is started (models loaded),
+    and the process is not draining for shutdown. ``deployments`` shows each
+    deployment's breaker, in-flight count, TTFT and any cool-down: an open
+    breaker does not make the process unready (others may serve)."""
     svc: Services = request.app.state.services
     checks: dict[str, dict[str, object]] = {}
     try:
@@ -33,8 +36,10 @@ async def ready(request: Request) -> Response:
         checks[f"provider:{name}"] = {"ready": st.ready, **({"detail": st.detail} if st.detail
                                                             else {}), **st.extra}
     ok = all(c["ready"] for c in checks.values())
-    return json_response({"status": "ready" if ok else "not_ready", "checks": checks},
-                         status=200 if ok else 503)
+    draining = svc.admission.draining
+    body = {"status": "draining" if draining else "ready" if ok else "not_ready",
+            "checks": checks, "deployments": svc.registry.health()}
+    return json_response(body, status=200 if ok and not draining else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -45,8 +46,27 @@ class Metrics:
         self.spans_dropped = Counter("seawall_spans_dropped",
                                      "Spans not exported because the OTLP collector "
                                      "could not keep up.", registry=r)
-        self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit.",
-                                    ("limit",), registry=r)
+        self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit "
+                                    "or by admission control.", ("limit",), registry=r)
+        # Resilience.
+        self.attempts = Counter("seawall_upstream_attempts", "Upstream attempts by outcome "
+                                "(ok, an error code, cancelled, hedge_lost).",
+                                ("deployment", "outcome"), registry=r)
+        self.degraded = Counter("seawall_degraded", "Requests answered by a degraded mode.",
+                                ("model", "mode"), registry=r)
+        self.circuit_state = Gauge("seawall_circuit_state", "Circuit breaker state per "
+                                   "deployment: 0 closed, 1 open, 2 half-open.",
+                                   ("deployment",), registry=r)
+        self.circuit_transitions = Counter("seawall_circuit_transitions", "Breaker state "
+                                           "changes, by the state entered.",
+                                           ("deployment", "state"), registry=r)
+        self.retry_budget_refused = Counter("seawall_retry_budget_refused", "Retries or "
+                                            "fallbacks not made because the process-wide "
+                                            "retry budget was spent.", registry=r)
+        self.deployment_inflight = Gauge("seawall_deployment_inflight", "Upstream attempts "
+                                         "in flight per deployment.", ("deployment",),
+                                         registry=r)
+        self._before_render: list[Callable[[], None]] = []
 
     def _series(self, endpoint: str, model: str, deployment: str, status: int) -> tuple[Any, ...]:
         """The labelled children for one label combination, looked up once."""
@@ -78,6 +98,16 @@ class Metrics:
             completion.inc(rec.completion_tokens)
         if rec.cost_usd:
             cost.inc(rec.cost_usd)
+        for a in rec.attempts:
+            self.attempts.labels(a["deployment"], a["outcome"]).inc()
+        if rec.degraded:
+            self.degraded.labels(rec.model, rec.degraded).inc()
+
+    def before_render(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before each scrape (for gauges read from live state)."""
+        self._before_render.append(hook)
 
     def render(self) -> bytes:
+        for hook in self._before_render:
+            hook()
         return generate_latest(self.registry)

@@ -12,7 +12,7 @@ ROW_COLUMNS = (
     "trace_id", "endpoint", "started_at", "tenant", "key_id", "model", "deployment", "stream",
     "status", "error_type", "error_code", "error_message", "input", "output", "input_hash",
     "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms",
-    "finish_reason", "user",
+    "finish_reason", "user", "attempts", "degraded",
 )
 
 
@@ -41,6 +41,9 @@ class TraceRecord:
     ttft_ms: float | None = None
     finish_reason: str | None = None
     user: str | None = None
+    # Upstream attempts in order: {"deployment", "model", "outcome", "ms", "hedge"?}.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    degraded: str | None = None  # "rule" or "static" when no upstream answered
     # Stage timings for spans: (name, start_ns, end_ns), wall-clock nanoseconds.
     spans: list[tuple[str, int, int]] = field(default_factory=list)
     parent: str | None = None  # incoming W3C traceparent, if any
@@ -57,6 +60,7 @@ class TraceRecord:
             self.output, self.input_hash, self.prompt_tokens, self.completion_tokens,
             self.usage_estimated, self.cost_usd, self.latency_ms, self.ttft_ms,
             self.finish_reason, self.user,
+            orjson.dumps(self.attempts).decode() if self.attempts else None, self.degraded,
         )
 
     def to_json(self) -> bytes:

@@ -13,6 +13,7 @@ from seawall.providers.base import Gatherer
 if TYPE_CHECKING:
     from seawall.api.wire import ChatCompletionRequest
     from seawall.providers.registry import Deployment
+    from seawall.routing.attempt import AttemptRecord
     from seawall.store.base import ApiKey
 
 
@@ -56,6 +57,11 @@ class RequestContext:
     usage_estimated: bool = False
     error: SeawallError | None = None
     status: int = 200
+    # Resilience: every upstream attempt, and how the answer was degraded, if it was.
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    degraded: str | None = None
+    resumed: bool = False
+    admitted: bool = False  # holds an admission slot (released when the request ends)
     spans: list[tuple[str, int, int]] = field(default_factory=list)
 
     def span(self, name: str, start_ns: int) -> None:

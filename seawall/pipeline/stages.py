@@ -22,14 +22,15 @@ from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.ratelimit import RateLimiter
-from seawall.providers.base import ChatCall, StreamItem
+from seawall.providers.base import StreamItem
 from seawall.providers.registry import ModelRegistry
+from seawall.routing.router import Router
 from seawall.store.base import ApiKey, KeyStore
 
 VIRTUAL_KEY_PREFIX = "sk-sw-"
 ANONYMOUS_TENANT = "anonymous"
 MASTER = ApiKey(id="master", name="master", tenant="default", key_hash="", prefix="",
-                rpm=None, created_at=0.0)
+                rpm=None, created_at=0.0, priority=0)
 
 
 class Stage(Protocol):
@@ -140,25 +141,27 @@ class LimitStage:
 
 
 class InvokeStage:
+    """Hands the request to the router, which picks deployments, retries and
+    falls back (seawall.routing)."""
+
     name = "invoke"
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, router: Router) -> None:
         self.registry = registry
+        self.router = router
 
     async def before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None:
         if ctx.endpoint == "embeddings":
-            ctx.deployment = dep = self.registry.resolve(ctx.model, "embedding")
+            model = self.registry.resolve(ctx.model, "embedding")
             assert ctx.raw is not None
             inputs = ctx.raw["input"]
-            ctx.result = await dep.provider.embed(
-                [inputs] if isinstance(inputs, str) else inputs, dep.upstream_model)
+            ctx.result = await self.router.embed(
+                ctx, model, [inputs] if isinstance(inputs, str) else inputs)
             ctx.usage = {"prompt_tokens": ctx.result.prompt_tokens, "completion_tokens": 0,
                          "total_tokens": ctx.result.prompt_tokens}
             return None
         assert ctx.request is not None and ctx.raw is not None
-        ctx.deployment = dep = self.registry.resolve(ctx.model, "chat")
-        return dep.provider.chat(ChatCall(request=ctx.request, raw=ctx.raw,
-                                          model=dep.upstream_model, stream=ctx.request.stream))
+        return self.router.chat(ctx, self.registry.resolve(ctx.model, "chat"))
 
     async def after(self, ctx: RequestContext) -> None:
         return None
@@ -196,6 +199,7 @@ class RecordStage:
             input_hash=hash_input(ctx.body), latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms,
             user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
             finish_reason=ctx.gatherer.finish_reason,
+            attempts=[a.as_dict() for a in ctx.attempts], degraded=ctx.degraded,
         )
         if usage:
             rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)

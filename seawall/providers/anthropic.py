@@ -45,7 +45,12 @@ from seawall.providers.base import (
     make_chunk,
     usage_chunk,
 )
-from seawall.providers.upstream import retry_after_s
+from seawall.providers.upstream import (
+    DEFAULT_CONNECT_S,
+    connect_timeout,
+    rate_limit_info,
+    retry_after_header_s,
+)
 
 JSON_ONLY_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no text before or "
@@ -397,7 +402,8 @@ class AnthropicProvider(Provider):
         s = self.settings
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.max_concurrency, keepalive_timeout=300),
-            timeout=aiohttp.ClientTimeout(total=s.timeout_s, sock_connect=s.connect_timeout_s),
+            # Only connect is bounded here; the router owns the other timeouts.
+            timeout=connect_timeout(DEFAULT_CONNECT_S),
         )
 
     async def close(self) -> None:
@@ -421,12 +427,18 @@ class AnthropicProvider(Provider):
         body = to_anthropic(call.request, call.model, self.settings.default_max_tokens,
                             call.raw)
         try:
-            resp = await session.post(self.url, data=orjson.dumps(body), headers=self._headers)
+            resp = await session.post(
+                self.url, data=orjson.dumps(body), headers=self._headers,
+                timeout=connect_timeout(call.connect_timeout_s or DEFAULT_CONNECT_S))
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamTimeout(f"{self._what()} did not accept a connection in time",
+                                  code="upstream_connect_timeout") from None
         except TimeoutError:
             raise UpstreamTimeout(f"{self._what()} did not answer in time") from None
         except aiohttp.ClientError as e:
             raise UpstreamError(f"{self._what()} is unreachable: {e}",
                                 code="upstream_unreachable") from None
+        call.rate_limits = rate_limit_info(resp.headers)
         clean = False
         try:
             if resp.status >= 400:
@@ -462,8 +474,7 @@ class AnthropicProvider(Provider):
             except TimeoutError:
                 if stopped:
                     return
-                raise UpstreamTimeout(f"{self._what()} did not finish in time "
-                                      f"(timeout_s={self.settings.timeout_s})") from None
+                raise UpstreamTimeout(f"{self._what()} did not finish in time") from None
             except aiohttp.ClientError as e:
                 raise UpstreamError(f"{self._what()} dropped the connection mid-stream: {e}",
                                     code="upstream_disconnected") from None
@@ -514,11 +525,11 @@ class AnthropicProvider(Provider):
         except orjson.JSONDecodeError:
             pass
         message = message or resp.reason or f"HTTP {status}"
-        retry_after = retry_after_s(resp.headers)
+        retry_after = retry_after_header_s(resp.headers)
         what = self._what()
         if status == 429:
             return RateLimited(f"{what} is rate limiting requests: {message}",
-                               retry_after=retry_after)
+                               retry_after=retry_after, code="upstream_rate_limited")
         if status in (401, 403):
             hint = (f"no API key is configured; set providers.{self.name}.api_key"
                     if not self.settings.api_key
@@ -532,7 +543,8 @@ class AnthropicProvider(Provider):
                                  upstream_status=status)
         if status < 500:
             return InvalidRequest(f"{what} rejected the request: {message}",
-                                  status=400 if status in (400, 422) else status)
+                                  status=400 if status in (400, 422) else status,
+                                  code="upstream_rejected")
         label = "is overloaded" if status == 529 else "failed"
         return UpstreamError(f"{what} {label} (HTTP {status}): {message}",
                              upstream_status=status, retry_after=retry_after)

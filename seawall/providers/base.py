@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seawall.api.wire import ChatCompletionRequest
+from seawall.providers.upstream import RateLimitInfo
 
 Chunk = dict[str, Any]
 # A provider may yield several chunks that arrived in one network read as a
@@ -34,6 +35,9 @@ class ChatCall:
     raw: dict[str, Any]
     model: str
     stream: bool
+    connect_timeout_s: float | None = None  # None: the provider's own default
+    # Set by HTTP providers from the upstream's rate-limit headers, for the router.
+    rate_limits: RateLimitInfo | None = None
 
 
 @dataclass(slots=True)

@@ -8,17 +8,30 @@ to the provider directly or through a real socket.
 
 Timing is deterministic and every wait is an ``asyncio`` sleep, so closing the
 stream or cancelling its task stops generation at once.
+
+Failure modes a behaviour can script (see :class:`FakeBehavior`): an error
+status (``error_status``, optionally only for a share ``error_probability`` of
+requests, drawn from a seedable ``random.Random``), no answer at all
+(``hang``), and three ways for a stream to go wrong after N content chunks:
+cut the connection (``disconnect_after_chunks``), send an event that is not
+JSON (``malformed_after_chunks``) or go silent forever
+(``stall_after_chunks``). ``headers`` adds response headers (HTTP server only).
+For load tests, ``fill_max_tokens`` makes the reply exactly as long as the
+request's token limit and ``prefill_tokens_per_s`` makes the time to first
+token grow with the prompt, as with a real model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import math
+import random
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import msgspec
@@ -38,11 +51,46 @@ from seawall.providers.base import (
 )
 
 _WORD = re.compile(r"\s*\S+")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Scripting these would break the HTTP framing; disconnect_after_chunks does that on purpose.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
+_RNG = random.Random()  # for error_probability when the caller brings no seeded one
 
 
 @dataclass(frozen=True, slots=True)
 class FakeBehavior:
-    """What the fake model does for one request."""
+    """What the fake model does for one request.
+
+    Mid-stream faults (at most one of the three may be set) happen after N
+    content chunks (N = 0: before the first word); a reply with fewer than N
+    words completes normally. A non-streaming answer has no chunks, so there
+    ``malformed_after_chunks`` gives, after the TTFT, a 200 whose JSON body is
+    cut short (any N) and ``stall_after_chunks`` never answers (after
+    generating N words).
+
+    * ``malformed_after_chunks``: send garbage. Over HTTP, an SSE event whose
+      data is ``{not json``, then the stream's terminator (``data: [DONE]`` /
+      ``message_stop``) and a clean end, so the only defect is the bad event.
+      In process: ``UpstreamError(code="upstream_bad_response")``.
+    * ``stall_after_chunks``: go silent with the connection open until the
+      client gives up (counted ``cancelled``).
+    * ``headers``: extra response headers on every response to a request that
+      got this behaviour, success or scripted error (a scripted
+      ``retry_after_s`` still wins for ``retry-after`` / ``retry-after-ms``).
+      HTTP server only; requests refused before a behaviour is taken
+      (auth, validation) do not get them.
+    * ``error_probability``: with ``error_status``, the share of requests that
+      fail (one draw from the owner's ``random.Random`` per request when
+      strictly between 0 and 1, so a seeded owner repeats the pattern); the
+      rest are answered normally.
+    * ``fill_max_tokens``: reply with exactly ``max_tokens`` /
+      ``max_completion_tokens`` filler words ("lorem ipsum ..."), finish
+      reason ``"length"``, ignoring ``text`` and stop sequences; a request
+      without a limit (or answered with the fake tool call) gets the normal reply.
+    * ``prefill_tokens_per_s``: add prompt words / this many seconds to the
+      time to first token (0 = off).
+    """
 
     text: str | None = None  # None: echo the last user message's text
     ttft_s: float = 0.0  # delay before the first output (role chunk / first event)
@@ -51,6 +99,12 @@ class FakeBehavior:
     retry_after_s: float | None = None  # sent with error_status (Retry-After)
     disconnect_after_chunks: int | None = None  # cut the stream after N content chunks
     hang: bool = False  # never answer at all
+    malformed_after_chunks: int | None = None  # garbage instead of event N+1 / the body
+    stall_after_chunks: int | None = None  # silence forever after N content chunks
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+    error_probability: float = 1.0  # share of requests error_status applies to
+    fill_max_tokens: bool = False  # reply exactly as long as the request's token limit
+    prefill_tokens_per_s: float = 0.0  # prompt words / this = extra TTFT; 0: off
 
     def __post_init__(self) -> None:
         if self.ttft_s < 0 or self.tokens_per_s < 0:
@@ -58,20 +112,55 @@ class FakeBehavior:
         if self.error_status is not None and not 400 <= self.error_status <= 599:
             raise ValueError(f"error_status must be an HTTP error status (400-599), "
                              f"not {self.error_status}")
-        if self.disconnect_after_chunks is not None and self.disconnect_after_chunks < 0:
-            raise ValueError("disconnect_after_chunks must be >= 0")
+        self._check_cut_points()
+        self._check_headers()
+        if not 0.0 <= self.error_probability <= 1.0:  # also rejects NaN
+            raise ValueError(f"error_probability must be between 0 and 1, "
+                             f"not {self.error_probability}")
+        if self.error_probability != 1.0 and self.error_status is None:
+            raise ValueError("error_probability needs error_status (the error it applies to)")
+        if not self.prefill_tokens_per_s >= 0:
+            raise ValueError("prefill_tokens_per_s must be >= 0 (0 = off)")
+
+    def _check_cut_points(self) -> None:
+        cuts = {"disconnect_after_chunks": self.disconnect_after_chunks,
+                "malformed_after_chunks": self.malformed_after_chunks,
+                "stall_after_chunks": self.stall_after_chunks}
+        for name, value in cuts.items():
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0")
+        scripted = [name for name, value in cuts.items() if value is not None]
+        if len(scripted) > 1:
+            raise ValueError(f"set at most one of {', '.join(scripted)}: a stream "
+                             "can only end one way")
+
+    def _check_headers(self) -> None:
+        if not isinstance(self.headers, dict):
+            raise ValueError("headers must be an object of header name -> value")
+        for name, value in self.headers.items():
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                raise ValueError(f"headers: {name!r} is not a valid HTTP header name")
+            if name.lower() in _FRAMING_HEADERS:
+                raise ValueError(f"headers: {name} cannot be scripted (it would break the "
+                                 "HTTP framing; use disconnect_after_chunks to cut a body)")
+            if not isinstance(value, str) or "\r" in value or "\n" in value:
+                raise ValueError(f"headers: the value of {name} must be a one-line string")
+
+    def rolls_error(self, rng: random.Random) -> bool:
+        """Whether one request fails with ``error_status``; draws from ``rng``
+        only when the outcome is really random, so p = 0 or 1 leave it alone."""
+        p = self.error_probability
+        if self.error_status is None or p <= 0.0:
+            return False
+        return p >= 1.0 or rng.random() < p
 
     @classmethod
     def from_settings(cls, settings: FakeProviderSettings) -> FakeBehavior:
-        return cls(
-            text=settings.text,
-            ttft_s=settings.ttft_s,
-            tokens_per_s=settings.tokens_per_s,
-            error_status=settings.error_status,
-            retry_after_s=settings.retry_after_s,
-            disconnect_after_chunks=settings.disconnect_after_chunks,
-            hang=settings.hang,
-        )
+        """Every behaviour field the provider settings declare (so a field added
+        to the config flows through without touching this)."""
+        declared = type(settings).model_fields
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)
+                      if f.name in declared})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FakeBehavior:
@@ -108,10 +197,24 @@ class FakeDisconnect(Exception):
         self.after = after
 
 
+class FakeMalformed(Exception):
+    """The behaviour says: send something that does not parse, here."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__(f"scripted malformed response after {after} content chunk(s)")
+        self.after = after
+
+
 def split_words(text: str) -> list[str]:
     """``"Hello world"`` -> ``["Hello", " world"]``: joining gives the text back
     (minus trailing whitespace), and each piece counts as one token."""
     return _WORD.findall(text)
+
+
+def filler_words(n: int) -> list[str]:
+    """``n`` pieces of "lorem ipsum dolor ...", one token each (for ``fill_max_tokens``)."""
+    return [w if i == 0 else " " + w
+            for i, w in enumerate(itertools.islice(itertools.cycle(FILLER), n))]
 
 
 def count_words(text: str) -> int:
@@ -151,7 +254,8 @@ def fake_vector(text: str, dims: int = 8) -> list[float]:
     return [x / norm for x in raw]
 
 
-async def _forever() -> None:
+async def wait_forever() -> None:
+    """Never return (until cancelled): a hang or a stall."""
     await asyncio.get_running_loop().create_future()
 
 
@@ -160,26 +264,37 @@ class FakeWords(AsyncIterator[str]):
 
     Two stages before output, both idempotent so an HTTP server can answer
     errors before sending headers and still delay the first byte after them:
-    :meth:`begin` (hang, scripted error) and :meth:`ready` (``begin`` + TTFT).
-    Iterating calls ``ready`` itself. After iteration, :attr:`finish_reason`
-    is ``"stop"`` or ``"length"`` and :attr:`emitted` counts pieces given out.
+    :meth:`begin` (hang, scripted error) and :meth:`ready` (``begin`` + TTFT,
+    including the prefill time for ``prompt_tokens``). Iterating calls
+    ``ready`` itself. After iteration, :attr:`finish_reason` is ``"stop"`` or
+    ``"length"`` and :attr:`emitted` counts pieces given out. Whether a
+    scripted error with ``error_probability`` < 1 strikes is drawn from
+    ``rng`` once, at construction, so :attr:`fails` can be read up front.
     """
 
     def __init__(self, behavior: FakeBehavior, words: list[str],
-                 finish_reason: str = "stop", stop_sequence: str | None = None) -> None:
+                 finish_reason: str = "stop", stop_sequence: str | None = None, *,
+                 prompt_tokens: int = 0, rng: random.Random | None = None) -> None:
         self.behavior = behavior
         self.words = words
         self.finish_reason = finish_reason
         self.stop_sequence = stop_sequence  # the stop sequence that cut the text, if any
+        self.prompt_tokens = prompt_tokens
+        self.fails = behavior.rolls_error(rng or _RNG)
         self.emitted = 0
         self._begun = False
         self._ready = False
 
     @classmethod
     def for_prompt(cls, behavior: FakeBehavior, prompt: str, limit: int | None = None,
-                   stop: Iterable[str] = ()) -> FakeWords:
+                   stop: Iterable[str] = (), *, prompt_tokens: int = 0,
+                   rng: random.Random | None = None) -> FakeWords:
         """The reply to ``prompt``: scripted text or an echo, cut at the first stop
-        sequence and at ``limit`` words (one word = one token)."""
+        sequence and at ``limit`` words (one word = one token); or, with
+        ``fill_max_tokens`` and a limit, exactly ``limit`` filler words."""
+        extra: dict[str, Any] = {"prompt_tokens": prompt_tokens, "rng": rng}
+        if behavior.fill_max_tokens and limit is not None:
+            return cls(behavior, filler_words(limit), "length", None, **extra)
         text = prompt if behavior.text is None else behavior.text
         finish, hit = "stop", None
         cut = len(text)
@@ -190,7 +305,14 @@ class FakeWords(AsyncIterator[str]):
         words = split_words(text[:cut])
         if limit is not None and len(words) > limit:
             words, finish, hit = words[:limit], "length", None
-        return cls(behavior, words, finish, hit)
+        return cls(behavior, words, finish, hit, **extra)
+
+    @property
+    def ttft_s(self) -> float:
+        """Scripted TTFT plus the prefill time the prompt would take."""
+        b = self.behavior
+        prefill = self.prompt_tokens / b.prefill_tokens_per_s if b.prefill_tokens_per_s else 0.0
+        return b.ttft_s + prefill
 
     async def begin(self) -> None:
         """Hang forever or raise :class:`FakeFailure` if the behaviour says so."""
@@ -198,9 +320,10 @@ class FakeWords(AsyncIterator[str]):
             return
         b = self.behavior
         if b.hang:
-            await _forever()
+            await wait_forever()
         self._begun = True
-        if b.error_status is not None:
+        if self.fails:
+            assert b.error_status is not None  # rolls_error is False without one
             raise FakeFailure(b.error_status, b.retry_after_s)
 
     async def ready(self) -> None:
@@ -208,8 +331,8 @@ class FakeWords(AsyncIterator[str]):
         await self.begin()
         if not self._ready:
             self._ready = True
-            if self.behavior.ttft_s > 0:
-                await asyncio.sleep(self.behavior.ttft_s)
+            if (delay := self.ttft_s) > 0:
+                await asyncio.sleep(delay)
 
     def __aiter__(self) -> FakeWords:
         return self
@@ -217,27 +340,38 @@ class FakeWords(AsyncIterator[str]):
     async def __anext__(self) -> str:
         if not self._ready:
             await self.ready()
-        b = self.behavior
-        if b.disconnect_after_chunks is not None and self.emitted >= b.disconnect_after_chunks:
-            raise FakeDisconnect(self.emitted)
+        await self._fault()
         if self.emitted >= len(self.words):
             raise StopAsyncIteration
-        if self.emitted and b.tokens_per_s > 0:
-            await asyncio.sleep(1.0 / b.tokens_per_s)
+        if self.emitted and self.behavior.tokens_per_s > 0:
+            await asyncio.sleep(1.0 / self.behavior.tokens_per_s)
         word = self.words[self.emitted]
         self.emitted += 1
         return word
+
+    async def _fault(self) -> None:
+        """Play the scripted mid-stream fault once N words are out (checked
+        before the end of the words, so N = len(words) still strikes)."""
+        b, n = self.behavior, self.emitted
+        if b.disconnect_after_chunks is not None and n >= b.disconnect_after_chunks:
+            raise FakeDisconnect(n)
+        if b.malformed_after_chunks is not None and n >= b.malformed_after_chunks:
+            raise FakeMalformed(n)
+        if b.stall_after_chunks is not None and n >= b.stall_after_chunks:
+            await wait_forever()
 
     async def collect(self) -> str:
         """The whole reply at the pace of the stream (for non-streaming answers)."""
         return "".join([w async for w in self])
 
 
-def fake_words(behavior: FakeBehavior, request: ChatCompletionRequest) -> FakeWords:
+def fake_words(behavior: FakeBehavior, request: ChatCompletionRequest,
+               rng: random.Random | None = None) -> FakeWords:
     """The reply to an OpenAI request: honours ``max_tokens`` / ``max_completion_tokens``
     (finish reason ``"length"`` when cut) and ``stop``."""
     return FakeWords.for_prompt(behavior, last_user_text(request), request.output_limit,
-                                request.stop_list)
+                                request.stop_list, prompt_tokens=prompt_word_count(request),
+                                rng=rng)
 
 
 def failure_error(provider: str, failure: FakeFailure) -> SeawallError:
@@ -255,12 +389,15 @@ def failure_error(provider: str, failure: FakeFailure) -> SeawallError:
 class FakeProvider(Provider):
     """In-process fake model. ``behavior`` may be replaced at any time by a test;
     the counters say how calls ended (``cancelled`` = the consumer closed the
-    stream before the end, which must stop generation)."""
+    stream before the end, which must stop generation). ``seed`` (default: the
+    settings' ``seed`` if they have one) seeds :attr:`rng`, which decides
+    ``error_probability``; :meth:`reseed` restarts the sequence."""
 
     type = "fake"
     supports_tools = False
 
-    def __init__(self, name: str, settings: FakeProviderSettings) -> None:
+    def __init__(self, name: str, settings: FakeProviderSettings, *,
+                 seed: int | None = None) -> None:
         super().__init__(name)
         self.settings = settings
         self.behavior = FakeBehavior.from_settings(settings)
@@ -269,13 +406,18 @@ class FakeProvider(Provider):
         self.completed = 0
         self.cancelled = 0
         self.failed = 0
+        self.reseed(seed if seed is not None else getattr(settings, "seed", None))
+
+    def reseed(self, seed: int | None) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
 
     def status(self) -> ProviderStatus:
         return ProviderStatus(ready=True, extra={"calls": self.calls, "active": self.active})
 
     async def chat(self, call: ChatCall) -> AsyncGenerator[Chunk, None]:
         request = call.request
-        words = fake_words(self.behavior, request)
+        words = fake_words(self.behavior, request, self.rng)
         cid, created, model = completion_id(), int(time.time()), call.model
         self.calls += 1
         self.active += 1
@@ -294,6 +436,8 @@ class FakeProvider(Provider):
                     f"fake provider {self.name!r}: scripted disconnect after {d.after} chunk(s)",
                     code="upstream_disconnected",
                 ) from None
+            except FakeMalformed as m:
+                raise self._bad_response(m.after) from None
             yield make_chunk(cid, model, created, finish_reason=words.finish_reason)
             outcome = "completed"
             yield usage_chunk(cid, model, created, prompt_word_count(request), words.emitted)
@@ -309,12 +453,22 @@ class FakeProvider(Provider):
             else:
                 self.cancelled += 1
 
+    def _bad_response(self, after: int | None) -> UpstreamError:
+        where = f" after {after} chunk(s)" if after is not None else ""
+        return UpstreamError(f"fake provider {self.name!r}: scripted malformed response{where}",
+                             code="upstream_bad_response")
+
     async def embed(self, inputs: list[str], model: str) -> Embeddings:
-        words = FakeWords(self.behavior, [])
+        """One answer, no chunks: a scripted malformed response or stall applies
+        whatever its N (after the TTFT, which includes the inputs' prefill)."""
+        tokens = sum(count_words(t) for t in inputs)
+        words = FakeWords(self.behavior, [], prompt_tokens=tokens, rng=self.rng)
         try:
             await words.ready()
         except FakeFailure as f:
             raise failure_error(self.name, f) from None
-        return Embeddings(vectors=[fake_vector(t) for t in inputs],
-                          prompt_tokens=sum(count_words(t) for t in inputs))
-
+        if self.behavior.malformed_after_chunks is not None:
+            raise self._bad_response(None)
+        if self.behavior.stall_after_chunks is not None:
+            await wait_forever()
+        return Embeddings(vectors=[fake_vector(t) for t in inputs], prompt_tokens=tokens)

@@ -3,9 +3,13 @@
 Tests and benchmarks point real providers at it over a real socket, so what
 they exercise is the HTTP client, the SSE parser and the error mapping, not a
 mock. The reply is the shared :class:`~seawall.providers.fake.FakeWords` model;
-failures are real HTTP failures: an error status with ``Retry-After``, a
-connection cut mid-body (``disconnect_after_chunks``), or no answer at all
-(``hang``).
+failures are real HTTP failures: an error status with ``Retry-After`` and any
+scripted ``headers`` (rate-limit headers, say), for all requests or a random
+share of them (``error_probability``); a connection cut mid-body
+(``disconnect_after_chunks``); a body or SSE event that is not JSON
+(``malformed_after_chunks``); a stream that goes silent with the connection
+open (``stall_after_chunks``); or no answer at all (``hang``). See
+:class:`~seawall.providers.fake.FakeBehavior` for the exact semantics.
 
 Scripting (all JSON):
 
@@ -13,12 +17,16 @@ Scripting (all JSON):
   the queue is empty; ``{"queue": [{...}, ...]}`` replaces the FIFO of one-shot
   behaviours (one per generation request: chat, messages, embeddings). Each
   is a whole behaviour: fields left out take FakeBehavior's defaults, not the
-  current default's.
+  current default's. ``{"seed": 42}`` (alone or with the others) restarts
+  the random draws for ``error_probability`` from that seed (``null``:
+  unseeded), so a run is repeatable.
 * ``GET /_fake/calls``: how many generation requests arrived, the last 100
   bodies / headers / paths / client ports, and how they ended: ``completed``,
   ``failed`` (scripted or validation error), ``disconnected`` (scripted cut),
-  ``cancelled`` (the client hung up first), ``active`` (still running).
-* ``POST /_fake/reset``: forget calls, empty the queue, restore the default.
+  ``malformed`` (scripted garbage sent), ``cancelled`` (the client hung up
+  first, e.g. from a hang or a stall), ``active`` (still running).
+* ``POST /_fake/reset``: forget calls, empty the queue, restore the default
+  and the initial seed.
 
 Run alone with ``python -m seawall.providers.fake_server --port 9100``.
 """
@@ -29,12 +37,13 @@ import argparse
 import asyncio
 import base64
 import logging
+import random
 import re
 import struct
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -52,12 +61,13 @@ from seawall.providers.fake import (
     FakeBehavior,
     FakeDisconnect,
     FakeFailure,
+    FakeMalformed,
     FakeWords,
     count_words,
     fake_vector,
     fake_words,
-    prompt_word_count,
     split_words,
+    wait_forever,
 )
 
 T = TypeVar("T")
@@ -71,6 +81,8 @@ _ANTHROPIC_ERROR_TYPES = {
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
     500: "api_error", 529: "overloaded_error",
 }
+GARBAGE = b"{not json"  # the data of a scripted malformed SSE event
+_RETRY_HEADERS = ("retry-after", "retry-after-ms")
 
 
 @dataclass(slots=True)
@@ -84,22 +96,30 @@ class _Call:
 
 class FakeUpstreamState:
     """Scripted behaviours and the record of what arrived. Lives on one event
-    loop (the server's), so it needs no locking."""
+    loop (the server's), so it needs no locking. ``rng`` (seeded with ``seed``)
+    decides ``error_probability``."""
 
-    def __init__(self, default: FakeBehavior) -> None:
+    def __init__(self, default: FakeBehavior, seed: int | None = None) -> None:
         self.initial = default
+        self.initial_seed = seed
         self.default = default
         self.queue: deque[FakeBehavior] = deque()
         self._generation = 0
         self.reset()
 
+    def reseed(self, seed: int | None) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+
     def reset(self) -> None:
         self._generation += 1
         self.default = self.initial
+        self.reseed(self.initial_seed)
         self.queue.clear()
         self.calls = 0
         self.active = 0
-        self.counts = {"completed": 0, "failed": 0, "disconnected": 0, "cancelled": 0}
+        self.counts = {"completed": 0, "failed": 0, "disconnected": 0, "malformed": 0,
+                       "cancelled": 0}
         self.requests: deque[Any] = deque(maxlen=HISTORY)
         self.headers: deque[dict[str, str]] = deque(maxlen=HISTORY)
         self.paths: deque[str] = deque(maxlen=HISTORY)
@@ -128,7 +148,7 @@ class FakeUpstreamState:
             "calls": self.calls, "active": self.active, **self.counts,
             "requests": list(self.requests), "headers": list(self.headers),
             "paths": list(self.paths), "peers": list(self.peers),
-            "default": self.default.to_dict(), "queued": len(self.queue),
+            "default": self.default.to_dict(), "queued": len(self.queue), "seed": self.seed,
         }
 
 
@@ -195,6 +215,23 @@ def _anthropic_error(status: int, message: str, retry_after: float | None = None
                  status, _retry_headers(retry_after))
 
 
+def _with_headers(resp: Response, behavior: FakeBehavior) -> Response:
+    """Overlay the behaviour's scripted headers; Retry-After headers already set
+    from ``retry_after_s`` win (the dedicated field is the more specific script)."""
+    for name, value in behavior.headers.items():
+        if name.lower() in _RETRY_HEADERS and name.lower() in resp.headers:
+            continue
+        resp.headers[name] = value
+    return resp
+
+
+def _malformed(whole: Mapping[str, Any]) -> Response:
+    """A 200 whose JSON body stops halfway: a proper prefix of a JSON object is
+    never valid JSON, and the HTTP framing is intact, so only the parser notices."""
+    body = orjson.dumps(whole)
+    return Response(body[: len(body) // 2], media_type="application/json")
+
+
 def _sse(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
@@ -251,17 +288,24 @@ class _Upstream:
     async def script(self, request: Request) -> Response:
         try:
             data = orjson.loads(await request.body())
-            if not isinstance(data, dict) or not set(data) <= {"default", "queue"}:
-                raise ValueError('send {"default": {...}} and/or {"queue": [{...}, ...]}')
+            if not isinstance(data, dict) or not set(data) <= {"default", "queue", "seed"}:
+                raise ValueError('send {"default": {...}} and/or {"queue": [{...}, ...]} '
+                                 'and/or {"seed": int | null}')
             default = FakeBehavior.from_dict(data["default"]) if "default" in data else None
             queue = [FakeBehavior.from_dict(b) for b in data.get("queue", [])]
+            seed = data.get("seed")
+            if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+                raise ValueError(f"seed must be an integer or null, not {seed!r}")
         except (ValueError, TypeError, AttributeError) as e:
             return _json({"error": str(e)}, 400)
         if default is not None:
             self.state.default = default
         if "queue" in data:
             self.state.queue = deque(queue)
-        return _json({"default": self.state.default.to_dict(), "queued": len(self.state.queue)})
+        if "seed" in data:
+            self.state.reseed(seed)
+        return _json({"default": self.state.default.to_dict(), "queued": len(self.state.queue),
+                      "seed": self.state.seed})
 
     async def calls(self, request: Request) -> Response:
         return _json(self.state.snapshot())
@@ -299,6 +343,27 @@ class _Upstream:
             return Response(status_code=499)
         return None
 
+    async def _whole(self, request: Request, call: _Call, words: FakeWords,
+                     answer: Callable[[str, int], dict[str, Any]]) -> Response:
+        """A non-streaming answer, ``answer(text, output_tokens)`` built in the
+        endpoint's format, or the scripted cut / garbage / silence instead."""
+        behavior = words.behavior
+        try:
+            if behavior.malformed_after_chunks is not None:  # any N: there are no chunks
+                await _maybe_race(request, _slow(behavior), words.ready())
+                self.state.end(call, "malformed")
+                return _malformed(answer("".join(words.words), len(words.words)))
+            text = await _maybe_race(request, _slow(behavior), words.collect())
+        except _ClientGone:
+            self.state.end(call, "cancelled")
+            return Response(status_code=499)
+        except FakeDisconnect as d:
+            self.state.end(call, "disconnected")
+            partial = answer("".join(words.words[:d.after]), d.after)
+            return _CutResponse(orjson.dumps(partial), d)
+        self.state.end(call, "completed")
+        return _json(answer(text, words.emitted))
+
     async def chat_completions(self, request: Request) -> Response:
         raw = await _body_json(request)
         call = self.state.begin(request, raw)
@@ -313,29 +378,22 @@ class _Upstream:
             self.state.end(call, "failed")
             return _json(e.envelope(), e.status)
         behavior = self.state.take()
-        words = fake_words(behavior, req)
+        words = fake_words(behavior, req, self.state.rng)
         refused = await self._begin(request, call, behavior, words, _openai_error)
         if refused is not None:
-            return refused
-        prompt_tokens = prompt_word_count(req)
+            return _with_headers(refused, behavior)
+        prompt_tokens = words.prompt_tokens
         if req.stream:
             body = self._openai_stream(call, words, req.model, prompt_tokens,
                                        req.wants_usage_chunk)
-            return _TrackedStream(body, lambda: self.state.end(call))
+            return _with_headers(_TrackedStream(body, lambda: self.state.end(call)), behavior)
         cid, created = completion_id(), int(time.time())
-        try:
-            text = await _maybe_race(request, _slow(behavior), words.collect())
-        except _ClientGone:
-            self.state.end(call, "cancelled")
-            return Response(status_code=499)
-        except FakeDisconnect as d:
-            self.state.end(call, "disconnected")
-            partial = _completion(cid, created, req.model, "".join(words.words[:d.after]),
-                                  "stop", prompt_tokens, d.after)
-            return _CutResponse(orjson.dumps(partial), d)
-        self.state.end(call, "completed")
-        return _json(_completion(cid, created, req.model, text, words.finish_reason,
-                                 prompt_tokens, words.emitted))
+
+        def answer(text: str, tokens: int) -> dict[str, Any]:
+            finish = words.finish_reason if tokens == len(words.words) else "stop"
+            return _completion(cid, created, req.model, text, finish, prompt_tokens, tokens)
+
+        return _with_headers(await self._whole(request, call, words, answer), behavior)
 
     async def _openai_stream(self, call: _Call, words: FakeWords, model: str,
                              prompt_tokens: int, with_usage: bool
@@ -354,6 +412,10 @@ class _Upstream:
         except FakeDisconnect:
             call.outcome = "disconnected"
             raise
+        except FakeMalformed:  # garbage, then a clean end: the bad event is the only defect
+            call.outcome = "malformed"
+            yield b"data: " + GARBAGE + b"\n\n"
+            yield b"data: [DONE]\n\n"
 
     async def embeddings(self, request: Request) -> Response:
         raw = await _body_json(request)
@@ -366,28 +428,23 @@ class _Upstream:
             self.state.end(call, "failed")
             return _openai_error(400, "'input' must be a string or a non-empty list.")
         behavior = self.state.take()
+        tokens = sum(count_words(t) for t in inputs)
+        words = FakeWords(behavior, [], prompt_tokens=tokens, rng=self.state.rng)
         try:
-            await _maybe_race(request, behavior.hang or _slow(behavior),
-                              FakeWords(behavior, []).ready())
+            await _maybe_race(request, behavior.hang or _slow(behavior), _embedding_wait(words))
         except FakeFailure as f:
             self.state.end(call, "failed")
-            return _openai_error(f.status, f"scripted fake failure (HTTP {f.status})",
-                                 f.retry_after)
+            return _with_headers(_openai_error(f.status, f"scripted fake failure (HTTP "
+                                               f"{f.status})", f.retry_after), behavior)
         except _ClientGone:
             self.state.end(call, "cancelled")
             return Response(status_code=499)
-        dims = raw.get("dimensions") or 8
-        as_b64 = raw.get("encoding_format") == "base64"
-        data = []
-        for i, text in enumerate(inputs):
-            vec = fake_vector(text, dims)
-            emb: Any = (base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
-                        if as_b64 else vec)
-            data.append({"object": "embedding", "index": i, "embedding": emb})
-        tokens = sum(count_words(t) for t in inputs)
+        body = _embedding_list(raw, inputs, tokens)
+        if behavior.malformed_after_chunks is not None:
+            self.state.end(call, "malformed")
+            return _with_headers(_malformed(body), behavior)
         self.state.end(call, "completed")
-        return _json({"object": "list", "data": data, "model": raw.get("model", ""),
-                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return _with_headers(_json(body), behavior)
 
     # -- Anthropic ---------------------------------------------------------
 
@@ -411,42 +468,38 @@ class _Upstream:
             return _anthropic_error(400, problem)
         behavior = self.state.take()
         messages: list[dict[str, Any]] = raw["messages"]
+        input_tokens = count_words(_blocks_text(raw.get("system"))) + sum(
+            count_words(_blocks_text(m.get("content"), tool_results=True)) for m in messages)
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         tools = raw.get("tools") or []
         tool_name: str | None = None
         if tools and last_user and _WEATHER.search(_blocks_text(last_user.get("content"))):
             tool_name = str(tools[0].get("name", "tool"))
             words = FakeWords(behavior, split_words(orjson.dumps(TOOL_INPUT).decode()),
-                              "tool_use")
+                              "tool_use", prompt_tokens=input_tokens, rng=self.state.rng)
         else:
             prompt = ""
             if last_user:
                 content = last_user.get("content")
                 prompt = _blocks_text(content) or _blocks_text(content, tool_results=True)
             words = FakeWords.for_prompt(behavior, prompt, raw["max_tokens"],
-                                         raw.get("stop_sequences") or ())
-        input_tokens = count_words(_blocks_text(raw.get("system"))) + sum(
-            count_words(_blocks_text(m.get("content"), tool_results=True)) for m in messages)
+                                         raw.get("stop_sequences") or (),
+                                         prompt_tokens=input_tokens, rng=self.state.rng)
         refused = await self._begin(request, call, behavior, words, _anthropic_error)
         if refused is not None:
-            return refused
+            return _with_headers(refused, behavior)
         model = str(raw["model"])
         if raw.get("stream"):
             body = self._anthropic_stream(call, words, model, input_tokens, tool_name)
-            return _TrackedStream(body, lambda: self.state.end(call))
-        try:
-            text = await _maybe_race(request, _slow(behavior), words.collect())
-        except _ClientGone:
-            self.state.end(call, "cancelled")
-            return Response(status_code=499)
-        except FakeDisconnect as d:
-            self.state.end(call, "disconnected")
-            partial = _message(model, "".join(words.words[:d.after]), None, "end_turn", None,
-                               input_tokens, d.after)
-            return _CutResponse(orjson.dumps(partial), d)
-        self.state.end(call, "completed")
-        return _json(_message(model, text, tool_name, _stop_reason(words, tool_name),
-                              words.stop_sequence, input_tokens, words.emitted))
+            return _with_headers(_TrackedStream(body, lambda: self.state.end(call)), behavior)
+
+        def answer(text: str, tokens: int) -> dict[str, Any]:
+            if tokens < len(words.words):  # cut short: a partial text answer
+                return _message(model, text, None, "end_turn", None, input_tokens, tokens)
+            return _message(model, text, tool_name, _stop_reason(words, tool_name),
+                            words.stop_sequence, input_tokens, tokens)
+
+        return _with_headers(await self._whole(request, call, words, answer), behavior)
 
     async def _anthropic_stream(self, call: _Call, words: FakeWords, model: str,
                                 input_tokens: int, tool_name: str | None
@@ -483,10 +536,37 @@ class _Upstream:
         except FakeDisconnect:
             call.outcome = "disconnected"
             raise
+        except FakeMalformed:  # garbage, then a clean end: the bad event is the only defect
+            call.outcome = "malformed"
+            yield b"event: content_block_delta\ndata: " + GARBAGE + b"\n\n"
+            yield _event("message_stop", {"type": "message_stop"})
 
 
 def _slow(b: FakeBehavior) -> bool:
-    return b.ttft_s > 0 or b.tokens_per_s > 0
+    """Whether answering can take a while (and so must watch for a hang-up)."""
+    return (b.ttft_s > 0 or b.tokens_per_s > 0 or b.prefill_tokens_per_s > 0
+            or b.stall_after_chunks is not None)
+
+
+async def _embedding_wait(words: FakeWords) -> None:
+    """TTFT (with prefill for the inputs), then a scripted stall whatever its N:
+    an embeddings answer has no chunks to stall after."""
+    await words.ready()
+    if words.behavior.stall_after_chunks is not None:
+        await wait_forever()
+
+
+def _embedding_list(raw: dict[str, Any], inputs: list[str], tokens: int) -> dict[str, Any]:
+    dims = raw.get("dimensions") or 8
+    as_b64 = raw.get("encoding_format") == "base64"
+    data = []
+    for i, text in enumerate(inputs):
+        vec = fake_vector(text, dims)
+        emb: Any = (base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+                    if as_b64 else vec)
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return {"object": "list", "data": data, "model": raw.get("model", ""),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 async def _maybe_race(request: Request, may_block: bool, work: Awaitable[T]) -> T:
@@ -605,12 +685,14 @@ def _check_messages_request(raw: Any) -> str | None:
     return None
 
 
-def create_app(default: FakeBehavior | None = None, *, api_key: str | None = None) -> Starlette:
+def create_app(default: FakeBehavior | None = None, *, api_key: str | None = None,
+               seed: int | None = None) -> Starlette:
     """The fake upstream. ``api_key``: if set, require exactly this key
     (``Authorization: Bearer`` for OpenAI routes; ``x-api-key``, or a bearer
     token as newer Anthropic SDKs send, for ``/v1/messages``); otherwise any
-    non-empty Anthropic key passes and the OpenAI routes are open."""
-    state = FakeUpstreamState(default or FakeBehavior())
+    non-empty Anthropic key passes and the OpenAI routes are open. ``seed``
+    makes the ``error_probability`` draws repeatable."""
+    state = FakeUpstreamState(default or FakeBehavior(), seed)
     up = _Upstream(state, api_key)
     app = Starlette(routes=[
         Route("/v1/chat/completions", up.chat_completions, methods=["POST"]),
@@ -634,12 +716,12 @@ class QuietDisconnects(logging.Filter):
 
 
 def run(host: str = "127.0.0.1", port: int = 9100, default: FakeBehavior | None = None,
-        log_level: str = "warning") -> None:
+        log_level: str = "warning", seed: int | None = None) -> None:
     """Serve the fake upstream until interrupted."""
     import uvicorn
 
     logging.getLogger("uvicorn.error").addFilter(QuietDisconnects())
-    uvicorn.run(create_app(default), host=host, port=port, log_level=log_level,
+    uvicorn.run(create_app(default, seed=seed), host=host, port=port, log_level=log_level,
                 access_log=False)
 
 
@@ -651,9 +733,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--text", default=None, help="fixed reply (default: echo the last user turn)")
     p.add_argument("--ttft-s", type=float, default=0.0, help="delay before the first token")
     p.add_argument("--tokens-per-s", type=float, default=0.0, help="0 = as fast as possible")
+    p.add_argument("--error-status", type=int, default=None, help="fail with this HTTP status")
+    p.add_argument("--error-probability", type=float, default=1.0,
+                   help="with --error-status: the share of requests that fail")
+    p.add_argument("--seed", type=int, default=None, help="seed for --error-probability")
+    p.add_argument("--fill-max-tokens", action=argparse.BooleanOptionalAction, default=False,
+                   help="reply with exactly max_tokens words (finish reason length)")
+    p.add_argument("--prefill-tokens-per-s", type=float, default=0.0,
+                   help="add prompt words / this to the TTFT (0 = off)")
     args = p.parse_args(argv)
-    run(args.host, args.port, FakeBehavior(text=args.text, ttft_s=args.ttft_s,
-                                           tokens_per_s=args.tokens_per_s))
+    try:
+        behavior = FakeBehavior(
+            text=args.text, ttft_s=args.ttft_s, tokens_per_s=args.tokens_per_s,
+            error_status=args.error_status, error_probability=args.error_probability,
+            fill_max_tokens=args.fill_max_tokens,
+            prefill_tokens_per_s=args.prefill_tokens_per_s)
+    except ValueError as e:
+        p.error(str(e))
+    run(args.host, args.port, behavior, seed=args.seed)
 
 
 if __name__ == "__main__":

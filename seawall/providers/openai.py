@@ -32,7 +32,12 @@ from seawall.providers.base import (
     StreamItem,
     completion_to_chunk,
 )
-from seawall.providers.upstream import retry_after_s
+from seawall.providers.upstream import (
+    DEFAULT_CONNECT_S,
+    connect_timeout,
+    rate_limit_info,
+    retry_after_header_s,
+)
 
 
 def _upstream_message(body: bytes) -> str:
@@ -51,7 +56,8 @@ def http_error(provider: str, status: int, body: bytes, headers: Any) -> Seawall
     msg = _upstream_message(body)
     if status == 429:
         return RateLimited(f"Provider {provider!r} is rate limiting: {msg}",
-                           retry_after=retry_after_s(headers), code="upstream_rate_limited")
+                           retry_after=retry_after_header_s(headers),
+                           code="upstream_rate_limited")
     if status in (401, 403):
         return UpstreamError(
             f"Provider {provider!r} rejected Seawall's credentials (HTTP {status}); "
@@ -61,7 +67,7 @@ def http_error(provider: str, status: int, body: bytes, headers: Any) -> Seawall
         return InvalidRequest(f"Provider {provider!r} rejected the request: {msg}",
                               status=400 if status != 404 else 404, code="upstream_rejected")
     return UpstreamError(f"Provider {provider!r} failed with HTTP {status}: {msg}",
-                         upstream_status=status, retry_after=retry_after_s(headers))
+                         upstream_status=status, retry_after=retry_after_header_s(headers))
 
 
 class OpenAIProvider(Provider):
@@ -83,9 +89,10 @@ class OpenAIProvider(Provider):
         # One keep-alive pool per upstream; limit bounds our concurrency toward it.
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency,
                                          keepalive_timeout=300, ttl_dns_cache=300)
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s,
-                                        sock_connect=self.settings.connect_timeout_s)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+        # Only connect is bounded here; first-token, idle and total timeouts are
+        # the router's (seawall.routing.timeouts), per deployment.
+        self._session = aiohttp.ClientSession(connector=connector,
+                                              timeout=connect_timeout(DEFAULT_CONNECT_S),
                                               skip_auto_headers=("User-Agent",))
 
     async def close(self) -> None:
@@ -106,16 +113,25 @@ class OpenAIProvider(Provider):
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return orjson.dumps(body)
 
-    async def _post(self, url: str, data: bytes) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, data: bytes,
+                    call: ChatCall | None = None) -> aiohttp.ClientResponse:
         if self._session is None:
             raise UpstreamError(f"Provider {self.name!r} is not started", code="provider_not_ready")
+        kw: dict[str, Any] = {}
+        if call is not None and call.connect_timeout_s is not None:
+            kw["timeout"] = connect_timeout(call.connect_timeout_s)
         try:
-            resp = await self._session.post(url, data=data, headers=self._headers)
+            resp = await self._session.post(url, data=data, headers=self._headers, **kw)
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamTimeout(f"Provider {self.name!r} did not accept a connection in time",
+                                  code="upstream_connect_timeout") from None
         except TimeoutError:
             raise UpstreamTimeout(f"Provider {self.name!r} did not answer in time") from None
         except aiohttp.ClientError as e:
             raise UpstreamError(f"Provider {self.name!r} is unreachable: {e}",
                                 code="upstream_unreachable") from None
+        if call is not None:
+            call.rate_limits = rate_limit_info(resp.headers)
         if resp.status >= 400:
             try:
                 body = await resp.read()
@@ -125,7 +141,7 @@ class OpenAIProvider(Provider):
         return resp
 
     async def chat(self, call: ChatCall) -> AsyncGenerator[StreamItem, None]:
-        resp = await self._post(self._chat_url, self._payload(call))
+        resp = await self._post(self._chat_url, self._payload(call), call)
         try:
             ctype = resp.headers.get("content-type", "")
             if not ctype.startswith("text/event-stream"):

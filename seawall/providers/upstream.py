@@ -1,10 +1,27 @@
-"""What every HTTP provider reads from an upstream's error responses."""
+"""What every HTTP provider shares: connect timeouts, and what it reads from
+an upstream's responses (Retry-After, rate-limit headers)."""
 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+import aiohttp
+
+# Used when a call names no connect timeout (the router always names one).
+DEFAULT_CONNECT_S = 10.0
+
+
+@lru_cache(maxsize=64)
+def connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """A per-request aiohttp timeout bounding only the TCP/TLS connect (cached:
+    deployments reuse a handful of values)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds)
 
 
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
@@ -22,3 +39,96 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass(slots=True, frozen=True)
+class RateLimitInfo:
+    """What an upstream said about its own rate limits on one response."""
+
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+    limit_requests: int | None = None
+    limit_tokens: int | None = None
+
+    @property
+    def exhausted_for_s(self) -> float | None:
+        """Seconds the upstream will refuse more work, if it said it has none left."""
+        waits = []
+        if self.remaining_requests == 0:
+            waits.append(self.reset_requests_s if self.reset_requests_s is not None else 1.0)
+        if self.remaining_tokens == 0:
+            waits.append(self.reset_tokens_s if self.reset_tokens_s is not None else 1.0)
+        return max(waits) if waits else None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _reset_s(value: str | None) -> float | None:
+    """OpenAI's ``6m0s`` / ``20ms`` durations, plain seconds, or Anthropic's
+    RFC 3339 instant, as seconds from now (never negative)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if parts and "".join(n + u for n, u in parts) == value:
+        return sum(float(n) * _UNIT_S[u] for n, u in parts)
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def rate_limit_info(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """Parse OpenAI-style ``x-ratelimit-*`` or Anthropic ``anthropic-ratelimit-*``
+    headers; None when the response carries neither."""
+    g = headers.get
+    if g("x-ratelimit-remaining-requests") is not None or \
+            g("x-ratelimit-remaining-tokens") is not None:
+        return RateLimitInfo(
+            remaining_requests=_int(g("x-ratelimit-remaining-requests")),
+            reset_requests_s=_reset_s(g("x-ratelimit-reset-requests")),
+            remaining_tokens=_int(g("x-ratelimit-remaining-tokens")),
+            reset_tokens_s=_reset_s(g("x-ratelimit-reset-tokens")),
+            limit_requests=_int(g("x-ratelimit-limit-requests")),
+            limit_tokens=_int(g("x-ratelimit-limit-tokens")))
+    if g("anthropic-ratelimit-requests-remaining") is not None or \
+            g("anthropic-ratelimit-tokens-remaining") is not None:
+        return RateLimitInfo(
+            remaining_requests=_int(g("anthropic-ratelimit-requests-remaining")),
+            reset_requests_s=_reset_s(g("anthropic-ratelimit-requests-reset")),
+            remaining_tokens=_int(g("anthropic-ratelimit-tokens-remaining")),
+            reset_tokens_s=_reset_s(g("anthropic-ratelimit-tokens-reset")),
+            limit_requests=_int(g("anthropic-ratelimit-requests-limit")),
+            limit_tokens=_int(g("anthropic-ratelimit-tokens-limit")))
+    return None
+
+
+def retry_after_header_s(headers: Mapping[str, str]) -> float | None:
+    """``retry-after-ms`` (OpenAI's precise form) if present, else ``Retry-After``."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    return retry_after_s(headers)

@@ -23,6 +23,9 @@ class ApiKey:
     rpm: int | None  # requests per minute; None = the configured default
     created_at: float
     revoked_at: float | None = None
+    # Admission order when requests must wait for a slot: lower goes first.
+    # None = the default tier (admission.default_priority).
+    priority: int | None = None
 
     @property
     def active(self) -> bool:

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     prefix TEXT NOT NULL,
     rpm INTEGER,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    priority INTEGER
 );
 CREATE TABLE IF NOT EXISTS traces (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,11 +48,19 @@ CREATE TABLE IF NOT EXISTS traces (
     latency_ms REAL NOT NULL,
     ttft_ms REAL,
     finish_reason TEXT,
-    user TEXT
+    user TEXT,
+    attempts TEXT,
+    degraded TEXT
 );
 CREATE INDEX IF NOT EXISTS traces_tenant_time ON traces (tenant, started_at);
 CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
 """
+
+# Columns added after the first release, for databases created before them.
+_ADDED_COLUMNS = {
+    "traces": [("attempts", "TEXT"), ("degraded", "TEXT")],
+    "api_keys": [("priority", "INTEGER")],
+}
 
 _INSERT_TRACE = (
     f"INSERT OR IGNORE INTO traces ({', '.join(ROW_COLUMNS)}) "
@@ -85,7 +94,18 @@ class SqliteStore:
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: indexes stay in memory
         await self._db.executescript(_SCHEMA)
+        await self._add_missing_columns()
         await self._db.commit()
+
+    async def _add_missing_columns(self) -> None:
+        """Bring a database made by an older version up to date (columns are
+        only ever added, nullable, so this is the whole migration story)."""
+        for table, columns in _ADDED_COLUMNS.items():
+            async with self.db.execute(f"PRAGMA table_info({table})") as c:
+                have = {row[1] for row in await c.fetchall()}
+            for name, decl in columns:
+                if name not in have:
+                    await self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     async def close(self) -> None:
         if self._db is not None:
@@ -98,10 +118,10 @@ class SqliteStore:
     # -- keys --
     async def create_key(self, key: ApiKey) -> None:
         await self.db.execute(
-            "INSERT INTO api_keys (id, name, tenant, key_hash, prefix, rpm, created_at, revoked_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, name, tenant, key_hash, prefix, rpm, created_at, revoked_at,"
+            " priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key.id, key.name, key.tenant, key.key_hash, key.prefix, key.rpm, key.created_at,
-             key.revoked_at))
+             key.revoked_at, key.priority))
         await self.db.commit()
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:

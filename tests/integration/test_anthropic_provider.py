@@ -20,7 +20,6 @@ from seawall.errors import (
     RateLimited,
     ServiceUnavailable,
     UpstreamError,
-    UpstreamTimeout,
 )
 from seawall.providers.anthropic import (
     JSON_ONLY_INSTRUCTION,
@@ -339,16 +338,8 @@ async def test_early_aclose_cancels_upstream(fake: FakeUpstreamClient,
     assert (calls["cancelled"], calls["active"], calls["completed"]) == (1, 0, 0)
 
 
-async def test_timeout_and_unreachable(fake: FakeUpstreamClient) -> None:
-    fake.script(queue=[{"hang": True}])
-    p = await started(fake.base_url, timeout_s=0.1)
-    try:
-        with pytest.raises(UpstreamTimeout):
-            await collect(p, make_call())
-    finally:
-        await p.close()
-    await fake.wait_for(lambda c: c["cancelled"] == 1)
-
+async def test_unreachable(fake: FakeUpstreamClient) -> None:
+    # (Hangs are the router's timeouts now: tests/chaos covers them end to end.)
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
+import socket
 import struct
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,9 +15,13 @@ import aiohttp
 import orjson
 import pytest
 from anthropic import AsyncAnthropic  # imported here: 1 s, paid once at collection
+from click.testing import CliRunner
 from openai import AsyncOpenAI
 
-from tests.servers import FakeUpstreamClient
+from seawall.cli import main as cli_main
+from seawall.providers import fake_server
+from seawall.providers.fake import FakeBehavior
+from tests.servers import FakeUpstreamClient, blackhole_listener, closed_port
 
 ANTHROPIC_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
 
@@ -269,3 +276,285 @@ async def test_official_sdks_parse_the_fake(fake: FakeUpstreamClient) -> None:
     block = final.content[0]
     assert block.type == "tool_use" and block.input == {"city": "Paris"}
     await ant.close()
+
+
+# -- chaos fields ---------------------------------------------------------------
+
+CHAT = "/v1/chat/completions"
+
+
+async def test_malformed_openai_stream_then_clean_end(fake: FakeUpstreamClient,
+                                                      http: aiohttp.ClientSession) -> None:
+    fake.script(default={"malformed_after_chunks": 1})
+    async with http.post(fake.base_url + CHAT, json=chat_body(stream=True)) as resp:
+        assert resp.status == 200
+        data = await sse_data(resp)  # reads to the end: no ClientPayloadError, a clean end
+    assert data[2:] == [b"{not json", b"[DONE]"]
+    first = [orjson.loads(d)["choices"][0]["delta"] for d in data[:2]]
+    assert first == [{"role": "assistant", "content": ""}, {"content": "Hello"}]
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(data[2])
+    calls = await fake.wait_for(lambda c: c["malformed"] == 1)
+    assert (calls["malformed"], calls["completed"], calls["active"]) == (1, 0, 0)
+
+
+async def test_malformed_non_stream_is_a_200_with_broken_json(
+        fake: FakeUpstreamClient, http: aiohttp.ClientSession) -> None:
+    fake.script(queue=[{"malformed_after_chunks": 99}, {"malformed_after_chunks": 0},
+                       {"malformed_after_chunks": 0}])
+    async with http.post(fake.base_url + CHAT, json=chat_body()) as resp:
+        assert resp.status == 200
+        assert resp.headers["content-type"] == "application/json"
+        body = await resp.read()
+    assert body.startswith(b'{"id":"chatcmpl')
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    async with http.post(fake.base_url + "/v1/messages", json=messages_body(),
+                         headers=ANTHROPIC_HEADERS) as resp:
+        assert resp.status == 200
+        body = await resp.read()
+    assert body.startswith(b'{"id":"msg_fake')
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    async with http.post(fake.base_url + "/v1/embeddings",
+                         json={"model": "fake-embedding", "input": "a b"}) as resp:
+        assert resp.status == 200
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(await resp.read())
+    calls = fake.calls()
+    assert (calls["calls"], calls["malformed"], calls["completed"]) == (3, 3, 0)
+
+
+async def test_malformed_anthropic_stream(fake: FakeUpstreamClient,
+                                          http: aiohttp.ClientSession) -> None:
+    fake.script(default={"malformed_after_chunks": 2})
+    async with http.post(fake.base_url + "/v1/messages", json=messages_body(stream=True),
+                         headers=ANTHROPIC_HEADERS) as resp:
+        raw = (await resp.read()).decode()
+    blocks = [b for b in raw.split("\n\n") if b]
+    assert [b.split("\n")[0] for b in blocks] == [
+        "event: message_start", "event: content_block_start", "event: ping",
+        "event: content_block_delta", "event: content_block_delta",
+        "event: content_block_delta", "event: message_stop"]
+    assert blocks[-2] == "event: content_block_delta\ndata: {not json"
+    texts = [orjson.loads(b.split("data: ", 1)[1])["delta"]["text"] for b in blocks[3:5]]
+    assert texts == ["Hello", " there"]
+    assert fake.calls()["malformed"] == 1
+
+
+async def test_official_sdks_choke_on_malformed(fake: FakeUpstreamClient) -> None:
+    """What a real client sees: the vendors' SDKs fail to parse, mid-stream."""
+    fake.script(default={"malformed_after_chunks": 1})
+    oai = AsyncOpenAI(base_url=fake.base_url + "/v1", api_key="k", max_retries=0)
+    stream = await oai.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": "hi there"}], stream=True)
+    seen: list[str] = []
+    with pytest.raises(ValueError):  # json.JSONDecodeError
+        async for c in stream:
+            seen.append(c.choices[0].delta.content or "")
+    assert seen == ["", "hi"]
+    await oai.close()
+    ant = AsyncAnthropic(base_url=fake.base_url, api_key="k", max_retries=0)
+    with pytest.raises(ValueError):
+        async with ant.messages.stream(model="claude-fake", max_tokens=50, messages=[
+                {"role": "user", "content": "hi there"}]) as s:
+            await s.get_final_message()
+    await ant.close()
+    calls = await fake.wait_for(lambda c: c["malformed"] == 2)
+    assert (calls["malformed"], calls["active"]) == (2, 0)
+
+
+async def test_stall_stream_goes_silent_then_counts_cancelled(
+        fake: FakeUpstreamClient, http: aiohttp.ClientSession) -> None:
+    fake.script(default={"stall_after_chunks": 1})
+    resp = await http.post(fake.base_url + CHAT, json=chat_body(stream=True))
+    assert resp.status == 200
+    role = await resp.content.readuntil(b"\n\n")
+    word = await resp.content.readuntil(b"\n\n")
+    assert orjson.loads(role[6:])["choices"][0]["delta"]["role"] == "assistant"
+    assert orjson.loads(word[6:])["choices"][0]["delta"]["content"] == "Hello"
+    with pytest.raises(asyncio.TimeoutError):  # the connection is open but says nothing
+        await asyncio.wait_for(resp.content.read(1), 0.2)
+    assert not resp.content.at_eof()
+    calls = fake.calls()
+    assert (calls["active"], calls["cancelled"], calls["completed"]) == (1, 0, 0)
+    resp.close()
+    calls = await fake.wait_for(lambda c: c["cancelled"] == 1)
+    assert (calls["cancelled"], calls["active"], calls["completed"]) == (1, 0, 0)
+
+
+async def test_stall_non_stream_and_anthropic_never_answer(
+        fake: FakeUpstreamClient, http: aiohttp.ClientSession) -> None:
+    fake.script(queue=[{"stall_after_chunks": 2}, {"stall_after_chunks": 0}])
+    with pytest.raises(asyncio.TimeoutError):  # not even the headers arrive
+        async with http.post(fake.base_url + CHAT, json=chat_body(),
+                             timeout=aiohttp.ClientTimeout(total=0.15)):
+            pass
+    resp = await http.post(fake.base_url + "/v1/messages", json=messages_body(stream=True),
+                           headers=ANTHROPIC_HEADERS)
+    names = [(await resp.content.readuntil(b"\n\n")).split(b"\n")[0] for _ in range(3)]
+    assert names == [b"event: message_start", b"event: content_block_start", b"event: ping"]
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(resp.content.read(1), 0.15)
+    resp.close()
+    calls = await fake.wait_for(lambda c: c["cancelled"] == 2)
+    assert (calls["cancelled"], calls["active"], calls["completed"]) == (2, 0, 0)
+
+
+async def test_scripted_headers_on_success_stream_and_error(
+        fake: FakeUpstreamClient, http: aiohttp.ClientSession) -> None:
+    limits = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}
+    fake.script(queue=[{"headers": limits}, {"headers": limits},
+                       {"error_status": 429, "retry_after_s": 2,
+                        "headers": {**limits, "Retry-After": "99"}},
+                       {"error_status": 529, "headers": {
+                           "anthropic-ratelimit-requests-remaining": "0"}}])
+    async with http.post(fake.base_url + CHAT, json=chat_body()) as resp:
+        assert resp.status == 200
+        assert {k: resp.headers[k] for k in limits} == limits
+        assert (await resp.json())["object"] == "chat.completion"
+    async with http.post(fake.base_url + CHAT, json=chat_body(stream=True)) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        assert resp.headers["x-ratelimit-reset-requests"] == "2s"
+        assert (await sse_data(resp))[-1] == b"[DONE]"
+    async with http.post(fake.base_url + CHAT, json=chat_body()) as resp:
+        assert resp.status == 429
+        assert resp.headers["x-ratelimit-remaining-requests"] == "0"
+        assert resp.headers.getall("retry-after") == ["2"]  # retry_after_s wins
+        assert resp.headers["retry-after-ms"] == "2000"
+    async with http.post(fake.base_url + "/v1/messages", json=messages_body(),
+                         headers=ANTHROPIC_HEADERS) as resp:
+        assert resp.status == 529
+        assert resp.headers["anthropic-ratelimit-requests-remaining"] == "0"
+        assert (await resp.json())["error"]["type"] == "overloaded_error"
+    async with http.post(fake.base_url + CHAT, json=chat_body()) as resp:  # default: none
+        assert "x-ratelimit-remaining-requests" not in resp.headers
+    calls = fake.calls()
+    assert (calls["completed"], calls["failed"]) == (3, 2)
+
+
+async def statuses(fake: FakeUpstreamClient, http: aiohttp.ClientSession, n: int) -> list[int]:
+    out = []
+    for _ in range(n):
+        async with http.post(fake.base_url + CHAT, json=chat_body()) as resp:
+            await resp.read()
+            out.append(resp.status)
+    return out
+
+
+async def test_error_probability_is_seeded(fake: FakeUpstreamClient,
+                                           http: aiohttp.ClientSession) -> None:
+    rng = random.Random(123)
+    expected = [503 if rng.random() < 0.25 else 200 for _ in range(30)]
+    assert 0 < expected.count(503) < 30
+    assert fake.reseed(123)["seed"] == 123
+    fake.script(default={"error_status": 503, "error_probability": 0.25})
+    assert await statuses(fake, http, 30) == expected
+    calls = fake.calls()
+    assert (calls["failed"], calls["completed"]) == (expected.count(503), expected.count(200))
+    assert calls["seed"] == 123
+    fake.reseed(123)
+    assert await statuses(fake, http, 30) == expected
+
+
+async def test_script_rejects_bad_seed_and_conflicting_faults(
+        fake: FakeUpstreamClient, http: aiohttp.ClientSession) -> None:
+    for body, needle in (({"seed": "x"}, "seed"),
+                         ({"default": {"stall_after_chunks": 1, "malformed_after_chunks": 1}},
+                          "at most one of"),
+                         ({"queue": [{"error_probability": 0.5}]}, "needs error_status")):
+        async with http.post(fake.base_url + "/_fake/script", json=body) as resp:
+            assert resp.status == 400
+            assert needle in (await resp.json())["error"]
+    assert fake.calls()["default"]["stall_after_chunks"] is None  # nothing applied
+
+
+async def test_fill_max_tokens(fake: FakeUpstreamClient, http: aiohttp.ClientSession) -> None:
+    fake.script(default={"fill_max_tokens": True})
+    async with http.post(fake.base_url + CHAT, json=chat_body(max_tokens=5)) as resp:
+        done = await resp.json()
+    assert done["choices"][0]["message"]["content"] == "lorem ipsum dolor sit amet"
+    assert done["choices"][0]["finish_reason"] == "length"
+    assert done["usage"]["completion_tokens"] == 5
+    async with http.post(fake.base_url + CHAT, json=chat_body(
+            stream=True, max_completion_tokens=12)) as resp:
+        chunks = [orjson.loads(d) for d in (await sse_data(resp))[:-1]]
+    words = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
+    assert len(words) == 12 and words[8:10] == [" lorem", " ipsum"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    async with http.post(fake.base_url + CHAT, json=chat_body()) as resp:  # no limit: echo
+        assert (await resp.json())["choices"][0]["message"]["content"] == "Hello there world"
+    async with http.post(fake.base_url + "/v1/messages", json=messages_body(max_tokens=3),
+                         headers=ANTHROPIC_HEADERS) as resp:
+        msg = await resp.json()
+    assert msg["content"] == [{"type": "text", "text": "lorem ipsum dolor"}]
+    assert (msg["stop_reason"], msg["usage"]["output_tokens"]) == ("max_tokens", 3)
+    assert fake.calls()["completed"] == 4
+
+
+async def first_event_after(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
+                            headers: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    async with http.post(url, json=body, headers=headers) as resp:
+        await resp.content.readuntil(b"\n\n")
+        elapsed = time.perf_counter() - start
+        await resp.read()
+    return elapsed
+
+
+async def test_prefill_makes_ttft_grow_with_the_prompt(
+        fake: FakeUpstreamClient, http: aiohttp.ClientSession) -> None:
+    fake.script(default={"prefill_tokens_per_s": 100})
+    long = " ".join(["w"] * 18)  # + "Be nice." = 20 prompt words: 0.2 s
+    t_long = await first_event_after(http, fake.base_url + CHAT, chat_body(
+        stream=True, messages=[{"role": "system", "content": "Be nice."},
+                               {"role": "user", "content": long}]))
+    t_short = await first_event_after(http, fake.base_url + CHAT, chat_body(stream=True))
+    t_anthropic = await first_event_after(
+        http, fake.base_url + "/v1/messages",
+        messages_body(stream=True, messages=[{"role": "user", "content": long}]),
+        ANTHROPIC_HEADERS)
+    assert 0.2 <= t_long < 0.6
+    assert 0.05 <= t_short < t_long  # 5 words
+    assert 0.2 <= t_anthropic < 0.6  # system (2) + 18 words
+    assert fake.calls()["completed"] == 3
+
+
+def test_blackhole_listener_times_out_and_closed_port_refuses() -> None:
+    with blackhole_listener() as (host, port):
+        assert host == "127.0.0.1"
+        start = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            socket.create_connection((host, port), timeout=0.3).close()
+        assert time.perf_counter() - start >= 0.29  # it hung in SYN, was not refused
+    start = time.perf_counter()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", closed_port()), timeout=0.3).close()
+    assert time.perf_counter() - start < 0.1
+    assert closed_port() == closed_port()
+
+
+async def test_blackhole_listener_hangs_an_async_client() -> None:
+    with blackhole_listener() as (host, port), pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.open_connection(host, port), 0.2)
+
+
+def test_cli_fake_upstream_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    got: dict[str, Any] = {}
+
+    def fake_run(host: str, port: int, default: FakeBehavior, seed: int | None = None) -> None:
+        got.update(host=host, port=port, behavior=default, seed=seed)
+
+    monkeypatch.setattr(fake_server, "run", fake_run)
+    result = CliRunner().invoke(cli_main, [
+        "fake-upstream", "--port", "9999", "--text", "hi", "--error-status", "429",
+        "--error-probability", "0.1", "--seed", "5", "--fill-max-tokens",
+        "--prefill-tokens-per-s", "250"])
+    assert result.exit_code == 0, result.output
+    assert (got["host"], got["port"], got["seed"]) == ("127.0.0.1", 9999, 5)
+    assert got["behavior"] == FakeBehavior(text="hi", error_status=429, error_probability=0.1,
+                                           fill_max_tokens=True, prefill_tokens_per_s=250)
+    bad = CliRunner().invoke(cli_main, ["fake-upstream", "--error-probability", "0.5"])
+    assert bad.exit_code == 2 and "needs error_status" in bad.output
+    assert CliRunner().invoke(cli_main, ["fake-upstream", "--error-status", "200"]
+                              ).exit_code == 2

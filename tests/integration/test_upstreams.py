@@ -33,6 +33,7 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory) -
         },
         "models": {
             "gpt-x": {"provider": "oa", "model": "upstream-gpt"},
+            "gpt-rl": {"provider": "oa", "model": "upstream-gpt"},  # for the 429 test
             "claude": {"provider": "claude", "model": "claude-test"},
             "emb": {"provider": "oa", "kind": "embedding"},
         },
@@ -89,13 +90,20 @@ def test_anthropic_tool_use_becomes_tool_calls(client: openai.OpenAI) -> None:
 
 def test_upstream_errors_map_to_client_errors(client: openai.OpenAI,
                                               upstream: FakeUpstreamClient) -> None:
-    upstream.script(queue=[{"error_status": 429, "retry_after_s": 3}, {"error_status": 503}])
+    # A Retry-After longer than resilience.retries.max_retry_after_s is passed on, not waited.
+    upstream.script(queue=[{"error_status": 429, "retry_after_s": 30}])
     with pytest.raises(openai.RateLimitError) as e:
-        client.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": "x"}])
-    assert e.value.response.headers["retry-after"] == "3"
-    with pytest.raises(openai.APIStatusError) as e2:
-        client.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": "x"}])
-    assert e2.value.status_code == 502 and e2.value.body["code"] == "upstream_error"  # type: ignore[index]
+        client.chat.completions.create(model="gpt-rl",
+                                       messages=[{"role": "user", "content": "x"}])
+    assert e.value.response.headers["retry-after"] == "30"
+    assert upstream.calls()["calls"] == 1
+    upstream.script(default={"error_status": 400})
+    with pytest.raises(openai.BadRequestError) as e2:
+        client.chat.completions.create(model="claude",
+                                       messages=[{"role": "user", "content": "x"}])
+    assert e2.value.body["code"] == "upstream_rejected"  # type: ignore[index]
+    assert upstream.calls()["calls"] == 2  # one more: a bad request is never retried
+    upstream.script(default={})
 
 
 def test_embeddings_through_openai_provider(client: openai.OpenAI) -> None:

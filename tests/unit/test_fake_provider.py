@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from typing import Any
 
@@ -185,3 +186,162 @@ async def test_embed_is_deterministic_unit_vectors() -> None:
     assert fake_vector("x", 32) == fake_vector("x", 32)
     with pytest.raises(RateLimited):
         await provider(error_status=429).embed(["x"], "m")
+
+
+# -- chaos fields ---------------------------------------------------------------
+
+
+def scripted(seed: int | None = None, **behavior: Any) -> FakeProvider:
+    """A provider running ``FakeBehavior(**behavior)`` (the settings model does
+    not carry every behaviour field)."""
+    p = FakeProvider("fake", FakeProviderSettings(type="fake"), seed=seed)
+    p.behavior = FakeBehavior(**behavior)
+    return p
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"malformed_after_chunks": -1}, "malformed_after_chunks must be >= 0"),
+    ({"stall_after_chunks": -2}, "stall_after_chunks must be >= 0"),
+    ({"disconnect_after_chunks": 1, "stall_after_chunks": 2}, "at most one of"),
+    ({"malformed_after_chunks": 0, "stall_after_chunks": 0}, "at most one of"),
+    ({"error_status": 503, "error_probability": 1.5}, "between 0 and 1"),
+    ({"error_status": 503, "error_probability": float("nan")}, "between 0 and 1"),
+    ({"error_probability": 0.5}, "needs error_status"),
+    ({"prefill_tokens_per_s": -1.0}, "prefill_tokens_per_s must be >= 0"),
+    ({"headers": {"bad name": "x"}}, "not a valid HTTP header name"),
+    ({"headers": {"x-a": "one\r\ntwo"}}, "one-line string"),
+    ({"headers": {"Content-Length": "3"}}, "cannot be scripted"),
+])
+def test_new_fields_are_validated(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FakeBehavior(**fields)
+    with pytest.raises(ValueError, match=message):  # and through the JSON route
+        FakeBehavior.from_dict(fields)
+
+
+def test_new_fields_default_off_and_round_trip() -> None:
+    d = FakeBehavior().to_dict()
+    assert {k: d[k] for k in ("malformed_after_chunks", "stall_after_chunks", "headers",
+                              "error_probability", "fill_max_tokens",
+                              "prefill_tokens_per_s")} == {
+        "malformed_after_chunks": None, "stall_after_chunks": None, "headers": {},
+        "error_probability": 1.0, "fill_max_tokens": False, "prefill_tokens_per_s": 0.0}
+    b = FakeBehavior(malformed_after_chunks=2, headers={"x-ratelimit-remaining-requests": "0"},
+                     error_status=429, error_probability=0.1, fill_max_tokens=True,
+                     prefill_tokens_per_s=500.0)
+    assert FakeBehavior.from_dict(b.to_dict()) == b
+    assert FakeBehavior.from_dict({"stall_after_chunks": 3}).stall_after_chunks == 3
+    assert FakeBehavior().headers is not FakeBehavior().headers  # no shared mutable default
+    with pytest.raises(ValueError, match="headers"):
+        FakeBehavior.from_dict({"headers": ["x-a"]})
+
+
+async def test_malformed_after_chunks_raises_bad_response() -> None:
+    p = scripted(malformed_after_chunks=2)
+    got: list[Chunk] = []
+    with pytest.raises(UpstreamError) as e:
+        async for c in p.chat(make_call()):
+            got.append(c)
+    assert e.value.code == "upstream_bad_response"
+    assert "after 2 chunk(s)" in e.value.message
+    assert [c["choices"][0]["delta"].get("content") for c in got] == ["", "Hello", " brave"]
+    assert (p.failed, p.completed, p.cancelled, p.active) == (1, 0, 0, 0)
+    # a reply shorter than the cut point completes normally
+    short = scripted(malformed_after_chunks=5)
+    assert len(await collect(short, make_call())) == 7
+    assert (short.completed, short.failed) == (1, 0)
+
+
+async def test_malformed_and_stalled_embeddings() -> None:
+    with pytest.raises(UpstreamError) as e:
+        await scripted(malformed_after_chunks=3).embed(["x"], "m")
+    assert e.value.code == "upstream_bad_response"
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(scripted(stall_after_chunks=3).embed(["x"], "m"), 0.05)
+
+
+async def test_stall_after_chunks_goes_silent_until_cancelled() -> None:
+    p = scripted(stall_after_chunks=1)
+    gen = p.chat(make_call())
+    first = [await gen.__anext__(), await gen.__anext__()]
+    assert [c["choices"][0]["delta"]["content"] for c in first] == ["", "Hello"]
+    start = time.perf_counter()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(gen.__anext__(), 0.1)
+    assert time.perf_counter() - start < 0.3  # the cancellation ended it at once
+    assert (p.cancelled, p.active, p.completed, p.failed) == (1, 0, 0, 0)
+
+
+async def test_stall_is_closed_promptly_by_aclose() -> None:
+    p = scripted(stall_after_chunks=0)
+    gen = p.chat(make_call())
+    await gen.__anext__()  # the role chunk comes before any content
+    pending = asyncio.ensure_future(gen.__anext__())
+    await asyncio.sleep(0.02)
+    assert not pending.done() and p.active == 1
+    pending.cancel()
+    await asyncio.gather(pending, return_exceptions=True)
+    await gen.aclose()
+    assert (p.cancelled, p.active) == (1, 0)
+
+
+async def outcomes(p: FakeProvider, n: int) -> list[bool]:
+    """Whether each of ``n`` calls failed with the scripted error."""
+    out = []
+    for _ in range(n):
+        try:
+            await collect(p, make_call())
+            out.append(False)
+        except UpstreamError as e:
+            assert e.upstream_status == 503
+            out.append(True)
+    return out
+
+
+async def test_error_probability_is_seeded_and_per_request() -> None:
+    rng = random.Random(7)
+    expected = [rng.random() < 0.3 for _ in range(40)]
+    p = scripted(seed=7, error_status=503, error_probability=0.3)
+    got = await outcomes(p, 40)
+    assert got == expected
+    assert 0 < sum(got) < 40  # both outcomes happen: this is really random per request
+    assert (p.failed, p.completed) == (sum(expected), 40 - sum(expected))
+    p.reseed(7)
+    assert await outcomes(p, 40) == expected
+
+
+async def test_error_probability_edges_leave_the_rng_alone() -> None:
+    never = scripted(seed=1, error_status=503, error_probability=0.0)
+    always = scripted(seed=1, error_status=503, error_probability=1.0)
+    assert await outcomes(never, 5) == [False] * 5
+    assert await outcomes(always, 5) == [True] * 5
+    fresh = random.Random(1).random()
+    assert never.rng.random() == always.rng.random() == fresh
+
+
+async def test_fill_max_tokens_follows_the_limit() -> None:
+    p = scripted(fill_max_tokens=True, text="ignored when there is a limit")
+    g = Gatherer()
+    for c in await collect(p, make_call(max_tokens=10)):
+        g.add(c)
+    done = g.completion()
+    assert done["choices"][0]["message"]["content"] == (
+        "lorem ipsum dolor sit amet consectetur adipiscing elit lorem ipsum")
+    assert done["choices"][0]["finish_reason"] == "length"
+    assert done["usage"]["completion_tokens"] == 10
+    req = make_call(max_completion_tokens=3, stop=["o"]).request  # stop sequences ignored
+    assert fake_words(p.behavior, req).words == ["lorem", " ipsum", " dolor"]
+    no_limit = fake_words(p.behavior, make_call().request)
+    assert (no_limit.words, no_limit.finish_reason) == (split_words(
+        "ignored when there is a limit"), "stop")
+
+
+async def test_prefill_adds_prompt_words_to_ttft() -> None:
+    b = FakeBehavior(ttft_s=0.01, prefill_tokens_per_s=100)
+    call = make_call(" ".join(["w"] * 8))  # + "Be brief." = 10 prompt words
+    assert fake_words(b, call.request).ttft_s == pytest.approx(0.01 + 10 / 100)
+    assert fake_words(FakeBehavior(ttft_s=0.01), call.request).ttft_s == 0.01
+    p = scripted(ttft_s=0.01, prefill_tokens_per_s=100)
+    start = time.perf_counter()
+    await p.chat(call).__anext__()
+    assert 0.11 <= time.perf_counter() - start < 0.3

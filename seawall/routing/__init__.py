@@ -1,0 +1,2 @@
+"""Deployment choice and resilience: balancing, circuit breakers, retries,
+timeouts, fallback chains, hedging and degraded answers (docs/resilience.md)."""

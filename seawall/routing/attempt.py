@@ -1,0 +1,172 @@
+"""One try of one deployment: the provider call, its timeouts, and the
+bookkeeping (in-flight count, breaker verdict, TTFT, learned limits) that
+must happen exactly once however the try ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from seawall.errors import SeawallError
+from seawall.providers.base import ChatCall, StreamItem
+from seawall.providers.registry import Deployment
+from seawall.routing.retry import Verdict, classify
+from seawall.routing.timeouts import Deadlines
+
+
+def has_content(item: StreamItem) -> bool:
+    """Does this chunk (or batch) carry output a client would see?"""
+    if type(item) is list:
+        return any(has_content(c) for c in item)
+    for c in item.get("choices") or ():  # type: ignore[union-attr]
+        d = c.get("delta")
+        if d and (d.get("content") or d.get("tool_calls") or d.get("refusal")):
+            return True
+        if c.get("finish_reason"):
+            return True  # an empty but complete answer is an answer
+    return False
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One line of a request's attempt history (trace record, error message)."""
+
+    deployment: str
+    model: str
+    outcome: str  # "ok", an error code, "cancelled", "hedge_lost"
+    ms: float
+    hedge: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"deployment": self.deployment, "model": self.model,
+                             "outcome": self.outcome, "ms": round(self.ms, 1)}
+        if self.hedge:
+            d["hedge"] = True
+        return d
+
+
+class Attempt:
+    __slots__ = ("dep", "call", "it", "deadlines", "head", "done", "hedge", "_probe", "_t0",
+                 "_ended", "record", "_ttft_seen")
+
+    def __init__(self, dep: Deployment, call: ChatCall, hedge: bool = False) -> None:
+        self.dep = dep
+        self.call = call
+        self.hedge = hedge
+        h = dep.health
+        now = time.monotonic()
+        h.inflight += 1
+        h.take_rpm(now)
+        self._probe = h.breaker.on_attempt()
+        self._t0 = now
+        self._ended = False
+        self._ttft_seen = False
+        self.it: AsyncIterator[StreamItem] = dep.provider.chat(call)
+        self.deadlines: Deadlines | None = None
+        self.head: list[StreamItem] = []
+        self.done = False  # the provider stream ended normally
+        self.record: AttemptRecord | None = None
+
+    async def prime(self) -> None:
+        """Read up to the first content (streams) or to the end (non-streaming):
+        until then nothing has reached the client, so a failure here can be
+        retried elsewhere without anyone noticing."""
+        self.deadlines = Deadlines(self.dep.timeouts, self.call.stream, self.dep.name)
+        stream = self.call.stream
+        while True:
+            item = await self._read(True)
+            if item is None:
+                self.done = True
+                self._first_token()
+                return
+            self.head.append(item)
+            if stream and has_content(item):
+                self._first_token()
+                return
+
+    async def next(self) -> StreamItem | None:
+        """The next item after :meth:`prime`; None at the end."""
+        if self.done:
+            return None
+        item = await self._read(False)
+        if item is None:
+            self.done = True
+        return item
+
+    async def _read(self, priming: bool) -> StreamItem | None:
+        dl = self.deadlines
+        assert dl is not None
+        dl.reading()
+        try:
+            item = await self.it.__anext__()
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            dl.check()  # our own timeout: raises UpstreamTimeout instead
+            raise
+        dl.progress(priming and has_content(item))
+        return item
+
+    def _first_token(self) -> None:
+        if not self._ttft_seen:
+            self._ttft_seen = True
+            self.dep.health.observe_ttft(time.monotonic() - self._t0)
+
+    # -- ending (exactly once) --------------------------------------------------
+
+    def _end(self, outcome: str) -> AttemptRecord:
+        self._ended = True
+        if self.deadlines is not None:
+            self.deadlines.cancel()
+        h = self.dep.health
+        h.inflight -= 1
+        now = time.monotonic()
+        info = self.call.rate_limits
+        if info is not None:
+            h.learn(now, info)
+        self.record = AttemptRecord(self.dep.name, self.dep.logical, outcome,
+                                    (now - self._t0) * 1000, self.hedge)
+        return self.record
+
+    def succeeded(self, tokens: int = 0) -> AttemptRecord | None:
+        if self._ended:
+            return None
+        self.dep.health.breaker.record(True, self._probe)
+        self.dep.health.observe_tokens(time.monotonic(), tokens)
+        return self._end("ok")
+
+    def failed(self, err: SeawallError) -> tuple[Verdict, AttemptRecord | None]:
+        verdict = classify(err)
+        if self._ended:
+            return verdict, None
+        h = self.dep.health
+        if err.retry_after is not None:
+            h.cool_down(time.monotonic(), err.retry_after, f"upstream asked to retry after "
+                        f"{err.retry_after:g}s")
+        if verdict is Verdict.FAILED:
+            h.breaker.record(False, self._probe)
+        elif verdict is Verdict.RATE_LIMITED:
+            if err.retry_after is None:
+                h.cool_down(time.monotonic(), 1.0, "upstream rate limited")
+            h.breaker.release(self._probe)
+        else:  # the request was bad, not the deployment
+            h.breaker.record(True, self._probe)
+        return verdict, self._end(err.code)
+
+    def abandoned(self, outcome: str = "cancelled") -> AttemptRecord | None:
+        """Ended with no verdict on the deployment (client left, lost a hedge)."""
+        if self._ended:
+            return None
+        self.dep.health.breaker.release(self._probe)
+        return self._end(outcome)
+
+    async def close(self) -> None:
+        """Stop the upstream call (frees its connection); safe to call twice."""
+        aclose = getattr(self.it, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()

@@ -1,0 +1,92 @@
+"""The four timeouts of one upstream attempt, enforced by one lazy timer.
+
+A timer per chunk (``asyncio.timeout`` around each read) costs a heap push
+and pop per chunk on the hot path. Instead one timer sleeps until the
+nearest deadline; when it fires it checks whether the stream made progress
+meanwhile and, if so, sleeps again. Per chunk the stream only stores a time.
+Expiry cancels the reading task; :meth:`Deadlines.check` turns that
+cancellation into the timeout error with its own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from seawall.config import TimeoutSettings
+from seawall.errors import UpstreamTimeout
+
+CODES = {
+    "first_token": "upstream_first_token_timeout",
+    "idle": "upstream_idle_timeout",
+    "total": "upstream_total_timeout",
+}
+
+
+class Deadlines:
+    __slots__ = ("settings", "_loop", "task", "_base", "started", "_total_at", "_first_at",
+                 "last", "got_content", "expired", "_handle", "where")
+
+    def __init__(self, settings: TimeoutSettings, stream: bool, where: str) -> None:
+        self.settings = settings
+        self.where = where
+        self._loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self._base = self.task.cancelling() if self.task is not None else 0
+        self.started = now = self._loop.time()
+        self._total_at = now + settings.total_s
+        # Non-streaming upstream answers arrive whole: only the total applies.
+        self._first_at = now + settings.first_token_s if stream else math.inf
+        self.last = now
+        self.got_content = False
+        self.expired: str | None = None
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._next(), self._fire)
+
+    def _next(self) -> float:
+        if not self.got_content:
+            return min(self._total_at, self._first_at)
+        return min(self._total_at, self.last + self.settings.idle_s)
+
+    def _fire(self) -> None:
+        now = self._loop.time()
+        due = self._next()
+        if now < due:
+            self._handle = self._loop.call_at(due, self._fire)
+            return
+        self._handle = None
+        self.expired = ("total" if now >= self._total_at else
+                        "idle" if self.got_content else "first_token")
+        if self.task is not None:
+            self.task.cancel()
+
+    def reading(self) -> None:
+        """The current task is about to wait on the upstream (it may differ
+        from the creator's: a hedged attempt starts in a task of its own)."""
+        self.task = asyncio.current_task()
+        if self.task is not None:
+            self._base = self.task.cancelling()
+
+    def progress(self, content: bool) -> None:
+        self.last = self._loop.time()
+        if content:
+            self.got_content = True
+
+    def check(self) -> None:
+        """Call on CancelledError: raise the timeout if we caused it (and
+        nobody else also cancelled the task), else return to re-raise."""
+        if self.expired is None or self.task is None:
+            return
+        if self.task.uncancel() > self._base:
+            return  # cancelled from outside too (the client left): let it propagate
+        which = self.expired
+        s = self.settings
+        limit = {"first_token": s.first_token_s, "idle": s.idle_s, "total": s.total_s}[which]
+        what = {"first_token": "sent no first token", "idle": "went silent mid-stream",
+                "total": "did not finish"}[which]
+        raise UpstreamTimeout(f"Deployment {self.where!r} {what} within {limit:g}s "
+                              f"({which}_s timeout).", code=CODES[which])
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
