@@ -200,7 +200,12 @@ class OpenAIProvider(Provider):
                     if batch:
                         yield batch if len(batch) > 1 else batch[0]
                     return
-                batch.append(self._event(payload))
+                try:
+                    batch.append(self._event(payload))
+                except UpstreamError:
+                    if batch:  # what arrived intact before the bad event still counts
+                        yield batch if len(batch) > 1 else batch[0]
+                    raise
             if batch:
                 yield batch if len(batch) > 1 else batch[0]
         raise UpstreamError(f"Provider {self.name!r} ended the stream without [DONE]",
