@@ -74,6 +74,12 @@ class Services:
             RecordStage(obs.traces, self.writer),
         ], self.metrics)
 
+    def begin_drain(self) -> None:
+        """Shutdown started: refuse new work, keep serving what is in flight.
+        (Called from a signal handler: only sets flags.)"""
+        self.admission.draining = True
+        self.pipeline.draining = True
+
     def _breaker_changed(self, deployment: str, state: BreakerState) -> None:
         self.metrics.circuit_state.labels(deployment).set(int(state))
         self.metrics.circuit_transitions.labels(deployment, state.label).inc()

@@ -63,10 +63,25 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
     # shutdown ends with exit status 0 instead of death by signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_drain)
-    uvicorn.run(app, host=host or srv.host, port=srv.port if port is None else port,
-                loop="uvloop", http="httptools", lifespan="on", access_log=srv.access_log,
-                log_config=None, log_level=srv.log_level, backlog=4096,
-                timeout_keep_alive=75, timeout_graceful_shutdown=30)
+    server_config = uvicorn.Config(
+        app, host=host or srv.host, port=srv.port if port is None else port, loop="uvloop",
+        http="httptools", lifespan="on", access_log=srv.access_log, log_config=None,
+        log_level=srv.log_level, backlog=4096, timeout_keep_alive=75,
+        timeout_graceful_shutdown=settings.shutdown.drain_timeout_s)  # type: ignore[arg-type]
+    _serve_draining(server_config, app.state.services.begin_drain)
+
+
+def _serve_draining(config: Any, on_drain: Callable[[], None]) -> None:
+    """Run uvicorn, telling the app when a drain starts, so /ready turns 503
+    and requests still arriving on open connections are refused."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            on_drain()
+            super().handle_exit(sig, frame)
+
+    DrainingServer(config).run()
 
 
 def _exit_after_drain(signum: int, frame: object) -> None:

@@ -14,7 +14,7 @@ import heapq
 import itertools
 
 from seawall.config import AdmissionSettings
-from seawall.errors import RateLimited
+from seawall.errors import RateLimited, ServiceUnavailable
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 
@@ -24,6 +24,10 @@ GUARDED = frozenset({"chat.completions", "embeddings"})
 
 class Overloaded(RateLimited):
     code = "gateway_overloaded"
+
+
+class ShuttingDown(ServiceUnavailable):
+    code = "shutting_down"
 
 
 class AdmissionStage:
@@ -47,6 +51,9 @@ class AdmissionStage:
     async def before(self, ctx: RequestContext) -> None:
         if ctx.endpoint not in GUARDED:
             return
+        if self.draining:
+            raise ShuttingDown("The gateway is shutting down; retry (another replica will "
+                               "answer).", retry_after=1.0)
         s = self.settings
         tenant_now = self.by_tenant.get(ctx.tenant, 0)
         if s.max_inflight_per_tenant and tenant_now >= s.max_inflight_per_tenant:

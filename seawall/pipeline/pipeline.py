@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from seawall.errors import SeawallError, internal_error
+from seawall.errors import SeawallError, ServiceUnavailable, internal_error
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import Stage
@@ -20,6 +20,10 @@ class ClientClosed(SeawallError):
     status = 499
     type = "client_closed"
     code = "client_closed_request"
+
+
+class ShutDown(ServiceUnavailable):
+    code = "shutting_down"
 
 
 def _has_content(item: StreamItem) -> bool:
@@ -42,6 +46,7 @@ class Pipeline:
         self.admission = list(admission)
         self.stages = list(stages)
         self._inflight = metrics.inflight
+        self.draining = False  # set when shutdown starts
 
     async def admit(self, ctx: RequestContext) -> None:
         """Run the admission stages; a rejection is recorded and raised.
@@ -135,7 +140,9 @@ class Pipeline:
             ctx.fail(e)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            ctx.fail(ClientClosed("The client closed the connection before the answer ended."))
+            ctx.fail(ShutDown("The gateway shut down (shutdown.drain_timeout_s ran out) before "
+                              "the answer ended.", retry_after=1.0) if self.draining else
+                     ClientClosed("The client closed the connection before the answer ended."))
             raise
         except Exception as e:
             log.exception("unhandled error in the answer stream")

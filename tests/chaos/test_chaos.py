@@ -615,3 +615,17 @@ def test_per_tenant_cap_refuses_only_that_tenant(
 
     assert asyncio.run(run()) == (200, 429)
     traces(gw, 2)
+
+
+def test_draining_turns_ready_503_and_refuses_new_work(
+        gateway: Callable[..., Running], fakes: dict[str, FakeUpstreamClient]) -> None:
+    gw = gateway()
+    assert httpx.get(gw.url + "/ready").status_code == 200
+    gw.services.begin_drain()  # what SIGTERM does first (tests/chaos/test_shutdown.py)
+    ready = httpx.get(gw.url + "/ready")
+    assert ready.status_code == 503 and ready.json()["status"] == "draining"
+    with pytest.raises(openai.APIStatusError) as e:
+        ask(gw, "pair")
+    assert e.value.status_code == 503 and e.value.body["code"] == "shutting_down"  # type: ignore[index]
+    assert calls(fakes["p"]) == 0
+    traces(gw, 1)

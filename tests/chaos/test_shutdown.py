@@ -1,0 +1,134 @@
+"""Graceful shutdown of a real `seawall serve` process: on SIGTERM it stops
+accepting, lets streams in flight finish (up to shutdown.drain_timeout_s),
+records every request, and exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import FakeUpstreamClient, free_port, start_fake_upstream
+
+SEAWALL = [sys.executable, "-m", "seawall.cli"]
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstreamClient]:
+    url, stop = start_fake_upstream()
+    yield FakeUpstreamClient(url)
+    stop()
+
+
+def _serve(tmp: Path, fake: FakeUpstreamClient, drain_s: float) -> tuple[str, Any, Path]:
+    port = free_port()
+    conf = tmp / "seawall.yaml"
+    conf.write_text(json.dumps({
+        "data_dir": str(tmp / "data"),
+        "server": {"port": port, "log_level": "warning"},
+        "auth": {"allow_anonymous_loopback": True},
+        "shutdown": {"drain_timeout_s": drain_s},
+        "providers": {"up": {"type": "openai", "base_url": fake.base_url + "/v1"}},
+        "models": {"m": {"provider": "up"}},
+    }))
+    proc = subprocess.Popen([*SEAWALL, "serve", "--config", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "SEAWALL_CONFIG": ""})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/ready").status_code == 200:
+                return url, proc, conf
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"seawall serve did not start:\n{proc.stdout.read()}")  # type: ignore[union-attr]
+        time.sleep(0.1)
+
+
+def _stream_in_background(url: str) -> tuple[threading.Thread, list[str], threading.Event]:
+    """Start a streaming request; returns once its first event arrived."""
+    lines: list[str] = []
+    started = threading.Event()
+
+    def run() -> None:
+        try:
+            with httpx.Client(timeout=30) as h, h.stream(
+                    "POST", url + "/v1/chat/completions",
+                    json={"model": "m", "stream": True,
+                          "messages": [{"role": "user", "content": "go"}]}) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        lines.append(line[6:])
+                        started.set()
+        except httpx.HTTPError as e:
+            lines.append(f"transport error: {type(e).__name__}")
+        finally:
+            started.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert started.wait(10)
+    return t, lines, started
+
+
+def _records(conf: Path) -> list[dict[str, Any]]:
+    out = subprocess.run([*SEAWALL, "traces", "tail", "--config", str(conf), "--json"],
+                         capture_output=True, text=True, timeout=60)
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_sigterm_lets_a_stream_finish_then_exits_0(tmp_path: Path,
+                                                   fake: FakeUpstreamClient) -> None:
+    fake.reset()
+    fake.script(default={"text": " ".join(f"w{i}" for i in range(10)), "tokens_per_s": 10})
+    url, proc, conf = _serve(tmp_path, fake, drain_s=10)
+    try:
+        t, lines, _ = _stream_in_background(url)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(httpx.TransportError):  # no longer accepting
+            httpx.post(url + "/v1/chat/completions", json={"model": "m", "messages": [
+                {"role": "user", "content": "late"}]}, timeout=2)
+        t.join(15)
+        assert lines[-1] == "[DONE]"  # the stream in flight ran to its end
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    recs = [r for r in _records(conf) if r["endpoint"] == "chat.completions"]
+    assert [(r["status"], r["output"]) for r in recs] == [
+        (200, " ".join(f"w{i}" for i in range(10)))]
+
+
+def test_a_stream_past_the_drain_deadline_is_cut_and_recorded(
+        tmp_path: Path, fake: FakeUpstreamClient) -> None:
+    fake.reset()
+    fake.script(default={"text": " ".join(f"w{i}" for i in range(100)), "tokens_per_s": 10})
+    url, proc, conf = _serve(tmp_path, fake, drain_s=0.5)
+    try:
+        t, lines, _ = _stream_in_background(url)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert time.monotonic() - t0 < 5  # the deadline, not the 10 s answer
+        t.join(10)
+        assert "[DONE]" not in lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    recs = [r for r in _records(conf) if r["endpoint"] == "chat.completions"]
+    assert [(r["status"], r["error_code"]) for r in recs] == [(503, "shutting_down")]
