@@ -627,6 +627,7 @@ models:
         arrivals = schedule(self.trace, a.offset_s, rate_scale, duration_s, a.max_prompt_words)
         url, model, headers = self.target(direct)
         await self.warm_up(direct)
+        await asyncio.sleep(1.0)  # metrics are counted by the trace writer, every 0.5 s
         await self.reset_fakes()
         m0 = {} if direct else await self.metrics()
         results = [Result(x) for x in arrivals]
@@ -667,7 +668,7 @@ models:
             phase.gw_traces = [tuple(row) for row in con.execute(  # type: ignore[misc]
                 "SELECT status, COALESCE(error_code, ''), COUNT(*) FROM traces "
                 "WHERE endpoint != 'models' AND started_at BETWEEN ? AND ? "
-                "GROUP BY 1, 2 ORDER BY 3 DESC", (phase.wall0 - 1, phase.wall1 + 1))]
+                "GROUP BY 1, 2 ORDER BY 3 DESC", (phase.wall0 - 0.01, phase.wall1 + 0.01))]
             if failed_ids:
                 cols = ("trace_id, status, error_type, error_code, error_message, deployment, "
                         "latency_ms, ttft_ms, completion_tokens, finish_reason, attempts")

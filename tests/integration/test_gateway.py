@@ -173,12 +173,15 @@ def test_auth_required_and_virtual_keys(gw: Running, config_file: Path) -> None:
     assert r.status_code == 401 and "Missing API key" in r.json()["error"]["message"]
     assert trace(gw, r.headers["x-request-id"])["error_code"] == "invalid_api_key"
 
-    made = cli(config_file, "keys", "create", "--name", "team-a", "--rpm", "2")
+    made = cli(config_file, "keys", "create", "--name", "team-a", "--rpm", "2",
+               "--priority", "3")
     assert made.returncode == 0, made.stderr
     secret = made.stdout.strip()
     assert secret.startswith("sk-sw-")
     listed = cli(config_file, "keys", "list")
     assert "team-a" in listed.stdout and secret not in listed.stdout  # stored hashed
+    row = next(line for line in listed.stdout.splitlines() if "team-a" in line).split()
+    assert row[4:6] == ["2", "3"]  # rpm, admission priority
 
     team = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
     for _ in range(2):
