@@ -730,6 +730,36 @@ def pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """What the client and the fake add without any gateway, per request, fitted
+    on the baseline: added TTFT ~ a + b * prompt words, added total ~ c + d *
+    tokens (the fake's 1 ms timers overshoot a little on every token, so this
+    floor grows with answer length and a plain quantile difference would mix
+    it up with Seawall's cost)."""
+
+    ttft: tuple[float, float]  # slope, intercept (ms per word, ms)
+    total: tuple[float, float]  # slope, intercept (ms per token, ms)
+
+    def ttft_ms(self, a: Arrival) -> float:
+        return self.ttft[0] * a.prompt_words + self.ttft[1]
+
+    def total_ms(self, a: Arrival) -> float:
+        return self.total[0] * a.max_tokens + self.total[1]
+
+    def describe(self) -> str:
+        return (f"direct floor fitted on the baseline: added TTFT = "
+                f"{self.ttft[1]:.2f} ms + {self.ttft[0] * 1000:.3f} ms per 1000 prompt words; "
+                f"added total = {self.total[1]:.2f} ms + {self.total[0]:.4f} ms per token")
+
+
+def _fit(x: list[float], y: list[float]) -> tuple[float, float]:
+    if len(x) < 10 or len(set(x)) < 2:
+        return 0.0, float(np.median(y)) if y else 0.0
+    slope, icpt = np.polyfit(np.asarray(x, dtype=float), np.asarray(y, dtype=float), 1)
+    return float(slope), float(icpt)
+
+
 @dataclass(slots=True)
 class Stats:
     """The numbers of one phase, ready to print."""
@@ -740,38 +770,58 @@ class Stats:
     achieved: float
     ttft: list[float]  # ms, ok requests
     total: list[float]
-    add_ttft: list[float]
+    add_ttft: list[float]  # observed - scripted
     add_total: list[float]
+    own_ttft: list[float]  # observed - scripted - direct floor (Seawall's own share)
+    own_total: list[float]
     lag_p99: float
     lag_max: float
     errors: Counter[str]
     short: int  # ok answers with fewer words than max_tokens
     retried: int  # answered after more than one upstream attempt
+    floor: Floor | None = None
 
     @property
     def success(self) -> float:
         return 100.0 * self.ok / self.n if self.n else float("nan")
 
+    def fit_floor(self, phase: Phase) -> Floor:
+        ok = [r for r in phase.results if r.error is None and r.ttft is not None]
+        return Floor(_fit([r.arrival.prompt_words for r in ok], self.add_ttft),
+                     _fit([r.arrival.max_tokens for r in ok], self.add_total))
 
-def stats(phase: Phase, timing: FakeTiming) -> Stats:
-    ok = [r for r in phase.results if r.error is None]
-    ttft = [r.ttft * 1e3 for r in ok if r.ttft is not None]
-    total = [r.total * 1e3 for r in ok if r.total is not None]
-    add_ttft = [(r.ttft - timing.ttft(r.arrival.prompt_words)) * 1e3
-                for r in ok if r.ttft is not None]
-    add_total = [(r.total - timing.total(r.arrival.prompt_words, r.arrival.max_tokens)) * 1e3
-                 for r in ok if r.total is not None]
+    @property
+    def p99_criterion(self) -> float:
+        """p99 added total latency, net of the direct floor when there is one."""
+        return pct(self.own_total if self.floor else self.add_total, 99)
+
+
+def stats(phase: Phase, timing: FakeTiming, floor: Floor | None = None) -> Stats:
+    ok = [r for r in phase.results if r.error is None and r.ttft is not None]
+    ttft = [r.ttft * 1e3 for r in ok]  # type: ignore[operator]
+    total = [r.total * 1e3 for r in ok]  # type: ignore[operator]
+    add_ttft = [t - timing.ttft(r.arrival.prompt_words) * 1e3
+                for t, r in zip(ttft, ok, strict=True)]
+    add_total = [t - timing.total(r.arrival.prompt_words, r.arrival.max_tokens) * 1e3
+                 for t, r in zip(total, ok, strict=True)]
+    own_ttft, own_total = [], []
+    if floor:
+        own_ttft = [x - floor.ttft_ms(r.arrival) for x, r in zip(add_ttft, ok, strict=True)]
+        own_total = [x - floor.total_ms(r.arrival) for x, r in zip(add_total, ok, strict=True)]
+    n_ok = sum(1 for r in phase.results if r.error is None)
     lags = [r.lag * 1e3 for r in phase.results]
     span = phase.t1 - phase.t0
     return Stats(
-        n=len(phase.results), ok=len(ok),
+        n=len(phase.results), ok=n_ok,
         offered=len(phase.results) / phase.duration_s,
-        achieved=len(ok) / span if span > 0 else 0.0,
+        achieved=n_ok / span if span > 0 else 0.0,
         ttft=ttft, total=total, add_ttft=add_ttft, add_total=add_total,
+        own_ttft=own_ttft, own_total=own_total,
         lag_p99=pct(lags, 99), lag_max=max(lags, default=float("nan")),
         errors=Counter(r.error for r in phase.results if r.error),
-        short=sum(1 for r in ok if r.words < r.arrival.max_tokens),
-        retried=sum(1 for r in ok if r.attempts > 1))
+        short=sum(1 for r in phase.results if r.error is None and r.words < r.arrival.max_tokens),
+        retried=sum(1 for r in phase.results if r.error is None and r.attempts > 1),
+        floor=floor)
 
 
 def qs(values: Sequence[float]) -> str:
@@ -813,24 +863,28 @@ def machine() -> str:
 def phase_table(phases: list[tuple[Phase, Stats]]) -> list[str]:
     out = ["| phase | target | scale | offered req/s | achieved req/s | requests | ok % "
            "| errors | TTFT p50/95/99 ms | total p50/95/99 ms | added TTFT p50/95/99 ms "
-           "| added total p50/95/99 ms | send lag p99 / max ms |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|"]
+           "| added total p50/95/99 ms | Seawall's own TTFT p50/95/99 ms "
+           "| Seawall's own total p50/95/99 ms | send lag p99 / max ms |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|"]
     for p, s in phases:
         out.append(f"| {p.name} | {p.target} | {p.rate_scale:g} | {s.offered:.1f} "
                    f"| {s.achieved:.1f} | {s.n} | {s.success:.2f} | {s.n - s.ok} "
                    f"| {qs(s.ttft)} | {qs(s.total)} | {qs(s.add_ttft)} | {qs(s.add_total)} "
+                   f"| {qs(s.own_ttft) if s.floor else '-'} "
+                   f"| {qs(s.own_total) if s.floor else '-'} "
                    f"| {s.lag_p99:.1f} / {s.lag_max:.1f} |")
     return out
 
 
-def seawall_vs_baseline(base: Stats, s: Stats) -> list[str]:
-    out = ["| what Seawall adds (gateway added - direct added) | p50 ms | p95 ms | p99 ms |",
-           "|---|---:|---:|---:|"]
-    for label, g, b in (("TTFT", s.add_ttft, base.add_ttft),
-                        ("total latency", s.add_total, base.add_total)):
-        out.append(f"| {label} | " + " | ".join(f"{pct(g, q) - pct(b, q):+.1f}"
-                                                 for q in (50, 95, 99)) + " |")
-    return out
+def seawall_own(s: Stats) -> list[str]:
+    """Seawall's own share, per request: observed - scripted - direct floor."""
+    assert s.floor
+    return [f"Seawall's own added latency per request (observed - scripted - "
+            f"{s.floor.describe()}):", "",
+            "| Seawall's own | p50 ms | p95 ms | p99 ms | mean ms |", "|---|---:|---:|---:|---:|",
+            *(f"| {label} | " + " | ".join(f"{pct(v, q):+.1f}" for q in (50, 95, 99))
+              + f" | {float(np.mean(v)) if v else float('nan'):+.1f} |"
+              for label, v in (("TTFT", s.own_ttft), ("total latency", s.own_total)))]
 
 
 def process_table(bench: Bench, p: Phase) -> list[str]:
@@ -947,85 +1001,105 @@ def setup_section(bench: Bench, command: str, mode: str) -> list[str]:
 # -- modes ---------------------------------------------------------------------------
 
 
+async def run_baseline(bench: Bench, scale: float, duration_s: float
+                       ) -> tuple[Phase, Stats] | None:
+    """The same replay straight to fake A: the client + fake floor."""
+    if bench.args.baseline_s <= 0:
+        return None
+    p = await bench.run_phase("baseline", scale, min(bench.args.baseline_s, duration_s),
+                              direct=True)
+    s = stats(p, bench.timing)
+    s = stats(p, bench.timing, s.fit_floor(p))
+    assert s.floor
+    print(f"baseline: {s.n} requests, ok {s.success:.2f} %, {s.floor.describe()}",
+          file=sys.stderr)
+    return p, s
+
+
 async def mode_replay(bench: Bench, out: list[str]) -> None:
     a = bench.args
     phases: list[tuple[Phase, Stats]] = []
-    base: Stats | None = None
-    if a.baseline_s > 0:
-        p = await bench.run_phase("baseline", a.rate_scale, min(a.baseline_s, a.duration),
-                                  direct=True)
-        base = stats(p, bench.timing)
-        phases.append((p, base))
-        print(f"baseline: {base.n} requests, ok {base.success:.2f} %", file=sys.stderr)
+    base = await run_baseline(bench, a.rate_scale, a.duration)
+    if base:
+        phases.append(base)
     p = await bench.run_phase("replay", a.rate_scale, a.duration, direct=False)
-    s = stats(p, bench.timing)
+    s = stats(p, bench.timing, base[1].floor if base else None)
     phases.append((p, s))
     print(f"replay: {s.n} requests, ok {s.success:.2f} %", file=sys.stderr)
     out += ["## Results", ""] + phase_table(phases) + [""]
-    if base is not None:
-        out += seawall_vs_baseline(base, s) + [""]
+    if s.floor:
+        out += seawall_own(s) + [""]
     state = orjson.dumps(await bench.ready_deployments()).decode()
     out += [f"Breaker state at the end (/ready): `{state}`", ""]
     for p, s in phases:
         out += phase_details(bench, p, s)
 
 
-def verdict(s: Stats, ref_p99: float | None) -> str | None:
+LOAD_SIDE_BUSY = 90.0  # % of the load generator's core above which a step proves nothing
+
+
+def verdict(s: Stats, ref_p99: float | None, aux_busy: float | None) -> str | None:
     """Why a find-max step does not count as sustained (None: it does)."""
     if s.success < 99.9:
         return f"success {s.success:.2f} % < 99.9 %"
     if s.achieved < 0.95 * s.offered:
         return f"achieved {s.achieved:.1f} < 95 % of offered {s.offered:.1f}"
-    p99 = pct(s.add_total, 99)
+    p99 = s.p99_criterion
     if ref_p99 is not None and p99 > 10 * max(ref_p99, 5.0):
         return f"p99 added {p99:.1f} ms > 10x {max(ref_p99, 5.0):.1f} ms"
+    if aux_busy is not None and aux_busy > LOAD_SIDE_BUSY:
+        return f"load side saturated (its core {aux_busy:.0f} % busy)"
     return None
 
 
 async def mode_find_max(bench: Bench, out: list[str]) -> None:
     a = bench.args
-    rows = ["| step | scale | offered req/s | achieved req/s | ok % | added TTFT p99 ms "
-            "| added total p50 / p99 ms | send lag p99 ms | seawall CPU % | core "
-            f"{a.aux_core} busy % | verdict |",
-            "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    rows = ["| step | scale | offered req/s | achieved req/s | ok % | client errors "
+            "| retried | added TTFT p99 ms | added total p50 / p99 ms "
+            "| Seawall's own total p50 / p99 ms | send lag p99 ms | seawall CPU % "
+            f"| core {a.gw_core} busy % | core {a.aux_core} busy % | verdict |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|"]
     ref: float | None = None
-    best: tuple[float, Stats] | None = None
-    fail_scale: float | None = None
-    scale = a.rate_scale
+    best: tuple[float, Stats, float | None] | None = None
+    fail: tuple[float, str] | None = None
     steps: list[tuple[Phase, Stats]] = []
-    if a.baseline_s > 0:
-        p = await bench.run_phase("baseline", scale, min(a.baseline_s, a.find_max_step_s),
-                                  direct=True)
-        steps.append((p, stats(p, bench.timing)))
+    base = await run_baseline(bench, a.rate_scale, a.find_max_step_s)
+    floor = base[1].floor if base else None
 
     async def step(scale: float) -> str | None:
         nonlocal ref, best
         p = await bench.run_phase(f"step {len(rows) - 1}", scale, a.find_max_step_s,
                                   direct=False)
-        s = stats(p, bench.timing)
+        s = stats(p, bench.timing, floor)
         steps.append((p, s))
-        why = verdict(s, ref)
-        if ref is None:
-            ref = pct(s.add_total, 99)
-        if why is None and (best is None or s.achieved > best[1].achieved):
-            best = (scale, s)
         cpu = cpu_share(p.snap0, p.snap1, "seawall")
-        aux = core_busy(p.snap0, p.snap1, a.aux_core)
-        rows.append(f"| {len(rows) - 1} | {scale:g} | {s.offered:.1f} | {s.achieved:.1f} "
-                    f"| {s.success:.2f} | {pct(s.add_ttft, 99):.1f} "
-                    f"| {pct(s.add_total, 50):.1f} / {pct(s.add_total, 99):.1f} "
-                    f"| {s.lag_p99:.1f} | {cpu or 0:.0f} | {aux or 0:.0f} | {why or 'sustained'} |")
+        gw_busy = core_busy(p.snap0, p.snap1, a.gw_core) if a.gw_core is not None else None
+        aux = core_busy(p.snap0, p.snap1, a.aux_core) if a.aux_core is not None else None
+        why = verdict(s, ref, aux)
+        if ref is None:
+            ref = s.p99_criterion
+        if why is None and (best is None or s.achieved > best[1].achieved):
+            best = (scale, s, cpu)
+        own = (f"{pct(s.own_total, 50):.1f} / {pct(s.own_total, 99):.1f}" if floor else "-")
+        rows.append(f"| {len(rows) - 1} | {scale:.3g} | {s.offered:.1f} | {s.achieved:.1f} "
+                    f"| {s.success:.2f} | {s.n - s.ok} | {s.retried} "
+                    f"| {pct(s.add_ttft, 99):.1f} "
+                    f"| {pct(s.add_total, 50):.1f} / {pct(s.add_total, 99):.1f} | {own} "
+                    f"| {s.lag_p99:.1f} | {cpu or 0:.0f} | {gw_busy or 0:.0f} | {aux or 0:.0f} "
+                    f"| {why or 'sustained'} |")
         print(rows[-1], file=sys.stderr)
         await asyncio.sleep(2.0)
         return why
 
+    scale = a.rate_scale
     for _ in range(a.find_max_steps):
-        if await step(scale) is not None:
-            fail_scale = scale
+        why = await step(scale)
+        if why is not None:
+            fail = (scale, why)
             break
         scale *= a.find_max_factor
-    if fail_scale is not None and best is not None:
-        lo, hi = best[0], fail_scale
+    if fail is not None and best is not None and not fail[1].startswith("load side"):
+        lo, hi = best[0], fail[0]
         for _ in range(a.find_max_refine):
             mid = (lo * hi) ** 0.5
             if await step(mid) is None:
@@ -1036,34 +1110,43 @@ async def mode_find_max(bench: Bench, out: list[str]) -> None:
     if best is None:
         out.append("**No step was sustained**: start lower (--rate-scale).")
     else:
-        scale_b, s = best
+        scale_b, s, cpu = best
         out.append(f"**Highest sustained rate: {s.achieved:.1f} req/s** (offered {s.offered:.1f}, "
-                   f"rate scale {scale_b:g}) for one Seawall process on one core; criteria: "
+                   f"rate scale {scale_b:.3g}) for one Seawall process on one core; criteria: "
                    "success >= 99.9 %, achieved >= 95 % of offered, p99 added total latency "
-                   "<= 10x the first step's (floor 5 ms).")
-        if fail_scale is None:
+                   "(net of the direct floor) <= 10x the first step's (floor 5 ms), "
+                   f"load generator's core <= {LOAD_SIDE_BUSY:.0f} % busy.")
+        if fail is not None and fail[1].startswith("load side") and cpu:
+            out.append(f"\nThe load side (fakes + client on one core) ran out first, so this is "
+                       f"a lower bound for Seawall: at that step Seawall used {cpu:.0f} % of its "
+                       f"core; linear extrapolation to 100 %: ~{s.achieved * 100 / cpu:.0f} "
+                       "req/s.")
+        if fail is None:
             out.append("(The last step still passed: raise --find-max-steps to go higher.)")
     out.append("")
-    if steps and steps[0][0].target != "seawall":
+    if base:
         out += ["### Baseline (direct to A) at the starting scale", ""]
-        out += phase_table(steps[:1]) + [""]
+        out += phase_table([base]) + ["", base[1].floor.describe() if base[1].floor else "", ""]
     for p, s in steps:
-        if p.target == "seawall" and s.n != s.ok:
+        if s.n != s.ok or (fail and p is steps[-1][0]):
             out += phase_details(bench, p, s)
 
 
 async def mode_soak(bench: Bench, out: list[str]) -> None:
     a = bench.args
     assert bench.sampler
+    base = await run_baseline(bench, a.rate_scale, a.soak)
     p = await bench.run_phase("soak", a.rate_scale, a.soak, direct=False)
-    s = stats(p, bench.timing)
+    s = stats(p, bench.timing, base[1].floor if base else None)
     series = bench.sampler.rss_series("seawall", p.snap0.t, p.snap1.t)
     slope = slope_mb_per_min(series)
     ready = bench.gw_ready_snap.rss_kb.get("seawall") if bench.gw_ready_snap else None
     r0 = (p.snap0.rss_kb.get("seawall") or 0) / 1024
     r1 = (p.snap1.rss_kb.get("seawall") or 0) / 1024
     peak = max([r0, r1, *(v for _, v in series)])
-    out += ["## Soak", "", *phase_table([(p, s)]), ""]
+    out += ["## Soak", "", *phase_table(([base] if base else []) + [(p, s)]), ""]
+    if s.floor:
+        out += seawall_own(s) + [""]
     out.append(f"Seawall RSS: at ready {(ready or 0) / 1024:.1f} MB, soak start {r0:.1f} MB, "
                f"peak {peak:.1f} MB, end {r1:.1f} MB; slope over the last half "
                f"**{slope if slope is not None else float('nan'):+.2f} MB/min** "
