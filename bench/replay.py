@@ -92,6 +92,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httptools
 import numpy as np
 import orjson
 
@@ -404,59 +405,260 @@ def _error_code(raw: bytes) -> str:
     return "?"
 
 
-async def send_one(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                   model: str, t_send: float, res: Result) -> None:
-    """One streaming request; every way it can go wrong ends up in ``res.error``."""
-    body = _body(res.arrival, model)
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one request goes: the gateway, or a fake directly (baseline)."""
+
+    port: int
+    model: str
+    headers: tuple[tuple[str, str], ...]
+    path: str = "/v1/chat/completions"
+
+
+class SSEReader:
+    """Client-side reading of one streaming answer, fed raw body bytes; shared
+    by both HTTP clients so they judge answers identically."""
+
+    __slots__ = ("res", "start", "tail", "done")
+
+    def __init__(self, res: Result, start: float) -> None:
+        self.res = res
+        self.start = start
+        self.tail = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        res = self.res
+        events = (self.tail + data if self.tail else data).split(b"\n\n")
+        self.tail = events.pop()
+        for ev in events:
+            if not ev.startswith(b"data:"):
+                continue
+            payload = ev[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                continue
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                res.error = "SSE data not JSON"
+                continue
+            if "error" in obj:
+                err = obj["error"] or {}
+                res.error = f"stream error event {err.get('code') or err.get('type')}"
+                continue
+            for ch in obj.get("choices") or ():
+                content = (ch.get("delta") or {}).get("content")
+                if content:
+                    if res.ttft is None:
+                        res.ttft = time.perf_counter() - self.start
+                    res.words += len(content.split())
+                if ch.get("finish_reason") == "error":
+                    res.error = "stream finish_reason error"
+            if usage := obj.get("usage"):
+                res.usage_tokens = usage.get("completion_tokens")
+
+    def finish(self) -> None:
+        if self.res.error is None and not self.done:
+            self.res.error = "stream cut (no [DONE])"
+
+
+def _take_headers(res: Result, get: Any) -> None:
+    res.request_id = get("x-request-id")
+    res.deployment = get("x-seawall-deployment")
+    res.attempts = int(get("x-seawall-attempts") or 1)
+
+
+async def send_aiohttp(session: aiohttp.ClientSession, target: Target, t_send: float,
+                       res: Result) -> None:
+    """One streaming request with aiohttp (``--client aiohttp``, to cross-check
+    the lean client)."""
+    body = _body(res.arrival, target.model)
+    url = f"http://127.0.0.1:{target.port}{target.path}"
     start = time.perf_counter()
     res.lag = start - t_send
     try:
-        async with session.post(url, data=body, headers=headers) as resp:
+        async with session.post(url, data=body, headers=dict(target.headers)) as resp:
             res.status = resp.status
-            res.request_id = resp.headers.get("x-request-id")
-            res.deployment = resp.headers.get("x-seawall-deployment")
-            res.attempts = int(resp.headers.get("x-seawall-attempts", "1"))
+            _take_headers(res, resp.headers.get)
             if resp.status != 200:
                 res.error = f"HTTP {resp.status} {_error_code(await resp.read())}"
                 return
-            done = False
-            tail = b""
+            sse = SSEReader(res, start)
             async for piece in resp.content.iter_any():
-                events = (tail + piece if tail else piece).split(b"\n\n")
-                tail = events.pop()
-                for ev in events:
-                    if not ev.startswith(b"data:"):
-                        continue
-                    payload = ev[5:].strip()
-                    if payload == b"[DONE]":
-                        done = True
-                        continue
-                    obj = orjson.loads(payload)
-                    if "error" in obj:
-                        err = obj["error"] or {}
-                        res.error = f"stream error event {err.get('code') or err.get('type')}"
-                        continue
-                    for ch in obj.get("choices") or ():
-                        content = (ch.get("delta") or {}).get("content")
-                        if content:
-                            if res.ttft is None:
-                                res.ttft = time.perf_counter() - start
-                            res.words += len(content.split())
-                        if ch.get("finish_reason") == "error":
-                            res.error = "stream finish_reason error"
-                    if usage := obj.get("usage"):
-                        res.usage_tokens = usage.get("completion_tokens")
-            if res.error is None and not done:
-                res.error = "stream cut (no [DONE])"
+                sse.feed(piece)
+            sse.finish()
     except TimeoutError:
         res.error = "client timeout"
     except aiohttp.ClientError as e:
         res.error = f"client {type(e).__name__}"
-    except orjson.JSONDecodeError:
-        res.error = "SSE data not JSON"
     finally:
         res.end = time.perf_counter()
         res.total = res.end - start
+
+
+class _Exchange:
+    """One request/response on a raw connection."""
+
+    __slots__ = ("res", "start", "fut", "sse", "err_body", "got_bytes", "headers", "timer")
+
+    def __init__(self, res: Result, start: float, fut: asyncio.Future[None]) -> None:
+        self.res = res
+        self.start = start
+        self.fut = fut
+        self.sse: SSEReader | None = None
+        self.err_body = b""
+        self.got_bytes = False
+        self.headers: dict[str, str] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def end(self, error: str | None = None) -> None:
+        if self.fut.done():
+            return
+        if self.timer:
+            self.timer.cancel()
+        if error and self.res.error is None:
+            self.res.error = error
+        self.fut.set_result(None)
+
+
+class _RawConn(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 connection parsed by httptools (llhttp, C): per
+    SSE chunk this costs a few microseconds where aiohttp's stream reader
+    costs tens, and the load generator shares its core with both fakes."""
+
+    def __init__(self, pool: list[_RawConn], registry: set[_RawConn]) -> None:
+        self.pool = pool
+        self.registry = registry
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.ex: _Exchange | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.ex is not None:
+            self.ex.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            if self.ex is not None:
+                self.ex.end(f"client bad HTTP ({e})")
+                self.ex = None
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.registry.discard(self)
+        with contextlib.suppress(ValueError):
+            self.pool.remove(self)
+        ex, self.ex = self.ex, None
+        if ex is not None:
+            if ex.sse is not None:
+                ex.end("stream cut (connection closed)")
+            else:
+                ex.end("client connection lost" if ex.got_bytes else "client connection reset")
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.ex is not None:
+            self.ex.headers[name.decode().lower()] = value.decode()
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        if ex is None:
+            return
+        ex.res.status = status = self.parser.get_status_code()
+        _take_headers(ex.res, ex.headers.get)
+        if status == 200:
+            ex.sse = SSEReader(ex.res, ex.start)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex
+        if ex is None:
+            return
+        if ex.sse is not None:
+            ex.sse.feed(body)
+        elif len(ex.err_body) < 65536:
+            ex.err_body += body
+
+    def on_message_complete(self) -> None:
+        ex, self.ex = self.ex, None
+        if ex is not None:
+            if ex.sse is not None:
+                ex.sse.finish()
+                ex.end()
+            else:
+                ex.end(f"HTTP {ex.res.status} {_error_code(ex.err_body)}")
+        if self.parser.should_keep_alive() and not self.closed:
+            self.pool.append(self)
+        else:
+            self.close()
+
+
+class RawClient:
+    """Connection pools (one per port, idle connections reused newest first)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.pools: dict[int, list[_RawConn]] = {}
+        self.all: set[_RawConn] = set()
+
+    async def _connect(self, port: int) -> _RawConn:
+        pool = self.pools.setdefault(port, [])
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: _RawConn(pool, self.all),
+                                               "127.0.0.1", port)
+        self.all.add(conn)
+        return conn
+
+    async def send(self, target: Target, t_send: float, res: Result) -> None:
+        body = _body(res.arrival, target.model)
+        head = (f"POST {target.path} HTTP/1.1\r\nhost: 127.0.0.1:{target.port}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in target.headers)
+                + f"content-length: {len(body)}\r\n\r\n").encode()
+        start = time.perf_counter()
+        res.lag = start - t_send
+        loop = asyncio.get_running_loop()
+        try:
+            for _ in range(2):  # a reused connection may have been closed by the server
+                pool = self.pools.setdefault(target.port, [])
+                reused = bool(pool)
+                conn = pool.pop() if pool else await self._connect(target.port)
+                ex = _Exchange(res, start, loop.create_future())
+                ex.timer = loop.call_later(self.timeout_s - (time.perf_counter() - start),
+                                           self._timeout, conn, ex)
+                conn.ex = ex
+                assert conn.transport is not None
+                conn.transport.write(head + body)
+                await ex.fut
+                if reused and res.error == "client connection reset" and not ex.got_bytes:
+                    res.error = None
+                    continue
+                break
+        except OSError as e:
+            res.error = f"client {type(e).__name__}"
+        finally:
+            res.end = time.perf_counter()
+            res.total = res.end - start
+
+    @staticmethod
+    def _timeout(conn: _RawConn, ex: _Exchange) -> None:
+        ex.end("client timeout")
+        conn.ex = None
+        conn.close()
+
+    def close(self) -> None:
+        for conn in list(self.all):
+            conn.close()
+        self.all.clear()
 
 
 # -- phases -----------------------------------------------------------------------
@@ -467,7 +669,7 @@ class Phase:
     """One replay window against one target, and everything measured around it."""
 
     name: str
-    target: str  # "seawall" or "direct A"
+    target: str  # "seawall" or "direct A+B"
     rate_scale: float
     duration_s: float
     results: list[Result]
@@ -499,6 +701,7 @@ class Bench:
         self.config_text = ""
         self.pids: dict[str, int] = {"client": os.getpid()}
         self.session: aiohttp.ClientSession | None = None
+        self.raw = RawClient(args.client_timeout_s) if args.client == "raw" else None
         self.sampler: Sampler | None = None
         self.gw_ready_snap: Snapshot | None = None
 
@@ -559,6 +762,8 @@ models:
         self.gw_ready_snap = self.sampler.snap()
 
     async def close(self) -> None:
+        if self.raw:
+            self.raw.close()
         if self.sampler:
             await self.sampler.stop()
         if self.session:
@@ -599,22 +804,41 @@ models:
         async with self.session.get(self.url("gw", "/ready")) as r:
             return orjson.loads(await r.read()).get("deployments")
 
-    def target(self, direct: bool) -> tuple[str, str, dict[str, str]]:
+    def targets(self, direct: bool) -> list[Target]:
+        """The gateway; or, for the baseline, fakes A and B in turn (so each fake
+        carries the same load as behind the gateway: their pacing error grows
+        with their own load, so a baseline on A alone would not be a floor)."""
+        json_type = ("content-type", "application/json")
         if direct:
-            return (self.url("a", "/v1/chat/completions"), "fake-a",
-                    {"content-type": "application/json"})
-        return (self.url("gw", "/v1/chat/completions"), MODEL,
-                {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"})
+            return [Target(self.ports[w], f"fake-{w}", (json_type,)) for w in ("a", "b")]
+        return [Target(self.ports["gw"], MODEL,
+                       (json_type, ("authorization", f"Bearer {MASTER_KEY}")))]
 
-    async def warm_up(self, direct: bool, n: int = 20) -> None:
-        """A few requests, 4 at a time, so connections and lazy imports exist."""
+    async def send(self, target: Target, t_send: float, res: Result) -> None:
+        if self.raw is not None:
+            await self.raw.send(target, t_send, res)
+        else:
+            assert self.session
+            await send_aiohttp(self.session, target, t_send, res)
+
+    async def script_b_healthy(self) -> None:
+        """For the baseline: B answers like A (``/_fake/reset`` restores its
+        scripted failures and seed afterwards)."""
         assert self.session
-        url, model, headers = self.target(direct)
-        arrivals = [Arrival(0.0, 200, 20) for _ in range(n)]
+        t = self.timing
+        body = {"default": {"fill_max_tokens": True, "ttft_s": t.ttft_s,
+                            "tokens_per_s": t.tokens_per_s,
+                            "prefill_tokens_per_s": t.prefill_tokens_per_s}}
+        async with self.session.post(self.url("b", "/_fake/script"), json=body) as r:
+            if r.status != 200:
+                raise SystemExit(f"/_fake/script on B: {r.status} {await r.text()}")
+
+    async def warm_up(self, targets: list[Target], n: int = 20) -> None:
+        """A few requests, 4 at a time, so connections and lazy imports exist."""
         for i in range(0, n, 4):
-            await asyncio.gather(*(send_one(self.session, url, headers, model,
-                                            time.perf_counter(), Result(a))
-                                   for a in arrivals[i:i + 4]))
+            await asyncio.gather(*(self.send(targets[j % len(targets)], time.perf_counter(),
+                                             Result(Arrival(0.0, 200, 20)))
+                                   for j in range(i, i + 4)))
 
     # -- one phase --
 
@@ -625,31 +849,37 @@ models:
         assert self.session and self.sampler
         a = self.args
         arrivals = schedule(self.trace, a.offset_s, rate_scale, duration_s, a.max_prompt_words)
-        url, model, headers = self.target(direct)
-        await self.warm_up(direct)
+        targets = self.targets(direct)
+        await self.reset_fakes()
+        if direct:
+            await self.script_b_healthy()
+        await self.warm_up(targets)
         await asyncio.sleep(1.0)  # metrics are counted by the trace writer, every 0.5 s
         await self.reset_fakes()
+        if direct:
+            await self.script_b_healthy()
         m0 = {} if direct else await self.metrics()
         results = [Result(x) for x in arrivals]
         snap0 = self.sampler.snap()
         wall0 = time.time()
         t0 = time.perf_counter() + 0.05
         tasks: list[asyncio.Task[None]] = []
-        for res in results:
+        n_targets = len(targets)
+        for i, res in enumerate(results):
             t_send = t0 + res.arrival.at
             delay = t_send - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(
-                send_one(self.session, url, headers, model, t_send, res)))
+            tasks.append(asyncio.create_task(self.send(targets[i % n_targets], t_send, res)))
         if tasks:
             await asyncio.wait(tasks)
         t1 = max([r.end for r in results], default=time.perf_counter())
         snap1 = self.sampler.snap()
         wall1 = time.time()
-        phase = Phase(name, "direct A" if direct else "seawall", rate_scale, duration_s,
+        phase = Phase(name, "direct A+B" if direct else "seawall", rate_scale, duration_s,
                       results, t0, t1, wall0, wall1, snap0, snap1)
         phase.fake_calls = await self.fake_calls()
+        await self.reset_fakes()
         if not direct:
             await asyncio.sleep(1.0)  # the trace writer flushes every 0.5 s
             phase.metrics0, phase.metrics1 = m0, await self.metrics()
@@ -1125,7 +1355,7 @@ async def mode_find_max(bench: Bench, out: list[str]) -> None:
             out.append("(The last step still passed: raise --find-max-steps to go higher.)")
     out.append("")
     if base:
-        out += ["### Baseline (direct to A) at the starting scale", ""]
+        out += ["### Baseline (direct to the fakes) at the starting scale", ""]
         out += phase_table([base]) + ["", base[1].floor.describe() if base[1].floor else "", ""]
     for p, s in steps:
         if s.n != s.ok or (fail and p is steps[-1][0]):
@@ -1189,6 +1419,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="fake B's error draws")
     p.add_argument("--max-attempts", type=int, default=3, help="resilience.retries.max_attempts")
     p.add_argument("--client-timeout-s", type=float, default=120.0)
+    p.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
+                   help="raw: asyncio + httptools, a few us per SSE chunk; aiohttp: to compare")
     p.add_argument("--gw-core", type=int, default=0)
     p.add_argument("--aux-core", type=int, default=1, help="fakes and load generator")
     p.add_argument("--no-pin", action="store_true", help="no taskset / affinity")

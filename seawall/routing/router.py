@@ -365,15 +365,17 @@ class Router:
             t0 = now
             outcome = "cancelled"
             dl = Deadlines(dep.timeouts, False, dep.name)
+            dl.reading()
             try:
-                result = await dep.provider.embed(inputs, dep.upstream_model)
+                try:
+                    result = await dep.provider.embed(inputs, dep.upstream_model)
+                except asyncio.CancelledError:
+                    dl.check()  # our own timeout: raises UpstreamTimeout instead
+                    raise
                 h.breaker.record(True, probe)
                 outcome = "ok"
                 ctx.deployment = dep
                 return result
-            except asyncio.CancelledError:
-                dl.check()
-                raise
             except SeawallError as e:
                 outcome = e.code
                 verdict = classify(e)

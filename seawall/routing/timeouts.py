@@ -6,6 +6,11 @@ nearest deadline; when it fires it checks whether the stream made progress
 meanwhile and, if so, sleeps again. Per chunk the stream only stores a time.
 Expiry cancels the reading task; :meth:`Deadlines.check` turns that
 cancellation into the timeout error with its own code.
+
+The timer only ever cancels a task that is waiting on the upstream. While
+the consumer is busy elsewhere (a slow client holding up the write of the
+previous chunk) it disarms, and the next read re-arms it with the idle clock
+restarted: a slow client is not an idle upstream.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ CODES = {
 
 class Deadlines:
     __slots__ = ("settings", "_loop", "task", "_base", "started", "_total_at", "_first_at",
-                 "last", "got_content", "expired", "_handle", "where")
+                 "last", "got_content", "expired", "_handle", "where", "_reading")
 
     def __init__(self, settings: TimeoutSettings, stream: bool, where: str) -> None:
         self.settings = settings
@@ -40,6 +45,7 @@ class Deadlines:
         self.last = now
         self.got_content = False
         self.expired: str | None = None
+        self._reading = False
         self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._next(), self._fire)
 
     def _next(self) -> float:
@@ -48,12 +54,14 @@ class Deadlines:
         return min(self._total_at, self.last + self.settings.idle_s)
 
     def _fire(self) -> None:
+        self._handle = None
+        if not self._reading:
+            return  # re-armed by the next read
         now = self._loop.time()
         due = self._next()
         if now < due:
             self._handle = self._loop.call_at(due, self._fire)
             return
-        self._handle = None
         self.expired = ("total" if now >= self._total_at else
                         "idle" if self.got_content else "first_token")
         if self.task is not None:
@@ -65,8 +73,13 @@ class Deadlines:
         self.task = asyncio.current_task()
         if self.task is not None:
             self._base = self.task.cancelling()
+        self._reading = True
+        if self._handle is None and self.expired is None:
+            self.last = self._loop.time()
+            self._handle = self._loop.call_at(self._next(), self._fire)
 
     def progress(self, content: bool) -> None:
+        self._reading = False
         self.last = self._loop.time()
         if content:
             self.got_content = True

@@ -81,6 +81,9 @@ def _config(fakes: dict[str, FakeUpstreamClient], *, providers: dict[str, Any] |
             "chain": {"provider": "p", "model": "chain-p", "fallbacks": ["backup"]},
             "backup": {"provider": "f", "model": "backup-f"},
             "solo": {"provider": "p", "model": "solo-p"},
+            "emb": {"kind": "embedding", "strategy": "weighted", "deployments": [
+                {"provider": "p", "model": "emb-p", "weight": 1000},
+                {"provider": "s", "model": "emb-s", "weight": 0.001}]},
             "kind": {"provider": "p", "model": "kind-p", "degraded": {
                 "answer": "We are busy; try again in a minute.",
                 "rules": [{"match": r"\brefund", "answer": "Refunds: see /help/refunds."}]}},
@@ -629,3 +632,16 @@ def test_draining_turns_ready_503_and_refuses_new_work(
     assert e.value.status_code == 503 and e.value.body["code"] == "shutting_down"  # type: ignore[index]
     assert calls(fakes["p"]) == 0
     traces(gw, 1)
+
+
+def test_embeddings_fall_over_too(gateway: Callable[..., Running],
+                                  fakes: dict[str, FakeUpstreamClient]) -> None:
+    gw = gateway(resilience={"timeouts": {"total_s": 0.5}})
+    fakes["p"].script(default={"hang": True})
+    t0 = time.monotonic()
+    resp = sdk(gw).embeddings.with_raw_response.create(model="emb", input=["a", "b"])
+    assert len(resp.parse().data) == 2 and resp.headers["x-seawall-deployment"] == "s/emb-s"
+    assert 0.45 < time.monotonic() - t0 < 1.2
+    recs = [r for r in gw.traces(10) if r["endpoint"] == "embeddings"]
+    assert len(recs) == 1 and [(a["deployment"], a["outcome"]) for a in orjson.loads(
+        recs[0]["attempts"])] == [("p/emb-p", "upstream_total_timeout"), ("s/emb-s", "ok")]
