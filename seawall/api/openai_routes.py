@@ -48,8 +48,8 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
     out = {"x-request-id": ctx.trace_id}
     if ctx.deployment is not None:
         out["x-seawall-deployment"] = ctx.deployment.name
-    if len(ctx.attempts) > 1:
-        out["x-seawall-attempts"] = str(len(ctx.attempts))
+    if ctx.attempts_started > 1:
+        out["x-seawall-attempts"] = str(ctx.attempts_started)
     if ctx.degraded is not None:
         out["x-seawall-degraded"] = ctx.degraded
     return out

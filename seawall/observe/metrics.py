@@ -67,6 +67,7 @@ class Metrics:
                                          "in flight per deployment.", ("deployment",),
                                          registry=r)
         self._before_render: list[Callable[[], None]] = []
+        self._attempt_children: dict[tuple[str, str], Any] = {}
 
     def _series(self, endpoint: str, model: str, deployment: str, status: int) -> tuple[Any, ...]:
         """The labelled children for one label combination, looked up once."""
@@ -99,7 +100,11 @@ class Metrics:
         if rec.cost_usd:
             cost.inc(rec.cost_usd)
         for a in rec.attempts:
-            self.attempts.labels(a["deployment"], a["outcome"]).inc()
+            key2 = (a["deployment"], a["outcome"])
+            child = self._attempt_children.get(key2)
+            if child is None:
+                child = self._attempt_children[key2] = self.attempts.labels(*key2)
+            child.inc()
         if rec.degraded:
             self.degraded.labels(rec.model, rec.degraded).inc()
 

@@ -58,7 +58,8 @@ class RequestContext:
     error: SeawallError | None = None
     status: int = 200
     # Resilience: every upstream attempt, and how the answer was degraded, if it was.
-    attempts: list[AttemptRecord] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)  # ended ones
+    attempts_started: int = 0
     degraded: str | None = None
     resumed: bool = False
     admitted: bool = False  # holds an admission slot (released when the request ends)

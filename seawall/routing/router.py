@@ -281,6 +281,7 @@ class Router:
         """Start an attempt (hedged if configured) and read it up to its first
         content; None if it failed (recorded), raises only fatal errors."""
         att = Attempt(dep, self._call(ctx, dep, request, raw))
+        ctx.attempts_started += 1
         delay = (dep.hedge_after_s or dep.health.p95_ttft()) if dep.hedge else None
         try:
             if not delay:
@@ -318,6 +319,7 @@ class Router:
                 first.result()  # the primary's error, if any, goes to the caller
                 return att
             other = Attempt(partner, self._call(ctx, partner, request, raw), hedge=True)
+            ctx.attempts_started += 1
             racing[asyncio.create_task(other.prime())] = other
             while racing:
                 done, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
@@ -362,6 +364,7 @@ class Router:
             h.inflight += 1
             h.take_rpm(now)
             probe = h.breaker.on_attempt()
+            ctx.attempts_started += 1
             t0 = now
             outcome = "cancelled"
             dl = Deadlines(dep.timeouts, False, dep.name)

@@ -316,8 +316,9 @@ def test_connection_cut_before_any_content_falls_over_transparently(
         gateway: Callable[..., Running], fakes: dict[str, FakeUpstreamClient]) -> None:
     gw = gateway()
     fakes["p"].script(default={"disconnect_after_chunks": 0})  # after the role chunk only
-    status, _, events = sse(gw, "pair")
+    status, headers, events = sse(gw, "pair")
     assert status == 200 and text_of(events) == ANSWER and events[-1] == "[DONE]"
+    assert headers["x-seawall-attempts"] == "2" and headers["x-seawall-deployment"] == "s/pair-s"
     assert [e for e in events if isinstance(e, dict) and "error" in e] == []
     assert outcomes(traces(gw, 1)[0]) == [("p/pair-p", "upstream_disconnected"),
                                           ("s/pair-s", "ok")]
