@@ -72,6 +72,8 @@ class OpenAIProviderSettings(_ProviderBase):
     base_url: str = "https://api.openai.com/v1"
     api_key: str | None = None
     headers: dict[str, str] = {}
+    keepalive_s: float = Field(4.0, gt=0, description="idle pooled connections are closed "
+                               "after this; keep it under the upstream's own idle timeout")
     supports_stream_usage: bool = True
 
 
@@ -82,6 +84,8 @@ class AnthropicProviderSettings(_ProviderBase):
     api_version: str = "2023-06-01"
     default_max_tokens: int = Field(4096, gt=0)
     headers: dict[str, str] = {}
+    keepalive_s: float = Field(4.0, gt=0, description="idle pooled connections are closed "
+                               "after this; keep it under the upstream's own idle timeout")
 
 
 class LocalProviderSettings(_ProviderBase):

@@ -48,6 +48,7 @@ from seawall.providers.base import (
 from seawall.providers.upstream import (
     DEFAULT_CONNECT_S,
     connect_timeout,
+    post,
     rate_limit_info,
     retry_after_header_s,
 )
@@ -401,7 +402,8 @@ class AnthropicProvider(Provider):
             return
         s = self.settings
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.max_concurrency, keepalive_timeout=300),
+            connector=aiohttp.TCPConnector(limit=s.max_concurrency,
+                                           keepalive_timeout=s.keepalive_s),
             # Only connect is bounded here; the router owns the other timeouts.
             timeout=connect_timeout(DEFAULT_CONNECT_S),
         )
@@ -427,8 +429,8 @@ class AnthropicProvider(Provider):
         body = to_anthropic(call.request, call.model, self.settings.default_max_tokens,
                             call.raw)
         try:
-            resp = await session.post(
-                self.url, data=orjson.dumps(body), headers=self._headers,
+            resp = await post(
+                session, self.url, data=orjson.dumps(body), headers=self._headers,
                 timeout=connect_timeout(call.connect_timeout_s or DEFAULT_CONNECT_S))
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamTimeout(f"{self._what()} did not accept a connection in time",

@@ -35,6 +35,7 @@ from seawall.providers.base import (
 from seawall.providers.upstream import (
     DEFAULT_CONNECT_S,
     connect_timeout,
+    post,
     rate_limit_info,
     retry_after_header_s,
 )
@@ -88,7 +89,8 @@ class OpenAIProvider(Provider):
     async def start(self) -> None:
         # One keep-alive pool per upstream; limit bounds our concurrency toward it.
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency,
-                                         keepalive_timeout=300, ttl_dns_cache=300)
+                                         keepalive_timeout=self.settings.keepalive_s,
+                                         ttl_dns_cache=300)
         # Only connect is bounded here; first-token, idle and total timeouts are
         # the router's (seawall.routing.timeouts), per deployment.
         self._session = aiohttp.ClientSession(connector=connector,
@@ -121,7 +123,7 @@ class OpenAIProvider(Provider):
         if call is not None and call.connect_timeout_s is not None:
             kw["timeout"] = connect_timeout(call.connect_timeout_s)
         try:
-            resp = await self._session.post(url, data=data, headers=self._headers, **kw)
+            resp = await post(self._session, url, data=data, headers=self._headers, **kw)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamTimeout(f"Provider {self.name!r} did not accept a connection in time",
                                   code="upstream_connect_timeout") from None

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 import aiohttp
 
@@ -132,3 +133,24 @@ def retry_after_header_s(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             pass
     return retry_after_s(headers)
+
+
+# A pooled keep-alive connection the upstream closed while it sat idle fails
+# like this on first use, before any response byte.
+_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
+
+
+async def post(session: aiohttp.ClientSession, url: str, **kw: Any) -> aiohttp.ClientResponse:
+    """POST, once more at once if the connection turns out to be stale.
+
+    Uvicorn-based upstreams (vLLM among them) close idle connections after
+    5 s; a request that picks such a connection from the pool just as it is
+    closed fails in a millisecond. That is not the upstream failing, so it
+    must not cost a retry, a breaker failure or a fallback. (The request may,
+    rarely, have reached a server that then crashed: LLM calls are stateless,
+    so the cost is one duplicate generation.)
+    """
+    try:
+        return await session.post(url, **kw)
+    except _STALE:
+        return await session.post(url, **kw)

@@ -51,6 +51,7 @@ class AttemptRecord:
 
 class Attempt:
     __slots__ = ("dep", "call", "it", "deadlines", "head", "done", "hedge", "_probe", "_t0",
+                 "_judged",
                  "_ended", "record", "_ttft_seen")
 
     def __init__(self, dep: Deployment, call: ChatCall, hedge: bool = False) -> None:
@@ -62,6 +63,7 @@ class Attempt:
         h.inflight += 1
         h.take_rpm(now)
         self._probe = h.breaker.on_attempt()
+        self._judged = False  # the breaker has had this attempt's verdict
         self._t0 = now
         self._ended = False
         self._ttft_seen = False
@@ -112,9 +114,22 @@ class Attempt:
         return item
 
     def _first_token(self) -> None:
+        """The deployment works: tell the breaker now, not when the stream ends,
+        or fast failures of later requests would overtake this long success and
+        look like "N failures in a row" (seen in bench/replay.py)."""
         if not self._ttft_seen:
             self._ttft_seen = True
-            self.dep.health.observe_ttft(time.monotonic() - self._t0)
+            h = self.dep.health
+            h.observe_ttft(time.monotonic() - self._t0)
+            self._judge(True)
+
+    def _judge(self, ok: bool) -> None:
+        breaker = self.dep.health.breaker
+        if not self._judged:
+            self._judged = True
+            breaker.record(ok, self._probe)
+        elif not ok:
+            breaker.record(False, False)  # failed after its first token: still a failure
 
     # -- ending (exactly once) --------------------------------------------------
 
@@ -135,7 +150,7 @@ class Attempt:
     def succeeded(self, tokens: int = 0) -> AttemptRecord | None:
         if self._ended:
             return None
-        self.dep.health.breaker.record(True, self._probe)
+        self._judge(True)
         self.dep.health.observe_tokens(time.monotonic(), tokens)
         return self._end("ok")
 
@@ -148,21 +163,26 @@ class Attempt:
             h.cool_down(time.monotonic(), err.retry_after, f"upstream asked to retry after "
                         f"{err.retry_after:g}s")
         if verdict is Verdict.FAILED:
-            h.breaker.record(False, self._probe)
+            self._judge(False)
         elif verdict is Verdict.RATE_LIMITED:
             if err.retry_after is None:
                 h.cool_down(time.monotonic(), 1.0, "upstream rate limited")
-            h.breaker.release(self._probe)
+            self._release()
         else:  # the request was bad, not the deployment
-            h.breaker.record(True, self._probe)
+            self._judge(True)
         return verdict, self._end(err.code)
 
     def abandoned(self, outcome: str = "cancelled") -> AttemptRecord | None:
         """Ended with no verdict on the deployment (client left, lost a hedge)."""
         if self._ended:
             return None
-        self.dep.health.breaker.release(self._probe)
+        self._release()
         return self._end(outcome)
+
+    def _release(self) -> None:
+        if not self._judged:
+            self._judged = True
+            self.dep.health.breaker.release(self._probe)
 
     async def close(self) -> None:
         """Stop the upstream call (frees its connection); safe to call twice."""

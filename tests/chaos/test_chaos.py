@@ -646,3 +646,38 @@ def test_embeddings_fall_over_too(gateway: Callable[..., Running],
     recs = [r for r in gw.traces(10) if r["endpoint"] == "embeddings"]
     assert len(recs) == 1 and [(a["deployment"], a["outcome"]) for a in orjson.loads(
         recs[0]["attempts"])] == [("p/emb-p", "upstream_total_timeout"), ("s/emb-s", "ok")]
+
+
+def test_long_successes_count_at_their_first_token_not_at_their_end(
+        gateway: Callable[..., Running], fakes: dict[str, FakeUpstreamClient]) -> None:
+    """Fast failures must not overtake slow successes still streaming and look
+    like "3 failures in a row" (found by bench/replay.py)."""
+    import threading
+
+    gw = gateway()
+    slow = {"text": LONG, "tokens_per_s": 10}  # 12 words: about 1.1 s of streaming
+    fakes["p"].script(queue=[slow, {"error_status": 503}, {"error_status": 503},
+                             slow, {"error_status": 503}, {"error_status": 503}])
+    streams = []
+
+    def stream_in_background() -> None:
+        t = threading.Thread(target=sse, args=(gw, "pair"))
+        t.start()
+        streams.append(t)
+        deadline = time.monotonic() + 3
+        while calls(fakes["p"]) < 1 + 3 * (len(streams) - 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.15)  # its first token is out
+
+    stream_in_background()
+    ask(gw, "pair")
+    ask(gw, "pair")
+    stream_in_background()
+    ask(gw, "pair")
+    ask(gw, "pair")
+    # Verdicts in first-token order: ok, fail, fail, ok, fail, fail: never 3 in a row.
+    assert metric(gw, "seawall_circuit_state", deployment="p/pair-p") == 0
+    assert calls(fakes["p"]) == 6
+    for t in streams:
+        t.join(5)
+    traces(gw, 6)
