@@ -31,6 +31,8 @@ class ServerSettings(_Strict):
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     gil_switch_interval_s: float = Field(0.001, gt=0, le=0.1)
+    gc_gen0_threshold: int = Field(20_000, ge=700, description="allocations between young "
+                                   "garbage collections (CPython's default: 700)")
 
 
 class AuthSettings(_Strict):

@@ -100,7 +100,7 @@ class Metrics:
         if rec.cost_usd:
             cost.inc(rec.cost_usd)
         for a in rec.attempts:
-            key2 = (a["deployment"], a["outcome"])
+            key2 = (a.deployment, a.outcome)
             child = self._attempt_children.get(key2)
             if child is None:
                 child = self._attempt_children[key2] = self.attempts.labels(*key2)

@@ -17,6 +17,17 @@ ROW_COLUMNS = (
 
 
 @dataclass(slots=True)
+class AttemptRecord:
+    """One upstream attempt of a request, in the order they were made."""
+
+    deployment: str
+    model: str  # the logical model it was made for (a fallback's, if so)
+    outcome: str  # "ok", an error code, "cancelled", "hedge_lost"
+    ms: float
+    hedge: bool = False
+
+
+@dataclass(slots=True)
 class TraceRecord:
     trace_id: str
     endpoint: str
@@ -41,8 +52,8 @@ class TraceRecord:
     ttft_ms: float | None = None
     finish_reason: str | None = None
     user: str | None = None
-    # Upstream attempts in order: {"deployment", "model", "outcome", "ms", "hedge"?}.
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    # Upstream attempts in order (stored as a JSON list of objects).
+    attempts: list[AttemptRecord] = field(default_factory=list)
     degraded: str | None = None  # "rule" or "static" when no upstream answered
     # Stage timings for spans: (name, start_ns, end_ns), wall-clock nanoseconds.
     spans: list[tuple[str, int, int]] = field(default_factory=list)
@@ -70,6 +81,7 @@ class TraceRecord:
     def from_json(cls, line: bytes) -> TraceRecord:
         d = orjson.loads(line)
         d["spans"] = [tuple(s) for s in d.get("spans") or []]
+        d["attempts"] = [AttemptRecord(**a) for a in d.get("attempts") or []]
         return cls(**d)
 
 

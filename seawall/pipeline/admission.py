@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 
 from seawall.config import AdmissionSettings
 from seawall.errors import RateLimited, ServiceUnavailable
@@ -32,6 +33,7 @@ class ShuttingDown(ServiceUnavailable):
 
 class AdmissionStage:
     name = "admission"
+    traced = False  # a span only when the request waited in the queue
 
     def __init__(self, settings: AdmissionSettings, metrics: Metrics) -> None:
         self.settings = settings
@@ -61,7 +63,11 @@ class AdmissionStage:
                                f"This tenant already has {tenant_now} requests in flight "
                                f"(admission.max_inflight_per_tenant); retry shortly.")
         if s.max_inflight and self.inflight >= s.max_inflight:
-            await self._wait_for_slot(ctx)
+            t0 = time.time_ns()
+            try:
+                await self._wait_for_slot(ctx)
+            finally:
+                ctx.span(self.name, t0)
         self.inflight += 1
         self.by_tenant[ctx.tenant] = self.by_tenant.get(ctx.tenant, 0) + 1
         ctx.admitted = True

@@ -12,8 +12,8 @@ from seawall.providers.base import Gatherer
 
 if TYPE_CHECKING:
     from seawall.api.wire import ChatCompletionRequest
+    from seawall.observe.records import AttemptRecord
     from seawall.providers.registry import Deployment
-    from seawall.routing.attempt import AttemptRecord
     from seawall.store.base import ApiKey
 
 

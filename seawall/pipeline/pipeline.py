@@ -67,11 +67,14 @@ class Pipeline:
         stages: list[Stage], ctx: RequestContext
     ) -> AsyncIterator[StreamItem] | None:
         for stage in stages:
-            t0 = time.time_ns()
-            try:
+            if not stage.traced:
                 stream = await stage.before(ctx)
-            finally:
-                ctx.span(stage.name, t0)
+            else:
+                t0 = time.time_ns()
+                try:
+                    stream = await stage.before(ctx)
+                finally:
+                    ctx.span(stage.name, t0)
             if stream is not None:
                 return stream
         return None

@@ -35,6 +35,9 @@ MASTER = ApiKey(id="master", name="master", tenant="default", key_hash="", prefi
 
 class Stage(Protocol):
     name: str
+    # A span per request for this stage? (Admission, nearly always instant,
+    # records its own span only when a request had to wait.)
+    traced: bool
 
     async def before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None: ...
     async def after(self, ctx: RequestContext) -> None: ...
@@ -57,6 +60,7 @@ def is_loopback(host: str | None) -> bool:
 
 class AuthStage:
     name = "auth"
+    traced = True
 
     def __init__(self, settings: AuthSettings, keys: KeyStore) -> None:
         self.settings = settings
@@ -117,6 +121,7 @@ class AuthStage:
 
 class LimitStage:
     name = "limits"
+    traced = True
 
     def __init__(self, settings: LimitSettings, limiter: RateLimiter, metrics: Metrics) -> None:
         self.settings = settings
@@ -145,6 +150,7 @@ class InvokeStage:
     falls back (seawall.routing)."""
 
     name = "invoke"
+    traced = True
 
     def __init__(self, registry: ModelRegistry, router: Router) -> None:
         self.registry = registry
@@ -172,6 +178,7 @@ class RecordStage:
     writer; never waits on storage."""
 
     name = "record"
+    traced = True
 
     def __init__(self, settings: TraceSettings, writer: TraceWriter) -> None:
         self.settings = settings
@@ -199,7 +206,7 @@ class RecordStage:
             input_hash=hash_input(ctx.body), latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms,
             user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
             finish_reason=ctx.gatherer.finish_reason,
-            attempts=[a.as_dict() for a in ctx.attempts], degraded=ctx.degraded,
+            attempts=ctx.attempts, degraded=ctx.degraded,
         )
         if usage:
             rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)

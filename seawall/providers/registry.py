@@ -52,6 +52,7 @@ class LogicalModel:
     strategy: str
     fallbacks: list[str]
     degraded: DegradedSettings
+    chain: list[LogicalModel] = field(default_factory=list)  # itself, then its fallbacks
 
 
 def build_provider(name: str, settings: ProviderSettings) -> Provider:
@@ -106,6 +107,9 @@ class ModelRegistry:
                                                 strategy=m.strategy, fallbacks=list(m.fallbacks),
                                                 degraded=m.degraded)
 
+        for lm in self.models.values():
+            lm.chain = [lm, *(self.models[f] for f in lm.fallbacks)]
+
     def resolve(self, model: str, kind: str) -> LogicalModel:
         found = self.models.get(model)
         if found is None:
@@ -119,10 +123,6 @@ class ModelRegistry:
                                  f"it cannot serve this {kind} endpoint.", param="model",
                                  code="wrong_model_kind")
         return found
-
-    def chain(self, model: LogicalModel) -> list[LogicalModel]:
-        """The model, then its fallbacks in order (theirs are not followed)."""
-        return [model, *(self.models[f] for f in model.fallbacks)]
 
     def health(self) -> dict[str, dict[str, object]]:
         now = time.monotonic()

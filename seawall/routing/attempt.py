@@ -8,10 +8,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 from seawall.errors import SeawallError
+from seawall.observe.records import AttemptRecord
 from seawall.providers.base import ChatCall, StreamItem
 from seawall.providers.registry import Deployment
 from seawall.routing.retry import Verdict, classify
@@ -29,24 +28,6 @@ def has_content(item: StreamItem) -> bool:
         if c.get("finish_reason"):
             return True  # an empty but complete answer is an answer
     return False
-
-
-@dataclass(slots=True)
-class AttemptRecord:
-    """One line of a request's attempt history (trace record, error message)."""
-
-    deployment: str
-    model: str
-    outcome: str  # "ok", an error code, "cancelled", "hedge_lost"
-    ms: float
-    hedge: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"deployment": self.deployment, "model": self.model,
-                             "outcome": self.outcome, "ms": round(self.ms, 1)}
-        if self.hedge:
-            d["hedge"] = True
-        return d
 
 
 class Attempt:
@@ -89,6 +70,11 @@ class Attempt:
             if stream and has_content(item):
                 self._first_token()
                 return
+
+    def adopt(self) -> None:
+        """The current task reads the rest (after priming in another task)."""
+        if self.deadlines is not None:
+            self.deadlines.adopt()
 
     async def next(self) -> StreamItem | None:
         """The next item after :meth:`prime`; None at the end."""
@@ -144,7 +130,7 @@ class Attempt:
         if info is not None:
             h.learn(now, info)
         self.record = AttemptRecord(self.dep.name, self.dep.logical, outcome,
-                                    (now - self._t0) * 1000, self.hedge)
+                                    round((now - self._t0) * 1000, 1), self.hedge)
         return self.record
 
     def succeeded(self, tokens: int = 0) -> AttemptRecord | None:

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 from seawall.api.wire import ChatCompletionRequest, convert
 from seawall.config import ResilienceSettings
 from seawall.errors import RateLimited, SeawallError, ServiceUnavailable, UpstreamError
+from seawall.observe.records import AttemptRecord
 from seawall.providers.base import ChatCall, Chunk, Embeddings, StreamItem, make_chunk
 from seawall.providers.registry import Deployment, LogicalModel, ModelRegistry
-from seawall.routing.attempt import Attempt, AttemptRecord
+from seawall.routing.attempt import Attempt
 from seawall.routing.balancer import choose
 from seawall.routing.degraded import DegradedAnswers
 from seawall.routing.retry import RetryBudget, Verdict, backoff_s, classify
@@ -52,7 +53,7 @@ class _Plan:
     def __init__(self, router: Router, ctx: RequestContext, model: LogicalModel) -> None:
         self.router = router
         self.ctx = ctx
-        self.chain = router.registry.chain(model)
+        self.chain = model.chain  # the model, then its fallbacks (theirs are not followed)
         self.index = 0
         self.tried: set[Deployment] = set()
         self.failures: list[tuple[Deployment, SeawallError]] = []
@@ -317,6 +318,7 @@ class Router:
                 await asyncio.wait({first})
                 racing.clear()
                 first.result()  # the primary's error, if any, goes to the caller
+                att.adopt()
                 return att
             other = Attempt(partner, self._call(ctx, partner, request, raw), hedge=True)
             ctx.attempts_started += 1
@@ -328,6 +330,7 @@ class Router:
                     err = task.exception()
                     if err is None:
                         await self._stop(ctx, racing, "hedge_lost")
+                        a.adopt()
                         return a
                     if not isinstance(err, SeawallError):
                         raise err
@@ -398,7 +401,7 @@ class Router:
                 dl.cancel()
                 h.inflight -= 1
                 ctx.attempts.append(AttemptRecord(dep.name, dep.logical, outcome,
-                                                  (time.monotonic() - t0) * 1000))
+                                                  round((time.monotonic() - t0) * 1000, 1)))
                 if outcome == "cancelled":
                     h.breaker.release(probe)
         raise plan.error(first)

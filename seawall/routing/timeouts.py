@@ -36,8 +36,8 @@ class Deadlines:
         self.settings = settings
         self.where = where
         self._loop = asyncio.get_running_loop()
-        self.task = asyncio.current_task()
-        self._base = self.task.cancelling() if self.task is not None else 0
+        self.task = asyncio.current_task()  # the reader; see adopt()
+        self._base = 0
         self.started = now = self._loop.time()
         self._total_at = now + settings.total_s
         # Non-streaming upstream answers arrive whole: only the total applies.
@@ -65,14 +65,16 @@ class Deadlines:
         self.expired = ("total" if now >= self._total_at else
                         "idle" if self.got_content else "first_token")
         if self.task is not None:
+            self._base = self.task.cancelling()  # cancellations not ours
             self.task.cancel()
 
-    def reading(self) -> None:
-        """The current task is about to wait on the upstream (it may differ
-        from the creator's: a hedged attempt starts in a task of its own)."""
+    def adopt(self) -> None:
+        """The current task reads from now on (a hedged attempt is primed in a
+        task of its own, then read by the request's task)."""
         self.task = asyncio.current_task()
-        if self.task is not None:
-            self._base = self.task.cancelling()
+
+    def reading(self) -> None:
+        """The reading task is about to wait on the upstream."""
         self._reading = True
         if self._handle is None and self.expired is None:
             self.last = self._loop.time()

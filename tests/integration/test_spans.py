@@ -85,7 +85,7 @@ def test_each_request_exports_a_span_per_stage(setup: tuple[Running, Collector])
     assert attrs["seawall.model"] == {"stringValue": "echo"}
     assert attrs["http.response.status_code"] == {"intValue": "200"}
     children = {s["name"] for s in spans if s.get("parentSpanId") == root["spanId"]}
-    assert children == {"auth", "admission", "limits", "invoke", "upstream"}
+    assert children == {"auth", "limits", "invoke", "upstream"}
     assert all(int(s["endTimeUnixNano"]) >= int(s["startTimeUnixNano"]) for s in spans)
     assert collector.content_types[-1] == "application/json"
 
