@@ -31,9 +31,8 @@ def has_content(item: StreamItem) -> bool:
 
 
 class Attempt:
-    __slots__ = ("dep", "call", "it", "deadlines", "head", "done", "hedge", "_probe", "_t0",
-                 "_judged",
-                 "_ended", "record", "_ttft_seen")
+    __slots__ = ("dep", "call", "it", "deadlines", "head", "done", "hedge", "record", "_probe",
+                 "_t0", "_judged", "_ended", "_ttft_seen")
 
     def __init__(self, dep: Deployment, call: ChatCall, hedge: bool = False) -> None:
         self.dep = dep
@@ -58,16 +57,17 @@ class Attempt:
         """Read up to the first content (streams) or to the end (non-streaming):
         until then nothing has reached the client, so a failure here can be
         retried elsewhere without anyone noticing."""
-        self.deadlines = Deadlines(self.dep.timeouts, self.call.stream, self.dep.name)
+        dl = self.deadlines = Deadlines(self.dep.timeouts, self.call.stream, self.dep.name)
         stream = self.call.stream
         while True:
-            item = await self._read(True)
+            item = await self._read()
             if item is None:
                 self.done = True
                 self._first_token()
                 return
             self.head.append(item)
             if stream and has_content(item):
+                dl.got_content = True  # from here on the idle timeout applies
                 self._first_token()
                 return
 
@@ -80,12 +80,12 @@ class Attempt:
         """The next item after :meth:`prime`; None at the end."""
         if self.done:
             return None
-        item = await self._read(False)
+        item = await self._read()
         if item is None:
             self.done = True
         return item
 
-    async def _read(self, priming: bool) -> StreamItem | None:
+    async def _read(self) -> StreamItem | None:
         dl = self.deadlines
         assert dl is not None
         dl.reading()
@@ -96,7 +96,7 @@ class Attempt:
         except asyncio.CancelledError:
             dl.check()  # our own timeout: raises UpstreamTimeout instead
             raise
-        dl.progress(priming and has_content(item))
+        dl.progress()
         return item
 
     def _first_token(self) -> None:
@@ -105,9 +105,17 @@ class Attempt:
         look like "N failures in a row" (seen in bench/replay.py)."""
         if not self._ttft_seen:
             self._ttft_seen = True
-            h = self.dep.health
-            h.observe_ttft(time.monotonic() - self._t0)
+            now = time.monotonic()
+            self.dep.health.observe_ttft(now - self._t0)
             self._judge(True)
+            self._learn(now)
+
+    def _learn(self, now: float) -> None:
+        """Rate-limit headers, as soon as they are in (once)."""
+        info = self.call.rate_limits
+        if info is not None:
+            self.call.rate_limits = None
+            self.dep.health.learn(now, info)
 
     def _judge(self, ok: bool) -> None:
         breaker = self.dep.health.breaker
@@ -126,9 +134,7 @@ class Attempt:
         h = self.dep.health
         h.inflight -= 1
         now = time.monotonic()
-        info = self.call.rate_limits
-        if info is not None:
-            h.learn(now, info)
+        self._learn(now)
         self.record = AttemptRecord(self.dep.name, self.dep.logical, outcome,
                                     round((now - self._t0) * 1000, 1), self.hedge)
         return self.record

@@ -80,11 +80,10 @@ class Deadlines:
             self.last = self._loop.time()
             self._handle = self._loop.call_at(self._next(), self._fire)
 
-    def progress(self, content: bool) -> None:
+    def progress(self) -> None:
+        """A chunk arrived (the caller sets ``got_content`` at the first content)."""
         self._reading = False
         self.last = self._loop.time()
-        if content:
-            self.got_content = True
 
     def check(self) -> None:
         """Call on CancelledError: raise the timeout if we caused it (and
