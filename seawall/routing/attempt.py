@@ -76,16 +76,8 @@ class Attempt:
         if self.deadlines is not None:
             self.deadlines.adopt()
 
-    async def next(self) -> StreamItem | None:
-        """The next item after :meth:`prime`; None at the end."""
-        if self.done:
-            return None
-        item = await self._read()
-        if item is None:
-            self.done = True
-        return item
-
     async def _read(self) -> StreamItem | None:
+        """One item while priming (the router reads the rest inline)."""
         dl = self.deadlines
         assert dl is not None
         dl.reading()
