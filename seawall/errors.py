@@ -111,6 +111,12 @@ class ServiceUnavailable(SeawallError):
     code = "service_unavailable"
 
 
+class ShuttingDown(ServiceUnavailable):
+    """The process is draining for shutdown (another replica will answer)."""
+
+    code = "shutting_down"
+
+
 def internal_error(trace_id: str) -> SeawallError:
     """What a client sees for a bug: a request id to report, nothing else."""
     return SeawallError(

@@ -15,7 +15,7 @@ import itertools
 import time
 
 from seawall.config import AdmissionSettings
-from seawall.errors import RateLimited, ServiceUnavailable
+from seawall.errors import RateLimited, ShuttingDown
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 
@@ -25,10 +25,6 @@ GUARDED = frozenset({"chat.completions", "embeddings"})
 
 class Overloaded(RateLimited):
     code = "gateway_overloaded"
-
-
-class ShuttingDown(ServiceUnavailable):
-    code = "shutting_down"
 
 
 class AdmissionStage:

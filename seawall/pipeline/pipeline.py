@@ -7,11 +7,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from seawall.errors import SeawallError, ServiceUnavailable, internal_error
+from seawall.errors import SeawallError, ShuttingDown, internal_error
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import Stage
-from seawall.providers.base import StreamItem
+from seawall.providers.base import StreamItem, has_content
 
 log = logging.getLogger("seawall.pipeline")
 
@@ -20,20 +20,6 @@ class ClientClosed(SeawallError):
     status = 499
     type = "client_closed"
     code = "client_closed_request"
-
-
-class ShutDown(ServiceUnavailable):
-    code = "shutting_down"
-
-
-def _has_content(item: StreamItem) -> bool:
-    if type(item) is list:
-        return any(_has_content(c) for c in item)
-    for c in item.get("choices") or ():  # type: ignore[union-attr]
-        d = c.get("delta")
-        if d and (d.get("content") or d.get("tool_calls") or d.get("refusal")):
-            return True
-    return False
 
 
 class Pipeline:
@@ -135,7 +121,7 @@ class Pipeline:
         t0 = time.time_ns()
         try:
             async for item in stream:
-                if ctx.first_token_ns is None and _has_content(item):
+                if ctx.first_token_ns is None and has_content(item):
                     ctx.first_token_ns = time.time_ns()
                 gather(item)
                 yield item
@@ -143,7 +129,7 @@ class Pipeline:
             ctx.fail(e)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            ctx.fail(ShutDown("The gateway shut down (shutdown.drain_timeout_s ran out) before "
+            ctx.fail(ShuttingDown("The gateway shut down (shutdown.drain_timeout_s ran out) before "
                               "the answer ended.", retry_after=1.0) if self.draining else
                      ClientClosed("The client closed the connection before the answer ended."))
             raise

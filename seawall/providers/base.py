@@ -82,6 +82,21 @@ class Provider:
         raise NotImplementedError(f"provider {self.name!r} ({self.type}) has no embedding models")
 
 
+def has_content(item: StreamItem) -> bool:
+    """Does this chunk (or batch) carry output a client would see? (The first
+    that does marks the time to first token, and the point after which a
+    failed stream can no longer be retried invisibly.)"""
+    if type(item) is list:
+        return any(has_content(c) for c in item)
+    for c in item.get("choices") or ():  # type: ignore[union-attr]
+        d = c.get("delta")
+        if d and (d.get("content") or d.get("tool_calls") or d.get("refusal")):
+            return True
+        if c.get("finish_reason"):
+            return True  # an empty but complete answer is an answer
+    return False
+
+
 def completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 

@@ -11,23 +11,10 @@ from collections.abc import AsyncIterator
 
 from seawall.errors import SeawallError
 from seawall.observe.records import AttemptRecord
-from seawall.providers.base import ChatCall, StreamItem
+from seawall.providers.base import ChatCall, StreamItem, has_content
 from seawall.providers.registry import Deployment
 from seawall.routing.retry import Verdict, classify
 from seawall.routing.timeouts import Deadlines
-
-
-def has_content(item: StreamItem) -> bool:
-    """Does this chunk (or batch) carry output a client would see?"""
-    if type(item) is list:
-        return any(has_content(c) for c in item)
-    for c in item.get("choices") or ():  # type: ignore[union-attr]
-        d = c.get("delta")
-        if d and (d.get("content") or d.get("tool_calls") or d.get("refusal")):
-            return True
-        if c.get("finish_reason"):
-            return True  # an empty but complete answer is an answer
-    return False
 
 
 class Attempt:

@@ -50,9 +50,8 @@ RESUME_PROMPT = ("Continue your previous answer exactly where it stopped, "
 class _Plan:
     """Which deployment to try next for one request, and why it gave up."""
 
-    def __init__(self, router: Router, ctx: RequestContext, model: LogicalModel) -> None:
+    def __init__(self, router: Router, model: LogicalModel) -> None:
         self.router = router
-        self.ctx = ctx
         self.chain = model.chain  # the model, then its fallbacks (theirs are not followed)
         self.index = 0
         self.tried: set[Deployment] = set()
@@ -61,10 +60,6 @@ class _Plan:
         self.attempts = 0
         self.retries_same = 0
         self.budget_exhausted = False
-
-    @property
-    def model(self) -> LogicalModel:
-        return self.chain[min(self.index, len(self.chain) - 1)]
 
     def _candidates(self, model: LogicalModel, exclude: set[Deployment]) -> list[Deployment]:
         now = time.monotonic()
@@ -226,7 +221,7 @@ class Router:
     async def _chat(self, ctx: RequestContext,
                     first: LogicalModel) -> AsyncGenerator[StreamItem, None]:
         self.budget.on_request()
-        plan = _Plan(self, ctx, first)
+        plan = _Plan(self, first)
         resume: tuple[ChatCompletionRequest, dict[str, Any]] | None = None
         sent_id: str | None = None  # the completion id the client has seen
         while (dep := await plan.next()) is not None:
@@ -374,7 +369,7 @@ class Router:
         """Embeddings take the same chain, retries and breakers (no hedging:
         they are short and cheap to repeat)."""
         self.budget.on_request()
-        plan = _Plan(self, ctx, first)
+        plan = _Plan(self, first)
         while (dep := await plan.next()) is not None:
             h = dep.health
             now = time.monotonic()
