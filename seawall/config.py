@@ -305,6 +305,10 @@ class Settings(_Strict):
                 if ptype not in _SERVES[m.kind]:
                     problems.append(f"models.{name}.kind: {m.kind!r} does not match provider "
                                     f"{d.provider!r} of type {ptype!r}")
+            if len(m.all_deployments) == 1 and m.deployments and (
+                    m.deployments[0].hedge or m.deployments[0].hedge_after_s is not None):
+                problems.append(f"models.{name}.deployments.0.hedge: hedging needs another "
+                                "deployment of the model to send the second request to")
             for i, fb in enumerate(m.fallbacks):
                 other = self.models.get(fb)
                 if other is None or fb == name:

@@ -51,6 +51,7 @@ def _config(fakes: dict[str, FakeUpstreamClient], *, providers: dict[str, Any] |
             ) -> dict[str, Any]:
     prov: dict[str, Any] = {n: {"type": "openai", "base_url": f.base_url + "/v1"}
                             for n, f in fakes.items()}
+    prov["pa"] = {"type": "anthropic", "base_url": fakes["p"].base_url, "api_key": "k"}
     prov.update(providers or {})
     res: dict[str, Any] = {
         "timeouts": {"connect_s": 0.3, "first_token_s": 0.5, "idle_s": 0.3, "total_s": 3},
@@ -78,6 +79,9 @@ def _config(fakes: dict[str, FakeUpstreamClient], *, providers: dict[str, Any] |
             "pair": pair("pair"),
             "hedged": pair("hedged", hedge_after_s=0.1),
             "capped": pair("capped", max_concurrency=1),
+            "claude-pair": {"strategy": "weighted", "deployments": [
+                {"provider": "pa", "model": "claude-p", "weight": 1000},
+                {"provider": "s", "model": "claude-s", "weight": 0.001}]},
             "chain": {"provider": "p", "model": "chain-p", "fallbacks": ["backup"]},
             "backup": {"provider": "f", "model": "backup-f"},
             "solo": {"provider": "p", "model": "solo-p"},
@@ -681,3 +685,20 @@ def test_long_successes_count_at_their_first_token_not_at_their_end(
     for t in streams:
         t.join(5)
     traces(gw, 6)
+
+
+@pytest.mark.parametrize("fault,code", [
+    ({"hang": True}, "upstream_first_token_timeout"),
+    ({"error_status": 529}, "upstream_error"),
+    ({"disconnect_after_chunks": 0}, "upstream_disconnected"),
+])
+def test_an_anthropic_deployment_falls_over_to_an_openai_one(
+        gateway: Callable[..., Running], fakes: dict[str, FakeUpstreamClient],
+        fault: dict[str, Any], code: str) -> None:
+    gw = gateway()
+    fakes["p"].script(default=fault)
+    status, headers, events = sse(gw, "claude-pair")
+    assert status == 200 and text_of(events) == ANSWER and events[-1] == "[DONE]"
+    assert headers["x-seawall-deployment"] == "s/claude-s"
+    assert fakes["p"].calls()["paths"][-1] == "/v1/messages"
+    assert outcomes(traces(gw, 1)[0]) == [("pa/claude-p", code), ("s/claude-s", "ok")]

@@ -64,3 +64,38 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("models: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(bad)
+
+
+def _models(models: dict[str, object]) -> dict[str, object]:
+    return {"providers": {"a": {"type": "fake"}, "e": {"type": "embedder"}}, "models": models}
+
+
+@pytest.mark.parametrize("models,expected", [
+    ({"m": {"provider": "a", "deployments": [{"provider": "a"}]}},
+     "models.m: Value error, give either provider"),
+    ({"m": {}}, "needs provider (one deployment) or a non-empty deployments list"),
+    ({"m": {"deployments": [{"provider": "nope"}]}},
+     "models.m.deployments.0.provider: no provider named 'nope'"),
+    ({"m": {"provider": "a", "fallbacks": ["m"]}},
+     "models.m.fallbacks.0: 'm' is not another model"),
+    ({"m": {"provider": "a", "fallbacks": ["emb"]}, "emb": {"provider": "e", "kind": "embedding"}},
+     "models.m.fallbacks.0: 'emb' is a embedding model, not chat"),
+    ({"m": {"deployments": [{"provider": "a", "hedge": True}]}},
+     "models.m.deployments.0.hedge: hedging needs another deployment"),
+    ({"m": {"provider": "a", "degraded": {"rules": [{"match": "(", "answer": "x"}]}}},
+     "not a valid regular expression"),
+    ({"m": {"provider": "a", "strategy": "fastest"}}, "models.m.strategy"),
+])
+def test_model_resilience_settings_are_checked(models: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_settings(_models(models), env={})
+    assert expected.replace("Value error, ", "") in str(e.value)
+
+
+def test_deployment_timeouts_inherit_the_defaults() -> None:
+    s = parse_settings({**_models({"m": {"deployments": [
+        {"provider": "a", "timeouts": {"idle_s": 2}}, {"provider": "a", "weight": 3}]}}),
+        "resilience": {"timeouts": {"first_token_s": 9}}}, env={})
+    first = s.models["m"].deployments[0].timeouts.over(s.resilience.timeouts)
+    assert (first.idle_s, first.first_token_s, first.total_s) == (2, 9, 600)
+    assert s.models["m"].deployments[1].weight == 3
