@@ -64,9 +64,14 @@ def http_error(provider: str, status: int, body: bytes, headers: Any) -> Seawall
             f"Provider {provider!r} rejected Seawall's credentials (HTTP {status}); "
             f"check providers.{provider}.api_key.",
             upstream_status=status, code="upstream_auth_failed")
-    if status in (400, 404, 413, 422):
+    if status == 404:
+        # The deployment's model name or base_url is wrong, not the client's
+        # request: another deployment may well serve it.
+        return UpstreamError(f"Provider {provider!r} answered 404: {msg}; check the model "
+                             "name and base_url", upstream_status=404, code="upstream_not_found")
+    if status in (400, 413, 422):
         return InvalidRequest(f"Provider {provider!r} rejected the request: {msg}",
-                              status=400 if status != 404 else 404, code="upstream_rejected")
+                              code="upstream_rejected")
     return UpstreamError(f"Provider {provider!r} failed with HTTP {status}: {msg}",
                          upstream_status=status, retry_after=retry_after_header_s(headers))
 

@@ -702,3 +702,11 @@ def test_an_anthropic_deployment_falls_over_to_an_openai_one(
     assert headers["x-seawall-deployment"] == "s/claude-s"
     assert fakes["p"].calls()["paths"][-1] == "/v1/messages"
     assert outcomes(traces(gw, 1)[0]) == [("pa/claude-p", code), ("s/claude-s", "ok")]
+
+
+def test_an_upstream_404_is_a_deployment_problem_not_the_clients(
+        gateway: Callable[..., Running], fakes: dict[str, FakeUpstreamClient]) -> None:
+    gw = gateway()
+    fakes["p"].script(default={"error_status": 404})
+    assert ask(gw, "pair").headers["x-seawall-deployment"] == "s/pair-s"
+    assert outcomes(traces(gw, 1)[0]) == [("p/pair-p", "upstream_not_found"), ("s/pair-s", "ok")]
