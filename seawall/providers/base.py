@@ -78,7 +78,9 @@ class Provider:
         closing the iterator must stop generation."""
         raise NotImplementedError(f"provider {self.name!r} ({self.type}) has no chat models")
 
-    async def embed(self, inputs: list[str], model: str) -> Embeddings:
+    async def embed(self, inputs: list[str], model: str,
+                    connect_timeout_s: float | None = None) -> Embeddings:
+        """Embed ``inputs``; HTTP backends bound their connect by ``connect_timeout_s``."""
         raise NotImplementedError(f"provider {self.name!r} ({self.type}) has no embedding models")
 
 

@@ -61,7 +61,8 @@ class EmbedderProvider(Provider):
                               extra={"model_path": str(self.embedder.model_path),
                                      "dim": self.embedder.dim if self.embedder.ready else None})
 
-    async def embed(self, inputs: list[str], model: str) -> Embeddings:
+    async def embed(self, inputs: list[str], model: str,
+                    connect_timeout_s: float | None = None) -> Embeddings:
         limit = self._limit
         if limit is None:
             raise ServiceUnavailable(

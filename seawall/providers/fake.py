@@ -458,7 +458,8 @@ class FakeProvider(Provider):
         return UpstreamError(f"fake provider {self.name!r}: scripted malformed response{where}",
                              code="upstream_bad_response")
 
-    async def embed(self, inputs: list[str], model: str) -> Embeddings:
+    async def embed(self, inputs: list[str], model: str,
+                    connect_timeout_s: float | None = None) -> Embeddings:
         """One answer, no chunks: a scripted malformed response or stall applies
         whatever its N (after the TTFT, which includes the inputs' prefill)."""
         tokens = sum(count_words(t) for t in inputs)

@@ -120,13 +120,13 @@ class OpenAIProvider(Provider):
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return orjson.dumps(body)
 
-    async def _post(self, url: str, data: bytes,
+    async def _post(self, url: str, data: bytes, connect_s: float | None,
                     call: ChatCall | None = None) -> aiohttp.ClientResponse:
         if self._session is None:
             raise UpstreamError(f"Provider {self.name!r} is not started", code="provider_not_ready")
         kw: dict[str, Any] = {}
-        if call is not None and call.connect_timeout_s is not None:
-            kw["timeout"] = connect_timeout(call.connect_timeout_s)
+        if connect_s is not None:
+            kw["timeout"] = connect_timeout(connect_s)
         try:
             resp = await post(self._session, url, data=data, headers=self._headers, **kw)
         except aiohttp.ConnectionTimeoutError:
@@ -148,7 +148,7 @@ class OpenAIProvider(Provider):
         return resp
 
     async def chat(self, call: ChatCall) -> AsyncGenerator[StreamItem, None]:
-        resp = await self._post(self._chat_url, self._payload(call), call)
+        resp = await self._post(self._chat_url, self._payload(call), call.connect_timeout_s, call)
         try:
             ctype = resp.headers.get("content-type", "")
             if not ctype.startswith("text/event-stream"):
@@ -218,8 +218,10 @@ class OpenAIProvider(Provider):
         raise UpstreamError(f"Provider {self.name!r} ended the stream without [DONE]",
                             code="upstream_disconnected")
 
-    async def embed(self, inputs: list[str], model: str) -> Embeddings:
-        resp = await self._post(self._embed_url, orjson.dumps({"model": model, "input": inputs}))
+    async def embed(self, inputs: list[str], model: str,
+                    connect_timeout_s: float | None = None) -> Embeddings:
+        resp = await self._post(self._embed_url, orjson.dumps({"model": model, "input": inputs}),
+                                connect_timeout_s)
         try:
             data = orjson.loads(await resp.read())
         finally:

@@ -383,7 +383,8 @@ class Router:
             dl.reading()
             try:
                 try:
-                    result = await dep.provider.embed(inputs, dep.upstream_model)
+                    result = await dep.provider.embed(inputs, dep.upstream_model,
+                                                      dep.timeouts.connect_s)
                 except asyncio.CancelledError:
                     dl.check()  # our own timeout: raises UpstreamTimeout instead
                     raise

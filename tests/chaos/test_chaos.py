@@ -710,3 +710,17 @@ def test_an_upstream_404_is_a_deployment_problem_not_the_clients(
     fakes["p"].script(default={"error_status": 404})
     assert ask(gw, "pair").headers["x-seawall-deployment"] == "s/pair-s"
     assert outcomes(traces(gw, 1)[0]) == [("p/pair-p", "upstream_not_found"), ("s/pair-s", "ok")]
+
+
+def test_embeddings_connect_timeout_is_the_deployments(
+        gateway: Callable[..., Running], fakes: dict[str, FakeUpstreamClient]) -> None:
+    with blackhole_listener() as (host, port):
+        gw = gateway(providers={"p": {"type": "openai", "base_url": f"http://{host}:{port}/v1"}})
+        t0 = time.monotonic()
+        resp = sdk(gw).embeddings.with_raw_response.create(model="emb", input=["a"])
+        took = time.monotonic() - t0
+    assert resp.headers["x-seawall-deployment"] == "s/emb-s"
+    assert 0.25 < took < 1.5  # connect_s = 0.3, not the provider default of 10 s
+    rec = [r for r in gw.traces(10) if r["endpoint"] == "embeddings"][0]
+    assert [a["outcome"] for a in orjson.loads(rec["attempts"])] == [
+        "upstream_connect_timeout", "ok"]
