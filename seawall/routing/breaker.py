@@ -17,6 +17,7 @@ from collections.abc import Callable
 from enum import IntEnum
 
 from seawall.config import BreakerSettings
+from seawall.routing.window import SlidingCount
 
 
 class BreakerState(IntEnum):
@@ -29,43 +30,6 @@ class BreakerState(IntEnum):
         return self.name.lower()
 
 
-class _Window:
-    """Successes and failures over the last ``seconds``, in one-second buckets."""
-
-    __slots__ = ("seconds", "_buckets")
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = max(1, int(seconds))
-        self._buckets: dict[int, list[int]] = {}
-
-    def add(self, now: float, failed: bool) -> None:
-        sec = int(now)
-        b = self._buckets.get(sec)
-        if b is None:
-            if len(self._buckets) > self.seconds:
-                self._trim(sec)
-            b = self._buckets[sec] = [0, 0]
-        b[1 if failed else 0] += 1
-
-    def _trim(self, sec: int) -> None:
-        oldest = sec - self.seconds
-        for k in [k for k in self._buckets if k <= oldest]:
-            del self._buckets[k]
-
-    def counts(self, now: float) -> tuple[int, int]:
-        """(calls, failures) in the window ending now."""
-        oldest = int(now) - self.seconds
-        calls = fails = 0
-        for sec, (ok, bad) in self._buckets.items():
-            if sec > oldest:
-                calls += ok + bad
-                fails += bad
-        return calls, fails
-
-    def clear(self) -> None:
-        self._buckets.clear()
-
-
 class CircuitBreaker:
     def __init__(self, settings: BreakerSettings,
                  on_change: Callable[[BreakerState], None] | None = None,
@@ -74,7 +38,8 @@ class CircuitBreaker:
         self._on_change = on_change
         self._clock = clock
         self._state = BreakerState.CLOSED
-        self._window = _Window(settings.window_s)
+        self._calls = SlidingCount(settings.window_s)
+        self._fails = SlidingCount(settings.window_s)
         self._consecutive = 0
         self._opens = 0  # re-opens since last closed: the cool-down doubles with each
         self.open_until = 0.0
@@ -128,7 +93,9 @@ class CircuitBreaker:
             return
         if state is BreakerState.OPEN:
             return  # late results of attempts started before the trip
-        self._window.add(now, not ok)
+        self._calls.add(now)
+        if not ok:
+            self._fails.add(now)
         if ok:
             self._consecutive = 0
             return
@@ -137,7 +104,7 @@ class CircuitBreaker:
         if self._consecutive >= s.consecutive_failures:
             self._trip(now, f"{self._consecutive} failures in a row")
             return
-        calls, fails = self._window.counts(now)
+        calls, fails = self._calls.total(now), self._fails.total(now)
         if calls >= s.min_requests and fails / calls >= s.error_rate:
             self._trip(now, f"{fails} of {calls} calls failed in {s.window_s:g}s")
 
@@ -151,14 +118,16 @@ class CircuitBreaker:
         self.open_until = now + min(s.max_open_s, s.open_s * (2 ** self._opens))
         self._opens += 1
         self._consecutive = 0
-        self._window.clear()
+        self._calls.clear()
+        self._fails.clear()
         self.reason = reason
         self._set(BreakerState.OPEN)
 
     def _close(self) -> None:
         self._opens = 0
         self._consecutive = 0
-        self._window.clear()
+        self._calls.clear()
+        self._fails.clear()
         self.reason = ""
         self._set(BreakerState.CLOSED)
 

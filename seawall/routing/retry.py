@@ -10,6 +10,7 @@ from enum import Enum
 
 from seawall.config import RetrySettings
 from seawall.errors import InvalidRequest, RateLimited, SeawallError
+from seawall.routing.window import SlidingCount
 
 
 class Verdict(Enum):
@@ -48,34 +49,21 @@ class RetryBudget:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._clock = clock
-        self._seconds = max(1, int(settings.budget_window_s))
-        self._requests: dict[int, int] = {}
-        self._retries: dict[int, int] = {}
+        self._requests = SlidingCount(settings.budget_window_s)
+        self._retries = SlidingCount(settings.budget_window_s)
         self.refused = 0
 
-    def _bump(self, counts: dict[int, int], now: float) -> None:
-        sec = int(now)
-        if sec not in counts and len(counts) > self._seconds:
-            oldest = sec - self._seconds
-            for k in [k for k in counts if k <= oldest]:
-                del counts[k]
-        counts[sec] = counts.get(sec, 0) + 1
-
-    def _sum(self, counts: dict[int, int], now: float) -> int:
-        oldest = int(now) - self._seconds
-        return sum(n for sec, n in counts.items() if sec > oldest)
-
     def on_request(self) -> None:
-        self._bump(self._requests, self._clock())
+        self._requests.add(self._clock())
 
     def try_spend(self) -> bool:
         """Take one retry from the budget; False (and counted) if there is none."""
         now = self._clock()
         s = self.settings
-        allowed = s.budget_ratio * self._sum(self._requests, now) + \
-            s.budget_min_per_s * self._seconds
-        if self._sum(self._retries, now) >= allowed:
+        allowed = s.budget_ratio * self._requests.total(now) + \
+            s.budget_min_per_s * self._requests.seconds
+        if self._retries.total(now) >= allowed:
             self.refused += 1
             return False
-        self._bump(self._retries, now)
+        self._retries.add(now)
         return True
