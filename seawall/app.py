@@ -56,8 +56,6 @@ class Services:
         self.registry = ModelRegistry(settings, on_breaker_change=self._breaker_changed)
         self.router = Router(self.registry, settings.resilience,
                              on_budget_refused=self.metrics.retry_budget_refused.inc)
-        for name in self.registry.by_name:
-            self.metrics.circuit_state.labels(name).set(0)
         self.metrics.before_render(self._deployment_gauges)
         obs = settings.observe
         spans = (SpanExport(obs.service_name, obs.otlp_endpoint, obs.otlp_protocol)
@@ -81,7 +79,6 @@ class Services:
         self.pipeline.draining = True
 
     def _breaker_changed(self, deployment: str, state: BreakerState) -> None:
-        self.metrics.circuit_state.labels(deployment).set(int(state))
         self.metrics.circuit_transitions.labels(deployment, state.label).inc()
         dep = self.registry.by_name.get(deployment)
         reason = dep.health.breaker.reason if dep is not None else ""
@@ -92,8 +89,9 @@ class Services:
     def _deployment_gauges(self) -> None:
         for name, dep in self.registry.by_name.items():
             self.metrics.deployment_inflight.labels(name).set(dep.health.inflight)
-            # Reading the state also moves an open breaker whose cool-down is over
-            # to half-open, so the gauge never shows a stale "open".
+            # Set here, at each scrape, not on every change: reading the state also
+            # moves an open breaker whose cool-down is over to half-open, so the
+            # gauge never shows a stale "open".
             self.metrics.circuit_state.labels(name).set(int(dep.health.breaker.state))
 
     def count_tokens(self, messages: list[Any], output: str) -> tuple[int, int]:

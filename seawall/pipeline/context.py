@@ -61,7 +61,6 @@ class RequestContext:
     attempts: list[AttemptRecord] = field(default_factory=list)  # ended ones
     attempts_started: int = 0
     degraded: str | None = None
-    resumed: bool = False
     admitted: bool = False  # holds an admission slot (released when the request ends)
     spans: list[tuple[str, int, int]] = field(default_factory=list)
 

@@ -1,6 +1,6 @@
-"""One try of one deployment: the provider call, its timeouts, and the
-bookkeeping (in-flight count, breaker verdict, TTFT, learned limits) that
-must happen exactly once however the try ends."""
+"""One try of one deployment: the bookkeeping (in-flight count, breaker
+verdict, cool-downs, the attempt record) that must happen exactly once
+however the try ends, and for chat the provider stream and its timeouts."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from seawall.routing.timeouts import Deadlines
 
 
 class Attempt:
-    __slots__ = ("dep", "call", "it", "deadlines", "head", "done", "hedge", "record", "_probe",
-                 "_t0", "_judged", "_ended", "_ttft_seen")
+    """Any try (an embedding call uses this as is; chat adds its stream)."""
 
-    def __init__(self, dep: Deployment, call: ChatCall, hedge: bool = False) -> None:
+    __slots__ = ("dep", "deadlines", "hedge", "_probe", "_t0", "_judged", "_ended")
+
+    def __init__(self, dep: Deployment, hedge: bool = False) -> None:
         self.dep = dep
-        self.call = call
         self.hedge = hedge
         h = dep.health
         now = time.monotonic()
@@ -33,12 +33,82 @@ class Attempt:
         self._judged = False  # the breaker has had this attempt's verdict
         self._t0 = now
         self._ended = False
+        self.deadlines: Deadlines | None = None  # cancelled when the attempt ends
+
+    def _judge(self, ok: bool) -> None:
+        breaker = self.dep.health.breaker
+        if not self._judged:
+            self._judged = True
+            breaker.record(ok, self._probe)
+        elif not ok:
+            breaker.record(False, False)  # failed after its first token: still a failure
+
+    def _release(self) -> None:
+        if not self._judged:
+            self._judged = True
+            self.dep.health.breaker.release(self._probe)
+
+    def _learn(self, now: float) -> None:
+        """What the upstream said about its rate limits (only HTTP chat has it)."""
+
+    # -- ending (exactly once) --------------------------------------------------
+
+    def _end(self, outcome: str) -> AttemptRecord:
+        self._ended = True
+        if self.deadlines is not None:
+            self.deadlines.cancel()
+        self.dep.health.inflight -= 1
+        now = time.monotonic()
+        self._learn(now)
+        return AttemptRecord(self.dep.name, self.dep.logical, outcome,
+                             round((now - self._t0) * 1000, 1), self.hedge)
+
+    def succeeded(self, tokens: int = 0) -> AttemptRecord | None:
+        if self._ended:
+            return None
+        self._judge(True)
+        self.dep.health.observe_tokens(time.monotonic(), tokens)
+        return self._end("ok")
+
+    def failed(self, err: SeawallError) -> tuple[Verdict, AttemptRecord | None]:
+        verdict = classify(err)
+        if self._ended:
+            return verdict, None
+        h = self.dep.health
+        if err.retry_after is not None:
+            h.cool_down(time.monotonic(), err.retry_after, f"upstream asked to retry after "
+                        f"{err.retry_after:g}s")
+        if verdict is Verdict.FAILED:
+            self._judge(False)
+        elif verdict is Verdict.RATE_LIMITED:
+            if err.retry_after is None:
+                h.cool_down(time.monotonic(), 1.0, "upstream rate limited")
+            self._release()
+        else:  # the request was bad, not the deployment
+            self._judge(True)
+        return verdict, self._end(err.code)
+
+    def abandoned(self, outcome: str = "cancelled") -> AttemptRecord | None:
+        """Ended with no verdict on the deployment (client left, lost a hedge)."""
+        if self._ended:
+            return None
+        self._release()
+        return self._end(outcome)
+
+
+class ChatAttempt(Attempt):
+    """A chat try: the provider's chunk stream, read up to its first content
+    by :meth:`prime` (the router reads the rest)."""
+
+    __slots__ = ("call", "it", "head", "done", "_ttft_seen")
+
+    def __init__(self, dep: Deployment, call: ChatCall, hedge: bool = False) -> None:
+        super().__init__(dep, hedge)
+        self.call = call
         self._ttft_seen = False
         self.it: AsyncIterator[StreamItem] = dep.provider.chat(call)
-        self.deadlines: Deadlines | None = None
         self.head: list[StreamItem] = []
         self.done = False  # the provider stream ended normally
-        self.record: AttemptRecord | None = None
 
     async def prime(self) -> None:
         """Read up to the first content (streams) or to the end (non-streaming):
@@ -95,65 +165,6 @@ class Attempt:
         if info is not None:
             self.call.rate_limits = None
             self.dep.health.learn(now, info)
-
-    def _judge(self, ok: bool) -> None:
-        breaker = self.dep.health.breaker
-        if not self._judged:
-            self._judged = True
-            breaker.record(ok, self._probe)
-        elif not ok:
-            breaker.record(False, False)  # failed after its first token: still a failure
-
-    # -- ending (exactly once) --------------------------------------------------
-
-    def _end(self, outcome: str) -> AttemptRecord:
-        self._ended = True
-        if self.deadlines is not None:
-            self.deadlines.cancel()
-        h = self.dep.health
-        h.inflight -= 1
-        now = time.monotonic()
-        self._learn(now)
-        self.record = AttemptRecord(self.dep.name, self.dep.logical, outcome,
-                                    round((now - self._t0) * 1000, 1), self.hedge)
-        return self.record
-
-    def succeeded(self, tokens: int = 0) -> AttemptRecord | None:
-        if self._ended:
-            return None
-        self._judge(True)
-        self.dep.health.observe_tokens(time.monotonic(), tokens)
-        return self._end("ok")
-
-    def failed(self, err: SeawallError) -> tuple[Verdict, AttemptRecord | None]:
-        verdict = classify(err)
-        if self._ended:
-            return verdict, None
-        h = self.dep.health
-        if err.retry_after is not None:
-            h.cool_down(time.monotonic(), err.retry_after, f"upstream asked to retry after "
-                        f"{err.retry_after:g}s")
-        if verdict is Verdict.FAILED:
-            self._judge(False)
-        elif verdict is Verdict.RATE_LIMITED:
-            if err.retry_after is None:
-                h.cool_down(time.monotonic(), 1.0, "upstream rate limited")
-            self._release()
-        else:  # the request was bad, not the deployment
-            self._judge(True)
-        return verdict, self._end(err.code)
-
-    def abandoned(self, outcome: str = "cancelled") -> AttemptRecord | None:
-        """Ended with no verdict on the deployment (client left, lost a hedge)."""
-        if self._ended:
-            return None
-        self._release()
-        return self._end(outcome)
-
-    def _release(self) -> None:
-        if not self._judged:
-            self._judged = True
-            self.dep.health.breaker.release(self._probe)
 
     async def close(self) -> None:
         """Stop the upstream call (frees its connection); safe to call twice."""

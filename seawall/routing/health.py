@@ -57,13 +57,16 @@ class DeploymentHealth:
             return "circuit_open"
         if now < self.cooldown_until:
             return "cooling_down"
-        if self.max_concurrency is not None and self.inflight >= self.max_concurrency:
+        if self.at_concurrency_cap():
             return "at_concurrency_cap"
         if self.rpm is not None and self._tat - now > 60.0 - 60.0 / self.rpm:
             return "at_rpm_cap"
         if self.tpm is not None and self.tokens_last_minute(now) >= self.tpm:
             return "at_tpm_cap"
         return None
+
+    def at_concurrency_cap(self) -> bool:
+        return self.max_concurrency is not None and self.inflight >= self.max_concurrency
 
     def take_rpm(self, now: float) -> None:
         if self.rpm is not None:

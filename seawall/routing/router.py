@@ -34,10 +34,10 @@ from seawall.errors import RateLimited, SeawallError, ServiceUnavailable, Upstre
 from seawall.observe.records import AttemptRecord
 from seawall.providers.base import ChatCall, Chunk, Embeddings, StreamItem, make_chunk
 from seawall.providers.registry import Deployment, LogicalModel, ModelRegistry
-from seawall.routing.attempt import Attempt
+from seawall.routing.attempt import Attempt, ChatAttempt
 from seawall.routing.balancer import choose
 from seawall.routing.degraded import DegradedAnswers
-from seawall.routing.retry import RetryBudget, Verdict, backoff_s, classify
+from seawall.routing.retry import RetryBudget, Verdict, backoff_s
 from seawall.routing.timeouts import Deadlines
 
 if TYPE_CHECKING:
@@ -114,9 +114,7 @@ class _Plan:
         best: tuple[float, Deployment] | None = None
         for d in model.deployments:
             h = d.health
-            if not h.breaker.available():
-                continue
-            if h.max_concurrency is not None and h.inflight >= h.max_concurrency:
+            if not h.breaker.available() or h.at_concurrency_cap():
                 continue
             wait = h.available_in(now)
             if best is None or wait < best[0]:
@@ -203,9 +201,6 @@ class Router:
 
     # -- chat ------------------------------------------------------------------
 
-    def chat(self, ctx: RequestContext, model: LogicalModel) -> AsyncGenerator[StreamItem, None]:
-        return self._chat(ctx, model)
-
     def _call(self, ctx: RequestContext, dep: Deployment,
               request: ChatCompletionRequest | None = None,
               raw: dict[str, Any] | None = None) -> ChatCall:
@@ -218,8 +213,9 @@ class Router:
         if rec is not None:
             ctx.attempts.append(rec)
 
-    async def _chat(self, ctx: RequestContext,
-                    first: LogicalModel) -> AsyncGenerator[StreamItem, None]:
+    async def chat(self, ctx: RequestContext,
+                   first: LogicalModel) -> AsyncGenerator[StreamItem, None]:
+        """The answer's chunks, from whichever deployment gives it (see module doc)."""
         self.budget.on_request()
         plan = _Plan(self, first)
         resume: tuple[ChatCompletionRequest, dict[str, Any]] | None = None
@@ -287,10 +283,10 @@ class Router:
 
     async def _prime(self, ctx: RequestContext, plan: _Plan, dep: Deployment,
                      request: ChatCompletionRequest | None,
-                     raw: dict[str, Any] | None) -> Attempt | None:
+                     raw: dict[str, Any] | None) -> ChatAttempt | None:
         """Start an attempt (hedged if configured) and read it up to its first
         content; None if it failed (recorded), raises only fatal errors."""
-        att = Attempt(dep, self._call(ctx, dep, request, raw))
+        att = ChatAttempt(dep, self._call(ctx, dep, request, raw))
         ctx.attempts_started += 1
         delay = (dep.hedge_after_s or dep.health.p95_ttft()) if dep.hedge else None
         try:
@@ -311,15 +307,16 @@ class Router:
             await att.close()
             raise
 
-    async def _prime_hedged(self, ctx: RequestContext, plan: _Plan, att: Attempt, delay: float,
+    async def _prime_hedged(self, ctx: RequestContext, plan: _Plan, att: ChatAttempt,
+                            delay: float,
                             request: ChatCompletionRequest | None,
-                            raw: dict[str, Any] | None) -> Attempt | None:
+                            raw: dict[str, Any] | None) -> ChatAttempt | None:
         """After ``delay`` with no first token, race a second deployment; the
         first to produce content wins and the other is cancelled. Records the
         failures of a race itself; a primary that fails before the hedge
         starts is left to the caller."""
         first = asyncio.create_task(att.prime())
-        racing: dict[asyncio.Task[None], Attempt] = {first: att}
+        racing: dict[asyncio.Task[None], ChatAttempt] = {first: att}
         try:
             done, _ = await asyncio.wait({first}, timeout=delay)
             partner = None if done else plan.hedge_partner(att.dep)
@@ -329,7 +326,7 @@ class Router:
                 first.result()  # the primary's error, if any, goes to the caller
                 att.adopt()
                 return att
-            other = Attempt(partner, self._call(ctx, partner, request, raw), hedge=True)
+            other = ChatAttempt(partner, self._call(ctx, partner, request, raw), hedge=True)
             ctx.attempts_started += 1
             racing[asyncio.create_task(other.prime())] = other
             while racing:
@@ -353,7 +350,7 @@ class Router:
         finally:
             await self._stop(ctx, racing, "cancelled")
 
-    async def _stop(self, ctx: RequestContext, racing: dict[asyncio.Task[None], Attempt],
+    async def _stop(self, ctx: RequestContext, racing: dict[asyncio.Task[None], ChatAttempt],
                     outcome: str) -> None:
         for task, a in list(racing.items()):
             task.cancel()
@@ -371,15 +368,9 @@ class Router:
         self.budget.on_request()
         plan = _Plan(self, first)
         while (dep := await plan.next()) is not None:
-            h = dep.health
-            now = time.monotonic()
-            h.inflight += 1
-            h.take_rpm(now)
-            probe = h.breaker.on_attempt()
+            att = Attempt(dep)
             ctx.attempts_started += 1
-            t0 = now
-            outcome = "cancelled"
-            dl = Deadlines(dep.timeouts, False, dep.name)
+            dl = att.deadlines = Deadlines(dep.timeouts, False, dep.name)
             dl.reading()
             try:
                 try:
@@ -388,32 +379,19 @@ class Router:
                 except asyncio.CancelledError:
                     dl.check()  # our own timeout: raises UpstreamTimeout instead
                     raise
-                h.breaker.record(True, probe)
-                outcome = "ok"
-                ctx.deployment = dep
-                return result
             except SeawallError as e:
-                outcome = e.code
-                verdict = classify(e)
-                if e.retry_after is not None:
-                    h.cool_down(time.monotonic(), e.retry_after, "upstream asked to wait")
+                verdict, rec = att.failed(e)
+                self._note(ctx, rec)
                 if verdict is Verdict.FATAL:
-                    h.breaker.record(True, probe)  # the request was bad, not the deployment
                     raise
-                if verdict is Verdict.RATE_LIMITED:
-                    h.breaker.release(probe)
-                    if e.retry_after is None:
-                        h.cool_down(time.monotonic(), 1.0, "upstream rate limited")
-                else:
-                    h.breaker.record(False, probe)
                 plan.failed(dep, e)
-            finally:
-                dl.cancel()
-                h.inflight -= 1
-                ctx.attempts.append(AttemptRecord(dep.name, dep.logical, outcome,
-                                                  round((time.monotonic() - t0) * 1000, 1)))
-                if outcome == "cancelled":
-                    h.breaker.release(probe)
+                continue
+            except BaseException:
+                self._note(ctx, att.abandoned())
+                raise
+            self._note(ctx, att.succeeded())
+            ctx.deployment = dep
+            return result
         raise plan.error(first)
 
 
@@ -442,7 +420,6 @@ def _resumed(ctx: RequestContext) -> tuple[ChatCompletionRequest, dict[str, Any]
     raw = dict(ctx.raw)
     raw["messages"] = [*raw["messages"], {"role": "assistant", "content": ctx.gatherer.text},
                        {"role": "user", "content": RESUME_PROMPT}]
-    ctx.resumed = True
     return convert(raw, ChatCompletionRequest), raw
 
 

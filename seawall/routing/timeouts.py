@@ -29,7 +29,7 @@ CODES = {
 
 
 class Deadlines:
-    __slots__ = ("settings", "_loop", "task", "_base", "started", "_total_at", "_first_at",
+    __slots__ = ("settings", "_loop", "task", "_base", "_total_at", "_first_at",
                  "last", "got_content", "expired", "_handle", "where", "_reading")
 
     def __init__(self, settings: TimeoutSettings, stream: bool, where: str) -> None:
@@ -38,7 +38,7 @@ class Deadlines:
         self._loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()  # the reader; see adopt()
         self._base = 0
-        self.started = now = self._loop.time()
+        now = self._loop.time()
         self._total_at = now + settings.total_s
         # Non-streaming upstream answers arrive whole: only the total applies.
         self._first_at = now + settings.first_token_s if stream else math.inf
