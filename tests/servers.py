@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -185,3 +186,22 @@ def blackhole_listener() -> Iterator[tuple[str, int]]:
         for s in fillers:
             s.close()
         listener.close()
+
+
+def wait_until_ready(url: str, proc: subprocess.Popen[str], within_s: float) -> None:
+    """Poll a `seawall serve` subprocess's /ready until 200; kill it and raise
+    with its output if it exits or takes longer than ``within_s``."""
+    import httpx
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if httpx.get(url + "/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.stdout.read() if proc.stdout else ""
+            raise RuntimeError(f"seawall serve did not become ready:\n{out}")
+        time.sleep(0.1)

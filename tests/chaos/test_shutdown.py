@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import FakeUpstreamClient, free_port, start_fake_upstream
+from tests.servers import FakeUpstreamClient, free_port, start_fake_upstream, wait_until_ready
 
 SEAWALL = [sys.executable, "-m", "seawall.cli"]
 pytestmark = pytest.mark.timeout(90)
@@ -46,17 +46,8 @@ def _serve(tmp: Path, fake: FakeUpstreamClient, drain_s: float) -> tuple[str, An
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "SEAWALL_CONFIG": ""})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/ready").status_code == 200:
-                return url, proc, conf
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"seawall serve did not start:\n{proc.stdout.read()}")  # type: ignore[union-attr]
-        time.sleep(0.1)
+    wait_until_ready(url, proc, within_s=60)
+    return url, proc, conf
 
 
 def _stream_in_background(url: str) -> tuple[threading.Thread, list[str], threading.Event]:

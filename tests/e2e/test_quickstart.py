@@ -9,15 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
-from tests.servers import free_port
+from tests.servers import free_port, wait_until_ready
 
 SEAWALL = [sys.executable, "-m", "seawall.cli"]
 
@@ -33,17 +31,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     proc = subprocess.Popen([*SEAWALL, "serve", "--port", str(port)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"seawall serve did not become ready:\n{proc.stdout.read()}")  # type: ignore[union-attr]
-        time.sleep(0.2)
+    wait_until_ready(url, proc, within_s=120)
     yield url, cwd, proc
     if proc.poll() is None:
         proc.kill()
