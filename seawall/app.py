@@ -20,8 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from seawall.api import openai_routes, ops_routes
+from seawall.api import admin_routes, openai_routes, ops_routes
 from seawall.api.http import error_response
+from seawall.cache.service import ResponseCache
+from seawall.cache.sqlite_store import SqliteCacheStore
+from seawall.cache.stage import CacheStage
 from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.ml.tokens import TokenCounter
@@ -66,8 +69,15 @@ class Services:
                                   finalize=self._finalize, spans=spans)
         self.auth = AuthStage(settings.auth, self.store)
         self.admission = AdmissionStage(settings.admission, self.metrics)
+        self.cache_store = SqliteCacheStore(
+            settings.cache_path, settings.cache.max_entries,
+            on_evict=lambda reason, n: self.metrics.cache_evictions.labels(reason).inc(n))
+        self.cache = ResponseCache(settings, self.cache_store, self.metrics,
+                                   self.count_tokens, self._cost)
+        self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
+            *([CacheStage(self.cache)] if self.cache.active else []),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer),
         ], self.metrics)
@@ -93,6 +103,10 @@ class Services:
             # moves an open breaker whose cool-down is over to half-open, so the
             # gauge never shows a stale "open".
             self.metrics.circuit_state.labels(name).set(int(dep.health.breaker.state))
+
+    def _cost(self, deployment: str, prompt: int, completion: int) -> float:
+        dep = self.registry.by_name.get(deployment)
+        return dep.cost(prompt, completion) if dep is not None else 0.0
 
     def count_tokens(self, messages: list[Any], output: str) -> tuple[int, int]:
         """(prompt, completion) tokens, for when the upstream reported none."""
@@ -120,11 +134,13 @@ class Services:
         await self.store.open()
         await self.writer.start()
         await self.registry.start()
+        await self.cache.start()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
 
     async def close(self) -> None:
         await self.registry.close()
+        await self.cache.close()
         await self.writer.stop()
         await self.store.close()
 
@@ -200,7 +216,8 @@ def create_app(settings: Settings) -> FastPath:
         finally:
             await services.close()
 
-    app = Starlette(routes=[*openai_routes.routes, *ops_routes.routes], lifespan=lifespan,
+    app = Starlette(routes=[*openai_routes.routes, *ops_routes.routes, *admin_routes.routes],
+                    lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})
     app.state.services = services
     return FastPath(app, {"/v1/chat/completions": openai_routes.chat_completions,

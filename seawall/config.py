@@ -197,6 +197,54 @@ class DegradedSettings(_Strict):
     answer: str | None = None  # the static answer when no rule matched
 
 
+class SemanticCacheSettings(_Strict):
+    """Answer a question similar enough to one already answered (docs/caching.md)."""
+
+    enabled: bool = True
+    threshold: float = Field(0.9, gt=0, le=1, description="least cosine similarity of the "
+                             "last user message to a cached one")
+    guard: list[str] | None = Field(None, description="false-hit checks to run (None: all; "
+                                    "[]: none)")
+    candidates: int = Field(5, ge=1, le=50, description="nearest entries tried, best first, "
+                            "until one passes the guard")
+    max_chars: int = Field(2000, gt=0, description="longer messages are matched exactly only")
+
+
+class CachePolicySettings(_Strict):
+    """Which requests may be cached at all."""
+
+    max_temperature: float = Field(1.0, ge=0, le=2, description="requests sampling hotter "
+                                   "than this are never cached (unset counts as 1.0)")
+    per_user: bool = Field(True, description="requests that name a `user` share entries "
+                           "only with that user")
+    semantic_with_tools: bool = Field(False, description="match requests that carry tools "
+                                      "semantically (exact matches are always allowed)")
+
+
+class CacheSettings(_Strict):
+    enabled: bool = False
+    ttl_s: float = Field(86_400.0, gt=0, description="entries expire this long after storing")
+    max_entries: int = Field(100_000, gt=0, description="least recently used entries are "
+                             "evicted beyond this")
+    coalesce: bool = Field(True, description="identical requests in flight share one "
+                           "upstream call")
+    semantic: SemanticCacheSettings = SemanticCacheSettings()
+    policy: CachePolicySettings = CachePolicySettings()
+    sweep_interval_s: float = Field(60.0, gt=0, description="how often expired entries are "
+                                    "deleted")
+    path: str | None = None  # default: <data_dir>/cache.db (index files beside it)
+
+
+class ModelCacheSettings(_Strict):
+    """Per-model overrides of ``cache`` (unset keys inherit)."""
+
+    enabled: bool | None = None
+    ttl_s: float | None = Field(None, gt=0)
+    semantic: bool | None = None
+    threshold: float | None = Field(None, gt=0, le=1)
+    guard: list[str] | None = None
+
+
 class ModelSettings(_Strict):
     # Shorthand for one deployment: ``provider`` (+ ``model``). Several: ``deployments``.
     provider: str | None = None
@@ -207,6 +255,7 @@ class ModelSettings(_Strict):
     degraded: DegradedSettings = DegradedSettings()
     kind: Literal["chat", "embedding"] = "chat"
     price: Price = Price()
+    cache: ModelCacheSettings = ModelCacheSettings()
 
     @model_validator(mode="after")
     def _one_way_to_name_deployments(self) -> ModelSettings:
@@ -287,6 +336,7 @@ class Settings(_Strict):
     resilience: ResilienceSettings = ResilienceSettings()
     admission: AdmissionSettings = AdmissionSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    cache: CacheSettings = CacheSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -324,6 +374,10 @@ class Settings(_Strict):
     @property
     def db_path(self) -> Path:
         return Path(self.store.path) if self.store.path else Path(self.data_dir) / "seawall.db"
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache.path) if self.cache.path else Path(self.data_dir) / "cache.db"
 
 
 def default_settings_dict() -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ def _context(request: Request, endpoint: str) -> RequestContext:
         authorization=h.get("authorization"),
         client_host=request.client.host if request.client else None,
         traceparent=h.get("traceparent"),
+        cache_control=h.get("cache-control"),
+        prompt_version=h.get("x-seawall-prompt-version"),
     )
 
 
@@ -52,6 +55,11 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
         out["x-seawall-attempts"] = str(ctx.attempts_started)
     if ctx.degraded is not None:
         out["x-seawall-degraded"] = ctx.degraded
+    cache = ctx.cache
+    if cache is not None:
+        out["x-seawall-cache"] = cache.status
+        if cache.answer is not None:
+            out["age"] = str(max(0, int(time.time() - cache.answer.created_at)))
     return out
 
 
@@ -67,7 +75,9 @@ async def _parse(request: Request, ctx: RequestContext, svc: Services, typ: type
         ctx.raw = decode_json_object(ctx.body)
         model = ctx.raw.get("model")
         ctx.model = model if isinstance(model, str) else ""
-        return convert(ctx.raw, typ)
+        req = convert(ctx.raw, typ)
+        ctx.raw.pop("seawall", None)  # the gateway's own options never go upstream
+        return req
     except SeawallError as e:
         ctx.fail(e)
         await svc.pipeline.finish(ctx)
@@ -100,6 +110,8 @@ async def chat_completions(request: Request) -> Response:
     except SeawallError as e:
         return _fail(ctx, e)
     ctx.request = req
+    if req.seawall is not None and req.seawall.prompt_version is not None:
+        ctx.prompt_version = req.seawall.prompt_version
     try:
         stream = await svc.pipeline.open_stream(ctx)
     except SeawallError as e:

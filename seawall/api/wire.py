@@ -31,6 +31,22 @@ class StreamOptions(Struct, omit_defaults=True):
     include_usage: bool = False
 
 
+class CacheControl(Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Per-request cache controls, as HTTP's Cache-Control directives."""
+
+    no_cache: bool = False  # do not answer from the cache (the answer is still stored)
+    no_store: bool = False  # neither answer from nor store into the cache
+    max_age: Annotated[float, Meta(ge=0)] | None = None  # only entries younger than this
+
+
+class SeawallOptions(Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """The gateway's own request options, sent as ``extra_body={"seawall": {...}}``.
+    Removed from the request before it goes upstream."""
+
+    cache: CacheControl | bool | None = None  # false = no_store
+    prompt_version: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+
+
 class ChatCompletionRequest(Struct, omit_defaults=True):
     model: Annotated[str, Meta(min_length=1)]
     messages: Annotated[list[Message], Meta(min_length=1)]
@@ -47,6 +63,8 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    seawall: SeawallOptions | None = None
 
     @property
     def output_limit(self) -> int | None:

@@ -66,6 +66,23 @@ class Metrics:
         self.deployment_inflight = Gauge("seawall_deployment_inflight", "Upstream attempts "
                                          "in flight per deployment.", ("deployment",),
                                          registry=r)
+        # Response cache.
+        self.cache_requests = Counter("seawall_cache_requests", "Chat requests by what the "
+                                      "cache did: hit, semantic_hit, coalesced, miss, bypass.",
+                                      ("model", "result"), registry=r)
+        self.cache_guard_rejections = Counter(
+            "seawall_cache_guard_rejections", "Semantic candidates the false-hit guard "
+            "refused, by the check that refused them.", ("model", "check"), registry=r)
+        self.cache_saved_tokens = Counter("seawall_cache_saved_tokens", "Tokens not spent "
+                                          "upstream because the cache answered.", ("model",),
+                                          registry=r)
+        self.cache_saved_usd = Counter("seawall_cache_saved_usd", "Spend avoided because the "
+                                       "cache answered (the original answer's cost).",
+                                       ("model",), registry=r)
+        self.cache_entries = Gauge("seawall_cache_entries", "Entries in the response cache.",
+                                   registry=r)
+        self.cache_evictions = Counter("seawall_cache_evictions", "Cache entries removed, by "
+                                       "reason: lru, expired.", ("reason",), registry=r)
         self._before_render: list[Callable[[], None]] = []
         self._attempt_children: dict[tuple[str, str], Any] = {}
 

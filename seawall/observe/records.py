@@ -12,7 +12,8 @@ ROW_COLUMNS = (
     "trace_id", "endpoint", "started_at", "tenant", "key_id", "model", "deployment", "stream",
     "status", "error_type", "error_code", "error_message", "input", "output", "input_hash",
     "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms",
-    "finish_reason", "user", "attempts", "degraded",
+    "finish_reason", "user", "attempts", "degraded", "cache", "cache_entry", "cache_similarity",
+    "saved_tokens", "saved_usd", "cache_guard",
 )
 
 
@@ -55,6 +56,14 @@ class TraceRecord:
     # Upstream attempts in order (stored as a JSON list of objects).
     attempts: list[AttemptRecord] = field(default_factory=list)
     degraded: str | None = None  # "rule" or "static" when no upstream answered
+    # Response cache: hit | semantic-hit | coalesced | miss | bypass (None: cache off),
+    # the entry served and its similarity, and what serving it saved.
+    cache: str | None = None
+    cache_entry: int | None = None
+    cache_similarity: float | None = None
+    saved_tokens: int = 0
+    saved_usd: float = 0.0
+    cache_guard: str | None = None  # the false-hit check that refused the best candidate
     # Stage timings for spans: (name, start_ns, end_ns), wall-clock nanoseconds.
     spans: list[tuple[str, int, int]] = field(default_factory=list)
     parent: str | None = None  # incoming W3C traceparent, if any
@@ -72,6 +81,8 @@ class TraceRecord:
             self.usage_estimated, self.cost_usd, self.latency_ms, self.ttft_ms,
             self.finish_reason, self.user,
             orjson.dumps(self.attempts).decode() if self.attempts else None, self.degraded,
+            self.cache, self.cache_entry, self.cache_similarity, self.saved_tokens,
+            self.saved_usd, self.cache_guard,
         )
 
     def to_json(self) -> bytes:

@@ -12,6 +12,7 @@ from seawall.providers.base import Gatherer
 
 if TYPE_CHECKING:
     from seawall.api.wire import ChatCompletionRequest
+    from seawall.cache.service import CacheState
     from seawall.observe.records import AttemptRecord
     from seawall.providers.registry import Deployment
     from seawall.store.base import ApiKey
@@ -40,6 +41,8 @@ class RequestContext:
     authorization: str | None = None
     client_host: str | None = None
     traceparent: str | None = None
+    cache_control: str | None = None
+    prompt_version: str | None = None  # of the prompt the request was made from
     body: bytes = b""
     raw: dict[str, Any] | None = None
     request: ChatCompletionRequest | None = None
@@ -62,6 +65,8 @@ class RequestContext:
     attempts_started: int = 0
     degraded: str | None = None
     admitted: bool = False  # holds an admission slot (released when the request ends)
+    answered_by: int | None = None  # index of the stage whose stream answers
+    cache: CacheState | None = None  # what the cache did, if it is on for the model
     spans: list[tuple[str, int, int]] = field(default_factory=list)
 
     def span(self, name: str, start_ns: int) -> None:

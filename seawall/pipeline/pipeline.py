@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from seawall.errors import SeawallError, ShuttingDown, internal_error
 from seawall.observe.metrics import Metrics
@@ -14,6 +14,8 @@ from seawall.pipeline.stages import Stage
 from seawall.providers.base import StreamItem, has_content
 
 log = logging.getLogger("seawall.pipeline")
+
+Wrap = Callable[[RequestContext, AsyncIterator[StreamItem]], AsyncIterator[StreamItem]]
 
 
 class ClientClosed(SeawallError):
@@ -31,6 +33,9 @@ class Pipeline:
                  metrics: Metrics) -> None:
         self.admission = list(admission)
         self.stages = list(stages)
+        # Stages that wrap the answer of a later stage, innermost (last) first.
+        self._wraps: list[tuple[int, Wrap]] = [
+            (i, s.wrap) for i, s in reversed(list(enumerate(self.stages))) if hasattr(s, "wrap")]
         self._inflight = metrics.inflight
         self.draining = False  # set when shutdown starts
 
@@ -46,13 +51,20 @@ class Pipeline:
             raise
 
     async def _before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None:
-        return await self._run_before(self.stages, ctx)
+        """Each stage in turn until one answers; the stages before it that
+        ``wrap`` (the cache) then wrap its stream, innermost first."""
+        stream = await self._run_before(self.stages, ctx)
+        if stream is not None and self._wraps and ctx.answered_by is not None:
+            for at, wrap in self._wraps:
+                if at < ctx.answered_by:
+                    stream = wrap(ctx, stream)
+        return stream
 
     @staticmethod
     async def _run_before(
         stages: list[Stage], ctx: RequestContext
     ) -> AsyncIterator[StreamItem] | None:
-        for stage in stages:
+        for i, stage in enumerate(stages):
             if not stage.traced:
                 stream = await stage.before(ctx)
             else:
@@ -62,6 +74,7 @@ class Pipeline:
                 finally:
                     ctx.span(stage.name, t0)
             if stream is not None:
+                ctx.answered_by = i
                 return stream
         return None
 

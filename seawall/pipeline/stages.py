@@ -208,6 +208,18 @@ class RecordStage:
             finish_reason=ctx.gatherer.finish_reason,
             attempts=ctx.attempts, degraded=ctx.degraded,
         )
+        cache = ctx.cache
+        if cache is not None:
+            rec.cache, rec.cache_guard = cache.status, cache.guard_failed
+            if cache.served:
+                # Nothing was spent upstream: tokens and cost stay 0, the
+                # answer's original cost is what the cache saved.
+                rec.saved_tokens, rec.saved_usd = cache.saved_tokens, cache.saved_usd
+                if cache.answer is not None:
+                    rec.cache_entry = cache.answer.id
+                    rec.cache_similarity = cache.answer.similarity
+                self.writer.submit(rec)
+                return
         if usage:
             rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             rec.completion_tokens = int(usage.get("completion_tokens") or 0)

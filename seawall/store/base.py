@@ -26,6 +26,9 @@ class ApiKey:
     # Admission order when requests must wait for a slot: lower goes first.
     # None = the default tier (admission.default_priority).
     priority: int | None = None
+    # Response cache for this key's requests: None = as configured per model,
+    # False = never (a key whose callers must always reach the model).
+    cache: bool | None = None
 
     @property
     def active(self) -> bool:

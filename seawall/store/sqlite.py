@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     rpm INTEGER,
     created_at REAL NOT NULL,
     revoked_at REAL,
-    priority INTEGER
+    priority INTEGER,
+    cache INTEGER
 );
 CREATE TABLE IF NOT EXISTS traces (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,7 +51,13 @@ CREATE TABLE IF NOT EXISTS traces (
     finish_reason TEXT,
     user TEXT,
     attempts TEXT,
-    degraded TEXT
+    degraded TEXT,
+    cache TEXT,
+    cache_entry INTEGER,
+    cache_similarity REAL,
+    saved_tokens INTEGER NOT NULL DEFAULT 0,
+    saved_usd REAL NOT NULL DEFAULT 0,
+    cache_guard TEXT
 );
 CREATE INDEX IF NOT EXISTS traces_tenant_time ON traces (tenant, started_at);
 CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
@@ -58,8 +65,11 @@ CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
 
 # Columns added after the first release, for databases created before them.
 _ADDED_COLUMNS = {
-    "traces": [("attempts", "TEXT"), ("degraded", "TEXT")],
-    "api_keys": [("priority", "INTEGER")],
+    "traces": [("attempts", "TEXT"), ("degraded", "TEXT"), ("cache", "TEXT"),
+               ("cache_entry", "INTEGER"), ("cache_similarity", "REAL"),
+               ("saved_tokens", "INTEGER NOT NULL DEFAULT 0"),
+               ("saved_usd", "REAL NOT NULL DEFAULT 0"), ("cache_guard", "TEXT")],
+    "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER")],
 }
 
 _INSERT_TRACE = (
@@ -69,7 +79,10 @@ _INSERT_TRACE = (
 
 
 def _key(row: aiosqlite.Row) -> ApiKey:
-    return ApiKey(**dict(row))
+    d = dict(row)
+    if d.get("cache") is not None:
+        d["cache"] = bool(d["cache"])
+    return ApiKey(**d)
 
 
 class SqliteStore:
@@ -119,9 +132,9 @@ class SqliteStore:
     async def create_key(self, key: ApiKey) -> None:
         await self.db.execute(
             "INSERT INTO api_keys (id, name, tenant, key_hash, prefix, rpm, created_at, revoked_at,"
-            " priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " priority, cache) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key.id, key.name, key.tenant, key.key_hash, key.prefix, key.rpm, key.created_at,
-             key.revoked_at, key.priority))
+             key.revoked_at, key.priority, key.cache))
         await self.db.commit()
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:

@@ -1,0 +1,92 @@
+"""The cache's storage interface and the values that cross it.
+
+The embedded implementation (:mod:`seawall.cache.sqlite_store`) keeps entries
+in SQLite and vectors in in-process indexes; the distributed deployment will
+implement the same protocol on Postgres/pgvector and Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(slots=True)
+class NewEntry:
+    """An answer to store, with what it cost to get."""
+
+    key: bytes
+    scope: bytes
+    tenant: str
+    model: str
+    prompt_version: str | None
+    text: str | None  # the semantic text (None: exact matches only)
+    vector: Vector | None
+    completion: dict[str, Any]  # the whole ``chat.completion``
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    ttl_s: float
+
+
+@dataclass(slots=True)
+class CachedAnswer:
+    id: int
+    completion: dict[str, Any]
+    created_at: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    text: str | None = None
+    similarity: float | None = None  # set by :meth:`CacheStore.nearest`
+
+
+@dataclass(slots=True, frozen=True)
+class Purge:
+    """Which entries to delete; unset fields match everything (all unset: refused)."""
+
+    tenant: str | None = None
+    model: str | None = None
+    prompt_version: str | None = None
+    entry_id: int | None = None
+
+    @property
+    def everything(self) -> bool:
+        return (self.tenant is None and self.model is None and self.prompt_version is None
+                and self.entry_id is None)
+
+
+class CacheStore(Protocol):
+    def __len__(self) -> int:
+        """About how many entries are stored (for a gauge)."""
+        ...
+
+    def touch(self, entry_id: int, now: float) -> None:
+        """Note an entry served from :meth:`nearest` as recently used."""
+        ...
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def get(self, key: bytes, now: float, max_age_s: float | None) -> CachedAnswer | None:
+        """The live entry stored under ``key``, if any."""
+        ...
+
+    async def nearest(self, scope: bytes, vector: Vector, k: int, min_similarity: float,
+                      now: float, max_age_s: float | None) -> list[CachedAnswer]:
+        """Up to ``k`` live entries of ``scope`` at least ``min_similarity`` close,
+        best first, with their text and similarity."""
+        ...
+
+    async def put(self, entry: NewEntry) -> None: ...
+    async def purge(self, what: Purge, all_entries: bool = False) -> int: ...
+    async def sweep(self, now: float) -> int:
+        """Delete expired entries (and apply deferred bookkeeping); returns how many."""
+        ...
+
+    async def stats(self) -> dict[str, Any]: ...
