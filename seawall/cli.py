@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
+import sqlite3
 import sys
 import time
 import uuid
@@ -265,6 +266,64 @@ def fake_upstream(host: str, port: int, text: str | None, ttft_s: float,
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     fake_server.run(host, port, behavior, seed=seed)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect and purge the response cache (works on the file; safe while serving)."""
+
+
+def _cache_db(settings: Settings) -> sqlite3.Connection:
+    path = settings.cache_path
+    if not path.exists():
+        raise click.ClickException(f"no cache at {path} (is cache.enabled on, and has the "
+                                   "server stored anything yet?)")
+    db = sqlite3.connect(path, timeout=5)
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+@cache.command("stats")
+@config_option
+def cache_stats(config: str | None) -> None:
+    """Entries per tenant and model, with hits and what they saved."""
+    settings = _settings(config)
+    with contextlib.closing(_cache_db(settings)) as db:
+        rows = db.execute(
+            "SELECT tenant, model, COUNT(*), COUNT(vector), SUM(hits), "
+            "SUM(hits * cost_usd), MIN(expires_at) FROM cache_entries "
+            "GROUP BY tenant, model ORDER BY tenant, model").fetchall()
+    if not rows:
+        click.echo("the cache is empty", err=True)
+        return
+    click.echo(f"{'tenant':16} {'model':24} {'entries':>8} {'semantic':>8} {'hits':>8} "
+               f"{'saved_usd':>10}")
+    for tenant, model, n, sem, hits, saved, _ in rows:
+        click.echo(f"{tenant:16} {model:24} {n:>8} {sem:>8} {hits or 0:>8} {saved or 0:>10.4f}")
+
+
+@cache.command("purge")
+@config_option
+@click.option("--tenant", help="Only this tenant's entries.")
+@click.option("--model", help="Only entries of this model (or route).")
+@click.option("--prompt-version", help="Only entries made with this prompt version.")
+@click.option("--entry", type=int, help="Only this entry (its id, from a trace's cache_entry).")
+@click.option("--all", "everything", is_flag=True, help="Every entry (needed with no filter).")
+def cache_purge(config: str | None, tenant: str | None, model: str | None,
+                prompt_version: str | None, entry: int | None, everything: bool) -> None:
+    """Delete cache entries; given filters must all match."""
+    from seawall.cache.sqlite_store import purge_sql
+    from seawall.cache.store import Purge
+
+    settings = _settings(config)
+    what = Purge(tenant=tenant, model=model, prompt_version=prompt_version, entry_id=entry)
+    if what.everything and not everything:
+        raise click.ClickException("say what to purge (--tenant, --model, --prompt-version, "
+                                   "--entry) or --all")
+    sql, args = purge_sql(what)
+    with contextlib.closing(_cache_db(settings)) as db, db:
+        purged = db.execute(sql, args).rowcount
+    click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 
 if __name__ == "__main__":

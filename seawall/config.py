@@ -367,9 +367,19 @@ class Settings(_Strict):
                 elif other.kind != m.kind:
                     problems.append(f"models.{name}.fallbacks.{i}: {fb!r} is a {other.kind} "
                                     f"model, not {m.kind}")
+        problems += self._guard_checks_known()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _guard_checks_known(self) -> list[str]:
+        from seawall.cache.guard import FalseHitGuard
+
+        known = FalseHitGuard.CHECKS
+        lists = [("cache.semantic.guard", self.cache.semantic.guard)] + [
+            (f"models.{name}.cache.guard", m.cache.guard) for name, m in self.models.items()]
+        return [f"{where}: unknown check {c!r} (known: {', '.join(known)})"
+                for where, checks in lists for c in checks or () if c not in known]
 
     @property
     def db_path(self) -> Path:

@@ -58,6 +58,19 @@ CREATE INDEX IF NOT EXISTS cache_entries_tenant ON cache_entries (tenant, model)
 _ANSWER = "id, completion, created_at, prompt_tokens, completion_tokens, cost_usd, text"
 
 
+def purge_sql(what: Purge) -> tuple[str, list[Any]]:
+    """The DELETE for ``what`` (shared with ``seawall cache purge``, which edits
+    the file directly: a running server checks every candidate against the rows,
+    so it never serves what was deleted under it)."""
+    where, args = [], []
+    for column, value in (("tenant", what.tenant), ("model", what.model),
+                          ("prompt_version", what.prompt_version), ("id", what.entry_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    return "DELETE FROM cache_entries" + (f" WHERE {' AND '.join(where)}" if where else ""), args
+
+
 def _answer(row: Any, similarity: float | None = None) -> CachedAnswer:
     return CachedAnswer(id=row[0], completion=orjson.loads(row[1]), created_at=row[2],
                         prompt_tokens=row[3], completion_tokens=row[4], cost_usd=row[5],
@@ -237,13 +250,7 @@ class SqliteCacheStore:
     async def purge(self, what: Purge, all_entries: bool = False) -> int:
         if what.everything and not all_entries:
             raise ValueError("refusing to purge every entry without all_entries=True")
-        where, args = [], []
-        for column, value in (("tenant", what.tenant), ("model", what.model),
-                              ("prompt_version", what.prompt_version), ("id", what.entry_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = "DELETE FROM cache_entries" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql, args = purge_sql(what)
         async with self._write:
             async with self.db.execute(sql + " RETURNING id, key", args) as c:
                 rows = list(await c.fetchall())

@@ -8,6 +8,8 @@ answers wrongly (or not at all) fails here.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +18,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 
+from seawall.app import create_app
+from seawall.config import load_settings
 from seawall.pipeline.stages import hash_key
 from seawall.store.base import ApiKey
-from tests.gateway import Running, run_gateway
+from tests.gateway import Running, run_app, run_gateway
 from tests.servers import FakeUpstreamClient
 
 pytestmark = pytest.mark.timeout(60)
@@ -357,3 +362,31 @@ def test_entries_and_vectors_survive_a_restart(upstream: FakeUpstreamClient,
         assert ask(sdk(gw), "how can I reset my password"
                    ).headers["x-seawall-cache"] == "semantic-hit"
     assert calls(upstream) == 1
+
+
+def test_cli_stats_and_purge_on_the_file_while_serving(upstream: FakeUpstreamClient,
+                                                       tmp_path: Path) -> None:
+    upstream.reset()
+    config = {"data_dir": str(tmp_path / "data"), **_config(upstream)}
+    config_file = tmp_path / "seawall.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "seawall.cli", "cache", *args,
+                               "--config", str(config_file)],
+                              capture_output=True, text=True, timeout=60)
+
+    with run_app(create_app(load_settings(config_file))) as gw:
+        client = sdk(gw)
+        ask(client, "How do I reset my password?")
+        ask(sdk(gw, make_key(gw, "acme")), "How do I reset my password?")
+        stats = cli("stats")
+        assert stats.returncode == 0, stats.stderr
+        assert "acme" in stats.stdout and "default" in stats.stdout
+        refused = cli("purge")
+        assert refused.returncode != 0 and "--all" in refused.stderr
+        purged = cli("purge", "--tenant", "default")
+        assert purged.returncode == 0 and "purged 1 entry" in purged.stdout
+        # The running server never serves the deleted entry, exactly or semantically.
+        assert ask(client, "How do I reset my password?").headers["x-seawall-cache"] == "miss"
+        assert calls(upstream) == 3
