@@ -165,7 +165,7 @@ class ResponseCache:
                 state.status, state.flight = "coalesced", flight
                 return flight.read()
             text = self._semantic_text(ctx, state)
-            if text is not None:
+            if text is not None and self.store.may_have_scope(keys.scope):
                 state.vector = await self.embed(text)
                 found = await self.store.nearest(
                     keys.scope, state.vector, self.settings.semantic.candidates,
@@ -211,13 +211,12 @@ class ResponseCache:
         if state.served:
             self._account_saved(ctx, state)
             return
-        if state.leader and state.flight is not None:
-            entry = self._entry(ctx, state)
-            flight = state.flight
-            if entry is None:
-                self._land(flight)
-            else:
-                self._spawn(self._put(entry, flight))
+        flight = state.flight if state.leader else None
+        entry = self._entry(ctx, state)
+        if entry is not None:
+            self._spawn(self._put(entry, flight))
+        elif flight is not None:
+            self._land(flight)
 
     def _account_saved(self, ctx: RequestContext, state: CacheState) -> None:
         usage = ctx.gatherer.usage or {}
@@ -264,7 +263,7 @@ class ResponseCache:
             cost_usd=dep.cost(prompt, output) if dep is not None else 0.0,
             ttl_s=state.policy.ttl_s)
 
-    async def _put(self, entry: NewEntry, flight: Flight) -> None:
+    async def _put(self, entry: NewEntry, flight: Flight | None) -> None:
         try:
             if entry.text is not None and entry.vector is None:
                 entry.vector = await self.embed(entry.text)
@@ -272,7 +271,8 @@ class ResponseCache:
         except Exception:
             log.exception("storing a cache entry failed")
         finally:
-            self._land(flight)
+            if flight is not None:
+                self._land(flight)
 
     def _land(self, flight: Flight) -> None:
         """The flight is over (and its answer stored): later requests look it up."""

@@ -188,6 +188,9 @@ class SqliteCacheStore:
         out.sort(key=lambda a: -(a.similarity or 0.0))
         return out[:k]
 
+    def may_have_scope(self, scope: bytes) -> bool:
+        return self.vectors.has_scope(scope)
+
     def touch(self, entry_id: int, now: float) -> None:
         """Note a served semantic candidate as recently used."""
         self._touched[entry_id] = now

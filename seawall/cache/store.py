@@ -66,6 +66,11 @@ class CacheStore(Protocol):
         """About how many entries are stored (for a gauge)."""
         ...
 
+    def may_have_scope(self, scope: bytes) -> bool:
+        """False only if no entry of ``scope`` can match: the query is then not
+        even embedded (most multi-turn scopes are empty)."""
+        ...
+
     def touch(self, entry_id: int, now: float) -> None:
         """Note an entry served from :meth:`nearest` as recently used."""
         ...

@@ -167,6 +167,9 @@ class ScopedVectors:
             if part.n == 0:
                 del self._parts[scope]
 
+    def has_scope(self, scope: bytes) -> bool:
+        return scope in self._parts
+
     def search(self, scope: bytes, vector: Vector, k: int) -> list[tuple[int, float]]:
         part = self._parts.get(scope)
         return part.search(vector, k) if part is not None else []

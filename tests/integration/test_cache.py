@@ -331,7 +331,9 @@ def test_purge_by_tenant_model_and_entry(gw: Running, upstream: FakeUpstreamClie
 
 def test_ttl_expiry_and_lru_eviction(upstream: FakeUpstreamClient, tmp_path: Path) -> None:
     upstream.reset()
-    with run_gateway(_config(upstream, ttl_s=0.5, max_entries=2), tmp_path) as gw:
+    # (Without coalescing: answers are stored all the same.)
+    with run_gateway(_config(upstream, ttl_s=0.5, max_entries=2, coalesce=False),
+                     tmp_path) as gw:
         client = sdk(gw)
         ask(client, "first question about apples")
         assert ask(client, "first question about apples").headers["x-seawall-cache"] == "hit"
