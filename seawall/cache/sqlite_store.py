@@ -28,6 +28,7 @@ import orjson
 
 from seawall.cache.store import CachedAnswer, NewEntry, Purge, Vector
 from seawall.cache.vectors import ScopedVectors
+from seawall.store.sqlite import connect
 
 log = logging.getLogger("seawall.cache")
 
@@ -102,11 +103,7 @@ class SqliteCacheStore:
         return self._db
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = await connect(self.path)
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
         async with self._db.execute("SELECT key FROM cache_entries") as c:

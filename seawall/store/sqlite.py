@@ -78,6 +78,20 @@ _INSERT_TRACE = (
 )
 
 
+async def connect(path: Path, cache_mib: int = 0) -> aiosqlite.Connection:
+    """A connection in WAL mode: readers (CLI, dashboard) never block the
+    writer; NORMAL sync is durable against process crashes, which is the
+    failure that matters here."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("PRAGMA busy_timeout=5000")
+    if cache_mib:
+        await db.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")
+    return db
+
+
 def _key(row: aiosqlite.Row) -> ApiKey:
     d = dict(row)
     if d.get("cache") is not None:
@@ -97,15 +111,8 @@ class SqliteStore:
         return self._db
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
+        self._db = await connect(self.path, cache_mib=64)  # 64 MiB: indexes stay in memory
         self._db.row_factory = aiosqlite.Row
-        # WAL: readers (CLI, dashboard) never block the writer; NORMAL sync is
-        # durable against process crashes, which is the failure that matters here.
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: indexes stay in memory
         await self._db.executescript(_SCHEMA)
         await self._add_missing_columns()
         await self._db.commit()
