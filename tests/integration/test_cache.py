@@ -392,3 +392,27 @@ def test_cli_stats_and_purge_on_the_file_while_serving(upstream: FakeUpstreamCli
         # The running server never serves the deleted entry, exactly or semantically.
         assert ask(client, "How do I reset my password?").headers["x-seawall-cache"] == "miss"
         assert calls(upstream) == 3
+
+
+def test_leader_hanging_up_does_not_cut_its_followers(gw: Running,
+                                                       upstream: FakeUpstreamClient) -> None:
+    upstream.script(default={"ttft_s": 0.2, "tokens_per_s": 20})
+    text = "one two three four five six seven eight"
+
+    async def main() -> tuple[str, str]:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+            body = {"model": "m", "stream": True,
+                    "messages": [{"role": "user", "content": text}]}
+            async with http.stream("POST", "/v1/chat/completions", json=body) as leader:
+                assert leader.headers["x-seawall-cache"] == "miss"
+                follower = asyncio.create_task(http.post("/v1/chat/completions", json={
+                    **body, "stream": False}))
+                async for _ in leader.aiter_lines():
+                    break  # the leader's client hangs up after its first event
+            answer = await follower
+            return answer.headers["x-seawall-cache"], answer.json()[
+                "choices"][0]["message"]["content"]
+
+    status, content = asyncio.run(main())
+    assert status == "coalesced" and content == text
+    assert calls(upstream) == 1
