@@ -71,10 +71,13 @@ class Services:
         self.admission = AdmissionStage(settings.admission, self.metrics)
         self.cache_store = SqliteCacheStore(
             settings.cache_path, settings.cache.max_entries,
-            on_evict=lambda reason, n: self.metrics.cache_evictions.labels(reason).inc(n))
+            on_evict=lambda reason, n: self.metrics.cache_evictions.labels(reason).inc(n),
+            keep_expired_s=settings.cache.stale_if_error_s)
         self.cache = ResponseCache(settings, self.cache_store, self.metrics,
                                    self.count_tokens, self._cost)
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
+        if self.cache.active:
+            self.router.stale_answer = self.cache.stale_answer
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
             *([CacheStage(self.cache)] if self.cache.active else []),

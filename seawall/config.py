@@ -230,6 +230,8 @@ class CacheSettings(_Strict):
                            "upstream call")
     semantic: SemanticCacheSettings = SemanticCacheSettings()
     policy: CachePolicySettings = CachePolicySettings()
+    stale_if_error_s: float = Field(0.0, ge=0, description="when every deployment failed, "
+                                    "answer from an entry expired up to this long ago")
     sweep_interval_s: float = Field(60.0, gt=0, description="how often expired entries are "
                                     "deleted")
     path: str | None = None  # default: <data_dir>/cache.db (index files beside it)

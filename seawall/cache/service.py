@@ -23,13 +23,13 @@ from seawall.cache.flight import Flight
 from seawall.cache.guard import FalseHitGuard
 from seawall.cache.keys import CacheKeys, cache_keys
 from seawall.cache.policy import Controls, ModelCachePolicy, bypass_reason, parse_cache_control
-from seawall.cache.replay import replay
+from seawall.cache.replay import replay, replay_chunks
 from seawall.cache.store import CachedAnswer, CacheStore, NewEntry, Vector
 from seawall.config import CacheSettings, Settings
 from seawall.ml.embedder import Embedder
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
-from seawall.providers.base import StreamItem
+from seawall.providers.base import Chunk, StreamItem
 
 log = logging.getLogger("seawall.cache")
 
@@ -42,7 +42,7 @@ _STORABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
 class CacheState:
     """What the cache did for one request (read by the headers and the record)."""
 
-    status: str  # hit | semantic-hit | coalesced | miss | bypass
+    status: str  # hit | semantic-hit | coalesced | stale | miss | bypass
     policy: ModelCachePolicy
     controls: Controls
     keys: CacheKeys | None = None
@@ -57,7 +57,7 @@ class CacheState:
 
     @property
     def served(self) -> bool:
-        return self.status in ("hit", "semantic-hit", "coalesced")
+        return self.status in ("hit", "semantic-hit", "coalesced", "stale")
 
 
 class ResponseCache:
@@ -185,6 +185,19 @@ class ResponseCache:
             state.flight, state.leader = Flight(keys.exact, ctx), True
             self.flights[keys.exact] = state.flight
         return None
+
+    async def stale_answer(self, ctx: RequestContext) -> list[Chunk] | None:
+        """For the router's last resort: the stored answer to this exact request,
+        whatever its controls asked, expired up to ``stale_if_error_s`` ago."""
+        state: CacheState | None = ctx.cache
+        if state is None or state.keys is None:
+            return None  # no cache for this request, or no-store
+        answer = await self.store.get(state.keys.exact,
+                                      time.time() - self.settings.stale_if_error_s, None)
+        if answer is None:
+            return None
+        state.status, state.answer = "stale", answer
+        return replay_chunks(answer.completion)
 
     def _serve(self, state: CacheState, status: str,
                answer: CachedAnswer) -> AsyncIterator[StreamItem]:

@@ -80,7 +80,8 @@ def _answer(row: Any, similarity: float | None = None) -> CachedAnswer:
 
 class SqliteCacheStore:
     def __init__(self, path: str | Path, max_entries: int, dim: int = 384,
-                 on_evict: Callable[[str, int], None] | None = None) -> None:
+                 on_evict: Callable[[str, int], None] | None = None,
+                 keep_expired_s: float = 0.0) -> None:
         self.path = Path(path)
         self.index_dir = self.path.with_suffix(".index")
         self.max_entries = max_entries
@@ -90,6 +91,7 @@ class SqliteCacheStore:
         self._touched: dict[int, float] = {}  # hits not yet written to last_used_at
         self._write = asyncio.Lock()
         self.on_evict = on_evict  # (reason, count), for metrics
+        self.keep_expired_s = keep_expired_s  # kept after expiry for stale-if-error
         self.evicted = 0
         self.expired = 0
 
@@ -262,7 +264,7 @@ class SqliteCacheStore:
         async with self._write:
             await self._flush_touched()
             async with self.db.execute("DELETE FROM cache_entries WHERE expires_at <= ? "
-                                       "RETURNING id, key", (now,)) as c:
+                                       "RETURNING id, key", (now - self.keep_expired_s,)) as c:
                 rows = list(await c.fetchall())
             await self.db.commit()
             self._forget(rows)

@@ -9,8 +9,9 @@ Order of resort for one request (docs/resilience.md):
 2. the model's ``fallbacks``, in order, the same way;
 3. the last model in the chain again, after backoff with full jitter (or the
    Retry-After the upstream sent, if it is short enough);
-4. a degraded answer (a cached answer once the cache exists, a rule, a
-   static answer), marked as such;
+4. a degraded answer (the cached answer to this exact request, even if
+   expired up to ``cache.stale_if_error_s`` ago; a rule; a static answer),
+   marked as such;
 5. a structured error with Retry-After.
 
 Every attempt after the first takes one token from a process-wide retry
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from seawall.api.wire import ChatCompletionRequest, convert
@@ -192,6 +193,8 @@ class Router:
         self.settings = settings
         self.budget = RetryBudget(settings.retries)
         self.degraded = DegradedAnswers()
+        # Set by the response cache: the stored answer to this request, if any.
+        self.stale_answer: Callable[[RequestContext], Awaitable[list[Chunk] | None]] | None = None
         self.rng = rng or random.Random()
         self._on_budget_refused = on_budget_refused
 
@@ -273,6 +276,10 @@ class Router:
         if resume is not None:
             yield _cut_chunk(ctx)
             raise StreamCut("The answer was cut and no deployment could continue it.")
+        if self.stale_answer is not None and (stale := await self.stale_answer(ctx)):
+            ctx.degraded = "cache"
+            yield stale
+            return
         answer = self.degraded.answer(first, ctx.raw)
         if answer is not None:
             ctx.degraded, text = answer

@@ -416,3 +416,28 @@ def test_leader_hanging_up_does_not_cut_its_followers(gw: Running,
     status, content = asyncio.run(main())
     assert status == "coalesced" and content == text
     assert calls(upstream) == 1
+
+
+def test_stale_answer_when_every_deployment_fails(upstream: FakeUpstreamClient,
+                                                  tmp_path: Path) -> None:
+    upstream.reset()
+    upstream.script(default={})
+    config = _config(upstream, ttl_s=0.3, stale_if_error_s=60)
+    config["resilience"] = {"retries": {"max_attempts": 1}}
+    with run_gateway(config, tmp_path) as gw:
+        client = sdk(gw)
+        fresh = ask(client, "What are your opening hours?").parse().choices[0].message.content
+        time.sleep(0.5)  # expired, but within stale_if_error_s
+        upstream.script(default={"error_status": 503})
+        stale = ask(client, "What are your opening hours?")
+        assert stale.headers["x-seawall-cache"] == "stale"
+        assert stale.headers["x-seawall-degraded"] == "cache"
+        assert stale.parse().choices[0].message.content == fresh
+        rec = record(gw, stale.headers["x-request-id"])
+        assert rec["degraded"] == "cache" and rec["cost_usd"] == 0 and rec["saved_usd"] > 0
+        # Never for an unanswered question, nor for a no-store request.
+        with pytest.raises(openai.APIStatusError):
+            ask(client, "Something never asked before")
+        with pytest.raises(openai.APIStatusError):
+            ask(client, "What are your opening hours?", extra_headers={"cache-control": "no-store"})
+        upstream.script(default={})
