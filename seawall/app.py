@@ -76,11 +76,10 @@ class Services:
         self.cache = ResponseCache(settings, self.cache_store, self.metrics,
                                    self.count_tokens, self._cost)
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
-        if self.cache.active:
-            self.router.stale_answer = self.cache.stale_answer
+        self.router.stale_answer = self.cache.stale_answer
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
-            *([CacheStage(self.cache)] if self.cache.active else []),
+            CacheStage(self.cache),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer),
         ], self.metrics)

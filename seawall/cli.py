@@ -117,10 +117,11 @@ def keys() -> None:
 @click.option("--priority", type=int, default=None,
               help="Admission queue priority, lower first (default: "
                    "admission.default_priority).")
-@click.option("--no-cache", "no_cache", is_flag=True,
-              help="Never answer this key's requests from the response cache.")
+@click.option("--cache/--no-cache", "cache", default=None,
+              help="Turn the response cache on or off for this key's requests "
+                   "(default: as configured per model).")
 def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | None,
-                priority: int | None, no_cache: bool) -> None:
+                priority: int | None, cache: bool | None) -> None:
     from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX, hash_key
     from seawall.store.base import ApiKey
 
@@ -128,12 +129,12 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
     secret = VIRTUAL_KEY_PREFIX + secrets.token_urlsafe(24)
     key = ApiKey(id="key_" + uuid.uuid4().hex[:12], name=name, tenant=tenant or name,
                  key_hash=hash_key(secret), prefix=secret[:10], rpm=rpm, created_at=time.time(),
-                 priority=priority, cache=False if no_cache else None)
+                 priority=priority, cache=cache)
     _run(lambda s: s.create_key(key), settings)
     click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
                f"{f', {rpm} rpm' if rpm else ''}"
                f"{f', priority {priority}' if priority is not None else ''}"
-               f"{', no cache' if no_cache else ''})", err=True)
+               f"{'' if cache is None else ', cache on' if cache else ', cache off'})", err=True)
     click.echo("the secret is shown once; store it now:", err=True)
     click.echo(secret)
 
@@ -155,7 +156,8 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
                    if k.revoked_at else "-")
         click.echo(f"{k.id:18} {k.name:20} {k.tenant:16} {k.prefix + '…':12} "
                    f"{k.rpm or '-':>6} {'-' if k.priority is None else k.priority:>4} "
-                   f"{'off' if k.cache is False else '-':5}  {created}  {revoked}")
+                   f"{'-' if k.cache is None else 'on' if k.cache else 'off':5}  "
+                   f"{created}  {revoked}")
 
 
 @keys.command("revoke")

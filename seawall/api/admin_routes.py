@@ -47,18 +47,10 @@ def _authorize(request: Request, svc: Services) -> None:
                                "(Authorization: Bearer <auth.master_key>).")
 
 
-def _cache_on(svc: Services) -> None:
-    if not svc.cache.active:
-        raise InvalidRequest("The response cache is off (cache.enabled and every "
-                             "models.<name>.cache.enabled are false).", status=409,
-                             code="cache_disabled")
-
-
 async def cache_stats(request: Request) -> Response:
     svc: Services = request.app.state.services
     try:
         _authorize(request, svc)
-        _cache_on(svc)
     except SeawallError as e:
         return error_response(e)
     return json_response({**await svc.cache_store.stats(),
@@ -71,7 +63,6 @@ async def cache_purge(request: Request) -> Response:
     svc: Services = request.app.state.services
     try:
         _authorize(request, svc)
-        _cache_on(svc)
         body = await read_body(request, svc.settings.server.max_body_bytes)
         req = convert(decode_json_object(body), PurgeRequest)
         what = Purge(tenant=req.tenant, model=req.model, prompt_version=req.prompt_version,

@@ -2,7 +2,8 @@
 key, the request's own controls, and the safety rules (docs/caching.md).
 
 The rules, in order: the cache is on for the model (``cache.enabled`` or the
-model's override) and not turned off for the key; the request did not say
+model's override), or the key turned it on (unless the model's own
+``cache.enabled: false`` forbids it), and the key did not turn it off; the request did not say
 ``no-store``; it does not sample hotter than ``policy.max_temperature``; it
 does not ask for logprobs (a cached answer has none). Semantic matching is
 further limited to a plain-text last user message (no tools unless allowed,
@@ -22,7 +23,8 @@ from seawall.errors import InvalidRequest
 class ModelCachePolicy:
     """``cache`` settings with one model's overrides applied."""
 
-    enabled: bool
+    enabled: bool  # for keys that say nothing
+    locked: bool  # the model itself says no: keys cannot turn it on
     ttl_s: float
     semantic: bool
     threshold: float
@@ -33,6 +35,7 @@ class ModelCachePolicy:
         guard = base.semantic.guard if model.guard is None else model.guard
         return cls(
             enabled=base.enabled if model.enabled is None else model.enabled,
+            locked=model.enabled is False,
             ttl_s=base.ttl_s if model.ttl_s is None else model.ttl_s,
             semantic=base.semantic.enabled if model.semantic is None else model.semantic,
             threshold=base.semantic.threshold if model.threshold is None else model.threshold,

@@ -71,8 +71,9 @@ class ResponseCache:
         self.cost = cost  # (deployment name, prompt, completion) -> USD
         self.policies = {name: ModelCachePolicy.resolve(settings.cache, m.cache)
                          for name, m in settings.models.items() if m.kind == "chat"}
-        self.active = any(p.enabled for p in self.policies.values())
-        self.semantic = any(p.enabled and p.semantic for p in self.policies.values())
+        # Keys may turn the cache on (`seawall keys create --cache`), so it is
+        # always ready; "configured" is whether any model has it on by default.
+        self.configured = any(p.enabled for p in self.policies.values())
         self.guards: dict[tuple[str, ...] | None, FalseHitGuard] = {
             p.guard: FalseHitGuard(p.guard) for p in self.policies.values()}
         self.embedder = Embedder()
@@ -84,16 +85,12 @@ class ResponseCache:
     # -- life cycle --
 
     async def start(self) -> None:
-        if not self.active:
-            return
         await self.store.open()
-        if self.semantic:
-            await asyncio.to_thread(self.embedder.warm_up)
+        if any(p.enabled and p.semantic for p in self.policies.values()):
+            await asyncio.to_thread(self.embedder.warm_up)  # else on first use
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def close(self) -> None:
-        if not self.active:
-            return
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self.settle()
@@ -116,9 +113,10 @@ class ResponseCache:
 
     def _decide(self, ctx: RequestContext) -> CacheState | None:
         policy = self.policies.get(ctx.model)
-        if policy is None or not policy.enabled:
+        if policy is None:
             return None
-        if ctx.key is not None and ctx.key.cache is False:
+        key_says = ctx.key.cache if ctx.key is not None else None
+        if not (policy.enabled if key_says is None or policy.locked else key_says):
             return None
         req = ctx.request
         assert req is not None and ctx.raw is not None

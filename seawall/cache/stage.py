@@ -16,6 +16,8 @@ class CacheStage:
 
     def __init__(self, cache: ResponseCache) -> None:
         self.cache = cache
+        # No span per request when only keys can turn the cache on (rare).
+        self.traced = cache.configured
 
     async def before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None:
         if ctx.endpoint != "chat.completions":

@@ -441,3 +441,20 @@ def test_stale_answer_when_every_deployment_fails(upstream: FakeUpstreamClient,
         with pytest.raises(openai.APIStatusError):
             ask(client, "What are your opening hours?", extra_headers={"cache-control": "no-store"})
         upstream.script(default={})
+
+
+def test_a_key_can_turn_the_cache_on_unless_the_model_forbids_it(
+        upstream: FakeUpstreamClient, tmp_path: Path) -> None:
+    upstream.reset()
+    upstream.script(default={})
+    config = _config(upstream)
+    config["cache"]["enabled"] = False
+    with run_gateway(config, tmp_path) as gw:
+        opted_in = sdk(gw, make_key(gw, "acme", cache=True))
+        assert "x-seawall-cache" not in ask(sdk(gw), "opt-in question").headers  # default off
+        assert ask(opted_in, "opt-in question").headers["x-seawall-cache"] == "miss"
+        assert ask(opted_in, "opt-in question").headers["x-seawall-cache"] == "hit"
+        # models.uncached says cache.enabled: false itself: no key overrides that.
+        for _ in range(2):
+            assert "x-seawall-cache" not in ask(opted_in, "q", model="uncached").headers
+    assert calls(upstream) == 4
