@@ -289,9 +289,9 @@ def _splits(word: str) -> tuple[tuple[str, str], ...]:
 
 def _spelled_out(tokens: list[str], canon: list[str]) -> dict[str, frozenset[str]]:
     """Acronyms this text spells out: initials of 2-4 consecutive content words
-    ("machine learning" -> "ml") and the capitals of CamelCase words ("TypeScript" -> "ts")."""
+    ("Machine Learning" -> "ml") and the capitals of CamelCase words ("TypeScript" -> "ts")."""
     out: dict[str, frozenset[str]] = {}
-    run: list[str] = []
+    run: list[tuple[str, bool]] = []
     for tok, word in zip(tokens, canon, strict=True):
         if word in _STOPWORDS or not tok[0].isalpha():
             run = []
@@ -299,10 +299,13 @@ def _spelled_out(tokens: list[str], canon: list[str]) -> dict[str, frozenset[str
         caps = "".join(ch for ch in tok if ch.isupper())
         if len(caps) >= 2 and not tok.isupper():
             out[caps.lower()] = frozenset([word])
-        run = [*run[-3:], word]
+        run = [*run[-3:], (word, tok[0].isupper())]
         for size in range(2, len(run) + 1):
             words = run[-size:]
-            out["".join(w[0] for w in words)] = frozenset(words)
+            # Two letters match too much by chance ("alcohol rehab" is not "AR"): those
+            # need capitalised words ("Machine Learning").
+            if size > 2 or all(cap for _, cap in words):
+                out["".join(w[0] for w, _ in words)] = frozenset(w for w, _ in words)
     return out
 
 
