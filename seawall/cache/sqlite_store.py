@@ -81,11 +81,11 @@ def _answer(row: Any, similarity: float | None = None) -> CachedAnswer:
 class SqliteCacheStore:
     def __init__(self, path: str | Path, max_entries: int, dim: int = 384,
                  on_evict: Callable[[str, int], None] | None = None,
-                 keep_expired_s: float = 0.0) -> None:
+                 keep_expired_s: float = 0.0, exact_below: int = 2048) -> None:
         self.path = Path(path)
         self.index_dir = self.path.with_suffix(".index")
         self.max_entries = max_entries
-        self.vectors = ScopedVectors(dim)
+        self.vectors = ScopedVectors(dim, exact_below)
         self._db: aiosqlite.Connection | None = None
         self._keys: set[bytes] = set()  # every stored key: a miss costs no disk read
         self._touched: dict[int, float] = {}  # hits not yet written to last_used_at
@@ -168,9 +168,9 @@ class SqliteCacheStore:
 
     async def nearest(self, scope: bytes, vector: Vector, k: int, min_similarity: float,
                       now: float, max_age_s: float | None) -> list[CachedAnswer]:
-        # The index proposes (twice as many, with slack for its 8-bit storage);
-        # the stored vectors decide.
-        slack = min_similarity - 0.05
+        # The index proposes (twice as many, with a little slack); the stored
+        # vectors decide.
+        slack = min_similarity - 0.02
         found = [i for i, s in self.vectors.search(scope, vector, 2 * k) if s >= slack]
         if not found:
             return []

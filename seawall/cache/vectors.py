@@ -7,9 +7,13 @@ searched exactly with one matrix product over a NumPy array; a scope that
 grows past ``exact_below`` entries (an FAQ-like stream of first questions)
 moves to an HNSW graph (Spotify's voyager: hnswlib's core, maintained,
 wheels with no dependencies, save/load as one file, deletes in place).
-The graph stores vectors as 8-bit (a quarter of float32's memory) because
-it only proposes candidates: the caller re-scores them exactly from the
-stored vectors before any threshold is applied. An empty graph costs
+The graph keeps float32 vectors. Its 8-bit storages were tried and
+dropped: voyager's ``Float8`` is fixed-point and shrank every 384-d unit
+vector to ~0.94 of its length, so cosines came out ~0.11 low and five of
+six true hits fell under the threshold (bench/cache_eval.py, table 5, found
+it); ``E4M3`` is accurate per pair but built a graph that found the right
+neighbour only 70% of the time. The caller still re-scores candidates from
+the stored vectors before applying the threshold. An empty graph costs
 ~2.6 MB, which is why small scopes do not get one.
 
 (usearch was the first choice; its wheels link their own static
@@ -78,13 +82,19 @@ class _Exact:
         return [(int(self.ids[i]), float(sims[i])) for i in top]
 
 
+# Search breadth: voyager's default (10) missed a few true neighbours at 100k.
+QUERY_EF = 64
+
+
 def _new_graph(dim: int) -> Index:
-    return Index(Space.Cosine, num_dimensions=dim, M=12, ef_construction=100,
-                 storage_data_type=StorageDataType.Float8)
+    index = Index(Space.Cosine, num_dimensions=dim, M=12, ef_construction=100,
+                  storage_data_type=StorageDataType.Float32)
+    index.ef = QUERY_EF
+    return index
 
 
 class _Graph:
-    """A large partition: an HNSW graph (cosine, 8-bit storage). Deleted ids
+    """A large partition: an HNSW graph (cosine, float32). Deleted ids
     stay in the graph as tombstones (skipped by queries) until they outnumber
     the live ones; then the graph is rebuilt from the live vectors."""
 
@@ -219,6 +229,11 @@ class ScopedVectors:
                 self._parts.clear()
                 self._scope_of.clear()
                 return 0, set()
+            if index.storage_data_type != StorageDataType.Float32:  # saved by an older version
+                self._parts.clear()
+                self._scope_of.clear()
+                return 0, set()
+            index.ef = QUERY_EF
             scope = bytes.fromhex(scope_hex)
             self._parts[scope] = _Graph(index)
             for key in index.ids:

@@ -4,6 +4,7 @@ controls, the scoped vector index (exact and graph, persisted), single-flight.""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ def test_search_stays_in_scope_and_finds_the_nearest(exact_below: int) -> None:
     assert (vs.graphs == 2) == (exact_below == 8)
     for i in (0, 17, 49):
         (top, sim), *_ = vs.search(b"A", a[i], 3)
-        assert top == i and sim == pytest.approx(1.0, abs=0.05)  # the graph stores 8 bits
+        assert top == i and sim == pytest.approx(1.0, abs=1e-4)
         assert all(j >= 100 for j, _ in vs.search(b"B", a[i], 5))  # never crosses scopes
     assert vs.search(b"C", a[0], 3) == []
     vs.remove([0, 100])
@@ -225,3 +226,46 @@ async def test_leader_leaving_does_not_cut_followers_but_last_reader_cancels() -
     await only.aclose()  # type: ignore[attr-defined]
     await asyncio.sleep(0.01)
     assert closed2 == [True] and flight2.done and not flight2.complete  # upstream stopped
+
+
+# -- the store: a graph-sized scope must find what exact search finds --
+
+def _near(rng: np.random.Generator, v: np.ndarray, cosine: float) -> np.ndarray:
+    """A unit vector at exactly ``cosine`` from unit vector ``v``."""
+    noise = rng.standard_normal(v.shape).astype(np.float32)
+    noise -= (noise @ v) * v
+    noise /= np.linalg.norm(noise)
+    return (cosine * v + np.sqrt(1 - cosine**2) * noise).astype(np.float32)
+
+
+async def test_graph_scope_serves_near_duplicates_just_over_the_threshold(
+        tmp_path: Path) -> None:
+    """Regression: an 8-bit graph scored cosines ~0.11 low, so a 0.93 match
+    under a 0.92 threshold was never served once a scope became a graph."""
+    from seawall.cache.sqlite_store import SqliteCacheStore
+    from seawall.cache.store import NewEntry
+
+    rng = np.random.default_rng(3)
+    store = SqliteCacheStore(tmp_path / "c.db", max_entries=10_000, exact_below=64)
+    await store.open()
+    stored = _unit(rng, 300, dim=384)
+    for i, v in enumerate(stored):
+        await store.put(NewEntry(key=i.to_bytes(16, "little"), scope=b"s" * 16, tenant="t",
+                                 model="m", prompt_version=None, text=f"q{i}", vector=v,
+                                 completion={"choices": []}, prompt_tokens=1,
+                                 completion_tokens=1, cost_usd=0.0, ttl_s=60))
+    assert store.vectors.graphs == 1
+    found = 0
+    for i in range(0, 300, 10):
+        query = _near(rng, stored[i], 0.93)
+        got = await store.nearest(b"s" * 16, query, 5, 0.92, time.time(), None)
+        found += bool(got) and got[0].text == f"q{i}"
+        assert not got or got[0].similarity == pytest.approx(0.93, abs=2e-3)
+    assert found == 30
+    await store.close()
+    reopened = SqliteCacheStore(tmp_path / "c.db", max_entries=10_000, exact_below=64)
+    await reopened.open()  # the graph comes back from its file
+    got = await reopened.nearest(b"s" * 16, _near(rng, stored[7], 0.95), 5, 0.92,
+                                 time.time(), None)
+    assert got and got[0].text == "q7"
+    await reopened.close()
