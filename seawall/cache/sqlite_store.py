@@ -121,13 +121,19 @@ class SqliteCacheStore:
         await db.execute("CREATE TEMP TABLE IF NOT EXISTS loaded_scopes (scope BLOB PRIMARY KEY)")
         await db.execute("DELETE FROM loaded_scopes")
         await db.executemany("INSERT INTO loaded_scopes VALUES (?)", [(s,) for s in loaded])
+        by_scope: dict[bytes, tuple[list[int], list[bytes]]] = {}
         async with db.execute(
                 "SELECT id, scope, vector FROM cache_entries WHERE vector IS NOT NULL AND "
                 "(id > ? OR scope NOT IN (SELECT scope FROM loaded_scopes)) ORDER BY id",
                 (watermark,)) as c:
             async for id_, scope, blob in c:
-                self.vectors.add(bytes(scope), id_, np.frombuffer(blob, dtype=np.float16)
-                                 .astype(np.float32))
+                ids, blobs = by_scope.setdefault(bytes(scope), ([], []))
+                ids.append(id_)
+                blobs.append(blob)
+        for scope, (ids, blobs) in by_scope.items():
+            vectors = (np.frombuffer(b"".join(blobs), dtype=np.float16)
+                       .reshape(len(ids), self.vectors.dim).astype(np.float32))
+            await asyncio.to_thread(self.vectors.add_many, scope, ids, vectors)
         if loaded:  # drop what was deleted after the graphs were saved
             async with db.execute("SELECT id FROM cache_entries WHERE vector IS NOT NULL") as c:
                 live = {r[0] async for r in c}

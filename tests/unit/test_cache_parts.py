@@ -4,6 +4,7 @@ controls, the scoped vector index (exact and graph, persisted), single-flight.""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -263,9 +264,13 @@ async def test_graph_scope_serves_near_duplicates_just_over_the_threshold(
         assert not got or got[0].similarity == pytest.approx(0.93, abs=2e-3)
     assert found == 30
     await store.close()
-    reopened = SqliteCacheStore(tmp_path / "c.db", max_entries=10_000, exact_below=64)
-    await reopened.open()  # the graph comes back from its file
-    got = await reopened.nearest(b"s" * 16, _near(rng, stored[7], 0.95), 5, 0.92,
-                                 time.time(), None)
-    assert got and got[0].text == "q7"
-    await reopened.close()
+    for lose_the_file in (False, True):  # loaded from its file; rebuilt from the rows
+        if lose_the_file:
+            shutil.rmtree(tmp_path / "c.index")
+        reopened = SqliteCacheStore(tmp_path / "c.db", max_entries=10_000, exact_below=64)
+        await reopened.open()
+        assert reopened.vectors.graphs == 1 and len(reopened.vectors) == 300
+        got = await reopened.nearest(b"s" * 16, _near(rng, stored[7], 0.95), 5, 0.92,
+                                     time.time(), None)
+        assert got and got[0].text == "q7"
+        await reopened.close()
