@@ -656,7 +656,7 @@ def real_store_section(pairs: Sequence[Pair], embed: EmbeddingCache, run: RealRu
     vectors = embed(entries)
     stored = vectors.astype(np.float16).astype(np.float32)
     queries = embed([p.q2 for p in pairs])
-    slack = threshold - 0.05  # nearest drops proposals the index scores under this
+    slack = threshold - 0.02  # nearest drops proposals the index scores under this
 
     def tied(qi: int, a: int, b: int) -> bool:
         """Two entries equally close to the query, in float32 or as stored."""
@@ -684,7 +684,7 @@ def real_store_section(pairs: Sequence[Pair], embed: EmbeddingCache, run: RealRu
         else:
             causes["HNSW: other"] += 1
     # How far the index's (8-bit) score is from the stored vector's cosine, for the
-    # entries exact search serves: nearest keeps a proposal only within 0.05.
+    # entries exact search serves: nearest keeps a proposal only within 0.02.
     gaps = np.array([run.proposed[qi][e] - float(stored[e] @ queries[qi])
                      for qi, e in numpy16.items()
                      if e is not None and e in run.proposed[qi]])
@@ -719,8 +719,8 @@ def real_store_section(pairs: Sequence[Pair], embed: EmbeddingCache, run: RealRu
             "Index score minus stored-vector cosine, for the entry exact float16 search "
             f"serves ({len(gaps)} queries): median {np.median(gaps):+.3f}, 5th percentile "
             f"{np.percentile(gaps, 5):+.3f}, 95th {np.percentile(gaps, 95):+.3f}. `nearest` "
-            "drops proposals the index scores under threshold - 0.05 before re-scoring, so "
-            "a gap wider than 0.05 loses the hit.")
+            "drops proposals the index scores under threshold - 0.02 before re-scoring, so "
+            "a gap wider than 0.02 loses the hit.")
     parts += ["Lookup latency (ms; this process holds the store; embedding not included; "
               "`nearest` timed again on its own; shared 2-CPU machine):",
               table(["timed", "lookups", "queries", "p50", "p99", "mean"], latency)]
