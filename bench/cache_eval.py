@@ -77,7 +77,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from seawall.cache.guard import FalseHitGuard  # noqa: E402
-from seawall.cache.sqlite_store import SqliteCacheStore  # noqa: E402
+from seawall.cache.sqlite_store import PROPOSAL_SLACK, SqliteCacheStore  # noqa: E402
 from seawall.cache.store import CachedAnswer, NewEntry, Vector  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("SEAWALL_EVAL_DATA", "/work/shared/data/qqp_gptcache"))
@@ -656,7 +656,7 @@ def real_store_section(pairs: Sequence[Pair], embed: EmbeddingCache, run: RealRu
     vectors = embed(entries)
     stored = vectors.astype(np.float16).astype(np.float32)
     queries = embed([p.q2 for p in pairs])
-    slack = threshold - 0.02  # nearest drops proposals the index scores under this
+    slack = threshold - PROPOSAL_SLACK  # nearest drops proposals the index scores under this
 
     def tied(qi: int, a: int, b: int) -> bool:
         """Two entries equally close to the query, in float32 or as stored."""

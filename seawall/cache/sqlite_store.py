@@ -56,6 +56,10 @@ CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries (expires_at);
 CREATE INDEX IF NOT EXISTS cache_entries_tenant ON cache_entries (tenant, model);
 """
 
+# The index's proposals within this of the threshold are re-scored from the
+# stored vectors (its own scores are float32, so this only absorbs rounding).
+PROPOSAL_SLACK = 0.02
+
 _ANSWER = "id, completion, created_at, prompt_tokens, completion_tokens, cost_usd, text"
 
 
@@ -176,7 +180,7 @@ class SqliteCacheStore:
                       now: float, max_age_s: float | None) -> list[CachedAnswer]:
         # The index proposes (twice as many, with a little slack); the stored
         # vectors decide.
-        slack = min_similarity - 0.02
+        slack = min_similarity - PROPOSAL_SLACK
         found = [i for i, s in self.vectors.search(scope, vector, 2 * k) if s >= slack]
         if not found:
             return []
