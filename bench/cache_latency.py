@@ -462,10 +462,10 @@ def summary(results: list[Scenario]) -> list[str]:
     return out
 
 
-def report(results: list[Scenario], args: argparse.Namespace, config: str) -> str:
+def report(results: list[Scenario], args: argparse.Namespace, config: str, facts: str) -> str:
     lines = [
         f"# Response cache: hit vs miss through the gateway, {time.strftime('%Y-%m-%d %H:%M')}",
-        "", machine_facts(),
+        "", facts,
         f"- Command: `{' '.join(['.venv/bin/python', 'bench/cache_latency.py', *sys.argv[1:]])}`",
         f"- Fakes: instant (answers at once) and realistic (TTFT {args.ttft_s} s, "
         f"{args.tokens_per_s:g} words/s); both answer exactly max_tokens = {MAX_TOKENS} words",
@@ -506,6 +506,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    facts = machine_facts()  # the code measured is the code at the start
     log("choosing questions (embedding QQP pairs)")
     qs = choose_questions(args.data, args.n, args.n_slow, args.seed)
     results = scenarios(qs, args.n, args.n_slow)
@@ -521,7 +522,7 @@ def main() -> None:
                 time.sleep(0.5)  # misses store their answers off the request path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = report(results, args, config)
+    text = report(results, args, config, facts)
     print(text)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -799,12 +799,12 @@ def memory_table(results: list[dict[str, Any]]) -> list[str]:
 
 
 def report(results: list[dict[str, Any]], groups: dict[str, Any], args: argparse.Namespace,
-           n_real: int) -> str:
+           n_real: int, facts: list[str]) -> str:
     n_q = groups["paraphrases"] + groups["novel"]
     synth = ", ".join(f"{r['size']:,}: {r['synthetic']:,} synthetic" for r in results)
     lines = [
         f"# Semantic cache at scale, {time.strftime('%Y-%m-%d %H:%M')}", "",
-        *machine_facts(),
+        *facts,
         f"- Command: `{' '.join(['.venv/bin/python', 'bench/cache_scale.py', *sys.argv[1:]])}`",
         f"- Store: `SqliteCacheStore`, all entries in ONE scope; graph = voyager HNSW "
         f"({graph_params()}); `nearest(k={K})` asks the graph for {2 * K} candidates, drops "
@@ -884,6 +884,7 @@ def main() -> None:
         worker_main(args.worker, args.workdir)
         return
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    facts = machine_facts()  # the code measured is the code at the start
     log(f"reading {args.data}")
     questions = load_questions(args.data)
     log(f"{len(questions.texts):,} unique questions, {len(questions.duplicates):,} "
@@ -897,7 +898,7 @@ def main() -> None:
     for size in sizes:
         results.append(measure_size(size, split, vecs, queries, groups, questions.texts, args))
         raw.write_text(json.dumps(results, default=float))  # kept if the report fails
-    text = report(results, groups, args, len(split.stored))
+    text = report(results, groups, args, len(split.stored), facts)
     print(text)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
