@@ -57,6 +57,11 @@ class Flight:
             self.done = True
             self._notify()
 
+    async def landed(self) -> None:
+        """Wait until the upstream answer has ended, however it ended."""
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
     @property
     def complete(self) -> bool:
         return self.done and self.error is None

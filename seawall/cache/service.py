@@ -29,7 +29,7 @@ from seawall.config import CacheSettings, Settings
 from seawall.ml.embedder import Embedder
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
-from seawall.providers.base import Chunk, StreamItem
+from seawall.providers.base import Chunk, Gatherer, StreamItem
 
 log = logging.getLogger("seawall.cache")
 
@@ -225,11 +225,30 @@ class ResponseCache:
             self._account_saved(ctx, state)
             return
         flight = state.flight if state.leader else None
-        entry = self._entry(ctx, state)
+        if flight is not None and ctx.error is not None:
+            # The leader's client left; the flight may still have finished (or
+            # finish) the answer for others: keep what they got.
+            self._spawn(self._store_when_landed(ctx, state, flight))
+            return
+        entry = self._entry(ctx, state, ctx.gatherer, failed=ctx.error is not None)
         if entry is not None:
             self._spawn(self._put(entry, flight))
         elif flight is not None:
             self._land(flight)
+
+    async def _store_when_landed(self, ctx: RequestContext, state: CacheState,
+                                 flight: Flight) -> None:
+        await flight.landed()
+        entry = None
+        if flight.complete:
+            gathered = Gatherer()
+            for item in flight.items:
+                gathered.add_item(item)
+            entry = self._entry(ctx, state, gathered, failed=False)
+        if entry is None:
+            self._land(flight)
+        else:
+            await self._put(entry, flight)
 
     def _account_saved(self, ctx: RequestContext, state: CacheState) -> None:
         usage = ctx.gatherer.usage or {}
@@ -244,10 +263,10 @@ class ResponseCache:
         if state.saved_usd:
             self.metrics.cache_saved_usd.labels(ctx.model).inc(state.saved_usd)
 
-    def _entry(self, ctx: RequestContext, state: CacheState) -> NewEntry | None:
-        """The entry to store, if the answer is complete and safe to keep."""
-        g = ctx.gatherer
-        if (ctx.error is not None or ctx.degraded is not None or not state.controls.write
+    def _entry(self, ctx: RequestContext, state: CacheState, g: Gatherer,
+               failed: bool) -> NewEntry | None:
+        """The entry to store, if the answer ``g`` is complete and safe to keep."""
+        if (failed or ctx.degraded is not None or not state.controls.write
                 or state.keys is None or g.finish_reason not in _STORABLE_FINISH):
             return None
         completion = g.completion()
@@ -256,7 +275,7 @@ class ResponseCache:
         message = completion["choices"][0]["message"]
         if not message.get("content") and not message.get("tool_calls"):
             return None
-        usage = ctx.usage or g.usage
+        usage = g.usage or ctx.usage
         if usage:
             prompt = int(usage.get("prompt_tokens") or 0)
             output = int(usage.get("completion_tokens") or 0)

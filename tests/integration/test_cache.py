@@ -400,7 +400,8 @@ def test_leader_hanging_up_does_not_cut_its_followers(gw: Running,
     text = "one two three four five six seven eight"
 
     async def main() -> tuple[str, str]:
-        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=10,
+                                     headers={"authorization": f"Bearer {MASTER}"}) as http:
             body = {"model": "m", "stream": True,
                     "messages": [{"role": "user", "content": text}]}
             async with http.stream("POST", "/v1/chat/completions", json=body) as leader:
@@ -415,6 +416,9 @@ def test_leader_hanging_up_does_not_cut_its_followers(gw: Running,
 
     status, content = asyncio.run(main())
     assert status == "coalesced" and content == text
+    settle(gw)
+    # The answer the follower got is kept, though its leader's client left.
+    assert ask(sdk(gw), text).headers["x-seawall-cache"] == "hit"
     assert calls(upstream) == 1
 
 
