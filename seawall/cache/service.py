@@ -76,9 +76,7 @@ class ResponseCache:
         self.configured = any(p.enabled for p in self.policies.values())
         self.guards: dict[tuple[str, ...] | None, FalseHitGuard] = {
             p.guard: FalseHitGuard(p.guard) for p in self.policies.values()}
-        # One short text per lookup: one thread, no busy-waiting beside the
-        # event loop (2 spinning threads made a lookup 7 ms instead of 4).
-        self.embedder = Embedder(threads=1, spin=False)
+        self.embedder = Embedder()
         self._embed_slots = asyncio.Semaphore(2)
         self.flights: dict[bytes, Flight] = {}
         self._pending: set[asyncio.Task[None]] = set()

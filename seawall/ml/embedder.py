@@ -33,7 +33,6 @@ class Embedder:
         tokenizer_path: str | Path | None = None,
         max_length: int = 256,
         threads: int | None = None,
-        spin: bool = True,
     ) -> None:
         if max_length <= 0:
             raise ValueError("max_length must be positive")
@@ -43,9 +42,6 @@ class Embedder:
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
         self.max_length = max_length
         self.threads = threads
-        # onnxruntime's worker threads busy-wait after each run by default:
-        # right for batch work, wrong beside an event loop on the same cores.
-        self.spin = spin
         self._session: Any = None
         self._tokenizer: Any = None
         self._input_names: tuple[str, ...] = ()
@@ -86,8 +82,6 @@ class Embedder:
             options.inter_op_num_threads = 1
             if self.threads is not None:
                 options.intra_op_num_threads = self.threads
-            if not self.spin:
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.log_severity_level = 3  # warnings about int8 kernels are noise here
             session = ort.InferenceSession(str(model), sess_options=options,
                                            providers=["CPUExecutionProvider"])
