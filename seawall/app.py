@@ -74,7 +74,7 @@ class Services:
             on_evict=lambda reason, n: self.metrics.cache_evictions.labels(reason).inc(n),
             keep_expired_s=settings.cache.stale_if_error_s)
         self.cache = ResponseCache(settings, self.cache_store, self.metrics,
-                                   self.count_tokens, self._cost)
+                                   self.count_tokens)
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.router.stale_answer = self.cache.stale_answer
         self.pipeline = Pipeline([self.auth, self.admission], [
@@ -105,10 +105,6 @@ class Services:
             # moves an open breaker whose cool-down is over to half-open, so the
             # gauge never shows a stale "open".
             self.metrics.circuit_state.labels(name).set(int(dep.health.breaker.state))
-
-    def _cost(self, deployment: str, prompt: int, completion: int) -> float:
-        dep = self.registry.by_name.get(deployment)
-        return dep.cost(prompt, completion) if dep is not None else 0.0
 
     def count_tokens(self, messages: list[Any], output: str) -> tuple[int, int]:
         """(prompt, completion) tokens, for when the upstream reported none."""

@@ -7,7 +7,6 @@ whatever its tenant, may not.
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
@@ -20,7 +19,8 @@ from seawall.api.http import error_response, json_response, read_body
 from seawall.api.wire import convert, decode_json_object
 from seawall.cache.store import Purge
 from seawall.errors import AuthenticationFailed, InvalidRequest, SeawallError
-from seawall.pipeline.stages import AuthStage, is_loopback
+from seawall.pipeline.context import RequestContext
+from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER, AuthStage
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -34,23 +34,26 @@ class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True):
     all: bool = False  # required to purge everything (no filter)
 
 
-def _authorize(request: Request, svc: Services) -> None:
-    settings = svc.settings.auth
-    secret = AuthStage.secret_of(request.headers.get("authorization"))
-    master = settings.master_key
-    if secret is not None and master and hmac.compare_digest(secret.encode(), master.encode()):
-        return
-    if secret is None and settings.allow_anonymous_loopback and is_loopback(
-            request.client.host if request.client else None):
-        return
-    raise AuthenticationFailed("The admin endpoints need the master key "
-                               "(Authorization: Bearer <auth.master_key>).")
+async def _authorize(request: Request, svc: Services) -> None:
+    """The gateway's own authentication, then: the master key, or no key at
+    all from loopback when anonymous loopback is on."""
+    authorization = request.headers.get("authorization")
+    ctx = RequestContext(endpoint="admin", authorization=authorization,
+                         client_host=request.client.host if request.client else None)
+    try:
+        await svc.auth.before(ctx)
+    except AuthenticationFailed:
+        ctx.key = None
+    anonymous = AuthStage.secret_of(authorization) is None and ctx.tenant == ANONYMOUS_TENANT
+    if ctx.key is not MASTER and not anonymous:
+        raise AuthenticationFailed("The admin endpoints need the master key "
+                                   "(Authorization: Bearer <auth.master_key>).")
 
 
 async def cache_stats(request: Request) -> Response:
     svc: Services = request.app.state.services
     try:
-        _authorize(request, svc)
+        await _authorize(request, svc)
     except SeawallError as e:
         return error_response(e)
     return json_response({**await svc.cache_store.stats(),
@@ -62,7 +65,7 @@ async def cache_purge(request: Request) -> Response:
     filters must match); ``{"all": true}`` empties the cache."""
     svc: Services = request.app.state.services
     try:
-        _authorize(request, svc)
+        await _authorize(request, svc)
         body = await read_body(request, svc.settings.server.max_body_bytes)
         req = convert(decode_json_object(body), PurgeRequest)
         what = Purge(tenant=req.tenant, model=req.model, prompt_version=req.prompt_version,

@@ -62,13 +62,11 @@ class CacheState:
 
 class ResponseCache:
     def __init__(self, settings: Settings, store: CacheStore, metrics: Metrics,
-                 count_tokens: Callable[[list[Any], str], tuple[int, int]],
-                 cost: Callable[[str, int, int], float]) -> None:
+                 count_tokens: Callable[[list[Any], str], tuple[int, int]]) -> None:
         self.settings: CacheSettings = settings.cache
         self.store = store
         self.metrics = metrics
         self.count_tokens = count_tokens
-        self.cost = cost  # (deployment name, prompt, completion) -> USD
         self.policies = {name: ModelCachePolicy.resolve(settings.cache, m.cache)
                          for name, m in settings.models.items() if m.kind == "chat"}
         # Keys may turn the cache on (`seawall keys create --cache`), so it is
@@ -174,7 +172,7 @@ class ResponseCache:
                     if failed is None:
                         self.store.touch(candidate.id, now)
                         return self._serve(state, "semantic-hit", candidate)
-                    state.guard_failed = state.guard_failed or f"{failed}"
+                    state.guard_failed = state.guard_failed or failed
                     self.metrics.cache_guard_rejections.labels(ctx.model, failed).inc()
             state.status = "miss"
         else:
@@ -255,7 +253,7 @@ class ResponseCache:
         if state.answer is not None:
             state.saved_usd = state.answer.cost_usd
         elif state.flight is not None and state.flight.leader.deployment is not None:
-            state.saved_usd = self.cost(state.flight.leader.deployment.name, prompt, completion)
+            state.saved_usd = state.flight.leader.deployment.cost(prompt, completion)
         state.saved_tokens = prompt + completion
         self.metrics.cache_saved_tokens.labels(ctx.model).inc(state.saved_tokens)
         if state.saved_usd:
