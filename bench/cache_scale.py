@@ -543,10 +543,10 @@ def batch_build(corpus: Corpus, save_to: Path | None) -> float:
     (all cores, one resize per batch) instead of one ``add_item`` per row.
     With ``save_to``, saved in the store's format (manifest, watermark = the
     last id) so that the next ``open()`` loads it."""
-    from seawall.cache.vectors import ScopedVectors, _Graph, _new_graph
+    from seawall.cache.vectors import ScopedVectors, _Graph, new_graph
 
     t0 = time.perf_counter()
-    index = _new_graph(DIM)
+    index = new_graph(DIM)
     step = 100_000
     for start in range(0, corpus.n, step):
         chunk = corpus.vectors[start:start + step].astype(np.float32)
@@ -688,9 +688,9 @@ def git_revision() -> str:
 
 def graph_params() -> str:
     """The graph as the store builds it now."""
-    from seawall.cache.vectors import _new_graph
+    from seawall.cache.vectors import new_graph
 
-    index = _new_graph(DIM)
+    index = new_graph(DIM)
     storage = str(index.storage_data_type).rsplit(".", 1)[-1]
     return (f"{storage} storage, M={index.M}, ef_construction={index.ef_construction}, "
             f"query ef={index.ef}")

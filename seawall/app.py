@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from seawall.api import admin_routes, openai_routes, ops_routes
+from seawall.api import admin_routes, openai_routes, ops_routes, rag_routes
 from seawall.api.http import error_response
 from seawall.cache.service import ResponseCache
 from seawall.cache.sqlite_store import SqliteCacheStore
@@ -39,6 +39,8 @@ from seawall.pipeline.pipeline import Pipeline
 from seawall.pipeline.ratelimit import InMemoryRateLimiter
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
 from seawall.providers.registry import ModelRegistry
+from seawall.rag.service import RagService
+from seawall.rag.stage import RetrieveStage
 from seawall.routing.breaker import BreakerState
 from seawall.routing.router import Router
 from seawall.store.sqlite import SqliteStore
@@ -77,8 +79,11 @@ class Services:
                                    self.count_tokens)
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.router.stale_answer = self.cache.stale_answer
+        # Models and indexes load on first use: a gateway without RAG pays nothing.
+        self.rag = RagService(settings.rag, settings.rag_path, self.tokens)
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
+            RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer),
@@ -139,6 +144,7 @@ class Services:
     async def close(self) -> None:
         await self.registry.close()
         await self.cache.close()
+        await self.rag.aclose()
         await self.writer.stop()
         await self.store.close()
 
@@ -214,7 +220,8 @@ def create_app(settings: Settings) -> FastPath:
         finally:
             await services.close()
 
-    app = Starlette(routes=[*openai_routes.routes, *ops_routes.routes, *admin_routes.routes],
+    app = Starlette(routes=[*openai_routes.routes, *ops_routes.routes, *admin_routes.routes,
+                            *rag_routes.routes],
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})
     app.state.services = services

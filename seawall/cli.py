@@ -16,22 +16,10 @@ from typing import Any
 
 import click
 
-from seawall.config import ConfigError, Settings, load_settings
+from seawall.cli_common import config_option, settings_from
+from seawall.config import Settings
 
-CONFIG_HELP = "YAML config file (default: $SEAWALL_CONFIG, else the built-in offline setup)."
-
-
-def _settings(config: str | None) -> Settings:
-    path = config or os.environ.get("SEAWALL_CONFIG") or None
-    try:
-        return load_settings(path)
-    except ConfigError as e:
-        click.echo(f"seawall: invalid configuration:\n{e}", err=True)
-        sys.exit(2)
-
-
-config_option = click.option("--config", "-c", "config", type=click.Path(dir_okay=False),
-                             help=CONFIG_HELP)
+_settings = settings_from
 
 
 @click.group()
@@ -326,6 +314,17 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
     with contextlib.closing(_cache_db(settings)) as db, db:
         purged = db.execute(sql, args).rowcount
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
+
+
+def _add_rag_commands() -> None:
+    from seawall.rag import cli as rag_cli
+
+    main.add_command(rag_cli.ingest)
+    main.add_command(rag_cli.collections)
+    main.add_command(rag_cli.search)
+
+
+_add_rag_commands()
 
 
 if __name__ == "__main__":

@@ -237,6 +237,113 @@ class CacheSettings(_Strict):
     path: str | None = None  # default: <data_dir>/cache.db (index files beside it)
 
 
+DEFAULT_RAG_TEMPLATE = (
+    "Answer using only the numbered sources below. Cite the sources you use by their "
+    "numbers, like [1] or [2][3]. If the sources do not contain the answer, say so.\n\n"
+    "Sources:\n\n{context}"
+)
+
+
+class ChunkingSettings(_Strict):
+    """How documents are cut into chunks (docs/rag.md#chunking)."""
+
+    strategy: Literal["structure", "fixed"] = Field(
+        "structure", description="follow headings, paragraphs and sentences, or a plain "
+        "sliding window (for comparison)")
+    max_tokens: int = Field(256, ge=16, le=8192, description="chunk size in tokens (o200k)")
+    overlap_tokens: int = Field(32, ge=0, description="tokens repeated from the previous "
+                                "chunk of the same section")
+    min_tokens: int = Field(32, ge=0, description="smaller trailing pieces join the chunk "
+                            "before them")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        return self
+
+
+class RerankSettings(_Strict):
+    """The second-stage re-ranker (docs/rag.md#re-ranking)."""
+
+    kind: Literal["none", "maxsim", "http", "onnx"] = Field(
+        "none", description="none; maxsim (late interaction over the embedder's token "
+        "vectors, offline); http (a TEI or Cohere-format /rerank API); onnx (a cross-encoder "
+        "exported to ONNX, from model_path)")
+    depth: int = Field(30, ge=1, le=500, description="fused candidates the re-ranker reorders")
+    url: str | None = None  # http: base URL of the re-rank API
+    api: Literal["tei", "cohere"] = "tei"  # http: the wire format (Cohere's is Jina's and vLLM's)
+    model: str | None = None  # http, cohere format: the model name to send
+    api_key: str | None = None  # http: sent as a bearer token
+    timeout_s: float = Field(10.0, gt=0)
+    model_path: str | None = None  # onnx: the model.onnx file
+    tokenizer_path: str | None = None  # onnx: tokenizer.json (default: beside the model)
+
+    @model_validator(mode="after")
+    def _complete(self) -> RerankSettings:
+        if self.kind == "http" and not self.url:
+            raise ValueError("kind http needs url (the re-rank API's base URL)")
+        if self.kind == "onnx" and not self.model_path:
+            raise ValueError("kind onnx needs model_path (a cross-encoder .onnx file)")
+        return self
+
+
+class RetrievalSettings(_Strict):
+    """How a query finds chunks (docs/rag.md#retrieval); per-collection overridable."""
+
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    fusion: Literal["rrf", "weighted"] = Field(
+        "rrf", description="reciprocal-rank fusion, or a weighted sum of min-max "
+                           "normalised scores")
+    rrf_k: float = Field(60.0, gt=0, description="RRF's rank constant")
+    dense_weight: float = Field(0.5, ge=0, le=1, description="the dense ranking's weight "
+                                "(BM25's is 1 - this)")
+    candidates: int = Field(100, ge=1, le=2000, description="chunks each index proposes "
+                            "before fusion")
+    rerank: RerankSettings = RerankSettings()
+
+
+class CollectionSettings(_Strict):
+    retrieval: RetrievalSettings | None = None  # default: rag.retrieval
+
+
+class ModelRagSettings(_Strict):
+    """Always ground a model's answers in a collection (a "RAG route")."""
+
+    collection: str
+    top_k: int | None = Field(None, ge=1, le=100)
+    filter: dict[str, Any] | None = None
+
+
+class RagSettings(_Strict):
+    """Retrieval-augmented generation (docs/rag.md)."""
+
+    path: str | None = None  # default: <data_dir>/rag.db, indexes in <data_dir>/rag/
+    chunking: ChunkingSettings = ChunkingSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    collections: dict[str, CollectionSettings] = {}
+    top_k: int = Field(5, ge=1, le=100, description="chunks given to the model by default")
+    context_tokens: int = Field(2000, ge=64, description="token budget of the packed context")
+    template: str = Field(DEFAULT_RAG_TEMPLATE, description="the system message that carries "
+                          "the context; must contain {context}")
+    embed_max_tokens: int = Field(512, ge=16, le=512, description="embedder input cut-off, "
+                                  "in its own (WordPiece) tokens")
+    embed_batch: int = Field(32, ge=1, le=1024)
+    ann_above: int = Field(50_000, ge=0, description="collections larger than this use an "
+                           "HNSW graph for dense search (exact below)")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _template_has_context(self) -> RagSettings:
+        if "{context}" not in self.template:
+            raise ValueError("template must contain {context}, where the sources go")
+        return self
+
+    def retrieval_for(self, collection: str) -> RetrievalSettings:
+        own = self.collections.get(collection)
+        return own.retrieval if own is not None and own.retrieval is not None else self.retrieval
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -258,6 +365,7 @@ class ModelSettings(_Strict):
     kind: Literal["chat", "embedding"] = "chat"
     price: Price = Price()
     cache: ModelCacheSettings = ModelCacheSettings()
+    rag: ModelRagSettings | None = None  # always answer from this collection
 
     @model_validator(mode="after")
     def _one_way_to_name_deployments(self) -> ModelSettings:
@@ -339,6 +447,7 @@ class Settings(_Strict):
     admission: AdmissionSettings = AdmissionSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     cache: CacheSettings = CacheSettings()
+    rag: RagSettings = RagSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -390,6 +499,10 @@ class Settings(_Strict):
     @property
     def cache_path(self) -> Path:
         return Path(self.cache.path) if self.cache.path else Path(self.data_dir) / "cache.db"
+
+    @property
+    def rag_path(self) -> Path:
+        return Path(self.rag.path) if self.rag.path else Path(self.data_dir) / "rag.db"
 
 
 def default_settings_dict() -> dict[str, Any]:

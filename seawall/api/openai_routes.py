@@ -77,6 +77,7 @@ async def _parse(request: Request, ctx: RequestContext, svc: Services, typ: type
         ctx.model = model if isinstance(model, str) else ""
         req = convert(ctx.raw, typ)
         ctx.raw.pop("seawall", None)  # the gateway's own options never go upstream
+        ctx.raw.pop("rag", None)
         return req
     except SeawallError as e:
         ctx.fail(e)
@@ -129,6 +130,8 @@ async def chat_completions(request: Request) -> Response:
         completion = ctx.gatherer.completion()
         if "usage" not in completion:
             completion["usage"] = svc.estimate_usage(ctx)
+        if ctx.rag is not None:  # an extension field: the OpenAI SDK keeps unknown fields
+            completion["citations"] = ctx.rag.citations(ctx.gatherer.text)
         return Response(orjson.dumps(completion), media_type="application/json",
                         headers=_headers(ctx))
 
@@ -147,8 +150,18 @@ async def chat_completions(request: Request) -> Response:
     return SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk), _headers(ctx))
 
 
+def _with_citations(item: StreamItem, citations: list[dict[str, Any]]) -> StreamItem:
+    """The first chunk, carrying the sources (a copy: chunks may be shared with
+    other requests on the same cache flight)."""
+    if isinstance(item, list):
+        return [{**item[0], "citations": citations}, *item[1:]] if item else item
+    return {**item, "citations": citations}
+
+
 async def _events(ctx: RequestContext, svc: Services, first: StreamItem | None,
                   stream: AsyncIterator[StreamItem], want_usage: bool) -> AsyncIterator[bytes]:
+    if first is not None and ctx.rag is not None:
+        first = _with_citations(first, ctx.rag.citations())
     try:
         if first is not None and (data := _encode(first, want_usage)):
             yield data

@@ -47,6 +47,20 @@ class SeawallOptions(Struct, omit_defaults=True, forbid_unknown_fields=True):
     prompt_version: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
 
 
+class RagOptions(Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Ground the answer in a collection: ``extra_body={"rag": {...}}``.
+    Removed from the request before it goes upstream (docs/rag.md)."""
+
+    collection: Annotated[str, Meta(min_length=1, max_length=64)]
+    top_k: Annotated[int, Meta(ge=1, le=100)] | None = None
+    filter: dict[str, Any] | None = None
+    mode: Literal["hybrid", "bm25", "dense"] | None = None
+    fusion: Literal["rrf", "weighted"] | None = None
+    rerank: bool | None = None
+    context_tokens: Annotated[int, Meta(ge=64)] | None = None
+    query: Annotated[str, Meta(min_length=1)] | None = None  # default: the last user message
+
+
 class ChatCompletionRequest(Struct, omit_defaults=True):
     model: Annotated[str, Meta(min_length=1)]
     messages: Annotated[list[Message], Meta(min_length=1)]
@@ -65,6 +79,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     seawall: SeawallOptions | None = None
+    rag: RagOptions | None = None
 
     @property
     def output_limit(self) -> int | None:

@@ -86,7 +86,8 @@ class _Exact:
 QUERY_EF = 64
 
 
-def _new_graph(dim: int) -> Index:
+def new_graph(dim: int) -> Index:
+    """An empty cosine HNSW graph with the settings measured in bench/cache_scale.py."""
     index = Index(Space.Cosine, num_dimensions=dim, M=12, ef_construction=100,
                   storage_data_type=StorageDataType.Float32)
     index.ef = QUERY_EF
@@ -137,7 +138,7 @@ class _Graph:
     def _rebuild(self) -> None:
         live = [i for i in self.index.ids if i not in self.deleted]
         vectors = np.asarray(self.index.get_vectors(live), dtype=np.float32) if live else None
-        self.index, self.deleted = _new_graph(self.index.num_dimensions), set()
+        self.index, self.deleted = new_graph(self.index.num_dimensions), set()
         if vectors is not None:
             self.add_many(live, vectors)
 
@@ -175,7 +176,7 @@ class ScopedVectors:
             self._parts[scope] = self._promote(part)
 
     def _promote(self, part: _Exact) -> _Graph:
-        graph = _Graph(_new_graph(self.dim))
+        graph = _Graph(new_graph(self.dim))
         graph.add_many([int(i) for i in part.ids[: part.n]], part.vectors[: part.n])
         return graph
 
@@ -184,7 +185,7 @@ class ScopedVectors:
         into a graph, built in parallel."""
         part = self._parts.get(scope)
         if part is None and len(ids) >= self.exact_below:
-            part = self._parts[scope] = _Graph(_new_graph(self.dim))
+            part = self._parts[scope] = _Graph(new_graph(self.dim))
         if isinstance(part, _Graph):
             fresh = [i for i, id_ in enumerate(ids) if id_ not in part.index]
             if fresh:

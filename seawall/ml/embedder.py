@@ -8,6 +8,7 @@ pooled the way sentence-transformers pools it: mean over the real tokens
 from __future__ import annotations
 
 import threading
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,10 @@ class Embedder:
         return self._dim
 
     def _encode(self, texts: Sequence[str]) -> tuple[dict[str, npt.NDArray[np.int64]], int]:
-        encodings = self._tokenizer.encode_batch(list(texts))
+        return self._feeds(self._tokenizer.encode_batch(list(texts)))
+
+    def _feeds(self, encodings: list[Any]) -> tuple[dict[str, npt.NDArray[np.int64]], int]:
+        """The graph's inputs for a tokenised batch, and its real-token count."""
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
@@ -140,9 +144,38 @@ class Embedder:
         """Unit vectors for ``texts`` (one ONNX run; callers choose the batch size)."""
         return self.embed_with_tokens(texts)[0]
 
+    def token_vectors(self, texts: Sequence[str], *,
+                      skip_punctuation: bool = False) -> list[FloatArray]:
+        """Per text, the unit vectors of its real tokens (shape ``(t, dim)``, in
+        order; [CLS]/[SEP]/padding dropped, and tokens made only of punctuation
+        with ``skip_punctuation``): the input of late-interaction (MaxSim)
+        re-ranking. One ONNX run, so callers choose the batch size."""
+        self.warm_up()
+        if not texts:
+            return []
+        encodings = self._tokenizer.encode_batch(list(texts))
+        feeds, _ = self._feeds(encodings)
+        (hidden,) = self._session.run([self._output_name], feeds)
+        hidden = np.asarray(hidden, dtype=np.float32)
+        out: list[FloatArray] = []
+        for row, enc in zip(hidden, encodings, strict=True):
+            keep = [i for i, (m, special, token) in enumerate(
+                        zip(enc.attention_mask, enc.special_tokens_mask, enc.tokens, strict=True))
+                    if m and not special and not (skip_punctuation and _punctuation(token))]
+            vectors = row[keep]
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            out.append((vectors / np.clip(norms, 1e-12, None)).astype(np.float32))
+        return out
+
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Tokens the model would read for ``texts`` (with [CLS]/[SEP], truncated)."""
         self.warm_up()
         if not texts:
             return 0
         return sum(sum(e.attention_mask) for e in self._tokenizer.encode_batch(list(texts)))
+
+
+def _punctuation(token: str) -> bool:
+    """A token made only of punctuation ("?", or "##." / "▁?" with a subword marker)."""
+    text = token.removeprefix("##").lstrip("\u2581\u0120")
+    return bool(text) and all(unicodedata.category(c).startswith("P") for c in text)

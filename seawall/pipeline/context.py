@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from seawall.cache.service import CacheState
     from seawall.observe.records import AttemptRecord
     from seawall.providers.registry import Deployment
+    from seawall.rag.stage import RagState
     from seawall.store.base import ApiKey
 
 
@@ -67,6 +68,7 @@ class RequestContext:
     admitted: bool = False  # holds an admission slot (released when the request ends)
     answered_by: int | None = None  # index of the stage whose stream answers
     cache: CacheState | None = None  # what the cache did, if it is on for the model
+    rag: RagState | None = None  # what retrieval gave the model, if the request used it
     spans: list[tuple[str, int, int]] = field(default_factory=list)
 
     def span(self, name: str, start_ns: int) -> None:

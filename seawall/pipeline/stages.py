@@ -207,6 +207,7 @@ class RecordStage:
             user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
             finish_reason=ctx.gatherer.finish_reason,
             attempts=ctx.attempts, degraded=ctx.degraded,
+            rag=ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None,
         )
         cache = ctx.cache
         if cache is not None:

@@ -11,11 +11,18 @@ share of them (``error_probability``); a connection cut mid-body
 open (``stall_after_chunks``); or no answer at all (``hang``). See
 :class:`~seawall.providers.fake.FakeBehavior` for the exact semantics.
 
+Endpoints: OpenAI ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
+``GET /v1/models``; Anthropic ``POST /v1/messages``; and two rerank formats,
+``POST /rerank`` (Hugging Face text-embeddings-inference: ``query`` + ``texts``
+-> ``[{index, score}]``) and ``POST /v1/rerank`` (Cohere / Jina / vLLM:
+``query`` + ``documents`` -> ``{"results": [{index, relevance_score}]}``),
+both scored by :func:`lexical_score` and sorted best first, as real servers do.
+
 Scripting (all JSON):
 
 * ``POST /_fake/script`` ``{"default": {...}}`` replaces the behaviour used when
   the queue is empty; ``{"queue": [{...}, ...]}`` replaces the FIFO of one-shot
-  behaviours (one per generation request: chat, messages, embeddings). Each
+  behaviours (one per generation request: chat, messages, embeddings, rerank). Each
   is a whole behaviour: fields left out take FakeBehavior's defaults, not the
   current default's. ``{"seed": 42}`` (alone or with the others) restarts
   the random draws for ``error_probability`` from that seed (``null``:
@@ -76,6 +83,7 @@ TOOL_USE_ID = "toolu_fake1"
 TOOL_INPUT: dict[str, Any] = {"city": "Paris"}
 MODELS = ("fake-model", "fake-embedding")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+_WORD = re.compile(r"\w+")
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -225,9 +233,9 @@ def _with_headers(resp: Response, behavior: FakeBehavior) -> Response:
     return resp
 
 
-def _malformed(whole: Mapping[str, Any]) -> Response:
-    """A 200 whose JSON body stops halfway: a proper prefix of a JSON object is
-    never valid JSON, and the HTTP framing is intact, so only the parser notices."""
+def _malformed(whole: Mapping[str, Any] | list[Any]) -> Response:
+    """A 200 whose JSON body stops halfway: a proper prefix of a JSON object (or
+    array) is never valid JSON, and the HTTP framing is intact, so only the parser notices."""
     body = orjson.dumps(whole)
     return Response(body[: len(body) // 2], media_type="application/json")
 
@@ -427,9 +435,36 @@ class _Upstream:
         if inputs is None:
             self.state.end(call, "failed")
             return _openai_error(400, "'input' must be a string or a non-empty list.")
-        behavior = self.state.take()
         tokens = sum(count_words(t) for t in inputs)
-        words = FakeWords(behavior, [], prompt_tokens=tokens, rng=self.state.rng)
+        return await self._unchunked(request, call, tokens,
+                                     lambda: _embedding_list(raw, inputs, tokens))
+
+    async def rerank(self, request: Request) -> Response:
+        """``/rerank`` (TEI) or ``/v1/rerank`` (Cohere), told apart by the path."""
+        raw = await _body_json(request)
+        call = self.state.begin(request, raw)
+        if (denied := self._openai_auth_error(request)) is not None:
+            self.state.end(call, "failed")
+            return denied
+        cohere = request.url.path == "/v1/rerank"
+        field = "documents" if cohere else "texts"
+        query = raw.get("query") if isinstance(raw, dict) else None
+        docs = raw.get(field) if isinstance(raw, dict) else None
+        if (not isinstance(query, str) or not isinstance(docs, list) or not docs
+                or not all(isinstance(d, str) for d in docs)):
+            self.state.end(call, "failed")
+            return _openai_error(400, f"'query' must be a string and '{field}' a non-empty "
+                                      f"list of strings.")
+        tokens = count_words(query) * len(docs) + sum(count_words(d) for d in docs)
+        return await self._unchunked(request, call, tokens,
+                                     lambda: _rerank_body(raw, query, docs, cohere, tokens))
+
+    async def _unchunked(self, request: Request, call: _Call, prompt_tokens: int,
+                         answer: Callable[[], Any]) -> Response:
+        """An answer with no chunks (embeddings, rerank): the scripted wait,
+        failure, hang or cut-short body, else ``answer()`` as JSON."""
+        behavior = self.state.take()
+        words = FakeWords(behavior, [], prompt_tokens=prompt_tokens, rng=self.state.rng)
         try:
             await _maybe_race(request, behavior.hang or _slow(behavior), _embedding_wait(words))
         except FakeFailure as f:
@@ -439,7 +474,7 @@ class _Upstream:
         except _ClientGone:
             self.state.end(call, "cancelled")
             return Response(status_code=499)
-        body = _embedding_list(raw, inputs, tokens)
+        body = answer()
         if behavior.malformed_after_chunks is not None:
             self.state.end(call, "malformed")
             return _with_headers(_malformed(body), behavior)
@@ -569,6 +604,29 @@ def _embedding_list(raw: dict[str, Any], inputs: list[str], tokens: int) -> dict
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
+def lexical_score(query: str, passage: str) -> float:
+    """The fake rerankers' relevance: the share of the query's distinct
+    lowercase words found in the passage (0.0 for a query without words)."""
+    words = set(_WORD.findall(query.lower()))
+    if not words:
+        return 0.0
+    return len(words & set(_WORD.findall(passage.lower()))) / len(words)
+
+
+def _rerank_body(raw: dict[str, Any], query: str, docs: list[str], cohere: bool,
+                 tokens: int) -> Any:
+    ranked = sorted(((lexical_score(query, d), i) for i, d in enumerate(docs)),
+                    key=lambda r: (-r[0], r[1]))
+    if not cohere:
+        return [{"index": i, "score": s} for s, i in ranked]
+    top_n = raw.get("top_n")
+    if isinstance(top_n, int) and top_n > 0:
+        ranked = ranked[:top_n]
+    return {"id": uuid.uuid4().hex, "model": raw.get("model", ""),
+            "results": [{"index": i, "relevance_score": s} for s, i in ranked],
+            "usage": {"total_tokens": tokens}}
+
+
 async def _maybe_race(request: Request, may_block: bool, work: Awaitable[T]) -> T:
     """Only watch for a disconnect when the work can take a while (saves two
     tasks per request when benchmarking at full speed)."""
@@ -688,9 +746,9 @@ def _check_messages_request(raw: Any) -> str | None:
 def create_app(default: FakeBehavior | None = None, *, api_key: str | None = None,
                seed: int | None = None) -> Starlette:
     """The fake upstream. ``api_key``: if set, require exactly this key
-    (``Authorization: Bearer`` for OpenAI routes; ``x-api-key``, or a bearer
+    (``Authorization: Bearer`` for OpenAI and rerank routes; ``x-api-key``, or a bearer
     token as newer Anthropic SDKs send, for ``/v1/messages``); otherwise any
-    non-empty Anthropic key passes and the OpenAI routes are open. ``seed``
+    non-empty Anthropic key passes and the other routes are open. ``seed``
     makes the ``error_probability`` draws repeatable."""
     state = FakeUpstreamState(default or FakeBehavior(), seed)
     up = _Upstream(state, api_key)
@@ -699,6 +757,8 @@ def create_app(default: FakeBehavior | None = None, *, api_key: str | None = Non
         Route("/v1/embeddings", up.embeddings, methods=["POST"]),
         Route("/v1/models", up.models, methods=["GET"]),
         Route("/v1/messages", up.messages, methods=["POST"]),
+        Route("/rerank", up.rerank, methods=["POST"]),
+        Route("/v1/rerank", up.rerank, methods=["POST"]),
         Route("/_fake/script", up.script, methods=["POST"]),
         Route("/_fake/calls", up.calls, methods=["GET"]),
         Route("/_fake/reset", up.reset, methods=["POST"]),

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS traces (
     cache_similarity REAL,
     saved_tokens INTEGER NOT NULL DEFAULT 0,
     saved_usd REAL NOT NULL DEFAULT 0,
-    cache_guard TEXT
+    cache_guard TEXT,
+    rag TEXT
 );
 CREATE INDEX IF NOT EXISTS traces_tenant_time ON traces (tenant, started_at);
 CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
@@ -68,7 +69,8 @@ _ADDED_COLUMNS = {
     "traces": [("attempts", "TEXT"), ("degraded", "TEXT"), ("cache", "TEXT"),
                ("cache_entry", "INTEGER"), ("cache_similarity", "REAL"),
                ("saved_tokens", "INTEGER NOT NULL DEFAULT 0"),
-               ("saved_usd", "REAL NOT NULL DEFAULT 0"), ("cache_guard", "TEXT")],
+               ("saved_usd", "REAL NOT NULL DEFAULT 0"), ("cache_guard", "TEXT"),
+               ("rag", "TEXT")],
     "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER")],
 }
 

@@ -1,0 +1,237 @@
+"""``seawall ingest``, ``seawall collections`` and ``seawall search``: RAG from
+the shell, working on the RAG store file directly (safe beside a running
+server: it notices the new generation and loads the index built here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from seawall.cli_common import config_option, settings_from
+from seawall.config import Settings
+from seawall.ml.tokens import TokenCounter
+from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER
+from seawall.rag.ingest import IngestResult
+from seawall.rag.loaders import UnsupportedFormat, load_bytes
+from seawall.rag.service import RagService, SearchRequest
+
+SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf", ".jsonl"}
+
+tenant_option = click.option(
+    "--tenant", default=None,
+    help="Tenant owning the collection (default: the master key's tenant, 'default', when "
+         "auth.master_key is set, else 'anonymous', the tenant of keyless loopback calls).")
+
+
+def _tenant(settings: Settings, tenant: str | None) -> str:
+    if tenant:
+        return tenant
+    return MASTER.tenant if settings.auth.master_key else ANONYMOUS_TENANT
+
+
+def _service(settings: Settings) -> RagService:
+    return RagService(settings.rag, settings.rag_path, TokenCounter())
+
+
+def _files(roots: tuple[Path, ...]) -> Iterator[Path]:
+    """Files under ``roots`` with a format we load, skipping hidden folders and files."""
+    for root in roots:
+        if root.is_file():
+            yield root
+            continue
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                path = Path(folder) / name
+                if not name.startswith(".") and path.suffix.lower() in SUFFIXES:
+                    yield path
+
+
+def source_of(path: Path) -> str:
+    """A document's source: its path relative to the working directory when it
+    is below it (stable across runs from the same place), else absolute."""
+    full = path.resolve()
+    try:
+        return full.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return full.as_posix()
+
+
+def _parse_metadata(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--metadata")
+        try:
+            out[key] = orjson.loads(value)  # numbers, booleans and lists stay typed
+        except orjson.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@click.command("ingest")
+@config_option
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--collection", "-C", required=True, help="Collection to add the documents to.")
+@tenant_option
+@click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE",
+              help="A field added to every document's metadata, for filters (repeatable).")
+@click.option("--prune", is_flag=True,
+              help="Delete documents whose file under PATHS no longer exists.")
+def ingest(config: str | None, paths: tuple[Path, ...], collection: str, tenant: str | None,
+           metadata: tuple[str, ...], prune: bool) -> None:
+    """Add files (Markdown, text, HTML, PDF, JSONL) or folders to a collection.
+
+    Idempotent and resumable: unchanged files are skipped, changed files replace
+    their old chunks, and each file is committed on its own, so an interrupted
+    run picks up where it stopped.
+    """
+    settings = settings_from(config)
+    extra = _parse_metadata(metadata)
+    rag = _service(settings)
+    files = list(_files(paths))
+    counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0, "chunks": 0}
+    with contextlib.closing(rag):
+        info = rag.store.ensure_collection(_tenant(settings, tenant), collection)
+        known = rag.store.sources(info.id)
+        seen: set[str] = set()
+        try:
+            with click.progressbar(files, label=f"ingest → {collection}", file=sys.stderr,
+                                   item_show_func=lambda p: p.name if p else None) as bar:
+                for path in bar:
+                    source = source_of(path)
+                    seen.add(source)
+                    try:
+                        docs = load_bytes(path.read_bytes(), source,
+                                          metadata={"path": source, **extra},
+                                          modified=path.stat().st_mtime)
+                    except (UnsupportedFormat, ValueError, OSError) as e:
+                        counts["failed"] += 1
+                        click.echo(f"\nskipped {path}: {e}", err=True)
+                        continue
+                    for doc in docs:
+                        result: IngestResult = rag.ingestor.ingest(info.id, doc, known)
+                        counts[result.status] += 1
+                        counts["chunks"] += result.chunks
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: {counts['added'] + counts['replaced']} documents "
+                       "stored; run the same command again to resume", err=True)
+            sys.exit(130)
+        pruned = 0
+        if prune:
+            roots = [source_of(p) for p in paths]
+            gone = [s for s in known if s.split("#", 1)[0] not in seen
+                    and any(s == r or s.startswith(r.rstrip("/") + "/") for r in roots)]
+            pruned = rag.store.delete_documents(info.id, sources=gone)
+        index = rag.index_for(info.id)  # built and saved now: the server just loads it
+    click.echo(f"{collection}: {counts['added']} added, {counts['replaced']} replaced, "
+               f"{counts['unchanged']} unchanged, {counts['failed']} failed, {pruned} pruned; "
+               f"{counts['chunks']} new chunks, {len(index)} in the index", err=True)
+    if counts["failed"]:
+        sys.exit(1)
+
+
+@click.group("collections")
+def collections() -> None:
+    """List, inspect and delete RAG collections."""
+
+
+@collections.command("list")
+@config_option
+@tenant_option
+def collections_list(config: str | None, tenant: str | None) -> None:
+    settings = settings_from(config)
+    with contextlib.closing(_service(settings)) as rag:
+        rows = rag.store.collections(_tenant(settings, tenant))
+    if not rows:
+        click.echo("no collections", err=True)
+        return
+    click.echo(f"{'name':24} {'documents':>9} {'chunks':>8}  generation")
+    for c in rows:
+        click.echo(f"{c.name:24} {c.documents:>9} {c.chunks:>8}  {c.generation}")
+
+
+@collections.command("show")
+@config_option
+@tenant_option
+@click.argument("name")
+@click.option("--limit", default=50, show_default=True)
+def collections_show(config: str | None, tenant: str | None, name: str, limit: int) -> None:
+    """A collection's documents."""
+    settings = settings_from(config)
+    with contextlib.closing(_service(settings)) as rag:
+        info = rag.store.collection(_tenant(settings, tenant), name)
+        if info is None:
+            raise click.ClickException(f"no collection named {name!r}")
+        docs = rag.store.documents(info.id, limit=limit)
+    click.echo(f"{name}: {info.documents} documents, {info.chunks} chunks")
+    for d in docs:
+        click.echo(f"{d.id:>6}  {d.chunk_count:>4} chunks  {d.format:8}  {d.source}")
+
+
+@collections.command("delete")
+@config_option
+@tenant_option
+@click.argument("name")
+@click.option("--source", "sources", multiple=True,
+              help="Delete only this document (repeatable); default: the whole collection.")
+def collections_delete(config: str | None, tenant: str | None, name: str,
+                       sources: tuple[str, ...]) -> None:
+    settings = settings_from(config)
+    with contextlib.closing(_service(settings)) as rag:
+        t = _tenant(settings, tenant)
+        info = rag.store.collection(t, name)
+        if info is None:
+            raise click.ClickException(f"no collection named {name!r}")
+        if sources:
+            n = rag.store.delete_documents(info.id, sources=sources)
+            click.echo(f"deleted {n} of {len(sources)} documents from {name}", err=True)
+        else:
+            rag.store.delete_collection(t, name)
+            click.echo(f"deleted collection {name} ({info.documents} documents)", err=True)
+
+
+@click.command("search")
+@config_option
+@tenant_option
+@click.argument("collection")
+@click.argument("query")
+@click.option("--top-k", "-k", default=5, show_default=True)
+@click.option("--mode", type=click.Choice(["hybrid", "bm25", "dense"]), default=None)
+@click.option("--filter", "filter_json", default=None, help="A metadata filter (JSON).")
+@click.option("--json", "as_json", is_flag=True, help="The hits as JSON.")
+def search(config: str | None, tenant: str | None, collection: str, query: str, top_k: int,
+           mode: str | None, filter_json: str | None, as_json: bool) -> None:
+    """Search a collection as the API would."""
+    settings = settings_from(config)
+    rag = _service(settings)
+
+    async def go() -> Any:
+        try:
+            return await rag.search(_tenant(settings, tenant), collection, SearchRequest(
+                query=query, top_k=top_k, mode=mode,
+                filter=orjson.loads(filter_json) if filter_json else None))
+        finally:
+            await rag.aclose()
+
+    try:
+        result = asyncio.run(go())
+    except Exception as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(orjson.dumps([h.public(i + 1) for i, h in enumerate(result.hits)],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    for i, h in enumerate(result.hits, start=1):
+        where = " > ".join(h.chunk.heading_path)
+        click.echo(f"{i}. [{h.score:.4f}] {h.chunk.source}" + (f" § {where}" if where else ""))
+        click.echo("   " + h.chunk.text[:200].replace("\n", " "))

@@ -1,0 +1,305 @@
+"""The RAG service: collections, ingestion and search for the API, the chat
+pipeline and the CLI, built once by the composition root.
+
+Search runs: embed the query (once, shared by both indexes) -> BM25 and dense
+candidates (each ``candidates`` deep, under the filter's mask) -> fusion ->
+optional re-ranking of the top ``rerank.depth`` -> ``top_k``. The CPU parts
+run on worker threads, so a search never holds the event loop.
+
+Indexes live in memory per collection and are rebuilt, on a worker thread and
+once however many searches wait for it, when the collection's generation in
+the store has moved (an ingest through the API, or ``seawall ingest`` from
+another process). Saved indexes make a restart a load, not a rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seawall.config import RagSettings, RerankSettings, RetrievalSettings
+from seawall.errors import InvalidRequest, NotFound
+from seawall.ml.embedder import Embedder
+from seawall.ml.tokens import TokenCounter
+from seawall.rag.chunking import ChunkOptions
+from seawall.rag.documents import LoadedDocument
+from seawall.rag.filters import FilterError, compile_filter
+from seawall.rag.fusion import reciprocal_rank, weighted_scores
+from seawall.rag.index import CollectionIndex, Ranked
+from seawall.rag.ingest import Ingestor, IngestResult
+from seawall.rag.rerank import Reranker, build_reranker
+from seawall.rag.store import ChunkRow, CollectionInfo, DocumentInfo, RagStore
+
+__all__ = ["Hit", "RagService", "SearchRequest", "SearchResult"]
+
+log = logging.getLogger("seawall.rag")
+
+MAX_QUERY_CHARS = 8000
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    query: str
+    top_k: int = 5
+    filter: dict[str, Any] | None = None
+    mode: str | None = None  # hybrid | bm25 | dense (None: the collection's setting)
+    fusion: str | None = None  # rrf | weighted
+    rerank: bool | None = None  # None: as configured
+
+
+@dataclass(slots=True)
+class Hit:
+    chunk: ChunkRow
+    score: float  # the final ranking's score (fused, or the re-ranker's)
+    bm25: float | None = None
+    dense: float | None = None
+    fused: float | None = None
+    rerank: float | None = None
+
+    def public(self, rank: int) -> dict[str, Any]:
+        c = self.chunk
+        out: dict[str, Any] = {
+            "rank": rank, "score": round(self.score, 6), "chunk_id": c.id,
+            "document_id": c.document_id, "source": c.source, "title": c.title,
+            "heading_path": c.heading_path, "start": c.start, "end": c.end, "text": c.text,
+            "tokens": c.tokens, "metadata": c.metadata,
+            "scores": {k: round(v, 6) for k, v in (("bm25", self.bm25), ("dense", self.dense),
+                                                   ("fused", self.fused),
+                                                   ("rerank", self.rerank)) if v is not None}}
+        if c.page is not None:
+            out["page"] = c.page
+        return out
+
+
+@dataclass(slots=True)
+class SearchResult:
+    collection: str
+    hits: list[Hit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class RagService:
+    def __init__(self, settings: RagSettings, path: Path, tokens: TokenCounter,
+                 embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = RagStore(path)
+        self.index_dir = path.parent / "rag"
+        self.tokens = tokens
+        self.embedder = embedder or Embedder(max_length=settings.embed_max_tokens)
+        c = settings.chunking
+        self.ingestor = Ingestor(self.store, self.embedder, tokens.count,
+                                 ChunkOptions(strategy=c.strategy, max_tokens=c.max_tokens,
+                                              overlap_tokens=c.overlap_tokens,
+                                              min_tokens=c.min_tokens),
+                                 settings.embed_batch)
+        self._indexes: dict[int, CollectionIndex] = {}
+        self._building: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._rerankers: dict[RerankSettings, Reranker | None] = {}
+
+    def close(self) -> None:
+        self.store.close()
+
+    async def aclose(self) -> None:
+        for r in self._rerankers.values():
+            if r is not None:
+                await r.close()
+        self.close()
+
+    # Collections and documents (thin async wrappers over the store).
+
+    async def collections(self, tenant: str) -> list[CollectionInfo]:
+        return await asyncio.to_thread(self.store.collections, tenant)
+
+    async def collection(self, tenant: str, name: str) -> CollectionInfo:
+        info = await asyncio.to_thread(self.store.collection, tenant, name)
+        if info is None:
+            raise NotFound(f"No collection named {name!r}. Create one by adding documents: "
+                           f"POST /v1/collections/{name}/documents, or `seawall ingest PATH "
+                           f"--collection {name}`.", code="collection_not_found")
+        return info
+
+    async def delete_collection(self, tenant: str, name: str) -> bool:
+        info = await asyncio.to_thread(self.store.collection, tenant, name)
+        if info is None:
+            return False
+        await asyncio.to_thread(self.store.delete_collection, tenant, name)
+        self._indexes.pop(info.id, None)
+        return True
+
+    async def ingest(self, tenant: str, name: str,
+                     docs: Sequence[LoadedDocument]) -> list[IngestResult]:
+        info = await asyncio.to_thread(self.store.ensure_collection, tenant, name)
+        known = await asyncio.to_thread(self.store.sources, info.id)
+        results = []
+        for doc in docs:  # one at a time: each is its own transaction
+            results.append(await asyncio.to_thread(self.ingestor.ingest, info.id, doc, known))
+        if any(r.status != "unchanged" for r in results):
+            # Build now, off the request, so the next search does not wait for it.
+            asyncio.get_running_loop().create_task(self._prebuild(info.id))
+        return results
+
+    async def _prebuild(self, collection_id: int) -> None:
+        try:
+            await asyncio.to_thread(self.index_for, collection_id)
+        except Exception:
+            log.exception("building the index of collection %s failed", collection_id)
+
+    async def documents(self, tenant: str, name: str, limit: int,
+                        after_id: int) -> list[DocumentInfo]:
+        info = await self.collection(tenant, name)
+        return await asyncio.to_thread(self.store.documents, info.id, limit, after_id)
+
+    async def document(self, tenant: str, name: str, document_id: int) -> DocumentInfo:
+        info = await self.collection(tenant, name)
+        doc = await asyncio.to_thread(self.store.document_by_id, info.id, document_id)
+        if doc is None:
+            raise NotFound(f"No document {document_id} in collection {name!r}.",
+                           code="document_not_found")
+        return doc
+
+    async def delete_documents(self, tenant: str, name: str, ids: Sequence[int] = (),
+                               sources: Sequence[str] = ()) -> int:
+        info = await self.collection(tenant, name)
+        n = await asyncio.to_thread(self.store.delete_documents, info.id, sources, ids)
+        if n:
+            asyncio.get_running_loop().create_task(self._prebuild(info.id))
+        return n
+
+    # Indexes.
+
+    def index_for(self, collection_id: int) -> CollectionIndex:
+        """The collection's index at its current generation (blocking: a worker thread)."""
+        generation = self.store.generation(collection_id)
+        current = self._indexes.get(collection_id)
+        if current is not None and current.generation == generation:
+            return current
+        with self._guard:
+            lock = self._building.setdefault(collection_id, threading.Lock())
+        with lock:  # one build per collection; the others wait for it
+            current = self._indexes.get(collection_id)
+            generation = self.store.generation(collection_id)
+            if current is not None and current.generation == generation:
+                return current
+            t0 = time.perf_counter()
+            snapshot = self.store.snapshot(collection_id)
+            folder = self.index_dir / str(collection_id)
+            index = CollectionIndex.load(folder, snapshot, self.settings.ann_above)
+            how = "loaded"
+            if index is None:
+                index = CollectionIndex.build(snapshot, self.settings.ann_above)
+                how = "built"
+                try:
+                    index.save(folder)
+                except OSError:
+                    log.warning("could not save the index of collection %s in %s",
+                                collection_id, folder, exc_info=True)
+            self._indexes[collection_id] = index
+            log.info("rag index %s for collection %s: %d chunks, generation %d, %.2f s", how,
+                     collection_id, len(index), index.generation, time.perf_counter() - t0)
+            return index
+
+    # Search.
+
+    def reranker(self, spec: RerankSettings) -> Reranker | None:
+        if spec not in self._rerankers:
+            self._rerankers[spec] = build_reranker(
+                spec.model_dump(exclude={"depth"}) if spec.kind != "none" else None,
+                self.embedder)
+        return self._rerankers[spec]
+
+    async def search(self, tenant: str, name: str, req: SearchRequest) -> SearchResult:
+        query = req.query.strip()
+        if not query:
+            raise InvalidRequest("query must not be empty", param="query")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidRequest(f"query is longer than {MAX_QUERY_CHARS} characters",
+                                 param="query")
+        try:
+            predicate = compile_filter(req.filter)
+        except FilterError as e:
+            raise InvalidRequest(f"filter: {e}", param="filter") from None
+        info = await self.collection(tenant, name)
+        cfg = self.settings.retrieval_for(name)
+        mode = req.mode or cfg.mode
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        ranked, by_id = await asyncio.to_thread(
+            self._candidates, info.id, query, predicate, mode, req.fusion or cfg.fusion, cfg,
+            timings)
+        spec = cfg.rerank
+        reranker = self.reranker(spec) if req.rerank is not False else None
+        if req.rerank is True and reranker is None:
+            raise InvalidRequest("rerank was asked for, but no re-ranker is configured "
+                                 "(rag.retrieval.rerank.kind)", param="rerank")
+        depth = max(req.top_k, spec.depth) if reranker is not None else req.top_k
+        ranked = ranked[:depth]
+        rows = await asyncio.to_thread(self.store.chunk_rows, info.id, [i for i, _ in ranked])
+        hits = []
+        for chunk_id, score in ranked:
+            row = rows.get(chunk_id)
+            if row is None:  # deleted since the index was built
+                continue
+            b, d = by_id.get(chunk_id, (None, None))
+            hits.append(Hit(row, score, bm25=b, dense=d,
+                            fused=score if mode == "hybrid" else None))
+        if reranker is not None and hits:
+            t1 = time.perf_counter()
+            scores = await reranker.score(query, [h.chunk.text for h in hits])
+            for h, s in zip(hits, scores, strict=True):
+                h.rerank = h.score = float(s)
+            hits.sort(key=lambda h: -h.score)
+            timings["rerank"] = (time.perf_counter() - t1) * 1000
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        return SearchResult(name, hits[:req.top_k], timings)
+
+    def _candidates(self, collection_id: int, query: str, predicate: Any, mode: str,
+                    fusion: str, cfg: RetrievalSettings, timings: dict[str, float],
+                    ) -> tuple[Ranked, dict[int, tuple[float | None, float | None]]]:
+        t = time.perf_counter()
+        index = self.index_for(collection_id)
+        timings["index"] = (time.perf_counter() - t) * 1000
+        mask = None
+        if predicate is not None:
+            allowed = {doc_id for doc_id, fields in index.metadata.items() if predicate(fields)}
+            mask = index.mask_for(allowed)
+        k = cfg.candidates
+        lexical: Ranked = []
+        dense: Ranked = []
+        if mode in ("hybrid", "bm25"):
+            t = time.perf_counter()
+            lexical = index.bm25(query, k, mask)
+            timings["bm25"] = (time.perf_counter() - t) * 1000
+        if mode in ("hybrid", "dense"):
+            t = time.perf_counter()
+            vector = self.embedder.embed([query])[0]
+            timings["embed"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            dense = index.dense(np.asarray(vector, dtype=np.float32), k, mask)
+            timings["dense"] = (time.perf_counter() - t) * 1000
+        # Positions -> chunk ids here, against the index that produced them.
+        ids = index.ids
+        scores: dict[int, tuple[float | None, float | None]] = {}
+        for p, s in lexical:
+            scores[int(ids[p])] = (s, None)
+        for p, s in dense:
+            scores[int(ids[p])] = (scores.get(int(ids[p]), (None, None))[0], s)
+        if mode == "bm25":
+            ranked = lexical
+        elif mode == "dense":
+            ranked = dense
+        elif fusion == "rrf":
+            w = cfg.dense_weight
+            ranked = reciprocal_rank([lexical, dense], k=cfg.rrf_k, weights=[1 - w, w])
+        else:
+            w = cfg.dense_weight
+            ranked = weighted_scores([lexical, dense], weights=[1 - w, w])
+        return [(int(ids[p]), s) for p, s in ranked], scores
