@@ -80,7 +80,8 @@ class Services:
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.router.stale_answer = self.cache.stale_answer
         # Models and indexes load on first use: a gateway without RAG pays nothing.
-        self.rag = RagService(settings.rag, settings.rag_path, self.tokens)
+        self.rag = RagService(settings.rag, settings.rag_path, self.tokens,
+                              metrics=self.metrics)
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
             RetrieveStage(settings, self.rag),

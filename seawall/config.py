@@ -283,8 +283,11 @@ class RerankSettings(_Strict):
     def _complete(self) -> RerankSettings:
         if self.kind == "http" and not self.url:
             raise ValueError("kind http needs url (the re-rank API's base URL)")
-        if self.kind == "onnx" and not self.model_path:
-            raise ValueError("kind onnx needs model_path (a cross-encoder .onnx file)")
+        if self.kind == "onnx":
+            if not self.model_path:
+                raise ValueError("kind onnx needs model_path (a cross-encoder .onnx file)")
+            if not Path(self.model_path).is_file():
+                raise ValueError(f"model_path: no file at {self.model_path}")
         return self
 
 

@@ -11,6 +11,7 @@ from seawall.observe.records import TraceRecord
 
 # Latency buckets from 5 ms to 2 min: covers a cache hit and a long generation.
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+_RAG = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 
@@ -83,6 +84,15 @@ class Metrics:
                                    registry=r)
         self.cache_evictions = Counter("seawall_cache_evictions", "Cache entries removed, by "
                                        "reason: lru, expired.", ("reason",), registry=r)
+        self.rag_search = Histogram("seawall_rag_search_seconds", "RAG search time by phase: "
+                                    "embed, bm25, dense, rerank, total.", ("phase",),
+                                    buckets=_RAG, registry=r)
+        self.rag_ingested = Counter("seawall_rag_documents", "Documents through ingestion, by "
+                                    "outcome: added, replaced, unchanged.", ("status",),
+                                    registry=r)
+        self.rag_index_builds = Counter("seawall_rag_index_loads", "Collection indexes made "
+                                        "ready: built (from rows) or loaded (saved).", ("how",),
+                                        registry=r)
         self._before_render: list[Callable[[], None]] = []
         self._attempt_children: dict[tuple[str, str], Any] = {}
 

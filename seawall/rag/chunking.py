@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from seawall.rag.documents import Block, Chunk, LoadedDocument
@@ -327,7 +327,6 @@ class _Draft:
     overlap: int | None = None  # start offset of text repeated from the previous chunk
     tokens: int = 0
     text: str = ""
-    path: list[str] = field(default_factory=list)
 
 
 def _join(src: str, units: list[_Unit], overlap: int | None) -> str:
@@ -409,12 +408,18 @@ def _pack(units: list[_Unit], src: str, options: ChunkOptions, count: Counter) -
 def _merge_small_tail(
     drafts: list[_Draft], src: str, options: ChunkOptions, count: Counter
 ) -> None:
-    if len(drafts) < 2 or drafts[-1].tokens >= options.min_tokens:
+    """Fold a last chunk whose own text (overlap aside) is under min_tokens into
+    the one before it, giving up that one's overlap if that is what makes it fit:
+    a tiny chunk, mostly repeated text, retrieves badly."""
+    if len(drafts) < 2 or sum(u.tokens for u in drafts[-1].units) >= options.min_tokens:
         return
-    merged = _Draft(drafts[-2].units + drafts[-1].units, drafts[-2].overlap)
-    _finish(src, merged, count)
-    if merged.tokens <= options.max_tokens:
-        drafts[-2:] = [merged]
+    units = drafts[-2].units + drafts[-1].units
+    for overlap in dict.fromkeys((drafts[-2].overlap, None)):
+        merged = _Draft(units, overlap)
+        _finish(src, merged, count)
+        if merged.tokens <= options.max_tokens:
+            drafts[-2:] = [merged]
+            return
 
 
 def _sections(doc: LoadedDocument) -> Iterator[tuple[list[str], list[Block]]]:

@@ -29,6 +29,7 @@ from seawall.config import RagSettings, RerankSettings, RetrievalSettings
 from seawall.errors import InvalidRequest, NotFound
 from seawall.ml.embedder import Embedder
 from seawall.ml.tokens import TokenCounter
+from seawall.observe.metrics import Metrics
 from seawall.rag.chunking import ChunkOptions
 from seawall.rag.documents import LoadedDocument
 from seawall.rag.filters import FilterError, compile_filter
@@ -88,8 +89,9 @@ class SearchResult:
 
 class RagService:
     def __init__(self, settings: RagSettings, path: Path, tokens: TokenCounter,
-                 embedder: Embedder | None = None) -> None:
+                 embedder: Embedder | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = RagStore(path)
         self.index_dir = path.parent / "rag"
         self.tokens = tokens
@@ -142,6 +144,9 @@ class RagService:
         results = []
         for doc in docs:  # one at a time: each is its own transaction
             results.append(await asyncio.to_thread(self.ingestor.ingest, info.id, doc, known))
+        if self.metrics is not None:
+            for r in results:
+                self.metrics.rag_ingested.labels(r.status).inc()
         if any(r.status != "unchanged" for r in results):
             # Build now, off the request, so the next search does not wait for it.
             asyncio.get_running_loop().create_task(self._prebuild(info.id))
@@ -203,6 +208,8 @@ class RagService:
                     log.warning("could not save the index of collection %s in %s",
                                 collection_id, folder, exc_info=True)
             self._indexes[collection_id] = index
+            if self.metrics is not None:
+                self.metrics.rag_index_builds.labels(how).inc()
             log.info("rag index %s for collection %s: %d chunks, generation %d, %.2f s", how,
                      collection_id, len(index), index.generation, time.perf_counter() - t0)
             return index
@@ -210,10 +217,9 @@ class RagService:
     # Search.
 
     def reranker(self, spec: RerankSettings) -> Reranker | None:
+        """One re-ranker per distinct setting (models load on first use)."""
         if spec not in self._rerankers:
-            self._rerankers[spec] = build_reranker(
-                spec.model_dump(exclude={"depth"}) if spec.kind != "none" else None,
-                self.embedder)
+            self._rerankers[spec] = build_reranker(_reranker_spec(spec), self.embedder)
         return self._rerankers[spec]
 
     async def search(self, tenant: str, name: str, req: SearchRequest) -> SearchResult:
@@ -259,6 +265,10 @@ class RagService:
             hits.sort(key=lambda h: -h.score)
             timings["rerank"] = (time.perf_counter() - t1) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
+        if self.metrics is not None:
+            for phase in ("embed", "bm25", "dense", "rerank", "total"):
+                if phase in timings:
+                    self.metrics.rag_search.labels(phase).observe(timings[phase] / 1000)
         return SearchResult(name, hits[:req.top_k], timings)
 
     def _candidates(self, collection_id: int, query: str, predicate: Any, mode: str,
@@ -303,3 +313,17 @@ class RagService:
             w = cfg.dense_weight
             ranked = weighted_scores([lexical, dense], weights=[1 - w, w])
         return [(int(ids[p]), s) for p, s in ranked], scores
+
+
+def _reranker_spec(s: RerankSettings) -> dict[str, Any] | None:
+    """The config section as :func:`build_reranker` options, per kind."""
+    match s.kind:
+        case "maxsim":
+            return {"kind": "maxsim"}
+        case "http":
+            return {"kind": "http", "url": s.url, "api": s.api, "model": s.model,
+                    "api_key": s.api_key, "timeout_s": s.timeout_s}
+        case "onnx":
+            return {"kind": "onnx", "model_path": s.model_path,
+                    "tokenizer_path": s.tokenizer_path}
+    return None

@@ -342,3 +342,26 @@ def test_collections_and_indexes_survive_a_restart(upstream: FakeUpstreamClient,
         after = search(second, "kept", "where is the archive?")
     assert [h["chunk_id"] for h in after] == [h["chunk_id"] for h in before]
     assert after[0]["text"] == before[0]["text"]
+
+
+def test_search_with_an_http_reranker_reorders_by_its_scores(upstream: FakeUpstreamClient,
+                                                             tmp_path: Path) -> None:
+    """The TEI-format re-rank API of the fake upstream scores by word overlap,
+    which a test can predict; the re-ranker's order must win over fusion's."""
+    config = _config(upstream, tmp_path / "data")
+    config["rag"] = {"retrieval": {"rerank": {"kind": "http", "url": upstream.base_url,
+                                              "api": "tei", "depth": 10}}}
+    with run_gateway(config, tmp_path) as g:
+        add(g, "rr", [
+            {"source": "1.txt", "text": "Backups run nightly. Restores need a ticket."},
+            {"source": "2.txt", "text": "The nightly restore drill checks backups restores."},
+            {"source": "3.txt", "text": "Lunch is served at noon."},
+        ])
+        upstream.reset()
+        hits = search(g, "rr", "nightly backups restores drill", top_k=3)
+        assert [h["source"] for h in hits][:2] == ["2.txt", "1.txt"]
+        assert hits[0]["scores"]["rerank"] == pytest.approx(1.0)
+        assert hits[1]["scores"]["rerank"] == pytest.approx(0.75)
+        assert upstream.calls()["paths"][-1] == "/rerank"
+        plain = search(g, "rr", "nightly backups restores drill", top_k=3, rerank=False)
+        assert all("rerank" not in h["scores"] for h in plain)
