@@ -197,6 +197,7 @@ def collections_delete(config: str | None, tenant: str | None, name: str,
             click.echo(f"deleted {n} of {len(sources)} documents from {name}", err=True)
         else:
             rag.store.delete_collection(t, name)
+            rag.forget_index(info.id)
             click.echo(f"deleted collection {name} ({info.documents} documents)", err=True)
 
 

@@ -25,6 +25,7 @@ Library choices (all small wheels with no further dependency trees):
 
 from __future__ import annotations
 
+import codecs
 import datetime as _dt
 import functools
 import io
@@ -127,8 +128,8 @@ def load_bytes(
         return [_load_pdf(data, source, metadata, title, modified)]
     if fmt not in FORMATS:
         raise UnsupportedFormat(f"{source}: unknown format {fmt!r}; expected one of {FORMATS}")
-    if fmt == "text" and format is None and not _looks_like_text(data):
-        raise UnsupportedFormat(f"{source}: binary content is not a supported format")
+    if not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and b"\x00" in data[:65536]:
+        raise UnsupportedFormat(f"{source}: binary content is not {fmt} (it has NUL bytes)")
     text = _decode_html(data) if fmt == "html" else _decode_text(data)
     return load_text(
         text, source, fmt, metadata=metadata, title=title, modified=modified, text_field=text_field
@@ -204,6 +205,8 @@ def _looks_like_text(data: bytes) -> bool:
 
 def _decode_text(data: bytes) -> str:
     """UTF-8 (BOM dropped); a file named as text but in a legacy encoding still loads."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

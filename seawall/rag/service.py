@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -134,8 +135,13 @@ class RagService:
         if info is None:
             return False
         await asyncio.to_thread(self.store.delete_collection, tenant, name)
-        self._indexes.pop(info.id, None)
+        await asyncio.to_thread(self.forget_index, info.id)
         return True
+
+    def forget_index(self, collection_id: int) -> None:
+        """Drop a deleted collection's index from memory and disk."""
+        self._indexes.pop(collection_id, None)
+        shutil.rmtree(self.index_dir / str(collection_id), ignore_errors=True)
 
     async def ingest(self, tenant: str, name: str,
                      docs: Sequence[LoadedDocument]) -> list[IngestResult]:

@@ -161,7 +161,10 @@ def test_list_inspect_and_delete_documents_and_collections(gw: Running) -> None:
     r = api(gw, "POST", "/v1/collections/scratch/documents/delete", json={"sources": ["a.txt"]})
     assert r.json()["deleted"] == 1
     assert search(gw, "scratch", "kittens") == []
+    scratch_id = gw.services.rag.store.collection("default", "scratch").id  # type: ignore[union-attr]
+    assert (gw.services.rag.index_dir / str(scratch_id)).is_dir()
     assert api(gw, "DELETE", "/v1/collections/scratch").status_code == 200
+    assert not (gw.services.rag.index_dir / str(scratch_id)).exists()
     r = api(gw, "POST", "/v1/collections/scratch/search", json={"query": "kittens"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "collection_not_found"
 
