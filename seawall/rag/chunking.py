@@ -281,26 +281,36 @@ def _table_units(src: str, block: Block, limit: int, count: Counter) -> list[_Un
     units: list[_Unit] = []
     group: list[Span] = []
 
-    def close() -> None:
-        if group:
+    def close(final: bool) -> None:
+        """Emit the rows gathered so far as a piece; rows that the real count
+        finds over budget go back to the group (all of it emitted if final)."""
+        carry: list[Span] = []
+        while group:
             first = not units
-            s = block.start if first else group[0][0]
-            n = sum(g[2] for g in group) + len(group) + header_tokens
-            units.append(_Unit(s, group[-1][1], n, block.page, "" if first else header))
-            group.clear()
+            unit = _Unit(block.start if first else group[0][0], group[-1][1], 0, block.page)
+            unit.prefix = "" if first else header
+            unit.tokens = count(unit.text(src))  # once per piece: row sums are estimates
+            if unit.tokens <= limit or len(group) == 1:
+                units.append(unit)
+                group[:] = carry[::-1]
+                carry = []
+                if not final:
+                    return
+            else:
+                carry.append(group.pop())
 
     for s, e in lines[head:]:
         n = count(src[s:e])
         if n > budget:  # a single row bigger than a chunk: cut it, no header
-            close()
+            close(final=True)
             units.extend(
                 _Unit(a, b, k, block.page) for a, b, k in _split(src, s, e, (), limit, count, n)
             )
             continue
         if group and sum(g[2] + 1 for g in group) + n + 1 > budget:
-            close()
+            close(final=False)
         group.append((s, e, n))
-    close()
+    close(final=True)
     return units
 
 
@@ -380,7 +390,7 @@ def _pack(units: list[_Unit], src: str, options: ChunkOptions, count: Counter) -
     while i < len(units):
         overlap = None
         overlap_tokens = 0
-        if drafts and options.overlap_tokens:
+        if drafts and options.overlap_tokens and not units[i].prefix:  # a header is context
             room = min(options.overlap_tokens, limit - units[i].tokens - 1)
             overlap, overlap_tokens = _overlap(src, drafts[-1], room, count)
         total = units[i].tokens + overlap_tokens

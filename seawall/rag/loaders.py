@@ -13,14 +13,17 @@ Library choices (all small wheels with no further dependency trees):
   line ranges, which turn into exact character offsets in the source. A
   regex-based splitter gets fences inside lists and tables wrong.
 * HTML: ``selectolax`` (Lexbor engine) - a fast, lenient HTML5 parser in one
-  wheel, about ten times quicker than BeautifulSoup and lighter than lxml;
-  boilerplate is dropped with a small, explicit rule set instead of a
-  heavyweight extractor such as trafilatura.
+  self-contained wheel (C, no libxml2), with the plain node walking we need;
+  boilerplate (script/style/nav/header/footer/aside/form, navigation roles,
+  hidden nodes, cookie/share/sidebar classes) is dropped by a small explicit
+  rule set instead of a heavyweight extractor such as trafilatura, and
+  ``main``/``article`` is read in preference to the whole body.
 * PDF: ``pypdf`` - pure Python, no system libraries. Its text visitor gives
   each run's font size, font name and position, which is enough to find
   headings (larger than body text), code (monospace) and paragraph breaks
   (vertical gaps). Only the text layer is read: scanned pages yield nothing.
-* Front matter: PyYAML, already a dependency of the gateway.
+* Front matter: PyYAML, already a dependency of the gateway. Its ``title``
+  names the document; its other keys join the metadata (caller's keys win).
 """
 
 from __future__ import annotations
@@ -723,7 +726,6 @@ def _load_pdf(
     modified: float | None,
 ) -> LoadedDocument:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -732,7 +734,9 @@ def _load_pdf(
         lines = [ln for n, page in enumerate(reader.pages, 1) for ln in _pdf_lines(page, n)]
         info = reader.metadata
         pdf_title = str(info.title or "").strip() if info is not None else ""
-    except PdfReadError as exc:
+    except UnsupportedFormat:
+        raise
+    except Exception as exc:  # pypdf raises many types on damaged files; all mean "unreadable"
         raise UnsupportedFormat(f"{source}: not a readable PDF ({exc})") from exc
     text, blocks = _assemble(_group_pdf_lines(lines))
     first = next((b.text for b in blocks if b.kind == "heading" and b.level == 1), None)

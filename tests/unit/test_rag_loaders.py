@@ -1,5 +1,9 @@
-"""Loaders on real fixture files: Markdown, HTML, PDF (made by Chromium from
-report.html), JSONL and plain text."""
+"""Loaders on real fixture files: Markdown, HTML, PDF, JSONL and plain text.
+
+tests/fixtures/rag/report.pdf was printed once from report.html beside it:
+    chromium --headless --no-sandbox --disable-gpu --no-pdf-header-footer \
+        --print-to-pdf=report.pdf report.html
+"""
 
 from __future__ import annotations
 
@@ -328,3 +332,23 @@ def test_format_override_and_latin1_text() -> None:
     assert doc.title == "Über"
     with pytest.raises(UnsupportedFormat, match=r"shot\.txt: binary content"):
         load_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "shot.txt")
+
+
+def test_encrypted_and_textless_pdfs() -> None:
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(FIXTURES / "report.pdf"))
+    writer.encrypt("secret", algorithm="RC4-128")
+    locked = io.BytesIO()
+    writer.write(locked)
+    with pytest.raises(UnsupportedFormat, match="locked.pdf: the PDF is encrypted"):
+        load_bytes(locked.getvalue(), "locked.pdf")
+
+    blank = PdfWriter()
+    blank.add_blank_page(200, 200)  # what a scan without OCR looks like: no text layer
+    out = io.BytesIO()
+    blank.write(out)
+    (doc,) = load_bytes(out.getvalue(), "scan.pdf")
+    assert (doc.text, doc.blocks, doc.title) == ("", [], "scan")
