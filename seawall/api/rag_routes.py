@@ -25,7 +25,7 @@ from seawall.api.wire import convert, decode_json_object
 from seawall.errors import BodyTooLarge, InvalidRequest, SeawallError
 from seawall.pipeline.context import RequestContext
 from seawall.rag.documents import LoadedDocument
-from seawall.rag.loaders import UnsupportedFormat, load_bytes, load_text
+from seawall.rag.loaders import UnsupportedFormat, detect_format, load_bytes, load_text
 from seawall.rag.service import SearchRequest
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
     source: Annotated[str, Meta(min_length=1, max_length=1000)] | None = None
     id: Annotated[str, Meta(min_length=1, max_length=1000)] | None = None  # = source
     title: str | None = None
-    format: Formats = "text"
+    format: Formats | None = None  # None: from the source's extension (.md, .html...), else text
     metadata: dict[str, Any] = {}
 
 
@@ -135,7 +135,11 @@ def _from_json(body: bytes) -> list[LoadedDocument]:
             raise InvalidRequest(f"documents[{i}] needs a source (or id): re-sending the same "
                                  "source replaces that document", param=f"documents[{i}].source")
         try:
-            docs += load_text(d.text, source, d.format, metadata=d.metadata, title=d.title,
+            fmt = d.format or detect_format(source)
+            if fmt == "pdf":
+                raise InvalidRequest(f"documents[{i}]: a PDF is uploaded as a file (multipart), "
+                                     "not as JSON text", param=f"documents[{i}].format")
+            docs += load_text(d.text, source, fmt, metadata=d.metadata, title=d.title,
                               modified=time.time())
         except (UnsupportedFormat, ValueError) as e:
             raise InvalidRequest(f"documents[{i}]: {e}", param=f"documents[{i}]") from None

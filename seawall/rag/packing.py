@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from seawall.rag.store import ChunkRow
+from seawall.rag.store import ChunkRow, breadcrumb
 
 __all__ = ["Source", "cited_numbers", "pack", "render"]
 
@@ -47,10 +47,7 @@ class Source:
 
 
 def _label(chunk: ChunkRow) -> str:
-    path = list(chunk.heading_path)
-    if path and path[0] == chunk.title:  # a Markdown title is usually its first heading too
-        path = path[1:]
-    where = " > ".join(p for p in (chunk.title, *path) if p)
+    where = breadcrumb(chunk.title, chunk.heading_path)
     return f"{where} ({chunk.source})" if where else chunk.source
 
 

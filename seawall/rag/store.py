@@ -363,11 +363,19 @@ class RagStore:
                         doc_ids=doc_ids, texts=texts, vectors=vectors, metadata=metadata)
 
 
+def breadcrumb(title: str, heading_path: Sequence[str]) -> str:
+    """``Title > Section > Subsection`` (a Markdown title is usually its first
+    heading too: said once)."""
+    path = list(heading_path)
+    if path and path[0] == title:
+        path = path[1:]
+    return " > ".join(p for p in (title, *path) if p)
+
+
 def index_text(title: str, heading_path: Sequence[str], text: str) -> str:
     """What both indexes see for a chunk: its document title and headings give
     a chunk cut from the middle of a section the context it lost."""
-    parts = [title, " > ".join(heading_path), text]
-    return "\n".join(p for p in parts if p)
+    return "\n".join(p for p in (breadcrumb(title, heading_path), text) if p)
 
 
 @dataclass(slots=True)

@@ -194,8 +194,19 @@ def test_bad_input_gets_clear_errors(gw: Running) -> None:
     r = api(gw, "POST", "/v1/collections/ok/documents",
             files=[("file", ("blob.bin", bytes(range(256)) * 4))])
     assert r.status_code == 400
+    r = api(gw, "POST", "/v1/collections/ok/documents",
+            json={"documents": [{"source": "scan.pdf", "text": "%PDF-1.7"}]})
+    assert r.status_code == 400 and "multipart" in r.json()["error"]["message"]
     r = httpx.get(gw.url + "/v1/collections")
     assert r.status_code == 401
+
+
+def test_json_documents_take_their_format_from_the_source_name(gw: Running) -> None:
+    add(gw, "formats", [{"source": "guide.md", "text": "# Guide\n\n## Setup\n\nPlug it in."},
+                        {"source": "notes", "text": "# Not a heading in plain text"}])
+    hits = {h["source"]: h for h in search(gw, "formats", "plug it in heading", top_k=5)}
+    assert hits["guide.md"]["heading_path"] == ["Guide", "Setup"]
+    assert hits["notes"]["heading_path"] == []
 
 
 def test_collections_are_per_tenant(gw: Running, handbook: None) -> None:

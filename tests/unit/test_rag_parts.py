@@ -155,7 +155,7 @@ def test_generation_moves_with_every_change_and_snapshot_matches(store: RagStore
     store.replace_document(c.id, _info("a", 1), _chunks(["zebra foals"]), _unit(rng, 1))
     snap = store.snapshot(c.id)
     assert snap.generation == 3 and len(snap.ids) == 2  # a's two old chunks are gone
-    assert any("zebra foals" in t and t.startswith("A\nH\n") for t in snap.texts)
+    assert any("zebra foals" in t and t.startswith("A > H\n") for t in snap.texts)
     assert store.delete_documents(c.id, sources=["b"]) == 1
     assert store.generation(c.id) == 4
     assert store.delete_documents(c.id, sources=["b"]) == 0 and store.generation(c.id) == 4
@@ -174,7 +174,7 @@ def test_index_searches_filters_and_reloads_only_its_own_generation(store: RagSt
     snap = store.snapshot(c.id)
     index = CollectionIndex.build(snap, ann_above=1000)
     top = index.bm25("zebras", 10)
-    assert {snap.texts[p].split("\n")[0] for p, _ in top} == {"A", "B"}
+    assert {snap.texts[p][0] for p, _ in top} == {"A", "B"}
     assert index.dense(vectors[1], 1)[0][0] == 1  # its own vector is nearest
     allowed = {d for d, m in index.metadata.items() if m.get("lang") == "de"}
     mask = index.mask_for(allowed)
