@@ -52,6 +52,23 @@ def test_quickstart_with_the_local_model(served: Served) -> None:
     vec = client.embeddings.create(model="all-MiniLM-L6-v2", input=["hello", "world"])
     assert len(vec.data) == 2 and len(vec.data[0].embedding) == 384
 
+    # The README's RAG step: `seawall ingest` beside the running server (its
+    # default tenant is the keyless loopback caller's), then a grounded answer.
+    docs = cwd / "docs"
+    docs.mkdir()
+    (docs / "deploys.md").write_text("# Deploys\n\n## Rollback\n\nTo roll back, run "
+                                     "`deploy rollback --to previous`.\n")
+    ingest = subprocess.run([*SEAWALL, "ingest", "docs", "--collection", "handbook"], cwd=cwd,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "SEAWALL_CONFIG": ""})
+    assert ingest.returncode == 0 and "1 added" in ingest.stderr, ingest.stderr
+    grounded = client.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": "How do I roll back?"}],
+        max_tokens=12, temperature=0, extra_body={"rag": {"collection": "handbook"}})
+    citations = grounded.model_extra["citations"]  # type: ignore[index]
+    assert citations[0]["source"] == "docs/deploys.md"
+    assert citations[0]["heading_path"] == ["Deploys", "Rollback"]
+
     # A clean stop: SIGTERM lets the server drain and flush its trace records.
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
@@ -60,9 +77,11 @@ def test_quickstart_with_the_local_model(served: Served) -> None:
                                                                            "SEAWALL_CONFIG": ""})
     rows = [json.loads(line) for line in tail.stdout.splitlines()]
     chat = [r for r in rows if r["endpoint"] == "chat.completions"]
-    assert len(chat) == 2 and all(r["status"] == 200 for r in chat)
+    assert len(chat) == 3 and all(r["status"] == 200 for r in chat)
     assert chat[0]["deployment"] == "local/SmolLM2-135M-Instruct"
     assert chat[0]["tenant"] == "anonymous" and chat[0]["output"]
+    rag = json.loads(chat[2]["rag"])
+    assert rag["collection"] == "handbook" and "deploy rollback" in rag["chunks"][0]["text"]
     assert any(r["endpoint"] == "embeddings" for r in rows)
 
 
