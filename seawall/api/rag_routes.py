@@ -259,9 +259,12 @@ async def _search(request: Request, name: str | None) -> Response:
             fusion=req.fusion, rerank=req.rerank))
     except SeawallError as e:
         return error_response(e)
-    return json_response({"object": "list", "collection": collection,
-                          "data": [h.public(i + 1) for i, h in enumerate(result.hits)],
-                          "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}})
+    body = {"object": "list", "collection": collection,
+            "data": [h.public(i + 1) for i, h in enumerate(result.hits)],
+            "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}}
+    if result.rerank_error is not None:
+        body["rerank_error"] = result.rerank_error
+    return json_response(body)
 
 
 async def search(request: Request) -> Response:

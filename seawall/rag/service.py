@@ -37,7 +37,7 @@ from seawall.rag.filters import FilterError, compile_filter
 from seawall.rag.fusion import reciprocal_rank, weighted_scores
 from seawall.rag.index import CollectionIndex, Ranked
 from seawall.rag.ingest import Ingestor, IngestResult
-from seawall.rag.rerank import Reranker, build_reranker
+from seawall.rag.rerank import RerankError, Reranker, build_reranker
 from seawall.rag.store import ChunkRow, CollectionInfo, DocumentInfo, RagStore
 
 __all__ = ["Hit", "RagService", "SearchRequest", "SearchResult"]
@@ -86,6 +86,7 @@ class SearchResult:
     collection: str
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    rerank_error: str | None = None  # the re-ranker failed: the fused order was kept
 
 
 class RagService:
@@ -263,19 +264,26 @@ class RagService:
             b, d = by_id.get(chunk_id, (None, None))
             hits.append(Hit(row, score, bm25=b, dense=d,
                             fused=score if mode == "hybrid" else None))
+        rerank_error = None
         if reranker is not None and hits:
             t1 = time.perf_counter()
-            scores = await reranker.score(query, [h.chunk.text for h in hits])
-            for h, s in zip(hits, scores, strict=True):
-                h.rerank = h.score = float(s)
-            hits.sort(key=lambda h: -h.score)
+            try:
+                scores = await reranker.score(query, [h.chunk.text for h in hits])
+            except RerankError as e:
+                # A second opinion that is down must not fail the answer.
+                log.warning("re-ranking failed, keeping the fused order: %s", e)
+                rerank_error = str(e)
+            else:
+                for h, s in zip(hits, scores, strict=True):
+                    h.rerank = h.score = float(s)
+                hits.sort(key=lambda h: -h.score)
             timings["rerank"] = (time.perf_counter() - t1) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
         if self.metrics is not None:
             for phase in ("embed", "bm25", "dense", "rerank", "total"):
                 if phase in timings:
                     self.metrics.rag_search.labels(phase).observe(timings[phase] / 1000)
-        return SearchResult(name, hits[:req.top_k], timings)
+        return SearchResult(name, hits[:req.top_k], timings, rerank_error)
 
     def _candidates(self, collection_id: int, query: str, predicate: Any, mode: str,
                     fusion: str, cfg: RetrievalSettings, timings: dict[str, float],

@@ -34,6 +34,7 @@ class RagState:
     candidates: int  # chunks the search returned, before packing
     system: str  # the rendered system message
     timings_ms: dict[str, float] = field(default_factory=dict)
+    rerank_error: str | None = None
 
     def citations(self, answer: str | None = None) -> list[dict[str, Any]]:
         """One entry per source given to the model; with the answer, whether it cited it."""
@@ -54,6 +55,8 @@ class RagState:
                                "candidates": self.candidates, "chunks": chunks,
                                "context_tokens": sum(s.tokens for s in self.sources),
                                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
+        if self.rerank_error is not None:
+            out["rerank_error"] = self.rerank_error
         if with_text:
             out["query"] = self.query
             out["system"] = self.system
@@ -126,7 +129,7 @@ class RetrieveStage:
         messages.insert(lead, Message(role="system", content=system))
         ctx.request = msgspec.structs.replace(req, messages=messages, rag=None)
         ctx.rag = RagState(opts.collection, query, top_k, sources, len(result.hits), system,
-                           result.timings_ms)
+                           result.timings_ms, result.rerank_error)
         ctx.span(self.name, t0)
         return None
 

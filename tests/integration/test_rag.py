@@ -379,3 +379,11 @@ def test_search_with_an_http_reranker_reorders_by_its_scores(upstream: FakeUpstr
         assert upstream.calls()["paths"][-1] == "/rerank"
         plain = search(g, "rr", "nightly backups restores drill", top_k=3, rerank=False)
         assert all("rerank" not in h["scores"] for h in plain)
+
+        # The re-rank API failing keeps the fused order instead of failing the search.
+        upstream.script(default={"error_status": 503})
+        r = api(g, "POST", "/v1/collections/rr/search",
+                json={"query": "nightly backups restores drill", "top_k": 3})
+        assert r.status_code == 200 and "503" in r.json()["rerank_error"]
+        assert [h["chunk_id"] for h in r.json()["data"]] == [h["chunk_id"] for h in plain]
+        upstream.script(default={})
