@@ -37,7 +37,7 @@ from seawall.rag.filters import FilterError, compile_filter
 from seawall.rag.fusion import reciprocal_rank, weighted_scores
 from seawall.rag.index import CollectionIndex, Ranked
 from seawall.rag.ingest import Ingestor, IngestResult
-from seawall.rag.rerank import RerankError, Reranker, build_reranker
+from seawall.rag.rerank import Reranker, RerankError, build_reranker
 from seawall.rag.store import ChunkRow, CollectionInfo, DocumentInfo, RagStore
 
 __all__ = ["Hit", "RagService", "SearchRequest", "SearchResult"]
