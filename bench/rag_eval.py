@@ -76,6 +76,7 @@ from seawall.rag.fusion import reciprocal_rank, weighted_scores  # noqa: E402
 from seawall.rag.loaders import load_text  # noqa: E402
 from seawall.rag.rerank import MaxSimReranker  # noqa: E402
 from seawall.rag.service import RagService, SearchRequest  # noqa: E402
+from seawall.rag.store import index_text  # noqa: E402
 
 DATA_ROOT = Path(os.environ.get("SEAWALL_EVAL_DATA_ROOT", "/work/shared/data"))
 CACHE = Path(os.environ.get("SEAWALL_RAG_EVAL_CACHE", "/tmp/seawall-rag-eval"))
@@ -90,8 +91,8 @@ REFERENCES = [  # SciFact nDCG@10, published (../shared/data/README.md)
     ("BM25 + BGE-base, RRF", 0.744),
 ]
 # Code whose change alters the stored chunks or vectors: part of the cache key.
-CODE_KEY = ["seawall/rag/chunking.py", "seawall/rag/loaders.py", "seawall/rag/documents.py",
-            "seawall/rag/store.py", "seawall/ml/embedder.py"]
+CODE_KEY = ["seawall/rag/chunking.py", "seawall/rag/loaders", "seawall/rag/loaders.py",
+            "seawall/rag/documents.py", "seawall/rag/store.py", "seawall/ml/embedder.py"]
 
 Ranking = list[tuple[int, float]]  # (chunk id, score), best first
 Qrels = dict[str, dict[str, int]]  # query id -> document id -> grade
@@ -225,8 +226,10 @@ class Scorer:
 
 def code_digest() -> str:
     h = hashlib.sha256()
-    for rel in CODE_KEY:
-        h.update((REPO / rel).read_bytes())
+    for rel in CODE_KEY:  # a file, or a package's modules; absent ones are skipped
+        path = REPO / rel
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.exists() else []:
+            h.update(f.read_bytes())
     return h.hexdigest()[:10]
 
 
@@ -249,6 +252,7 @@ class Collection:
     ingest: dict[str, float] = field(default_factory=dict)
     sources: dict[int, str] = field(default_factory=dict)  # chunk id -> document _id
     texts: dict[int, str] = field(default_factory=dict)  # chunk id -> chunk text
+    index_texts: dict[int, str] = field(default_factory=dict)  # title + headings + text
 
 
 def open_collection(dataset: Dataset, chunking: ChunkingSettings,
@@ -285,6 +289,7 @@ def ingest(col: Collection) -> None:
     rows = svc.store.chunk_rows(col.id, [int(i) for i in index.ids])
     col.sources = {i: r.source for i, r in rows.items()}
     col.texts = {i: r.text for i, r in rows.items()}
+    col.index_texts = {i: index_text(r.title, r.heading_path, r.text) for i, r in rows.items()}
 
 
 # ------------------------------------------------------------------ candidates
@@ -469,8 +474,12 @@ def replay(col: Collection, cands: dict[str, Candidates], queries: dict[str, str
     """Document runs of ``cfg`` over the cached candidate lists (``fused``: the
     lists already fused with ``cfg``'s fusion settings)."""
     run = {}
-    for qid, c in cands.items():
-        ranking = fused[qid] if fused is not None else fuse(c, cfg)
+    if fused is None:
+        fused = {qid: fuse(c, cfg) for qid, c in cands.items()}
+    if cfg.rerank_depth and maxsim is not None:
+        maxsim.ensure(cid for r in fused.values() for cid, _ in r[:cfg.rerank_depth])
+    for qid in cands:
+        ranking = fused[qid]
         if cfg.rerank_depth and maxsim is not None:
             ranking = reranked(ranking, cfg.rerank_depth,
                                lambda ids, q=qid: maxsim.score(q, queries[q], ids))
@@ -562,6 +571,7 @@ class Row:
     p50_ms: float
     replayed_ndcg: float | None = None
     replayed_recall: float | None = None
+    per_query: dict[str, float] = field(default_factory=dict)  # nDCG@10
 
 
 async def evaluate_rows(col: Collection, rows: Sequence[tuple[str, Config]],
@@ -573,8 +583,10 @@ async def evaluate_rows(col: Collection, rows: Sequence[tuple[str, Config]],
         t0 = time.perf_counter()
         res = await shipped(col, cfg, queries)
         m = scorer(res.run)
+        per = scorer.per_query(res.run)
         row = Row(name, cfg, m["ndcg_cut_10"], m["recall_100"],
-                  float(np.percentile(res.latency_ms, 50)))
+                  float(np.percentile(res.latency_ms, 50)),
+                  per_query={q: per.get(q, {}).get("ndcg_cut_10", 0.0) for q in scorer.qrels})
         if cands is not None:
             r = scorer(replay(col, cands, queries, cfg, maxsim))
             row.replayed_ndcg, row.replayed_recall = r["ndcg_cut_10"], r["recall_100"]
@@ -679,17 +691,58 @@ def grid_sections(results: Sequence[GridResult], n_train: int, chosen: GridResul
     ]
 
 
+def paired_ci(a: dict[str, float], b: dict[str, float], n: int = 10_000) -> tuple[float, float]:
+    """95% bootstrap interval of mean(a - b) over the same queries."""
+    diff = np.array([a[q] - b[q] for q in b])
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (n, len(diff)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def rows_table(rows: Sequence[Row], with_replay: bool = True) -> str:
-    headers = ["pipeline", "settings", "nDCG@10", "Recall@100", "p50 ms"]
+    headers = ["pipeline", "settings", "nDCG@10", "Recall@100", "p50 ms",
+               "nDCG@10 - shipped [95% CI]"]
     if with_replay:
         headers += ["replayed nDCG@10", "replayed R@100"]
+    ref = next((r for r in rows if r.cfg == SHIPPED), None)
     body = []
     for r in rows:
-        cells: list[object] = [r.name, r.cfg.label(), r.ndcg, r.recall, f"{r.p50_ms:.0f}"]
+        delta = "-"
+        if ref is not None and r is not ref:
+            lo, hi = paired_ci(r.per_query, ref.per_query)
+            delta = f"{r.ndcg - ref.ndcg:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        cells: list[object] = [r.name, r.cfg.label(), r.ndcg, r.recall, f"{r.p50_ms:.0f}", delta]
         if with_replay:
             cells += [r.replayed_ndcg, r.replayed_recall]
         body.append(cells)
     return table(headers, body)
+
+
+def maxsim_input_section(col: Collection, cands: dict[str, Candidates],
+                         splits: dict[str, tuple[dict[str, str], Scorer]], plain: Config,
+                         shipped_input: MaxSimCache, depths: Sequence[int]) -> list[str]:
+    """Replay only: MaxSim over the chunk text (what the service passes) vs over
+    the text the indexes see (title + headings + chunk text)."""
+    titled = MaxSimCache(col.service.embedder, col.index_texts,
+                         col.folder / "maxsim-tokens-titled.npz")
+    rows = []
+    for d in depths:
+        cfg = replace(plain, rerank_depth=d)
+        cells: list[object] = [d or "off"]
+        for queries, scorer in splits.values():
+            sub = {q: cands[q] for q in queries}
+            for cache in ((shipped_input, titled) if d else (None,)):
+                cells.append(scorer(replay(col, sub, queries, cfg, cache))["ndcg_cut_10"])
+            if not d:
+                cells.append(cells[-1])
+        rows.append(cells)
+    headers = ["depth"]
+    for split in splits:
+        headers += [f"{split}: chunk text (shipped)", f"{split}: title + headings + text"]
+    return [f"### MaxSim input (replayed over {plain.label()}, nDCG@10)",
+            "The service re-ranks `hit.chunk.text`; the indexes see "
+            "`index_text(title, heading_path, text)`. Same re-ranker, other input:",
+            table(headers, rows)]
 
 
 # ------------------------------------------------------------------ main
@@ -762,6 +815,10 @@ async def scifact_section(args: argparse.Namespace, embedder: Embedder,
     test_cands = {q: cands[q] for q in test}
     rows = await evaluate_rows(col, test_rows(results, chosen), test_q, test_scorer,
                                test_cands, maxsim)
+    extra = maxsim_input_section(
+        col, cands, {"train": (train_q, train_scorer), "test": (test_q, test_scorer)},
+        replace(chosen.cfg, rerank_depth=0), maxsim,
+        sorted({c.rerank_depth for c in configs}))
     ing = col.ingest
     sections = [
         f"## SciFact corpus: {ing['documents']} documents -> {ing['chunks']} chunks "
@@ -780,6 +837,7 @@ async def scifact_section(args: argparse.Namespace, embedder: Embedder,
         + "; ".join(f"{n} {v:.3f}" for n, v in REFERENCES)
         + ". Plain-Python BM25 from the data README (title+text, k1=0.9 b=0.4): nDCG@10 "
         "0.660, Recall@100 0.886.",
+        *extra,
     ]
     if not args.no_chunking:
         sections += await chunking_section(data, test_q, test_scorer, chosen.cfg, rows,
