@@ -19,10 +19,11 @@ from seawall.cli_common import config_option, settings_from
 from seawall.config import Settings
 from seawall.ml.tokens import TokenCounter
 from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER
-from seawall.rag.ingest import IngestResult
+from seawall.rag.documents import LoadedDocument
 from seawall.rag.loaders import UnsupportedFormat, load_bytes
 from seawall.rag.service import RagService, SearchRequest
 
+BATCH_DOCUMENTS = 32
 SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf", ".jsonl"}
 
 tenant_option = click.option(
@@ -104,6 +105,14 @@ def ingest(config: str | None, paths: tuple[Path, ...], collection: str, tenant:
         info = rag.store.ensure_collection(_tenant(settings, tenant), collection)
         known = rag.store.sources(info.id)
         seen: set[str] = set()
+        batch: list[LoadedDocument] = []
+
+        def flush() -> None:
+            for result in rag.ingestor.ingest_many(info.id, batch, known):
+                counts[result.status] += 1
+                counts["chunks"] += result.chunks
+            batch.clear()
+
         try:
             with click.progressbar(files, label=f"ingest → {collection}", file=sys.stderr,
                                    item_show_func=lambda p: p.name if p else None) as bar:
@@ -111,17 +120,18 @@ def ingest(config: str | None, paths: tuple[Path, ...], collection: str, tenant:
                     source = source_of(path)
                     seen.add(source)
                     try:
-                        docs = load_bytes(path.read_bytes(), source,
-                                          metadata={"path": source, **extra},
-                                          modified=path.stat().st_mtime)
+                        batch += load_bytes(path.read_bytes(), source,
+                                            metadata={"path": source, **extra},
+                                            modified=path.stat().st_mtime)
                     except (UnsupportedFormat, ValueError, OSError) as e:
                         counts["failed"] += 1
                         click.echo(f"\nskipped {path}: {e}", err=True)
                         continue
-                    for doc in docs:
-                        result: IngestResult = rag.ingestor.ingest(info.id, doc, known)
-                        counts[result.status] += 1
-                        counts["chunks"] += result.chunks
+                    # Embed several documents together (fewer, fuller model calls);
+                    # an interruption loses at most this batch's work.
+                    if len(batch) >= BATCH_DOCUMENTS:
+                        flush()
+                flush()
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: {counts['added'] + counts['replaced']} documents "
                        "stored; run the same command again to resume", err=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,40 +61,65 @@ class Ingestor:
         return hashlib.sha256(orjson.dumps(recipe, option=orjson.OPT_SORT_KEYS,
                                            default=str)).hexdigest()
 
-    def is_current(self, collection_id: int, doc: LoadedDocument, known: dict[str, str]) -> bool:
-        return known.get(doc.source) == self.content_hash(doc)
-
     def ingest(self, collection_id: int, doc: LoadedDocument,
                known: dict[str, str] | None = None) -> IngestResult:
-        """Store ``doc`` unless an identical one is stored. ``known`` (source ->
-        hash, from :meth:`RagStore.sources`) saves a query per document in bulk runs."""
-        t0 = time.perf_counter()
-        digest = self.content_hash(doc)
-        if known is None:
-            existing = self.store.document(collection_id, doc.source)
-            previous = existing.content_hash if existing else None
-        else:
-            previous = known.get(doc.source)
-        if previous == digest:
-            return IngestResult(doc.source, "unchanged", None, 0)
-        chunks = chunk_document(doc, self.options, self.count)
-        t1 = time.perf_counter()
-        vectors = self.embed(doc.title, chunks)
-        embed_s = time.perf_counter() - t1
-        info = DocumentInfo(
-            id=0, source=doc.source, title=doc.title, format=doc.format, content_hash=digest,
-            metadata=doc.metadata, modified=doc.modified, ingested_at=time.time(),
-            chunk_count=len(chunks), tokens=sum(c.tokens for c in chunks), chars=len(doc.text))
-        doc_id = self.store.replace_document(collection_id, info, chunks, vectors)
-        if known is not None:
-            known[doc.source] = digest
-        return IngestResult(doc.source, "added" if previous is None else "replaced", doc_id,
-                            len(chunks), embed_s, time.perf_counter() - t0)
+        """Store ``doc`` unless an identical one is stored."""
+        return self.ingest_many(collection_id, [doc], known)[0]
 
-    def embed(self, title: str, chunks: list[Chunk]) -> np.ndarray:
-        texts = [index_text(title, c.heading_path, c.text) for c in chunks]
+    def ingest_many(self, collection_id: int, docs: Sequence[LoadedDocument],
+                    known: dict[str, str] | None = None) -> list[IngestResult]:
+        """Store each changed document (each in its own transaction), embedding
+        the chunks of all of them together: small documents would otherwise
+        make one-or-two-chunk model calls, and length-sorted batches pad less.
+        ``known`` (source -> hash, from :meth:`RagStore.sources`) saves a query
+        per document in bulk runs and is kept up to date."""
+        t0 = time.perf_counter()
+        results: list[IngestResult | None] = [None] * len(docs)
+        pending: list[tuple[int, str, str | None, list[Chunk]]] = []
+        for i, doc in enumerate(docs):
+            digest = self.content_hash(doc)
+            if known is None:
+                existing = self.store.document(collection_id, doc.source)
+                previous = existing.content_hash if existing else None
+            else:
+                previous = known.get(doc.source)
+            if previous == digest:
+                results[i] = IngestResult(doc.source, "unchanged", None, 0)
+            else:
+                pending.append((i, digest, previous, chunk_document(doc, self.options,
+                                                                    self.count)))
+        texts = [index_text(docs[i].title, c.heading_path, c.text)
+                 for i, _, _, chunks in pending for c in chunks]
+        t1 = time.perf_counter()
+        vectors = self.embed_texts(texts)
+        embed_s = time.perf_counter() - t1
+        at = 0
+        for i, digest, previous, chunks in pending:
+            doc = docs[i]
+            info = DocumentInfo(
+                id=0, source=doc.source, title=doc.title, format=doc.format,
+                content_hash=digest, metadata=doc.metadata, modified=doc.modified,
+                ingested_at=time.time(), chunk_count=len(chunks),
+                tokens=sum(c.tokens for c in chunks), chars=len(doc.text))
+            doc_id = self.store.replace_document(collection_id, info, chunks,
+                                                 vectors[at:at + len(chunks)])
+            at += len(chunks)
+            if known is not None:
+                known[doc.source] = digest
+            share = len(chunks) / max(1, len(texts))
+            results[i] = IngestResult(doc.source, "added" if previous is None else "replaced",
+                                      doc_id, len(chunks), embed_s * share,
+                                      (time.perf_counter() - t0) * share)
+        return [r for r in results if r is not None]
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors for ``texts`` in their order, embedded in batches of
+        similar length (a batch pads to its longest text)."""
         if not texts:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        parts = [self.embedder.embed(texts[i:i + self.embed_batch])
-                 for i in range(0, len(texts), self.embed_batch)]
-        return np.concatenate(parts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
+        for b in range(0, len(order), self.embed_batch):
+            batch = order[b:b + self.embed_batch]
+            out[batch] = self.embedder.embed([texts[i] for i in batch])
+        return out

@@ -148,9 +148,7 @@ class RagService:
                      docs: Sequence[LoadedDocument]) -> list[IngestResult]:
         info = await asyncio.to_thread(self.store.ensure_collection, tenant, name)
         known = await asyncio.to_thread(self.store.sources, info.id)
-        results = []
-        for doc in docs:  # one at a time: each is its own transaction
-            results.append(await asyncio.to_thread(self.ingestor.ingest, info.id, doc, known))
+        results = await asyncio.to_thread(self.ingestor.ingest_many, info.id, docs, known)
         if self.metrics is not None:
             for r in results:
                 self.metrics.rag_ingested.labels(r.status).inc()

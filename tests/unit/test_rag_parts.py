@@ -209,3 +209,30 @@ def test_graph_search_agrees_with_exact_and_falls_back_under_selective_filters(
         got = graph.dense(q, 5, rare)
         assert got == exact.dense(q, 5, rare)  # selective: exact over the allowed rows
         assert all(rare[p] for p, _ in got)
+
+
+def test_batched_ingestion_keeps_each_text_with_its_own_vector(store: RagStore) -> None:
+    from seawall.ml.embedder import Embedder
+    from seawall.ml.tokens import TokenCounter
+    from seawall.rag.chunking import ChunkOptions
+    from seawall.rag.ingest import Ingestor
+    from seawall.rag.loaders import load_text
+
+    embedder = Embedder()
+    ingestor = Ingestor(store, embedder, TokenCounter().count, ChunkOptions(), embed_batch=2)
+    texts = ["a very long text about volcanoes and lava flows " * 8, "cats", "tax law",
+             "a medium text on the history of the printing press"]
+    batched = ingestor.embed_texts(texts)
+    for text, vector in zip(texts, batched, strict=True):
+        assert float(vector @ embedder.embed([text])[0]) > 0.99
+
+    c = store.ensure_collection("t", "many")
+    docs = [d for i, t in enumerate(texts) for d in load_text(t, f"s{i}", "text")]
+    known = store.sources(c.id)
+    results = ingestor.ingest_many(c.id, docs, known)
+    assert [r.status for r in results] == ["added"] * 4 and len(known) == 4
+    snap = store.snapshot(c.id)
+    for text, vector in zip(snap.texts, snap.vectors, strict=True):
+        assert float(vector @ embedder.embed([text])[0]) > 0.99  # float16 rows
+    again = ingestor.ingest_many(c.id, docs, known)
+    assert [r.status for r in again] == ["unchanged"] * 4
