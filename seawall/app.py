@@ -27,6 +27,8 @@ from seawall.cache.sqlite_store import SqliteCacheStore
 from seawall.cache.stage import CacheStage
 from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
+from seawall.experiments.service import Experiments
+from seawall.experiments.stage import ExperimentStage
 from seawall.ml.tokens import TokenCounter
 from seawall.observe.logs import current_trace_id
 from seawall.observe.metrics import Metrics
@@ -82,8 +84,10 @@ class Services:
         # Models and indexes load on first use: a gateway without RAG pays nothing.
         self.rag = RagService(settings.rag, settings.rag_path, self.tokens,
                               metrics=self.metrics)
+        self.experiments = Experiments(settings, self.registry, self.store, self.metrics)
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
+            ExperimentStage(self.experiments),
             RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
             InvokeStage(self.registry, self.router),
@@ -139,6 +143,7 @@ class Services:
         await self.writer.start()
         await self.registry.start()
         await self.cache.start()
+        await self.experiments.start()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
 
@@ -146,6 +151,7 @@ class Services:
         await self.registry.close()
         await self.cache.close()
         await self.rag.aclose()
+        await self.experiments.settle()
         await self.writer.stop()
         await self.store.close()
 

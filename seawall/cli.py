@@ -316,15 +316,17 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 
-def _add_rag_commands() -> None:
+def _add_feature_commands() -> None:
+    from seawall.experiments import cli as experiments_cli
     from seawall.rag import cli as rag_cli
 
     main.add_command(rag_cli.ingest)
     main.add_command(rag_cli.collections)
     main.add_command(rag_cli.search)
+    main.add_command(experiments_cli.experiments)
 
 
-_add_rag_commands()
+_add_feature_commands()
 
 
 if __name__ == "__main__":

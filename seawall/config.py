@@ -348,6 +348,62 @@ class RagSettings(_Strict):
         return own.retrieval if own is not None and own.retrieval is not None else self.retrieval
 
 
+class VariantSettings(_Strict):
+    """One arm of an experiment: what its requests get instead of the defaults."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    weight: float = Field(1.0, ge=0, description="share of traffic (A/B; ignored by canaries)")
+    model: str | None = None  # serve with this logical model (a key under models or routes)
+    deployment: str | None = None  # prefer this deployment (PROVIDER/MODEL) of the model
+    prompt_label: str | None = None  # requests naming a prompt get this label's version
+    prompt_version: int | None = Field(None, ge=1)  # ... or this version
+
+
+class CanarySettings(_Strict):
+    """Promote the candidate step by step while it stays as good as the baseline."""
+
+    steps: list[float] = Field([5.0, 25.0, 50.0, 100.0], min_length=1,
+                               description="the candidate's share of traffic, in percent, "
+                                           "step by step")
+    min_requests: int = Field(100, ge=1, description="requests each arm needs in a step "
+                              "before it is judged")
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1, description="the candidate's "
+                                           "error rate may exceed the baseline's by this much")
+    max_p95_ratio: float = Field(1.5, ge=1, description="the candidate's p95 latency may be "
+                                 "at most this times the baseline's")
+
+    @model_validator(mode="after")
+    def _steps_rise(self) -> CanarySettings:
+        if any(not 0 < s <= 100 for s in self.steps) or self.steps != sorted(set(self.steps)):
+            raise ValueError("steps must rise strictly, each in (0, 100]")
+        return self
+
+
+class ExperimentSettings(_Strict):
+    """An A/B split or a canary rollout (docs/experiments.md)."""
+
+    model: str = Field(description="requests for this model name take part")
+    kind: Literal["ab", "canary"] = "ab"
+    variants: list[VariantSettings] = Field(min_length=2)
+    sticky: Literal["user", "key", "request"] = Field(
+        "user", description="what keeps a caller in one arm: the request's `user` (else the "
+                            "key), the key, or nothing (each request drawn anew)")
+    canary: CanarySettings = CanarySettings()
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _arms(self) -> ExperimentSettings:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variant names must be unique")
+        if self.kind == "canary" and len(self.variants) != 2:
+            raise ValueError("a canary has exactly two variants: the baseline, then the "
+                             "candidate")
+        if self.kind == "ab" and sum(v.weight for v in self.variants) <= 0:
+            raise ValueError("at least one variant needs a positive weight")
+        return self
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -452,6 +508,7 @@ class Settings(_Strict):
     shutdown: ShutdownSettings = ShutdownSettings()
     cache: CacheSettings = CacheSettings()
     rag: RagSettings = RagSettings()
+    experiments: dict[str, ExperimentSettings] = {}
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -483,9 +540,28 @@ class Settings(_Strict):
                     problems.append(f"models.{name}.fallbacks.{i}: {fb!r} is a {other.kind} "
                                     f"model, not {m.kind}")
         problems += self._guard_checks_known()
+        problems += self._experiments_known()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _experiments_known(self) -> list[str]:
+        problems = []
+        taken: dict[str, str] = {}
+        for name, e in self.experiments.items():
+            if e.model not in self.models:
+                problems.append(f"experiments.{name}.model: {e.model!r} is not a model "
+                                "declared under models")
+            elif e.enabled and e.model in taken:
+                problems.append(f"experiments.{name}.model: {e.model!r} already takes part in "
+                                f"experiment {taken[e.model]!r} (one running experiment a model)")
+            elif e.enabled:
+                taken[e.model] = name
+            for i, v in enumerate(e.variants):
+                if v.model is not None and v.model not in self.models:
+                    problems.append(f"experiments.{name}.variants.{i}.model: {v.model!r} is "
+                                    "not a model declared under models")
+        return problems
 
     def _guard_checks_known(self) -> list[str]:
         from seawall.cache.guard import FalseHitGuard

@@ -55,6 +55,8 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
         out["x-seawall-attempts"] = str(ctx.attempts_started)
     if ctx.degraded is not None:
         out["x-seawall-degraded"] = ctx.degraded
+    if ctx.experiment is not None:
+        out["x-seawall-experiment"] = ctx.experiment.label
     cache = ctx.cache
     if cache is not None:
         out["x-seawall-cache"] = cache.status

@@ -65,17 +65,20 @@ def _digest(*parts: bytes) -> bytes:
 
 
 def cache_keys(raw: dict[str, Any], tenant: str, prompt_version: str | None,
-               user: str | None) -> CacheKeys:
+               user: str | None, arm: str | None = None) -> CacheKeys:
     """``raw`` is the validated request body; ``user`` is None unless entries
-    are per user."""
+    are per user; ``arm`` is the experiment arm, so arms never share answers."""
     params = {k: v for k, v in raw.items() if k not in _NOT_IN_KEY}
     messages = [_normal_message(m) for m in raw["messages"]]
     last = messages[-1]
     dumps = orjson.dumps
-    scope = _digest(tenant.encode(), (prompt_version or "").encode(),
-                    b"" if user is None else b"u:" + user.encode(),
-                    dumps(params, option=orjson.OPT_SORT_KEYS),
-                    dumps(messages[:-1], option=orjson.OPT_SORT_KEYS))
+    parts = [tenant.encode(), (prompt_version or "").encode(),
+             b"" if user is None else b"u:" + user.encode(),
+             dumps(params, option=orjson.OPT_SORT_KEYS),
+             dumps(messages[:-1], option=orjson.OPT_SORT_KEYS)]
+    if arm is not None:  # appended only when set: keys made before experiments stay valid
+        parts.append(b"arm:" + arm.encode())
+    scope = _digest(*parts)
     exact = _digest(scope, dumps(last, option=orjson.OPT_SORT_KEYS))
     text = last.get("content") if last.get("role") == "user" else None
     if not isinstance(text, str) or set(last) - {"role", "content"} or not text:

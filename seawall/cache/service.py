@@ -125,7 +125,8 @@ class ResponseCache:
                         or (None if controls.write else "no-store"))
         if state.reason is None:
             user = req.user if self.settings.policy.per_user else None
-            state.keys = cache_keys(ctx.raw, ctx.tenant, ctx.prompt_version, user)
+            arm = ctx.experiment.label if ctx.experiment is not None else None
+            state.keys = cache_keys(ctx.raw, ctx.tenant, ctx.prompt_version, user, arm)
         return state
 
     def _semantic_text(self, ctx: RequestContext, state: CacheState) -> str | None:

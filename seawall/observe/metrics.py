@@ -93,6 +93,12 @@ class Metrics:
         self.rag_index_builds = Counter("seawall_rag_index_loads", "Collection indexes made "
                                         "ready: built (from rows) or loaded (saved).", ("how",),
                                         registry=r)
+        self.experiment_requests = Counter("seawall_experiment_requests", "Requests per "
+                                           "experiment arm and outcome (ok, error).",
+                                           ("experiment", "variant", "outcome"), registry=r)
+        self.experiment_weight = Gauge("seawall_experiment_weight", "A canary's traffic share "
+                                       "per arm, in percent.", ("experiment", "variant"),
+                                       registry=r)
         self._before_render: list[Callable[[], None]] = []
         self._attempt_children: dict[tuple[str, str], Any] = {}
 

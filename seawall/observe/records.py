@@ -13,7 +13,7 @@ ROW_COLUMNS = (
     "status", "error_type", "error_code", "error_message", "input", "output", "input_hash",
     "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms",
     "finish_reason", "user", "attempts", "degraded", "cache", "cache_entry", "cache_similarity",
-    "saved_tokens", "saved_usd", "cache_guard", "rag",
+    "saved_tokens", "saved_usd", "cache_guard", "rag", "experiment",
 )
 
 
@@ -68,6 +68,7 @@ class TraceRecord:
     # text unless content is redacted) and timings; `input` then holds the
     # assembled prompt exactly as sent.
     rag: dict[str, Any] | None = None
+    experiment: str | None = None  # "experiment=variant" when the request was in one
     # Stage timings for spans: (name, start_ns, end_ns), wall-clock nanoseconds.
     spans: list[tuple[str, int, int]] = field(default_factory=list)
     parent: str | None = None  # incoming W3C traceparent, if any
@@ -87,7 +88,7 @@ class TraceRecord:
             orjson.dumps(self.attempts).decode() if self.attempts else None, self.degraded,
             self.cache, self.cache_entry, self.cache_similarity, self.saved_tokens,
             self.saved_usd, self.cache_guard,
-            None if self.rag is None else orjson.dumps(self.rag).decode(),
+            None if self.rag is None else orjson.dumps(self.rag).decode(), self.experiment,
         )
 
     def to_json(self) -> bytes:

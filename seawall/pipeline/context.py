@@ -13,6 +13,7 @@ from seawall.providers.base import Gatherer
 if TYPE_CHECKING:
     from seawall.api.wire import ChatCompletionRequest
     from seawall.cache.service import CacheState
+    from seawall.experiments.service import Assignment
     from seawall.observe.records import AttemptRecord
     from seawall.providers.registry import Deployment
     from seawall.rag.stage import RagState
@@ -69,6 +70,8 @@ class RequestContext:
     answered_by: int | None = None  # index of the stage whose stream answers
     cache: CacheState | None = None  # what the cache did, if it is on for the model
     rag: RagState | None = None  # what retrieval gave the model, if the request used it
+    experiment: Assignment | None = None  # the experiment arm the request was put in
+    prefer_deployment: str | None = None  # try this deployment first (an experiment arm)
     spans: list[tuple[str, int, int]] = field(default_factory=list)
 
     def span(self, name: str, start_ns: int) -> None:

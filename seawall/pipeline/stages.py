@@ -208,6 +208,7 @@ class RecordStage:
             finish_reason=ctx.gatherer.finish_reason,
             attempts=ctx.attempts, degraded=ctx.degraded,
             rag=ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None,
+            experiment=ctx.experiment.label if ctx.experiment is not None else None,
         )
         cache = ctx.cache
         if cache is not None:

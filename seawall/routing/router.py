@@ -51,8 +51,9 @@ RESUME_PROMPT = ("Continue your previous answer exactly where it stopped, "
 class _Plan:
     """Which deployment to try next for one request, and why it gave up."""
 
-    def __init__(self, router: Router, model: LogicalModel) -> None:
+    def __init__(self, router: Router, model: LogicalModel, prefer: str | None = None) -> None:
         self.router = router
+        self.prefer = prefer  # a deployment to try first (an experiment's arm), if healthy
         self.chain = model.chain  # the model, then its fallbacks (theirs are not followed)
         self.index = 0
         self.tried: set[Deployment] = set()
@@ -94,7 +95,8 @@ class _Plan:
             if found:
                 if not self._may_attempt():
                     return None
-                dep = choose(found, model.strategy, router.rng)
+                preferred = [d for d in found if d.name == self.prefer] if self.prefer else ()
+                dep = preferred[0] if preferred else choose(found, model.strategy, router.rng)
                 self.tried.add(dep)
                 self.attempts += 1
                 return dep
@@ -220,7 +222,7 @@ class Router:
                    first: LogicalModel) -> AsyncGenerator[StreamItem, None]:
         """The answer's chunks, from whichever deployment gives it (see module doc)."""
         self.budget.on_request()
-        plan = _Plan(self, first)
+        plan = _Plan(self, first, ctx.prefer_deployment)
         resume: tuple[ChatCompletionRequest, dict[str, Any]] | None = None
         sent_id: str | None = None  # the completion id the client has seen
         while (dep := await plan.next()) is not None:

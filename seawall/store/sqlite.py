@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from seawall.observe.records import ROW_COLUMNS, TraceRecord
 from seawall.store.base import ApiKey
@@ -58,7 +59,13 @@ CREATE TABLE IF NOT EXISTS traces (
     saved_tokens INTEGER NOT NULL DEFAULT 0,
     saved_usd REAL NOT NULL DEFAULT 0,
     cache_guard TEXT,
-    rag TEXT
+    rag TEXT,
+    experiment TEXT
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS traces_tenant_time ON traces (tenant, started_at);
 CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
@@ -70,7 +77,7 @@ _ADDED_COLUMNS = {
                ("cache_entry", "INTEGER"), ("cache_similarity", "REAL"),
                ("saved_tokens", "INTEGER NOT NULL DEFAULT 0"),
                ("saved_usd", "REAL NOT NULL DEFAULT 0"), ("cache_guard", "TEXT"),
-               ("rag", "TEXT")],
+               ("rag", "TEXT"), ("experiment", "TEXT")],
     "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER")],
 }
 
@@ -193,3 +200,16 @@ class SqliteStore:
         async with self.db.execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,)) as c:
             row = await c.fetchone()
         return dict(row) if row else None
+
+    # -- experiments --
+
+    async def experiment_states(self) -> dict[str, dict[str, Any]]:
+        async with self.db.execute("SELECT name, state FROM experiments") as c:
+            return {r[0]: orjson.loads(r[1]) for r in await c.fetchall()}
+
+    async def save_experiment_state(self, name: str, state: dict[str, Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO experiments (name, state, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
+            "updated_at = excluded.updated_at", (name, orjson.dumps(state).decode(), time.time()))
+        await self.db.commit()

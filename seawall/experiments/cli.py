@@ -1,0 +1,87 @@
+"""``seawall experiments status``: where each experiment stands, from the
+config and the canary states the server saved (works beside a running server)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from typing import Any
+
+import click
+import orjson
+
+from seawall.cli_common import config_option, settings_from
+from seawall.config import Settings
+from seawall.experiments.service import fingerprint
+
+
+def _saved_states(settings: Settings) -> dict[str, dict[str, Any]]:
+    path = settings.db_path
+    if not path.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            rows = db.execute("SELECT name, state FROM experiments").fetchall()
+        except sqlite3.OperationalError:  # a database from before experiments
+            return {}
+    return {name: orjson.loads(state) for name, state in rows}
+
+
+def describe(settings: Settings) -> list[dict[str, Any]]:
+    saved = _saved_states(settings)
+    out = []
+    for name, e in settings.experiments.items():
+        row: dict[str, Any] = {"name": name, "kind": e.kind, "model": e.model,
+                               "enabled": e.enabled, "variants": [v.name for v in e.variants]}
+        if e.kind == "canary":
+            state = saved.get(name)
+            if state is None or state.get("fingerprint") != fingerprint(e):
+                row.update(status="running", share=e.canary.steps[0],
+                           reason="not started (no request judged yet)", history=[])
+            else:
+                status = state["status"]
+                share = (100.0 if status == "promoted" else 0.0 if status == "rolled_back"
+                         else e.canary.steps[state["step"]])
+                row.update(status=status, share=share, reason=state.get("reason"),
+                           updated_at=state.get("updated_at"), history=state.get("history", []))
+        else:
+            total = sum(v.weight for v in e.variants)
+            row["weights"] = {v.name: round(100 * v.weight / total, 2) for v in e.variants}
+        out.append(row)
+    return out
+
+
+@click.group("experiments")
+def experiments() -> None:
+    """A/B tests and canary rollouts."""
+
+
+@experiments.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per experiment.")
+def status(config: str | None, as_json: bool) -> None:
+    """Where each experiment stands: splits, canary step, verdict and why."""
+    settings = settings_from(config)
+    rows = describe(settings)
+    if as_json:
+        for row in rows:
+            click.echo(orjson.dumps(row).decode())
+        return
+    if not rows:
+        click.echo("no experiments configured", err=True)
+        return
+    for row in rows:
+        head = f"{row['name']}  ({row['kind']} on model {row['model']})"
+        if not row["enabled"]:
+            head += "  [disabled]"
+        click.echo(head)
+        if row["kind"] == "ab":
+            click.echo("  split: " + ", ".join(f"{k} {v:g}%" for k, v in row["weights"].items()))
+            continue
+        baseline, candidate = row["variants"]
+        click.echo(f"  {row['status']}: {candidate} at {row['share']:g}% "
+                   f"(baseline {baseline}); {row['reason']}")
+        for h in row["history"][-5:]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["at"]))
+            click.echo(f"    {when}  {h['status']} at {h['from_share']:g}%: {h['reason']}")

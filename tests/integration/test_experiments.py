@@ -1,0 +1,148 @@
+"""A/B splits and canary rollouts through the real gateway: the openai SDK in
+front, fake upstreams behind (one scripted to fail for the rollback), the
+state the CLI reads, and the trace records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from tests.gateway import Running, run_gateway
+from tests.servers import FakeUpstreamClient, start_fake_upstream
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def flaky() -> Iterator[FakeUpstreamClient]:
+    """A second upstream, for the arm that is scripted to fail."""
+    url, stop = start_fake_upstream(seed=7)
+    try:
+        yield FakeUpstreamClient(url)
+    finally:
+        stop()
+
+
+def _config(upstream: FakeUpstreamClient, flaky: FakeUpstreamClient,
+            experiments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "auth": {"allow_anonymous_loopback": True},
+        "observe": {"traces": {"flush_interval_s": 0.01}},
+        # One attempt: the canary must see the candidate's failures, not retries hiding them.
+        "resilience": {"retries": {"max_attempts": 1}},
+        "providers": {"good": {"type": "openai", "base_url": upstream.base_url + "/v1"},
+                      "flaky": {"type": "openai", "base_url": flaky.base_url + "/v1"}},
+        "models": {
+            "chat": {"deployments": [{"provider": "good", "model": "fake-a"},
+                                     {"provider": "good", "model": "fake-b"}]},
+            "candidate": {"provider": "flaky", "model": "fake-new"},
+        },
+        "experiments": experiments,
+    }
+
+
+def _ask(gw: Running, user: str | None = None) -> tuple[int, dict[str, str]]:
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=10)
+    kw: dict[str, Any] = {"user": user} if user else {}
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "hello"}], **kw)
+        return raw.status_code, dict(raw.headers)
+    except openai.APIStatusError as e:
+        return e.status_code, dict(e.response.headers)
+
+
+def test_ab_split_is_sticky_per_user_and_recorded(upstream: FakeUpstreamClient,
+                                                  flaky: FakeUpstreamClient,
+                                                  tmp_path: Path) -> None:
+    upstream.script(default={})
+    experiments = {"deploys": {"model": "chat", "variants": [
+        {"name": "a", "weight": 1, "deployment": "good/fake-a"},
+        {"name": "b", "weight": 1, "deployment": "good/fake-b"}]}}
+    with run_gateway(_config(upstream, flaky, experiments), tmp_path) as gw:
+        seen: dict[str, set[str]] = {}
+        for _ in range(3):
+            for i in range(12):
+                status, headers = _ask(gw, user=f"user-{i}")
+                assert status == 200
+                arm = headers["x-seawall-experiment"]
+                # The arm decides the deployment.
+                assert headers["x-seawall-deployment"] == (
+                    "good/fake-a" if arm == "deploys=a" else "good/fake-b")
+                seen.setdefault(f"user-{i}", set()).add(arm)
+        assert all(len(arms) == 1 for arms in seen.values())  # sticky
+        assert {a for arms in seen.values() for a in arms} == {"deploys=a", "deploys=b"}
+        records = gw.traces(50)
+        assert {r["experiment"] for r in records} == {"deploys=a", "deploys=b"}
+
+
+def _status(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    path = tmp_path / "seawall.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, "-m", "seawall.cli", "experiments", "status", "--json",
+                          "-c", str(path)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "SEAWALL_CONFIG": ""})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[0])  # type: ignore[no-any-return]
+
+
+def _canary_config(upstream: FakeUpstreamClient, flaky: FakeUpstreamClient,
+                   tmp_path: Path) -> dict[str, Any]:
+    config = _config(upstream, flaky, {"rollout": {
+        "model": "chat", "kind": "canary", "sticky": "request",
+        "canary": {"steps": [30, 60, 100], "min_requests": 15,
+                   "max_error_rate_increase": 0.05, "max_p95_ratio": 20},
+        "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}})
+    config["data_dir"] = str(tmp_path / "data")
+    return config
+
+
+def test_canary_rolls_back_a_failing_candidate_and_says_why(
+        upstream: FakeUpstreamClient, flaky: FakeUpstreamClient, tmp_path: Path) -> None:
+    upstream.script(default={})
+    flaky.script(default={"error_status": 500, "error_probability": 0.5})
+    config = _canary_config(upstream, flaky, tmp_path)
+    with run_gateway(config, tmp_path) as gw:
+        outcomes = [_ask(gw) for _ in range(200)]
+        gw.on_server(gw.services.experiments.settle())
+        state = gw.services.experiments.status()[0]
+        assert state["status"] == "rolled_back", state
+        assert "error rate" in state["reason"]
+        # After the rollback every request goes to the baseline.
+        after = [_ask(gw) for _ in range(10)]
+        assert all(h["x-seawall-experiment"] == "rollout=stable" and s == 200
+                   for s, h in after)
+    assert any(h["x-seawall-experiment"] == "rollout=next" and s >= 500 for s, h in outcomes)
+    shown = _status(config, tmp_path)  # the CLI reads what the server saved
+    assert shown["status"] == "rolled_back" and shown["share"] == 0
+    assert shown["history"][-1]["candidate"]["errors"] > 0
+    # A restart keeps the verdict.
+    with run_gateway(config, tmp_path) as gw:
+        assert {_ask(gw)[1]["x-seawall-experiment"] for _ in range(10)} == {"rollout=stable"}
+
+
+def test_canary_promotes_a_healthy_candidate(upstream: FakeUpstreamClient,
+                                            flaky: FakeUpstreamClient, tmp_path: Path) -> None:
+    upstream.script(default={})
+    flaky.script(default={})
+    config = _canary_config(upstream, flaky, tmp_path)
+    with run_gateway(config, tmp_path) as gw:
+        for _ in range(300):
+            assert _ask(gw)[0] == 200
+            if gw.services.experiments.status()[0]["status"] == "promoted":
+                break
+        state = gw.services.experiments.status()[0]
+        assert state["status"] == "promoted" and state["share"] == 100, state
+        assert [h["status"] for h in state["history"]] == ["running", "promoted"]
+        assert {_ask(gw)[1]["x-seawall-experiment"] for _ in range(10)} == {"rollout=next"}
+        gw.on_server(gw.services.experiments.settle())
+    assert _status(config, tmp_path)["status"] == "promoted"
