@@ -40,6 +40,8 @@ from seawall.pipeline.context import RequestContext
 from seawall.pipeline.pipeline import Pipeline
 from seawall.pipeline.ratelimit import InMemoryRateLimiter
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
+from seawall.prompts.registry import PromptRegistry
+from seawall.prompts.stage import PromptStage
 from seawall.providers.registry import ModelRegistry
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
@@ -85,9 +87,11 @@ class Services:
         self.rag = RagService(settings.rag, settings.rag_path, self.tokens,
                               metrics=self.metrics)
         self.experiments = Experiments(settings, self.registry, self.store, self.metrics)
+        self.prompts = PromptRegistry(settings.prompts_path)
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
             ExperimentStage(self.experiments),
+            PromptStage(self.prompts),
             RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
             InvokeStage(self.registry, self.router),
@@ -144,6 +148,7 @@ class Services:
         await self.registry.start()
         await self.cache.start()
         await self.experiments.start()
+        await asyncio.to_thread(self.prompts.store.open)
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
 
@@ -152,6 +157,7 @@ class Services:
         await self.cache.close()
         await self.rag.aclose()
         await self.experiments.settle()
+        self.prompts.close()
         await self.writer.stop()
         await self.store.close()
 

@@ -318,12 +318,14 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
 
 def _add_feature_commands() -> None:
     from seawall.experiments import cli as experiments_cli
+    from seawall.prompts import cli as prompts_cli
     from seawall.rag import cli as rag_cli
 
     main.add_command(rag_cli.ingest)
     main.add_command(rag_cli.collections)
     main.add_command(rag_cli.search)
     main.add_command(experiments_cli.experiments)
+    main.add_command(prompts_cli.prompts)
 
 
 _add_feature_commands()

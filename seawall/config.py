@@ -358,6 +358,12 @@ class VariantSettings(_Strict):
     prompt_label: str | None = None  # requests naming a prompt get this label's version
     prompt_version: int | None = Field(None, ge=1)  # ... or this version
 
+    @model_validator(mode="after")
+    def _one_prompt_choice(self) -> VariantSettings:
+        if self.prompt_label is not None and self.prompt_version is not None:
+            raise ValueError("give prompt_label or prompt_version, not both")
+        return self
+
 
 class CanarySettings(_Strict):
     """Promote the candidate step by step while it stays as good as the baseline."""
@@ -402,6 +408,12 @@ class ExperimentSettings(_Strict):
         if self.kind == "ab" and sum(v.weight for v in self.variants) <= 0:
             raise ValueError("at least one variant needs a positive weight")
         return self
+
+
+class PromptsSettings(_Strict):
+    """The versioned prompt registry (docs/prompts.md)."""
+
+    path: str | None = None  # default: <data_dir>/prompts.db
 
 
 class ModelCacheSettings(_Strict):
@@ -509,6 +521,7 @@ class Settings(_Strict):
     cache: CacheSettings = CacheSettings()
     rag: RagSettings = RagSettings()
     experiments: dict[str, ExperimentSettings] = {}
+    prompts: PromptsSettings = PromptsSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -579,6 +592,10 @@ class Settings(_Strict):
     @property
     def cache_path(self) -> Path:
         return Path(self.cache.path) if self.cache.path else Path(self.data_dir) / "cache.db"
+
+    @property
+    def prompts_path(self) -> Path:
+        return Path(self.prompts.path) if self.prompts.path else Path(self.data_dir) / "prompts.db"
 
     @property
     def rag_path(self) -> Path:

@@ -57,6 +57,8 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
         out["x-seawall-degraded"] = ctx.degraded
     if ctx.experiment is not None:
         out["x-seawall-experiment"] = ctx.experiment.label
+    if ctx.prompt_version is not None:
+        out["x-seawall-prompt-version"] = ctx.prompt_version
     cache = ctx.cache
     if cache is not None:
         out["x-seawall-cache"] = cache.status
@@ -80,6 +82,7 @@ async def _parse(request: Request, ctx: RequestContext, svc: Services, typ: type
         req = convert(ctx.raw, typ)
         ctx.raw.pop("seawall", None)  # the gateway's own options never go upstream
         ctx.raw.pop("rag", None)
+        ctx.raw.pop("prompt", None)
         return req
     except SeawallError as e:
         ctx.fail(e)

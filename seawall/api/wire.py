@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from seawall.errors import InvalidRequest
+from seawall.prompts.wire import PromptRef
 
 T = TypeVar("T")
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -80,6 +81,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     logprobs: bool | None = None
     seawall: SeawallOptions | None = None
     rag: RagOptions | None = None
+    prompt: PromptRef | None = None  # a prompt from the registry (docs/prompts.md)
 
     @property
     def output_limit(self) -> int | None:

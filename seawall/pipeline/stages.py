@@ -209,6 +209,7 @@ class RecordStage:
             attempts=ctx.attempts, degraded=ctx.degraded,
             rag=ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None,
             experiment=ctx.experiment.label if ctx.experiment is not None else None,
+            prompt_version=ctx.prompt_version,
         )
         cache = ctx.cache
         if cache is not None:

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS traces (
     saved_usd REAL NOT NULL DEFAULT 0,
     cache_guard TEXT,
     rag TEXT,
-    experiment TEXT
+    experiment TEXT,
+    prompt_version TEXT
 );
 CREATE TABLE IF NOT EXISTS experiments (
     name TEXT PRIMARY KEY,
@@ -77,7 +78,7 @@ _ADDED_COLUMNS = {
                ("cache_entry", "INTEGER"), ("cache_similarity", "REAL"),
                ("saved_tokens", "INTEGER NOT NULL DEFAULT 0"),
                ("saved_usd", "REAL NOT NULL DEFAULT 0"), ("cache_guard", "TEXT"),
-               ("rag", "TEXT"), ("experiment", "TEXT")],
+               ("rag", "TEXT"), ("experiment", "TEXT"), ("prompt_version", "TEXT")],
     "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER")],
 }
 

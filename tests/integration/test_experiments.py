@@ -146,3 +146,27 @@ def test_canary_promotes_a_healthy_candidate(upstream: FakeUpstreamClient,
         assert {_ask(gw)[1]["x-seawall-experiment"] for _ in range(10)} == {"rollout=next"}
         gw.on_server(gw.services.experiments.settle())
     assert _status(config, tmp_path)["status"] == "promoted"
+
+
+def test_prompt_version_arms(upstream: FakeUpstreamClient, flaky: FakeUpstreamClient,
+                             tmp_path: Path) -> None:
+    """An arm can give requests that name a prompt another label's version."""
+    upstream.script(default={})
+    experiments = {"tone": {"model": "chat", "variants": [
+        {"name": "prod", "weight": 1}, {"name": "staged", "weight": 1,
+                                        "prompt_label": "staging"}]}}
+    with run_gateway(_config(upstream, flaky, experiments), tmp_path) as gw:
+        prompts = gw.services.prompts
+        prompts.push("greet", {"template": "Be brief."})
+        prompts.push("greet", {"template": "Be warm and brief."}, labels=["staging"])
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        seen = {}
+        for i in range(16):
+            raw = client.chat.completions.with_raw_response.create(
+                model="chat", user=f"u{i}", messages=[{"role": "user", "content": "hi"}],
+                extra_body={"prompt": {"name": "greet"}})
+            arm = raw.headers["x-seawall-experiment"]
+            sent = upstream.calls()["requests"][-1]["messages"][0]["content"]
+            seen[arm] = (raw.headers["x-seawall-prompt-version"], sent)
+        assert seen == {"tone=prod": ("greet@1", "Be brief."),
+                        "tone=staged": ("greet@2", "Be warm and brief.")}
