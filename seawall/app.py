@@ -46,6 +46,7 @@ from seawall.providers.registry import ModelRegistry
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
 from seawall.routing.breaker import BreakerState
+from seawall.routing.route_stage import RouteStage
 from seawall.routing.router import Router
 from seawall.store.sqlite import SqliteStore
 
@@ -92,6 +93,7 @@ class Services:
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
             ExperimentStage(self.experiments),
             PromptStage(self.prompts),
+            RouteStage(settings, self.cache.embedder, self.metrics),
             RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
             InvokeStage(self.registry, self.router),

@@ -320,12 +320,14 @@ def _add_feature_commands() -> None:
     from seawall.experiments import cli as experiments_cli
     from seawall.prompts import cli as prompts_cli
     from seawall.rag import cli as rag_cli
+    from seawall.routing.complexity import cli as router_cli
 
     main.add_command(rag_cli.ingest)
     main.add_command(rag_cli.collections)
     main.add_command(rag_cli.search)
     main.add_command(experiments_cli.experiments)
     main.add_command(prompts_cli.prompts)
+    main.add_command(router_cli.router)
 
 
 _add_feature_commands()

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from seawall.routing.complexity.rules import RulesSettings
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; ``str()`` lists every problem found."""
@@ -410,6 +412,61 @@ class ExperimentSettings(_Strict):
         return self
 
 
+class RouteSettings(_Strict):
+    """A model name that picks a tier per request: cheapest model that is good
+    enough (docs/routing.md)."""
+
+    tiers: list[str] = Field(min_length=2, description="chat models under `models`, "
+                             "cheapest first")
+    router: Literal["rules", "learned"] = "rules"
+    model_path: str | None = None  # learned: the file `seawall router train` wrote
+    thresholds: list[float] | None = Field(
+        None, description="cut points on P(cheap tier is good enough), descending, one fewer "
+                          "than the tiers (default: evenly spaced; 0.5 for two tiers)")
+    strong_share: float | None = Field(None, ge=0, le=1, description="cost-target mode, two "
+                                       "tiers: send this share of recent traffic to the "
+                                       "strong tier")
+    shares: list[float] | None = Field(None, description="cost-target mode, any number of "
+                                       "tiers: the share of recent traffic per tier")
+    window: int = Field(2000, ge=10, description="cost-target mode: recent requests the "
+                        "cut points are calibrated on")
+    min_samples: int = Field(200, ge=1, description="cost-target mode: static thresholds "
+                             "until this many requests were scored")
+    rules: RulesSettings = RulesSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouteSettings:
+        n = len(self.tiers)
+        if len(set(self.tiers)) != n:
+            raise ValueError("tiers must be distinct models")
+        if self.thresholds is not None:
+            t = self.thresholds
+            if len(t) != n - 1 or any(not 0 <= x <= 1 for x in t) or any(
+                    a <= b for a, b in zip(t, t[1:], strict=False)):
+                raise ValueError(f"thresholds: {n - 1} values in [0, 1], strictly decreasing")
+        if self.strong_share is not None and self.shares is not None:
+            raise ValueError("give strong_share (two tiers) or shares, not both")
+        if self.strong_share is not None and n != 2:
+            raise ValueError("strong_share is for two tiers; use shares for more")
+        if self.shares is not None and (len(self.shares) != n or any(
+                s < 0 for s in self.shares) or abs(sum(self.shares) - 1) > 1e-6):
+            raise ValueError(f"shares: {n} values >= 0 that sum to 1")
+        if self.min_samples > self.window:
+            raise ValueError("min_samples must not exceed window")
+        if self.router == "learned":
+            if not self.model_path:
+                raise ValueError("router learned needs model_path (seawall router train)")
+            if not Path(self.model_path).is_file():
+                raise ValueError(f"model_path: no file at {self.model_path}")
+        return self
+
+    def static_thresholds(self) -> list[float]:
+        if self.thresholds is not None:
+            return self.thresholds
+        n = len(self.tiers)
+        return [1 - (i + 1) / n for i in range(n - 1)]
+
+
 class PromptsSettings(_Strict):
     """The versioned prompt registry (docs/prompts.md)."""
 
@@ -520,6 +577,7 @@ class Settings(_Strict):
     shutdown: ShutdownSettings = ShutdownSettings()
     cache: CacheSettings = CacheSettings()
     rag: RagSettings = RagSettings()
+    routes: dict[str, RouteSettings] = {}
     experiments: dict[str, ExperimentSettings] = {}
     prompts: PromptsSettings = PromptsSettings()
     providers: dict[str, ProviderSettings] = {}
@@ -554,26 +612,40 @@ class Settings(_Strict):
                                     f"model, not {m.kind}")
         problems += self._guard_checks_known()
         problems += self._experiments_known()
+        problems += self._routes_known()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _routes_known(self) -> list[str]:
+        problems = []
+        for name, r in self.routes.items():
+            if name in self.models:
+                problems.append(f"routes.{name}: the name is taken by a model")
+            for i, tier in enumerate(r.tiers):
+                m = self.models.get(tier)
+                if m is None or m.kind != "chat":
+                    problems.append(f"routes.{name}.tiers.{i}: {tier!r} is not a chat model "
+                                    "declared under models")
+        return problems
 
     def _experiments_known(self) -> list[str]:
         problems = []
         taken: dict[str, str] = {}
         for name, e in self.experiments.items():
-            if e.model not in self.models:
+            if e.model not in self.models and e.model not in self.routes:
                 problems.append(f"experiments.{name}.model: {e.model!r} is not a model "
-                                "declared under models")
+                                "declared under models or routes")
             elif e.enabled and e.model in taken:
                 problems.append(f"experiments.{name}.model: {e.model!r} already takes part in "
                                 f"experiment {taken[e.model]!r} (one running experiment a model)")
             elif e.enabled:
                 taken[e.model] = name
             for i, v in enumerate(e.variants):
-                if v.model is not None and v.model not in self.models:
+                if v.model is not None and v.model not in self.models and (
+                        v.model not in self.routes):
                     problems.append(f"experiments.{name}.variants.{i}.model: {v.model!r} is "
-                                    "not a model declared under models")
+                                    "not a model declared under models or routes")
         return problems
 
     def _guard_checks_known(self) -> list[str]:

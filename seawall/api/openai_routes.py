@@ -59,6 +59,13 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
         out["x-seawall-experiment"] = ctx.experiment.label
     if ctx.prompt_version is not None:
         out["x-seawall-prompt-version"] = ctx.prompt_version
+    route = ctx.route
+    if route is not None:
+        out["x-seawall-route"] = route.route
+        out["x-seawall-route-tier"] = f"{route.tier}:{route.model}"
+        out["x-seawall-route-score"] = f"{route.score:.4f}"
+        # Header values are latin-1: keep the reason plain.
+        out["x-seawall-route-reason"] = route.reason.encode("ascii", "replace").decode()
     cache = ctx.cache
     if cache is not None:
         out["x-seawall-cache"] = cache.status
@@ -225,6 +232,8 @@ async def list_models(request: Request) -> Response:
     data = [{"id": name, "object": "model", "created": svc.started_at,
              "owned_by": m.deployments[0].provider.name}
             for name, m in svc.registry.models.items()]
+    data += [{"id": name, "object": "model", "created": svc.started_at, "owned_by": "seawall",
+              "tiers": r.tiers} for name, r in svc.settings.routes.items()]
     await svc.pipeline.finish(ctx)
     return json_response({"object": "list", "data": data}, headers=_headers(ctx))
 

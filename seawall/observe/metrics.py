@@ -99,6 +99,11 @@ class Metrics:
         self.experiment_weight = Gauge("seawall_experiment_weight", "A canary's traffic share "
                                        "per arm, in percent.", ("experiment", "variant"),
                                        registry=r)
+        self.route_decisions = Counter("seawall_route_decisions", "Routed requests by the "
+                                       "tier (model) chosen.", ("route", "model"), registry=r)
+        self.route_score = Histogram("seawall_route_score", "The router's P(cheap tier is good "
+                                     "enough) per request.", ("route",),
+                                     buckets=tuple(i / 10 for i in range(1, 11)), registry=r)
         self._before_render: list[Callable[[], None]] = []
         self._attempt_children: dict[tuple[str, str], Any] = {}
 

@@ -13,7 +13,7 @@ ROW_COLUMNS = (
     "status", "error_type", "error_code", "error_message", "input", "output", "input_hash",
     "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms",
     "finish_reason", "user", "attempts", "degraded", "cache", "cache_entry", "cache_similarity",
-    "saved_tokens", "saved_usd", "cache_guard", "rag", "experiment", "prompt_version",
+    "saved_tokens", "saved_usd", "cache_guard", "rag", "experiment", "prompt_version", "route",
 )
 
 
@@ -70,6 +70,8 @@ class TraceRecord:
     rag: dict[str, Any] | None = None
     experiment: str | None = None  # "experiment=variant" when the request was in one
     prompt_version: str | None = None  # "name@version" from the registry, or the client's own
+    # A routed request: route, tier, model, score, threshold, reason, router version.
+    route: dict[str, Any] | None = None
     # Stage timings for spans: (name, start_ns, end_ns), wall-clock nanoseconds.
     spans: list[tuple[str, int, int]] = field(default_factory=list)
     parent: str | None = None  # incoming W3C traceparent, if any
@@ -90,7 +92,7 @@ class TraceRecord:
             self.cache, self.cache_entry, self.cache_similarity, self.saved_tokens,
             self.saved_usd, self.cache_guard,
             None if self.rag is None else orjson.dumps(self.rag).decode(), self.experiment,
-            self.prompt_version,
+            self.prompt_version, None if self.route is None else orjson.dumps(self.route).decode(),
         )
 
     def to_json(self) -> bytes:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from seawall.observe.records import AttemptRecord
     from seawall.providers.registry import Deployment
     from seawall.rag.stage import RagState
+    from seawall.routing.route_stage import RouteDecision
     from seawall.store.base import ApiKey
 
 
@@ -71,6 +72,7 @@ class RequestContext:
     cache: CacheState | None = None  # what the cache did, if it is on for the model
     rag: RagState | None = None  # what retrieval gave the model, if the request used it
     experiment: Assignment | None = None  # the experiment arm the request was put in
+    route: RouteDecision | None = None  # the tier a routed request ("auto") was sent to
     prefer_deployment: str | None = None  # try this deployment first (an experiment arm)
     spans: list[tuple[str, int, int]] = field(default_factory=list)
 

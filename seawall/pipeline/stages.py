@@ -210,6 +210,7 @@ class RecordStage:
             rag=ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None,
             experiment=ctx.experiment.label if ctx.experiment is not None else None,
             prompt_version=ctx.prompt_version,
+            route=ctx.route.record() if ctx.route is not None else None,
         )
         cache = ctx.cache
         if cache is not None:

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS traces (
     cache_guard TEXT,
     rag TEXT,
     experiment TEXT,
-    prompt_version TEXT
+    prompt_version TEXT,
+    route TEXT
 );
 CREATE TABLE IF NOT EXISTS experiments (
     name TEXT PRIMARY KEY,
@@ -78,7 +79,8 @@ _ADDED_COLUMNS = {
                ("cache_entry", "INTEGER"), ("cache_similarity", "REAL"),
                ("saved_tokens", "INTEGER NOT NULL DEFAULT 0"),
                ("saved_usd", "REAL NOT NULL DEFAULT 0"), ("cache_guard", "TEXT"),
-               ("rag", "TEXT"), ("experiment", "TEXT"), ("prompt_version", "TEXT")],
+               ("rag", "TEXT"), ("experiment", "TEXT"), ("prompt_version", "TEXT"),
+               ("route", "TEXT")],
     "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER")],
 }
 
