@@ -126,10 +126,14 @@ class RagService:
     async def collection(self, tenant: str, name: str) -> CollectionInfo:
         info = await asyncio.to_thread(self.store.collection, tenant, name)
         if info is None:
-            raise NotFound(f"No collection named {name!r}. Create one by adding documents: "
-                           f"POST /v1/collections/{name}/documents, or `seawall ingest PATH "
-                           f"--collection {name}`.", code="collection_not_found")
+            raise _no_collection(name)
         return info
+
+    async def _collection_id(self, tenant: str, name: str) -> int:
+        found = await asyncio.to_thread(self.store.collection_id, tenant, name)
+        if found is None:
+            raise _no_collection(name)
+        return found
 
     async def delete_collection(self, tenant: str, name: str) -> bool:
         info = await asyncio.to_thread(self.store.collection, tenant, name)
@@ -165,12 +169,12 @@ class RagService:
 
     async def documents(self, tenant: str, name: str, limit: int,
                         after_id: int) -> list[DocumentInfo]:
-        info = await self.collection(tenant, name)
-        return await asyncio.to_thread(self.store.documents, info.id, limit, after_id)
+        cid = await self._collection_id(tenant, name)
+        return await asyncio.to_thread(self.store.documents, cid, limit, after_id)
 
     async def document(self, tenant: str, name: str, document_id: int) -> DocumentInfo:
-        info = await self.collection(tenant, name)
-        doc = await asyncio.to_thread(self.store.document_by_id, info.id, document_id)
+        cid = await self._collection_id(tenant, name)
+        doc = await asyncio.to_thread(self.store.document_by_id, cid, document_id)
         if doc is None:
             raise NotFound(f"No document {document_id} in collection {name!r}.",
                            code="document_not_found")
@@ -178,10 +182,10 @@ class RagService:
 
     async def delete_documents(self, tenant: str, name: str, ids: Sequence[int] = (),
                                sources: Sequence[str] = ()) -> int:
-        info = await self.collection(tenant, name)
-        n = await asyncio.to_thread(self.store.delete_documents, info.id, sources, ids)
+        cid = await self._collection_id(tenant, name)
+        n = await asyncio.to_thread(self.store.delete_documents, cid, sources, ids)
         if n:
-            asyncio.get_running_loop().create_task(self._prebuild(info.id))
+            asyncio.get_running_loop().create_task(self._prebuild(cid))
         return n
 
     # Indexes.
@@ -238,13 +242,13 @@ class RagService:
             predicate = compile_filter(req.filter)
         except FilterError as e:
             raise InvalidRequest(f"filter: {e}", param="filter") from None
-        info = await self.collection(tenant, name)
+        collection_id = await self._collection_id(tenant, name)
         cfg = self.settings.retrieval_for(name)
         mode = req.mode or cfg.mode
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         ranked, by_id = await asyncio.to_thread(
-            self._candidates, info.id, query, predicate, mode, req.fusion or cfg.fusion, cfg,
+            self._candidates, collection_id, query, predicate, mode, req.fusion or cfg.fusion, cfg,
             timings)
         spec = cfg.rerank
         reranker = self.reranker(spec) if req.rerank is not False else None
@@ -253,7 +257,8 @@ class RagService:
                                  "(rag.retrieval.rerank.kind)", param="rerank")
         depth = max(req.top_k, spec.depth) if reranker is not None else req.top_k
         ranked = ranked[:depth]
-        rows = await asyncio.to_thread(self.store.chunk_rows, info.id, [i for i, _ in ranked])
+        rows = await asyncio.to_thread(self.store.chunk_rows, collection_id,
+                                       [i for i, _ in ranked])
         hits = []
         for chunk_id, score in ranked:
             row = rows.get(chunk_id)
@@ -339,3 +344,9 @@ def _reranker_spec(s: RerankSettings) -> dict[str, Any] | None:
             return {"kind": "onnx", "model_path": s.model_path,
                     "tokenizer_path": s.tokenizer_path}
     return None
+
+
+def _no_collection(name: str) -> NotFound:
+    return NotFound(f"No collection named {name!r}. Create one by adding documents: "
+                    f"POST /v1/collections/{name}/documents, or `seawall ingest PATH "
+                    f"--collection {name}`.", code="collection_not_found")

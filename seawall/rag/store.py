@@ -200,6 +200,13 @@ class RagStore:
                 "WHERE tenant = ? AND name = ?", (tenant, name)).fetchone()
         return CollectionInfo(**dict(row)) if row else None
 
+    def collection_id(self, tenant: str, name: str) -> int | None:
+        """The id alone: what a search needs (counting documents is O(n))."""
+        with self._lock:
+            row = self.db.execute("SELECT id FROM collections WHERE tenant = ? AND name = ?",
+                                  (tenant, name)).fetchone()
+        return None if row is None else int(row[0])
+
     def collections(self, tenant: str) -> list[CollectionInfo]:
         with self._lock:
             rows = self.db.execute(
