@@ -65,7 +65,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from seawall.cache.vectors import new_graph  # noqa: E402
 from seawall.config import RagSettings, RerankSettings, RetrievalSettings  # noqa: E402
 from seawall.ml.embedder import Embedder  # noqa: E402
 from seawall.ml.tokens import TokenCounter  # noqa: E402

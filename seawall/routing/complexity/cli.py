@@ -35,7 +35,7 @@ def _fmt(value: object) -> str:
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the router file (JSON).")
-@click.option("--kind", type=click.Choice(["logistic", "mlp", "knn"]), default="logistic",
+@click.option("--kind", type=click.Choice(["logistic", "mlp", "knn"]), default="mlp",
               show_default=True, help="Model kind.")
 @click.option("--margin", type=float, default=0.0, show_default=True,
               help="With per-tier scores: cheap_ok = cheap >= strong - margin.")
