@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import click
 
@@ -23,3 +25,19 @@ def settings_from(config: str | None) -> Settings:
     except ConfigError as e:
         click.echo(f"seawall: invalid configuration:\n{e}", err=True)
         sys.exit(2)
+
+
+def walk_files(roots: Iterable[Path], suffixes: Iterable[str]) -> Iterator[Path]:
+    """Files named on the command line as they are; folders walked in name
+    order for files with one of ``suffixes``, skipping hidden entries."""
+    wanted = {s.lower() for s in suffixes}
+    for root in roots:
+        if root.is_file():
+            yield root
+            continue
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                path = Path(folder) / name
+                if not name.startswith(".") and path.suffix.lower() in wanted:
+                    yield path

@@ -9,7 +9,6 @@ push from CI either stores the whole folder or nothing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from seawall.cli_common import walk_files
 from seawall.prompts.errors import SpecError
 from seawall.prompts.model import PromptSpec, spec_from_mapping
 from seawall.prompts.render import compile_spec, environment
@@ -97,19 +97,11 @@ def find_files(paths: Iterable[Path]) -> Iterator[Path]:
     """Files named on the command line as they are; folders walked in name
     order for ``SUFFIXES``, skipping hidden entries and Markdown files without
     front matter (a README beside the prompts)."""
-    for root in paths:
-        if root.is_file():
-            yield root
-            continue
-        for folder, dirs, names in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(names):
-                path = Path(folder) / name
-                if name.startswith(".") or path.suffix.lower() not in SUFFIXES:
-                    continue
-                if path.suffix.lower() == ".md" and not _opens_with_front_matter(path):
-                    continue
-                yield path
+    roots = list(paths)
+    named = {p for p in roots if p.is_file()}
+    for path in walk_files(roots, SUFFIXES):
+        if path in named or path.suffix.lower() != ".md" or _opens_with_front_matter(path):
+            yield path
 
 
 def _opens_with_front_matter(path: Path) -> bool:

@@ -21,17 +21,15 @@ lock; WAL lets the server read while a CLI writes.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 
 from seawall.prompts.errors import LabelError, PromptNotFound
 from seawall.prompts.model import LabelMove, PromptSpec, PromptVersion
+from seawall.store.sync_sqlite import SyncSqlite
 
 __all__ = ["PromptStore", "PromptSummary", "PushOutcome"]
 
@@ -103,55 +101,18 @@ def _move(row: sqlite3.Row) -> LabelMove:
                      action=row["action"], actor=row["actor"], at=row["at"])
 
 
-class PromptStore:
+class PromptStore(SyncSqlite):
     """Every prompt's versions, labels and label history, in one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
+    SCHEMA = _SCHEMA
 
     def open(self) -> PromptStore:
-        with self._lock:
-            if self._db is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                db.row_factory = sqlite3.Row
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("PRAGMA busy_timeout=10000")
-                db.execute("PRAGMA foreign_keys=ON")
-                db.executescript(_SCHEMA)
-                self._db = db
+        super().open()
         return self
 
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.open()
-        assert self._db is not None
-        return self._db
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction that bumps the generation; IMMEDIATE so two
-        writers queue instead of failing."""
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("UPDATE prompt_meta SET value = value + 1 WHERE key = 'generation'")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def _on_write(self, db: sqlite3.Connection) -> None:
+        """Every change moves the generation, so other processes notice it."""
+        db.execute("UPDATE prompt_meta SET value = value + 1 WHERE key = 'generation'")
 
     def generation(self) -> int:
         """Moves on every change by any process: checked before every lookup."""

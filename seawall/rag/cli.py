@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
-from seawall.cli_common import config_option, settings_from
+from seawall.cli_common import config_option, settings_from, walk_files
 from seawall.config import Settings
 from seawall.ml.tokens import TokenCounter
 from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER
@@ -40,20 +38,6 @@ def _tenant(settings: Settings, tenant: str | None) -> str:
 
 def _service(settings: Settings) -> RagService:
     return RagService(settings.rag, settings.rag_path, TokenCounter())
-
-
-def _files(roots: tuple[Path, ...]) -> Iterator[Path]:
-    """Files under ``roots`` with a format we load, skipping hidden folders and files."""
-    for root in roots:
-        if root.is_file():
-            yield root
-            continue
-        for folder, dirs, names in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(names):
-                path = Path(folder) / name
-                if not name.startswith(".") and path.suffix.lower() in SUFFIXES:
-                    yield path
 
 
 def source_of(path: Path) -> str:
@@ -99,7 +83,7 @@ def ingest(config: str | None, paths: tuple[Path, ...], collection: str, tenant:
     settings = settings_from(config)
     extra = _parse_metadata(metadata)
     rag = _service(settings)
-    files = list(_files(paths))
+    files = list(walk_files(paths, SUFFIXES))
     counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0, "chunks": 0}
     with contextlib.closing(rag):
         info = rag.store.ensure_collection(_tenant(settings, tenant), collection)

@@ -16,12 +16,9 @@ guarded by a lock; WAL lets other processes read while one writes.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +26,7 @@ import numpy.typing as npt
 import orjson
 
 from seawall.rag.documents import Chunk
+from seawall.store.sync_sqlite import SyncSqlite
 
 __all__ = ["ChunkRow", "CollectionInfo", "DocumentInfo", "RagStore"]
 
@@ -142,52 +140,14 @@ def _document(row: sqlite3.Row) -> DocumentInfo:
         chunk_count=row["chunk_count"], tokens=row["tokens"], chars=row["chars"])
 
 
-class RagStore:
+class RagStore(SyncSqlite):
     """Collections, documents and chunks of every tenant, in one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
+    SCHEMA = _SCHEMA
 
     def open(self) -> RagStore:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=10000")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
-            self._db = db
+        super().open()
         return self
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.open()
-        assert self._db is not None
-        return self._db
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE so two writers queue instead of failing."""
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     # Collections.
 
