@@ -102,10 +102,11 @@ class Experiments:
         if a is None:
             return
         failed = ctx.status >= 500
-        self.metrics.experiment_requests.labels(
-            a.experiment, a.variant, "error" if failed else "ok").inc()
+        hung_up = ctx.status == 499  # a caller hanging up says nothing about the arm
+        outcome = "cancelled" if hung_up else "error" if failed else "ok"
+        self.metrics.experiment_requests.labels(a.experiment, a.variant, outcome).inc()
         canary = self.canaries.get(a.experiment)
-        if canary is not None and ctx.status != 499:  # a caller hanging up says nothing
+        if canary is not None and not hung_up:
             canary.observe(a.arm, failed, ctx.latency_ms)
 
     def _gauge(self, name: str) -> None:
