@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
@@ -255,7 +256,7 @@ class Collection:
     name: str
     id: int
     folder: Path
-    ingest: dict[str, float] = field(default_factory=dict)
+    ingest: dict[str, Any] = field(default_factory=dict)
     sources: dict[int, str] = field(default_factory=dict)  # chunk id -> document _id
     texts: dict[int, str] = field(default_factory=dict)  # chunk id -> chunk text
     index_texts: dict[int, str] = field(default_factory=dict)  # title + headings + text
@@ -335,8 +336,8 @@ def candidate_lists(col: Collection, queries: dict[str, str],
             log(f"candidate lists: {n}/{len(missing)}")
     if missing:
         path.write_text(json.dumps(cached))
-    return {q: Candidates([tuple(x) for x in cached[q][0]], [tuple(x) for x in cached[q][1]])
-            for q in queries}
+    return {q: Candidates([(int(c), float(v)) for c, v in cached[q][0]],
+                          [(int(c), float(v)) for c, v in cached[q][1]]) for q in queries}
 
 
 # ------------------------------------------------------------------ configurations
@@ -513,7 +514,7 @@ def replay(col: Collection, cands: dict[str, Candidates], queries: dict[str, str
         ranking = fused[qid]
         if cfg.rerank_depth and maxsim is not None:
             ranking = reranked(ranking, cfg.rerank_depth,
-                               lambda ids, q=qid: maxsim.score(q, queries[q], ids))
+                               functools.partial(maxsim.score, qid, queries[qid]))
         run[qid] = doc_run(col.sources[cid] for cid, _ in ranking[:DEPTH])
     return run
 
@@ -686,7 +687,7 @@ def grid_sections(results: Sequence[GridResult], n_train: int, chosen: GridResul
     base = [r for r in results if r.cfg.rerank_depth == 0]
     fusion_rows = []
     for kind in ("rrf", "weighted"):
-        b = best(base, lambda c, k=kind: c.fusion == k)
+        b = best([r for r in base if r.cfg.fusion == kind], lambda c: True)
         fusion_rows.append([kind, b.cfg.label(), b.ndcg, b.recall])
     for name, cfg in (("(RRF k=60, the common default)", RRF60), ("(shipped defaults)", SHIPPED)):
         r = next((x for x in results if x.cfg == cfg), None)

@@ -22,7 +22,7 @@ What is measured, and how:
    take about an hour on 2 cores. Index build (exact: BM25 only; HNSW above
    ``ann_above``: BM25 + a voyager graph), load, disk and RSS.
 3. Query latency (p50/p99 ms, ``RagService.search`` with top_k=10, one query
-   at a time, SciFact test queries) for bm25, dense, hybrid (shipped RRF) and
+   at a time, SciFact test queries) for bm25, dense, hybrid (shipped fusion) and
    hybrid + MaxSim re-rank (depth 30) at SciFact scale, and at 100k+ chunks on
    both sides of ``ann_above`` (default 50,000: exact dense search below, HNSW
    above): exact (ann_above raised past the collection) and HNSW (default). The
@@ -30,7 +30,7 @@ What is measured, and how:
    synthetic copies' noisy vectors make the dense top-k of the large collection
    artificially crowded with near-duplicates: latency is what it measures.
 
-Usage (from the repo root; ~30 min, most of it embedding SciFact)::
+Usage (from the repo root; ~13 min on 2 shared cores, half of it embedding SciFact)::
 
     .venv/bin/python bench/rag_scale.py
     .venv/bin/python bench/rag_scale.py --quick   # 500 docs, 10k chunks, 30 queries
@@ -291,7 +291,7 @@ def load_queries(n: int) -> list[tuple[str, str]]:
 MODES = {  # row name -> (SearchRequest.mode, re-rank)
     "bm25": ("bm25", False),
     "dense": ("dense", False),
-    "hybrid (RRF)": ("hybrid", False),
+    "hybrid": ("hybrid", False),
     f"hybrid + MaxSim@{RERANK_DEPTH}": ("hybrid", True),
 }
 
@@ -304,7 +304,9 @@ async def latency(svc: RagService, queries: Sequence[tuple[str, str]], name: str
     qs = queries[:maxsim_queries] if rerank else queries
     for _, text in qs[:3]:  # warm up: models, index, caches
         await svc.search(TENANT, NAME, SearchRequest(text, top_k=10, mode=mode, rerank=rerank))
-    wall, parts, top = [], {}, {}
+    wall: list[float] = []
+    parts: dict[str, list[float]] = {}
+    top: dict[str, list[int]] = {}
     for qid, text in qs:
         t0 = time.perf_counter()
         res = await svc.search(TENANT, NAME, SearchRequest(text, top_k=10, mode=mode,
@@ -329,15 +331,25 @@ async def latencies(svc: RagService, queries: Sequence[tuple[str, str]], label: 
     return out
 
 
-def lookup_ms(store: RagStore, n: int = 50) -> float:
-    """Median time of ``RagStore.collection`` (what every search calls first, to
-    resolve the name; it also counts the collection's documents and chunks)."""
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        store.collection(TENANT, NAME)
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.median(times))
+def lookup_ms(store: RagStore, n: int = 50) -> tuple[float, float]:
+    """Median ms of ``RagStore.collection_id`` (what a search resolves the name
+    with) and of ``RagStore.collection`` (the listing's, which counts the
+    collection's documents and chunks; searches called it before a8c0a4e)."""
+    out = []
+    for lookup in (store.collection_id, store.collection):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            lookup(TENANT, NAME)
+            times.append((time.perf_counter() - t0) * 1000)
+        out.append(float(np.median(times)))
+    return out[0], out[1]
+
+
+def shipped_retrieval() -> str:
+    r = RetrievalSettings()
+    fusion = f"RRF k={r.rrf_k:g}" if r.fusion == "rrf" else "weighted-score fusion"
+    return f"{fusion}, dense_weight {r.dense_weight:g}, {r.candidates} candidates"
 
 
 def recall_at_10(approx: dict[str, list[int]], exact: dict[str, list[int]]) -> float:
@@ -426,7 +438,7 @@ async def amain(args: argparse.Namespace) -> str:
     tokens = TokenCounter()
     queries = load_queries(args.queries)
     runs: dict[str, list[Latency]] = {}
-    lookups: dict[str, float] = {}
+    lookups: dict[str, tuple[float, float]] = {}
 
     # 1. SciFact, real embeddings: ingest, build, load, latency.
     svc = service(small, embedder, tokens)
@@ -493,18 +505,19 @@ async def amain(args: argparse.Namespace) -> str:
         f"## 3. Query latency (RagService.search, top_k=10, {len(queries)} SciFact test "
         "queries one at a time; MaxSim rows over the first "
         f"{min(args.maxsim_queries, len(queries))}; re-rank depth {RERANK_DEPTH}; shipped "
-        "RRF fusion, 100 candidates; the large collection's numbers use SYNTHETIC vectors)",
+        f"retrieval settings: {shipped_retrieval()}; the large collection's numbers use "
+        "SYNTHETIC vectors)",
         latency_table(runs),
         f"HNSW dense top-10 recall against exact search on the synthetic collection: "
         f"{recall_at_10(hn.dense_top, ex.dense_top):.3f} (the noisy copies make many "
         "near-ties, so this is a pessimistic figure). Steps (`SearchResult.timings_ms`): "
         "index = generation check, embed = the query's vector, rerank = MaxSim over the top "
         "30 (one MiniLM pass over their tokens), total = from the candidates to the end. The "
-        "wall time also holds what `total` leaves out: `RagService.collection` (name -> "
-        "collection, which counts the collection's documents and chunks on every search), "
-        "the worker-thread hops and fetching the hits' rows:",
-        table(["collection", "RagStore.collection p50 ms"],
-              [[k, v] for k, v in lookups.items()]),
+        "wall time also holds what `total` leaves out: resolving the collection's name, the "
+        "worker-thread hops. Name lookups (median ms):",
+        table(["collection", "RagStore.collection_id (search)",
+               "RagStore.collection (with counts; search used it before a8c0a4e)"],
+              [[k, *v] for k, v in lookups.items()]),
         f"_run took {time.perf_counter() - started:.0f} s; peak RSS of this process "
         f"{peak_rss_mb():.0f} MB_",
     ]
