@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seawall.ml.assets import minilm_onnx_path, minilm_tokenizer_path, require_file
+from seawall.ml.onnx import cpu_session
 
 __all__ = ["Embedder"]
 
@@ -61,7 +62,6 @@ class Embedder:
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
             from tokenizers import Tokenizer
 
             model = (require_file(self.model_path, "embedder model_path")
@@ -77,15 +77,7 @@ class Embedder:
             tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0,
                                      pad_token="[PAD]" if pad_id is not None else "<pad>")
 
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.inter_op_num_threads = 1
-            if self.threads is not None:
-                options.intra_op_num_threads = self.threads
-            options.log_severity_level = 3  # warnings about int8 kernels are noise here
-            session = ort.InferenceSession(str(model), sess_options=options,
-                                           providers=["CPUExecutionProvider"])
+            session = cpu_session(model, self.threads)
 
             inputs = tuple(i.name for i in session.get_inputs())
             if "input_ids" not in inputs:

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from seawall.ml.assets import require_file
 from seawall.ml.embedder import Embedder
+from seawall.ml.onnx import cpu_session
 
 __all__ = [
     "HttpReranker",
@@ -227,7 +228,6 @@ class OnnxCrossEncoder:
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
 
             model = require_file(self.model_path, "cross-encoder model_path")
             if not self.tokenizer_path.expanduser().is_file():
@@ -237,15 +237,7 @@ class OnnxCrossEncoder:
             self._tokenizer = self._load_tokenizer("only_second")
             self._fallback = self._load_tokenizer("longest_first")
 
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.inter_op_num_threads = 1
-            if self.threads is not None:
-                options.intra_op_num_threads = self.threads
-            options.log_severity_level = 3
-            session = ort.InferenceSession(str(model), sess_options=options,
-                                           providers=["CPUExecutionProvider"])
+            session = cpu_session(model, self.threads)
             inputs = {i.name: i.type for i in session.get_inputs()}
             unknown = sorted(set(inputs) - set(_INPUTS))
             if "input_ids" not in inputs or unknown:
