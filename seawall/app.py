@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from seawall.api import admin_routes, openai_routes, ops_routes, rag_routes
-from seawall.api.http import error_response
+from seawall.api.http import LiveStreams, error_response
 from seawall.cache.service import ResponseCache
 from seawall.cache.sqlite_store import SqliteCacheStore
 from seawall.cache.stage import CacheStage
@@ -52,6 +52,9 @@ from seawall.store.sqlite import SqliteStore
 
 log = logging.getLogger("seawall")
 
+CLOSE_STEP_S = 5.0  # longest any one part may take to close at shutdown
+WRITER_STOP_S = 5.0  # the trace writer's share: what the store does not take goes to the journal
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -61,7 +64,12 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = int(time.time())
+        self._drain_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.store = SqliteStore(settings.db_path)
+        # Key lookups on a connection of their own: never behind trace writes.
+        self.key_store = SqliteStore(settings.db_path)
+        self.live_streams = LiveStreams()
         self.metrics = Metrics()
         self.registry = ModelRegistry(settings, on_breaker_change=self._breaker_changed)
         self.router = Router(self.registry, settings.resilience,
@@ -74,7 +82,7 @@ class Services:
         self.writer = TraceWriter(self.store, self.metrics, obs.traces,
                                   Path(settings.data_dir) / "traces.journal",
                                   finalize=self._finalize, spans=spans)
-        self.auth = AuthStage(settings.auth, self.store)
+        self.auth = AuthStage(settings.auth, self.key_store)
         self.admission = AdmissionStage(settings.admission, self.metrics)
         self.cache_store = SqliteCacheStore(
             settings.cache_path, settings.cache.max_entries,
@@ -101,10 +109,23 @@ class Services:
         ], self.metrics)
 
     def begin_drain(self) -> None:
-        """Shutdown started: refuse new work, keep serving what is in flight.
-        (Called from a signal handler: only sets flags.)"""
+        """Shutdown started: refuse new work, keep serving what is in flight
+        for ``shutdown.drain_timeout_s``, then end the streams still open
+        with an error event (the server waits a little longer than that).
+        Called from a signal handler: sets flags and schedules, nothing else."""
         self.admission.draining = True
         self.pipeline.draining = True
+        loop = self._loop
+        if loop is not None and not self._drain_scheduled:
+            self._drain_scheduled = True
+            loop.call_soon_threadsafe(loop.call_later, self.settings.shutdown.drain_timeout_s,
+                                      self._cut_streams)
+
+    def _cut_streams(self) -> None:
+        n = self.live_streams.cut_all()
+        if n:
+            log.warning("drain timeout reached: ending %d open streams with an error event", n,
+                        extra={"streams": n})
 
     def _breaker_changed(self, deployment: str, state: BreakerState) -> None:
         self.metrics.circuit_transitions.labels(deployment, state.label).inc()
@@ -145,7 +166,9 @@ class Services:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.store.open()
+        await self.key_store.open_reader()
         await self.writer.start()
         await self.registry.start()
         await self.cache.start()
@@ -155,13 +178,27 @@ class Services:
         await asyncio.to_thread(self.tokens.warm_up)
 
     async def close(self) -> None:
-        await self.registry.close()
-        await self.cache.close()
-        await self.rag.aclose()
-        await self.experiments.settle()
-        self.prompts.close()
-        await self.writer.stop()
-        await self.store.close()
+        """Every step runs, each bounded, whatever the others do: a failing
+        or hung part must not keep the process (or the store's thread) alive."""
+
+        async def prompts() -> None:
+            self.prompts.close()
+
+        steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+            ("providers", self.registry.close, CLOSE_STEP_S),
+            ("cache", self.cache.close, CLOSE_STEP_S),
+            ("rag", self.rag.aclose, CLOSE_STEP_S),
+            ("experiments", self.experiments.settle, CLOSE_STEP_S),
+            ("prompts", prompts, CLOSE_STEP_S),
+            ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
+            ("store", self.store.close, CLOSE_STEP_S),
+            ("key store", self.key_store.close, CLOSE_STEP_S),
+        ]
+        for name, step, within in steps:
+            try:
+                await asyncio.wait_for(step(), within)
+            except Exception:
+                log.exception("closing the %s failed", name)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

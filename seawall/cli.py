@@ -9,6 +9,7 @@ import secrets
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -56,21 +57,51 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
         app, host=host or srv.host, port=srv.port if port is None else port, loop="uvloop",
         http="httptools", lifespan="on", access_log=srv.access_log, log_config=None,
         log_level=srv.log_level, backlog=4096, timeout_keep_alive=75,
-        timeout_graceful_shutdown=settings.shutdown.drain_timeout_s)  # type: ignore[arg-type]
-    _serve_draining(server_config, app.state.services.begin_drain)
+        # Streams still open at drain_timeout_s are ended by the app (an error
+        # event); the server waits a little longer for those endings.
+        timeout_graceful_shutdown=settings.shutdown.drain_timeout_s + CUT_GRACE_S)  # type: ignore[arg-type]
+    _serve_draining(server_config, app.state.services.begin_drain,
+                    settings.shutdown.drain_timeout_s + CUT_GRACE_S + SHUTDOWN_GRACE_S)
 
 
-def _serve_draining(config: Any, on_drain: Callable[[], None]) -> None:
+CUT_GRACE_S = 2.0  # for streams ended at the drain deadline to send their last event
+SHUTDOWN_GRACE_S = 20.0  # then closing every part (each bounded, app.Services.close)
+
+
+def _serve_draining(config: Any, on_drain: Callable[[], None], exit_within_s: float) -> None:
     """Run uvicorn, telling the app when a drain starts, so /ready turns 503
-    and requests still arriving on open connections are refused."""
+    and requests still arriving on open connections are refused. A watchdog
+    ends the process if shutdown has not finished ``exit_within_s`` after
+    the signal, whatever hangs (a stuck thread must not keep it alive)."""
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             on_drain()
+            _arm_exit_watchdog(exit_within_s)
             super().handle_exit(sig, frame)
 
     DrainingServer(config).run()
+
+
+_watchdog: list[threading.Thread] = []
+
+
+def _arm_exit_watchdog(within_s: float) -> None:
+    if _watchdog:
+        return
+
+    def bite() -> None:
+        time.sleep(within_s)
+        import logging
+        logging.getLogger("seawall").critical(
+            "shutdown did not finish within %.0fs; exiting now", within_s)
+        logging.shutdown()
+        os._exit(1)
+
+    t = threading.Thread(target=bite, name="seawall-exit-watchdog", daemon=True)
+    _watchdog.append(t)
+    t.start()
 
 
 def _exit_after_drain(signum: int, frame: object) -> None:

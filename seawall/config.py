@@ -41,6 +41,10 @@ class AuthSettings(_Strict):
     master_key: str | None = Field(None, min_length=8)
     allow_anonymous_loopback: bool = False
     key_cache_ttl_s: float = Field(10.0, ge=0)
+    lookup_timeout_s: float = Field(2.0, gt=0, description="a key lookup slower than this "
+                                    "uses the last answer seen for the key, if any")
+    stale_key_s: float = Field(300.0, ge=0, description="how long a key seen before is still "
+                               "honoured while the key store fails or is slow")
 
 
 class LimitSettings(_Strict):
@@ -51,7 +55,16 @@ class TraceSettings(_Strict):
     store_content: bool = True
     queue_size: int = Field(10_000, gt=0)
     batch_size: int = Field(256, gt=0)
-    flush_interval_s: float = Field(0.5, gt=0)
+    flush_interval_s: float = Field(0.5, gt=0, description="longest a finished request's "
+                                    "record waits in memory before its batch is written "
+                                    "(the kill -9 loss window)")
+    max_held: int = Field(20_000, ge=0, description="records kept in memory while neither "
+                          "the store nor the journal can take them; past it they are dropped "
+                          "and counted")
+    max_lag_s: float = Field(30.0, gt=0, description="/ready reports the writer degraded when "
+                             "its oldest unwritten record is older than this")
+    min_free_disk_mb: int = Field(64, ge=0, description="/ready reports degraded when the disk "
+                                  "holding data_dir has less free space than this")
 
 
 class ObserveSettings(_Strict):
@@ -149,6 +162,9 @@ class TimeoutSettings(_Strict):
                                  "(streams; a non-streaming answer is bounded by total_s)")
     idle_s: float = Field(30.0, gt=0, description="longest silence between two stream chunks")
     total_s: float = Field(600.0, gt=0, description="the whole attempt")
+    request_s: float | None = Field(None, gt=0, description="the whole request, across "
+                                    "retries, backoff and fallbacks; default: the longest "
+                                    "total_s of the model's deployments and fallbacks")
 
 
 class TimeoutOverrides(_Strict):

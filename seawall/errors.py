@@ -105,6 +105,13 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class DeadlineExceeded(UpstreamTimeout):
+    """The request's own deadline ran out (resilience.timeouts.request_s):
+    no attempt, retry or fallback is started after it."""
+
+    code = "request_deadline_exceeded"
+
+
 class ServiceUnavailable(SeawallError):
     status = 503
     type = "server_error"

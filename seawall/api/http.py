@@ -4,7 +4,8 @@ response that stops the answer the moment the client hangs up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -110,30 +111,75 @@ class DisconnectWatch:
         return False
 
 
+class LiveStreams:
+    """The streamed answers being sent now, so that shutdown can end those
+    still open at the drain deadline properly (an error event and a clean
+    end of the body) instead of cutting the connection."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.cutting = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+
+    def discard(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+
+    def cut_all(self) -> int:
+        self.cutting = True
+        for task in self._tasks:
+            task.cancel()
+        return len(self._tasks)
+
+
 class SSEResponse(Response):
     """``text/event-stream`` of pre-encoded events from ``body``; a client
-    hang-up closes ``body`` at once (which closes the upstream stream)."""
+    hang-up closes ``body`` at once (which closes the upstream stream).
+    Cut at shutdown (``live``), it ends with the events ``on_cut`` makes."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str],
+                 live: LiveStreams | None = None,
+                 on_cut: Callable[[], bytes] | None = None) -> None:
         self.status_code = 200
         self.background = None
         self._events = body
+        self._live = live
+        self._on_cut = on_cut
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         events = self._events
+        live = self._live
+        task = asyncio.current_task()
+        if live is not None and task is not None:
+            live.add(task)
         try:
-            async with DisconnectWatch(receive) as watch:
-                try:
-                    async for data in events:
-                        await send({"type": "http.response.body", "body": data,
-                                    "more_body": True})
-                    watch.finishing()
+            try:
+                async with DisconnectWatch(receive) as watch:
+                    try:
+                        async for data in events:
+                            await send({"type": "http.response.body", "body": data,
+                                        "more_body": True})
+                        watch.finishing()
+                        await send({"type": "http.response.body", "body": b""})
+                    except OSError:
+                        pass  # the client is gone; the generator is closed below
+            except asyncio.CancelledError:
+                if live is None or not live.cutting or task is None or task.uncancel() > 0:
+                    raise
+                await events.aclose()  # type: ignore[attr-defined]  # recorded as cut first
+                with contextlib.suppress(OSError):
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": self._on_cut() if self._on_cut is not None else b""})
                     await send({"type": "http.response.body", "body": b""})
-                except OSError:
-                    pass  # the client is gone; the generator is closed below
         finally:
+            if live is not None and task is not None:
+                live.discard(task)
             await events.aclose()  # type: ignore[attr-defined]

@@ -20,10 +20,10 @@ from starlette.routing import Route
 
 from seawall.api.http import DisconnectWatch, SSEResponse, error_response, json_response, read_body
 from seawall.api.wire import ChatCompletionRequest, EmbeddingRequest, convert, decode_json_object
-from seawall.errors import SeawallError
+from seawall.errors import SeawallError, ShuttingDown
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
-from seawall.providers.base import Chunk, StreamItem, usage_chunk
+from seawall.providers.base import Chunk, StreamItem, make_chunk, usage_chunk
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -159,7 +159,18 @@ async def chat_completions(request: Request) -> Response:
         return _fail(ctx, e)
     if ctx.error is not None:  # the client left before the first token
         return Response(status_code=499)
-    return SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk), _headers(ctx))
+    return SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk), _headers(ctx),
+                       live=svc.live_streams, on_cut=lambda: _cut_events(ctx))
+
+
+def _cut_events(ctx: RequestContext) -> bytes:
+    """How a stream cut by shutdown ends: as one cut by its upstream does, a
+    ``finish_reason: "error"`` chunk and an error event, no ``[DONE]``."""
+    g = ctx.gatherer
+    err = ShuttingDown("The gateway shut down before the answer ended "
+                       "(shutdown.drain_timeout_s ran out); retry.", retry_after=1.0)
+    chunk = make_chunk(g.id or "", g.model, g.created or int(time.time()), finish_reason="error")
+    return _sse(chunk) + b"data: " + err.body() + b"\n\n"
 
 
 def _with_citations(item: StreamItem, citations: list[dict[str, Any]]) -> StreamItem:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -14,6 +16,8 @@ from seawall.api.http import json_response
 if TYPE_CHECKING:
     from seawall.app import Services
 
+PING_TIMEOUT_S = 1.0
+
 
 async def health(request: Request) -> Response:
     """Liveness: the process answers. Never touches a dependency."""
@@ -21,25 +25,57 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Readiness: the store answers, every provider is started (models loaded),
-    and the process is not draining for shutdown. ``deployments`` shows each
-    deployment's breaker, in-flight count, TTFT and any cool-down: an open
-    breaker does not make the process unready (others may serve)."""
+    """Readiness (docs/operations.md#health): 200 only when the store answers,
+    trace records are being written (not journaled, held or dropped, and the
+    writer is not lagging), the disk under data_dir has room, admission is
+    not saturated, every provider is started (models loaded) and the
+    process is not draining. Otherwise 503 with each failing check's reason.
+    ``deployments`` shows each deployment's breaker, in-flight count, TTFT
+    and any cool-down: an open breaker does not make the process unready
+    (others may serve)."""
     svc: Services = request.app.state.services
     checks: dict[str, dict[str, object]] = {}
     try:
-        await svc.store.ping()
+        # The key store's own connection: never queued behind trace writes.
+        await asyncio.wait_for(svc.key_store.ping(), PING_TIMEOUT_S)
         checks["store"] = {"ready": True}
     except Exception as e:
         checks["store"] = {"ready": False, "detail": f"{type(e).__name__}: {e}"}
+    w = svc.writer.health()
+    checks["trace_writer"] = {"ready": w.ok, **({"detail": "; ".join(w.reasons)} if w.reasons
+                                               else {}),
+                              "queued": w.queued, "held": w.held,
+                              "journal_bytes": w.journal_bytes, "lag_s": w.lag_s}
+    checks["disk"] = _disk(svc)
+    a = svc.admission
+    cap = svc.settings.admission.max_inflight
+    saturated = bool(cap) and a.inflight >= cap
+    checks["admission"] = {"ready": not saturated, "inflight": a.inflight,
+                           **({"detail": f"{a.inflight} of {cap} request slots taken"}
+                              if saturated else {})}
     for name, st in svc.registry.status().items():
         checks[f"provider:{name}"] = {"ready": st.ready, **({"detail": st.detail} if st.detail
                                                             else {}), **st.extra}
     ok = all(c["ready"] for c in checks.values())
     draining = svc.admission.draining
-    body = {"status": "draining" if draining else "ready" if ok else "not_ready",
-            "checks": checks, "deployments": svc.registry.health()}
+    started = all(c["ready"] for n, c in checks.items() if n.startswith("provider:"))
+    status = ("draining" if draining else "ready" if ok else
+              "degraded" if started else "not_ready")
+    body = {"status": status, "checks": checks, "deployments": svc.registry.health()}
     return json_response(body, status=200 if ok and not draining else 503)
+
+
+def _disk(svc: Services) -> dict[str, object]:
+    need = svc.settings.observe.traces.min_free_disk_mb
+    try:
+        free = shutil.disk_usage(svc.settings.data_dir).free // (1024 * 1024)
+    except OSError as e:
+        return {"ready": False, "detail": f"{type(e).__name__}: {e}"}
+    if free < need:
+        return {"ready": False, "free_mb": free,
+                "detail": f"{free} MB free under data_dir, below "
+                          f"observe.traces.min_free_disk_mb ({need})"}
+    return {"ready": True, "free_mb": free}
 
 
 async def metrics(request: Request) -> Response:

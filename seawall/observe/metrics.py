@@ -38,10 +38,24 @@ class Metrics:
         self.inflight = Gauge("seawall_inflight_requests", "Requests being served now.",
                               registry=r)
         self.trace_queue = Gauge("seawall_trace_queue_depth",
-                                 "Trace records waiting for the writer.", registry=r)
+                                 "Trace records in memory, not yet written "
+                                 "to the store or the journal (queued, being written or "
+                                 "held).", registry=r)
         self.trace_spilled = Counter("seawall_trace_records_spilled",
                                      "Trace records written to the local journal instead "
                                      "of the store (store slow, down or queue full).", registry=r)
+        self.trace_held = Gauge("seawall_trace_records_held", "Trace records held in memory "
+                                "because neither the store nor the journal can take them.",
+                                registry=r)
+        self.trace_dropped = Counter("seawall_trace_records_dropped", "Trace records lost: "
+                                     "store, journal and memory buffer were all full.",
+                                     registry=r)
+        self.trace_quarantined = Counter("seawall_trace_records_quarantined", "Torn or "
+                                         "corrupt journal lines moved to traces.quarantine "
+                                         "at replay.", registry=r)
+        self.background_restarts = Counter("seawall_background_restarts", "Background tasks "
+                                           "restarted after an unexpected error.", ("task",),
+                                           registry=r)
         self.trace_written = Counter("seawall_trace_records_written",
                                      "Trace records written to the store.", registry=r)
         self.spans_dropped = Counter("seawall_spans_dropped",

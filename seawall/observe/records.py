@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
+
+log = logging.getLogger("seawall.traces")
+
+# What stands in for a field that could not be serialised (nested past orjson's
+# 255 levels, a non-JSON type): the record is still stored, with this marker.
+UNSERIALISABLE = "[seawall: not serialisable: {}]"
 
 ROW_COLUMNS = (
     "trace_id", "endpoint", "started_at", "tenant", "key_id", "model", "deployment", "stream",
@@ -80,23 +87,32 @@ class TraceRecord:
     finalized: bool = False  # tokens, cost, metrics and spans done (by the writer)
 
     def row(self) -> tuple[Any, ...]:
-        """The stored columns, in ``ROW_COLUMNS`` order (explicit: asdict is slow)."""
+        """The stored columns, in ``ROW_COLUMNS`` order (explicit: asdict is slow).
+        Never raises on content: see :func:`_dumps`."""
         return (
             self.trace_id, self.endpoint, self.started_at, self.tenant, self.key_id, self.model,
             self.deployment, self.stream, self.status, self.error_type, self.error_code,
-            self.error_message, None if self.input is None else orjson.dumps(self.input).decode(),
+            self.error_message, None if self.input is None else _dumps(self.input),
             self.output, self.input_hash, self.prompt_tokens, self.completion_tokens,
             self.usage_estimated, self.cost_usd, self.latency_ms, self.ttft_ms,
             self.finish_reason, self.user,
-            orjson.dumps(self.attempts).decode() if self.attempts else None, self.degraded,
+            _dumps(self.attempts) if self.attempts else None, self.degraded,
             self.cache, self.cache_entry, self.cache_similarity, self.saved_tokens,
             self.saved_usd, self.cache_guard,
-            None if self.rag is None else orjson.dumps(self.rag).decode(), self.experiment,
-            self.prompt_version, None if self.route is None else orjson.dumps(self.route).decode(),
+            None if self.rag is None else _dumps(self.rag), self.experiment,
+            self.prompt_version, None if self.route is None else _dumps(self.route),
         )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        """One journal line. Never raises: a field that cannot be serialised is
+        replaced by a marker (the record itself is what must survive)."""
+        try:
+            return orjson.dumps(asdict(self))
+        except (TypeError, ValueError, RecursionError):
+            d = asdict(self)
+            for name in ("input", "output", "rag", "route", "messages_for_count"):
+                d[name] = _safe(d[name])
+            return orjson.dumps(d, default=str)
 
     @classmethod
     def from_json(cls, line: bytes) -> TraceRecord:
@@ -104,6 +120,27 @@ class TraceRecord:
         d["spans"] = [tuple(s) for s in d.get("spans") or []]
         d["attempts"] = [AttemptRecord(**a) for a in d.get("attempts") or []]
         return cls(**d)
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of a record field, or a marker when it cannot be serialised
+    (the request's own validation should stop such content; this is the
+    last line, so one bad record never fails a batch or kills the writer)."""
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, ValueError, RecursionError) as e:
+        log.warning("trace record field not serialisable; stored as a marker",
+                    extra={"error": repr(e)[:200]})
+        return orjson.dumps(UNSERIALISABLE.format(type(e).__name__)).decode()
+
+
+def _safe(value: Any) -> Any:
+    """``value`` if it serialises, else the marker string."""
+    try:
+        orjson.dumps(value)
+        return value
+    except (TypeError, ValueError, RecursionError) as e:
+        return UNSERIALISABLE.format(type(e).__name__)
 
 
 def hash_input(raw_body: bytes) -> str:

@@ -1,12 +1,33 @@
-"""The bounded async batch writer for trace records.
+"""The bounded async batch writer for trace records, a supervised component.
 
-The request path calls :meth:`TraceWriter.submit`, which never waits: the
-record goes on a bounded queue, or, when the queue is full, is appended to a
-local journal file. A background task takes records in batches, finishes
-them (token estimates, cost, metrics, spans: work the client need not wait
-for), and writes each batch to the store in one transaction. A batch the
-store refuses goes to the journal too, and the journal is replayed once the
-store accepts writes again. Nothing is dropped silently.
+The request path calls :meth:`TraceWriter.submit`, which never waits and
+never raises. A background task takes records in batches, finishes them
+(token estimates, cost, metrics, spans: work the client need not wait for)
+and writes each batch to the store in one transaction.
+
+Failure model (docs/operations.md#trace-records-and-failures):
+
+- the store refuses a batch (down, locked, disk full, read-only) → the batch
+  goes to the local journal (``<data_dir>/traces.journal``);
+- the journal cannot be written either (same full or read-only disk) → the
+  records are held in a bounded memory buffer (``observe.traces.max_held``);
+  past it they are dropped, counted (``seawall_trace_records_dropped_total``)
+  and logged at error level;
+- the writer retries with backoff by itself, held records first, then the
+  journal; nothing needs a restart once the fault clears;
+- a record that cannot be serialised is stored with a marker in place of
+  the field (records.py), never fatal;
+- replay reads the journal in a thread, batch by batch, remembers how far it
+  got (a restart resumes there; inserts are idempotent by trace id anyway),
+  and moves torn or corrupt lines to ``traces.quarantine``, counted;
+- the loop itself is supervised: an unexpected error restarts it after a
+  backoff, counted in ``seawall_background_restarts_total{task="trace_writer"}``;
+- :meth:`stop` is bounded: what the store does not take in time goes to the
+  journal.
+
+The loss window: a record is in memory from the end of its request until its
+batch commits, at most ``flush_interval_s`` plus one write. ``kill -9`` loses
+those (SIGTERM loses nothing); the journal and the store are durable.
 """
 
 from __future__ import annotations
@@ -16,9 +37,11 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from seawall.config import TraceSettings
 from seawall.observe.metrics import Metrics
@@ -31,6 +54,93 @@ log = logging.getLogger("seawall.traces")
 Finalizer = Callable[[TraceRecord], None]
 MAX_SPAN_BACKLOG = 200_000  # spans waiting for a slow collector (~100 MB at most)
 SLICE_S = 0.002  # longest stretch of writer work between two yields to the event loop
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff of recovery attempts while degraded
+LARGE_TEXT = 64 * 1024  # token counts of texts past this many characters run in a thread
+
+
+@dataclass
+class WriterHealth:
+    """What /ready and the metrics say about the writer."""
+
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+    queued: int = 0  # waiting in memory for the store (queue + batch being written)
+    held: int = 0  # in memory because neither the store nor the journal took them
+    journal_bytes: int = 0
+    lag_s: float = 0.0  # age of the oldest record not yet written anywhere durable
+
+
+class JournalReader:
+    """Reads a journal file batch by batch (called in a thread): parses the
+    good lines, moves the rest to the quarantine file, and remembers the byte
+    offset of the last batch the caller confirmed (``<file>.pos``)."""
+
+    def __init__(self, path: Path, quarantine: Path, batch: int) -> None:
+        self.path = path
+        self.pos_path = path.with_name(path.name + ".pos")
+        self.quarantine = quarantine
+        self.batch = batch
+        self.quarantined = 0
+        self._file = open(path, "rb")  # noqa: SIM115 (closed in close())
+        with contextlib.suppress(OSError, ValueError):
+            self._file.seek(int(self.pos_path.read_text()))
+        self.offset = self._file.tell()
+
+    def next_batch(self) -> list[TraceRecord]:
+        records: list[TraceRecord] = []
+        bad: list[bytes] = []
+        while len(records) < self.batch:
+            line = self._file.readline()
+            if not line:
+                break
+            if line.strip():
+                try:
+                    if not line.endswith(b"\n"):
+                        raise ValueError("torn line (no newline)")
+                    records.append(TraceRecord.from_json(line))
+                except Exception:  # torn, corrupt or from an incompatible version
+                    bad.append(line if line.endswith(b"\n") else line + b"\n")
+        if bad:
+            with open(self.quarantine, "ab") as q:
+                q.write(b"".join(bad))
+            self.quarantined += len(bad)
+        return records
+
+    def confirm(self) -> None:
+        """Everything read so far is stored: a restart resumes after it."""
+        self.offset = self._file.tell()
+        with contextlib.suppress(OSError):
+            self.pos_path.write_text(str(self.offset))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.pos_path.unlink()
+
+
+def _append(fd: int, records: list[TraceRecord]) -> list[TraceRecord]:
+    """Append ``records`` as journal lines; returns those not (fully) written.
+    A line cut by a full disk is quarantined at replay; its record is among
+    the returned ones, so it is kept in memory (the store de-duplicates)."""
+    lines = [r.to_json() + b"\n" for r in records]
+    data = b"".join(lines)
+    written = 0
+    try:
+        while written < len(data):
+            written += os.write(fd, memoryview(data)[written:])
+    except OSError:
+        pass
+    done, end = 0, 0
+    for line in lines:
+        end += len(line)
+        if end > written:
+            break
+        done += 1
+    return records[done:]
 
 
 class TraceWriter:
@@ -47,53 +157,151 @@ class TraceWriter:
         self.metrics = metrics
         self.settings = settings
         self.journal_path = journal_path
+        self.replaying_path = journal_path.with_suffix(".replaying")
+        self.quarantine_path = journal_path.with_suffix(".quarantine")
         self._finalize = finalize
         self._spans = spans
         self._queue: asyncio.Queue[TraceRecord] = asyncio.Queue(settings.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._store_ok = True
+        self._journal_ok = True
         self._pending = 0  # records taken off the queue and not yet written or journaled
-        self._journal_file: BinaryIO | None = None
+        self._held: deque[TraceRecord] = deque()
+        self._journal_fd: int | None = None
+        self._retry_s = RETRY_MIN_S
+        self._retry_at = 0.0
+        self._dropped_at = 0.0  # when records were last dropped
+        self._error: str | None = None  # the last store or journal error, for /ready
+        self._stopping = False
         self._span_backlog: list[dict[str, Any]] = []
         self._span_task: asyncio.Task[None] | None = None
+        metrics.before_render(self._gauges)
 
     # -- request path --
     def submit(self, rec: TraceRecord) -> None:
+        """Hand a record over; never waits, never raises."""
         try:
             self._queue.put_nowait(rec)
         except asyncio.QueueFull:
-            self._journal([rec], finalized=False)
+            self._spill([rec])
 
     # -- lifecycle --
     async def start(self) -> None:
-        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-        self._task = asyncio.create_task(self._run(), name="seawall-trace-writer")
+        with contextlib.suppress(OSError):
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        self._task = asyncio.create_task(self._supervise(), name="seawall-trace-writer")
 
-    async def stop(self) -> None:
-        """Write everything still queued, then stop (called at shutdown)."""
-        await self.flush()  # so the task is idle, never mid-write, when cancelled
+    async def stop(self, within_s: float = 10.0) -> None:
+        """Write what is queued, then replay the journal, within ``within_s``;
+        what the store does not take in time goes to (or stays in) the
+        journal, for the next start."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        await self.flush(within_s * 0.8)  # so the task is idle, not mid-write, when cancelled
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
         while not self._queue.empty():
-            await self._write(self._take_batch())
-        await self._replay()
-        self._close_journal()  # whatever the store still refused is on disk now
+            batch = self._take_batch()
+            left = deadline - loop.time()
+            if left <= 0 or not self._store_ok:
+                self._spill(batch)
+                self._pending -= len(batch)
+                continue
+            try:
+                await asyncio.wait_for(self._write(batch), left)
+            except TimeoutError:
+                self._spill(batch)  # the store may still commit it: de-duplicated by trace id
+        if self._held and self._store_ok:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recover(), max(0.0, deadline - loop.time()))
+        if self._store_ok and loop.time() < deadline:
+            # As much of the journal as the time allows; the rest waits for the
+            # next start (replay is idempotent and resumes where it stopped).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._replay(), deadline - loop.time())
+        if self._held:
+            held = list(self._held)
+            self._held.clear()
+            self._spill(held)
+        if self._held:
+            log.critical("trace records lost at shutdown: neither the store nor the journal "
+                         "took them", extra={"records": len(self._held),
+                                             "error": self._error})
+        self._close_journal()
         if self._span_task is not None:
-            await self._span_task
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._span_task),
+                                       max(0.1, deadline - loop.time()))
         if self._spans is not None:
             self._spans.shutdown()
 
     async def flush(self, within_s: float = 10.0) -> None:
-        """Wait until every record submitted so far is written (for tests and shutdown)."""
+        """Wait until every record submitted so far is written or journaled
+        (for tests and shutdown)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         while (not self._queue.empty() or self._pending) and loop.time() < deadline:  # noqa: ASYNC110
+            if self._task is None or self._task.done():
+                return
             await asyncio.sleep(0.01)
 
+    # -- health --
+    def health(self) -> WriterHealth:
+        reasons = []
+        if self._task is None or self._task.done():
+            reasons.append("trace writer not running")
+        if not self._store_ok:
+            reasons.append(f"trace store failing ({self._error})")
+        if not self._journal_ok:
+            reasons.append(f"trace journal failing ({self._error}); "
+                           f"{len(self._held)} records held in memory")
+        if self._dropped_at and time.monotonic() - self._dropped_at < 60:
+            reasons.append("trace records dropped in the last minute")
+        lag = self._lag_s()
+        if lag > self.settings.max_lag_s:
+            reasons.append(f"trace writer {lag:.0f}s behind (observe.traces.max_lag_s)")
+        try:
+            journal = self.journal_path.stat().st_size
+        except OSError:
+            journal = 0
+        return WriterHealth(ok=not reasons, reasons=reasons,
+                            queued=self._queue.qsize() + self._pending, held=len(self._held),
+                            journal_bytes=journal, lag_s=round(lag, 3))
+
+    def _lag_s(self) -> float:
+        oldest: TraceRecord | None = None
+        if self._held:
+            oldest = self._held[0]
+        elif not self._queue.empty():
+            oldest = self._queue._queue[0]  # type: ignore[attr-defined]  # a peek
+        if oldest is None:
+            return 0.0
+        return max(0.0, time.time() - oldest.started_at - oldest.latency_ms / 1000)
+
+    def _gauges(self) -> None:
+        self.metrics.trace_queue.set(self._queue.qsize() + self._pending + len(self._held))
+        self.metrics.trace_held.set(len(self._held))
+
     # -- background task --
+    async def _supervise(self) -> None:
+        """Run the loop; an unexpected error restarts it after a backoff,
+        counted and logged, never silent."""
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                self.metrics.background_restarts.labels("trace_writer").inc()
+                log.exception("trace writer failed; restarting in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
     def _take_batch(self) -> list[TraceRecord]:
         batch: list[TraceRecord] = []
         while len(batch) < self.settings.batch_size and not self._queue.empty():
@@ -101,36 +309,47 @@ class TraceWriter:
         self._pending += len(batch)
         return batch
 
+    def _backlog(self) -> bool:
+        return bool(self._held) or not self._store_ok or self.journal_path.exists() \
+            or self.replaying_path.exists()
+
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            self._pending += 1
-            batch = [first, *self._take_batch()]
+            if self._backlog():
+                # Degraded or catching up: wake up for the next recovery step
+                # even when no new record arrives.
+                if self._queue.empty():
+                    wait = self._retry_at - time.monotonic()
+                    await asyncio.sleep(min(max(wait, 0.05), RETRY_MAX_S))
+                batch = self._take_batch()
+            else:
+                first = await self._queue.get()
+                self._pending += 1
+                batch = [first, *self._take_batch()]
             await self._write(batch)
-            if self._journal_file is not None:
-                self._journal_file.flush()
-            self.metrics.trace_queue.set(self._queue.qsize())
-            if self._store_ok and self.journal_path.exists():
-                await self._replay()
+            if self._backlog() and time.monotonic() >= self._retry_at:
+                await self._recover()
             if self._queue.qsize() < self.settings.batch_size:
                 await asyncio.sleep(self.settings.flush_interval_s)
 
     async def _finish(self, batch: list[TraceRecord]) -> None:
         """Tokens, cost, metrics and spans for each record not yet finished.
 
-        Yields to the event loop after each ``SLICE_S`` of work, so a large
-        batch never stalls requests being served meanwhile. (Yielding per
-        record count instead starves the writer under high concurrency: each
-        yield waits behind every ready request, the queue overflows.)
+        Token counts of large texts run in a thread; the rest yields to the
+        event loop after each ``SLICE_S`` of work, so a large batch never
+        stalls requests being served meanwhile.
         """
+        todo = [r for r in batch if not r.finalized]
+        heavy = [r for r in todo if r.messages_for_count is not None and _large(r)]
+        if heavy:
+            await asyncio.to_thread(self._finalize_all, heavy)
         spans: list[dict[str, Any]] = []
         clock = time.perf_counter
         slice_end = clock() + SLICE_S
-        for rec in batch:
-            if rec.finalized:
-                continue
+        for rec in todo:
             try:
-                self._finalize(rec)
+                if rec.messages_for_count is not None:
+                    self._finalize(rec)
                 self.metrics.observe(rec)
                 if self._spans is not None:
                     spans.extend(span_tree(rec))
@@ -142,6 +361,14 @@ class TraceWriter:
                 slice_end = clock() + SLICE_S
         if spans:
             self._queue_spans(spans)
+
+    def _finalize_all(self, records: list[TraceRecord]) -> None:
+        for rec in records:
+            try:
+                self._finalize(rec)
+            except Exception:
+                log.exception("could not count tokens", extra={"trace": rec.trace_id})
+                rec.messages_for_count = None
 
     def _queue_spans(self, spans: list[dict[str, Any]]) -> None:
         """Export beside the writer, never in its way: a slow collector must
@@ -163,62 +390,147 @@ class TraceWriter:
             except Exception as e:
                 log.warning("span export failed", extra={"error": repr(e), "spans": len(batch)})
 
+    async def _store_batch(self, batch: list[TraceRecord]) -> bool:
+        """One transaction; False (and the writer marked degraded) if refused."""
+        try:
+            await self.store.write_traces(batch)
+        except Exception as e:
+            if self._store_ok:
+                log.error("trace store write failed; journaling records until it recovers",
+                          extra={"error": repr(e), "records": len(batch)})
+            self._error = f"{type(e).__name__}: {e}"[:300]
+            self._store_ok = False
+            self._backoff()
+            return False
+        if not self._store_ok:
+            log.warning("trace store writes work again")
+        self._store_ok = True
+        self._retry_s = RETRY_MIN_S
+        self.metrics.trace_written.inc(len(batch))
+        return True
+
     async def _write(self, batch: list[TraceRecord]) -> None:
         if not batch:
             return
         try:
             await self._finish(batch)
-            try:
-                await self.store.write_traces(batch)
-                self._store_ok = True
-                self.metrics.trace_written.inc(len(batch))
-            except Exception as e:
-                if self._store_ok:
-                    log.warning("trace store write failed; journaling records",
-                                extra={"error": repr(e), "records": len(batch)})
-                self._store_ok = False
-                self._journal(batch, finalized=True)
+            if not await self._store_batch(batch):
+                self._spill(batch)
+        except Exception:  # never lose a batch to a bug in finishing it
+            log.exception("trace batch failed; journaling it")
+            self._spill(batch)
         finally:
             self._pending -= len(batch)
 
+    def _backoff(self) -> None:
+        self._retry_at = time.monotonic() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+
+    async def _recover(self) -> None:
+        """Held records to the store (or else the journal), then the journal
+        to the store. Called while degraded, at most once per backoff step."""
+        while self._held:
+            batch = [self._held.popleft() for _ in range(min(len(self._held),
+                                                              self.settings.batch_size))]
+            if await self._store_batch(batch):
+                continue
+            held = [*batch, *self._held]
+            self._held.clear()
+            self._spill(held)  # back into memory if the journal still fails
+            return
+        if self._store_ok:
+            await self._replay()
+        elif not self.journal_path.exists() and not self.replaying_path.exists():
+            # Nothing is waiting: an empty transaction tells whether the store
+            # is back (a real batch will tell for sure).
+            await self._store_batch([])
+
     # -- journal --
-    def _journal(self, records: list[TraceRecord], *, finalized: bool) -> None:
-        """Append to the journal through a buffered handle kept open, so a
-        burst of overflow costs a write per record, not an open and close;
-        the writer flushes it every cycle."""
-        for r in records:
-            r.finalized = finalized
-        if self._journal_file is None:
-            self._journal_file = open(self.journal_path, "ab")  # noqa: SIM115 (kept open)
-        self._journal_file.write(b"".join(r.to_json() + b"\n" for r in records))
-        self.metrics.trace_spilled.inc(len(records))
+    def _spill(self, records: list[TraceRecord]) -> None:
+        """To the journal, or, if it cannot be written, to the bounded memory
+        buffer; past that, dropped and counted. Never raises."""
+        left = records
+        try:
+            if self._journal_fd is None:
+                self._journal_fd = os.open(self.journal_path,
+                                           os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            left = _append(self._journal_fd, records)
+        except OSError as e:
+            self._error = f"{type(e).__name__}: {e}"[:300]
+        self.metrics.trace_spilled.inc(len(records) - len(left))
+        if not left:
+            if not self._journal_ok:
+                log.warning("trace journal writes work again")
+            self._journal_ok = True
+            return
+        if self._journal_ok:
+            log.error("trace journal write failed; holding records in memory",
+                      extra={"error": self._error, "records": len(left)})
+        self._journal_ok = False
+        self._close_journal()  # reopened next time (the file may have been removed)
+        self._backoff()
+        room = self.settings.max_held - len(self._held)
+        self._held.extend(left[:max(0, room)])
+        if len(left) > room:
+            lost = len(left) - max(0, room)
+            self.metrics.trace_dropped.inc(lost)
+            self._dropped_at = time.monotonic()
+            log.error("trace records dropped: store, journal and memory buffer are full",
+                      extra={"records": lost, "error": self._error})
 
     def _close_journal(self) -> None:
-        if self._journal_file is not None:
-            self._journal_file.close()
-            self._journal_file = None
+        if self._journal_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._journal_fd)
+            self._journal_fd = None
 
     async def _replay(self) -> None:
-        """Move journaled records into the store; keep the file if that fails."""
+        """Move journaled records into the store, reading in a thread; stops
+        (keeping its place) at the first refused batch."""
         self._close_journal()
-        if not self.journal_path.exists():
+        try:
+            if not self.replaying_path.exists():
+                if not self.journal_path.exists():
+                    return
+                os.replace(self.journal_path, self.replaying_path)
+            reader = await asyncio.to_thread(JournalReader, self.replaying_path,
+                                             self.quarantine_path, self.settings.batch_size)
+        except OSError as e:
+            self._error = f"{type(e).__name__}: {e}"[:300]
+            self._backoff()
             return
-        replaying = self.journal_path.with_suffix(".replaying")
-        if not replaying.exists():
-            os.replace(self.journal_path, replaying)
-        lines = replaying.read_bytes().splitlines()
-        records = [TraceRecord.from_json(line) for line in lines if line.strip()]
-        size = self.settings.batch_size
-        for i in range(0, len(records), size):
-            batch = records[i:i + size]
-            await self._finish(batch)
-            try:
-                await self.store.write_traces(batch)
-            except Exception:
-                self._store_ok = False
-                self._journal(records[i:], finalized=True)
-                replaying.unlink()
-                return
-            self.metrics.trace_written.inc(len(batch))
-        replaying.unlink()
-        log.info("replayed journaled trace records", extra={"records": len(records)})
+        total = 0
+        try:
+            while batch := await asyncio.to_thread(reader.next_batch):
+                await self._finish(batch)
+                if not await self._store_batch(batch):
+                    return
+                total += len(batch)
+                await asyncio.to_thread(reader.confirm)
+            await asyncio.to_thread(reader.remove)
+        except OSError as e:
+            self._error = f"{type(e).__name__}: {e}"[:300]
+            self._backoff()
+            return
+        finally:
+            reader.close()
+            if reader.quarantined:
+                self.metrics.trace_quarantined.inc(reader.quarantined)
+                log.error("corrupt or torn trace journal lines moved to %s",
+                          self.quarantine_path, extra={"records": reader.quarantined})
+        log.info("replayed journaled trace records", extra={"records": total})
+
+
+def _large(rec: TraceRecord) -> bool:
+    """Is counting this record's tokens worth a thread hop? (Sizes are read
+    without walking the text.)"""
+    messages, output = rec.messages_for_count
+    size = len(output or "")
+    for m in messages or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            size += len(content)
+        elif isinstance(content, list):
+            size += sum(len(t) for p in content if isinstance(p, dict)
+                        and isinstance(t := p.get("text"), str))
+    return size > LARGE_TEXT

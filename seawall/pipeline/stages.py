@@ -8,6 +8,7 @@ touching these.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from seawall.config import AuthSettings, LimitSettings, TraceSettings
-from seawall.errors import AuthenticationFailed, RateLimited
+from seawall.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
@@ -65,7 +66,7 @@ class AuthStage:
     def __init__(self, settings: AuthSettings, keys: KeyStore) -> None:
         self.settings = settings
         self.keys = keys
-        self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+        self._cache: dict[str, tuple[ApiKey | None, float, float]] = {}
 
     @staticmethod
     def secret_of(authorization: str | None) -> str | None:
@@ -77,17 +78,29 @@ class AuthStage:
         return None
 
     async def _lookup(self, secret: str) -> ApiKey | None:
+        """The key for ``secret`` (None: unknown or revoked), from a short-lived
+        cache. When the key store fails or is slow, a key seen within
+        ``auth.stale_key_s`` is still honoured (and an unknown one refused
+        with 503, not 401: the store could not say)."""
         h = hash_key(secret)
         now = time.monotonic()
         hit = self._cache.get(h)
         if hit is not None and hit[1] > now:
             return hit[0]
-        key = await self.keys.key_by_hash(h)
+        s = self.settings
+        try:
+            key = await asyncio.wait_for(self.keys.key_by_hash(h), s.lookup_timeout_s)
+        except Exception as e:
+            if hit is not None and hit[2] > now:
+                return hit[0]
+            raise ServiceUnavailable(
+                "The key store is unavailable, so this key cannot be checked; retry shortly.",
+                code="key_store_unavailable", retry_after=1.0) from e
         if key is not None and not key.active:
             key = None
         if len(self._cache) > 10_000:
             self._cache.clear()  # bounded: cheap to refill, never grows without end
-        self._cache[h] = (key, now + self.settings.key_cache_ttl_s)
+        self._cache[h] = (key, now + s.key_cache_ttl_s, now + s.stale_key_s)
         return key
 
     async def before(self, ctx: RequestContext) -> None:

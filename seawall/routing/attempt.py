@@ -9,7 +9,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from seawall.errors import SeawallError
+from seawall.errors import DeadlineExceeded, SeawallError
 from seawall.observe.records import AttemptRecord
 from seawall.providers.base import ChatCall, StreamItem, has_content
 from seawall.providers.registry import Deployment
@@ -20,11 +20,13 @@ from seawall.routing.timeouts import Deadlines
 class Attempt:
     """Any try (an embedding call uses this as is; chat adds its stream)."""
 
-    __slots__ = ("dep", "deadlines", "hedge", "_probe", "_t0", "_judged", "_ended")
+    __slots__ = ("dep", "deadlines", "hedge", "_probe", "_t0", "_judged", "_ended", "deadline")
 
-    def __init__(self, dep: Deployment, hedge: bool = False) -> None:
+    def __init__(self, dep: Deployment, hedge: bool = False,
+                 deadline: float | None = None) -> None:
         self.dep = dep
         self.hedge = hedge
+        self.deadline = deadline  # the request's, time.monotonic() clock
         h = dep.health
         now = time.monotonic()
         h.inflight += 1
@@ -78,7 +80,9 @@ class Attempt:
         if err.retry_after is not None:
             h.cool_down(time.monotonic(), err.retry_after, f"upstream asked to retry after "
                         f"{err.retry_after:g}s")
-        if verdict is Verdict.FAILED:
+        if isinstance(err, DeadlineExceeded):
+            self._release()  # the request ran out of time, not a verdict on the deployment
+        elif verdict is Verdict.FAILED:
             self._judge(False)
         elif verdict is Verdict.RATE_LIMITED:
             if err.retry_after is None:
@@ -102,8 +106,9 @@ class ChatAttempt(Attempt):
 
     __slots__ = ("call", "it", "head", "done", "_ttft_seen")
 
-    def __init__(self, dep: Deployment, call: ChatCall, hedge: bool = False) -> None:
-        super().__init__(dep, hedge)
+    def __init__(self, dep: Deployment, call: ChatCall, hedge: bool = False,
+                 deadline: float | None = None) -> None:
+        super().__init__(dep, hedge, deadline)
         self.call = call
         self._ttft_seen = False
         self.it: AsyncIterator[StreamItem] = dep.provider.chat(call)
@@ -114,7 +119,8 @@ class ChatAttempt(Attempt):
         """Read up to the first content (streams) or to the end (non-streaming):
         until then nothing has reached the client, so a failure here can be
         retried elsewhere without anyone noticing."""
-        dl = self.deadlines = Deadlines(self.dep.timeouts, self.call.stream, self.dep.name)
+        dl = self.deadlines = Deadlines(self.dep.timeouts, self.call.stream, self.dep.name,
+                                        self.deadline)
         stream = self.call.stream
         while True:
             item = await self._read()

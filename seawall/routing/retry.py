@@ -9,7 +9,7 @@ from collections.abc import Callable
 from enum import Enum
 
 from seawall.config import RetrySettings
-from seawall.errors import InvalidRequest, RateLimited, SeawallError
+from seawall.errors import DeadlineExceeded, InvalidRequest, RateLimited, SeawallError
 from seawall.routing.window import SlidingCount
 
 
@@ -21,13 +21,14 @@ class Verdict(Enum):
 
 def classify(err: SeawallError) -> Verdict:
     """Which failures trigger another attempt is data, in one place:
-    client errors (4xx except 429) are returned as they are; an upstream 429
+    client errors (4xx except 429) are returned as they are, and so is the
+    request's own deadline running out; an upstream 429
     cools the deployment down; everything else (5xx, timeouts, refused or cut
     connections, malformed answers, upstream auth failures) counts as a
     deployment failure and moves on."""
     if isinstance(err, RateLimited):
         return Verdict.RATE_LIMITED
-    if isinstance(err, InvalidRequest):
+    if isinstance(err, InvalidRequest | DeadlineExceeded):
         return Verdict.FATAL
     return Verdict.FAILED
 

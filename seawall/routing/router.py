@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from seawall.api.wire import ChatCompletionRequest, convert
 from seawall.config import ResilienceSettings
-from seawall.errors import RateLimited, SeawallError, ServiceUnavailable, UpstreamError
+from seawall.errors import (
+    DeadlineExceeded,
+    RateLimited,
+    SeawallError,
+    ServiceUnavailable,
+    UpstreamError,
+)
 from seawall.observe.records import AttemptRecord
 from seawall.providers.base import ChatCall, Chunk, Embeddings, StreamItem, make_chunk
 from seawall.providers.registry import Deployment, LogicalModel, ModelRegistry
@@ -51,8 +57,10 @@ RESUME_PROMPT = ("Continue your previous answer exactly where it stopped, "
 class _Plan:
     """Which deployment to try next for one request, and why it gave up."""
 
-    def __init__(self, router: Router, model: LogicalModel, prefer: str | None = None) -> None:
+    def __init__(self, router: Router, model: LogicalModel, prefer: str | None = None,
+                 deadline: float | None = None) -> None:
         self.router = router
+        self.deadline = deadline  # the request's, time.monotonic() clock
         self.prefer = prefer  # a deployment to try first (an experiment's arm), if healthy
         self.chain = model.chain  # the model, then its fallbacks (theirs are not followed)
         self.index = 0
@@ -76,9 +84,12 @@ class _Plan:
                 self.skipped[d.name] = why
         return out
 
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
     def _may_attempt(self) -> bool:
         s = self.router.settings.retries
-        if self.attempts >= s.max_attempts:
+        if self.attempts >= s.max_attempts or self.out_of_time():
             return False
         if self.attempts > 0 and not self.router.budget.try_spend():
             self.budget_exhausted = True
@@ -127,6 +138,8 @@ class _Plan:
         if not self._may_attempt():
             return None
         delay = max(best[0], backoff_s(self.retries_same, s, self.router.rng))
+        if self.deadline is not None and time.monotonic() + delay >= self.deadline:
+            return None  # the wait alone would outlast the request's deadline
         self.retries_same += 1
         if delay > 0:
             await asyncio.sleep(delay)
@@ -152,6 +165,11 @@ class _Plan:
 
     def error(self, first: LogicalModel) -> SeawallError:
         """The honest answer when everything failed."""
+        if self.out_of_time():
+            tried = "; ".join(f"{d.name}: {e.code}" for d, e in self.failures)
+            return DeadlineExceeded(
+                f"The request's deadline ran out before {first.name!r} answered"
+                f"{f' ({tried})' if tried else ''} (resilience.timeouts.request_s).")
         now = time.monotonic()
         waits = [d.health.available_in(now) for m in self.chain for d in m.deployments]
         retry_after = min(60.0, max(1.0, min(waits) if waits else 1.0))
@@ -199,10 +217,26 @@ class Router:
         self.stale_answer: Callable[[RequestContext], Awaitable[list[Chunk] | None]] | None = None
         self.rng = rng or random.Random()
         self._on_budget_refused = on_budget_refused
+        self._chain_total: dict[str, float] = {}
 
     def on_budget_refused(self) -> None:
         if self._on_budget_refused is not None:
             self._on_budget_refused()
+
+    def deadline(self, ctx: RequestContext, first: LogicalModel) -> float:
+        """The request's deadline on the ``time.monotonic()`` clock: from its
+        start, ``timeouts.request_s``, or else the longest ``total_s`` of any
+        deployment in the model's chain (so one slow attempt may take all of
+        it, but retries and fallbacks never add to it)."""
+        limit = self.settings.timeouts.request_s
+        if limit is None:
+            limit = self._chain_total.get(first.name)
+            if limit is None:
+                limit = self._chain_total[first.name] = max(
+                    (d.timeouts.total_s for m in first.chain for d in m.deployments),
+                    default=self.settings.timeouts.total_s)
+        elapsed = (time.time_ns() - ctx.started_ns) / 1e9
+        return time.monotonic() + limit - elapsed
 
     # -- chat ------------------------------------------------------------------
 
@@ -222,7 +256,7 @@ class Router:
                    first: LogicalModel) -> AsyncGenerator[StreamItem, None]:
         """The answer's chunks, from whichever deployment gives it (see module doc)."""
         self.budget.on_request()
-        plan = _Plan(self, first, ctx.prefer_deployment)
+        plan = _Plan(self, first, ctx.prefer_deployment, self.deadline(ctx, first))
         resume: tuple[ChatCompletionRequest, dict[str, Any]] | None = None
         sent_id: str | None = None  # the completion id the client has seen
         while (dep := await plan.next()) is not None:
@@ -295,7 +329,7 @@ class Router:
                      raw: dict[str, Any] | None) -> ChatAttempt | None:
         """Start an attempt (hedged if configured) and read it up to its first
         content; None if it failed (recorded), raises only fatal errors."""
-        att = ChatAttempt(dep, self._call(ctx, dep, request, raw))
+        att = ChatAttempt(dep, self._call(ctx, dep, request, raw), deadline=plan.deadline)
         ctx.attempts_started += 1
         delay = (dep.hedge_after_s or dep.health.p95_ttft()) if dep.hedge else None
         try:
@@ -335,7 +369,8 @@ class Router:
                 first.result()  # the primary's error, if any, goes to the caller
                 att.adopt()
                 return att
-            other = ChatAttempt(partner, self._call(ctx, partner, request, raw), hedge=True)
+            other = ChatAttempt(partner, self._call(ctx, partner, request, raw), hedge=True,
+                                deadline=plan.deadline)
             ctx.attempts_started += 1
             racing[asyncio.create_task(other.prime())] = other
             while racing:
@@ -375,11 +410,11 @@ class Router:
         """Embeddings take the same chain, retries and breakers (no hedging:
         they are short and cheap to repeat)."""
         self.budget.on_request()
-        plan = _Plan(self, first)
+        plan = _Plan(self, first, deadline=self.deadline(ctx, first))
         while (dep := await plan.next()) is not None:
-            att = Attempt(dep)
+            att = Attempt(dep, deadline=plan.deadline)
             ctx.attempts_started += 1
-            dl = att.deadlines = Deadlines(dep.timeouts, False, dep.name)
+            dl = att.deadlines = Deadlines(dep.timeouts, False, dep.name, plan.deadline)
             dl.reading()
             try:
                 try:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 from seawall.config import TimeoutSettings
-from seawall.errors import UpstreamTimeout
+from seawall.errors import DeadlineExceeded, UpstreamTimeout
 
 CODES = {
     "first_token": "upstream_first_token_timeout",
@@ -30,9 +31,13 @@ CODES = {
 
 class Deadlines:
     __slots__ = ("settings", "_loop", "task", "_base", "_total_at", "_first_at",
-                 "last", "got_content", "expired", "_handle", "where", "_reading")
+                 "last", "got_content", "expired", "_handle", "where", "_reading",
+                 "_deadline_at")
 
-    def __init__(self, settings: TimeoutSettings, stream: bool, where: str) -> None:
+    def __init__(self, settings: TimeoutSettings, stream: bool, where: str,
+                 deadline: float | None = None) -> None:
+        """``deadline``: the request's own (``time.monotonic()`` clock), which
+        bounds this attempt too when it comes before the attempt's total."""
         self.settings = settings
         self.where = where
         self._loop = asyncio.get_running_loop()
@@ -40,6 +45,10 @@ class Deadlines:
         self._base = 0
         now = self._loop.time()
         self._total_at = now + settings.total_s
+        self._deadline_at = math.inf
+        if deadline is not None:
+            self._deadline_at = now + (deadline - time.monotonic())
+            self._total_at = min(self._total_at, self._deadline_at)
         # Non-streaming upstream answers arrive whole: only the total applies.
         self._first_at = now + settings.first_token_s if stream else math.inf
         self.last = now
@@ -62,7 +71,8 @@ class Deadlines:
         if now < due:
             self._handle = self._loop.call_at(due, self._fire)
             return
-        self.expired = ("total" if now >= self._total_at else
+        self.expired = ("deadline" if now >= self._deadline_at else
+                        "total" if now >= self._total_at else
                         "idle" if self.got_content else "first_token")
         if self.task is not None:
             self._base = self.task.cancelling()  # cancellations not ours
@@ -93,6 +103,9 @@ class Deadlines:
         if self.task.uncancel() > self._base:
             return  # cancelled from outside too (the client left): let it propagate
         which = self.expired
+        if which == "deadline":
+            raise DeadlineExceeded(f"The request's deadline ran out while waiting on "
+                                   f"deployment {self.where!r} (resilience.timeouts.request_s).")
         s = self.settings
         limit = {"first_token": s.first_token_s, "idle": s.idle_s, "total": s.total_s}[which]
         what = {"first_token": "sent no first token", "idle": "went silent mid-stream",

@@ -129,6 +129,15 @@ class SqliteStore:
         await self._add_missing_columns()
         await self._db.commit()
 
+    async def open_reader(self) -> None:
+        """A read-only connection of its own (the schema exists: the writing
+        store opened first). Key lookups use one, so they never queue behind
+        trace writes on the writer's connection or wait out its busy timeout:
+        in WAL mode a reader is not blocked by another process's write lock."""
+        self._db = await connect(self.path)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA query_only=1")
+
     async def _add_missing_columns(self) -> None:
         """Bring a database made by an older version up to date (columns are
         only ever added, nullable, so this is the whole migration story)."""

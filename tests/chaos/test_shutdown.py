@@ -117,7 +117,12 @@ def test_a_stream_past_the_drain_deadline_is_cut_and_recorded(
         assert proc.wait(20) == 0
         assert time.monotonic() - t0 < 5  # the deadline, not the 10 s answer
         t.join(10)
+        # Ended like a stream its upstream cut: a finish_reason "error" chunk
+        # and an error event, a complete body (no transport error), no [DONE].
         assert "[DONE]" not in lines
+        assert not any(line.startswith("transport error") for line in lines), lines
+        assert json.loads(lines[-1])["error"]["code"] == "shutting_down"
+        assert json.loads(lines[-2])["choices"][0]["finish_reason"] == "error"
     finally:
         if proc.poll() is None:
             proc.kill()
