@@ -329,6 +329,9 @@ class TraceWriter:
             await self._write(batch)
             if self._backlog() and time.monotonic() >= self._retry_at:
                 await self._recover()
+                if not self._store_ok or self._held:  # still degraded: wait longer next time
+                    self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+                    self._retry_at = time.monotonic() + self._retry_s
             if self._queue.qsize() < self.settings.batch_size:
                 await asyncio.sleep(self.settings.flush_interval_s)
 
@@ -423,8 +426,11 @@ class TraceWriter:
             self._pending -= len(batch)
 
     def _backoff(self) -> None:
-        self._retry_at = time.monotonic() + self._retry_s
-        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+        """A failure: the next recovery attempt waits for the current backoff
+        step (which grows per failed recovery attempt, not per failed batch)."""
+        now = time.monotonic()
+        if self._retry_at <= now:
+            self._retry_at = now + self._retry_s
 
     async def _recover(self) -> None:
         """Held records to the store (or else the journal), then the journal
@@ -438,6 +444,7 @@ class TraceWriter:
             self._held.clear()
             self._spill(held)  # back into memory if the journal still fails
             return
+        self._journal_ok = True  # nothing waits on the journal any more
         if self._store_ok:
             await self._replay()
         elif not self.journal_path.exists() and not self.replaying_path.exists():

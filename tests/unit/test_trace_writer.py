@@ -1,5 +1,6 @@
 """The trace writer against a real SQLite file: batching, journal spill and replay."""
 
+import asyncio
 from pathlib import Path
 
 from seawall.config import TraceSettings
@@ -84,5 +85,55 @@ async def test_store_outage_is_journaled_then_replayed(tmp_path: Path) -> None:
             break
         await w.flush()
     assert len(await store.recent_traces(100)) == 11
+    await w.stop()
+    await store.close()
+
+
+async def test_journal_unwritable_holds_records_in_memory_then_recovers(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "db.sqlite")
+    await store.open()
+    m = Metrics()
+    journal_dir = tmp_path / "not-a-folder"  # a file where the folder should be: writes fail
+    journal_dir.write_text("")
+    w = TraceWriter(store, m, TraceSettings(batch_size=8, flush_interval_s=0.01, max_held=15),
+                    journal_dir / "traces.journal", finalize=lambda r: None)
+    await w.start()
+    store.down = True
+    for i in range(20):
+        w.submit(_rec(i))
+    await w.flush()
+    h = w.health()
+    assert not h.ok and h.held == 15
+    assert any("journal failing" in r for r in h.reasons)
+    assert m.trace_dropped._value.get() == 5  # past max_held: dropped, counted
+    store.down = False  # the store comes back: held records go straight to it
+    for _ in range(200):
+        if w.health().held == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert len(await store.recent_traces(100)) == 15
+    assert w.health().ok is False  # drops in the last minute are still reported
+    await w.stop()
+    await store.close()
+
+
+async def test_a_record_that_cannot_be_serialised_is_stored_with_a_marker(
+        tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite")
+    await store.open()
+    w, m = _writer(store, tmp_path)
+    await w.start()
+    deep: object = "x"
+    for _ in range(400):  # past orjson's 255 levels
+        deep = [deep]
+    bad = _rec(1)
+    bad.input = [{"role": "user", "content": deep}]
+    w.submit(bad)
+    w.submit(_rec(2))
+    await w.flush()
+    rows = {r["trace_id"]: r for r in await store.recent_traces(10)}
+    assert "not serialisable" in rows[f"{1:032x}"]["input"]
+    assert rows[f"{2:032x}"]["input"] == '[{"role":"user","content":"hi"}]'
+    assert b"not serialisable" in bad.to_json()  # the journal line too
     await w.stop()
     await store.close()
