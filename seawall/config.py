@@ -30,6 +30,17 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
+    max_json_depth: int = Field(64, ge=2, le=200, description="deepest nesting of client JSON "
+                                "(bodies, content parts, tools, filters); deeper gets 400. At "
+                                "most 200: requests and records are re-serialised by orjson, "
+                                "whose limit is 255")
+    max_answer_chars: int = Field(8_000_000, gt=0, description="longest answer (characters "
+                                  "of text, tool arguments and refusal) taken from an "
+                                  "upstream; beyond it the request fails with 502")
+    max_upstream_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest "
+                                         "non-streamed upstream chat response body; 502 beyond")
+    max_sse_line_bytes: int = Field(1024 * 1024, gt=0, description="longest line of an "
+                                    "upstream event stream; 502 beyond")
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     gil_switch_interval_s: float = Field(0.001, gt=0, le=0.1)
@@ -52,6 +63,9 @@ class TraceSettings(_Strict):
     queue_size: int = Field(10_000, gt=0)
     batch_size: int = Field(256, gt=0)
     flush_interval_s: float = Field(0.5, gt=0)
+    max_content_chars: int = Field(256 * 1024, ge=0, description="longest answer text, and "
+                                   "longest text part of the input, stored in a record; the "
+                                   "rest is cut with a visible marker (0 = no limit)")
 
 
 class ObserveSettings(_Strict):
@@ -60,6 +74,10 @@ class ObserveSettings(_Strict):
     service_name: str = "seawall"
     json_logs: bool = True
     traces: TraceSettings = TraceSettings()
+    metrics_auth: Literal["master", "none"] = Field(
+        "master", description="who may read /metrics: 'master' = a caller with the master "
+        "key, or any caller on loopback when no master key is set or anonymous loopback is "
+        "allowed; 'none' = anyone who can reach the port")
 
 
 class StoreSettings(_Strict):
@@ -116,6 +134,9 @@ class FakeProviderSettings(_ProviderBase):
     fill_max_tokens: bool = False
     prefill_tokens_per_s: float = Field(0.0, ge=0)
     hang: bool = False
+    filler_chars: int = Field(0, ge=0, description="reply with this many filler characters "
+                              "(a huge answer, for size caps); 0 = off")
+    piece_chars: int = Field(4096, ge=1, description="chunk size of a filler_chars reply")
 
 
 class EmbedderProviderSettings(_ProviderBase):
@@ -548,7 +569,8 @@ class ResilienceSettings(_Strict):
 
 class AdmissionSettings(_Strict):
     max_inflight: int = Field(1024, ge=0, description="per process; 0 = unlimited")
-    max_inflight_per_tenant: int = Field(0, ge=0, description="0 = unlimited")
+    max_inflight_per_tenant: int = Field(512, ge=0, description="per tenant, so one tenant "
+                                         "cannot fill max_inflight; 0 = unlimited")
     queue_size: int = Field(0, ge=0, description="requests that may wait for a slot; 0 = none")
     queue_timeout_s: float = Field(1.0, gt=0, description="longest wait for a slot")
     default_priority: int = Field(10, description="queue priority of keys that set none "

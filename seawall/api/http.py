@@ -4,7 +4,7 @@ response that stops the answer the moment the client hangs up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -112,20 +112,25 @@ class DisconnectWatch:
 
 class SSEResponse(Response):
     """``text/event-stream`` of pre-encoded events from ``body``; a client
-    hang-up closes ``body`` at once (which closes the upstream stream)."""
+    hang-up closes ``body`` at once (which closes the upstream stream).
+    ``on_close`` runs last, whatever happened (even if sending never began):
+    the request's owner releases what it holds there."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str],
+                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
         self.status_code = 200
         self.background = None
         self._events = body
+        self._on_close = on_close
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         events = self._events
         try:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": self.raw_headers})
             async with DisconnectWatch(receive) as watch:
                 try:
                     async for data in events:
@@ -136,4 +141,8 @@ class SSEResponse(Response):
                 except OSError:
                     pass  # the client is gone; the generator is closed below
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            try:
+                await events.aclose()  # type: ignore[attr-defined]
+            finally:
+                if self._on_close is not None:
+                    await self._on_close()

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta, Struct
 
+from seawall.api.limits import DEFAULT_MAX_DEPTH, depth_exceeds, may_exceed, too_deep
 from seawall.errors import InvalidRequest
 from seawall.prompts.wire import PromptRef
 
@@ -113,7 +114,9 @@ class EmbeddingRequest(Struct, omit_defaults=True):
 _json = msgspec.json.Decoder()
 
 
-def decode_json_object(body: bytes) -> dict[str, Any]:
+def decode_json_object(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+    """The body as a JSON object, nested at most ``max_depth`` levels (0: no
+    limit); anything else is a 400 that says what to fix."""
     if not body:
         raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
     try:
@@ -121,8 +124,12 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     except msgspec.DecodeError as e:
         raise InvalidRequest(f"The request body is not valid JSON: {e}",
                              code="invalid_json") from None
+    except RecursionError:  # msgspec's own limit (~1,000 levels)
+        raise too_deep(max_depth or 1000) from None
     if not isinstance(obj, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if max_depth and may_exceed(body, max_depth) and depth_exceeds(obj, max_depth):
+        raise too_deep(max_depth)
     return obj
 
 
@@ -136,6 +143,8 @@ def _param_of(msg: str) -> str | None:
 def convert(raw: dict[str, Any], typ: type[T]) -> T:
     try:
         return msgspec.convert(raw, typ)
+    except RecursionError:
+        raise too_deep(DEFAULT_MAX_DEPTH) from None
     except msgspec.ValidationError as e:
         text = str(e)
         raise InvalidRequest(f"Invalid request: {text}", param=_param_of(text),

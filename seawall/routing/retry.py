@@ -9,7 +9,7 @@ from collections.abc import Callable
 from enum import Enum
 
 from seawall.config import RetrySettings
-from seawall.errors import InvalidRequest, RateLimited, SeawallError
+from seawall.errors import InvalidRequest, RateLimited, SeawallError, UpstreamTooLarge
 from seawall.routing.window import SlidingCount
 
 
@@ -24,10 +24,11 @@ def classify(err: SeawallError) -> Verdict:
     client errors (4xx except 429) are returned as they are; an upstream 429
     cools the deployment down; everything else (5xx, timeouts, refused or cut
     connections, malformed answers, upstream auth failures) counts as a
-    deployment failure and moves on."""
+    deployment failure and moves on. An answer over the size caps is the
+    request's doing (another deployment would answer as long): fatal."""
     if isinstance(err, RateLimited):
         return Verdict.RATE_LIMITED
-    if isinstance(err, InvalidRequest):
+    if isinstance(err, InvalidRequest | UpstreamTooLarge):
         return Verdict.FATAL
     return Verdict.FAILED
 
