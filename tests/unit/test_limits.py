@@ -41,8 +41,22 @@ def test_depth_over_the_limit_is_a_400(depth: int) -> None:
 
 def test_brackets_inside_strings_do_not_count() -> None:
     text = '{"content": "' + "[" * 5_000 + '"}'
-    assert may_exceed(text, 64)  # the cheap bound says "maybe"
+    assert may_exceed(text.encode(), 64)  # the cheap bound says "maybe"
     assert decode_json_object(text.encode(), 64)["content"] == "[" * 5_000  # the walk says no
+
+
+def test_the_vectorised_bound_for_large_bodies_ignores_brackets_in_strings() -> None:
+    pad = '"pad":"' + "x" * 70_000 + '"'
+    shallow = ('{' + pad + ',"a":"' + "[" * 500 + '","b":[[1]]}').encode()
+    assert not may_exceed(shallow, 64)  # decided from the bytes, no walk needed
+    # Closers inside a string must not hide real depth after it.
+    hidden = ('{' + pad + ',"a":"' + "]" * 500 + '","b":' + nested(100) + "}").encode()
+    assert may_exceed(hidden, 64)
+    with pytest.raises(InvalidRequest):
+        decode_json_object(hidden, 64)
+    escaped = ('{' + pad + ',"a":"\\"]]]]","b":' + nested(100) + "}").encode()
+    with pytest.raises(InvalidRequest):
+        decode_json_object(escaped, 64)
 
 
 def test_wide_bodies_are_walked_once_per_container() -> None:
