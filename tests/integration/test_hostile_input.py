@@ -136,6 +136,18 @@ def test_nested_json_is_a_400_everywhere_and_releases_everything(gw: Running, de
     _released(gw)
 
 
+@pytest.mark.parametrize("depth", [100, 1_000, 100_000])
+def test_a_large_nested_body_is_a_400(gw: Running, depth: int) -> None:
+    """Over 256 KiB, bodies are decoded in a worker thread: same answers."""
+    pad = "x" * 300_000
+    body = _chat(messages=f'[{{"role":"user","content":"{pad}"}}]',
+                 metadata=nested_object(depth))
+    r = httpx.post(gw.url + "/v1/chat/completions", content=body, timeout=30,
+                   headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "json_too_deep"
+    _released(gw)
+
+
 def test_nesting_up_to_the_limit_is_served(gw: Running) -> None:
     """Real tool schemas nest a dozen levels; the limit (64) leaves room."""
     body = _chat(tools='[{"type":"function","function":{"name":"f",'
