@@ -41,11 +41,13 @@ def _config(upstream_url: str, **server: Any) -> dict[str, Any]:
             # No usage block in streams: the gateway counts the answer itself.
             "up": {"type": "openai", "base_url": upstream_url + "/v1", "api_key": "x",
                    "supports_stream_usage": False},
+            "claude": {"type": "anthropic", "base_url": upstream_url, "api_key": "x"},
         },
         "models": {
             "echo": {"provider": "fake"},
             "embed": {"provider": "fake", "kind": "embedding"},
             "big": {"provider": "up", "model": "fake-model"},
+            "big-claude": {"provider": "claude", "model": "fake-model"},
         },
     }
 
@@ -349,6 +351,27 @@ def test_an_over_long_stream_line_is_a_502(gw: Running, upstream: FakeUpstreamCl
     err = last[0]["error"]
     assert err["code"] == "upstream_response_too_large"
     assert "server.max_sse_line_bytes" in err["message"]
+    _released(gw)
+
+
+@pytest.mark.parametrize(("filler", "piece", "setting"), [
+    (3_000_000, 3_000_000, "server.max_sse_line_bytes"),
+    (9_000_000, 8192, "server.max_answer_chars"),
+])
+def test_anthropic_answers_over_the_caps_are_502(
+        gw: Running, upstream: FakeUpstreamClient, filler: int, piece: int, setting: str) -> None:
+    upstream.script(default={"filler_chars": filler, "piece_chars": piece})
+    for stream in (False, True):
+        body = {**BIG, "model": "big-claude"}
+        if stream:
+            status, _, last, _ = _stream(gw, body)
+            err = last[0]["error"] if status == 502 else orjson.loads(last[0])["error"]
+        else:
+            r = httpx.post(gw.url + "/v1/chat/completions", headers=AUTH, json=body,
+                           timeout=120)
+            status, err = r.status_code, r.json()["error"]
+            assert status == 502
+        assert err["code"] == "upstream_response_too_large" and setting in err["message"]
     _released(gw)
 
 
