@@ -20,7 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from seawall.api.http import DisconnectWatch, SSEResponse, error_response, json_response, read_body
-from seawall.api.wire import ChatCompletionRequest, EmbeddingRequest, convert, decode_json_object
+from seawall.api.wire import (
+    MAX_MODEL_NAME,
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    convert,
+    decode_json_object,
+)
 from seawall.errors import SeawallError
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
@@ -94,7 +100,8 @@ async def _parse(request: Request, ctx: RequestContext, svc: Services, typ: type
     else:
         ctx.raw = decode_json_object(ctx.body, server.max_json_depth)
     model = ctx.raw.get("model")
-    ctx.model = model if isinstance(model, str) else ""
+    # Recorded even when validation refuses it: never more than a name's worth.
+    ctx.model = model[:MAX_MODEL_NAME] if isinstance(model, str) else ""
     req = convert(ctx.raw, typ)
     ctx.raw.pop("seawall", None)  # the gateway's own options never go upstream
     ctx.raw.pop("rag", None)

@@ -18,6 +18,8 @@ from seawall.errors import InvalidRequest
 from seawall.prompts.wire import PromptRef
 
 T = TypeVar("T")
+MAX_MODEL_NAME = 256  # real names (fine-tunes, "org/model" ids) are well under 100
+ModelName = Annotated[str, Meta(min_length=1, max_length=MAX_MODEL_NAME)]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -64,7 +66,7 @@ class RagOptions(Struct, omit_defaults=True, forbid_unknown_fields=True):
 
 
 class ChatCompletionRequest(Struct, omit_defaults=True):
-    model: Annotated[str, Meta(min_length=1)]
+    model: ModelName
     messages: Annotated[list[Message], Meta(min_length=1)]
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -100,7 +102,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
 
 
 class EmbeddingRequest(Struct, omit_defaults=True):
-    model: Annotated[str, Meta(min_length=1)]
+    model: ModelName
     input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
