@@ -29,7 +29,7 @@ from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.experiments.service import Experiments
 from seawall.experiments.stage import ExperimentStage
-from seawall.ml.tokens import TokenCounter
+from seawall.ml.tokens import TokenCounter, is_long
 from seawall.observe.logs import current_trace_id
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord
@@ -70,7 +70,7 @@ class Services:
         # Key lookups on a connection of their own: never behind trace writes.
         self.key_store = SqliteStore(settings.db_path)
         self.live_streams = LiveStreams()
-        self.metrics = Metrics()
+        self.metrics = Metrics(models=[*settings.models, *settings.routes])
         self.registry = ModelRegistry(settings, on_breaker_change=self._breaker_changed)
         self.router = Router(self.registry, settings.resilience,
                              on_budget_refused=self.metrics.retry_budget_refused.inc)
@@ -105,8 +105,8 @@ class Services:
             RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
             InvokeStage(self.registry, self.router),
-            RecordStage(obs.traces, self.writer),
-        ], self.metrics)
+            RecordStage(obs.traces, self.writer, self.count_tokens_async),
+        ], self.metrics, max_answer_chars=settings.server.max_answer_chars)
 
     def begin_drain(self) -> None:
         """Shutdown started: refuse new work, keep serving what is in flight
@@ -147,10 +147,20 @@ class Services:
         """(prompt, completion) tokens, for when the upstream reported none."""
         return self.tokens.count_messages(messages), self.tokens.count(output)
 
-    def estimate_usage(self, ctx: RequestContext) -> dict[str, int]:
+    async def count_tokens_async(self, messages: list[Any], output: str,
+                                 body_bytes: int = 0) -> tuple[int, int]:
+        """:meth:`count_tokens`, in a worker thread when the texts are long
+        (``body_bytes``: the request's size, a bound on the messages' text):
+        counting grows with the text and must not hold the event loop."""
+        if is_long(output, body_bytes):
+            return await asyncio.to_thread(self.count_tokens, messages, output)
+        return self.count_tokens(messages, output)
+
+    async def estimate_usage(self, ctx: RequestContext) -> dict[str, int]:
         """The usage block of an answer whose upstream sent none."""
         messages = ctx.raw.get("messages", []) if ctx.raw else []
-        prompt, completion = self.count_tokens(messages, ctx.gatherer.text)
+        prompt, completion = await self.count_tokens_async(messages, ctx.gatherer.text,
+                                                           len(ctx.body))
         ctx.usage_estimated = True
         ctx.usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                      "total_tokens": prompt + completion}

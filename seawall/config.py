@@ -30,6 +30,17 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
+    max_json_depth: int = Field(64, ge=2, le=200, description="deepest nesting of client JSON "
+                                "(bodies, content parts, tools, filters); deeper gets 400. At "
+                                "most 200: requests and records are re-serialised by orjson, "
+                                "whose limit is 255")
+    max_answer_chars: int = Field(8_000_000, gt=0, description="longest answer (characters "
+                                  "of text, tool arguments and refusal) taken from an "
+                                  "upstream; beyond it the request fails with 502")
+    max_upstream_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest "
+                                         "non-streamed upstream chat response body; 502 beyond")
+    max_sse_line_bytes: int = Field(1024 * 1024, gt=0, description="longest line of an "
+                                    "upstream event stream; 502 beyond")
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     gil_switch_interval_s: float = Field(0.001, gt=0, le=0.1)
@@ -65,6 +76,9 @@ class TraceSettings(_Strict):
                              "its oldest unwritten record is older than this")
     min_free_disk_mb: int = Field(64, ge=0, description="/ready reports degraded when the disk "
                                   "holding data_dir has less free space than this")
+    max_content_chars: int = Field(256 * 1024, ge=0, description="longest answer text, and "
+                                   "longest text part of the input, stored in a record; the "
+                                   "rest is cut with a visible marker (0 = no limit)")
 
 
 class ObserveSettings(_Strict):
@@ -73,6 +87,10 @@ class ObserveSettings(_Strict):
     service_name: str = "seawall"
     json_logs: bool = True
     traces: TraceSettings = TraceSettings()
+    metrics_auth: Literal["master", "none"] = Field(
+        "master", description="who may read /metrics: 'master' = a caller with the master "
+        "key, or any caller on loopback when no master key is set or anonymous loopback is "
+        "allowed; 'none' = anyone who can reach the port")
 
 
 class StoreSettings(_Strict):
@@ -129,6 +147,9 @@ class FakeProviderSettings(_ProviderBase):
     fill_max_tokens: bool = False
     prefill_tokens_per_s: float = Field(0.0, ge=0)
     hang: bool = False
+    filler_chars: int = Field(0, ge=0, description="reply with this many filler characters "
+                              "(a huge answer, for size caps); 0 = off")
+    piece_chars: int = Field(4096, ge=1, description="chunk size of a filler_chars reply")
 
 
 class EmbedderProviderSettings(_ProviderBase):
@@ -163,8 +184,9 @@ class TimeoutSettings(_Strict):
     idle_s: float = Field(30.0, gt=0, description="longest silence between two stream chunks")
     total_s: float = Field(600.0, gt=0, description="the whole attempt")
     request_s: float | None = Field(None, gt=0, description="the whole request, across "
-                                    "retries, backoff and fallbacks; default: the longest "
-                                    "total_s of the model's deployments and fallbacks")
+                                    "retries, backoff and fallbacks; default: twice the "
+                                    "longest total_s of the model's deployments and "
+                                    "fallbacks")
 
 
 class TimeoutOverrides(_Strict):
@@ -564,7 +586,8 @@ class ResilienceSettings(_Strict):
 
 class AdmissionSettings(_Strict):
     max_inflight: int = Field(1024, ge=0, description="per process; 0 = unlimited")
-    max_inflight_per_tenant: int = Field(0, ge=0, description="0 = unlimited")
+    max_inflight_per_tenant: int = Field(512, ge=0, description="per tenant, so one tenant "
+                                         "cannot fill max_inflight; 0 = unlimited")
     queue_size: int = Field(0, ge=0, description="requests that may wait for a slot; 0 = none")
     queue_timeout_s: float = Field(1.0, gt=0, description="longest wait for a slot")
     default_priority: int = Field(10, description="queue priority of keys that set none "

@@ -100,6 +100,12 @@ class UpstreamError(SeawallError):
         self.upstream_status = upstream_status
 
 
+class UpstreamTooLarge(UpstreamError):
+    """An upstream's answer, body or stream line is over a configured cap."""
+
+    code = "upstream_response_too_large"
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"

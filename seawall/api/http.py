@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -139,47 +139,55 @@ class LiveStreams:
 class SSEResponse(Response):
     """``text/event-stream`` of pre-encoded events from ``body``; a client
     hang-up closes ``body`` at once (which closes the upstream stream).
-    Cut at shutdown (``live``), it ends with the events ``on_cut`` makes."""
+    Cut at shutdown (``live``), it ends with the events ``on_cut`` makes.
+    ``on_close`` runs last, whatever happened (even if sending never began):
+    the request's owner releases what it holds there."""
 
     media_type = "text/event-stream"
 
     def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str],
+                 on_close: Callable[[], Awaitable[None]] | None = None,
                  live: LiveStreams | None = None,
                  on_cut: Callable[[], bytes] | None = None) -> None:
         self.status_code = 200
         self.background = None
         self._events = body
+        self._on_close = on_close
         self._live = live
         self._on_cut = on_cut
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         events = self._events
         live = self._live
         task = asyncio.current_task()
         if live is not None and task is not None:
             live.add(task)
         try:
-            try:
-                async with DisconnectWatch(receive) as watch:
-                    try:
-                        async for data in events:
-                            await send({"type": "http.response.body", "body": data,
-                                        "more_body": True})
-                        watch.finishing()
-                        await send({"type": "http.response.body", "body": b""})
-                    except OSError:
-                        pass  # the client is gone; the generator is closed below
-            except asyncio.CancelledError:
-                if live is None or not live.cutting or task is None or task.uncancel() > 0:
-                    raise
-                await events.aclose()  # type: ignore[attr-defined]  # recorded as cut first
-                with contextlib.suppress(OSError):
-                    await send({"type": "http.response.body", "more_body": True,
-                                "body": self._on_cut() if self._on_cut is not None else b""})
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": self.raw_headers})
+            async with DisconnectWatch(receive) as watch:
+                try:
+                    async for data in events:
+                        await send({"type": "http.response.body", "body": data,
+                                    "more_body": True})
+                    watch.finishing()
                     await send({"type": "http.response.body", "body": b""})
+                except OSError:
+                    pass  # the client is gone; the generator is closed below
+        except asyncio.CancelledError:
+            if live is None or not live.cutting or task is None or task.uncancel() > 0:
+                raise
+            await events.aclose()  # type: ignore[attr-defined]  # recorded as cut first
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": self._on_cut() if self._on_cut is not None else b""})
+                await send({"type": "http.response.body", "body": b""})
         finally:
             if live is not None and task is not None:
                 live.discard(task)
-            await events.aclose()  # type: ignore[attr-defined]
+            try:
+                await events.aclose()  # type: ignore[attr-defined]
+            finally:
+                if self._on_close is not None:
+                    await self._on_close()

@@ -6,6 +6,7 @@ everything else happens in the pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import time
@@ -19,16 +20,27 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from seawall.api.http import DisconnectWatch, SSEResponse, error_response, json_response, read_body
-from seawall.api.wire import ChatCompletionRequest, EmbeddingRequest, convert, decode_json_object
+from seawall.api.wire import (
+    MAX_MODEL_NAME,
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    convert,
+    decode_json_object,
+)
 from seawall.errors import SeawallError, ShuttingDown
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.pipeline import Serving
 from seawall.providers.base import Chunk, StreamItem, make_chunk, usage_chunk
 
 if TYPE_CHECKING:
     from seawall.app import Services
 
 DONE = b"data: [DONE]\n\n"
+# Bodies larger than this are decoded (and depth-checked) in a worker thread:
+# below it decoding takes well under a millisecond, above it the thread hop is
+# cheap next to the decoding.
+_DECODE_OFF_LOOP_BYTES = 256 * 1024
 
 
 def _services(request: Request) -> Services:
@@ -79,22 +91,22 @@ def _fail(ctx: RequestContext, err: SeawallError) -> Response:
 
 
 async def _parse(request: Request, ctx: RequestContext, svc: Services, typ: type[Any]) -> Any:
-    """Admit the caller, then body → validated struct; failures are recorded."""
-    await svc.pipeline.admit(ctx)
-    try:
-        ctx.body = await read_body(request, svc.settings.server.max_body_bytes)
-        ctx.raw = decode_json_object(ctx.body)
-        model = ctx.raw.get("model")
-        ctx.model = model if isinstance(model, str) else ""
-        req = convert(ctx.raw, typ)
-        ctx.raw.pop("seawall", None)  # the gateway's own options never go upstream
-        ctx.raw.pop("rag", None)
-        ctx.raw.pop("prompt", None)
-        return req
-    except SeawallError as e:
-        ctx.fail(e)
-        await svc.pipeline.finish(ctx)
-        raise
+    """Body → validated struct, for an admitted request (inside ``pipeline.serve``,
+    which records failures and releases what the request took)."""
+    server = svc.settings.server
+    ctx.body = await read_body(request, server.max_body_bytes)
+    if len(ctx.body) > _DECODE_OFF_LOOP_BYTES:  # decoding grows with the body: not on the loop
+        ctx.raw = await asyncio.to_thread(decode_json_object, ctx.body, server.max_json_depth)
+    else:
+        ctx.raw = decode_json_object(ctx.body, server.max_json_depth)
+    model = ctx.raw.get("model")
+    # Recorded even when validation refuses it: never more than a name's worth.
+    ctx.model = model[:MAX_MODEL_NAME] if isinstance(model, str) else ""
+    req = convert(ctx.raw, typ)
+    ctx.raw.pop("seawall", None)  # the gateway's own options never go upstream
+    ctx.raw.pop("rag", None)
+    ctx.raw.pop("prompt", None)
+    return req
 
 
 def _sse(chunk: Chunk) -> bytes:
@@ -119,29 +131,29 @@ async def chat_completions(request: Request) -> Response:
     ctx = _context(request, "chat.completions")
     current_trace_id.set(ctx.trace_id)
     try:
-        req: ChatCompletionRequest = await _parse(request, ctx, svc, ChatCompletionRequest)
-    except SeawallError as e:
-        return _fail(ctx, e)
-    ctx.request = req
-    if req.seawall is not None and req.seawall.prompt_version is not None:
-        ctx.prompt_version = req.seawall.prompt_version
-    try:
-        stream = await svc.pipeline.open_stream(ctx)
+        async with svc.pipeline.serve(ctx) as serving:
+            return await _chat(request, ctx, svc, serving)
     except SeawallError as e:
         return _fail(ctx, e)
 
+
+async def _chat(request: Request, ctx: RequestContext, svc: Services,
+                serving: Serving) -> Response:
+    req: ChatCompletionRequest = await _parse(request, ctx, svc, ChatCompletionRequest)
+    ctx.request = req
+    if req.seawall is not None and req.seawall.prompt_version is not None:
+        ctx.prompt_version = req.seawall.prompt_version
+    stream = await svc.pipeline.open_stream(ctx)
+
     if not req.stream:
-        try:
-            async with DisconnectWatch(request.receive):
-                async for _ in stream:
-                    pass
-        except SeawallError as e:
-            return _fail(ctx, e)
+        async with DisconnectWatch(request.receive):
+            async for _ in stream:
+                pass
         if ctx.error is not None:  # client went away; nobody to answer
             return Response(status_code=499)
         completion = ctx.gatherer.completion()
         if "usage" not in completion:
-            completion["usage"] = svc.estimate_usage(ctx)
+            completion["usage"] = await svc.estimate_usage(ctx)
         if ctx.rag is not None:  # an extension field: the OpenAI SDK keeps unknown fields
             completion["citations"] = ctx.rag.citations(ctx.gatherer.text)
         return Response(orjson.dumps(completion), media_type="application/json",
@@ -155,12 +167,19 @@ async def chat_completions(request: Request) -> Response:
             first = await anext(stream)
     except StopAsyncIteration:
         pass
-    except SeawallError as e:
-        return _fail(ctx, e)
     if ctx.error is not None:  # the client left before the first token
         return Response(status_code=499)
-    return SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk), _headers(ctx),
-                       live=svc.live_streams, on_cut=lambda: _cut_events(ctx))
+
+    async def close() -> None:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+        await svc.pipeline.finish(ctx)  # a no-op when the stream already finished it
+
+    response = SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk),
+                           _headers(ctx), on_close=close, live=svc.live_streams,
+                           on_cut=lambda: _cut_events(ctx))
+    serving.hand_off()
+    return response
 
 
 def _cut_events(ctx: RequestContext) -> bytes:
@@ -192,7 +211,7 @@ async def _events(ctx: RequestContext, svc: Services, first: StreamItem | None,
             if data := _encode(item, want_usage):
                 yield data
         if want_usage and ctx.gatherer.usage is None:
-            u = svc.estimate_usage(ctx)
+            u = await svc.estimate_usage(ctx)
             g = ctx.gatherer
             yield _sse(usage_chunk(g.id or "", g.model, g.created or 0,
                                    u["prompt_tokens"], u["completion_tokens"]))
@@ -211,8 +230,9 @@ async def embeddings(request: Request) -> Response:
     ctx = _context(request, "embeddings")
     current_trace_id.set(ctx.trace_id)
     try:
-        req: EmbeddingRequest = await _parse(request, ctx, svc, EmbeddingRequest)
-        await svc.pipeline.call(ctx)
+        async with svc.pipeline.serve(ctx):
+            req: EmbeddingRequest = await _parse(request, ctx, svc, EmbeddingRequest)
+            await svc.pipeline.call(ctx)
     except SeawallError as e:
         return _fail(ctx, e)
     vectors = ctx.result.vectors
@@ -237,15 +257,15 @@ async def list_models(request: Request) -> Response:
     svc = _services(request)
     ctx = _context(request, "models")
     try:
-        await svc.pipeline.admit(ctx)
+        async with svc.pipeline.serve(ctx):
+            data = [{"id": name, "object": "model", "created": svc.started_at,
+                     "owned_by": m.deployments[0].provider.name}
+                    for name, m in svc.registry.models.items()]
+            data += [{"id": name, "object": "model", "created": svc.started_at,
+                      "owned_by": "seawall", "tiers": r.tiers}
+                     for name, r in svc.settings.routes.items()]
     except SeawallError as e:
         return _fail(ctx, e)
-    data = [{"id": name, "object": "model", "created": svc.started_at,
-             "owned_by": m.deployments[0].provider.name}
-            for name, m in svc.registry.models.items()]
-    data += [{"id": name, "object": "model", "created": svc.started_at, "owned_by": "seawall",
-              "tiers": r.tiers} for name, r in svc.settings.routes.items()]
-    await svc.pipeline.finish(ctx)
     return json_response({"object": "list", "data": data}, headers=_headers(ctx))
 
 

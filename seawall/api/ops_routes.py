@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import shutil
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.http import json_response
+from seawall.api.http import error_response, json_response
+from seawall.errors import AuthenticationFailed
+from seawall.pipeline.stages import AuthStage, is_loopback
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -78,9 +81,28 @@ def _disk(svc: Services) -> dict[str, object]:
     return {"ready": True, "free_mb": free}
 
 
+def metrics_allowed(request: Request, svc: Services) -> bool:
+    """``observe.metrics_auth``: "none" lets anyone scrape; "master" wants the
+    master key, except from loopback when no master key is set or anonymous
+    loopback is allowed (a local Prometheus or curl needs no key)."""
+    if svc.settings.observe.metrics_auth == "none":
+        return True
+    auth = svc.settings.auth
+    master = auth.master_key
+    secret = AuthStage.secret_of(request.headers.get("authorization"))
+    if master and secret is not None and hmac.compare_digest(secret.encode(), master.encode()):
+        return True
+    local = is_loopback(request.client.host if request.client else None)
+    return local and (not master or auth.allow_anonymous_loopback)
+
+
 async def metrics(request: Request) -> Response:
     svc: Services = request.app.state.services
-    return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    if not metrics_allowed(request, svc):
+        return error_response(AuthenticationFailed(
+            "/metrics needs the master key: send `Authorization: Bearer <auth.master_key>` "
+            "(or set observe.metrics_auth: none)."))
+    return Response(await svc.metrics.render_async(), media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [

@@ -13,10 +13,13 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta, Struct
 
+from seawall.api.limits import DEFAULT_MAX_DEPTH, depth_exceeds, may_exceed, too_deep
 from seawall.errors import InvalidRequest
 from seawall.prompts.wire import PromptRef
 
 T = TypeVar("T")
+MAX_MODEL_NAME = 256  # real names (fine-tunes, "org/model" ids) are well under 100
+ModelName = Annotated[str, Meta(min_length=1, max_length=MAX_MODEL_NAME)]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -63,7 +66,7 @@ class RagOptions(Struct, omit_defaults=True, forbid_unknown_fields=True):
 
 
 class ChatCompletionRequest(Struct, omit_defaults=True):
-    model: Annotated[str, Meta(min_length=1)]
+    model: ModelName
     messages: Annotated[list[Message], Meta(min_length=1)]
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -99,7 +102,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
 
 
 class EmbeddingRequest(Struct, omit_defaults=True):
-    model: Annotated[str, Meta(min_length=1)]
+    model: ModelName
     input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
@@ -113,7 +116,9 @@ class EmbeddingRequest(Struct, omit_defaults=True):
 _json = msgspec.json.Decoder()
 
 
-def decode_json_object(body: bytes) -> dict[str, Any]:
+def decode_json_object(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+    """The body as a JSON object, nested at most ``max_depth`` levels (0: no
+    limit); anything else is a 400 that says what to fix."""
     if not body:
         raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
     try:
@@ -121,8 +126,12 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     except msgspec.DecodeError as e:
         raise InvalidRequest(f"The request body is not valid JSON: {e}",
                              code="invalid_json") from None
+    except RecursionError:  # msgspec's own limit (~1,000 levels)
+        raise too_deep(max_depth or 1000) from None
     if not isinstance(obj, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if max_depth and may_exceed(body, max_depth) and depth_exceeds(obj, max_depth):
+        raise too_deep(max_depth)
     return obj
 
 
@@ -136,6 +145,8 @@ def _param_of(msg: str) -> str | None:
 def convert(raw: dict[str, Any], typ: type[T]) -> T:
     try:
         return msgspec.convert(raw, typ)
+    except RecursionError:
+        raise too_deep(DEFAULT_MAX_DEPTH) from None
     except msgspec.ValidationError as e:
         text = str(e)
         raise InvalidRequest(f"Invalid request: {text}", param=_param_of(text),

@@ -27,6 +27,7 @@ from seawall.cache.replay import replay, replay_chunks
 from seawall.cache.store import CachedAnswer, CacheStore, NewEntry, Vector
 from seawall.config import CacheSettings, Settings
 from seawall.ml.embedder import Embedder
+from seawall.ml.tokens import is_long
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 from seawall.providers.base import Chunk, Gatherer, StreamItem
@@ -174,7 +175,8 @@ class ResponseCache:
                         self.store.touch(candidate.id, now)
                         return self._serve(state, "semantic-hit", candidate)
                     state.guard_failed = state.guard_failed or failed
-                    self.metrics.cache_guard_rejections.labels(ctx.model, failed).inc()
+                    self.metrics.cache_guard_rejections.labels(
+                        self.metrics.model_label(ctx.model), failed).inc()
             state.status = "miss"
         else:
             state.reason = "no-cache"
@@ -217,7 +219,8 @@ class ResponseCache:
         state: CacheState | None = ctx.cache
         if state is None:
             return
-        self.metrics.cache_requests.labels(ctx.model, state.status.replace("-", "_")).inc()
+        self.metrics.cache_requests.labels(self.metrics.model_label(ctx.model),
+                                           state.status.replace("-", "_")).inc()
         if state.served:
             self._account_saved(ctx, state)
             return
@@ -229,7 +232,7 @@ class ResponseCache:
             return
         entry = self._entry(ctx, state, ctx.gatherer, failed=ctx.error is not None)
         if entry is not None:
-            self._spawn(self._put(entry, flight))
+            self._spawn(self._put(*entry, flight))
         elif flight is not None:
             self._land(flight)
 
@@ -245,7 +248,7 @@ class ResponseCache:
         if entry is None:
             self._land(flight)
         else:
-            await self._put(entry, flight)
+            await self._put(*entry, flight)
 
     def _account_saved(self, ctx: RequestContext, state: CacheState) -> None:
         usage = ctx.gatherer.usage or {}
@@ -256,13 +259,15 @@ class ResponseCache:
         elif state.flight is not None and state.flight.leader.deployment is not None:
             state.saved_usd = state.flight.leader.deployment.cost(prompt, completion)
         state.saved_tokens = prompt + completion
-        self.metrics.cache_saved_tokens.labels(ctx.model).inc(state.saved_tokens)
+        self.metrics.cache_saved_tokens.labels(self.metrics.model_label(ctx.model)).inc(state.saved_tokens)
         if state.saved_usd:
-            self.metrics.cache_saved_usd.labels(ctx.model).inc(state.saved_usd)
+            self.metrics.cache_saved_usd.labels(self.metrics.model_label(ctx.model)).inc(state.saved_usd)
 
     def _entry(self, ctx: RequestContext, state: CacheState, g: Gatherer,
-               failed: bool) -> NewEntry | None:
-        """The entry to store, if the answer ``g`` is complete and safe to keep."""
+               failed: bool) -> tuple[NewEntry, Callable[[], None] | None] | None:
+        """The entry to store, if the answer ``g`` is complete and safe to keep,
+        and, when its tokens are still to be counted, the function that counts
+        them (off the event loop, in :meth:`_put`)."""
         if (failed or ctx.degraded is not None or not state.controls.write
                 or state.keys is None or g.finish_reason not in _STORABLE_FINISH):
             return None
@@ -273,27 +278,43 @@ class ResponseCache:
         if not message.get("content") and not message.get("tool_calls"):
             return None
         usage = g.usage or ctx.usage
-        if usage:
-            prompt = int(usage.get("prompt_tokens") or 0)
-            output = int(usage.get("completion_tokens") or 0)
-        else:
-            assert ctx.raw is not None
-            prompt, output = self.count_tokens(ctx.raw["messages"], g.text)
-            usage = {"prompt_tokens": prompt, "completion_tokens": output,
-                     "total_tokens": prompt + output}
-        completion["usage"] = usage
         dep = ctx.deployment
         text = self._semantic_text(ctx, state)
-        return NewEntry(
+        entry = NewEntry(
             key=state.keys.exact, scope=state.keys.scope, tenant=ctx.tenant, model=ctx.model,
             prompt_version=ctx.prompt_version, text=text,
             vector=state.vector if text is not None else None, completion=completion,
-            prompt_tokens=prompt, completion_tokens=output,
-            cost_usd=dep.cost(prompt, output) if dep is not None else 0.0,
-            ttl_s=state.policy.ttl_s)
+            prompt_tokens=0, completion_tokens=0, cost_usd=0.0, ttl_s=state.policy.ttl_s)
 
-    async def _put(self, entry: NewEntry, flight: Flight | None) -> None:
+        def account(prompt: int, output: int) -> None:
+            entry.prompt_tokens, entry.completion_tokens = prompt, output
+            entry.cost_usd = dep.cost(prompt, output) if dep is not None else 0.0
+            completion["usage"] = {"prompt_tokens": prompt, "completion_tokens": output,
+                                   "total_tokens": prompt + output}
+
+        if usage:
+            entry.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            entry.completion_tokens = int(usage.get("completion_tokens") or 0)
+            entry.cost_usd = (dep.cost(entry.prompt_tokens, entry.completion_tokens)
+                              if dep is not None else 0.0)
+            completion["usage"] = usage
+            return entry, None
+        assert ctx.raw is not None
+        messages, answer = ctx.raw["messages"], g.text
+
+        def count() -> None:
+            account(*self.count_tokens(messages, answer))
+
+        if is_long(answer, len(ctx.body)):
+            return entry, count  # counted by _put, in a thread: too long for the event loop
+        count()
+        return entry, None
+
+    async def _put(self, entry: NewEntry, count: Callable[[], None] | None,
+                   flight: Flight | None) -> None:
         try:
+            if count is not None:
+                await asyncio.to_thread(count)
             if entry.text is not None and entry.vector is None:
                 entry.vector = await self.embed(entry.text)
             await self.store.put(entry)

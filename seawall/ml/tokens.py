@@ -40,7 +40,17 @@ from typing import Any
 
 import tiktoken
 
-__all__ = ["SUPPORTED_ENCODINGS", "TokenCounter", "encoding_for_model", "load_encoding"]
+__all__ = ["SUPPORTED_ENCODINGS", "TokenCounter", "encoding_for_model", "is_long",
+           "load_encoding"]
+
+# Counting more text than this (characters or body bytes) takes more than a
+# couple of milliseconds: callers on the event loop count it in a thread.
+LONG_TEXT_CHARS = 64 * 1024
+
+
+def is_long(text: str, extra_chars: int = 0) -> bool:
+    """Is counting ``text`` (plus ``extra_chars`` more) too slow for the event loop?"""
+    return len(text) + extra_chars > LONG_TEXT_CHARS
 
 SUPPORTED_ENCODINGS = ("o200k_base", "cl100k_base")
 

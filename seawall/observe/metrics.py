@@ -1,8 +1,16 @@
-"""Prometheus metrics in a registry of the app's own (no global state)."""
+"""Prometheus metrics in a registry of the app's own (no global state).
+
+Label values never come from the client: a model name is a label only if it
+is configured (``models``, ``routes``), anything else is counted as
+``unknown``; error types and codes are the gateway's own identifiers. So the
+number of series is bounded by the configuration, whatever clients send.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -14,9 +22,21 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60,
 _RAG = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
+UNKNOWN = "unknown"  # the label of every model name that is not configured
+_IDENTIFIER = re.compile(r"[a-z0-9_.:/\-]{1,64}\Z")
+
+
+def safe_label(value: str) -> str:
+    """``value`` if it looks like one of our identifiers (an error code), else
+    ``other``: a last guard, should a client's text ever reach a label."""
+    return value if _IDENTIFIER.match(value) else "other"
+
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, models: Iterable[str] = ()) -> None:
+        """``models``: the configured model (and route) names, the only model
+        label values besides ``unknown``."""
+        self.models = frozenset(models)
         self._children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
@@ -121,6 +141,10 @@ class Metrics:
         self._before_render: list[Callable[[], None]] = []
         self._attempt_children: dict[tuple[str, str], Any] = {}
 
+    def model_label(self, model: str) -> str:
+        """The label for a model name a client sent: itself if configured."""
+        return model if model in self.models else UNKNOWN
+
     def _series(self, endpoint: str, model: str, deployment: str, status: int) -> tuple[Any, ...]:
         """The labelled children for one label combination, looked up once."""
         key = (endpoint, model, deployment, status)
@@ -136,12 +160,13 @@ class Metrics:
 
     def observe(self, rec: TraceRecord) -> None:
         """Count one finished request; called by the writer, off the request path."""
+        model = self.model_label(rec.model)
         requests, latency, ttft, prompt, completion, cost = self._series(
-            rec.endpoint, rec.model, rec.deployment, rec.status)
+            rec.endpoint, model, rec.deployment, rec.status)
         requests.inc()
         if rec.error_type:
-            self.errors.labels(rec.endpoint, rec.model, rec.deployment, rec.error_type,
-                               rec.error_code or "").inc()
+            self.errors.labels(rec.endpoint, model, rec.deployment, safe_label(rec.error_type),
+                               safe_label(rec.error_code) if rec.error_code else "").inc()
         latency.observe(rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
             ttft.observe(rec.ttft_ms / 1000)
@@ -158,13 +183,23 @@ class Metrics:
                 child = self._attempt_children[key2] = self.attempts.labels(*key2)
             child.inc()
         if rec.degraded:
-            self.degraded.labels(rec.model, rec.degraded).inc()
+            self.degraded.labels(model, safe_label(rec.degraded)).inc()
 
     def before_render(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` before each scrape (for gauges read from live state)."""
         self._before_render.append(hook)
 
-    def render(self) -> bytes:
+    def refresh(self) -> None:
+        """Run the before-render hooks (they read live state: on the event loop)."""
         for hook in self._before_render:
             hook()
+
+    def render(self) -> bytes:
+        self.refresh()
         return generate_latest(self.registry)
+
+    async def render_async(self) -> bytes:
+        """:meth:`render` with the text built in a worker thread: rendering
+        grows with the number of series and must not hold the event loop."""
+        self.refresh()
+        return await asyncio.to_thread(generate_latest, self.registry)

@@ -68,6 +68,7 @@ class RequestContext:
     attempts_started: int = 0
     degraded: str | None = None
     admitted: bool = False  # holds an admission slot (released when the request ends)
+    done: bool = False  # Pipeline.finish has run (it runs once per request)
     answered_by: int | None = None  # index of the stage whose stream answers
     cache: CacheState | None = None  # what the cache did, if it is on for the model
     rag: RagState | None = None  # what retrieval gave the model, if the request used it

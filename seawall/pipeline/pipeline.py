@@ -6,8 +6,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from types import TracebackType
 
-from seawall.errors import SeawallError, ShuttingDown, internal_error
+from seawall.errors import SeawallError, ShuttingDown, UpstreamTooLarge, internal_error
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import Stage
@@ -30,8 +31,9 @@ class Pipeline:
     other stages run on the parsed request."""
 
     def __init__(self, admission: Sequence[Stage], stages: Sequence[Stage],
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, max_answer_chars: int = 8_000_000) -> None:
         self.admission = list(admission)
+        self.max_answer_chars = max_answer_chars  # server.max_answer_chars
         self.stages = list(stages)
         # Stages that wrap the answer of a later stage, innermost (last) first.
         self._wraps: list[tuple[int, Wrap]] = [
@@ -39,9 +41,16 @@ class Pipeline:
         self._inflight = metrics.inflight
         self.draining = False  # set when shutdown starts
 
+    def serve(self, ctx: RequestContext) -> Serving:
+        """``async with pipeline.serve(ctx) as serving:`` admits the request and
+        guarantees that it is finished (slot released, record written) exactly
+        once, whatever is raised inside; see :class:`Serving`."""
+        return Serving(self, ctx)
+
     async def admit(self, ctx: RequestContext) -> None:
         """Run the admission stages; a rejection is recorded and raised.
-        Every request starts here, and ends in :meth:`finish`."""
+        Every request starts here, and ends in :meth:`finish` (prefer
+        :meth:`serve`, which pairs the two by construction)."""
         self._inflight.inc()
         try:
             await self._run_before(self.admission, ctx)
@@ -49,6 +58,12 @@ class Pipeline:
             ctx.fail(e)
             await self.finish(ctx)
             raise
+        except Exception as e:
+            log.exception("unhandled error in admission")
+            err = internal_error(ctx.trace_id)
+            ctx.fail(err)
+            await self.finish(ctx)
+            raise err from e
 
     async def _before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None:
         """Each stage in turn until one answers; the stages before it that
@@ -79,7 +94,11 @@ class Pipeline:
         return None
 
     async def finish(self, ctx: RequestContext) -> None:
-        """Run every stage's ``after`` (recording included), whatever happened."""
+        """Run every stage's ``after`` (recording included), whatever happened.
+        Idempotent: only the first call per request does anything."""
+        if ctx.done:
+            return
+        ctx.done = True
         self._inflight.dec()
         if ctx.finished_ns is None:
             ctx.finished_ns = time.time_ns()
@@ -130,13 +149,19 @@ class Pipeline:
     async def _drive(
         self, ctx: RequestContext, stream: AsyncIterator[StreamItem]
     ) -> AsyncIterator[StreamItem]:
-        gather = ctx.gatherer.add_item
+        gatherer = ctx.gatherer
+        gather = gatherer.add_item
+        limit = self.max_answer_chars
         t0 = time.time_ns()
         try:
             async for item in stream:
                 if ctx.first_token_ns is None and has_content(item):
                     ctx.first_token_ns = time.time_ns()
                 gather(item)
+                if gatherer.size > limit:
+                    raise UpstreamTooLarge(
+                        f"The answer exceeds {limit} characters (server.max_answer_chars); "
+                        "ask for a shorter one (max_tokens).")
                 yield item
         except SeawallError as e:
             ctx.fail(e)
@@ -161,3 +186,51 @@ class Pipeline:
             ctx.finished_ns = time.time_ns()
             ctx.span("upstream", t0)  # the answer, from the call to its last chunk
             await self.finish(ctx)
+
+
+class Serving:
+    """One admitted request, finished exactly once by construction.
+
+    Entering admits (a rejection is recorded, finished and raised). Leaving
+    finishes the request, unless its answer stream was handed to the
+    response with :meth:`hand_off` (the stream finishes it when it ends or is
+    closed). Anything raised inside that is not a :class:`SeawallError` is
+    logged and becomes a recorded 500 ``internal_error``, raised as a
+    SeawallError so the handler answers with the error envelope.
+    """
+
+    __slots__ = ("_pipeline", "_ctx", "_handed_off")
+
+    def __init__(self, pipeline: Pipeline, ctx: RequestContext) -> None:
+        self._pipeline = pipeline
+        self._ctx = ctx
+        self._handed_off = False
+
+    def hand_off(self) -> None:
+        """The response now owns the request: it finishes it when it ends."""
+        self._handed_off = True
+
+    async def __aenter__(self) -> Serving:
+        await self._pipeline.admit(self._ctx)
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        ctx = self._ctx
+        err: SeawallError | None = None
+        if e is not None and not self._handed_off:
+            if isinstance(e, SeawallError):
+                if ctx.error is None:
+                    ctx.fail(e)
+            elif isinstance(e, Exception):
+                log.exception("unhandled error", exc_info=e)
+                err = internal_error(ctx.trace_id)
+                ctx.fail(err)
+            else:  # cancelled: the client left, or shutdown
+                ctx.fail(ShuttingDown("The gateway shut down before the request was served.",
+                                      retry_after=1.0) if self._pipeline.draining else
+                         ClientClosed("The client closed the connection."))
+        if not self._handed_off or e is not None:
+            await self._pipeline.finish(ctx)
+        if err is not None:
+            raise err from e

@@ -13,11 +13,12 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 from seawall.config import AuthSettings, LimitSettings, TraceSettings
 from seawall.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
+from seawall.ml.tokens import is_long
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
@@ -186,16 +187,56 @@ class InvokeStage:
         return None
 
 
+# (messages, output, request body bytes) -> (prompt, completion) tokens
+TokenCount = Callable[[list[Any], str, int], Awaitable[tuple[int, int]]]
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with a marker saying how much went."""
+    if not limit or len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
+
+
+def truncate_strings(value: Any, limit: int) -> Any:
+    """A copy of decoded JSON with every string longer than ``limit`` cut
+    (the input is depth-checked, so recursion is bounded)."""
+    if type(value) is str:
+        return truncate(value, limit)
+    if type(value) is dict:
+        return {k: truncate_strings(v, limit) for k, v in value.items()}
+    if type(value) is list:
+        return [truncate_strings(v, limit) for v in value]
+    return value
+
+
 class RecordStage:
     """Turns the finished context into a trace record and hands it to the
-    writer; never waits on storage."""
+    writer; never waits on storage. Stored text is cut at
+    ``observe.traces.max_content_chars`` with a visible marker; a long answer
+    without a usage block is counted here in a thread (``count``), not later
+    by the writer on the event loop."""
 
     name = "record"
     traced = True
 
-    def __init__(self, settings: TraceSettings, writer: TraceWriter) -> None:
+    def __init__(self, settings: TraceSettings, writer: TraceWriter,
+                 count: TokenCount | None = None) -> None:
         self.settings = settings
         self.writer = writer
+        self.count = count
+
+    def _content(self, ctx: RequestContext, messages: Any) -> tuple[Any, str | None]:
+        """(input, output) as stored: None when content is not kept, cut when long."""
+        if not self.settings.store_content:
+            return None, None
+        limit = self.settings.max_content_chars
+        output = ctx.gatherer.text or None
+        if output is not None:
+            output = truncate(output, limit)
+        if messages is not None and limit and len(ctx.body) > limit:
+            messages = truncate_strings(messages, limit)  # only a long body can hold long text
+        return messages, output
 
     async def before(self, ctx: RequestContext) -> None:
         return None
@@ -206,7 +247,7 @@ class RecordStage:
         usage = ctx.usage or ctx.gatherer.usage
         req = ctx.request
         messages = ctx.raw.get("messages") if ctx.raw else None
-        output = ctx.gatherer.text or None
+        stored_input, stored_output = self._content(ctx, messages)
         rec = TraceRecord(
             trace_id=ctx.trace_id, endpoint=ctx.endpoint, started_at=ctx.started_at,
             tenant=ctx.tenant, key_id=ctx.key.id if ctx.key else None, model=ctx.model,
@@ -214,8 +255,7 @@ class RecordStage:
             status=ctx.status,
             error_type=err.type if err else None, error_code=err.code if err else None,
             error_message=err.message if err else None,
-            input=messages if self.settings.store_content else None,
-            output=output if self.settings.store_content else None,
+            input=stored_input, output=stored_output,
             input_hash=hash_input(ctx.body), latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms,
             user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
             finish_reason=ctx.gatherer.finish_reason,
@@ -244,7 +284,15 @@ class RecordStage:
             if dep is not None:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
         elif ctx.endpoint == "chat.completions" and dep is not None and messages:
-            # No usage from upstream: the writer counts tokens off the request path.
+            # No usage from upstream: the writer counts tokens off the request
+            # path; a long text is counted here, in a thread, instead (the
+            # writer counts on the event loop).
             rec.usage_estimated = True
-            rec.messages_for_count = (messages, ctx.gatherer.text)
+            text = ctx.gatherer.text
+            if self.count is not None and is_long(text, len(ctx.body)):
+                rec.prompt_tokens, rec.completion_tokens = await self.count(
+                    messages, text, len(ctx.body))
+                rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
+            else:
+                rec.messages_for_count = (messages, text)
         self.writer.submit(rec)

@@ -47,6 +47,7 @@ from seawall.providers.base import (
 )
 from seawall.providers.upstream import (
     DEFAULT_CONNECT_S,
+    ResponseLimits,
     connect_timeout,
     post,
     rate_limit_info,
@@ -261,18 +262,25 @@ def to_anthropic(request: ChatCompletionRequest, model: str, default_max_tokens:
 class SSEDecoder:
     """Incremental ``text/event-stream`` parser: bytes in, ``(event, data)`` out."""
 
-    __slots__ = ("_buf", "_event", "_data")
+    __slots__ = ("_buf", "_event", "_data", "_limits", "_what")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ResponseLimits | None = None, what: str = "provider") -> None:
         self._buf = b""
         self._event = ""
         self._data: list[bytes] = []
+        self._limits = limits or ResponseLimits()
+        self._what = what
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
         lines = (self._buf + chunk).split(b"\n")
         self._buf = lines.pop()
+        max_line = self._limits.sse_line_bytes
+        if len(self._buf) > max_line:
+            raise self._limits.line_too_long(self._what)
         out = []
         for line in lines:
+            if len(line) > max_line:
+                raise self._limits.line_too_long(self._what)
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
@@ -464,7 +472,7 @@ class AnthropicProvider(Provider):
                       ) -> AsyncGenerator[dict[str, Any], None]:
         """Parsed SSE events; network failures become Seawall errors here, where
         the reads are, and never at the consumer's ``yield``."""
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(self.limits, self._what())
         stopped = False
         while True:
             try:

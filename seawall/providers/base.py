@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seawall.api.wire import ChatCompletionRequest
-from seawall.providers.upstream import RateLimitInfo
+from seawall.providers.upstream import RateLimitInfo, ResponseLimits
 
 Chunk = dict[str, Any]
 # A provider may yield several chunks that arrived in one network read as a
@@ -59,6 +59,8 @@ class Provider:
 
     type: str = "abstract"
     supports_tools: bool = False
+    # Set by the registry from the server settings; HTTP backends enforce them.
+    limits: ResponseLimits = ResponseLimits()
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -149,9 +151,15 @@ def completion_to_chunk(completion: dict[str, Any]) -> Chunk:
 
 
 class Gatherer:
-    """Folds a chunk stream into one ``chat.completion`` (text, tool calls, usage)."""
+    """Folds a chunk stream into one ``chat.completion`` (text, tool calls, usage).
 
-    __slots__ = ("id", "created", "model", "fingerprint", "_choices", "usage")
+    Text arrives in many small deltas: each is appended to a list and joined
+    once, when read (joining on every delta made a long answer quadratic).
+    ``size`` counts the characters gathered so far (text, refusal and tool
+    arguments), for the cap on answer size.
+    """
+
+    __slots__ = ("id", "created", "model", "fingerprint", "_choices", "usage", "size")
 
     def __init__(self) -> None:
         self.id: str | None = None
@@ -160,6 +168,7 @@ class Gatherer:
         self.fingerprint: str | None = None
         self._choices: dict[int, dict[str, Any]] = {}
         self.usage: dict[str, Any] | None = None
+        self.size = 0
 
     def add_item(self, item: StreamItem) -> None:
         if type(item) is list:
@@ -178,36 +187,40 @@ class Gatherer:
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         for c in chunk.get("choices") or ():
-            slot = self._choices.setdefault(
-                c.get("index", 0),
-                {"role": "assistant", "content": None, "tool_calls": {}, "finish": None,
-                 "refusal": None},
-            )
+            slot = self._choices.get(c.get("index", 0))
+            if slot is None:
+                slot = self._choices[c.get("index", 0)] = {
+                    "role": "assistant", "content": None, "tool_calls": {}, "finish": None,
+                    "refusal": None}
             delta = c.get("delta") or {}
             text = delta.get("content")
             if text:
-                slot["content"] = (slot["content"] or "") + text
+                _append(slot, "content", text)
+                self.size += len(text)
             if delta.get("refusal"):
-                slot["refusal"] = (slot["refusal"] or "") + delta["refusal"]
+                _append(slot, "refusal", delta["refusal"])
+                self.size += len(delta["refusal"])
             for tc in delta.get("tool_calls") or ():
                 acc = slot["tool_calls"].setdefault(
                     tc.get("index", 0),
-                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                    {"id": None, "type": "function", "function": {"name": [], "arguments": []}},
                 )
                 if tc.get("id"):
                     acc["id"] = tc["id"]
                 fn = tc.get("function") or {}
                 if fn.get("name"):
-                    acc["function"]["name"] += fn["name"]
+                    acc["function"]["name"].append(fn["name"])
+                    self.size += len(fn["name"])
                 if fn.get("arguments"):
-                    acc["function"]["arguments"] += fn["arguments"]
+                    acc["function"]["arguments"].append(fn["arguments"])
+                    self.size += len(fn["arguments"])
             if c.get("finish_reason"):
                 slot["finish"] = c["finish_reason"]
 
     @property
     def text(self) -> str:
         slot = self._choices.get(0)
-        return (slot["content"] or "") if slot else ""
+        return _joined(slot, "content") or "" if slot else ""
 
     @property
     def finish_reason(self) -> str | None:
@@ -218,10 +231,11 @@ class Gatherer:
         choices = []
         for index in sorted(self._choices):
             slot = self._choices[index]
-            message: dict[str, Any] = {"role": "assistant", "content": slot["content"],
-                                       "refusal": slot["refusal"]}
+            message: dict[str, Any] = {"role": "assistant", "content": _joined(slot, "content"),
+                                       "refusal": _joined(slot, "refusal")}
             if slot["tool_calls"]:
-                message["tool_calls"] = [slot["tool_calls"][i] for i in sorted(slot["tool_calls"])]
+                message["tool_calls"] = [_tool_call(slot["tool_calls"][i])
+                                         for i in sorted(slot["tool_calls"])]
             choices.append({"index": index, "message": message, "logprobs": None,
                             "finish_reason": slot["finish"] or "stop"})
         out: dict[str, Any] = {
@@ -236,3 +250,27 @@ class Gatherer:
         if self.usage:
             out["usage"] = self.usage
         return out
+
+
+def _append(slot: dict[str, Any], field: str, piece: str) -> None:
+    parts = slot[field]
+    if parts is None:
+        slot[field] = [piece]
+    else:
+        parts.append(piece)
+
+
+def _joined(slot: dict[str, Any], field: str) -> str | None:
+    """The field's pieces as one string, joined once and kept joined."""
+    parts = slot[field]
+    if parts is None:
+        return None
+    if len(parts) > 1:
+        parts[:] = ["".join(parts)]
+    return parts[0]
+
+
+def _tool_call(acc: dict[str, Any]) -> dict[str, Any]:
+    fn = acc["function"]
+    return {"id": acc["id"], "type": acc["type"],
+            "function": {"name": "".join(fn["name"]), "arguments": "".join(fn["arguments"])}}

@@ -90,6 +90,10 @@ class FakeBehavior:
       without a limit (or answered with the fake tool call) gets the normal reply.
     * ``prefill_tokens_per_s``: add prompt words / this many seconds to the
       time to first token (0 = off).
+    * ``filler_chars``: reply with exactly this many characters of filler
+      ("lorem ipsum ..."), in pieces (chunks) of ``piece_chars``, ignoring
+      ``text``, stop sequences and token limits: a huge answer for size caps
+      (0 = off). Each piece counts as one token.
     """
 
     text: str | None = None  # None: echo the last user message's text
@@ -105,6 +109,8 @@ class FakeBehavior:
     error_probability: float = 1.0  # share of requests error_status applies to
     fill_max_tokens: bool = False  # reply exactly as long as the request's token limit
     prefill_tokens_per_s: float = 0.0  # prompt words / this = extra TTFT; 0: off
+    filler_chars: int = 0  # reply with this many filler characters; 0: off
+    piece_chars: int = 4096  # ... in pieces of this many characters
 
     def __post_init__(self) -> None:
         if self.ttft_s < 0 or self.tokens_per_s < 0:
@@ -121,6 +127,8 @@ class FakeBehavior:
             raise ValueError("error_probability needs error_status (the error it applies to)")
         if not self.prefill_tokens_per_s >= 0:
             raise ValueError("prefill_tokens_per_s must be >= 0 (0 = off)")
+        if self.filler_chars < 0 or self.piece_chars < 1:
+            raise ValueError("filler_chars must be >= 0 and piece_chars >= 1")
 
     def _check_cut_points(self) -> None:
         cuts = {"disconnect_after_chunks": self.disconnect_after_chunks,
@@ -217,6 +225,15 @@ def filler_words(n: int) -> list[str]:
             for i, w in enumerate(itertools.islice(itertools.cycle(FILLER), n))]
 
 
+def filler_pieces(total: int, piece: int) -> list[str]:
+    """``total`` characters of filler as pieces of ``piece`` characters (the
+    last may be shorter); the full pieces are one shared string."""
+    text = (" ".join(FILLER) + " ") * (piece // 20 + 1)
+    full = text[:piece]
+    n, rest = divmod(total, piece)
+    return [full] * n + ([text[:rest]] if rest else [])
+
+
 def count_words(text: str) -> int:
     return len(text.split())
 
@@ -293,6 +310,9 @@ class FakeWords(AsyncIterator[str]):
         sequence and at ``limit`` words (one word = one token); or, with
         ``fill_max_tokens`` and a limit, exactly ``limit`` filler words."""
         extra: dict[str, Any] = {"prompt_tokens": prompt_tokens, "rng": rng}
+        if behavior.filler_chars:
+            return cls(behavior, filler_pieces(behavior.filler_chars, behavior.piece_chars),
+                       "stop", None, **extra)
         if behavior.fill_max_tokens and limit is not None:
             return cls(behavior, filler_words(limit), "length", None, **extra)
         text = prompt if behavior.text is None else behavior.text

@@ -8,6 +8,7 @@ answer becomes a single chunk: one upstream round trip, same internal path.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -37,8 +38,13 @@ from seawall.providers.upstream import (
     connect_timeout,
     post,
     rate_limit_info,
+    read_bounded,
     retry_after_header_s,
 )
+
+# Larger answer bodies are parsed in a worker thread, off the event loop.
+_PARSE_OFF_LOOP_BYTES = 256 * 1024
+_MAX_ERROR_BODY = 64 * 1024
 
 
 def _upstream_message(body: bytes) -> str:
@@ -140,10 +146,14 @@ class OpenAIProvider(Provider):
         if call is not None:
             call.rate_limits = rate_limit_info(resp.headers)
         if resp.status >= 400:
-            try:
-                body = await resp.read()
+            body = b""
+            try:  # the start of an error body is enough to report it
+                while len(body) < _MAX_ERROR_BODY and (data := await resp.content.readany()):
+                    body += data
+            except (aiohttp.ClientError, TimeoutError):
+                pass
             finally:
-                resp.release()
+                resp.release() if resp.content.at_eof() else resp.close()
             raise http_error(self.name, resp.status, body, resp.headers)
         return resp
 
@@ -152,9 +162,11 @@ class OpenAIProvider(Provider):
         try:
             ctype = resp.headers.get("content-type", "")
             if not ctype.startswith("text/event-stream"):
-                body = await resp.read()
+                body = await read_bounded(resp, self.limits.body_bytes,
+                                          f"Provider {self.name!r}")
                 try:
-                    data = orjson.loads(body)
+                    data = (orjson.loads(body) if len(body) <= _PARSE_OFF_LOOP_BYTES else
+                            await asyncio.to_thread(orjson.loads, body))
                 except orjson.JSONDecodeError:
                     raise UpstreamError(f"Provider {self.name!r} sent invalid JSON",
                                         code="upstream_bad_response") from None
@@ -192,16 +204,21 @@ class OpenAIProvider(Provider):
         """Parse SSE from whatever each network read delivered; yield the
         chunks of one read together (a batch) so they go out in one write."""
         buf = b""
+        max_line = self.limits.sse_line_bytes
         async for data in resp.content.iter_any():
             buf += data
             if b"\r" in buf:
                 buf = buf.replace(b"\r\n", b"\n")
             lines = buf.split(b"\n")
             buf = lines.pop()  # an incomplete last line waits for more data
+            if len(buf) > max_line:
+                raise self.limits.line_too_long(f"Provider {self.name!r}")
             batch: ChunkBatch = []
             for line in lines:
                 if not line.startswith(b"data:"):
                     continue  # comments, event names, blank separators
+                if len(line) > max_line:
+                    raise self.limits.line_too_long(f"Provider {self.name!r}")
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
                     if batch:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from seawall.config import DegradedSettings, Price, ProviderSettings, Settings, TimeoutSettings
 from seawall.errors import InvalidRequest, ModelNotFound
 from seawall.providers.base import Provider, ProviderStatus
+from seawall.providers.upstream import ResponseLimits
 from seawall.routing.breaker import BreakerState
 from seawall.routing.health import DeploymentHealth
 
@@ -80,6 +81,10 @@ class ModelRegistry:
     def __init__(self, settings: Settings,
                  on_breaker_change: Callable[[str, BreakerState], None] | None = None) -> None:
         self.providers = {name: build_provider(name, p) for name, p in settings.providers.items()}
+        limits = ResponseLimits(settings.server.max_upstream_body_bytes,
+                                settings.server.max_sse_line_bytes)
+        for provider in self.providers.values():
+            provider.limits = limits
         res = settings.resilience
         self.models: dict[str, LogicalModel] = {}
         self.by_name: dict[str, Deployment] = {}  # deployment name -> deployment

@@ -14,8 +14,42 @@ from typing import Any
 
 import aiohttp
 
+from seawall.errors import UpstreamTooLarge
+
 # Used when a call names no connect timeout (the router always names one).
 DEFAULT_CONNECT_S = 10.0
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseLimits:
+    """Caps on what an upstream may send (``server.max_upstream_body_bytes``,
+    ``server.max_sse_line_bytes``): beyond them the attempt fails with 502
+    ``upstream_response_too_large`` instead of growing without end."""
+
+    body_bytes: int = 16 * 1024 * 1024
+    sse_line_bytes: int = 1024 * 1024
+
+    def line_too_long(self, what: str) -> UpstreamTooLarge:
+        return UpstreamTooLarge(f"{what} sent a stream event longer than {self.sse_line_bytes} "
+                                "bytes (server.max_sse_line_bytes)")
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The whole response body, refusing more than ``limit`` bytes as soon as
+    it is declared or received (chunked bodies included)."""
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise UpstreamTooLarge(f"{what} answered with {declared} bytes, more than "
+                               f"{limit} (server.max_upstream_body_bytes)")
+    parts: list[bytes] = []
+    size = 0
+    async for data in resp.content.iter_any():
+        size += len(data)
+        if size > limit:
+            raise UpstreamTooLarge(f"{what} answered with more than {limit} bytes "
+                                   "(server.max_upstream_body_bytes)")
+        parts.append(data)
+    return b"".join(parts)
 
 
 @lru_cache(maxsize=64)

@@ -9,7 +9,13 @@ from collections.abc import Callable
 from enum import Enum
 
 from seawall.config import RetrySettings
-from seawall.errors import DeadlineExceeded, InvalidRequest, RateLimited, SeawallError
+from seawall.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    RateLimited,
+    SeawallError,
+    UpstreamTooLarge,
+)
 from seawall.routing.window import SlidingCount
 
 
@@ -25,10 +31,11 @@ def classify(err: SeawallError) -> Verdict:
     request's own deadline running out; an upstream 429
     cools the deployment down; everything else (5xx, timeouts, refused or cut
     connections, malformed answers, upstream auth failures) counts as a
-    deployment failure and moves on."""
+    deployment failure and moves on. An answer over the size caps is the
+    request's doing (another deployment would answer as long): fatal."""
     if isinstance(err, RateLimited):
         return Verdict.RATE_LIMITED
-    if isinstance(err, InvalidRequest | DeadlineExceeded):
+    if isinstance(err, InvalidRequest | DeadlineExceeded | UpstreamTooLarge):
         return Verdict.FATAL
     return Verdict.FAILED
 

@@ -225,14 +225,14 @@ class Router:
 
     def deadline(self, ctx: RequestContext, first: LogicalModel) -> float:
         """The request's deadline on the ``time.monotonic()`` clock: from its
-        start, ``timeouts.request_s``, or else the longest ``total_s`` of any
-        deployment in the model's chain (so one slow attempt may take all of
-        it, but retries and fallbacks never add to it)."""
+        start, ``timeouts.request_s``, or else twice the longest ``total_s``
+        of any deployment in the model's chain (room for one fallback after
+        an attempt that used all of its own; retries never add more)."""
         limit = self.settings.timeouts.request_s
         if limit is None:
             limit = self._chain_total.get(first.name)
             if limit is None:
-                limit = self._chain_total[first.name] = max(
+                limit = self._chain_total[first.name] = 2 * max(
                     (d.timeouts.total_s for m in first.chain for d in m.deployments),
                     default=self.settings.timeouts.total_s)
         elapsed = (time.time_ns() - ctx.started_ns) / 1e9

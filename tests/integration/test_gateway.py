@@ -240,7 +240,9 @@ def test_health_ready_metrics(gw: Running, client: openai.OpenAI) -> None:
     ready = httpx.get(gw.url + "/ready")
     assert ready.status_code == 200 and ready.json()["checks"]["store"]["ready"] is True
     gw.traces()  # metrics are counted by the writer
-    text = httpx.get(gw.url + "/metrics").text
+    # A master key and no anonymous loopback: /metrics wants the key too.
+    assert httpx.get(gw.url + "/metrics").status_code == 401
+    text = httpx.get(gw.url + "/metrics", headers={"authorization": f"Bearer {MASTER}"}).text
     assert 'seawall_requests_total{deployment="fake/echo",endpoint="chat.completions",' \
            'model="echo",status="200"}' in text
     assert "seawall_time_to_first_token_seconds_bucket" in text
