@@ -38,6 +38,7 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
 
     from seawall.app import create_app
     from seawall.observe.logs import setup_logging
+    from seawall.serving import uvicorn_options
 
     settings = _settings(config)
     srv = settings.server
@@ -53,10 +54,9 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_drain)
     server_config = uvicorn.Config(
-        app, host=host or srv.host, port=srv.port if port is None else port, loop="uvloop",
-        http="httptools", lifespan="on", access_log=srv.access_log, log_config=None,
-        log_level=srv.log_level, backlog=4096, timeout_keep_alive=75,
-        timeout_graceful_shutdown=settings.shutdown.drain_timeout_s)  # type: ignore[arg-type]
+        app, host=host or srv.host, port=srv.port if port is None else port,
+        access_log=srv.access_log, log_config=None, log_level=srv.log_level,
+        **uvicorn_options(settings))
     _serve_draining(server_config, app.state.services.begin_drain)
 
 

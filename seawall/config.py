@@ -30,6 +30,18 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
+    # Connection limits (seawall/serving.py; docs/operations.md "Connections").
+    max_connections: int = Field(4096, ge=0, description="open connections; beyond, new ones "
+                                 "are closed at once; 0 = no cap")
+    keep_alive_s: float = Field(15.0, gt=0, description="a connection with no request in "
+                                "progress (new or kept alive) is closed after this long silent")
+    header_timeout_s: float = Field(10.0, gt=0, description="from a request's first byte to "
+                                    "its complete head; else 408 and close (slowloris)")
+    send_timeout_s: float = Field(15.0, gt=0, description="a client that leaves the answer "
+                                  "unread this long is disconnected")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="request line + headers; "
+                                  "larger heads get 431 and the connection is closed")
+    max_headers: int = Field(100, ge=10, description="header lines per request; more get 431")
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     gil_switch_interval_s: float = Field(0.001, gt=0, le=0.1)

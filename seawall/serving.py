@@ -1,0 +1,233 @@
+"""How `seawall serve` (and the test harness) run uvicorn, and the connection
+limits uvicorn does not enforce by itself.
+
+httptools has no limit on a request head and uvicorn has no timeout for it,
+nor for a connection that never sends a byte, nor for a client that stops
+reading an answer; each of those lets a few cheap sockets hold memory,
+file descriptors or admission slots without end. :class:`GuardedHttpTools`
+is uvicorn's httptools protocol with those bounds added at the connection
+level, before any request reaches the app:
+
+* idle: a connection with no request in progress (new, or kept alive
+  between requests) that sends nothing for ``keep_alive_s`` is closed;
+* head: once the first byte of a request arrives, its complete head
+  (request line and headers) must follow within ``header_timeout_s``, or
+  the connection is answered 408 and closed (slowloris);
+* head size: more than ``max_header_bytes`` of head or ``max_headers``
+  header lines is answered 431 and closed, counted while reading, so a
+  64 MB header is never buffered;
+* send: a client that leaves the answer unread (the write buffer stays
+  above its high-water mark) for ``send_timeout_s`` is disconnected; its
+  request sees a client disconnect and releases what it holds;
+* count: beyond ``max_connections`` open connections, a new one is closed
+  as soon as it is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from seawall.config import ServerSettings, Settings
+
+log = logging.getLogger("seawall.server")
+
+
+class HeadTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing an oversized head."""
+
+
+def _close_response(status: bytes, message: bytes) -> bytes:
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: " + str(len(message)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + message)
+
+
+_431 = _close_response(b"431 Request Header Fields Too Large",
+                       b"Request head too large (server.max_header_bytes / server.max_headers).")
+_408 = _close_response(b"408 Request Timeout",
+                       b"The request head did not arrive in time (server.header_timeout_s).")
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits above; subclassed per
+    configuration by :func:`protocol_class`, which sets the class attributes."""
+
+    header_timeout_s = 10.0
+    send_timeout_s = 15.0
+    max_header_bytes = 64 * 1024
+    max_headers = 100
+    max_connections = 0  # 0: no cap
+    _capped_logged_at = -1e9
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._awaiting_head = True  # no request head is complete yet on this turn
+        self._head_bytes = 0  # bytes of the current head, counted while it is incomplete
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._head_too_large = False
+
+    # -- connection ------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.max_connections and len(self.connections) > self.max_connections:
+            self._warn_capped()
+            transport.close()
+            return
+        # A new connection is idle until its first byte, like a kept-alive one.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        self._cancel_stall_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused, timed out or rejected: read no more
+        awaiting = self._awaiting_head
+        if awaiting and self._head_timer is None:  # the first byte of a request head
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # as uvicorn does
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._head_too_large:
+                self._reject_head()
+            else:  # as uvicorn does
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        # Still incomplete after this read: all of it was head. (A read that
+        # also ended the previous request is not counted: at most one read
+        # of slack, and uvicorn reads at most 256 KiB at a time.)
+        if awaiting and self._awaiting_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._reject_head()
+
+    def timeout_keep_alive_handler(self) -> None:
+        # close() would wait for unsent bytes a non-reading client never takes.
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            super().timeout_keep_alive_handler()
+
+    @classmethod
+    def _warn_capped(cls) -> None:
+        now = time.monotonic()
+        if now - cls._capped_logged_at > 10:  # at most one line per 10 s under a flood
+            cls._capped_logged_at = now
+            log.warning("%d connections open (server.max_connections): closing new ones",
+                        cls.max_connections)
+
+    # -- request head ----------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._header_count = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > self.max_header_bytes:
+            self._head_too_large = True
+            raise HeadTooLarge
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.max_headers or \
+                len(name) + len(value) > self.max_header_bytes:
+            self._head_too_large = True
+            raise HeadTooLarge
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        self._head_bytes = 0
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._awaiting_head = True
+        super().on_message_complete()
+
+    def _reject_head(self) -> None:
+        self._head_too_large = True
+        self._cancel_head_timer()
+        self.transport.write(_431)
+        self.transport.close()
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._awaiting_head:
+            self.transport.write(_408)
+        self.transport.close()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    # -- answer ----------------------------------------------------------
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.send_timeout_s, self._send_timeout)
+
+    def resume_writing(self) -> None:
+        self._cancel_stall_timer()
+        super().resume_writing()
+
+    def _send_timeout(self) -> None:
+        self._stall_timer = None
+        log.info("client stopped reading its answer for %gs (server.send_timeout_s): "
+                 "disconnected", self.send_timeout_s,
+                 extra={"client": self.client[0] if self.client else None})
+        # abort, not close: close would wait to flush what the client will not read.
+        # connection_lost then marks the request disconnected and wakes its sender.
+        self.transport.abort()
+
+    def _cancel_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+
+def protocol_class(server: ServerSettings) -> type[GuardedHttpTools]:
+    """:class:`GuardedHttpTools` with this configuration's limits."""
+    return type("SeawallHttpTools", (GuardedHttpTools,), {
+        "header_timeout_s": server.header_timeout_s,
+        "send_timeout_s": server.send_timeout_s,
+        "max_header_bytes": server.max_header_bytes,
+        "max_headers": server.max_headers,
+        "max_connections": server.max_connections,
+    })
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The ``uvicorn.Config`` keywords that make the gateway's server (all but
+    address and logging): `seawall serve` and the test harness both use them,
+    so tests exercise the production settings."""
+    return {
+        "loop": "uvloop",
+        "http": protocol_class(settings.server),
+        "lifespan": "on",
+        "backlog": 4096,
+        "timeout_keep_alive": settings.server.keep_alive_s,
+        "timeout_graceful_shutdown": settings.shutdown.drain_timeout_s,
+    }
