@@ -37,6 +37,8 @@ class ServerSettings(_Strict):
                                 "progress (new or kept alive) is closed after this long silent")
     header_timeout_s: float = Field(10.0, gt=0, description="from a request's first byte to "
                                     "its complete head; else 408 and close (slowloris)")
+    body_timeout_s: float = Field(60.0, gt=0, description="from a request's head to the end "
+                                  "of its body; else the connection is dropped")
     send_timeout_s: float = Field(15.0, gt=0, description="a client that leaves the answer "
                                   "unread this long is disconnected")
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="request line + headers; "

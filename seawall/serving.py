@@ -13,6 +13,9 @@ level, before any request reaches the app:
 * head: once the first byte of a request arrives, its complete head
   (request line and headers) must follow within ``header_timeout_s``, or
   the connection is answered 408 and closed (slowloris);
+* body: a request body must be complete within ``body_timeout_s`` of its
+  head (the clock stops while the app is not reading it), or the
+  connection is dropped and the request ends as a client hang-up;
 * head size: more than ``max_header_bytes`` of head or ``max_headers``
   header lines is answered 431 and closed, counted while reading, so a
   64 MB header is never buffered;
@@ -60,6 +63,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     header_timeout_s = 10.0
     send_timeout_s = 15.0
+    body_timeout_s = 60.0
     max_header_bytes = 64 * 1024
     max_headers = 100
     max_connections = 0  # 0: no cap
@@ -67,11 +71,13 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._awaiting_head = True  # no request head is complete yet on this turn
+        self._awaiting_head = True  # False from a head's end to the end of its body
+        self._head_started = False  # a request head is being received
         self._head_bytes = 0  # bytes of the current head, counted while it is incomplete
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._head_too_large = False
 
     # -- connection ------------------------------------------------------
@@ -88,14 +94,13 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         self._cancel_stall_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return  # refused, timed out or rejected: read no more
         awaiting = self._awaiting_head
-        if awaiting and self._head_timer is None:  # the first byte of a request head
-            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -112,13 +117,27 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
             return
-        # Still incomplete after this read: all of it was head. (A read that
-        # also ended the previous request is not counted: at most one read
-        # of slack, and uvicorn reads at most 256 KiB at a time.)
-        if awaiting and self._awaiting_head and not self.transport.is_closing():
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes:
-                self._reject_head()
+        if self.transport.is_closing():
+            return
+        # Timers are armed only when a read leaves something unfinished, so a
+        # request that arrives in one read (nearly all) costs none.
+        if self._head_started or (self._awaiting_head and self._idle()):
+            # A head begun (or bytes while idle) must be complete in time.
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.header_timeout_s,
+                                                        self._head_timeout)
+            # Still incomplete after this read: all of it was head. (A read that
+            # also ended the previous request is not counted: at most one read
+            # of slack, and uvicorn reads at most 256 KiB at a time.)
+            if awaiting and self._head_started:
+                self._head_bytes += len(data)
+                if self._head_bytes > self.max_header_bytes:
+                    self._reject_head()
+        elif not self._awaiting_head and self._body_timer is None:  # a body under way
+            self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
+
+    def _idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
 
     def timeout_keep_alive_handler(self) -> None:
         # close() would wait for unsent bytes a non-reading client never takes.
@@ -138,6 +157,8 @@ class GuardedHttpTools(HttpToolsProtocol):
     # -- request head ----------------------------------------------------
     def on_message_begin(self) -> None:
         self._header_count = 0
+        self._head_bytes = 0
+        self._head_started = True
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -156,26 +177,48 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
-        self._head_bytes = 0
+        self._head_started = False
         self._cancel_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._awaiting_head = True
+        self._cancel_body_timer()
         super().on_message_complete()
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # the app is not taking the body yet: not the client's fault
+            self._body_timer = self.loop.call_later(1.0, self._body_timeout)
+            return
+        log.info("request body not received within %gs (server.body_timeout_s): "
+                 "disconnected", self.body_timeout_s)
+        self.transport.abort()
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def _reject_head(self) -> None:
         self._head_too_large = True
         self._cancel_head_timer()
-        self.transport.write(_431)
-        self.transport.close()
+        self._answer_and_close(_431)
 
     def _head_timeout(self) -> None:
         self._head_timer = None
         if self.transport.is_closing():
             return
-        if self._awaiting_head:
-            self.transport.write(_408)
+        self._answer_and_close(_408 if self._head_started else b"")
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        if not self._idle():  # an answer is being sent: no second one in its middle
+            self.transport.abort()
+            return
+        if answer:
+            self.transport.write(answer)
         self.transport.close()
 
     def _cancel_head_timer(self) -> None:
@@ -213,6 +256,7 @@ def protocol_class(server: ServerSettings) -> type[GuardedHttpTools]:
     return type("SeawallHttpTools", (GuardedHttpTools,), {
         "header_timeout_s": server.header_timeout_s,
         "send_timeout_s": server.send_timeout_s,
+        "body_timeout_s": server.body_timeout_s,
         "max_header_bytes": server.max_header_bytes,
         "max_headers": server.max_headers,
         "max_connections": server.max_connections,

@@ -23,6 +23,7 @@ from tests.servers import FakeUpstreamClient
 
 pytestmark = pytest.mark.timeout(120)
 
+SLOTS = 10  # admission.max_inflight
 PROBE_BOUND_S = 2.0  # a probe slower than this means the abuse blocks the server
 MB = b"a" * (1 << 20)  # one buffer all clients send from: RSS growth is the server's
 CHUNK = b"100000\r\n" + MB + b"\r\n"  # 1 MiB in chunked framing
@@ -32,8 +33,9 @@ def _config(upstream: FakeUpstreamClient, **server: Any) -> dict[str, Any]:
     return {
         "auth": {"allow_anonymous_loopback": True},
         "server": {"keep_alive_s": 1.0, "header_timeout_s": 1.0, "send_timeout_s": 1.0,
+                   "body_timeout_s": 1.0,
                    "max_body_bytes": 1_000_000, **server},
-        "admission": {"max_inflight": 20},
+        "admission": {"max_inflight": SLOTS},
         "observe": {"traces": {"flush_interval_s": 0.01}},
         "providers": {"up": {"type": "openai", "base_url": upstream.base_url + "/v1"}},
         "models": {"m": {"provider": "up", "model": "fake"}},
@@ -162,6 +164,26 @@ async def test_idle_connections_are_closed(gw: Running) -> None:
     assert got[:-1] == [b""] * 300  # never asked: closed without a word
     assert b"HTTP/1.1" not in got[-1]  # the rest of the 200 at most, no second answer
     assert took < 10, f"idle connections lived {took:.1f}s (keep_alive_s is 1)"
+    probe.check()
+
+
+async def test_a_body_that_stops_coming_is_dropped(gw: Running) -> None:
+    """Requests that promise a body and send 10 bytes of it hold every
+    admission slot while they wait; body_timeout_s (1 s here) ends them: the
+    connections are dropped and every slot comes back."""
+    conns = await asyncio.gather(*(_connect(gw) for _ in range(SLOTS)))
+    for _, w in conns:
+        w.write(_post_head(b"content-length: 1000\r\n") + b'{"model": ')
+    assert await _wait_for(lambda: gw.services.admission.inflight == SLOTS, within_s=5)
+    with Probe(gw.url) as probe:
+        t0 = time.monotonic()
+        got = await asyncio.gather(*(_until_closed(r, within_s=15) for r, _ in conns))
+        took = time.monotonic() - t0
+    for _, w in conns:
+        w.close()
+    assert got == [b""] * SLOTS  # dropped: nobody is left to answer
+    assert took < 10, f"stalled bodies lived {took:.1f}s (body_timeout_s is 1)"
+    assert await _wait_for(lambda: gw.services.admission.inflight == 0, within_s=5)
     probe.check()
 
 
@@ -327,14 +349,14 @@ async def _wait_for(predicate: Any, within_s: float) -> bool:
 
 async def test_clients_that_stop_reading_are_cut(
         gw: Running, upstream: FakeUpstreamClient) -> None:
-    """20 clients fill every admission slot with endless streams and read
+    """Clients fill every admission slot with endless streams and read
     nothing. Once each one's buffers are full and it has read nothing for
     send_timeout_s (1 s), it is disconnected: its request ends as a client
     hang-up, the slots come back, and a normal request is answered again."""
     upstream.script(default={"fill_max_tokens": True})
     socks: list[socket.socket] = []
     try:
-        for _ in range(20):
+        for _ in range(SLOTS):
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill up sooner
             s.connect(("127.0.0.1", gw.thread.port))
@@ -342,13 +364,13 @@ async def test_clients_that_stop_reading_are_cut(
             socks.append(s)
         admission = gw.services.admission
         with Probe(gw.url) as probe:
-            assert await _wait_for(lambda: admission.inflight == 20, within_s=15)
+            assert await _wait_for(lambda: admission.inflight == SLOTS, within_s=15)
             # Every slot held: a normal request is refused meanwhile.
             async with httpx.AsyncClient(base_url=gw.url) as http:
                 r = await http.post("/v1/chat/completions", json={
                     "model": "m", "messages": [{"role": "user", "content": "hi"}]})
                 assert r.status_code == 429
-            assert await _wait_for(lambda: admission.inflight == 0, within_s=30), \
+            assert await _wait_for(lambda: admission.inflight == 0, within_s=60), \
                 f"{admission.inflight} requests still in flight"
             async with httpx.AsyncClient(base_url=gw.url) as http:
                 upstream.script(default={})
@@ -357,7 +379,7 @@ async def test_clients_that_stop_reading_are_cut(
                 assert r.status_code == 200, r.text
         probe.check()
         cut = [t for t in gw.traces(200) if t["stream"] and t["status"] == 499]
-        assert len(cut) >= 20, "the cut streams are recorded as client hang-ups"
+        assert len(cut) >= SLOTS, "the cut streams are recorded as client hang-ups"
     finally:
         upstream.script(default={})
         for s in socks:
@@ -375,15 +397,17 @@ async def test_connections_beyond_the_cap_are_closed(
     with run_gateway(config, tmp_path) as gw:
         conns = [await _connect(gw) for _ in range(80)]
         await asyncio.sleep(0.5)  # let the server accept them all
-        closed = []
-        for reader, _ in conns:
+
+        async def is_closed(reader: asyncio.StreamReader) -> bool:
             try:
-                async with asyncio.timeout(0.2):
-                    closed.append(await reader.read(1) == b"")
+                async with asyncio.timeout(0.5):
+                    return await reader.read(1) == b""
             except TimeoutError:
-                closed.append(False)
+                return False
             except ConnectionError:
-                closed.append(True)
+                return True
+
+        closed = await asyncio.gather(*(is_closed(r) for r, _ in conns))
         assert closed[:50] == [False] * 50
         assert closed[50:] == [True] * 30
         reader, writer = conns[0]
