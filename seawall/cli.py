@@ -38,7 +38,7 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
 
     from seawall.app import create_app
     from seawall.observe.logs import setup_logging
-    from seawall.serving import uvicorn_options
+    from seawall.serving import raise_fd_limit, uvicorn_options
 
     settings = _settings(config)
     srv = settings.server
@@ -47,6 +47,7 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
     # directly in tail latency.
     sys.setswitchinterval(srv.gil_switch_interval_s)
     setup_logging(srv.log_level, settings.observe.json_logs)
+    raise_fd_limit(settings)
     app = create_app(settings)
     # Uvicorn drains in-flight requests on SIGTERM/SIGINT, restores the
     # handlers it found, then re-raises the signal. Finding these, a drained

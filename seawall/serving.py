@@ -275,3 +275,23 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.server.keep_alive_s,
         "timeout_graceful_shutdown": settings.shutdown.drain_timeout_s,
     }
+
+
+def raise_fd_limit(settings: Settings) -> None:
+    """Raise the soft file-descriptor limit to the hard one (often 1024 soft
+    against a much higher hard limit), and warn when it still cannot hold
+    ``max_connections`` plus an upstream connection per request in flight."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    need = settings.server.max_connections + settings.admission.max_inflight + 256
+    if settings.server.max_connections and soft != resource.RLIM_INFINITY and soft < need:
+        log.warning("the file-descriptor limit (%d) is below server.max_connections + "
+                    "admission.max_inflight + 256 (%d): raise it (ulimit -n, LimitNOFILE) "
+                    "or lower server.max_connections", soft, need)
