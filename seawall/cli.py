@@ -57,7 +57,7 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
     server_config = uvicorn.Config(
         app, host=host or srv.host, port=srv.port if port is None else port,
         access_log=srv.access_log, log_config=None, log_level=srv.log_level,
-        **uvicorn_options(settings))
+        **uvicorn_options(settings, app.state.services.metrics))
     _serve_draining(server_config, app.state.services.begin_drain)
 
 

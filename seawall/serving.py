@@ -37,8 +37,22 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from seawall.config import ServerSettings, Settings
+from seawall.observe.metrics import Metrics
 
 log = logging.getLogger("seawall.server")
+
+
+# Why a connection was closed, the label of seawall_connections_closed_total.
+LIMITS = ("idle", "header_timeout", "header_too_large", "body_timeout", "send_timeout",
+          "max_connections")
+
+
+class _NoCount:
+    def inc(self) -> None:
+        pass
+
+    def dec(self) -> None:
+        pass
 
 
 class HeadTooLarge(Exception):
@@ -67,6 +81,8 @@ class GuardedHttpTools(HttpToolsProtocol):
     max_header_bytes = 64 * 1024
     max_headers = 100
     max_connections = 0  # 0: no cap
+    open_gauge: Any = _NoCount()  # seawall_open_connections
+    closed: dict[str, Any] = {name: _NoCount() for name in LIMITS}  # by limit
     _capped_logged_at = -1e9
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -83,7 +99,9 @@ class GuardedHttpTools(HttpToolsProtocol):
     # -- connection ------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.open_gauge.inc()
         if self.max_connections and len(self.connections) > self.max_connections:
+            self.closed["max_connections"].inc()
             self._warn_capped()
             transport.close()
             return
@@ -95,6 +113,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._cancel_head_timer()
         self._cancel_stall_timer()
         self._cancel_body_timer()
+        self.open_gauge.dec()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -140,6 +159,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         return self.cycle is None or self.cycle.response_complete
 
     def timeout_keep_alive_handler(self) -> None:
+        if self.transport.is_closing():
+            return
+        self.closed["idle"].inc()
         # close() would wait for unsent bytes a non-reading client never takes.
         if self.transport.get_write_buffer_size():
             self.transport.abort()
@@ -193,6 +215,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self.flow.read_paused:  # the app is not taking the body yet: not the client's fault
             self._body_timer = self.loop.call_later(1.0, self._body_timeout)
             return
+        self.closed["body_timeout"].inc()
         log.info("request body not received within %gs (server.body_timeout_s): "
                  "disconnected", self.body_timeout_s)
         self.transport.abort()
@@ -205,12 +228,14 @@ class GuardedHttpTools(HttpToolsProtocol):
     def _reject_head(self) -> None:
         self._head_too_large = True
         self._cancel_head_timer()
+        self.closed["header_too_large"].inc()
         self._answer_and_close(_431)
 
     def _head_timeout(self) -> None:
         self._head_timer = None
         if self.transport.is_closing():
             return
+        self.closed["header_timeout"].inc()
         self._answer_and_close(_408 if self._head_started else b"")
 
     def _answer_and_close(self, answer: bytes) -> None:
@@ -238,6 +263,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _send_timeout(self) -> None:
         self._stall_timer = None
+        self.closed["send_timeout"].inc()
         log.info("client stopped reading its answer for %gs (server.send_timeout_s): "
                  "disconnected", self.send_timeout_s,
                  extra={"client": self.client[0] if self.client else None})
@@ -251,9 +277,15 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._stall_timer = None
 
 
-def protocol_class(server: ServerSettings) -> type[GuardedHttpTools]:
-    """:class:`GuardedHttpTools` with this configuration's limits."""
-    return type("SeawallHttpTools", (GuardedHttpTools,), {
+def protocol_class(server: ServerSettings,
+                   metrics: Metrics | None = None) -> type[GuardedHttpTools]:
+    """:class:`GuardedHttpTools` with this configuration's limits, counting
+    into ``metrics``."""
+    counts: dict[str, Any] = {}
+    if metrics is not None:
+        counts["open_gauge"] = metrics.connections
+        counts["closed"] = {name: metrics.connections_closed.labels(name) for name in LIMITS}
+    return type("SeawallHttpTools", (GuardedHttpTools,), {**counts,
         "header_timeout_s": server.header_timeout_s,
         "send_timeout_s": server.send_timeout_s,
         "body_timeout_s": server.body_timeout_s,
@@ -263,13 +295,13 @@ def protocol_class(server: ServerSettings) -> type[GuardedHttpTools]:
     })
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
+def uvicorn_options(settings: Settings, metrics: Metrics | None = None) -> dict[str, Any]:
     """The ``uvicorn.Config`` keywords that make the gateway's server (all but
     address and logging): `seawall serve` and the test harness both use them,
     so tests exercise the production settings."""
     return {
         "loop": "uvloop",
-        "http": protocol_class(settings.server),
+        "http": protocol_class(settings.server, metrics),
         "lifespan": "on",
         "backlog": 4096,
         "timeout_keep_alive": settings.server.keep_alive_s,

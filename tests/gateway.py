@@ -47,7 +47,9 @@ class Running:
 @contextmanager
 def run_app(app: Any) -> Iterator[Running]:
     # The production server settings (seawall/serving.py), with a short drain.
-    options = {**uvicorn_options(app.state.services.settings), "timeout_graceful_shutdown": 5}
+    services = app.state.services
+    options = {**uvicorn_options(services.settings, services.metrics),
+               "timeout_graceful_shutdown": 5}
     thread = ServerThread(app, **options)
     thread.start(timeout=120)
     try:

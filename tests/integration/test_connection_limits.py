@@ -85,6 +85,13 @@ class Probe:
         assert self.slowest < PROBE_BOUND_S, f"a probe took {self.slowest:.2f}s"
 
 
+def closed(gw: Running, limit: str) -> float:
+    """seawall_connections_closed_total for one limit."""
+    value = gw.services.metrics.registry.get_sample_value(
+        "seawall_connections_closed_total", {"limit": limit})
+    return value or 0.0
+
+
 def rss_mb() -> float:
     """This process's resident set (the server runs in a thread of it)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -119,6 +126,7 @@ def _head(extra: bytes = b"") -> bytes:
 async def test_slowloris_connections_are_answered_408_and_closed(gw: Running) -> None:
     """200 connections that dribble a never-ending head, one byte every 0.2 s:
     each is closed 1 s (header_timeout_s) after its first byte, bytes or not."""
+    before = closed(gw, "header_timeout")
     conns = await asyncio.gather(*(_connect(gw) for _ in range(200)))
     stop = asyncio.Event()
 
@@ -143,12 +151,14 @@ async def test_slowloris_connections_are_answered_408_and_closed(gw: Running) ->
         w.close()
     assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), {a[:40] for a in answers}
     assert took < 10, f"slowloris connections lived {took:.1f}s (header_timeout_s is 1)"
+    assert closed(gw, "header_timeout") - before == 200
     probe.check()
 
 
 async def test_idle_connections_are_closed(gw: Running) -> None:
     """300 connections that never send a byte, and one kept alive after a
     request, are closed after keep_alive_s (1 s here), without an answer."""
+    before = closed(gw, "idle")
     conns = await asyncio.gather(*(_connect(gw) for _ in range(300)))
     reader, writer = await _connect(gw)
     writer.write(_head(b"\r\n"))
@@ -164,6 +174,7 @@ async def test_idle_connections_are_closed(gw: Running) -> None:
     assert got[:-1] == [b""] * 300  # never asked: closed without a word
     assert b"HTTP/1.1" not in got[-1]  # the rest of the 200 at most, no second answer
     assert took < 10, f"idle connections lived {took:.1f}s (keep_alive_s is 1)"
+    assert closed(gw, "idle") - before >= 301  # the probe's may be counted too
     probe.check()
 
 
@@ -171,6 +182,7 @@ async def test_a_body_that_stops_coming_is_dropped(gw: Running) -> None:
     """Requests that promise a body and send 10 bytes of it hold every
     admission slot while they wait; body_timeout_s (1 s here) ends them: the
     connections are dropped and every slot comes back."""
+    before = closed(gw, "body_timeout")
     conns = await asyncio.gather(*(_connect(gw) for _ in range(SLOTS)))
     for _, w in conns:
         w.write(_post_head(b"content-length: 1000\r\n") + b'{"model": ')
@@ -184,6 +196,7 @@ async def test_a_body_that_stops_coming_is_dropped(gw: Running) -> None:
     assert got == [b""] * SLOTS  # dropped: nobody is left to answer
     assert took < 10, f"stalled bodies lived {took:.1f}s (body_timeout_s is 1)"
     assert await _wait_for(lambda: gw.services.admission.inflight == 0, within_s=5)
+    assert closed(gw, "body_timeout") - before == SLOTS
     probe.check()
 
 
@@ -199,12 +212,14 @@ async def test_oversized_heads_get_431(gw: Running) -> None:
         "70 KB url": b"GET /health?" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
         "150 headers": _head(b"".join(b"x-h%d: v\r\n" % i for i in range(150)) + b"\r\n"),
     }
+    before = closed(gw, "header_too_large")
     for name, raw in cases.items():
         reader, writer = await _connect(gw)
         writer.write(raw)
         answer = await _until_closed(reader, within_s=10)
         writer.close()
         assert answer.startswith(b"HTTP/1.1 431 "), (name, answer[:60])
+    assert closed(gw, "header_too_large") - before == len(cases)
     # Within the limits, the same server answers.
     reader, writer = await _connect(gw)
     writer.write(_head(b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 500) for i in range(90))
@@ -354,6 +369,7 @@ async def test_clients_that_stop_reading_are_cut(
     send_timeout_s (1 s), it is disconnected: its request ends as a client
     hang-up, the slots come back, and a normal request is answered again."""
     upstream.script(default={"fill_max_tokens": True})
+    before = closed(gw, "send_timeout")
     socks: list[socket.socket] = []
     try:
         for _ in range(SLOTS):
@@ -380,6 +396,7 @@ async def test_clients_that_stop_reading_are_cut(
         probe.check()
         cut = [t for t in gw.traces(200) if t["stream"] and t["status"] == 499]
         assert len(cut) >= SLOTS, "the cut streams are recorded as client hang-ups"
+        assert closed(gw, "send_timeout") - before == SLOTS
     finally:
         upstream.script(default={})
         for s in socks:
@@ -407,9 +424,11 @@ async def test_connections_beyond_the_cap_are_closed(
             except ConnectionError:
                 return True
 
-        closed = await asyncio.gather(*(is_closed(r) for r, _ in conns))
-        assert closed[:50] == [False] * 50
-        assert closed[50:] == [True] * 30
+        refused = await asyncio.gather(*(is_closed(r) for r, _ in conns))
+        assert refused[:50] == [False] * 50
+        assert refused[50:] == [True] * 30
+        assert closed(gw, "max_connections") == 30
+        assert gw.services.metrics.registry.get_sample_value("seawall_open_connections") == 50
         reader, writer = conns[0]
         writer.write(_head(b"\r\n"))
         assert (await reader.readline()).startswith(b"HTTP/1.1 200 ")
