@@ -90,7 +90,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._awaiting_head = True  # False from a head's end to the end of its body
         self._head_started = False  # a request head is being received
         self._head_bytes = 0  # bytes of the current head, counted while it is incomplete
-        self._header_count = 0
+        self._read_len = 0  # bytes in the read being parsed
         self._head_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
@@ -120,6 +120,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self.transport.is_closing():
             return  # refused, timed out or rejected: read no more
         awaiting = self._awaiting_head
+        self._read_len = len(data)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -178,26 +179,32 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     # -- request head ----------------------------------------------------
     def on_message_begin(self) -> None:
-        self._header_count = 0
         self._head_bytes = 0
         self._head_started = True
         super().on_message_begin()
 
-    def on_url(self, url: bytes) -> None:
-        if len(self.url) + len(url) > self.max_header_bytes:
-            self._head_too_large = True
-            raise HeadTooLarge
-        super().on_url(url)
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.max_headers or \
-                len(name) + len(value) > self.max_header_bytes:
+        # uvicorn's on_header, inlined (it runs for every header of every
+        # request), with the count check added; sizes are checked once the head
+        # is complete (on_headers_complete) or while it is not (data_received).
+        headers = self.headers
+        if len(headers) >= self.max_headers:
             self._head_too_large = True
             raise HeadTooLarge
-        super().on_header(name, value)
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace; RFC 9110 drops it
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        # Reads of earlier parts of the head were counted as they came; only a
+        # read large enough to hold an oversized head needs the exact size.
+        if self._head_bytes + self._read_len > self.max_header_bytes and \
+                len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) \
+                > self.max_header_bytes:
+            self._head_too_large = True
+            raise HeadTooLarge
         self._awaiting_head = False
         self._head_started = False
         self._cancel_head_timer()

@@ -200,6 +200,32 @@ async def test_a_body_that_stops_coming_is_dropped(gw: Running) -> None:
     probe.check()
 
 
+async def test_a_long_answer_outlives_the_idle_and_head_timeouts(
+        gw: Running, upstream: FakeUpstreamClient) -> None:
+    """A stream of 2.5 s on a connection that sends nothing more (or only a
+    stray CRLF after its body, as some clients do) is not cut by the 1 s idle
+    or head timeouts: they apply between requests, not during an answer."""
+    upstream.script(default={"fill_max_tokens": True, "tokens_per_s": 10})
+    try:
+        for trailer in (b"", b"\r\n"):
+            reader, writer = await _connect(gw)
+            writer.write(_stream_request(max_tokens=25) + trailer)
+            answer = await _until_closed_or_done(reader, within_s=15)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 200 ") and b"data: [DONE]" in answer, \
+                (trailer, answer[-200:])
+    finally:
+        upstream.script(default={})
+
+
+async def _until_closed_or_done(reader: asyncio.StreamReader, within_s: float) -> bytes:
+    out = b""
+    async with asyncio.timeout(within_s):
+        while b"data: [DONE]" not in out and (data := await reader.read(65536)):
+            out += data
+    return out
+
+
 # -- oversized heads ------------------------------------------------------------------
 
 
