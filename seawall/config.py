@@ -30,7 +30,7 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
-    # Connection limits (seawall/serving.py; docs/operations.md "Connections").
+    # Connection limits (seawall/serving.py; docs/operations.md "Connections and limits").
     max_connections: int = Field(4096, ge=0, description="open connections; beyond, new ones "
                                  "are closed at once; 0 = no cap")
     keep_alive_s: float = Field(15.0, gt=0, description="a connection with no request in "

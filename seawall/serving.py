@@ -223,7 +223,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._body_timer = self.loop.call_later(1.0, self._body_timeout)
             return
         self.closed["body_timeout"].inc()
-        log.info("request body not received within %gs (server.body_timeout_s): "
+        log.debug("request body not received within %gs (server.body_timeout_s): "
                  "disconnected", self.body_timeout_s)
         self.transport.abort()
 
@@ -270,8 +270,8 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _send_timeout(self) -> None:
         self._stall_timer = None
-        self.closed["send_timeout"].inc()
-        log.info("client stopped reading its answer for %gs (server.send_timeout_s): "
+        self.closed["send_timeout"].inc()  # counted, logged at debug: floods must not flood logs
+        log.debug("client stopped reading its answer for %gs (server.send_timeout_s): "
                  "disconnected", self.send_timeout_s,
                  extra={"client": self.client[0] if self.client else None})
         # abort, not close: close would wait to flush what the client will not read.
