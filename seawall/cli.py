@@ -39,6 +39,7 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
 
     from seawall.app import create_app
     from seawall.observe.logs import setup_logging
+    from seawall.serving import CUT_GRACE_S, raise_fd_limit, uvicorn_options
 
     settings = _settings(config)
     srv = settings.server
@@ -47,6 +48,7 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
     # directly in tail latency.
     sys.setswitchinterval(srv.gil_switch_interval_s)
     setup_logging(srv.log_level, settings.observe.json_logs)
+    raise_fd_limit(settings)
     app = create_app(settings)
     # Uvicorn drains in-flight requests on SIGTERM/SIGINT, restores the
     # handlers it found, then re-raises the signal. Finding these, a drained
@@ -54,17 +56,13 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_drain)
     server_config = uvicorn.Config(
-        app, host=host or srv.host, port=srv.port if port is None else port, loop="uvloop",
-        http="httptools", lifespan="on", access_log=srv.access_log, log_config=None,
-        log_level=srv.log_level, backlog=4096, timeout_keep_alive=75,
-        # Streams still open at drain_timeout_s are ended by the app (an error
-        # event); the server waits a little longer for those endings.
-        timeout_graceful_shutdown=settings.shutdown.drain_timeout_s + CUT_GRACE_S)  # type: ignore[arg-type]
+        app, host=host or srv.host, port=srv.port if port is None else port,
+        access_log=srv.access_log, log_config=None, log_level=srv.log_level,
+        **uvicorn_options(settings, app.state.services.metrics))
     _serve_draining(server_config, app.state.services.begin_drain,
                     settings.shutdown.drain_timeout_s + CUT_GRACE_S + SHUTDOWN_GRACE_S)
 
 
-CUT_GRACE_S = 2.0  # for streams ended at the drain deadline to send their last event
 SHUTDOWN_GRACE_S = 20.0  # then closing every part (each bounded, app.Services.close)
 
 

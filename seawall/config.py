@@ -41,6 +41,20 @@ class ServerSettings(_Strict):
                                          "non-streamed upstream chat response body; 502 beyond")
     max_sse_line_bytes: int = Field(1024 * 1024, gt=0, description="longest line of an "
                                     "upstream event stream; 502 beyond")
+    # Connection limits (seawall/serving.py; docs/operations.md "Connections and limits").
+    max_connections: int = Field(4096, ge=0, description="open connections; beyond, new ones "
+                                 "are closed at once; 0 = no cap")
+    keep_alive_s: float = Field(15.0, gt=0, description="a connection with no request in "
+                                "progress (new or kept alive) is closed after this long silent")
+    header_timeout_s: float = Field(10.0, gt=0, description="from a request's first byte to "
+                                    "its complete head; else 408 and close (slowloris)")
+    body_timeout_s: float = Field(60.0, gt=0, description="from a request's head to the end "
+                                  "of its body; else the connection is dropped")
+    send_timeout_s: float = Field(15.0, gt=0, description="a client that leaves the answer "
+                                  "unread this long is disconnected")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="request line + headers; "
+                                  "larger heads get 431 and the connection is closed")
+    max_headers: int = Field(100, ge=10, description="header lines per request; more get 431")
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     gil_switch_interval_s: float = Field(0.001, gt=0, le=0.1)

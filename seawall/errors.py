@@ -63,6 +63,11 @@ class BodyTooLarge(InvalidRequest):
     status = 413
     code = "body_too_large"
 
+    def headers(self) -> dict[str, str]:
+        # The rest of the body is never read: close the connection instead of
+        # reading and discarding it (the client may be sending 10 MB more).
+        return {**super().headers(), "connection": "close"}
+
 
 class NotFound(InvalidRequest):
     status = 404

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from seawall.app import Services, create_app
 from seawall.config import Settings, parse_settings
+from seawall.serving import uvicorn_options
 from tests.servers import ServerThread
 
 T = TypeVar("T")
@@ -45,7 +46,11 @@ class Running:
 
 @contextmanager
 def run_app(app: Any) -> Iterator[Running]:
-    thread = ServerThread(app, lifespan="on", http="httptools", timeout_graceful_shutdown=5)
+    # The production server settings (seawall/serving.py), with a short drain.
+    services = app.state.services
+    options = {**uvicorn_options(services.settings, services.metrics),
+               "timeout_graceful_shutdown": 5}
+    thread = ServerThread(app, **options)
     thread.start(timeout=120)
     try:
         yield Running(url=thread.url, thread=thread, app=app)

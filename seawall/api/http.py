@@ -44,6 +44,10 @@ async def read_body(request: Request, limit: int) -> bytes:
         async for part in request.stream():
             size += len(part)
             if size > limit:
+                # The error's traceback keeps this frame alive (and the request
+                # context keeps the error) until a garbage collection: drop
+                # what was read now, or a flood of large bodies stays in memory.
+                parts.clear()
                 raise BodyTooLarge(f"The request body exceeds {limit} bytes "
                                    "(server.max_body_bytes).")
             parts.append(part)

@@ -83,6 +83,12 @@ class Metrics:
                                      "could not keep up.", registry=r)
         self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit "
                                     "or by admission control.", ("limit",), registry=r)
+        # Connections (seawall/serving.py).
+        self.connections = Gauge("seawall_open_connections", "Client connections open now.",
+                                 registry=r)
+        self.connections_closed = Counter("seawall_connections_closed", "Client connections "
+                                          "closed by a connection limit.", ("limit",),
+                                          registry=r)
         # Resilience.
         self.attempts = Counter("seawall_upstream_attempts", "Upstream attempts by outcome "
                                 "(ok, an error code, cancelled, hedge_lost).",
