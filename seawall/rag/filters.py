@@ -19,9 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["FilterError", "compile_filter"]
+__all__ = ["MAX_DEPTH", "FilterError", "compile_filter", "nesting_exceeds"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
+
+# JSON levels (objects and lists) a filter may nest: far more than any real
+# filter needs, and far below what would exhaust the interpreter's stack when
+# the filter is compiled (recursively) and evaluated (nested closures).
+MAX_DEPTH = 32
 
 
 class FilterError(ValueError):
@@ -120,23 +125,58 @@ def _always(doc: Mapping[str, Any]) -> bool:
     return True
 
 
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` (decoded JSON) nests objects and lists more than
+    ``limit`` levels deep. Iterative, so any depth is safe to ask about.
+
+    (A local check until the gateway has one JSON depth helper for every
+    entry point; see issue 12.)"""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children)
+    return False
+
+
 def compile_filter(spec: Mapping[str, Any] | None) -> Predicate | None:
     """A predicate over a document's fields, or None for no filter."""
     if spec is None or spec == {}:
         return None
     if not isinstance(spec, Mapping):
         raise FilterError("a filter is a JSON object of field conditions")
+    if nesting_exceeds(spec, MAX_DEPTH):
+        raise FilterError(f"the filter nests more than {MAX_DEPTH} levels of objects and lists")
+    return _compile(spec)
+
+
+def _compile(spec: Mapping[str, Any]) -> Predicate:
     parts: list[Predicate] = []
     for key, cond in spec.items():
         if key in ("$and", "$or"):
             if not isinstance(cond, list) or not cond:
                 raise FilterError(f"{key} needs a non-empty list of filters")
-            subs = [compile_filter(c) or _always for c in cond]
+            subs = [_compile_sub(c) for c in cond]
             parts.append(_all(subs) if key == "$and" else _any(subs))
         elif key == "$not":
-            parts.append(_negate(compile_filter(cond) or _always))
+            parts.append(_negate(_compile_sub(cond)))
         elif key.startswith("$"):
             raise FilterError(f"unknown top-level operator {key!r} (known: $and $or $not)")
         else:
             parts.append(_field(key, cond))
     return _all(parts)
+
+
+def _compile_sub(spec: Any) -> Predicate:
+    if spec is None:
+        return _always
+    if not isinstance(spec, Mapping):
+        raise FilterError("a filter is a JSON object of field conditions")
+    return _compile(spec) if spec else _always
