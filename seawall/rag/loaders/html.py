@@ -52,9 +52,10 @@ MAX_NESTING_WORK = 100_000_000  # a normal 8 MB page: a few million
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)")
 # Elements that never nest: void, or closed by the next of their kind.
 _FLAT = frozenset(
-    "area base br col embed hr img input link meta source track wbr "
-    "p li dt dd option optgroup tr td th thead tbody tfoot rp rt".split()
-)
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+     "track", "wbr", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th", "thead",
+     "tbody", "tfoot", "rp", "rt"}
+)  # fmt: skip
 
 
 class TooDeeplyNested(ValueError):
