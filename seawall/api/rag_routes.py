@@ -238,10 +238,12 @@ async def add_documents(request: Request) -> Response:
     async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
         _note(ctx, name)
-        with svc.rag.quota.slot(ctx.tenant):  # before the body: a refusal costs nothing
+        quota = svc.rag.quota
+        with quota.tenant_slot(ctx.tenant):  # before the body: a refusal costs nothing
             load = await _read_documents(request, svc)
-            async with DisconnectWatch(request.receive) as watch:
-                results = await svc.rag.ingest(ctx.tenant, name, load)
+            with quota.work_slot():
+                async with DisconnectWatch(request.receive) as watch:
+                    results = await svc.rag.ingest(ctx.tenant, name, load)
             if watch.disconnected:
                 raise ClientClosed("The client closed the connection during the ingestion; "
                                    "documents stored before it left stay stored.")
