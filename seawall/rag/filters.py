@@ -63,9 +63,15 @@ def _cmp(op: str, want: Any) -> Callable[[Any], bool]:
         case "$in" | "$nin":
             if not isinstance(want, list):
                 raise FilterError(f"{op} needs a list, not {want!r}")
+            # A set for the scalars: a long list checked against every document
+            # must not cost its length each time.
+            scalars = frozenset(w for w in want if not isinstance(w, list | dict))
+            others = [w for w in want if isinstance(w, list | dict)]
+
             def member(have: Any) -> bool:
                 values = have if isinstance(have, list) else [have]
-                return any(v in want for v in values)
+                return any(v in others if isinstance(v, list | dict) else v in scalars
+                           for v in values)
             return member if op == "$in" else (lambda have: not member(have))
         case "$prefix":
             if not isinstance(want, str):

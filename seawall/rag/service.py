@@ -15,11 +15,13 @@ another process). Saved indexes make a restart a load, not a rebuild.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,8 +116,14 @@ class RagService:
         self._rerankers: dict[RerankSettings, Reranker | None] = {}
         self.quota = IngestQuota(settings.max_concurrent_ingests_per_tenant,
                                  settings.max_concurrent_ingests, metrics)
+        # Ingestions get their own threads: minutes of parsing and embedding
+        # must not take the default pool's few workers from searches and
+        # everything else the gateway runs in threads. Sized by the quota.
+        self._ingest_pool = ThreadPoolExecutor(settings.max_concurrent_ingests or 4,
+                                               thread_name_prefix="seawall-ingest")
 
     def close(self) -> None:
+        self._ingest_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     async def aclose(self) -> None:
@@ -167,7 +175,7 @@ class RagService:
             known = self.store.sources(info.id)
             return info.id, self.ingestor.ingest_many(info.id, loaded, known, cancel)
 
-        collection_id, results = await in_thread(work)
+        collection_id, results = await in_thread(work, self._ingest_pool)
         if self.metrics is not None:
             for r in results:
                 self.metrics.rag_ingested.labels(r.status).inc()
@@ -347,13 +355,15 @@ class RagService:
         return [(int(ids[p]), s) for p, s in ranked], scores
 
 
-async def in_thread(fn: Callable[[threading.Event], T]) -> T:
-    """``fn(cancel)`` on a worker thread. If the caller is cancelled (its
-    client left), ``cancel`` is set and this waits for ``fn`` to notice and
-    stop before re-raising, so what the caller holds (an admission slot, the
-    ingestion quota) is released only once the work has really ended."""
+async def in_thread(fn: Callable[[threading.Event], T], pool: Executor | None = None) -> T:
+    """``fn(cancel)`` on a worker thread of ``pool`` (default: the loop's).
+    If the caller is cancelled (its client left), ``cancel`` is set and this
+    waits for ``fn`` to notice and stop before re-raising, so what the caller
+    holds (an admission slot, the ingestion quota) is released only once the
+    work has really ended."""
     cancel = threading.Event()
-    fut = asyncio.ensure_future(asyncio.to_thread(fn, cancel))
+    context = contextvars.copy_context()  # as asyncio.to_thread does (the trace id for logs)
+    fut = asyncio.get_running_loop().run_in_executor(pool, context.run, fn, cancel)
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
