@@ -344,6 +344,8 @@ class RagSettings(_Strict):
                                                    "may run at once (429 beyond); 0 = no cap")
     max_concurrent_ingests: int = Field(4, ge=0, description="ingestions running at once in "
                                         "the process (429 beyond); 0 = no cap")
+    ingest_bytes_per_minute_per_tenant: int = Field(0, ge=0, description="upload bytes a "
+                                                    "tenant may ingest a minute; 0 = no cap")
 
     @model_validator(mode="after")
     def _template_has_context(self) -> RagSettings:

@@ -213,8 +213,9 @@ def _from_files(files: list[File], metadata: dict[str, Any],
 
 
 async def _read_documents(request: Request, svc: Services
-                          ) -> Callable[[threading.Event], list[LoadedDocument]]:
-    """Read the body under the upload cap; return the function that parses it."""
+                          ) -> tuple[Callable[[threading.Event], list[LoadedDocument]], int]:
+    """Read the body under the upload cap; return the function that parses
+    it, and its size."""
     rag = svc.settings.rag
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await read_form(request, rag.max_upload_bytes, rag.max_files)
@@ -229,9 +230,10 @@ async def _read_documents(request: Request, svc: Services
         if not form.files:
             raise InvalidRequest("the form has no file fields", param="file")
         files = form.files
-        return lambda cancel: _from_files(files, metadata, cancel)
+        return (lambda cancel: _from_files(files, metadata, cancel),
+                sum(len(f.data) for f in files))
     body = await read_upload(request, rag.max_upload_bytes)
-    return lambda cancel: _from_json(body, cancel)
+    return lambda cancel: _from_json(body, cancel), len(body)
 
 
 async def add_documents(request: Request) -> Response:
@@ -240,7 +242,8 @@ async def add_documents(request: Request) -> Response:
         _note(ctx, name)
         quota = svc.rag.quota
         with quota.tenant_slot(ctx.tenant):  # before the body: a refusal costs nothing
-            load = await _read_documents(request, svc)
+            load, size = await _read_documents(request, svc)
+            quota.charge(ctx.tenant, size)
             with quota.work_slot():
                 async with DisconnectWatch(request.receive) as watch:
                     results = await svc.rag.ingest(ctx.tenant, name, load)

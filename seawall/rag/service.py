@@ -115,7 +115,8 @@ class RagService:
         self._guard = threading.Lock()
         self._rerankers: dict[RerankSettings, Reranker | None] = {}
         self.quota = IngestQuota(settings.max_concurrent_ingests_per_tenant,
-                                 settings.max_concurrent_ingests, metrics)
+                                 settings.max_concurrent_ingests, metrics,
+                                 settings.ingest_bytes_per_minute_per_tenant)
         # Ingestions get their own threads: minutes of parsing and embedding
         # must not take the default pool's few workers from searches and
         # everything else the gateway runs in threads. Sized by the quota.

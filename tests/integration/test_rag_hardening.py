@@ -282,3 +282,17 @@ def test_ingestion_quota_and_cancellation_when_the_client_leaves(gw: Running) ->
     rec = next(t for t in gw.traces(1000)
                if t["endpoint"] == "rag.ingest" and "slow" in str(t["rag"]) and t["status"] == 499)
     assert rec["error_code"] == "client_closed_request"
+
+
+def test_bytes_per_minute_quota_is_charged_per_upload(gw: Running) -> None:
+    quota = gw.services.rag.quota
+    quota.bytes_per_minute = 1000  # (rag.ingest_bytes_per_minute_per_tenant, off in this module)
+    try:
+        doc = {"documents": [{"source": "q.md", "text": "quota " * 100}]}
+        assert post(gw, "/v1/collections/q/documents", key=OTHER, json=doc).status_code == 200
+        r = post(gw, "/v1/collections/q/documents", key=OTHER, json=doc)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "ingest_quota"
+        assert int(r.headers["retry-after"]) >= 1
+        assert post(gw, "/v1/collections/q/documents", json=doc).status_code == 200  # per tenant
+    finally:
+        quota.bytes_per_minute = 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from seawall.errors import RateLimited
+from seawall.errors import BodyTooLarge, RateLimited
 from seawall.rag.filters import MAX_DEPTH, FilterError, compile_filter, nesting_exceeds
 from seawall.rag.loaders import load_bytes
 from seawall.rag.loaders.html import MAX_DEPTH as HTML_DEPTH
@@ -99,3 +99,16 @@ def test_ingest_quota_per_tenant_and_in_all() -> None:
     unlimited = IngestQuota(per_tenant=0, total=0)
     with unlimited.tenant_slot("a"), unlimited.tenant_slot("a"), unlimited.work_slot():
         assert unlimited.by_tenant == {"a": 2}
+
+
+def test_ingest_bytes_per_minute_per_tenant() -> None:
+    quota = IngestQuota(per_tenant=0, total=0, bytes_per_minute=1000)
+    quota.charge("a", 600)
+    quota.charge("a", 400)  # a minute's worth may come at once
+    with pytest.raises(RateLimited) as e:
+        quota.charge("a", 100)
+    assert 1 <= float(e.value.headers()["retry-after"]) <= 7  # 100 bytes refill in 6 s
+    quota.charge("b", 1000)  # per tenant
+    with pytest.raises(BodyTooLarge):
+        quota.charge("c", 1001)  # could never pass: not a 429
+    IngestQuota(per_tenant=0, total=0).charge("a", 10**12)  # 0: no cap
