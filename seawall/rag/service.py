@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from seawall.config import RagSettings, RerankSettings, RetrievalSettings
-from seawall.errors import InvalidRequest, NotFound
+from seawall.errors import InvalidRequest, NotFound, ShuttingDown
 from seawall.ml.embedder import Embedder
 from seawall.ml.tokens import TokenCounter
 from seawall.observe.metrics import Metrics
@@ -38,7 +38,7 @@ from seawall.rag.documents import LoadedDocument
 from seawall.rag.filters import FilterError, compile_filter
 from seawall.rag.fusion import reciprocal_rank, weighted_scores
 from seawall.rag.index import CollectionIndex, Ranked
-from seawall.rag.ingest import Ingestor, IngestResult
+from seawall.rag.ingest import IngestCancelled, Ingestor, IngestResult
 from seawall.rag.quota import IngestQuota
 from seawall.rag.rerank import Reranker, RerankError, build_reranker
 from seawall.rag.store import ChunkRow, CollectionInfo, DocumentInfo, RagStore
@@ -122,8 +122,11 @@ class RagService:
         # everything else the gateway runs in threads. Sized by the quota.
         self._ingest_pool = ThreadPoolExecutor(settings.max_concurrent_ingests or 4,
                                                thread_name_prefix="seawall-ingest")
+        self._cancels: set[threading.Event] = set()  # of the ingestions running
 
     def close(self) -> None:
+        for cancel in list(self._cancels):  # stop ingestions at their next step
+            cancel.set()
         self._ingest_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
@@ -176,7 +179,16 @@ class RagService:
             known = self.store.sources(info.id)
             return info.id, self.ingestor.ingest_many(info.id, loaded, known, cancel)
 
-        collection_id, results = await in_thread(work, self._ingest_pool)
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+        try:
+            collection_id, results = await in_thread(work, self._ingest_pool, cancel)
+        except IngestCancelled:  # not by the client (that cancels this task): by close()
+            raise ShuttingDown("The gateway is shutting down; the ingestion stopped. Send it "
+                               "again: documents already stored are skipped.",
+                               retry_after=1.0) from None
+        finally:
+            self._cancels.discard(cancel)
         if self.metrics is not None:
             for r in results:
                 self.metrics.rag_ingested.labels(r.status).inc()
@@ -356,13 +368,14 @@ class RagService:
         return [(int(ids[p]), s) for p, s in ranked], scores
 
 
-async def in_thread(fn: Callable[[threading.Event], T], pool: Executor | None = None) -> T:
+async def in_thread(fn: Callable[[threading.Event], T], pool: Executor | None = None,
+                    cancel: threading.Event | None = None) -> T:
     """``fn(cancel)`` on a worker thread of ``pool`` (default: the loop's).
     If the caller is cancelled (its client left), ``cancel`` is set and this
     waits for ``fn`` to notice and stop before re-raising, so what the caller
     holds (an admission slot, the ingestion quota) is released only once the
     work has really ended."""
-    cancel = threading.Event()
+    cancel = cancel or threading.Event()
     context = contextvars.copy_context()  # as asyncio.to_thread does (the trace id for logs)
     fut = asyncio.get_running_loop().run_in_executor(pool, context.run, fn, cancel)
     try:

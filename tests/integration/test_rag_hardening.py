@@ -248,7 +248,7 @@ def test_ingestion_quota_and_cancellation_when_the_client_leaves(gw: Running) ->
     with 429, another tenant is not); when its client hangs up, the work
     stops between batches and nothing more is stored."""
     svc = gw.services
-    body = _many_documents(400)
+    body = _many_documents(1500)  # minutes of work on any machine, if it were not cut
     outcome: list[BaseException | httpx.Response] = []
 
     def send() -> None:
@@ -278,7 +278,7 @@ def test_ingestion_quota_and_cancellation_when_the_client_leaves(gw: Running) ->
         assert time.monotonic() < deadline, "the ingestion went on after the client left"
         time.sleep(0.05)
     stored = httpx.get(gw.url + "/v1/collections/slow", headers=_headers())
-    assert stored.status_code == 404 or stored.json()["documents"] < 400
+    assert stored.status_code == 404 or stored.json()["documents"] < 1500
     rec = next(t for t in gw.traces(1000)
                if t["endpoint"] == "rag.ingest" and "slow" in str(t["rag"]) and t["status"] == 499)
     assert rec["error_code"] == "client_closed_request"
