@@ -389,7 +389,15 @@ class RagSettings(_Strict):
     embed_batch: int = Field(32, ge=1, le=1024)
     ann_above: int = Field(50_000, ge=0, description="collections larger than this use an "
                            "HNSW graph for dense search (exact below)")
-    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0, description="largest body of "
+                                  "POST .../documents (JSON or multipart), checked while reading")
+    max_files: int = Field(1000, ge=1, description="files in one multipart upload")
+    max_concurrent_ingests_per_tenant: int = Field(2, ge=0, description="ingestions one tenant "
+                                                   "may run at once (429 beyond); 0 = no cap")
+    max_concurrent_ingests: int = Field(4, ge=0, description="ingestions running at once in "
+                                        "the process (429 beyond); 0 = no cap")
+    ingest_bytes_per_minute_per_tenant: int = Field(0, ge=0, description="upload bytes a "
+                                                    "tenant may ingest a minute; 0 = no cap")
 
     @model_validator(mode="after")
     def _template_has_context(self) -> RagSettings:

@@ -2,11 +2,14 @@
 
 Only the master key may call them (or anyone on loopback when
 ``auth.allow_anonymous_loopback`` is on: the laptop setup); a virtual key,
-whatever its tenant, may not.
+whatever its tenant, may not. They go through the pipeline's admission and
+rate limits and leave a trace record (``admin.cache.stats``,
+``admin.cache.purge``), like every other route.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
@@ -19,6 +22,7 @@ from seawall.api.http import error_response, json_response, read_body
 from seawall.api.wire import convert, decode_json_object
 from seawall.cache.store import Purge
 from seawall.errors import AuthenticationFailed, InvalidRequest, SeawallError
+from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER, AuthStage
 
@@ -34,38 +38,45 @@ class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True):
     all: bool = False  # required to purge everything (no filter)
 
 
-async def _authorize(request: Request, svc: Services) -> None:
-    """The gateway's own authentication, then: the master key, or no key at
-    all from loopback when anonymous loopback is on."""
+Handler = Callable[[Request, "Services"], Awaitable[Response]]
+
+
+async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
+    """Run ``handler`` inside the pipeline's scope (authenticated, rate
+    limited, recorded as ``endpoint``) once the caller is known to be the
+    master key, or no key at all from loopback when anonymous loopback is on."""
+    svc: Services = request.app.state.services
     authorization = request.headers.get("authorization")
-    ctx = RequestContext(endpoint="admin", authorization=authorization,
-                         client_host=request.client.host if request.client else None)
+    ctx = RequestContext(endpoint=endpoint, authorization=authorization,
+                         client_host=request.client.host if request.client else None,
+                         traceparent=request.headers.get("traceparent"))
+    current_trace_id.set(ctx.trace_id)
+    headers = {"x-request-id": ctx.trace_id}
     try:
-        await svc.auth.before(ctx)
-    except AuthenticationFailed:
-        ctx.key = None
-    anonymous = AuthStage.secret_of(authorization) is None and ctx.tenant == ANONYMOUS_TENANT
-    if ctx.key is not MASTER and not anonymous:
-        raise AuthenticationFailed("The admin endpoints need the master key "
-                                   "(Authorization: Bearer <auth.master_key>).")
+        async with svc.pipeline.scope(ctx):
+            anonymous = (AuthStage.secret_of(authorization) is None
+                         and ctx.tenant == ANONYMOUS_TENANT)
+            if ctx.key is not MASTER and not anonymous:
+                raise AuthenticationFailed("The admin endpoints need the master key "
+                                           "(Authorization: Bearer <auth.master_key>).")
+            response = await handler(request, svc)
+    except SeawallError as e:
+        return error_response(e, headers)
+    response.headers.update(headers)
+    return response
 
 
 async def cache_stats(request: Request) -> Response:
-    svc: Services = request.app.state.services
-    try:
-        await _authorize(request, svc)
-    except SeawallError as e:
-        return error_response(e)
-    return json_response({**await svc.cache_store.stats(),
-                          "in_flight": len(svc.cache.flights)})
+    async def handle(request: Request, svc: Services) -> Response:
+        return json_response({**await svc.cache_store.stats(),
+                              "in_flight": len(svc.cache.flights)})
+    return await _serve(request, "admin.cache.stats", handle)
 
 
 async def cache_purge(request: Request) -> Response:
     """Delete entries by tenant, model, prompt version or entry id (all given
     filters must match); ``{"all": true}`` empties the cache."""
-    svc: Services = request.app.state.services
-    try:
-        await _authorize(request, svc)
+    async def handle(request: Request, svc: Services) -> Response:
         body = await read_body(request, svc.settings.server.max_body_bytes)
         req = convert(decode_json_object(body), PurgeRequest)
         what = Purge(tenant=req.tenant, model=req.model, prompt_version=req.prompt_version,
@@ -73,10 +84,8 @@ async def cache_purge(request: Request) -> Response:
         if what.everything and not req.all:
             raise InvalidRequest("Say what to purge: tenant, model, prompt_version or entry; "
                                  "or {\"all\": true} to empty the cache.", code="purge_unscoped")
-    except SeawallError as e:
-        return error_response(e)
-    purged = await svc.cache_store.purge(what, all_entries=req.all)
-    return json_response({"purged": purged})
+        return json_response({"purged": await svc.cache_store.purge(what, all_entries=req.all)})
+    return await _serve(request, "admin.cache.purge", handle)
 
 
 routes = [

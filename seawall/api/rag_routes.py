@@ -1,38 +1,53 @@
 """The RAG endpoints: collections, documents and search (docs/rag.md#http-api).
 
-Every call authenticates like the OpenAI routes and works inside the caller's
-tenant: a collection named ``handbook`` of one tenant is invisible to another.
-Documents arrive as JSON (``{"documents": [{"text": ..., "source": ...}]}``)
-or as a multipart upload of files, whose format is detected from the file
-name (Markdown, text, HTML, PDF, JSONL).
+Every call goes through the pipeline like the OpenAI routes (authentication,
+admission, the key's rate limit, a trace record: ``Pipeline.scope``) and works
+inside the caller's tenant: a collection named ``handbook`` of one tenant is
+invisible to another. Documents arrive as JSON (``{"documents": [{"text": ...,
+"source": ...}]}``) or as a multipart upload of files, whose format is
+detected from the file name (Markdown, text, HTML, PDF, JSONL). Uploads are
+capped while they are read; parsing, chunking and embedding run on a worker
+thread under the tenant's ingestion quota, and stop when the client leaves.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.http import error_response, json_response, read_body
+from seawall.api.http import DisconnectWatch, error_response, json_response, read_body
+from seawall.api.limits import depth_exceeds
+from seawall.api.uploads import File, read_form, read_upload
 from seawall.api.wire import convert, decode_json_object
-from seawall.errors import BodyTooLarge, InvalidRequest, SeawallError
+from seawall.errors import InvalidRequest, SeawallError
+from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.pipeline import ClientClosed
 from seawall.rag.documents import LoadedDocument
+from seawall.rag.ingest import check_cancel
 from seawall.rag.loaders import UnsupportedFormat, detect_format, load_bytes, load_text
 from seawall.rag.service import SearchRequest
+from seawall.rag.stage import RagState
 
 if TYPE_CHECKING:
     from seawall.app import Services
 
+T = TypeVar("T")
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Formats = Literal["markdown", "text", "html", "jsonl"]
+MAX_JSON_BYTES = 1 << 20  # search and delete bodies
+# Levels of objects and lists a document's metadata may nest (it is stored
+# and hashed as JSON, and orjson stops at 255).
+MAX_METADATA_DEPTH = 32
 
 
 class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,11 +82,31 @@ def _svc(request: Request) -> Services:
     return request.app.state.services
 
 
-async def _tenant(request: Request, svc: Services) -> str:
-    ctx = RequestContext(endpoint="rag", authorization=request.headers.get("authorization"),
-                         client_host=request.client.host if request.client else None)
-    await svc.auth.before(ctx)
-    return ctx.tenant
+Handler = Callable[[Request, "Services", RequestContext], Awaitable[Response]]
+
+
+async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
+    """Run ``handler`` inside the pipeline's scope: authenticated, admitted,
+    rate limited and recorded as ``endpoint``, whatever happens."""
+    svc = _svc(request)
+    h = request.headers
+    ctx = RequestContext(endpoint=endpoint, authorization=h.get("authorization"),
+                         client_host=request.client.host if request.client else None,
+                         traceparent=h.get("traceparent"))
+    current_trace_id.set(ctx.trace_id)
+    headers = {"x-request-id": ctx.trace_id}
+    try:
+        async with svc.pipeline.scope(ctx):
+            response = await handler(request, svc, ctx)
+    except SeawallError as e:
+        return error_response(e, headers)
+    response.headers.update(headers)
+    return response
+
+
+def _decode(body: bytes, typ: type[T]) -> T:
+    """A JSON body as ``typ``, nested at most the default JSON depth (api/limits.py)."""
+    return convert(decode_json_object(body), typ)
 
 
 def _name(value: str | None) -> str:
@@ -94,177 +129,201 @@ def _int(request: Request, param: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def _note(ctx: RequestContext, collection: str) -> None:
+    """The collection in the trace record's ``rag`` field."""
+    ctx.rag = RagState(collection=collection, query="", top_k=0, sources=[], candidates=0,
+                       system="")
+
+
 async def list_collections(request: Request) -> Response:
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
-    except SeawallError as e:
-        return error_response(e)
-    rows = await svc.rag.collections(tenant)
-    return json_response({"object": "list", "data": [c.public() for c in rows]})
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
+        rows = await svc.rag.collections(ctx.tenant)
+        return json_response({"object": "list", "data": [c.public() for c in rows]})
+    return await _serve(request, "rag.collections.list", handle)
 
 
 async def get_collection(request: Request) -> Response:
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
-        info = await svc.rag.collection(tenant, _name(request.path_params["name"]))
-    except SeawallError as e:
-        return error_response(e)
-    return json_response(info.public())
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
+        name = _name(request.path_params["name"])
+        _note(ctx, name)
+        return json_response((await svc.rag.collection(ctx.tenant, name)).public())
+    return await _serve(request, "rag.collections.get", handle)
 
 
 async def delete_collection(request: Request) -> Response:
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
-        if not await svc.rag.delete_collection(tenant, name):
-            await svc.rag.collection(tenant, name)  # raises the 404
-    except SeawallError as e:
-        return error_response(e)
-    return json_response({"object": "collection.deleted", "name": name, "deleted": True})
+        _note(ctx, name)
+        if not await svc.rag.delete_collection(ctx.tenant, name):
+            await svc.rag.collection(ctx.tenant, name)  # raises the 404
+        return json_response({"object": "collection.deleted", "name": name, "deleted": True})
+    return await _serve(request, "rag.collections.delete", handle)
 
 
-def _from_json(body: bytes) -> list[LoadedDocument]:
-    req = convert(decode_json_object(body), DocumentsIn)
+def _metadata(value: dict[str, Any], param: str) -> dict[str, Any]:
+    if depth_exceeds(value, MAX_METADATA_DEPTH):
+        raise InvalidRequest(f"{param} nests more than {MAX_METADATA_DEPTH} levels of objects "
+                             "and lists", param=param, code="too_deeply_nested")
+    return value
+
+
+def _load(what: str, load: Callable[[], list[LoadedDocument]]) -> list[LoadedDocument]:
+    """One document's (or file's) loader, its failures as 400s that name it."""
+    try:
+        docs = load()
+    except (UnsupportedFormat, ValueError) as e:
+        raise InvalidRequest(f"{what}: {e}", param=what) from None
+    except RecursionError:
+        raise InvalidRequest(f"{what}: the document is too deeply nested to read",
+                             param=what, code="too_deeply_nested") from None
+    for d in docs:
+        _metadata(d.metadata, what)
+    return docs
+
+
+def _from_json(body: bytes, cancel: threading.Event) -> list[LoadedDocument]:
+    """JSON documents, decoded and parsed (on a worker thread)."""
+    req = _decode(body, DocumentsIn)
     docs: list[LoadedDocument] = []
     for i, d in enumerate(req.documents):
+        check_cancel(cancel)
+        what = f"documents[{i}]"
         source = d.source or d.id
         if source is None:
-            raise InvalidRequest(f"documents[{i}] needs a source (or id): re-sending the same "
-                                 "source replaces that document", param=f"documents[{i}].source")
-        try:
+            raise InvalidRequest(f"{what} needs a source (or id): re-sending the same "
+                                 "source replaces that document", param=f"{what}.source")
+        _metadata(d.metadata, f"{what}.metadata")
+
+        def load(d: DocumentIn = d, source: str = source) -> list[LoadedDocument]:
             fmt = d.format or detect_format(source)
             if fmt == "pdf":
-                raise InvalidRequest(f"documents[{i}]: a PDF is uploaded as a file (multipart), "
-                                     "not as JSON text", param=f"documents[{i}].format")
-            docs += load_text(d.text, source, fmt, metadata=d.metadata, title=d.title,
-                              modified=time.time())
-        except (UnsupportedFormat, ValueError) as e:
-            raise InvalidRequest(f"documents[{i}]: {e}", param=f"documents[{i}]") from None
+                raise ValueError("a PDF is uploaded as a file (multipart), not as JSON text")
+            return load_text(d.text, source, fmt, metadata=d.metadata, title=d.title,
+                             modified=time.time())
+        docs += _load(what, load)
     return docs
 
 
-async def _from_form(request: Request, limit: int) -> list[LoadedDocument]:
-    """Files from a multipart form: each ``file`` field is one file; an optional
-    ``metadata`` field (a JSON object) applies to all of them."""
-    async with request.form(max_files=1000, max_part_size=limit) as form:
+def _from_files(files: list[File], metadata: dict[str, Any],
+                cancel: threading.Event) -> list[LoadedDocument]:
+    """Uploaded files, parsed (on a worker thread), checking between files
+    whether the client left."""
+    docs: list[LoadedDocument] = []
+    for f in files:
+        check_cancel(cancel)
+
+        def load(f: File = f) -> list[LoadedDocument]:
+            return load_bytes(f.data, f.name, metadata=dict(metadata), modified=time.time())
+        docs += _load(f.name, load)
+    return docs
+
+
+async def _read_documents(request: Request, svc: Services
+                          ) -> tuple[Callable[[threading.Event], list[LoadedDocument]], int]:
+    """Read the body under the upload cap; return the function that parses
+    it, and its size."""
+    rag = svc.settings.rag
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await read_form(request, rag.max_upload_bytes, rag.max_files)
         metadata: dict[str, Any] = {}
-        if isinstance(raw := form.get("metadata"), str):
+        if "metadata" in form.fields:
             try:
-                metadata = decode_json_object(raw.encode())
-            except SeawallError:
+                metadata = decode_json_object(form.fields["metadata"].encode())
+            except (SeawallError, RecursionError):
                 raise InvalidRequest("the metadata field must be a JSON object",
                                      param="metadata") from None
-        files = [f for _, f in form.multi_items() if isinstance(f, UploadFile)]
-        if not files:
+            _metadata(metadata, "metadata")
+        if not form.files:
             raise InvalidRequest("the form has no file fields", param="file")
-        docs: list[LoadedDocument] = []
-        for f in files:
-            name = f.filename or "upload"
-            data = await f.read()
-            try:
-                docs += load_bytes(data, name, metadata=dict(metadata), modified=time.time())
-            except (UnsupportedFormat, ValueError) as e:
-                raise InvalidRequest(f"{name}: {e}", param="file") from None
-    return docs
+        files = form.files
+        return (lambda cancel: _from_files(files, metadata, cancel),
+                sum(len(f.data) for f in files))
+    body = await read_upload(request, rag.max_upload_bytes)
+    return lambda cancel: _from_json(body, cancel), len(body)
 
 
 async def add_documents(request: Request) -> Response:
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
-        limit = svc.settings.rag.max_upload_bytes
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            read_declared(request, limit)
-            docs = await _from_form(request, limit)
-        else:
-            docs = _from_json(await read_body(request, limit))
-        results = await svc.rag.ingest(tenant, name, docs)
-    except SeawallError as e:
-        return error_response(e)
-    return json_response({"object": "list", "collection": name,
-                          "data": [r.public() for r in results]})
-
-
-def read_declared(request: Request, limit: int) -> None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"The upload is {declared} bytes; at most {limit} are accepted "
-                           "(rag.max_upload_bytes).")
+        _note(ctx, name)
+        quota = svc.rag.quota
+        with quota.tenant_slot(ctx.tenant):  # before the body: a refusal costs nothing
+            load, size = await _read_documents(request, svc)
+            quota.charge(ctx.tenant, size)
+            with quota.work_slot():
+                async with DisconnectWatch(request.receive) as watch:
+                    results = await svc.rag.ingest(ctx.tenant, name, load)
+            if watch.disconnected:
+                raise ClientClosed("The client closed the connection during the ingestion; "
+                                   "documents stored before it left stay stored.")
+        return json_response({"object": "list", "collection": name,
+                              "data": [r.public() for r in results]})
+    return await _serve(request, "rag.ingest", handle)
 
 
 async def list_documents(request: Request) -> Response:
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
+        _note(ctx, name)
         limit = _int(request, "limit", 100, 1, 1000)
         after = _int(request, "after", 0, 0, 2**62)
-        docs = await svc.rag.documents(tenant, name, limit, after)
-    except SeawallError as e:
-        return error_response(e)
-    return json_response({"object": "list", "data": [d.public() for d in docs],
-                          "has_more": len(docs) == limit,
-                          "last_id": docs[-1].id if docs else None})
+        docs = await svc.rag.documents(ctx.tenant, name, limit, after)
+        return json_response({"object": "list", "data": [d.public() for d in docs],
+                              "has_more": len(docs) == limit,
+                              "last_id": docs[-1].id if docs else None})
+    return await _serve(request, "rag.documents.list", handle)
 
 
 async def get_document(request: Request) -> Response:
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
-        doc = await svc.rag.document(tenant, name, int(request.path_params["doc_id"]))
-    except SeawallError as e:
-        return error_response(e)
-    return json_response(doc.public())
+        _note(ctx, name)
+        doc = await svc.rag.document(ctx.tenant, name, int(request.path_params["doc_id"]))
+        return json_response(doc.public())
+    return await _serve(request, "rag.documents.get", handle)
 
 
 async def delete_document(request: Request) -> Response:
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
+        _note(ctx, name)
         doc_id = int(request.path_params["doc_id"])
-        await svc.rag.document(tenant, name, doc_id)  # 404 if absent
-        await svc.rag.delete_documents(tenant, name, ids=[doc_id])
-    except SeawallError as e:
-        return error_response(e)
-    return json_response({"object": "document.deleted", "id": doc_id, "deleted": True})
+        await svc.rag.document(ctx.tenant, name, doc_id)  # 404 if absent
+        await svc.rag.delete_documents(ctx.tenant, name, ids=[doc_id])
+        return json_response({"object": "document.deleted", "id": doc_id, "deleted": True})
+    return await _serve(request, "rag.documents.delete", handle)
 
 
 async def delete_documents(request: Request) -> Response:
     """``POST .../documents/delete`` with ``{"sources": [...], "ids": [...]}``."""
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
-        req = convert(decode_json_object(await read_body(request, 1 << 20)), DeleteIn)
-        n = await svc.rag.delete_documents(tenant, name, ids=req.ids, sources=req.sources)
-    except SeawallError as e:
-        return error_response(e)
-    return json_response({"object": "documents.deleted", "deleted": n})
+        _note(ctx, name)
+        req = _decode(await read_body(request, MAX_JSON_BYTES), DeleteIn)
+        n = await svc.rag.delete_documents(ctx.tenant, name, ids=req.ids, sources=req.sources)
+        return json_response({"object": "documents.deleted", "deleted": n})
+    return await _serve(request, "rag.documents.delete", handle)
 
 
 async def _search(request: Request, name: str | None) -> Response:
-    svc = _svc(request)
-    try:
-        tenant = await _tenant(request, svc)
-        req = convert(decode_json_object(await read_body(request, 1 << 20)), SearchIn)
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
+        ctx.body = await read_body(request, MAX_JSON_BYTES)
+        req = _decode(ctx.body, SearchIn)
         collection = _name(name if name is not None else req.collection)
-        result = await svc.rag.search(tenant, collection, SearchRequest(
+        _note(ctx, collection)
+        result = await svc.rag.search(ctx.tenant, collection, SearchRequest(
             query=req.query, top_k=req.top_k, filter=req.filter, mode=req.mode,
             fusion=req.fusion, rerank=req.rerank))
-    except SeawallError as e:
-        return error_response(e)
-    body = {"object": "list", "collection": collection,
-            "data": [h.public(i + 1) for i, h in enumerate(result.hits)],
-            "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}}
-    if result.rerank_error is not None:
-        body["rerank_error"] = result.rerank_error
-    return json_response(body)
+        ctx.rag = RagState(collection=collection, query=req.query, top_k=req.top_k, sources=[],
+                           candidates=len(result.hits), system="",
+                           timings_ms=result.timings_ms, rerank_error=result.rerank_error)
+        body = {"object": "list", "collection": collection,
+                "data": [h.public(i + 1) for i, h in enumerate(result.hits)],
+                "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}}
+        if result.rerank_error is not None:
+            body["rerank_error"] = result.rerank_error
+        return json_response(body)
+    return await _serve(request, "rag.search", handle)
 
 
 async def search(request: Request) -> Response:

@@ -19,8 +19,9 @@ from seawall.errors import RateLimited, ShuttingDown
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 
-# Endpoints that do model work; /v1/models and friends are never held back.
-GUARDED = frozenset({"chat.completions", "embeddings"})
+# Endpoints that do model work (RAG search embeds the query, ingestion parses
+# and embeds documents); /v1/models, listings and admin are never held back.
+GUARDED = frozenset({"chat.completions", "embeddings", "rag.search", "rag.ingest"})
 
 
 class Overloaded(RateLimited):

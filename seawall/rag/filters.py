@@ -19,9 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["FilterError", "compile_filter"]
+from seawall.api.limits import depth_exceeds
+
+__all__ = ["MAX_DEPTH", "FilterError", "compile_filter"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
+
+# JSON levels (objects and lists) a filter may nest: far more than any real
+# filter needs, and far below what would exhaust the interpreter's stack when
+# the filter is compiled (recursively) and evaluated (nested closures).
+MAX_DEPTH = 32
 
 
 class FilterError(ValueError):
@@ -58,9 +65,15 @@ def _cmp(op: str, want: Any) -> Callable[[Any], bool]:
         case "$in" | "$nin":
             if not isinstance(want, list):
                 raise FilterError(f"{op} needs a list, not {want!r}")
+            # A set for the scalars: a long list checked against every document
+            # must not cost its length each time.
+            scalars = frozenset(w for w in want if not isinstance(w, list | dict))
+            others = [w for w in want if isinstance(w, list | dict)]
+
             def member(have: Any) -> bool:
                 values = have if isinstance(have, list) else [have]
-                return any(v in want for v in values)
+                return any(v in others if isinstance(v, list | dict) else v in scalars
+                           for v in values)
             return member if op == "$in" else (lambda have: not member(have))
         case "$prefix":
             if not isinstance(want, str):
@@ -126,17 +139,31 @@ def compile_filter(spec: Mapping[str, Any] | None) -> Predicate | None:
         return None
     if not isinstance(spec, Mapping):
         raise FilterError("a filter is a JSON object of field conditions")
+    if depth_exceeds(spec, MAX_DEPTH):
+        raise FilterError(f"the filter nests more than {MAX_DEPTH} levels of objects and lists")
+    return _compile(spec)
+
+
+def _compile(spec: Mapping[str, Any]) -> Predicate:
     parts: list[Predicate] = []
     for key, cond in spec.items():
         if key in ("$and", "$or"):
             if not isinstance(cond, list) or not cond:
                 raise FilterError(f"{key} needs a non-empty list of filters")
-            subs = [compile_filter(c) or _always for c in cond]
+            subs = [_compile_sub(c) for c in cond]
             parts.append(_all(subs) if key == "$and" else _any(subs))
         elif key == "$not":
-            parts.append(_negate(compile_filter(cond) or _always))
+            parts.append(_negate(_compile_sub(cond)))
         elif key.startswith("$"):
             raise FilterError(f"unknown top-level operator {key!r} (known: $and $or $not)")
         else:
             parts.append(_field(key, cond))
     return _all(parts)
+
+
+def _compile_sub(spec: Any) -> Predicate:
+    if spec is None:
+        return _always
+    if not isinstance(spec, Mapping):
+        raise FilterError("a filter is a JSON object of field conditions")
+    return _compile(spec) if spec else _always

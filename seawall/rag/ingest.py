@@ -12,6 +12,7 @@ the next run skips what already landed.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,19 @@ from seawall.rag.chunking import ChunkOptions, chunk_document
 from seawall.rag.documents import Chunk, LoadedDocument
 from seawall.rag.store import DocumentInfo, RagStore, index_text
 
-__all__ = ["IngestResult", "Ingestor"]
+__all__ = ["IngestCancelled", "IngestResult", "Ingestor", "check_cancel"]
+
+
+class IngestCancelled(Exception):
+    """The caller went away: the ingestion stopped between two steps (a
+    document, an embedding batch). Documents already stored stay stored."""
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Between steps of work on a worker thread: stop if the caller left
+    (a thread cannot be killed; it can only be asked to stop)."""
+    if cancel is not None and cancel.is_set():
+        raise IngestCancelled()
 
 
 @dataclass(slots=True)
@@ -67,16 +80,20 @@ class Ingestor:
         return self.ingest_many(collection_id, [doc], known)[0]
 
     def ingest_many(self, collection_id: int, docs: Sequence[LoadedDocument],
-                    known: dict[str, str] | None = None) -> list[IngestResult]:
+                    known: dict[str, str] | None = None,
+                    cancel: threading.Event | None = None) -> list[IngestResult]:
         """Store each changed document (each in its own transaction), embedding
         the chunks of all of them together: small documents would otherwise
         make one-or-two-chunk model calls, and length-sorted batches pad less.
         ``known`` (source -> hash, from :meth:`RagStore.sources`) saves a query
-        per document in bulk runs and is kept up to date."""
+        per document in bulk runs and is kept up to date. Setting ``cancel``
+        stops the work at the next document or embedding batch
+        (:class:`IngestCancelled`)."""
         t0 = time.perf_counter()
         results: list[IngestResult | None] = [None] * len(docs)
         pending: list[tuple[int, str, str | None, list[Chunk]]] = []
         for i, doc in enumerate(docs):
+            check_cancel(cancel)
             digest = self.content_hash(doc)
             if known is None:
                 existing = self.store.document(collection_id, doc.source)
@@ -91,10 +108,11 @@ class Ingestor:
         texts = [index_text(docs[i].title, c.heading_path, c.text)
                  for i, _, _, chunks in pending for c in chunks]
         t1 = time.perf_counter()
-        vectors = self.embed_texts(texts)
+        vectors = self.embed_texts(texts, cancel)
         embed_s = time.perf_counter() - t1
         at = 0
         for i, digest, previous, chunks in pending:
+            check_cancel(cancel)
             doc = docs[i]
             info = DocumentInfo(
                 id=0, source=doc.source, title=doc.title, format=doc.format,
@@ -112,7 +130,8 @@ class Ingestor:
                                       (time.perf_counter() - t0) * share)
         return [r for r in results if r is not None]
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str],
+                    cancel: threading.Event | None = None) -> np.ndarray:
         """Unit vectors for ``texts`` in their order, embedded in batches of
         similar length (a batch pads to its longest text)."""
         if not texts:
@@ -120,6 +139,7 @@ class Ingestor:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
         for b in range(0, len(order), self.embed_batch):
+            check_cancel(cancel)
             batch = order[b:b + self.embed_batch]
             out[batch] = self.embedder.embed([texts[i] for i in batch])
         return out

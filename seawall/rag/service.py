@@ -15,19 +15,21 @@ another process). Saved indexes make a restart a load, not a rebuild.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from seawall.config import RagSettings, RerankSettings, RetrievalSettings
-from seawall.errors import InvalidRequest, NotFound
+from seawall.errors import InvalidRequest, NotFound, ShuttingDown
 from seawall.ml.embedder import Embedder
 from seawall.ml.tokens import TokenCounter
 from seawall.observe.metrics import Metrics
@@ -36,7 +38,8 @@ from seawall.rag.documents import LoadedDocument
 from seawall.rag.filters import FilterError, compile_filter
 from seawall.rag.fusion import reciprocal_rank, weighted_scores
 from seawall.rag.index import CollectionIndex, Ranked
-from seawall.rag.ingest import Ingestor, IngestResult
+from seawall.rag.ingest import IngestCancelled, Ingestor, IngestResult
+from seawall.rag.quota import IngestQuota
 from seawall.rag.rerank import Reranker, RerankError, build_reranker
 from seawall.rag.store import ChunkRow, CollectionInfo, DocumentInfo, RagStore
 
@@ -45,6 +48,9 @@ __all__ = ["Hit", "RagService", "SearchRequest", "SearchResult"]
 log = logging.getLogger("seawall.rag")
 
 MAX_QUERY_CHARS = 8000
+
+T = TypeVar("T")
+Loader = Callable[[threading.Event], Sequence[LoadedDocument]]
 
 
 @dataclass(slots=True)
@@ -108,8 +114,20 @@ class RagService:
         self._building: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
         self._rerankers: dict[RerankSettings, Reranker | None] = {}
+        self.quota = IngestQuota(settings.max_concurrent_ingests_per_tenant,
+                                 settings.max_concurrent_ingests, metrics,
+                                 settings.ingest_bytes_per_minute_per_tenant)
+        # Ingestions get their own threads: minutes of parsing and embedding
+        # must not take the default pool's few workers from searches and
+        # everything else the gateway runs in threads. Sized by the quota.
+        self._ingest_pool = ThreadPoolExecutor(settings.max_concurrent_ingests or 4,
+                                               thread_name_prefix="seawall-ingest")
+        self._cancels: set[threading.Event] = set()  # of the ingestions running
 
     def close(self) -> None:
+        for cancel in list(self._cancels):  # stop ingestions at their next step
+            cancel.set()
+        self._ingest_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     async def aclose(self) -> None:
@@ -149,16 +167,34 @@ class RagService:
         shutil.rmtree(self.index_dir / str(collection_id), ignore_errors=True)
 
     async def ingest(self, tenant: str, name: str,
-                     docs: Sequence[LoadedDocument]) -> list[IngestResult]:
-        info = await asyncio.to_thread(self.store.ensure_collection, tenant, name)
-        known = await asyncio.to_thread(self.store.sources, info.id)
-        results = await asyncio.to_thread(self.ingestor.ingest_many, info.id, docs, known)
+                     docs: Sequence[LoadedDocument] | Loader) -> list[IngestResult]:
+        """Add or replace ``docs``; given a loader (a function of a cancel
+        event that returns them), it parses them too. All of it runs on a
+        worker thread: parsing, chunking and embedding grow with the input.
+        Cancelling the caller stops the work at its next step (a file, a
+        document, an embedding batch) and returns once the thread has."""
+        def work(cancel: threading.Event) -> tuple[int, list[IngestResult]]:
+            loaded = docs(cancel) if callable(docs) else docs
+            info = self.store.ensure_collection(tenant, name)
+            known = self.store.sources(info.id)
+            return info.id, self.ingestor.ingest_many(info.id, loaded, known, cancel)
+
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+        try:
+            collection_id, results = await in_thread(work, self._ingest_pool, cancel)
+        except IngestCancelled:  # not by the client (that cancels this task): by close()
+            raise ShuttingDown("The gateway is shutting down; the ingestion stopped. Send it "
+                               "again: documents already stored are skipped.",
+                               retry_after=1.0) from None
+        finally:
+            self._cancels.discard(cancel)
         if self.metrics is not None:
             for r in results:
                 self.metrics.rag_ingested.labels(r.status).inc()
         if any(r.status != "unchanged" for r in results):
             # Build now, off the request, so the next search does not wait for it.
-            asyncio.get_running_loop().create_task(self._prebuild(info.id))
+            asyncio.get_running_loop().create_task(self._prebuild(collection_id))
         return results
 
     async def _prebuild(self, collection_id: int) -> None:
@@ -330,6 +366,26 @@ class RagService:
             w = cfg.dense_weight
             ranked = weighted_scores([lexical, dense], weights=[1 - w, w])
         return [(int(ids[p]), s) for p, s in ranked], scores
+
+
+async def in_thread(fn: Callable[[threading.Event], T], pool: Executor | None = None,
+                    cancel: threading.Event | None = None) -> T:
+    """``fn(cancel)`` on a worker thread of ``pool`` (default: the loop's).
+    If the caller is cancelled (its client left), ``cancel`` is set and this
+    waits for ``fn`` to notice and stop before re-raising, so what the caller
+    holds (an admission slot, the ingestion quota) is released only once the
+    work has really ended."""
+    cancel = cancel or threading.Event()
+    context = contextvars.copy_context()  # as asyncio.to_thread does (the trace id for logs)
+    fut = asyncio.get_running_loop().run_in_executor(pool, context.run, fn, cancel)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        cancel.set()
+        await asyncio.wait([fut])
+        if not fut.cancelled():
+            fut.exception()  # retrieved: IngestCancelled is the expected end
+        raise
 
 
 def _reranker_spec(s: RerankSettings) -> dict[str, Any] | None:
