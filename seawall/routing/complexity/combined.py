@@ -13,6 +13,7 @@ are estimates of P(cheap tier is good enough), so the same cut points apply.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +48,7 @@ class CombinedRouter:
         self.rules = rules
         self.cutoff = self.ood.cutoff if cutoff is None else float(cutoff)
 
-    def decide(self, vector: npt.ArrayLike, features: npt.NDArray[np.float32],
+    def decide(self, vector: npt.NDArray[Any], features: npt.NDArray[np.float32],
                prompt_tokens: int | None = None) -> CombinedDecision:
         """One request: its embedding and :func:`text_features`."""
         similarity = float(self.ood.similarity(vector)[0])
