@@ -105,9 +105,12 @@ def _kmeans(x: F32, m: int, iterations: int, rng: np.random.Generator) -> F32:
         sims = x @ centroids.T
         assign = sims.argmax(axis=1)
         near = sims[np.arange(n), assign]
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, assign, x)
+        order = np.argsort(assign, kind="stable")
         counts = np.bincount(assign, minlength=m)
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        sums = np.zeros_like(centroids)
+        filled = counts > 0
+        sums[filled] = np.add.reduceat(x[order], starts[filled], axis=0)
         for empty in np.flatnonzero(counts == 0):
             worst = int(near.argmin())
             sums[empty] = x[worst]
@@ -117,7 +120,7 @@ def _kmeans(x: F32, m: int, iterations: int, rng: np.random.Generator) -> F32:
 
 
 def fit_reference(vectors: npt.ArrayLike, calibration: npt.ArrayLike, *,
-                  centroids: int = 512, quantile: float = 0.05, iterations: int = 15,
+                  centroids: int = 512, quantile: float = 0.05, iterations: int = 10,
                   seed: int = 0) -> OodReference:
     """Centroids of ``vectors`` and a cut-off at the ``quantile`` of the
     nearest-centroid similarity of ``calibration`` rows (held-out prompts of
