@@ -63,7 +63,7 @@ from seawall.ml.embedder import Embedder  # noqa: E402
 from seawall.ml.tokens import TokenCounter  # noqa: E402
 from seawall.routing.complexity.combined import CombinedRouter  # noqa: E402
 from seawall.routing.complexity.features import text_features  # noqa: E402
-from seawall.routing.complexity.model import RouterModel  # noqa: E402
+from seawall.routing.complexity.model import PACKAGED_ROUTER, RouterModel  # noqa: E402
 from seawall.routing.complexity.ood import fit_reference  # noqa: E402
 from seawall.routing.complexity.rules import RulesRouter  # noqa: E402
 from seawall.routing.complexity.train import (  # noqa: E402
@@ -626,6 +626,13 @@ def plot(path: Path, panels: Sequence[tuple[str, Bench, Sequence[Result]]]) -> N
 # that selection with --select.
 RECIPE = TrainSettings(kind="mlp", hidden=128, l2=1e-2, steps=800)
 QUANTILES = (0.01, 0.02, 0.05, 0.1, 0.2)
+SHIPPED_TRAINING = {
+    "data": "routellm_eval MMLU dev (rows whose sha1(prompt) starts 0-b): per-question "
+            "correctness of GPT-4-1106 (strong) and Mixtral-8x7B (weak); cheap_ok = weak >= strong",
+    "licence": "MMLU questions MIT; RouteLLM evaluation data Apache-2.0 (github.com/lm-sys/"
+               "RouteLLM); no AlpacaEval (CC BY-NC) data",
+    "made_by": "bench/router_eval.py --write-default",
+}
 
 
 def alpaca_many_models(data: Data) -> npt.NDArray[np.float64]:
@@ -669,7 +676,7 @@ class Trained:
 
 
 def train_combined(parts: Sequence[Data], settings: TrainSettings = RECIPE,
-                   quantile: float = 0.05) -> Trained:
+                   quantile: float = 0.05, training: dict[str, Any] | None = None) -> Trained:
     """The `seawall router train` recipe on in-memory data: sources balanced,
     MLP on all rows, 512 centroids of 80% of the rows, cut-off calibrated on
     the other 20%."""
@@ -677,7 +684,9 @@ def train_combined(parts: Sequence[Data], settings: TrainSettings = RECIPE,
     f = np.concatenate([p.features for p in parts])
     y = np.concatenate([p.labels for p in parts])
     sources = np.concatenate([[str(i)] * len(p.labels) for i, p in enumerate(parts)])
-    model = fit_router(v, f, y, settings, weights=source_weights(list(sources), y))
+    model = fit_router(v, f, y, settings, weights=source_weights(list(sources), y),
+                       training={**(training or {}), "n": len(y), "settings": settings.model_dump(),
+                                 "cheap_ok_rate": float(np.mean(y))})
     hold = _calibration_rows([t for p in parts for t in p.bench.texts])
     ref = fit_reference(v[~hold], v[hold], centroids=512, quantile=quantile)
     return Trained(replace(model, ood=ref), ref.similarity(v[hold]))
@@ -766,6 +775,9 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--embed-only", action="store_true", help="fill the embedding cache")
     parser.add_argument("--latency-n", type=int, default=400)
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--write-default", action="store_true",
+                        help="write the MMLU-only combined router to the package "
+                             "(seawall/routing/complexity/default_router.json)")
     args = parser.parse_args()
     started = time.perf_counter()
     counter = TokenCounter()
@@ -813,8 +825,7 @@ def main() -> None:  # noqa: C901 - a linear script
     # final routers on the full dev splits; test sets evaluated once
     t0 = time.perf_counter()
     all_dev = train_combined(final_parts(mix, mmlu_dev, alp_dev), settings, quantile)
-    shippable = (all_dev if mix == "MMLU dev"
-                 else train_combined([mmlu_dev], settings, quantile))
+    shippable = train_combined([mmlu_dev], settings, quantile, training=SHIPPED_TRAINING)
     fit_seconds = time.perf_counter() - t0
     tests: dict[str, tuple[Data, list[Result]]] = {}
     familiar: dict[str, dict[str, float]] = {}
@@ -828,7 +839,7 @@ def main() -> None:  # noqa: C901 - a linear script
                    evaluate(data.bench, "rules (defaults)", rule, costs)]
         familiar[label] = {}
         routers = [("all dev data", all_dev)]
-        if shippable is not all_dev:
+        if mix != "MMLU dev":
             routers.append(("MMLU dev only: licence-clean", shippable))
         for tag, trained in routers:
             results.append(evaluate(data.bench, f"learned ({tag})",
@@ -853,8 +864,9 @@ def main() -> None:  # noqa: C901 - a linear script
     lat_mmlu = latency(mmlu_test, shippable.model, embedder, args.latency_n)
     lat_gsm = latency(gsm, shippable.model, embedder, min(args.latency_n, len(gsm.labels)))
     latency_seconds = time.perf_counter() - t0
-    artifact = CACHE / "router-combined-mmlu.json"
+    artifact = PACKAGED_ROUTER if args.write_default else CACHE / "router-combined-mmlu.json"
     shippable.model.save(artifact)
+    print(f"wrote {artifact}", flush=True)
     size_kb = artifact.stat().st_size / 1024
 
     today = dt.date.today().isoformat()

@@ -112,7 +112,8 @@ def test_route_config_errors_are_clear(upstream: FakeUpstreamClient, tmp_path: P
     base = _config(upstream)
     for route, words in [({"tiers": ["cheap", "nope"]}, "tiers.1"),
                          ({"tiers": ["cheap", "strong"], "router": "learned"}, "model_path"),
-                         ({"tiers": ["cheap", "strong"], "router": "combined"}, "model_path"),
+                         ({"tiers": ["cheap", "strong"], "router": "combined",
+                           "model_path": str(tmp_path / "missing.json")}, "model_path"),
                          ({"tiers": ["cheap", "strong"], "thresholds": [0.2, 0.1]}, "thresholds"),
                          ({"tiers": ["cheap", "strong"], "strong_share": 1.5}, "strong_share")]:
         with pytest.raises(ConfigError, match=words):

@@ -40,6 +40,7 @@ from seawall.routing.complexity.ood import OodReference
 
 __all__ = [
     "DEFAULT_EMBEDDER_ID",
+    "PACKAGED_ROUTER",
     "FORMAT_VERSION",
     "KINDS",
     "RouterModel",
@@ -51,6 +52,11 @@ FORMAT_VERSION = 1
 KINDS = ("logistic", "mlp", "knn")
 # seawall.ml.embedder.Embedder() with its packaged model: all-MiniLM-L6-v2, int8 ONNX.
 DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2-int8"
+
+# The router `router: combined` uses without a model_path: trained by
+# bench/router_eval.py on routellm_eval's MMLU dev rows only (questions MIT,
+# RouteLLM's correctness labels Apache-2.0), so it may ship; docs/routing.md.
+PACKAGED_ROUTER = Path(__file__).with_name("default_router.json")
 
 Array = npt.NDArray[np.float32]
 
