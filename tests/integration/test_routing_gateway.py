@@ -160,3 +160,18 @@ def test_combined_router_falls_back_to_the_rules_on_unfamiliar_prompts(
     assert settings.routes["auto"].router == "combined"
     with pytest.raises(RouterModelError, match="out-of-distribution reference"):
         CombinedRouter(RouterModel.load(bare), RulesRouter())
+
+
+def test_combined_without_a_file_uses_the_packaged_router(upstream: FakeUpstreamClient,
+                                                          tmp_path: Path) -> None:
+    from seawall.routing.complexity.model import PACKAGED_ROUTER
+
+    upstream.script(default={})
+    version = json.loads(PACKAGED_ROUTER.read_text())["version"]
+    with run_gateway(_config(upstream, router="combined"), tmp_path) as gw:
+        easy, hard = _ask(gw, EASY), _ask(gw, HARD)
+        assert easy.headers["x-seawall-route-tier"] == "0:cheap"
+        assert hard.headers["x-seawall-route-tier"] == "1:strong"
+        record = next(t for t in gw.traces(5)
+                      if t["trace_id"] == hard.headers["x-request-id"])
+        assert json.loads(record["route"])["router"] == f"combined:{version[:12]}"

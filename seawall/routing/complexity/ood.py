@@ -20,7 +20,7 @@ about 20 µs at m = 512.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,8 +40,12 @@ class OodReference:
     cutoff: float
     quantile: float  # share of held-out training prompts below the cutoff
     n_reference: int  # training prompts the centroids summarise
+    _keys: F32 = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # float16 on disk, float32 (transposed, contiguous) for the product
+        object.__setattr__(self, "_keys", np.ascontiguousarray(
+            self.centroids.astype(np.float32).T))
         if self.centroids.ndim != 2 or len(self.centroids) == 0:
             raise ValueError(f"ood centroids must be a non-empty (m, dim) array, "
                              f"got shape {self.centroids.shape}")
@@ -55,7 +59,7 @@ class OodReference:
     def similarity(self, vectors: npt.ArrayLike) -> F32:
         """Cosine similarity of each (L2-normalised) row to its nearest centroid."""
         rows = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        sims = rows @ self.centroids.T.astype(np.float32)
+        sims = rows @ self._keys
         out: F32 = sims.max(axis=1).astype(np.float32)
         return out
 
