@@ -26,9 +26,18 @@ under the curve above the weak model over the area between the two models
 (trapezoids). Cost saving: where that curve reaches 95% of the strong model's
 quality (interpolated like CPT), priced with the pair's token prices.
 
+Flow: a dev study (inner-train -> inner-val of MMLU and AlpacaEval dev, and
+leave-one-source-out) picks the training data (MMLU alone, or with AlpacaEval
+under the concise-Mixtral label or the 57-model signal) and the OOD cut-off
+quantile of ``router: combined``; the chosen routers are then fitted on the
+full dev splits and every test set is evaluated once: random, rules,
+learned, combined (and the variant not chosen, for information).
+
 Usage (from the repo root)::
 
-    .venv/bin/python bench/router_eval.py            # full run
+    .venv/bin/python bench/router_eval.py            # full run, ~1 min with cached embeddings
+    .venv/bin/python bench/router_eval.py --write-default   # also rewrite the packaged router
+    .venv/bin/python bench/router_eval.py --select   # also rerun the model-kind selection
     .venv/bin/python bench/router_eval.py --embed-only
 
 matplotlib is bench-only (``.venv/bin/pip install matplotlib``). Embeddings are
