@@ -26,9 +26,18 @@ under the curve above the weak model over the area between the two models
 (trapezoids). Cost saving: where that curve reaches 95% of the strong model's
 quality (interpolated like CPT), priced with the pair's token prices.
 
+Flow: a dev study (inner-train -> inner-val of MMLU and AlpacaEval dev, and
+leave-one-source-out) picks the training data (MMLU alone, or with AlpacaEval
+under the concise-Mixtral label or the 57-model signal) and the OOD cut-off
+quantile of ``router: combined``; the chosen routers are then fitted on the
+full dev splits and every test set is evaluated once: random, rules,
+learned, combined (and the variant not chosen, for information).
+
 Usage (from the repo root)::
 
-    .venv/bin/python bench/router_eval.py            # full run
+    .venv/bin/python bench/router_eval.py            # full run, ~1 min with cached embeddings
+    .venv/bin/python bench/router_eval.py --write-default   # also rewrite the packaged router
+    .venv/bin/python bench/router_eval.py --select   # also rerun the model-kind selection
     .venv/bin/python bench/router_eval.py --embed-only
 
 matplotlib is bench-only (``.venv/bin/pip install matplotlib``). Embeddings are
@@ -49,7 +58,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +70,16 @@ sys.path.insert(0, str(REPO))
 
 from seawall.ml.embedder import Embedder  # noqa: E402
 from seawall.ml.tokens import TokenCounter  # noqa: E402
+from seawall.routing.complexity.combined import CombinedRouter  # noqa: E402
 from seawall.routing.complexity.features import text_features  # noqa: E402
+from seawall.routing.complexity.model import PACKAGED_ROUTER, RouterModel  # noqa: E402
+from seawall.routing.complexity.ood import fit_reference  # noqa: E402
 from seawall.routing.complexity.rules import RulesRouter  # noqa: E402
 from seawall.routing.complexity.train import (  # noqa: E402
     TrainSettings,
     evaluate_scores,
     fit_router,
+    source_weights,
 )
 
 DATA = Path(os.environ.get("SEAWALL_EVAL_DATA_ROOT", "/work/shared/data"))
@@ -410,13 +423,21 @@ class Data:
     bench: Bench
     vectors: FloatArray
     features: FloatArray
+    # training label other than "weak >= strong" (AlpacaEval: the 57-model signal)
+    soft: npt.NDArray[np.float64] | None = None
 
     @property
     def labels(self) -> npt.NDArray[np.float64]:
+        if self.soft is not None:
+            return self.soft
         return (self.bench.weak >= self.bench.strong).astype(np.float64)
 
     def rows(self, mask: npt.NDArray[np.bool_]) -> Data:
-        return Data(self.bench.subset(mask), self.vectors[mask], self.features[mask])
+        return Data(self.bench.subset(mask), self.vectors[mask], self.features[mask],
+                    None if self.soft is None else self.soft[mask])
+
+    def relabel(self, soft: npt.NDArray[np.float64] | None) -> Data:
+        return Data(self.bench, self.vectors, self.features, soft)
 
 
 def prepare(bench: Bench, embedder: Embedder) -> Data:
@@ -434,7 +455,8 @@ def concat(parts: Sequence[Data], weights: Sequence[float]) -> tuple[Any, Any, A
     return (np.concatenate([p.vectors for p in parts]),
             np.concatenate([p.features for p in parts]),
             np.concatenate([p.labels for p in parts]),
-            np.concatenate([_row_weights(p, w) for p, w in zip(parts, weights, strict=True)]))
+            np.concatenate([np.full(len(p.labels), w) for p, w in zip(parts, weights,
+                                                                      strict=True)]))
 
 
 def fit(parts: Sequence[Data], settings: TrainSettings, weights: Sequence[float] | None = None,
@@ -501,14 +523,18 @@ def settings_of(name: str) -> tuple[TrainSettings, str]:
 # ---------------------------------------------------------------- latency
 
 
-def latency(data: Data, model: Any, embedder: Embedder, n: int) -> dict[str, tuple[float, float]]:
-    """Per-decision p50/p99 (ms), one request at a time."""
+def latency(data: Data, model: RouterModel, embedder: Embedder,
+            n: int) -> dict[str, tuple[float, float]]:
+    """Per-decision p50/p99 (ms), one request at a time, as the route stage
+    does it (features, then the router; the embedding timed apart)."""
     rules = RulesRouter()
+    combined = CombinedRouter(model, rules) if model.ood is not None else None
     idx = np.random.default_rng(0).choice(len(data.bench.texts), size=min(n, len(data.bench.texts)),
                                           replace=False)
     timings: dict[str, list[float]] = {"rules (features + rules)": [],
-                                       "learned, embedding cached (features + model)": [],
-                                       "learned incl. embedding (embed + features + model)": [],
+                                       "learned (features + model), embedding given": [],
+                                       "combined (features + OOD check + model or rules), "
+                                       "embedding given": [],
                                        "embedding alone": []}
     embedder.warm_up()
     gc.collect()
@@ -520,17 +546,20 @@ def latency(data: Data, model: Any, embedder: Embedder, n: int) -> dict[str, tup
         t1 = time.perf_counter()
         model.score(data.vectors[i], text_features(messages))
         t2 = time.perf_counter()
-        vec = embedder.embed([data.bench.texts[i]])[0]
+        if combined is not None:
+            combined.decide(data.vectors[i], text_features(messages))
         t3 = time.perf_counter()
-        model.score(vec, text_features(messages))
+        embedder.embed([data.bench.texts[i]])
         t4 = time.perf_counter()
         timings["rules (features + rules)"].append(t1 - t0)
-        timings["learned, embedding cached (features + model)"].append(t2 - t1)
-        timings["embedding alone"].append(t3 - t2)
-        timings["learned incl. embedding (embed + features + model)"].append(t4 - t2)
+        timings["learned (features + model), embedding given"].append(t2 - t1)
+        if combined is not None:
+            timings["combined (features + OOD check + model or rules), "
+                    "embedding given"].append(t3 - t2)
+        timings["embedding alone"].append(t4 - t3)
     gc.enable()
     return {k: (float(np.percentile(v, 50) * 1e3), float(np.percentile(v, 99) * 1e3))
-            for k, v in timings.items()}
+            for k, v in timings.items() if v}
 
 
 # ------------------------------------------------------------------ output
@@ -598,40 +627,167 @@ def plot(path: Path, panels: Sequence[tuple[str, Bench, Sequence[Result]]]) -> N
     plt.close(fig)
 
 
-BALANCED = -1.0  # weight marker: balance cheap-ok / not-ok within the source
+# ------------------------------------------------------ combined router
 
 
-def _mix_sets(mmlu: Data, alpaca: Data) -> dict[str, tuple[list[Data], list[float]]]:
-    return {
-        "MMLU dev": ([mmlu], [1.0]),
-        "MMLU dev + Alpaca dev": ([mmlu, alpaca], [1.0, 1.0]),
-        "MMLU dev + Alpaca dev (x5 weight)": ([mmlu, alpaca], [1.0, 5.0]),
-        "MMLU dev + Alpaca dev (labels balanced per source)": ([mmlu, alpaca],
-                                                               [BALANCED, BALANCED]),
-        "Alpaca dev": ([alpaca], [1.0]),
+# The learned recipe: chosen on MMLU dev in router-eval-2026-11-23 (a 128-unit
+# MLP beat logistic regression and kNN on the inner validation split); rerun
+# that selection with --select.
+RECIPE = TrainSettings(kind="mlp", hidden=128, l2=1e-2, steps=800)
+QUANTILES = (0.01, 0.02, 0.05, 0.1, 0.2)
+SHIPPED_TRAINING = {
+    "data": "routellm_eval MMLU dev (rows whose sha1(prompt) starts 0-b): per-question "
+            "correctness of GPT-4-1106 (strong) and Mixtral-8x7B (weak); cheap_ok = weak >= strong",
+    "licence": "MMLU questions MIT; RouteLLM evaluation data Apache-2.0 (github.com/lm-sys/"
+               "RouteLLM); no AlpacaEval (CC BY-NC) data",
+    "made_by": "bench/router_eval.py --write-default",
+}
+
+
+def alpaca_many_models(data: Data) -> npt.NDArray[np.float64]:
+    """AlpacaEval's extra weak-vs-strong signal: per prompt, the mean
+    preference of every non-GPT-4 model among the 57 over GPT-4-1106 (how
+    often a weaker model's answer is as good), as a rank percentile within
+    ``data``: a less noisy 'is this prompt easy for a weaker model' than one
+    model's single judgement."""
+    ids = {}
+    for line in (DATA / "alpaca_eval_pairwise/prompts.jsonl").open(encoding="utf-8"):
+        r = json.loads(line)
+        ids[r["instruction"]] = r["prompt_id"]
+    prefs: dict[str, list[float]] = {}
+    with (DATA / "alpaca_eval_pairwise/preferences_vs_gpt4_1106_preview.csv").open(
+            newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if not row["model"].startswith("gpt4"):
+                prefs.setdefault(row["prompt_id"], []).append(float(row["preference"]) - 1.0)
+    mean = np.array([np.mean(prefs[ids[t]]) for t in data.bench.texts])
+    ranks = np.argsort(np.argsort(mean, kind="stable"), kind="stable")
+    return (ranks + 0.5) / len(mean)
+
+
+def _calibration_rows(texts: Sequence[str]) -> npt.NDArray[np.bool_]:
+    """A content-hash slice of a training set (as train.py's holdout; sha1 < 0.2
+    of the range, ~27% of MMLU dev, whose split uses the same hash): the rows
+    the OOD cut-off is calibrated on; centroids come from the rest."""
+    return np.array([int.from_bytes(hashlib.sha1(t.encode()).digest()[:4], "big") / 2**32 < 0.2
+                     for t in texts])
+
+
+@dataclass
+class Trained:
+    """A learned router with its OOD reference, and the calibration rows'
+    similarities (so other quantiles' cut-offs are free)."""
+
+    model: RouterModel
+    calibration_sims: npt.NDArray[np.float32]
+
+    def cutoff(self, quantile: float) -> float:
+        return float(np.quantile(self.calibration_sims, quantile))
+
+
+def train_combined(parts: Sequence[Data], settings: TrainSettings = RECIPE,
+                   quantile: float = 0.05, training: dict[str, Any] | None = None) -> Trained:
+    """The `seawall router train` recipe on in-memory data: sources balanced,
+    MLP on all rows, 512 centroids outside the calibration slice, cut-off
+    calibrated on it."""
+    v = np.concatenate([p.vectors for p in parts])
+    f = np.concatenate([p.features for p in parts])
+    y = np.concatenate([p.labels for p in parts])
+    sources = np.concatenate([[str(i)] * len(p.labels) for i, p in enumerate(parts)])
+    model = fit_router(v, f, y, settings, weights=source_weights(list(sources), y),
+                       training={**(training or {}), "n": len(y), "settings": settings.model_dump(),
+                                 "cheap_ok_rate": float(np.mean(y))})
+    hold = _calibration_rows([t for p in parts for t in p.bench.texts])
+    ref = fit_reference(v[~hold], v[hold], centroids=512, quantile=quantile)
+    return Trained(replace(model, ood=ref), ref.similarity(v[hold]))
+
+
+def combined_scores(trained: Trained, data: Data, quantile: float,
+                    rule_scores: npt.NDArray[np.float64]) -> tuple[Any, float]:
+    """(scores, share of rows the learned model scored)."""
+    router = CombinedRouter(trained.model, RulesRouter(), trained.cutoff(quantile))
+    scores, familiar = router.score_batch(data.vectors, data.features, rule_scores)
+    return scores, float(familiar.mean())
+
+
+def rules_scores(data: Data) -> npt.NDArray[np.float64]:
+    rules = RulesRouter()
+    return np.array([rules.decide(m).score for m in data.bench.messages])
+
+
+def dev_study(mmlu_dev: Data, alp_dev: Data) -> tuple[list[str], str, float]:
+    """Training data and OOD cut-off chosen on dev only: inner-train -> inner-val
+    of MMLU and AlpacaEval, plus leave-one-source-out (a router trained on one
+    source meets the other: the out-of-distribution case)."""
+    iv, aiv = inner_val(mmlu_dev.bench.texts), inner_val(alp_dev.bench.texts)
+    m_tr, m_val = mmlu_dev.rows(~iv), mmlu_dev.rows(iv)
+    a_tr, a_val = alp_dev.rows(~aiv), alp_dev.rows(aiv)
+    a_tr57 = a_tr.relabel(alpaca_many_models(a_tr))
+    variants = {
+        "MMLU dev": [m_tr],
+        "MMLU dev + AlpacaEval dev (Mixtral label)": [m_tr, a_tr],
+        "MMLU dev + AlpacaEval dev (57-model label)": [m_tr, a_tr57],
+        "AlpacaEval dev (57-model label)": [a_tr57],
     }
+    vals = {"MMLU inner-val": m_val, "AlpacaEval inner-val": a_val}
+    rule = {k: rules_scores(d) for k, d in vals.items()}
+    md = ["## Dev study: training data and OOD cut-off (inner-train -> inner-val)", "",
+          "Learned = the MLP recipe alone; combined@q = learned where the prompt is at least "
+          "as similar to the training centroids as all but q of held-out training prompts, "
+          "rules elsewhere. 'familiar' = share of rows the learned model scored. Rows where "
+          "the training data lacks the validation source are the out-of-distribution case.",
+          "", "| training data | validation | rules | learned | "
+          + " | ".join(f"combined@{q:g}" for q in QUANTILES) + " | familiar@0.05 |",
+          "|---|---|---:|---:|" + "---:|" * (len(QUANTILES) + 1)]
+    table_rows: dict[tuple[str, str], dict[str, float]] = {}
+    for name, parts in variants.items():
+        trained = train_combined(parts)
+        for vname, val in vals.items():
+            row = {"learned": evaluate(val.bench, "l", score_with(trained.model, val)).apgr,
+                   "rules": evaluate(val.bench, "r", rule[vname]).apgr}
+            fam = 0.0
+            for q in QUANTILES:
+                sc, share = combined_scores(trained, val, q, rule[vname])
+                row[f"q{q}"] = evaluate(val.bench, "c", sc).apgr
+                fam = share if q == 0.05 else fam
+            table_rows[(name, vname)] = row
+            md.append(f"| {name} | {vname} | {row['rules']:.3f} | {row['learned']:.3f} | "
+                      + " | ".join(f"{row[f'q{q}']:.3f}" for q in QUANTILES)
+                      + f" | {fam:.0%} |")
+            print(f"    {name:45s} {vname:22s} " + " ".join(
+                f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+    # the cut-off: best mean APGR over every (training data, validation) pair
+    q_best = max(QUANTILES, key=lambda q: np.mean([r[f"q{q}"] for r in table_rows.values()]))
+    # the training data (among those with both sources' kinds of prompt or MMLU alone):
+    # best mean APGR of combined@q_best on both validation sets
+    candidates = [n for n in variants if n.startswith("MMLU")]
+    best = max(candidates, key=lambda n: np.mean([table_rows[(n, v)][f"q{q_best}"]
+                                                   for v in vals]))
+    md += ["", f"Chosen on dev: cut-off quantile **{q_best:g}** (best mean over all rows), "
+           f"training data **{best}** (best mean of combined@{q_best:g} on both "
+           "validation sets).", ""]
+    return md, best, q_best
 
 
-def _row_weights(data: Data, weight: float) -> npt.NDArray[np.float64]:
-    """Per-row weights; BALANCED gives each source's two classes equal total
-    weight (and each source the weight of its size), so a model cannot learn
-    'which dataset is this' as a shortcut for the base rate."""
-    n = len(data.labels)
-    if weight != BALANCED:
-        return np.full(n, weight)
-    pos = data.labels >= 0.5
-    out = np.empty(n)
-    out[pos] = n / (2.0 * max(1, pos.sum()))
-    out[~pos] = n / (2.0 * max(1, (~pos).sum()))
-    return out
+def final_parts(name: str, mmlu_dev: Data, alp_dev: Data) -> list[Data]:
+    if name == "MMLU dev":
+        return [mmlu_dev]
+    if "57-model" in name:
+        return [mmlu_dev, alp_dev.relabel(alpaca_many_models(alp_dev))]
+    return [mmlu_dev, alp_dev]
 
 
 def main() -> None:  # noqa: C901 - a linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer candidates")
+    parser.add_argument("--select", action="store_true",
+                        help="rerun the model-kind selection on MMLU dev (~5 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer candidates in --select")
     parser.add_argument("--embed-only", action="store_true", help="fill the embedding cache")
     parser.add_argument("--latency-n", type=int, default=400)
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--write-default", action="store_true",
+                        help="write the MMLU-only combined router to the package "
+                             "(seawall/routing/complexity/default_router.json)")
     args = parser.parse_args()
     started = time.perf_counter()
     counter = TokenCounter()
@@ -653,93 +809,81 @@ def main() -> None:  # noqa: C901 - a linear script
           f"{len(alp_dev.labels)} / test {len(alp_test.labels)}; GSM8K {len(gsm.labels)}; "
           f"MT-Bench {len(mt.labels)} ({prep_seconds:.0f} s)", flush=True)
 
-    # 1. model selection on MMLU dev (inner train / inner val)
-    print("model selection on MMLU dev (inner split)", flush=True)
-    t0 = time.perf_counter()
-    iv = inner_val(mmlu_dev.bench.texts)
-    mmlu_tr, mmlu_val = mmlu_dev.rows(~iv), mmlu_dev.rows(iv)
-    selection = select_on_dev([mmlu_tr], mmlu_val, args.quick)
-    best = pick(selection)
-    best_settings, best_ablate = settings_of(best)
-    print(f"  chosen: {best}", flush=True)
+    md_select: list[str] = []
+    settings = RECIPE
+    if args.select:
+        print("model selection on MMLU dev (inner split)", flush=True)
+        iv = inner_val(mmlu_dev.bench.texts)
+        selection = select_on_dev([mmlu_dev.rows(~iv)], mmlu_dev.rows(iv), args.quick)
+        best = pick(selection)
+        settings, _ = settings_of(best)
+        md_select = ["## Model selection (MMLU dev: inner train -> inner val)", "",
+                     "| candidate | APGR | CPT(50%) | CPT(80%) | fit time |",
+                     "|---|---:|---:|---:|---:|"]
+        for name, r, seconds in selection:
+            mark = " **(chosen)**" if name == best else ""
+            md_select.append(f"| {name}{mark} | {r.apgr:.3f} | {fmt_pct(r.cpt50)} | "
+                             f"{fmt_pct(r.cpt80)} | {seconds:.1f} s |")
+        md_select.append("")
 
-    # 2. which training data for OOD sets / AlpacaEval, on held-out parts of dev
-    aiv = inner_val(alp_dev.bench.texts)
-    alp_tr, alp_val = alp_dev.rows(~aiv), alp_dev.rows(aiv)
-    mix_rows = []
-    for mix, (parts, weights) in _mix_sets(mmlu_tr, alp_tr).items():
-        model = fit(parts, best_settings, weights, best_ablate)
-        r_m = evaluate(mmlu_val.bench, mix, score_with(model, mmlu_val, best_ablate))
-        r_a = evaluate(alp_val.bench, mix, score_with(model, alp_val, best_ablate))
-        mix_rows.append((mix, r_m, r_a))
-        print(f"    {mix:36s} MMLU-val APGR {r_m.apgr:.3f}  Alpaca-val APGR {r_a.apgr:.3f}",
-              flush=True)
-    with_mmlu = [m for m in mix_rows if m[0].startswith("MMLU")]
-    ood_mix = max(with_mmlu, key=lambda m: (m[1].apgr + m[2].apgr) / 2)[0]
-    alp_mix = max(mix_rows, key=lambda m: m[2].apgr)[0]
-    print(f"  OOD training data: {ood_mix}; AlpacaEval training data: {alp_mix}", flush=True)
-    select_seconds = time.perf_counter() - t0
-
-    # 3. final models on full dev splits, test evaluation
+    print("dev study: training data and OOD cut-off", flush=True)
     t0 = time.perf_counter()
-    final_mixes = _mix_sets(mmlu_dev, alp_dev)
-    m_mmlu = fit([mmlu_dev], best_settings, None, best_ablate)
-    parts, weights = final_mixes[ood_mix]
-    m_ood = fit(parts, best_settings, weights, best_ablate)
-    parts, weights = final_mixes[alp_mix]
-    m_alp = fit(parts, best_settings, weights, best_ablate)
-    m_mmlu_only = m_mmlu
+    md_dev, mix, quantile = dev_study(mmlu_dev, alp_dev)
+    study_seconds = time.perf_counter() - t0
+    print(f"  chosen: {mix}, quantile {quantile:g}", flush=True)
+
+    # final routers on the full dev splits; test sets evaluated once
+    t0 = time.perf_counter()
+    all_dev = train_combined(final_parts(mix, mmlu_dev, alp_dev), settings, quantile)
+    shippable = train_combined([mmlu_dev], settings, quantile, training=SHIPPED_TRAINING)
+    alt_name = next(n for n in ("MMLU dev + AlpacaEval dev (57-model label)",
+                                "MMLU dev + AlpacaEval dev (Mixtral label)") if n != mix)
+    alt = train_combined(final_parts(alt_name, mmlu_dev, alp_dev), settings, quantile)
     fit_seconds = time.perf_counter() - t0
-    rules = RulesRouter()
     tests: dict[str, tuple[Data, list[Result]]] = {}
-    learned_name = f"learned: {best}"
-    for label, data, model, mix in (
-        ("MMLU test (in-distribution)", mmlu_test, m_mmlu, "MMLU dev"),
-        ("GSM8K (out-of-distribution)", gsm, m_ood, ood_mix),
-        ("MT-Bench (out-of-distribution)", mt, m_ood, ood_mix),
-        ("AlpacaEval test (weak = Mixtral-8x7B concise)", alp_test, m_alp, alp_mix),
-    ):
+    familiar: dict[str, dict[str, float]] = {}
+    for label, data in (("MMLU test (in-distribution)", mmlu_test),
+                        ("GSM8K (out-of-distribution)", gsm),
+                        ("MT-Bench (out-of-distribution)", mt),
+                        ("AlpacaEval test (weak = Mixtral-8x7B concise)", alp_test)):
         costs = row_costs(data.bench, counter)
-        rule_scores = np.array([rules.decide(m).score for m in data.bench.messages])
-        results = [
-            random_result(data.bench, costs),
-            evaluate(data.bench, "rules (defaults)", rule_scores, costs),
-            evaluate(data.bench, f"{learned_name} on {mix}",
-                     score_with(model, data, best_ablate), costs),
-        ]
-        results[-1].short = f"learned on {mix}"
-        if label.startswith(("GSM8K", "MT-Bench")) and mix != "MMLU dev":
-            results.append(evaluate(data.bench, f"{learned_name} on MMLU dev (not chosen)",
-                                    score_with(m_mmlu_only, data, best_ablate), costs))
-            results[-1].short = "learned on MMLU dev (not chosen)"
+        rule = rules_scores(data)
+        results = [random_result(data.bench, costs),
+                   evaluate(data.bench, "rules (defaults)", rule, costs)]
+        familiar[label] = {}
+        routers = [("all dev data", all_dev)]
+        if mix != "MMLU dev":
+            routers.append(("MMLU dev only: licence-clean", shippable))
+        routers.append((f"{alt_name.replace('MMLU dev + AlpacaEval dev', 'MMLU + AlpacaEval')}, "
+                        "not chosen", alt))
+        for tag, trained in routers:
+            results.append(evaluate(data.bench, f"learned ({tag})",
+                                    score_with(trained.model, data), costs))
+            results[-1].short = f"learned ({tag})"
+            sc, share = combined_scores(trained, data, quantile, rule)
+            familiar[label][tag] = share
+            results.append(evaluate(data.bench, f"**combined ({tag})**", sc, costs))
+            results[-1].short = f"combined ({tag})"
         results.append(optimal_result(data.bench, costs))
         tests[label] = (data, results)
-        print(f"  {label}", flush=True)
+        print(f"  {label}: familiar " + ", ".join(f"{k} {v:.0%}"
+                                                  for k, v in familiar[label].items()),
+              flush=True)
         for r in results:
-            print(f"    {r.router:60s} APGR {r.apgr:.3f}  CPT50 {fmt_pct(r.cpt50):>6}  "
+            print(f"    {r.router:50s} APGR {r.apgr:.3f}  CPT50 {fmt_pct(r.cpt50):>6}  "
                   f"CPT80 {fmt_pct(r.cpt80):>6}  save@95 {fmt_pct(r.saving95 * 100):>6}",
                   flush=True)
-    # seed spread of the chosen recipe on MMLU test (reported, not used to choose)
-    seed_rows = []
-    if best_settings.kind == "mlp":
-        for seed in range(5):
-            model = fit([mmlu_dev], best_settings.model_copy(update={"seed": seed}), None,
-                        best_ablate)
-            r = evaluate(mmlu_test.bench, f"seed {seed}", score_with(model, mmlu_test,
-                                                                      best_ablate))
-            seed_rows.append((r.apgr, r.cpt50, r.cpt80))
     eval_seconds = time.perf_counter() - t0
 
-    # 4. latency (one request at a time), on MMLU test prompts and AlpacaEval test prompts
     t0 = time.perf_counter()
-    lat_mmlu = latency(mmlu_test, m_mmlu, embedder, args.latency_n)
-    lat_alp = latency(alp_test, m_alp, embedder, min(args.latency_n, len(alp_test.labels)))
+    lat_mmlu = latency(mmlu_test, shippable.model, embedder, args.latency_n)
+    lat_gsm = latency(gsm, shippable.model, embedder, min(args.latency_n, len(gsm.labels)))
     latency_seconds = time.perf_counter() - t0
-    artifact = CACHE / "router-mmlu.json"
-    m_mmlu.save(artifact)
+    artifact = PACKAGED_ROUTER if args.write_default else CACHE / "router-combined-mmlu.json"
+    shippable.model.save(artifact)
+    print(f"wrote {artifact}", flush=True)
     size_kb = artifact.stat().st_size / 1024
 
-    # 5. report
     today = dt.date.today().isoformat()
     published = {
         "MMLU": "| RouteLLM's best router (published, full MMLU) | | 35.4% | | | | |",
@@ -754,88 +898,49 @@ def main() -> None:  # noqa: C901 - a linear script
           "gap (interpolated). AUC: how well the score ranks rows where the cheap model was "
           "good enough (weak >= strong) above the others.", "",
           f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} shared "
-          f"cores, Python {platform.python_version()}, NumPy {np.__version__}.", ""]
-    md += ["## Model selection (MMLU dev: inner train -> inner val, ~19% of dev)", "",
-           "| candidate | APGR | CPT(50%) | CPT(80%) | fit time |", "|---|---:|---:|---:|---:|"]
-    for name, r, seconds in selection:
-        mark = " **(chosen)**" if name == best else ""
-        md.append(f"| {name}{mark} | {r.apgr:.3f} | {fmt_pct(r.cpt50)} | {fmt_pct(r.cpt80)} "
-                  f"| {seconds:.1f} s |")
-    md += ["", "## Training data for the OOD and AlpacaEval routers (held-out parts of dev)", "",
-           "| training data | MMLU inner-val APGR | AlpacaEval inner-val APGR |",
-           "|---|---:|---:|"]
-    for mix, r_m, r_a in mix_rows:
-        md.append(f"| {mix} | {r_m.apgr:.3f} | {r_a.apgr:.3f} |")
-    md += ["", f"Chosen: OOD sets (GSM8K, MT-Bench) -> **{ood_mix}** (best mean of both); "
-           f"AlpacaEval -> **{alp_mix}** (best AlpacaEval inner-val).", ""]
-    md += ["## Test results", ""]
+          f"cores, Python {platform.python_version()}, NumPy {np.__version__}.", "",
+          f"Learned recipe: {settings.kind}, hidden {settings.hidden}, l2 {settings.l2:g}, "
+          f"{settings.steps} steps, sources balanced (`seawall router train` defaults); "
+          "OOD reference: 512 centroids (spherical k-means) of the training prompts outside a "
+          "content-hash slice (sha1 < 0.2 of the hash range: ~27% of MMLU dev, whose split "
+          "uses the same hash, and ~20% of AlpacaEval dev), cut-off calibrated on that slice.",
+          ""]
+    md += md_select + md_dev
+    md += ["## Test results (reported once)", "",
+           f"Combined routers use the dev-chosen cut-off quantile {quantile:g}. 'all dev data' "
+           f"= {mix}; it includes CC BY-NC data when AlpacaEval is in it, so such a router "
+           "is a recipe, not a shippable artifact. 'MMLU dev only: licence-clean' is trained "
+           "on routellm_eval MMLU alone (questions MIT, RouteLLM's correctness labels "
+           "Apache-2.0).", ""]
     for label, (data, results) in tests.items():
         b = data.bench
         key = label.split(" ")[0]
         md += [f"### {label}: n = {len(b.texts)}, weak {b.weak.mean():.3f}, "
-               f"strong {b.strong.mean():.3f}", ""]
+               f"strong {b.strong.mean():.3f}", "",
+               "Rows the learned model scored (familiar): " + ", ".join(
+                   f"{k} {v:.0%}" for k, v in familiar[label].items()) + ".", ""]
         md += table(results, published.get(key, ""))
         md.append("")
-    if seed_rows:
-        a = np.array(seed_rows)
-        md += [f"MMLU test, chosen recipe over 5 training seeds: APGR {a[:, 0].mean():.3f} "
-               f"± {a[:, 0].std():.3f}, CPT(50%) {a[:, 1].mean():.1f}% ± {a[:, 1].std():.1f}, "
-               f"CPT(80%) {a[:, 2].mean():.1f}% ± {a[:, 2].std():.1f} (mean ± sd).", ""]
     md += ["![MMLU test](../../docs/img/routing-mmlu.png)", "",
            "![OOD and AlpacaEval](../../docs/img/routing-ood.png)", ""]
     load = os.getloadavg()
     md += ["## Router latency per decision (one request at a time)", "",
            f"Shared 2-core machine, load average {load[0]:.1f} / {load[1]:.1f} during the run "
-           "(other jobs were running): p99s carry their preemption; the embedder runs with "
-           "onnxruntime's default threads.", "",
-           "| path | MMLU test p50 | p99 | AlpacaEval test p50 | p99 |",
+           "(other jobs were running): p99s carry their preemption.", "",
+           "| path | MMLU test p50 | p99 | GSM8K p50 | p99 |",
            "|---|---:|---:|---:|---:|"]
     for k in lat_mmlu:
         md.append(f"| {k} | {lat_mmlu[k][0]:.3f} ms | {lat_mmlu[k][1]:.3f} ms | "
-                  f"{lat_alp[k][0]:.3f} ms | {lat_alp[k][1]:.3f} ms |")
-    md += ["", f"Router artifact ({best_settings.kind}): {size_kb:.0f} KiB JSON.", ""]
-    md += ["## Assumptions", "",
-           "* Prices: GPT-4-1106 $10/M input, $30/M output; Mixtral-8x7B $0.6/M both "
-           "(common hosts). Input tokens: `TokenCounter.count_messages` (o200k_base) of the "
-           "prompt. Output tokens: MMLU 1 (a letter); GSM8K the recorded answers' tokens; "
-           "MT-Bench 400 a turn, turn 2 re-sending turn 1; AlpacaEval the recorded "
-           "output characters / 4.",
-           "* '@95%': where the decile curve first reaches 95% of the strong model's quality, "
-           "strong-call share and $ cost both interpolated between decile points (as CPT); "
-           "the saving is in dollars, so it differs from 1 - strong share when the router "
-           "sends longer (dearer) prompts to the strong model.",
-           "* AlpacaEval quality: per prompt the weak answer scores p = P(judge prefers it "
-           "over GPT-4-1106) and the strong answer 1 - p. Plain Mixtral-8x7B is not among "
-           "the 57 models; `Mixtral-8x7B-Instruct-v0.1_concise` is.",
-           "* Random: mean of 20 seeds. Oracle: knows per row whether strong beats weak.",
-           "* RouteLLM's published CPTs are on full MMLU (14,042) and their own training "
-           "data; ours are on the c-f test quarter with routers trained on the 0-b dev part "
-           "(in-distribution), so MMLU is not an apples-to-apples comparison (see notes).",
-           ""]
-    md += ["## Notes", "",
-           "* MMLU is in-distribution here (train on the rows whose sha1 starts 0-b, ~75%; "
-           "test on c-f, ~25%; the same 57 subjects on both sides), which helps: the router "
-           "learns which subjects and question shapes Mixtral misses. RouteLLM's routers were "
-           "trained on Chatbot Arena preferences (their best MMLU numbers add a small "
-           "MMLU-derived 'golden' set), so our MMLU CPT is not a like-for-like win over "
-           "theirs; GSM8K and MT-Bench are the fairer comparison, and there we do not reach "
-           "their numbers.",
-           "* Adding AlpacaEval dev helps on held-out AlpacaEval but hurts MT-Bench (and "
-           "GSM8K), also with labels balanced per source. A likely reason (not verified): "
-           "the AlpacaEval label (does the judge prefer *concise* Mixtral's answer to "
-           "GPT-4-1106's) rewards length and style on open-ended writing, while MT-Bench's "
-           "gap is in maths, reasoning and code, so it teaches the opposite ranking there.",
-           "* MT-Bench has 72 questions after decontamination: one question moves the curve "
-           "by ~1.4 points of strong-call share; treat its rows as indicative.",
-           "* The default rules were not tuned on any of this data; every MMLU question is "
-           "short multiple choice, so they barely separate it.",
-           ""]
+                  f"{lat_gsm[k][0]:.3f} ms | {lat_gsm[k][1]:.3f} ms |")
+    md += ["", f"Combined router artifact (MLP + 512 float16 centroids): {size_kb:.0f} KiB "
+           "JSON.", ""]
+    md += ASSUMPTIONS
     total = time.perf_counter() - started
     md += ["## Run time", "",
            f"embedding + features (cached after the first run) {prep_seconds:.0f} s, "
-           f"model selection {select_seconds:.0f} s, final fits + test evaluation "
-           f"{eval_seconds + fit_seconds:.0f} s, latency {latency_seconds:.0f} s; "
-           f"total {total:.0f} s.", ""]
+           f"dev study {study_seconds:.0f} s, final fits {fit_seconds:.0f} s, test "
+           f"evaluation {eval_seconds:.0f} s, latency {latency_seconds:.0f} s; total "
+           f"{total:.0f} s.", ""]
     out = REPO / "bench" / "results" / f"router-eval-{today}.md"
     out.write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))
@@ -848,6 +953,27 @@ def main() -> None:  # noqa: C901 - a linear script
              [(label.split(" (")[0], d.bench, rs) for label, (d, rs) in tests.items()
               if not label.startswith("MMLU")])
         print("wrote docs/img/routing-mmlu.png, docs/img/routing-ood.png")
+
+
+ASSUMPTIONS = [
+    "## Assumptions", "",
+    "* Prices: GPT-4-1106 $10/M input, $30/M output; Mixtral-8x7B $0.6/M both "
+    "(common hosts). Input tokens: `TokenCounter.count_messages` (o200k_base) of the "
+    "prompt. Output tokens: MMLU 1 (a letter); GSM8K the recorded answers' tokens; "
+    "MT-Bench 400 a turn, turn 2 re-sending turn 1; AlpacaEval the recorded "
+    "output characters / 4.",
+    "* '@95%': where the decile curve first reaches 95% of the strong model's quality, "
+    "strong-call share and $ cost both interpolated between decile points (as CPT).",
+    "* AlpacaEval quality (test metric): per prompt the weak answer scores p = P(judge "
+    "prefers Mixtral-8x7B concise over GPT-4-1106) and the strong answer 1 - p. The "
+    "57-model training label: per dev prompt, the mean preference of all non-GPT-4 models "
+    "over GPT-4-1106, as a rank percentile.",
+    "* Random: mean of 20 seeds. Oracle: knows per row whether strong beats weak.",
+    "* RouteLLM's published CPTs are on full MMLU and their own training data (Chatbot "
+    "Arena); ours train on the MMLU dev rows of the same 57 subjects, so MMLU is easier "
+    "for us. GSM8K and MT-Bench are the fair comparison.",
+    "* MT-Bench has 72 questions after decontamination: one question moves the curve by "
+    "~1.4 points of strong-call share.", ""]
 
 
 if __name__ == "__main__":

@@ -478,8 +478,14 @@ class RouteSettings(_Strict):
 
     tiers: list[str] = Field(min_length=2, description="chat models under `models`, "
                              "cheapest first")
-    router: Literal["rules", "learned"] = "rules"
-    model_path: str | None = None  # learned: the file `seawall router train` wrote
+    router: Literal["rules", "learned", "combined"] = Field(
+        "rules", description="rules; learned (model_path); combined: learned on prompts like "
+        "its training data, rules on the others (docs/routing.md)")
+    # learned/combined: the file `seawall router train` wrote (combined: the packaged one)
+    model_path: str | None = None
+    ood_cutoff: float | None = Field(None, ge=-1, le=1, description="combined: similarity to "
+                                     "the training prompts below which the rules decide "
+                                     "(default: the router file's)")
     thresholds: list[float] | None = Field(
         None, description="cut points on P(cheap tier is good enough), descending, one fewer "
                           "than the tiers (default: evenly spaced; 0.5 for two tiers)")
@@ -513,11 +519,10 @@ class RouteSettings(_Strict):
             raise ValueError(f"shares: {n} values >= 0 that sum to 1")
         if self.min_samples > self.window:
             raise ValueError("min_samples must not exceed window")
-        if self.router == "learned":
-            if not self.model_path:
-                raise ValueError("router learned needs model_path (seawall router train)")
-            if not Path(self.model_path).is_file():
-                raise ValueError(f"model_path: no file at {self.model_path}")
+        if self.router == "learned" and not self.model_path:
+            raise ValueError("router learned needs model_path (seawall router train)")
+        if self.router != "rules" and self.model_path and not Path(self.model_path).is_file():
+            raise ValueError(f"model_path: no file at {self.model_path}")
         return self
 
     def static_thresholds(self) -> list[float]:

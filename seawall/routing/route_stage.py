@@ -27,7 +27,8 @@ from seawall.routing.complexity import (
     routing_text,
     text_features,
 )
-from seawall.routing.complexity.model import embedder_id
+from seawall.routing.complexity.combined import CombinedRouter
+from seawall.routing.complexity.model import PACKAGED_ROUTER, embedder_id
 
 __all__ = ["RouteDecision", "RouteStage"]
 
@@ -40,7 +41,7 @@ class RouteDecision:
     score: float  # P(the cheapest tier is good enough)
     threshold: float | None  # the cut point that decided it (None: below every one)
     reason: str
-    router: str  # "rules" or "learned:<version prefix>"
+    router: str  # "rules", "learned:<version prefix>" or "combined:<version prefix>"
 
     def record(self) -> dict[str, Any]:
         return {"route": self.route, "tier": self.tier, "model": self.model,
@@ -57,9 +58,12 @@ class _Route:
         self.settings = s
         self.policy = TierPolicy(s.tiers, s.static_thresholds())
         self.rules = RulesRouter(s.rules)
-        self.model = (RouterModel.load(s.model_path, expect_embedder=embedder_id())
-                      if s.router == "learned" and s.model_path else None)
-        self.label = ("rules" if self.model is None else f"learned:{self.model.version[:12]}")
+        path = s.model_path or (PACKAGED_ROUTER if s.router == "combined" else None)
+        self.model = (RouterModel.load(path, expect_embedder=embedder_id())
+                      if s.router != "rules" and path else None)
+        self.combined = (CombinedRouter(self.model, self.rules, s.ood_cutoff)
+                         if s.router == "combined" and self.model is not None else None)
+        self.label = ("rules" if self.model is None else f"{s.router}:{self.model.version[:12]}")
         shares = ([1 - s.strong_share, s.strong_share] if s.strong_share is not None
                   else s.shares)
         self.target = (CostTarget(shares, window=s.window, min_samples=s.min_samples,
@@ -85,13 +89,18 @@ class RouteStage:
         assert ctx.raw is not None
         messages = ctx.raw["messages"]
         features = text_features(messages)
-        ruled = route.rules.decide_features(features)
-        if route.model is not None:
-            vector = (await asyncio.to_thread(self.embedder.embed, [routing_text(messages)]))[0]
-            score = route.model.score(vector, features)
-            reason = f"learned P(cheap ok) {score:.2f}; signals: {ruled.reason}"
-        else:
+        if route.model is None:
+            ruled = route.rules.decide_features(features)
             score, reason = ruled.score, ruled.reason
+        else:
+            vector = (await asyncio.to_thread(self.embedder.embed, [routing_text(messages)]))[0]
+            if route.combined is not None:  # learned if familiar, else the rules
+                both = route.combined.decide(vector, features)
+                score, reason = both.score, both.reason
+            else:
+                score = route.model.score(vector, features)
+                ruled = route.rules.decide_features(features)
+                reason = f"learned P(cheap ok) {score:.2f}; signals: {ruled.reason}"
         cuts = route.target.thresholds() if route.target is not None else None
         choice = route.policy.choose(score, cuts)
         if route.target is not None:

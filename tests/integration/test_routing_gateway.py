@@ -15,6 +15,9 @@ import httpx
 import openai
 import pytest
 
+from seawall.config import parse_settings
+from seawall.routing.complexity import RouterModel, RouterModelError, RulesRouter
+from seawall.routing.complexity.combined import CombinedRouter
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
@@ -109,7 +112,66 @@ def test_route_config_errors_are_clear(upstream: FakeUpstreamClient, tmp_path: P
     base = _config(upstream)
     for route, words in [({"tiers": ["cheap", "nope"]}, "tiers.1"),
                          ({"tiers": ["cheap", "strong"], "router": "learned"}, "model_path"),
+                         ({"tiers": ["cheap", "strong"], "router": "combined",
+                           "model_path": str(tmp_path / "missing.json")}, "model_path"),
                          ({"tiers": ["cheap", "strong"], "thresholds": [0.2, 0.1]}, "thresholds"),
                          ({"tiers": ["cheap", "strong"], "strong_share": 1.5}, "strong_share")]:
         with pytest.raises(ConfigError, match=words):
             parse_settings({**base, "routes": {"auto": route}}, env={})
+
+
+def test_combined_router_falls_back_to_the_rules_on_unfamiliar_prompts(
+        upstream: FakeUpstreamClient, tmp_path: Path) -> None:
+    upstream.script(default={})
+    router_file = tmp_path / "router.json"
+    trained = subprocess.run(
+        [sys.executable, "-m", "seawall.cli", "router", "train", str(FIXTURE),
+         "--out", str(router_file), "--kind", "logistic", "--ood-centroids", "8"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "SEAWALL_CONFIG": ""})
+    assert trained.returncode == 0, trained.stderr
+    version = json.loads(router_file.read_text())["version"]
+    unfamiliar = ("Liste les ingrédients d'une ratatouille provençale pour six personnes, "
+                  "avec les quantités en grammes.")
+    with run_gateway(_config(upstream, router="combined", model_path=str(router_file)),
+                     tmp_path) as gw:
+        familiar = _ask(gw, "Hello there, good morning!")  # a training prompt
+        assert familiar.headers["x-seawall-route-tier"] == "0:cheap"
+        assert familiar.headers["x-seawall-route-reason"].startswith("learned P(cheap ok)")
+        stranger = _ask(gw, unfamiliar)
+        reason = stranger.headers["x-seawall-route-reason"]
+        assert reason.startswith("rules (unfamiliar, similarity"), reason
+        # the rules' own score for it, and the tier it implies
+        ruled = RulesRouter().decide([{"role": "user", "content": unfamiliar}])
+        assert float(stranger.headers["x-seawall-route-score"]) == pytest.approx(
+            ruled.score, abs=1e-4)
+        record = next(t for t in gw.traces(5)
+                      if t["trace_id"] == stranger.headers["x-request-id"])
+        route = json.loads(record["route"])
+        assert route["router"] == f"combined:{version[:12]}"
+        assert route["reason"].startswith("rules (unfamiliar")
+
+    bare = tmp_path / "bare.json"
+    subprocess.run([sys.executable, "-m", "seawall.cli", "router", "train", str(FIXTURE),
+                    "--out", str(bare), "--kind", "logistic", "--ood-centroids", "0"],
+                   check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "SEAWALL_CONFIG": ""})
+    settings = parse_settings(_config(upstream, router="combined", model_path=str(bare)),
+                              env={})
+    assert settings.routes["auto"].router == "combined"
+    with pytest.raises(RouterModelError, match="out-of-distribution reference"):
+        CombinedRouter(RouterModel.load(bare), RulesRouter())
+
+
+def test_combined_without_a_file_uses_the_packaged_router(upstream: FakeUpstreamClient,
+                                                          tmp_path: Path) -> None:
+    from seawall.routing.complexity.model import PACKAGED_ROUTER
+
+    upstream.script(default={})
+    version = json.loads(PACKAGED_ROUTER.read_text())["version"]
+    with run_gateway(_config(upstream, router="combined"), tmp_path) as gw:
+        easy, hard = _ask(gw, EASY), _ask(gw, HARD)
+        assert easy.headers["x-seawall-route-tier"] == "0:cheap"
+        assert hard.headers["x-seawall-route-tier"] == "1:strong"
+        record = next(t for t in gw.traces(5)
+                      if t["trace_id"] == hard.headers["x-request-id"])
+        assert json.loads(record["route"])["router"] == f"combined:{version[:12]}"

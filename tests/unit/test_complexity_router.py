@@ -436,3 +436,158 @@ def test_cli_reports_bad_data_and_bad_files(runner: CliRunner, tmp_path: Path) -
     junk.write_text("{}")
     shown = runner.invoke(router_cli, ["inspect", str(junk)])
     assert shown.exit_code != 0 and "format_version" in shown.output
+
+
+# ------------------------------------------- out of distribution, combined
+
+
+def _clusters(n: int = 400, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two well separated groups of unit vectors (training-like, unlike)."""
+    rng = np.random.default_rng(seed)
+    def group(axis: int) -> np.ndarray:
+        x = rng.normal(scale=0.25, size=(n, dim))
+        x[:, axis] += 1.0
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return group(0), group(1)
+
+
+def test_ood_reference_tells_training_like_vectors_from_others() -> None:
+    from seawall.routing.complexity.ood import fit_reference
+
+    known, other = _clusters()
+    ref = fit_reference(known[:300], known[300:], centroids=16, quantile=0.05)
+    assert ref.centroids.shape == (16, 16) and ref.centroids.dtype == np.float16
+    assert ref.n_reference == 300
+    # about the quantile of unseen training-like rows falls below the cut-off
+    assert 0.0 <= 1 - ref.familiar(known[300:]).mean() <= 0.1
+    assert ref.familiar(other).mean() < 0.02
+    assert ref.similarity(known[0]).shape == (1,)
+    with pytest.raises(ValueError, match="quantile"):
+        fit_reference(known, known, quantile=1.0)
+    # more centroids than a quarter of the rows are not fitted
+    assert fit_reference(known[:40], known[40:60], centroids=512).centroids.shape[0] == 10
+
+
+def _with_ood(model: RouterModel, vectors: np.ndarray, quantile: float = 0.05) -> RouterModel:
+    from dataclasses import replace
+
+    from seawall.routing.complexity.ood import fit_reference
+
+    return replace(model, ood=fit_reference(vectors[:150], vectors[150:], centroids=8,
+                                            quantile=quantile))
+
+
+def test_ood_reference_round_trips_and_is_part_of_the_version(tmp_path: Path) -> None:
+    model, vectors, feats = _synthetic()
+    with_ood = _with_ood(model, vectors)
+    assert with_ood.version != model.version  # the reference is content
+    path = tmp_path / "r.json"
+    with_ood.save(path)
+    loaded = RouterModel.load(path)
+    assert loaded.version == with_ood.version and loaded.ood is not None
+    assert loaded.ood.cutoff == pytest.approx(with_ood.ood.cutoff)  # type: ignore[union-attr]
+    np.testing.assert_array_equal(loaded.ood.centroids,
+                                  with_ood.ood.centroids)  # type: ignore[union-attr]
+    assert RouterModel.load(_saved(model, tmp_path)).ood is None  # optional
+    assert loaded.describe()["ood"]["centroids"] == 8
+
+    doc = json.loads(path.read_text())
+    doc["ood"]["cutoff"] = 0.1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RouterModelError, match="does not match its version"):
+        RouterModel.load(path)
+    doc["ood"]["centroids"]["shape"] = [8, 15]
+    doc.pop("version")
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RouterModelError, match="ood"):
+        RouterModel.load(path)
+
+
+def _saved(model: RouterModel, tmp_path: Path) -> Path:
+    path = tmp_path / "plain.json"
+    model.save(path)
+    return path
+
+
+def test_combined_router_uses_the_model_on_familiar_prompts_and_rules_elsewhere() -> None:
+    from seawall.routing.complexity.combined import CombinedRouter
+
+    model, vectors, feats = _synthetic()
+    rules = RulesRouter()
+    with pytest.raises(RouterModelError, match="out-of-distribution reference"):
+        CombinedRouter(model, rules)
+    known, other = _clusters()
+    combined = CombinedRouter(_with_ood(model, known), rules)
+    familiar = combined.decide(known[0], feats[0])
+    assert familiar.source == "learned"
+    assert familiar.score == pytest.approx(model.score(known[0], feats[0]), abs=1e-6)
+    assert "familiar" in familiar.reason
+
+    stranger = other[0]  # nothing like the reference prompts
+    greeting = text_features(GREETING)
+    unfamiliar = combined.decide(stranger, greeting)
+    assert unfamiliar.source == "rules" and unfamiliar.similarity < combined.cutoff
+    assert unfamiliar.score == pytest.approx(rules.decide(GREETING).score)
+    assert unfamiliar.reason.startswith("rules (unfamiliar")
+    # the cut-off is a setting: -1 trusts the model everywhere
+    trusting = CombinedRouter(combined.model, rules, cutoff=-1.0)
+    assert trusting.decide(stranger, greeting).source == "learned"
+
+    scores, mask = combined.score_batch(np.stack([known[0], stranger]),
+                                        np.stack([feats[0], greeting]), [0.1, 0.2])
+    assert mask.tolist() == [True, False]
+    assert scores[0] == pytest.approx(familiar.score, abs=1e-6) and scores[1] == 0.2
+
+
+def test_source_weights_balance_each_source_classes() -> None:
+    from seawall.routing.complexity.train import source_weights
+
+    w = source_weights(["a"] * 4 + ["b"] * 4 + ["c"] * 2, [1, 1, 1, 0, 1, 0, 0, 0, 1, 1])
+    assert w[:3].sum() == pytest.approx(w[3]) == pytest.approx(2.0)  # a: 3 ok vs 1 not
+    assert w[4] == pytest.approx(w[5:8].sum()) == pytest.approx(2.0)
+    assert w[8:].tolist() == [1.0, 1.0]  # one class only: unchanged
+    assert w.sum() == pytest.approx(10.0)
+
+
+def test_train_router_stores_an_ood_reference_unless_told_not_to() -> None:
+    examples = load_examples(FIXTURE)
+    rng = np.random.default_rng(0)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        x = rng.normal(size=(len(texts), 8)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    model = train_router(examples, TrainSettings(kind="logistic"), embed=embed,
+                         embedder="test")
+    assert model.ood is not None and model.ood.centroids.shape[1] == 8
+    assert model.training["ood"]["centroids"] == model.ood.centroids.shape[0]
+    assert model.training["sources"] == {"tiny.jsonl": 38}
+    bare = train_router(examples, TrainSettings(kind="logistic", ood_centroids=0), embed=embed,
+                        embedder="test")
+    assert bare.ood is None
+
+
+def test_cli_trains_on_several_sources(runner: CliRunner, tmp_path: Path) -> None:
+    other = tmp_path / "exams.jsonl"
+    other.write_text("\n".join(json.dumps({"prompt": f"Exam question {i}: what is {i} + {i}?",
+                                           "cheap_ok": i % 3 != 0}) for i in range(30)))
+    out = tmp_path / "router.json"
+    result = runner.invoke(router_cli, ["train", str(FIXTURE), str(other), "--out", str(out),
+                                        "--kind", "logistic", "--ood-centroids", "8"])
+    assert result.exit_code == 0, result.output
+    assert "trained logistic router on 68 examples" in result.output
+    assert "out-of-distribution reference: 8 centroids" in result.output
+    model = RouterModel.load(out)
+    assert model.training["sources"] == {"exams.jsonl": 30, "tiny.jsonl": 38}
+    assert model.training["settings"]["balance_sources"] is True
+    info = json.loads(runner.invoke(router_cli, ["inspect", str(out)]).output)
+    assert info["ood"]["centroids"] == 8 and -1 <= info["ood"]["cutoff"] <= 1
+
+
+def test_the_packaged_router_is_licence_clean_and_ready_for_combined() -> None:
+    from seawall.routing.complexity.model import PACKAGED_ROUTER, embedder_id
+
+    model = RouterModel.load(PACKAGED_ROUTER, expect_embedder=embedder_id(), expect_dim=384)
+    assert model.ood is not None and 100 <= model.ood.centroids.shape[0] <= 4096
+    assert "MMLU" in model.training["data"] and "AlpacaEval" not in model.training["data"]
+    assert PACKAGED_ROUTER.stat().st_size < 2_000_000  # a sane size to ship

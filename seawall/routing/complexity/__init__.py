@@ -5,6 +5,8 @@ enough, then pick a tier (cheapest -> strongest) from that score.
 * :mod:`.rules` - a transparent, configurable rules router over those features.
 * :mod:`.model` - the learned router artifact (NumPy inference, versioned JSON).
 * :mod:`.train` - training it from labelled JSONL (NumPy only).
+* :mod:`.ood` - is a prompt like the learned router's training prompts?
+* :mod:`.combined` - the learned router where it is, the rules where it is not.
 * :mod:`.decide` - score -> tier for N tiers, and a traffic-share calibrator.
 * :mod:`.cli` - ``seawall router train`` / ``seawall router inspect``.
 """

@@ -32,7 +32,8 @@ def _fmt(value: object) -> str:
 
 
 @router.command("train")
-@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the router file (JSON).")
 @click.option("--kind", type=click.Choice(["logistic", "mlp", "knn"]), default="mlp",
@@ -42,20 +43,30 @@ def _fmt(value: object) -> str:
 @click.option("--l2", type=float, default=None, help="L2 penalty (default per kind).")
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.2, show_default=True,
               help="Share held out for the dev metrics.")
+@click.option("--balance-sources/--no-balance-sources", default=True, show_default=True,
+              help="Weigh each file's cheap-ok and not-ok rows equally.")
+@click.option("--ood-centroids", type=click.IntRange(0, 4096), default=512, show_default=True,
+              help="Training-prompt centroids stored for `router: combined` (0: none).")
+@click.option("--ood-quantile", type=click.FloatRange(0.0, 0.5), default=0.05,
+              show_default=True, help="Share of held-out training prompts counted as unfamiliar.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_command(data: Path, out: Path, kind: str, margin: float, l2: float | None,
-                  holdout: float, seed: int) -> None:
-    """Train a router on DATA.jsonl ({"prompt"|"messages", "cheap_ok"|"scores"})."""
+def train_command(data: tuple[Path, ...], out: Path, kind: str, margin: float,
+                  l2: float | None, holdout: float, balance_sources: bool, ood_centroids: int,
+                  ood_quantile: float, seed: int) -> None:
+    """Train a router on one or more DATA.jsonl files ({"prompt"|"messages",
+    "cheap_ok"|"scores"}); each file is one source."""
     try:
-        examples = load_examples(data, margin=margin)
+        examples = [e for path in data for e in load_examples(path, margin=margin)]
     except ExampleError as e:
         raise click.ClickException(str(e)) from None
-    options: dict[str, object] = {"kind": kind, "holdout": holdout, "seed": seed}
+    options: dict[str, object] = {"kind": kind, "holdout": holdout, "seed": seed,
+                                  "balance_sources": balance_sources,
+                                  "ood_centroids": ood_centroids, "ood_quantile": ood_quantile}
     if l2 is not None:
         options["l2"] = l2
     settings = TrainSettings.model_validate(options)
     started = time.perf_counter()
-    model = train_router(examples, settings, data_name=data.name)
+    model = train_router(examples, settings, data_name=", ".join(p.name for p in data))
     version = model.save(out)
     summary = model.training
     click.echo(f"trained {kind} router on {summary['n']} examples "
@@ -67,6 +78,10 @@ def train_command(data: Path, out: Path, kind: str, margin: float, l2: float | N
             f"{k} {_fmt(v)}" for k, v in dev.items() if k != "n"))
     else:
         click.echo("dev: not measured (holdout empty or one class only)")
+    if model.ood is not None:
+        click.echo(f"out-of-distribution reference: {model.ood.centroids.shape[0]} centroids, "
+                   f"similarity cut-off {model.ood.cutoff:.3f} "
+                   f"({model.ood.quantile:.0%} of held-out prompts below it)")
     click.echo(f"wrote {out} (version {version[:12]})")
 
 

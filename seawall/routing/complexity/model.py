@@ -11,8 +11,12 @@ NumPy alone, so serving needs neither scikit-learn nor a GPU. Three kinds:
 * ``knn``: similarity-weighted vote of the k nearest training prompts, as
   RouteLLM's SW ranking; features are not used.
 
+Optionally the artifact carries an out-of-distribution reference
+(:mod:`.ood`: centroids of its training prompts and a similarity cut-off), so
+``router: combined`` can tell which prompts it knows.
+
 The file is JSON, arrays as base64 little-endian float32 (float16 for kNN
-keys), and ``version`` is the sha256 of everything else in the document, so a
+keys and OOD centroids), and ``version`` is the sha256 of everything else in the document, so a
 decision can name exactly which router made it and an edited file is caught.
 """
 
@@ -32,9 +36,11 @@ import numpy as np
 import numpy.typing as npt
 
 from seawall.routing.complexity.features import FEATURE_NAMES
+from seawall.routing.complexity.ood import OodReference
 
 __all__ = [
     "DEFAULT_EMBEDDER_ID",
+    "PACKAGED_ROUTER",
     "FORMAT_VERSION",
     "KINDS",
     "RouterModel",
@@ -46,6 +52,11 @@ FORMAT_VERSION = 1
 KINDS = ("logistic", "mlp", "knn")
 # seawall.ml.embedder.Embedder() with its packaged model: all-MiniLM-L6-v2, int8 ONNX.
 DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2-int8"
+
+# The router `router: combined` uses without a model_path: trained by
+# bench/router_eval.py on routellm_eval's MMLU dev rows only (questions MIT,
+# RouteLLM's correctness labels Apache-2.0), so it may ship; docs/routing.md.
+PACKAGED_ROUTER = Path(__file__).with_name("default_router.json")
 
 Array = npt.NDArray[np.float32]
 
@@ -105,6 +116,7 @@ class RouterModel:
     embedder: str = DEFAULT_EMBEDDER_ID
     hyper: Mapping[str, float] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
+    ood: OodReference | None = None
     created_at: str = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
@@ -135,6 +147,9 @@ class RouterModel:
         else:
             n = p["keys"].shape[0] if p["keys"].ndim == 2 else -1
             expected = {"keys": (n, self.dim), "labels": (n,)}
+        if self.ood is not None and self.ood.dim != self.dim:
+            raise RouterModelError(f"ood centroids have dimension {self.ood.dim}, "
+                                   f"the router {self.dim}")
         for name, shape in expected.items():
             if p[name].shape != shape:
                 raise RouterModelError(
@@ -194,7 +209,7 @@ class RouterModel:
     # ---------------------------------------------------------- persistence
 
     def _body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
             "created_at": self.created_at,
@@ -209,6 +224,9 @@ class RouterModel:
             "params": {name: _encode(array) for name, array in sorted(self.params.items())},
             "training": _plain(self.training),
         }
+        if self.ood is not None:  # absent key: files without one keep their version
+            body["ood"] = {**self.ood.to_doc(), "centroids": _encode(self.ood.centroids)}
+        return body
 
     @property
     def version(self) -> str:
@@ -256,6 +274,9 @@ class RouterModel:
             hyper = {str(k): float(v) for k, v in dict(doc.get("hyper") or {}).items()}
             created_at = str(doc["created_at"])
             training = dict(doc.get("training") or {})
+            ood_doc = doc.get("ood")
+            ood = (None if ood_doc is None else OodReference.from_doc(
+                ood_doc, _decode("ood.centroids", ood_doc["centroids"])))
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, RouterModelError):
                 raise
@@ -275,7 +296,7 @@ class RouterModel:
                 f"({len(names)} vs {len(FEATURE_NAMES)}); retrain it")
         model = cls(kind=kind, dim=dim, params=params, feature_mean=mean, feature_scale=scale,
                      feature_names=names, embedder=embedder, hyper=hyper, training=training,
-                     created_at=created_at)
+                     ood=ood, created_at=created_at)
         claimed = doc.get("version")
         if claimed is not None and claimed != model.version:
             raise RouterModelError(
@@ -305,7 +326,8 @@ class RouterModel:
         return {"version": self.version, "format_version": FORMAT_VERSION, "kind": self.kind,
                 "created_at": self.created_at, "embedder": self.embedder, "dim": self.dim,
                 "features": list(self.feature_names), "hyper": dict(self.hyper),
-                "params": sizes, "training": _plain(self.training)}
+                "params": sizes, "training": _plain(self.training),
+                "ood": None if self.ood is None else self.ood.summary()}
 
 
 def _plain(value: Any) -> Any:

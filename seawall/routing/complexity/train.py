@@ -12,6 +12,13 @@ either directly or with per-tier quality scores::
     {"messages": [{"role": "user", "content": "..."}], "scores": {"cheap": 0.4, "strong": 0.9}}
 
 With scores, ``cheap_ok = scores[cheap] >= scores[strong] - margin``.
+
+Several files are several *sources* (say, exam questions and chat prompts);
+``balance_sources`` weighs each source's cheap-ok and not-ok rows equally, so
+the model cannot learn "which source is this" as a stand-in for its base
+rate. The trained artifact also stores an out-of-distribution reference of
+its training prompts (:mod:`.ood`), which ``router: combined`` uses to fall
+back to the rules on traffic unlike them.
 """
 
 from __future__ import annotations
@@ -31,12 +38,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seawall.routing.complexity.features import FEATURE_NAMES, routing_text, text_features
 from seawall.routing.complexity.model import DEFAULT_EMBEDDER_ID, RouterModel
+from seawall.routing.complexity.ood import fit_reference
 
 __all__ = [
     "Example",
     "ExampleError",
     "TrainSettings",
     "evaluate_scores",
+    "source_weights",
     "examples_from_records",
     "fit_router",
     "load_examples",
@@ -59,6 +68,7 @@ class Example:
     messages: tuple[Mapping[str, Any], ...]
     cheap_ok: float
     weight: float = 1.0
+    source: str = ""
 
     @property
     def text(self) -> str:
@@ -85,6 +95,12 @@ class TrainSettings(BaseModel):
     holdout: float = Field(0.2, ge=0.0, lt=1.0,
                            description="Share held out for dev metrics (and MLP early stop).")
     refit: bool = Field(True, description="Refit on all data after measuring on the holdout.")
+    balance_sources: bool = Field(
+        False, description="Weigh each source's cheap-ok and not-ok rows equally.")
+    ood_centroids: int = Field(512, ge=0, le=4096, description=(
+        "Centroids of the training embeddings kept for out-of-distribution checks (0: none)."))
+    ood_quantile: float = Field(0.05, ge=0.0, lt=1.0, description=(
+        "Share of held-out training prompts that fall below the OOD cut-off."))
     seed: int = 0
 
 
@@ -92,7 +108,7 @@ class TrainSettings(BaseModel):
 
 
 def parse_example(obj: Any, where: str, *, margin: float = 0.0, cheap_key: str = "cheap",
-                  strong_key: str = "strong") -> Example:
+                  strong_key: str = "strong", source: str = "") -> Example:
     """One decoded JSONL object -> :class:`Example`; errors start with ``where``."""
     if not isinstance(obj, Mapping):
         raise ExampleError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -138,7 +154,7 @@ def parse_example(obj: Any, where: str, *, margin: float = 0.0, cheap_key: str =
     weight = obj.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
         raise ExampleError(f"{where}: 'weight' must be a positive number")
-    return Example(messages=messages, cheap_ok=cheap_ok, weight=float(weight))
+    return Example(messages=messages, cheap_ok=cheap_ok, weight=float(weight), source=source)
 
 
 def load_examples(path: str | Path, *, margin: float = 0.0, cheap_key: str = "cheap",
@@ -156,10 +172,26 @@ def load_examples(path: str | Path, *, margin: float = 0.0, cheap_key: str = "ch
             except json.JSONDecodeError as e:
                 raise ExampleError(f"{where}: invalid JSON ({e.msg})") from None
             examples.append(parse_example(obj, where, margin=margin, cheap_key=cheap_key,
-                                          strong_key=strong_key))
+                                          strong_key=strong_key, source=target.name))
     if not examples:
         raise ExampleError(f"{target}: no examples")
     return examples
+
+
+def source_weights(sources: Sequence[str], labels: npt.ArrayLike) -> F64:
+    """Per-row multipliers that give each source's cheap-ok and not-ok rows
+    equal total weight (each source keeps the total weight of its size); a
+    source with one class only keeps weight 1."""
+    src = np.asarray(sources)
+    ok = np.asarray(labels, dtype=np.float64) >= 0.5
+    out = np.ones(len(src))
+    for name in np.unique(src):
+        rows = src == name
+        pos, neg = int((rows & ok).sum()), int((rows & ~ok).sum())
+        if pos and neg:
+            out[rows & ok] = (pos + neg) / (2.0 * pos)
+            out[rows & ~ok] = (pos + neg) / (2.0 * neg)
+    return out
 
 
 # --------------------------------------------------------------- metrics
@@ -373,6 +405,9 @@ def train_router(examples: Sequence[Example], settings: TrainSettings | None = N
     features = np.stack([text_features(e.messages) for e in examples])
     labels = np.array([e.cheap_ok for e in examples])
     weights = np.array([e.weight for e in examples])
+    sources = [e.source for e in examples]
+    if settings.balance_sources:
+        weights = weights * source_weights(sources, labels)
     embed_seconds = time.perf_counter() - started
 
     dev = np.array([_in_holdout(t, settings.holdout) for t in texts])
@@ -387,8 +422,17 @@ def train_router(examples: Sequence[Example], settings: TrainSettings | None = N
         steps = model.hyper.get("steps")
         if settings.kind == "mlp" and steps is not None:  # refit as long as was best
             settings = settings.model_copy(update={"steps": int(steps)})
+    ood = None
+    if settings.ood_centroids:
+        # centroids from the fitted rows, cut-off from the held-out ones (all
+        # rows when nothing is held out: a little too familiar, so lenient)
+        calibration = vectors[dev] if dev.sum() >= 20 else vectors
+        ood = fit_reference(vectors[fit] if fit.any() else vectors, calibration,
+                            centroids=settings.ood_centroids, quantile=settings.ood_quantile,
+                            seed=settings.seed)
     summary = {
         "data": data_name,
+        "sources": {name: sources.count(name) for name in sorted(set(sources))},
         "n": len(examples),
         "n_dev": int(dev.sum()),
         "cheap_ok_rate": float(labels.mean()),
@@ -401,12 +445,15 @@ def train_router(examples: Sequence[Example], settings: TrainSettings | None = N
     model = fit_router(vectors[rows], features[rows], labels[rows], settings,
                        weights=weights[rows], embedder=embedder, training=summary)
     summary["train_seconds"] = round(time.perf_counter() - started - embed_seconds, 2)
+    if ood is not None:
+        summary["ood"] = ood.summary()
     return RouterModel(kind=model.kind, dim=model.dim, params=model.params,
                        feature_mean=model.feature_mean, feature_scale=model.feature_scale,
-                       embedder=embedder, hyper=model.hyper, training=summary)
+                       embedder=embedder, hyper=model.hyper, training=summary, ood=ood)
 
 
 def examples_from_records(records: Iterable[Mapping[str, Any]], *, margin: float = 0.0,
                           source: str = "<records>") -> list[Example]:
     """Like :func:`load_examples` for objects already in memory."""
-    return [parse_example(r, f"{source}[{i}]", margin=margin) for i, r in enumerate(records)]
+    return [parse_example(r, f"{source}[{i}]", margin=margin, source=source)
+            for i, r in enumerate(records)]
