@@ -36,7 +36,7 @@ learned, combined (and the variant not chosen, for information).
 Usage (from the repo root)::
 
     .venv/bin/python bench/router_eval.py            # full run, ~1 min with cached embeddings
-    .venv/bin/python bench/router_eval.py --write-default   # also rewrite the packaged router
+    .venv/bin/python bench/router_eval.py --out router.json   # keep the combined router
     .venv/bin/python bench/router_eval.py --select   # also rerun the model-kind selection
     .venv/bin/python bench/router_eval.py --embed-only
 
@@ -72,7 +72,7 @@ from seawall.ml.embedder import Embedder  # noqa: E402
 from seawall.ml.tokens import TokenCounter  # noqa: E402
 from seawall.routing.complexity.combined import CombinedRouter  # noqa: E402
 from seawall.routing.complexity.features import text_features  # noqa: E402
-from seawall.routing.complexity.model import PACKAGED_ROUTER, RouterModel  # noqa: E402
+from seawall.routing.complexity.model import RouterModel  # noqa: E402
 from seawall.routing.complexity.ood import fit_reference  # noqa: E402
 from seawall.routing.complexity.rules import RulesRouter  # noqa: E402
 from seawall.routing.complexity.train import (  # noqa: E402
@@ -640,7 +640,7 @@ SHIPPED_TRAINING = {
             "correctness of GPT-4-1106 (strong) and Mixtral-8x7B (weak); cheap_ok = weak >= strong",
     "licence": "MMLU questions MIT; RouteLLM evaluation data Apache-2.0 (github.com/lm-sys/"
                "RouteLLM); no AlpacaEval (CC BY-NC) data",
-    "made_by": "bench/router_eval.py --write-default",
+    "made_by": "bench/router_eval.py",
 }
 
 
@@ -785,9 +785,10 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--embed-only", action="store_true", help="fill the embedding cache")
     parser.add_argument("--latency-n", type=int, default=400)
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--write-default", action="store_true",
-                        help="write the MMLU-only combined router to the package "
-                             "(seawall/routing/complexity/default_router.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the MMLU-only combined router (default: the "
+                             "embedding cache folder). It is trained on research-licensed "
+                             "data: use it for evaluation, never ship it")
     args = parser.parse_args()
     started = time.perf_counter()
     counter = TokenCounter()
@@ -879,7 +880,7 @@ def main() -> None:  # noqa: C901 - a linear script
     lat_mmlu = latency(mmlu_test, shippable.model, embedder, args.latency_n)
     lat_gsm = latency(gsm, shippable.model, embedder, min(args.latency_n, len(gsm.labels)))
     latency_seconds = time.perf_counter() - t0
-    artifact = PACKAGED_ROUTER if args.write_default else CACHE / "router-combined-mmlu.json"
+    artifact = args.out or CACHE / "router-combined-mmlu.json"
     shippable.model.save(artifact)
     print(f"wrote {artifact}", flush=True)
     size_kb = artifact.stat().st_size / 1024

@@ -28,7 +28,7 @@ from seawall.routing.complexity import (
     text_features,
 )
 from seawall.routing.complexity.combined import CombinedRouter
-from seawall.routing.complexity.model import PACKAGED_ROUTER, embedder_id
+from seawall.routing.complexity.model import embedder_id
 
 __all__ = ["RouteDecision", "RouteStage"]
 
@@ -58,7 +58,7 @@ class _Route:
         self.settings = s
         self.policy = TierPolicy(s.tiers, s.static_thresholds())
         self.rules = RulesRouter(s.rules)
-        path = s.model_path or (PACKAGED_ROUTER if s.router == "combined" else None)
+        path = s.model_path
         self.model = (RouterModel.load(path, expect_embedder=embedder_id())
                       if s.router != "rules" and path else None)
         self.combined = (CombinedRouter(self.model, self.rules, s.ood_cutoff)

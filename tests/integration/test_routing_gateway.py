@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from seawall.config import parse_settings
+from seawall.config import ConfigError, parse_settings
 from seawall.routing.complexity import RouterModel, RouterModelError, RulesRouter
 from seawall.routing.complexity.combined import CombinedRouter
 from tests.gateway import Running, run_gateway
@@ -162,16 +162,8 @@ def test_combined_router_falls_back_to_the_rules_on_unfamiliar_prompts(
         CombinedRouter(RouterModel.load(bare), RulesRouter())
 
 
-def test_combined_without_a_file_uses_the_packaged_router(upstream: FakeUpstreamClient,
-                                                          tmp_path: Path) -> None:
-    from seawall.routing.complexity.model import PACKAGED_ROUTER
-
-    upstream.script(default={})
-    version = json.loads(PACKAGED_ROUTER.read_text())["version"]
-    with run_gateway(_config(upstream, router="combined"), tmp_path) as gw:
-        easy, hard = _ask(gw, EASY), _ask(gw, HARD)
-        assert easy.headers["x-seawall-route-tier"] == "0:cheap"
-        assert hard.headers["x-seawall-route-tier"] == "1:strong"
-        record = next(t for t in gw.traces(5)
-                      if t["trace_id"] == hard.headers["x-request-id"])
-        assert json.loads(record["route"])["router"] == f"combined:{version[:12]}"
+def test_combined_without_a_file_is_refused_at_load(upstream: FakeUpstreamClient) -> None:
+    """No router file ships with Seawall (the labelled data at hand is
+    research-licensed): combined, like learned, needs one of the user's own."""
+    with pytest.raises(ConfigError, match="router combined needs model_path"):
+        parse_settings(_config(upstream, router="combined"), env={})

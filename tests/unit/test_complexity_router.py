@@ -582,12 +582,3 @@ def test_cli_trains_on_several_sources(runner: CliRunner, tmp_path: Path) -> Non
     assert model.training["settings"]["balance_sources"] is True
     info = json.loads(runner.invoke(router_cli, ["inspect", str(out)]).output)
     assert info["ood"]["centroids"] == 8 and -1 <= info["ood"]["cutoff"] <= 1
-
-
-def test_the_packaged_router_is_licence_clean_and_ready_for_combined() -> None:
-    from seawall.routing.complexity.model import PACKAGED_ROUTER, embedder_id
-
-    model = RouterModel.load(PACKAGED_ROUTER, expect_embedder=embedder_id(), expect_dim=384)
-    assert model.ood is not None and 100 <= model.ood.centroids.shape[0] <= 4096
-    assert "MMLU" in model.training["data"] and "AlpacaEval" not in model.training["data"]
-    assert PACKAGED_ROUTER.stat().st_size < 2_000_000  # a sane size to ship

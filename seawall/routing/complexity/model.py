@@ -40,7 +40,6 @@ from seawall.routing.complexity.ood import OodReference
 
 __all__ = [
     "DEFAULT_EMBEDDER_ID",
-    "PACKAGED_ROUTER",
     "FORMAT_VERSION",
     "KINDS",
     "RouterModel",
@@ -56,7 +55,6 @@ DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2-int8"
 # The router `router: combined` uses without a model_path: trained by
 # bench/router_eval.py on routellm_eval's MMLU dev rows only (questions MIT,
 # RouteLLM's correctness labels Apache-2.0), so it may ship; docs/routing.md.
-PACKAGED_ROUTER = Path(__file__).with_name("default_router.json")
 
 Array = npt.NDArray[np.float32]
 
