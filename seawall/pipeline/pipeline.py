@@ -69,31 +69,13 @@ class Pipeline:
     @contextlib.asynccontextmanager
     async def scope(self, ctx: RequestContext,
                     stages: Collection[str] = ("limits",)) -> AsyncIterator[RequestContext]:
-        """A request that is not a model call (RAG, admin): the admission
-        stages, then the named ``stages`` (rate limits by default), then the
-        body of the ``async with``; :meth:`finish` runs when it ends, however
-        it ends, so the admission slot is released and the request recorded
-        by construction. A failure inside is recorded, then raised (anything
-        but a :class:`SeawallError` as an internal error)."""
-        await self.admit(ctx)
-        try:
+        """A request that is not a model call (RAG, admin): :meth:`serve`, then
+        the named ``stages`` (rate limits by default), then the body of the
+        ``async with``; finished (slot released, request recorded) however it
+        ends."""
+        async with self.serve(ctx):
             await self._run_before([s for s in self.stages if s.name in stages], ctx)
             yield ctx
-        except SeawallError as e:
-            ctx.fail(e)
-            raise
-        except asyncio.CancelledError:
-            ctx.fail(ShuttingDown("The gateway shut down before the answer.", retry_after=1.0)
-                     if self.draining else
-                     ClientClosed("The client closed the connection before the answer."))
-            raise
-        except Exception as e:
-            log.exception("unhandled error")
-            err = internal_error(ctx.trace_id)
-            ctx.fail(err)
-            raise err from e
-        finally:
-            await self.finish(ctx)
 
     async def _before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None:
         """Each stage in turn until one answers; the stages before it that
