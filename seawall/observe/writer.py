@@ -55,7 +55,6 @@ Finalizer = Callable[[TraceRecord], None]
 MAX_SPAN_BACKLOG = 200_000  # spans waiting for a slow collector (~100 MB at most)
 SLICE_S = 0.002  # longest stretch of writer work between two yields to the event loop
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff of recovery attempts while degraded
-LARGE_TEXT = 64 * 1024  # token counts of texts past this many characters run in a thread
 
 
 @dataclass
@@ -320,7 +319,7 @@ class TraceWriter:
                 # even when no new record arrives.
                 if self._queue.empty():
                     wait = self._retry_at - time.monotonic()
-                    await asyncio.sleep(min(max(wait, 0.05), RETRY_MAX_S))
+                    await asyncio.sleep(min(max(wait, 0.05), self.settings.flush_interval_s))
                 batch = self._take_batch()
             else:
                 first = await self._queue.get()
@@ -338,21 +337,18 @@ class TraceWriter:
     async def _finish(self, batch: list[TraceRecord]) -> None:
         """Tokens, cost, metrics and spans for each record not yet finished.
 
-        Token counts of large texts run in a thread; the rest yields to the
-        event loop after each ``SLICE_S`` of work, so a large batch never
-        stalls requests being served meanwhile.
+        Yields to the event loop after each ``SLICE_S`` of work, so a large
+        batch never stalls requests being served meanwhile. (Token counts left
+        to the writer are of short texts: RecordStage counts long ones in a
+        thread, ml/tokens.py ``is_long``.)
         """
         todo = [r for r in batch if not r.finalized]
-        heavy = [r for r in todo if r.messages_for_count is not None and _large(r)]
-        if heavy:
-            await asyncio.to_thread(self._finalize_all, heavy)
         spans: list[dict[str, Any]] = []
         clock = time.perf_counter
         slice_end = clock() + SLICE_S
         for rec in todo:
             try:
-                if rec.messages_for_count is not None:
-                    self._finalize(rec)
+                self._finalize(rec)
                 self.metrics.observe(rec)
                 if self._spans is not None:
                     spans.extend(span_tree(rec))
@@ -364,14 +360,6 @@ class TraceWriter:
                 slice_end = clock() + SLICE_S
         if spans:
             self._queue_spans(spans)
-
-    def _finalize_all(self, records: list[TraceRecord]) -> None:
-        for rec in records:
-            try:
-                self._finalize(rec)
-            except Exception:
-                log.exception("could not count tokens", extra={"trace": rec.trace_id})
-                rec.messages_for_count = None
 
     def _queue_spans(self, spans: list[dict[str, Any]]) -> None:
         """Export beside the writer, never in its way: a slow collector must
@@ -407,6 +395,7 @@ class TraceWriter:
             return False
         if not self._store_ok:
             log.warning("trace store writes work again")
+            self._retry_at = 0.0  # catch up on the backlog now
         self._store_ok = True
         self._retry_s = RETRY_MIN_S
         self.metrics.trace_written.inc(len(batch))
@@ -527,17 +516,3 @@ class TraceWriter:
                           self.quarantine_path, extra={"records": reader.quarantined})
         log.info("replayed journaled trace records", extra={"records": total})
 
-
-def _large(rec: TraceRecord) -> bool:
-    """Is counting this record's tokens worth a thread hop? (Sizes are read
-    without walking the text.)"""
-    messages, output = rec.messages_for_count
-    size = len(output or "")
-    for m in messages or ():
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, str):
-            size += len(content)
-        elif isinstance(content, list):
-            size += sum(len(t) for p in content if isinstance(p, dict)
-                        and isinstance(t := p.get("text"), str))
-    return size > LARGE_TEXT

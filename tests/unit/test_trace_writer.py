@@ -83,7 +83,7 @@ async def test_store_outage_is_journaled_then_replayed(tmp_path: Path) -> None:
     for _ in range(100):
         if len(await store.recent_traces(100)) == 11:
             break
-        await w.flush()
+        await asyncio.sleep(0.02)
     assert len(await store.recent_traces(100)) == 11
     await w.stop()
     await store.close()
