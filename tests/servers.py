@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -205,3 +208,63 @@ def wait_until_ready(url: str, proc: subprocess.Popen[str], within_s: float) -> 
             out = proc.stdout.read() if proc.stdout else ""
             raise RuntimeError(f"seawall serve did not become ready:\n{out}")
         time.sleep(0.1)
+
+
+class HealthProbe:
+    """``with HealthProbe(url) as probe:`` asks ``/health`` every 50 ms on a
+    fresh connection, from a thread, for the block; keeps the slowest answer
+    (a failure counts as infinitely slow). :meth:`check` asserts a bound."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.slowest = 0.0
+        self.answered = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                ok = httpx.get(self.url + "/health", timeout=10).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            self.slowest = max(self.slowest, time.monotonic() - t0 if ok else float("inf"))
+            self.answered += ok
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def check(self, bound_s: float) -> None:
+        assert self.answered >= 1, "the probe never got an answer"
+        assert self.slowest < bound_s, f"a probe took {self.slowest:.2f}s"
+
+
+def serve_process(tmp: Path, fake: FakeUpstreamClient,
+                  **config: Any) -> tuple[str, subprocess.Popen[str], Path]:
+    """A real ``seawall serve`` (model ``m`` on ``fake``, anonymous loopback,
+    data under ``tmp``), returned once ready: (url, process, config file)."""
+    port = free_port()
+    conf = tmp / "seawall.yaml"
+    conf.write_text(json.dumps({
+        "data_dir": str(tmp / "data"),
+        "server": {"port": port, "log_level": "warning"},
+        "auth": {"allow_anonymous_loopback": True},
+        "providers": {"up": {"type": "openai", "base_url": fake.base_url + "/v1"}},
+        "models": {"m": {"provider": "up"}},
+        **config,
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "seawall.cli", "serve", "--config", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "SEAWALL_CONFIG": ""})
+    url = f"http://127.0.0.1:{port}"
+    wait_until_ready(url, proc, within_s=60)
+    return url, proc, conf

@@ -17,7 +17,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,9 +32,8 @@ from seawall.observe.records import TraceRecord
 from seawall.pipeline.stages import hash_key
 from seawall.store.base import ApiKey
 from tests.gateway import run_gateway
-from tests.servers import FakeUpstreamClient, free_port, wait_until_ready
+from tests.servers import FakeUpstreamClient, serve_process
 
-SEAWALL = [sys.executable, "-m", "seawall.cli"]
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -270,25 +268,6 @@ def test_hung_upstream_answers_by_the_request_deadline_not_per_attempt(
 # -- real processes: kill -9 and SIGTERM under streamed load ---------------------------
 
 
-def _serve(tmp: Path, fake: FakeUpstreamClient, **extra: Any) -> tuple[str, Any, Path]:
-    port = free_port()
-    conf = tmp / "seawall.yaml"
-    conf.write_text(json.dumps({
-        "data_dir": str(tmp / "data"),
-        "server": {"port": port, "log_level": "warning"},
-        "auth": {"allow_anonymous_loopback": True},
-        "providers": {"up": {"type": "openai", "base_url": fake.base_url + "/v1"}},
-        "models": {"m": {"provider": "up"}},
-        **extra,
-    }))
-    proc = subprocess.Popen([*SEAWALL, "serve", "--config", str(conf)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "SEAWALL_CONFIG": ""})
-    url = f"http://127.0.0.1:{port}"
-    wait_until_ready(url, proc, within_s=60)
-    return url, proc, conf
-
-
 class StreamLoad:
     """Client threads streaming requests back to back; each answer seen
     complete is kept with the time it completed."""
@@ -349,7 +328,7 @@ def test_kill_9_under_streamed_load_loses_at_most_the_flush_window(
     upstream.reset()
     upstream.script(default={"text": "one two three four", "tokens_per_s": 100})
     flush_s = 0.5
-    url, proc, conf = _serve(tmp_path, upstream,
+    url, proc, conf = serve_process(tmp_path, upstream,
                              observe={"traces": {"flush_interval_s": flush_s}})
     load = StreamLoad(url, clients=8)
     try:
@@ -363,7 +342,7 @@ def test_kill_9_under_streamed_load_loses_at_most_the_flush_window(
             proc.kill()
     completed = [(rid, t) for rid, t in load.completed if t <= killed_at]
     assert len(completed) > 20
-    url, proc, conf = _serve(tmp_path, upstream)  # restart: the journal, if any, is replayed
+    url, proc, conf = serve_process(tmp_path, upstream)  # restart: the journal, if any, is replayed
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     stored = _stored_ids(tmp_path / "data" / "seawall.db")
@@ -380,7 +359,7 @@ def test_sigterm_under_streamed_load_ends_every_stream_properly_and_in_time(
     words = " ".join(f"w{i}" for i in range(400))
     upstream.script(default={"text": words, "tokens_per_s": 50})  # 8 s answers
     drain_s = 1.0
-    url, proc, conf = _serve(tmp_path, upstream, shutdown={"drain_timeout_s": drain_s})
+    url, proc, conf = serve_process(tmp_path, upstream, shutdown={"drain_timeout_s": drain_s})
     load = StreamLoad(url, clients=12)
     try:
         time.sleep(1.5)
@@ -396,7 +375,7 @@ def test_sigterm_under_streamed_load_ends_every_stream_properly_and_in_time(
     cut = [e for e in load.endings if e == "error:shutting_down"]
     assert len(cut) >= 10, load.endings  # the open streams ended with the error event
     assert "broken" not in load.endings and "empty" not in load.endings, load.endings
-    url, proc, conf = _serve(tmp_path, upstream)
+    url, proc, conf = serve_process(tmp_path, upstream)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     with contextlib.closing(sqlite3.connect(tmp_path / "data" / "seawall.db")) as c:

@@ -5,7 +5,6 @@ records every request, and exits 0."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import FakeUpstreamClient, free_port, start_fake_upstream, wait_until_ready
+from tests.servers import FakeUpstreamClient, serve_process, start_fake_upstream
 
 SEAWALL = [sys.executable, "-m", "seawall.cli"]
 pytestmark = pytest.mark.timeout(90)
@@ -32,22 +31,7 @@ def fake() -> Iterator[FakeUpstreamClient]:
 
 
 def _serve(tmp: Path, fake: FakeUpstreamClient, drain_s: float) -> tuple[str, Any, Path]:
-    port = free_port()
-    conf = tmp / "seawall.yaml"
-    conf.write_text(json.dumps({
-        "data_dir": str(tmp / "data"),
-        "server": {"port": port, "log_level": "warning"},
-        "auth": {"allow_anonymous_loopback": True},
-        "shutdown": {"drain_timeout_s": drain_s},
-        "providers": {"up": {"type": "openai", "base_url": fake.base_url + "/v1"}},
-        "models": {"m": {"provider": "up"}},
-    }))
-    proc = subprocess.Popen([*SEAWALL, "serve", "--config", str(conf)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "SEAWALL_CONFIG": ""})
-    url = f"http://127.0.0.1:{port}"
-    wait_until_ready(url, proc, within_s=60)
-    return url, proc, conf
+    return serve_process(tmp, fake, shutdown={"drain_timeout_s": drain_s})
 
 
 def _stream_in_background(url: str) -> tuple[threading.Thread, list[str], threading.Event]:

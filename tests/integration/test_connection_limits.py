@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.gateway import Running, run_gateway
-from tests.servers import FakeUpstreamClient
+from tests.servers import FakeUpstreamClient, HealthProbe
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,42 +47,6 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[Running]:
     with run_gateway(_config(upstream), tmp_path_factory.mktemp("conn")) as running:
         yield running
-
-
-class Probe:
-    """GET /health every 50 ms on fresh connections, in a thread, for the block;
-    keeps the slowest answer (a failure counts as infinitely slow)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.slowest = 0.0
-        self.answered = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            try:
-                ok = httpx.get(self.url + "/health", timeout=10).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            took = time.monotonic() - t0 if ok else float("inf")
-            self.slowest = max(self.slowest, took)
-            self.answered += ok
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> Probe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-    def check(self) -> None:
-        assert self.answered >= 1, "the probe never got an answer"
-        assert self.slowest < PROBE_BOUND_S, f"a probe took {self.slowest:.2f}s"
 
 
 def closed(gw: Running, limit: str) -> float:
@@ -140,7 +104,7 @@ async def test_slowloris_connections_are_answered_408_and_closed(gw: Running) ->
                 return
             await asyncio.sleep(0.2)
 
-    with Probe(gw.url) as probe:
+    with HealthProbe(gw.url) as probe:
         t0 = time.monotonic()
         tasks = [asyncio.create_task(dribble(w)) for _, w in conns]
         answers = await asyncio.gather(*(_until_closed(r, within_s=15) for r, _ in conns))
@@ -152,7 +116,7 @@ async def test_slowloris_connections_are_answered_408_and_closed(gw: Running) ->
     assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), {a[:40] for a in answers}
     assert took < 10, f"slowloris connections lived {took:.1f}s (header_timeout_s is 1)"
     assert closed(gw, "header_timeout") - before == 200
-    probe.check()
+    probe.check(PROBE_BOUND_S)
 
 
 async def test_idle_connections_are_closed(gw: Running) -> None:
@@ -164,7 +128,7 @@ async def test_idle_connections_are_closed(gw: Running) -> None:
     writer.write(_head(b"\r\n"))
     status = await reader.readline()
     assert status.startswith(b"HTTP/1.1 200 "), status
-    with Probe(gw.url) as probe:
+    with HealthProbe(gw.url) as probe:
         t0 = time.monotonic()
         got = await asyncio.gather(*(_until_closed(r, within_s=15)
                                      for r, _ in [*conns, (reader, writer)]))
@@ -175,7 +139,7 @@ async def test_idle_connections_are_closed(gw: Running) -> None:
     assert b"HTTP/1.1" not in got[-1]  # the rest of the 200 at most, no second answer
     assert took < 10, f"idle connections lived {took:.1f}s (keep_alive_s is 1)"
     assert closed(gw, "idle") - before >= 301  # the probe's may be counted too
-    probe.check()
+    probe.check(PROBE_BOUND_S)
 
 
 async def test_a_body_that_stops_coming_is_dropped(gw: Running) -> None:
@@ -187,7 +151,7 @@ async def test_a_body_that_stops_coming_is_dropped(gw: Running) -> None:
     for _, w in conns:
         w.write(_post_head(b"content-length: 1000\r\n") + b'{"model": ')
     assert await _wait_for(lambda: gw.services.admission.inflight == SLOTS, within_s=5)
-    with Probe(gw.url) as probe:
+    with HealthProbe(gw.url) as probe:
         t0 = time.monotonic()
         got = await asyncio.gather(*(_until_closed(r, within_s=15) for r, _ in conns))
         took = time.monotonic() - t0
@@ -197,7 +161,7 @@ async def test_a_body_that_stops_coming_is_dropped(gw: Running) -> None:
     assert took < 10, f"stalled bodies lived {took:.1f}s (body_timeout_s is 1)"
     assert await _wait_for(lambda: gw.services.admission.inflight == 0, within_s=5)
     assert closed(gw, "body_timeout") - before == SLOTS
-    probe.check()
+    probe.check(PROBE_BOUND_S)
 
 
 async def test_a_long_answer_outlives_the_idle_and_head_timeouts(
@@ -293,7 +257,7 @@ def test_huge_header_and_header_flood_are_cut_quickly(gw: Running) -> None:
         results.append(_send_until_cut(port, _head(), lines))
 
     before = rss_mb()
-    with Probe(gw.url) as probe:
+    with HealthProbe(gw.url) as probe:
         t0 = time.monotonic()
         threads = [threading.Thread(target=f) for f in (huge, flood) for _ in range(4)]
         for t in threads:
@@ -310,7 +274,7 @@ def test_huge_header_and_header_flood_are_cut_quickly(gw: Running) -> None:
         assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:60]
     assert took < 30
     assert grew < 100, f"RSS grew {grew:.0f} MB"  # generous: measured ~3 MB
-    probe.check()
+    probe.check(PROBE_BOUND_S)
 
 
 # -- bodies ---------------------------------------------------------------------------
@@ -358,7 +322,7 @@ def test_many_rejected_bodies_leave_little_memory(gw: Running) -> None:
                         (CHUNK for _ in range(10)))
 
     before = rss_mb()
-    with Probe(gw.url) as probe:
+    with HealthProbe(gw.url) as probe:
         threads = [threading.Thread(target=f) for f in (declared, chunked, chunked)
                    for _ in range(30)]
         for t in threads:
@@ -370,7 +334,7 @@ def test_many_rejected_bodies_leave_little_memory(gw: Running) -> None:
     # a garbage collection (and ~1.2 GB in the field at a larger scale).
     assert grew < 50, f"RSS grew {grew:.0f} MB"
     assert gw.services.admission.inflight == 0
-    probe.check()
+    probe.check(PROBE_BOUND_S)
 
 
 # -- non-reading clients --------------------------------------------------------------
@@ -408,7 +372,7 @@ async def test_clients_that_stop_reading_are_cut(
             s.sendall(_stream_request(max_tokens=50_000))
             socks.append(s)
         admission = gw.services.admission
-        with Probe(gw.url) as probe:
+        with HealthProbe(gw.url) as probe:
             assert await _wait_for(lambda: admission.inflight == SLOTS, within_s=15)
             # Every slot held: a normal request is refused meanwhile.
             async with httpx.AsyncClient(base_url=gw.url) as http:
@@ -422,7 +386,7 @@ async def test_clients_that_stop_reading_are_cut(
                 r = await http.post("/v1/chat/completions", json={
                     "model": "m", "messages": [{"role": "user", "content": "hi"}]})
                 assert r.status_code == 200, r.text
-        probe.check()
+        probe.check(PROBE_BOUND_S)
         cut = [t for t in gw.traces(200) if t["stream"] and t["status"] == 499]
         assert len(cut) >= SLOTS, "the cut streams are recorded as client hang-ups"
         assert closed(gw, "send_timeout") - before == SLOTS

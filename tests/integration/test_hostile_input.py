@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import string
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import orjson
 import pytest
 
 from tests.gateway import Running, run_gateway
-from tests.servers import FakeUpstreamClient
+from tests.servers import FakeUpstreamClient, HealthProbe
 
 MASTER = "sk-master-hostile-01"
 AUTH = {"authorization": f"Bearer {MASTER}"}
@@ -231,34 +230,6 @@ def test_metrics_on_loopback_setups(tmp_path: Path, auth: dict[str, Any],
 # -- large answers -------------------------------------------------------------
 
 
-class Probe:
-    """Asks /health every 50 ms from its own thread; keeps the slowest answer."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.worst = 0.0
-        self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=30) as h:
-            while not self._stop.is_set():
-                t0 = time.monotonic()
-                assert h.get(self.url + "/health").status_code == 200
-                self.worst = max(self.worst, time.monotonic() - t0)
-                self.count += 1
-                self._stop.wait(0.05)
-
-    def __enter__(self) -> Probe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
 def record(gw: Running, trace_id: str) -> dict[str, Any]:
     """The trace record of one request (a stream is recorded just after its
     last event, so it may take a moment)."""
@@ -302,7 +273,7 @@ def test_a_big_streamed_answer_without_usage_keeps_the_loop_free(
     size = 12_000_000
     upstream.script(default={"filler_chars": size, "piece_chars": 4096})
     with run_gateway(_config(upstream.base_url, max_answer_chars=20_000_000), tmp_path) as g, \
-            Probe(g.url) as probe:
+            HealthProbe(g.url) as probe:
         status, text, last, tid = _stream(g, BIG)
         assert status == 200 and len(text) == size and last == ["[DONE]"]
         rec = record(g, tid)
@@ -310,20 +281,20 @@ def test_a_big_streamed_answer_without_usage_keeps_the_loop_free(
         assert rec["usage_estimated"]
         # Stored content is cut at observe.traces.max_content_chars, visibly.
         assert rec["output"].endswith(f"…[truncated {size - 256 * 1024} chars]")
-    print(f"probe: {probe.count} answers, slowest {probe.worst:.3f}s")
-    assert probe.count > 0 and probe.worst < PROBE_BOUND_S, probe.worst
+    print(f"probe: {probe.answered} answers, slowest {probe.slowest:.3f}s")
+    probe.check(PROBE_BOUND_S)
 
 
 def test_a_streamed_answer_over_the_cap_ends_with_an_error_event(
         gw: Running, upstream: FakeUpstreamClient) -> None:
     upstream.script(default={"filler_chars": 20_000_000, "piece_chars": 8192})
-    with Probe(gw.url) as probe:
+    with HealthProbe(gw.url) as probe:
         status, text, last, tid = _stream(gw, BIG)
     assert status == 200 and 0 < len(text) <= 8_000_000
     err = orjson.loads(last[0])["error"]
     assert err["code"] == "upstream_response_too_large" and err["type"] == "upstream_error"
     assert "server.max_answer_chars" in err["message"]
-    assert probe.worst < PROBE_BOUND_S, probe.worst
+    probe.check(PROBE_BOUND_S)
     rec = record(gw, tid)
     assert rec["status"] == 502 and rec["error_code"] == "upstream_response_too_large"
     _released(gw)
@@ -336,13 +307,13 @@ def test_a_streamed_answer_over_the_cap_ends_with_an_error_event(
 def test_a_non_streamed_answer_over_the_caps_is_a_502(
         gw: Running, upstream: FakeUpstreamClient, size: int, setting: str) -> None:
     upstream.script(default={"filler_chars": size})
-    with Probe(gw.url) as probe:
+    with HealthProbe(gw.url) as probe:
         r = httpx.post(gw.url + "/v1/chat/completions", headers=AUTH, json=BIG, timeout=120)
     assert r.status_code == 502, r.text[:300]
     err = r.json()["error"]
     assert err["code"] == "upstream_response_too_large" and setting in err["message"]
     assert upstream.calls()["calls"] == 1  # not retried: another attempt would be as long
-    assert probe.worst < PROBE_BOUND_S, probe.worst
+    probe.check(PROBE_BOUND_S)
     _released(gw)
 
 
