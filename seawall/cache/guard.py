@@ -433,7 +433,7 @@ def _facets(text: str) -> _Facets:
             continue
 
         # Tokens with digits, dots or underscores.
-        if _YEAR.match(low) and nxt not in _UNITS:
+        if _YEAR.match(low) and (nxt not in _UNITS or nxt == "in"):  # "in 1947 in Oslo"
             dates.add(low)
         elif decade := _DECADE.match(low):
             dates.add(decade.group(1) or "19" + (decade.group(2) or ""))

@@ -1,0 +1,193 @@
+"""Second-stage verification of a semantic-cache candidate: who did what to whom.
+
+The guard (seawall/cache/guard.py) compares *what* two texts mention: numbers, names,
+negations. Two texts can mention exactly the same things and still ask different
+questions: "Did Arsenal beat Chelsea?" / "Did Chelsea beat Arsenal?", "flights from
+Paris to Oslo" / "from Oslo to Paris", "opened in 1990 and closed in 2001" / "opened
+in 2001 and closed in 1990". MiniLM scores such pairs 0.96-0.99, as high as true
+paraphrases, so no threshold separates them. The verifier aligns the two token
+sequences and looks at the *slots* the shared words sit in:
+
+- ``swap``: two shared words (or runs of words, "New York") traded places: each now
+  sits where the other sat, between the same neighbours. Exempt: coordinations ("X and
+  Y", "X or Y", "between X and Y"), and two prepositional phrases of different kinds
+  that moved together, each with its own preposition ("born in Oslo in 1990" / "born
+  in 1990 in Oslo"). A phrase that merely moved ("to Oslo from Paris", "In 1990, X
+  ..." / "X ... in 1990") keeps its neighbours and passes.
+- ``wh-role``: the question word asks for a different role with the same words:
+  "Who is the father of X?" / "Whose father is X?", "Who did X beat?" / "Who beat X?".
+
+Both are rules over the guard's canonical tokens (no learned weights; the few
+constants were set on hand-written cases and checked on the QQP dev split and the
+generated near-miss set, bench/nearmiss.py). A check costs a few microseconds: the
+tokens come from the guard's per-text cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from seawall.cache.guard import _STOPWORDS, _facets
+
+__all__ = ["CandidateVerifier"]
+
+_COORDINATORS = frozenset({"and", "or", "nor", "vs", "versus", "v", "plus", "&"})
+# Words that may sit between two coordinated items without breaking the coordination.
+_COORD_FILLER = frozenset({"the", "a", "an", "both", "either", "neither", "my", "your",
+                           "his", "her", "their", "our", "its", "also", "then"})
+_PREPOSITIONS = frozenset({
+    "in", "on", "at", "by", "for", "from", "to", "into", "onto", "with", "without", "of",
+    "during", "since", "until", "till", "after", "before", "between", "among", "through",
+    "across", "over", "under", "near", "around", "about", "against", "toward", "towards",
+    "via", "per", "within", "as", "like"})
+_WH = ("who", "whose", "whom", "what", "which", "where", "when", "why", "how")
+_DO = frozenset({"do", "doe", "does", "did"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    seq: tuple[str, ...]           # canonical tokens in order (stop words included)
+    once: dict[str, int]           # content word seen once -> position
+    kinds: dict[str, str]          # content word -> "number" | "name" | "word"
+    wh: tuple[str, str | None]     # the first question word and the word after it
+    content: frozenset[str]
+
+
+@lru_cache(maxsize=4096)
+def _tokens(text: str) -> _Tokens:
+    f = _facets(text)
+    seq = f.seq
+    counts: dict[str, int] = {}
+    for w in seq:
+        counts[w] = counts.get(w, 0) + 1
+    # Content words once in the text, numbers included (the guard's ``once`` has none).
+    once = {w: i for i, w in enumerate(seq) if counts[w] == 1 and w not in _STOPWORDS}
+    kinds: dict[str, str] = {}
+    for w in once:
+        if w[:1].isdigit() or w in f.numbers or w in f.dates:
+            kinds[w] = "number"
+        elif w in f.entities:
+            kinds[w] = "name"
+        else:
+            kinds[w] = "word"
+    wh: tuple[str, str | None] = ("", None)
+    for i, w in enumerate(seq[:12]):
+        if w in _WH:
+            wh = (w, seq[i + 1] if i + 1 < len(seq) else None)
+            break
+    return _Tokens(seq=seq, once=once, kinds=kinds, wh=wh, content=f.content)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    a0: int
+    a1: int  # inclusive
+    b0: int
+    b1: int
+    kind: str
+
+
+def _chunks(a: _Tokens, b: _Tokens) -> list[_Chunk]:
+    """Runs of shared content words that are consecutive, in the same order, in both
+    texts ("New York"), in the order of ``a``."""
+    shared = sorted((a.once[w], b.once[w], w) for w in a.once if w in b.once)
+    out: list[_Chunk] = []
+    for pa, pb, w in shared:
+        last = out[-1] if out else None
+        if last is not None and pa == last.a1 + 1 and pb == last.b1 + 1:
+            kind = last.kind if last.kind == a.kinds[w] else "name" \
+                if "name" in (last.kind, a.kinds[w]) else last.kind
+            out[-1] = _Chunk(last.a0, pa, last.b0, pb, kind)
+        else:
+            out.append(_Chunk(pa, pa, pb, pb, a.kinds[w]))
+    return out
+
+
+def _at(seq: tuple[str, ...], i: int) -> str:
+    return seq[i] if 0 <= i < len(seq) else ("<s>" if i < 0 else "</s>")
+
+
+def _coordinated(seq: tuple[str, ...], end: int, start: int) -> bool:
+    """Only a coordinator (and determiners) between positions ``end`` and ``start``:
+    "X and Y", "X or the Y"."""
+    middle = seq[end + 1:start]
+    return bool(middle) and any(w in _COORDINATORS for w in middle) and all(
+        w in _COORDINATORS or w in _COORD_FILLER for w in middle)
+
+
+def _swap(a: _Tokens, b: _Tokens) -> bool:
+    """Two shared runs traded slots: each has the other's neighbours now."""
+    chunks = _chunks(a, b)
+    if len(chunks) < 2:
+        return False
+    sa, sb = a.seq, b.seq
+    for i, x in enumerate(chunks):
+        for y in chunks[i + 1:]:
+            if y.b0 > x.b0:
+                continue  # same order in both texts
+            lax, lay = _at(sa, x.a0 - 1), _at(sa, y.a0 - 1)
+            lbx, lby = _at(sb, x.b0 - 1), _at(sb, y.b0 - 1)
+            rax, ray = _at(sa, x.a1 + 1), _at(sa, y.a1 + 1)
+            rbx, rby = _at(sb, x.b1 + 1), _at(sb, y.b1 + 1)
+            left = lax == lby and lay == lbx and lax != lay
+            right = rax == rby and ray == rbx and rax != ray
+            if not (left or right):
+                continue
+            if _coordinated(sa, x.a1, y.a0) or _coordinated(sb, y.b1, x.b0):
+                continue
+            # Two prepositional phrases of different kinds moved, each keeping its own
+            # preposition: "born in Oslo in 1990" / "born in 1990 in Oslo".
+            if (lax == lbx and lay == lby and lax in _PREPOSITIONS and lay in _PREPOSITIONS
+                    and x.kind != y.kind):
+                continue
+            return True
+    return False
+
+
+def _wh_role(a: _Tokens, b: _Tokens) -> bool:
+    """Same words, another role asked for: "who is the father of X" / "whose father is
+    X"; "who did X beat" (object) / "who beat X" (subject)."""
+    (wa, na), (wb, nb) = a.wh, b.wh
+    if not wa or not wb or a.content != b.content:
+        return False
+    roles = {"who", "whose", "whom"}
+    if wa != wb and wa in roles and wb in roles:
+        return True
+    return wa == wb and wa in ("who", "whom", "what", "which") and (
+        (na in _DO) != (nb in _DO))
+
+
+_CHECKS = {"swap": _swap, "wh-role": _wh_role}
+
+
+class CandidateVerifier:
+    """Refuses a candidate whose shared words play other roles than in the query.
+
+    ``check(query, candidate)`` returns None to serve, else the name of the refusing
+    check (``swap`` or ``wh-role``), as :class:`~seawall.cache.guard.FalseHitGuard`
+    does.
+    """
+
+    CHECKS: tuple[str, ...] = tuple(_CHECKS)
+
+    def __init__(self, checks: Iterable[str] | None = None) -> None:
+        names = self.CHECKS if checks is None else tuple(checks)
+        unknown = [c for c in names if c not in _CHECKS]
+        if unknown:
+            raise ValueError(f"unknown verifier check(s) {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(self.CHECKS)}")
+        self.checks = tuple(c for c in self.CHECKS if c in names)
+        self._funcs = tuple((c, _CHECKS[c]) for c in self.checks)
+
+    def check(self, query: str, candidate: str) -> str | None:
+        if not self._funcs:
+            return None
+        a, b = _tokens(query), _tokens(candidate)
+        if a.seq == b.seq:
+            return None
+        for name, func in self._funcs:
+            if func(a, b):
+                return name
+        return None
