@@ -182,6 +182,62 @@ def templates(rng: random.Random, n: int) -> Iterator[NearPair]:
         yield NearPair(
             f"{c1} was founded by {a} and {b} in {p} in {y1}.",
             f"{c1} was founded in {p} by {b} and {a} in {y1}.", True, "w-coord-swap")
+        # Long statements whose swapped names are far apart (PAWS-like word swaps).
+        t3 = rng.choice([t for t in TEAMS if t not in (t1, t2)])
+        y3 = rng.choice(YEARS)
+        yield NearPair(
+            f"{a} played for {t1} from {y1} to {y2} and later joined {t2}, where he won "
+            f"the league title in {y3}.",
+            f"{a} played for {t2} from {y1} to {y2} and later joined {t1}, where he won "
+            f"the league title in {y3}.", False, "w-team-swap")
+        yield NearPair(
+            f"{a} played for {t1} from {y1} to {y2} and later joined {t2}, where he won "
+            f"the league title in {y3}.",
+            f"From {y1} to {y2} {a} played for {t1}, and he later joined {t2}, where he "
+            f"won the league title in {y3}.", True, "w-move")
+        yield NearPair(
+            f"The river rises in {k1} and, after crossing several mountain ranges, flows "
+            f"into the sea in {k2}.",
+            f"The river rises in {k2} and, after crossing several mountain ranges, flows "
+            f"into the sea in {k1}.", False, "w-place-swap")
+        yield NearPair(
+            f"The river rises in {k1} and, after crossing several mountain ranges, flows "
+            f"into the sea in {k2}.",
+            f"After crossing several mountain ranges, the river, which rises in {k1}, "
+            f"flows into the sea in {k2}.", True, "w-move")
+        yield NearPair(
+            f"{a}, the younger brother of {b}, became the first mayor of {p} after the war.",
+            f"{b}, the younger brother of {a}, became the first mayor of {p} after the war.",
+            False, "w-role-swap")
+        yield NearPair(
+            f"{a}, the younger brother of {b}, became the first mayor of {p} after the war.",
+            f"After the war, {a}, the younger brother of {b}, became the first mayor of {p}.",
+            True, "w-move")
+        yield NearPair(
+            f"{a} was elected to the council in {y1}, and {b} replaced him as chairman in "
+            f"{y2}.",
+            f"{a} was elected to the council in {y2}, and {b} replaced him as chairman in "
+            f"{y1}.", False, "w-date-swap")
+        yield NearPair(
+            f"{a} was elected to the council in {y1}, and {b} replaced him as chairman in "
+            f"{y2}.",
+            f"In {y1} {a} was elected to the council, and in {y2} {b} replaced him as "
+            f"chairman.", True, "w-move")
+        yield NearPair(
+            f"The film was shot in {p} during the winter of {y1} and premiered two years "
+            f"later in {q}.",
+            f"The film was shot in {q} during the winter of {y1} and premiered two years "
+            f"later in {p}.", False, "w-place-swap")
+        yield NearPair(
+            f"The {t3} squad, coached by {a} since {y1}, lost the cup final to {t1} after "
+            f"beating {t2} in the semi-final.",
+            f"The {t3} squad, coached by {a} since {y1}, lost the cup final to {t2} after "
+            f"beating {t1} in the semi-final.", False, "w-team-swap")
+        yield NearPair(
+            f"The {t3} squad, coached by {a} since {y1}, lost the cup final to {t1} after "
+            f"beating {t2} in the semi-final.",
+            f"After beating {t2} in the semi-final, the {t3} squad, coached by {a} since "
+            f"{y1}, lost the cup final to {t1}.", True, "w-move")
         yield NearPair(
             f"The river flows from {k1} into {k2} before reaching the sea.",
             f"The river flows from {k2} into {k1} before reaching the sea.", False,
@@ -199,6 +255,13 @@ _COORD = re.compile(r"\b([A-Z][\w.+#]*) (and|or|vs\.?) ([A-Z][\w.+#]*)\b")
 _AUX = re.compile(r"^(Is|Are|Can|Do|Does|Should|Will|Was|Were|Could|Would|Did)\s+(\w+)\s")
 _NUMS = re.compile(r"\b\d+(?:\.\d+)?\b")
 _CAPS = re.compile(r"(?<!^)(?<![.?!] )\b([A-Z][a-z]{2,})\b")
+
+
+def _exchange(pattern: re.Pattern[str], text: str, a: str, b: str) -> str:
+    """``text`` with every match of ``pattern`` that is ``a`` replaced by ``b`` and the
+    reverse."""
+    return pattern.sub(lambda m: b if m.group() == a else a if m.group() == b
+                       else m.group(), text)
 
 
 def _qqp_dev() -> tuple[list[str], list[tuple[str, str]]]:
@@ -251,16 +314,14 @@ def qqp_edits(rng: random.Random, limit: int) -> Iterator[NearPair]:
         if len(set(nums)) >= 2 and not re.search(
                 r"\d\s*(?:and|or|,|&|to|-|/)\s*\d", q) and take("q-number-swap"):
             a, b = nums[0], next(n for n in nums if n != nums[0])
-            swapped = _NUMS.sub(lambda x: b if x.group() == a else a if x.group() == b
-                                else x.group(), q)
+            swapped = _exchange(_NUMS, q, a, b)
             yield NearPair(q, swapped, False, "q-number-swap")
         caps = list(dict.fromkeys(_CAPS.findall(q)))
         if len(caps) >= 2 and not re.search(
                 rf"\b{caps[0]}\b(?:\W+(?:and|or|vs|&))?\W+\b{caps[1]}\b", q) \
                 and take("q-entity-swap"):
             a, b = caps[0], caps[1]
-            swapped = re.sub(rf"\b({re.escape(a)}|{re.escape(b)})\b",
-                             lambda x: b if x.group() == a else a, q)
+            swapped = _exchange(re.compile(rf"\b(?:{re.escape(a)}|{re.escape(b)})\b"), q, a, b)
             if swapped != q:
                 yield NearPair(q, swapped, False, "q-entity-swap")
         if (m := _AUX.match(q)) and m.group(2).lower() != "not" and take("q-negation"):

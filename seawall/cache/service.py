@@ -21,11 +21,11 @@ import numpy as np
 
 from seawall.cache.flight import Flight
 from seawall.cache.guard import FalseHitGuard
-from seawall.cache.verify import CandidateVerifier
 from seawall.cache.keys import CacheKeys, cache_keys
 from seawall.cache.policy import Controls, ModelCachePolicy, bypass_reason, parse_cache_control
 from seawall.cache.replay import replay, replay_chunks
 from seawall.cache.store import CachedAnswer, CacheStore, NewEntry, Vector
+from seawall.cache.verify import CandidateVerifier
 from seawall.config import CacheSettings, Settings
 from seawall.ml.embedder import Embedder
 from seawall.observe.metrics import Metrics

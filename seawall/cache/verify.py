@@ -117,10 +117,30 @@ def _coordinated(seq: tuple[str, ...], end: int, start: int) -> bool:
         w in _COORDINATORS or w in _COORD_FILLER for w in middle)
 
 
+def _only_conjuncts_swapped(sa: tuple[str, ...], sb: tuple[str, ...]) -> bool:
+    """``b`` is ``a`` with the two sides of one coordination exchanged: "the fall of Rome
+    or the First World War" / "the First World War or the fall of Rome"."""
+    n = len(sa)
+    if n != len(sb):
+        return False
+    prefix = next((i for i in range(n) if sa[i] != sb[i]), n)
+    suffix = next((i for i in range(n) if sa[n - 1 - i] != sb[n - 1 - i]), n)
+    for k in range(prefix, n - suffix):
+        if sa[k] not in _COORDINATORS:
+            continue
+        # The conjuncts may share their first or last words ("the"): start a little
+        # before the first difference and end a little after the last one.
+        for i in range(prefix, max(-1, prefix - 4), -1):
+            for j in range(n - suffix, min(n, n - suffix + 3) + 1):
+                if i < k < j - 1 and sb[i:j] == (*sa[k + 1:j], sa[k], *sa[i:k]):
+                    return True
+    return False
+
+
 def _swap(a: _Tokens, b: _Tokens) -> bool:
     """Two shared runs traded slots: each has the other's neighbours now."""
     chunks = _chunks(a, b)
-    if len(chunks) < 2:
+    if len(chunks) < 2 or _only_conjuncts_swapped(a.seq, b.seq):
         return False
     sa, sb = a.seq, b.seq
     for i, x in enumerate(chunks):

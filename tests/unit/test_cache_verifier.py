@@ -33,6 +33,9 @@ REFUSED = [
      "Vera was born in Oslo in 1901 and moved to Paris at the age of 5."),
     ("swap", "The station was opened in 1911 and closed in 1962.",
      "The station was opened in 1962 and closed in 1911."),
+    ("swap", "The river rises in Peru and, after crossing several mountain ranges, flows "
+     "into the sea in Chile.", "The river rises in Chile and, after crossing several "
+     "mountain ranges, flows into the sea in Peru."),
     # which entity holds which role
     ("swap", "Is Priya the teacher of Hiro?", "Is Hiro the teacher of Priya?"),
     ("swap", "Is Python better than Java for beginners?",
@@ -51,6 +54,8 @@ SERVED = [
     ("Should I learn Greek or Latin?", "Should I learn Latin or Greek?"),
     ("Which came first, the chicken or the egg?", "Which came first, the egg or the chicken?"),
     ("Acme was founded by Bob and Alice in Oslo.", "Acme was founded by Alice and Bob in Oslo."),
+    ("Which came first, the fall of Rome or the First World War?",
+     "Which came first, the First World War or the fall of Rome?"),
     # a phrase moved, each keeping its preposition
     ("What are the cheapest flights to Oslo from Paris?",
      "What are the cheapest flights from Paris to Oslo?"),
