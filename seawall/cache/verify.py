@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from seawall.cache.guard import _STOPWORDS, _facets
+from seawall.cache.guard import _STOPWORDS, _canon, _facets
 
 __all__ = ["CandidateVerifier"]
 
@@ -42,8 +42,23 @@ _PREPOSITIONS = frozenset({
     "during", "since", "until", "till", "after", "before", "between", "among", "through",
     "across", "over", "under", "near", "around", "about", "against", "toward", "towards",
     "via", "per", "within", "as", "like"})
+_AUX = frozenset({"do", "doe", "does", "did", "can", "could", "should", "would", "will",
+                  "shall", "may", "might", "must", "is", "are", "wa", "was", "were", "ha",
+                  "has", "have", "had"})
+# Relations whose two sides may trade places.
+_SYMMETRIC = frozenset({"between", "compare", "compared", "comparison", "differ", "difference",
+                        "different", "similar", "similarity", "same", "equal", "relationship",
+                        "relation", "versus", "vs"})
+
+
+def _canonical(words: frozenset[str]) -> frozenset[str]:
+    """The forms the guard's tokens take ("difference" -> "differense", "was" -> "wa")."""
+    return words | {_canon(w) for w in words}
+
+
+_COORDINATORS, _COORD_FILLER, _PREPOSITIONS, _SYMMETRIC, _AUX = map(
+    _canonical, (_COORDINATORS, _COORD_FILLER, _PREPOSITIONS, _SYMMETRIC, _AUX))
 _WH = ("who", "whose", "whom", "what", "which", "where", "when", "why", "how")
-_DO = frozenset({"do", "doe", "does", "did"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +90,9 @@ def _tokens(text: str) -> _Tokens:
     wh: tuple[str, str | None] = ("", None)
     for i, w in enumerate(seq[:12]):
         if w in _WH:
-            wh = (w, seq[i + 1] if i + 1 < len(seq) else None)
+            # The next auxiliary or content word ("who really is X": "is").
+            nxt = next((v for v in seq[i + 1:] if v in _AUX or v not in _STOPWORDS), None)
+            wh = (w, nxt)
             break
     return _Tokens(seq=seq, once=once, kinds=kinds, wh=wh, content=f.content)
 
@@ -91,12 +108,14 @@ class _Chunk:
 
 def _chunks(a: _Tokens, b: _Tokens) -> list[_Chunk]:
     """Runs of shared content words that are consecutive, in the same order, in both
-    texts ("New York"), in the order of ``a``."""
+    texts ("New York", "the fall of Rome"), in the order of ``a``."""
     shared = sorted((a.once[w], b.once[w], w) for w in a.once if w in b.once)
     out: list[_Chunk] = []
     for pa, pb, w in shared:
         last = out[-1] if out else None
-        if last is not None and pa == last.a1 + 1 and pb == last.b1 + 1:
+        # Joined across up to two equal function words too: "the fall of Rome".
+        if last is not None and 0 < pa - last.a1 == pb - last.b1 <= 3 and \
+                a.seq[last.a1 + 1:pa] == b.seq[last.b1 + 1:pb]:
             kind = last.kind if last.kind == a.kinds[w] else "name" \
                 if "name" in (last.kind, a.kinds[w]) else last.kind
             out[-1] = _Chunk(last.a0, pa, last.b0, pb, kind)
@@ -109,12 +128,21 @@ def _at(seq: tuple[str, ...], i: int) -> str:
     return seq[i] if 0 <= i < len(seq) else ("<s>" if i < 0 else "</s>")
 
 
-def _coordinated(seq: tuple[str, ...], end: int, start: int) -> bool:
-    """Only a coordinator (and determiners) between positions ``end`` and ``start``:
-    "X and Y", "X or the Y"."""
-    middle = seq[end + 1:start]
-    return bool(middle) and any(w in _COORDINATORS for w in middle) and all(
-        w in _COORDINATORS or w in _COORD_FILLER for w in middle)
+def _coordinated(ma: tuple[str, ...], mb: tuple[str, ...], before: tuple[str, ...]) -> bool:
+    """Given the words between two swapped runs in each text: they are two sides of a
+    coordination or of a symmetric relation. Only a coordinator and determiners between
+    them ("X and Y", "X or the Y"), perhaps with a word or two both texts have there
+    (a shared head: "molar mass and molecular mass"; a list: "SaaS, PaaS and IaaS"), or
+    a symmetric word ("X's relationship with Y", "X similar to Y"), or a coordination
+    just after one ("the difference between an X and being a Y")."""
+    if any(w in _SYMMETRIC for w in ma) or any(w in _SYMMETRIC for w in mb):
+        return True
+    if not any(w in _COORDINATORS for w in ma) or not any(w in _COORDINATORS for w in mb):
+        return False
+    if any(w in _SYMMETRIC for w in before):
+        return True
+    rest = [w for w in ma if w not in _COORDINATORS and w not in _COORD_FILLER]
+    return len(rest) <= 2 and all(w not in _PREPOSITIONS and w in mb for w in rest)
 
 
 def _only_conjuncts_swapped(sa: tuple[str, ...], sb: tuple[str, ...]) -> bool:
@@ -151,11 +179,11 @@ def _swap(a: _Tokens, b: _Tokens) -> bool:
             lbx, lby = _at(sb, x.b0 - 1), _at(sb, y.b0 - 1)
             rax, ray = _at(sa, x.a1 + 1), _at(sa, y.a1 + 1)
             rbx, rby = _at(sb, x.b1 + 1), _at(sb, y.b1 + 1)
-            left = lax == lby and lay == lbx and lax != lay
-            right = rax == rby and ray == rbx and rax != ray
-            if not (left or right):
+            # x sits between y's old neighbours and y between x's: both sides agree.
+            if not (lax == lby and lay == lbx and rax == rby and ray == rbx
+                    and (lax != lay or rax != ray)):
                 continue
-            if _coordinated(sa, x.a1, y.a0) or _coordinated(sb, y.b1, x.b0):
+            if _coordinated(sa[x.a1 + 1:y.a0], sb[y.b1 + 1:x.b0], sa[max(0, x.a0 - 4):x.a0]):
                 continue
             # Two prepositional phrases of different kinds moved, each keeping its own
             # preposition: "born in Oslo in 1990" / "born in 1990 in Oslo".
@@ -172,11 +200,10 @@ def _wh_role(a: _Tokens, b: _Tokens) -> bool:
     (wa, na), (wb, nb) = a.wh, b.wh
     if not wa or not wb or a.content != b.content:
         return False
-    roles = {"who", "whose", "whom"}
-    if wa != wb and wa in roles and wb in roles:
-        return True
-    return wa == wb and wa in ("who", "whom", "what", "which") and (
-        (na in _DO) != (nb in _DO))
+    if wa != wb and "whose" in (wa, wb) and {wa, wb} <= {"who", "whom", "whose"}:
+        return True  # whose X is Y / who is the X of Y
+    # "who did X beat" asks for the object, "who beat X" for the subject.
+    return {wa, wb} <= {"who", "whom"} and (na in _AUX) != (nb in _AUX)
 
 
 _CHECKS = {"swap": _swap, "wh-role": _wh_role}
