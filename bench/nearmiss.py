@@ -312,7 +312,8 @@ def qqp_edits(rng: random.Random, limit: int) -> Iterator[NearPair]:
                            + q[m.end():], True, "q-coord-swap")
         nums = _NUMS.findall(q)
         if len(set(nums)) >= 2 and not re.search(
-                r"\d\s*(?:and|or|,|&|to|-|/)\s*\d", q) and take("q-number-swap"):
+                r"\d[^.?!]{0,12}(?:\b(?:and|or|vs|to)\b|[,&/-])[^.?!]{0,12}\d", q) \
+                and take("q-number-swap"):
             a, b = nums[0], next(n for n in nums if n != nums[0])
             swapped = _exchange(_NUMS, q, a, b)
             yield NearPair(q, swapped, False, "q-number-swap")

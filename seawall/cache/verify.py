@@ -128,21 +128,30 @@ def _at(seq: tuple[str, ...], i: int) -> str:
     return seq[i] if 0 <= i < len(seq) else ("<s>" if i < 0 else "</s>")
 
 
-def _coordinated(ma: tuple[str, ...], mb: tuple[str, ...], before: tuple[str, ...]) -> bool:
+def _coordinated(ma: tuple[str, ...], mb: tuple[str, ...], before: tuple[str, ...],
+                 head: tuple[str, ...]) -> bool:
     """Given the words between two swapped runs in each text: they are two sides of a
     coordination or of a symmetric relation. Only a coordinator and determiners between
-    them ("X and Y", "X or the Y"), perhaps with a word or two both texts have there
-    (a shared head: "molar mass and molecular mass"; a list: "SaaS, PaaS and IaaS"), or
-    a symmetric word ("X's relationship with Y", "X similar to Y"), or a coordination
-    just after one ("the difference between an X and being a Y")."""
+    them ("X and Y", "X or the Y"), perhaps after the head both sides share ("molar mass
+    and molecular mass") or another item of a list ("SaaS, PaaS and IaaS"); a symmetric
+    word between them ("X's relationship with Y", "X similar to Y"), or before a
+    coordination ("the difference between an X and being a Y")."""
     if any(w in _SYMMETRIC for w in ma) or any(w in _SYMMETRIC for w in mb):
         return True
     if not any(w in _COORDINATORS for w in ma) or not any(w in _COORDINATORS for w in mb):
         return False
     if any(w in _SYMMETRIC for w in before):
         return True
-    rest = [w for w in ma if w not in _COORDINATORS and w not in _COORD_FILLER]
-    return len(rest) <= 2 and all(w not in _PREPOSITIONS and w in mb for w in rest)
+    rest = tuple(w for w in ma if w not in _COORDINATORS and w not in _COORD_FILLER)
+    if not rest or rest == head[:len(rest)]:
+        return True
+    # One list item before the coordinator, in both texts.
+    return len(rest) == 1 and ma.index(rest[0]) < min(
+        ma.index(c) for c in ma if c in _COORDINATORS) and rest[0] in mb
+
+
+def _window(seq: tuple[str, ...], start: int, end: int) -> tuple[str, ...]:
+    return tuple(_at(seq, i) for i in range(start, end))
 
 
 def _only_conjuncts_swapped(sa: tuple[str, ...], sb: tuple[str, ...]) -> bool:
@@ -179,11 +188,18 @@ def _swap(a: _Tokens, b: _Tokens) -> bool:
             lbx, lby = _at(sb, x.b0 - 1), _at(sb, y.b0 - 1)
             rax, ray = _at(sa, x.a1 + 1), _at(sa, y.a1 + 1)
             rbx, rby = _at(sb, x.b1 + 1), _at(sb, y.b1 + 1)
-            # x sits between y's old neighbours and y between x's: both sides agree.
-            if not (lax == lby and lay == lbx and rax == rby and ray == rbx
-                    and (lax != lay or rax != ray)):
+            if (x.kind == y.kind == "number" and y.a0 == x.a1 + 1 and x.b0 == y.b1 + 1
+                    and lax == lby and ray == rbx):
+                return True  # "a 3:2 ratio" / "a 2:3 ratio", "NDA 2 2016" / "NDA 2016 2"
+            # x sits between y's old neighbours and y between x's, and those slots differ
+            # (three words either side: "$28 billion when he was worth $50 billion").
+            if not (lax == lby and lay == lbx and rax == rby and ray == rbx):
                 continue
-            if _coordinated(sa[x.a1 + 1:y.a0], sb[y.b1 + 1:x.b0], sa[max(0, x.a0 - 4):x.a0]):
+            if (_window(sa, x.a0 - 3, x.a0) == _window(sa, y.a0 - 3, y.a0)
+                    and _window(sa, x.a1 + 1, x.a1 + 4) == _window(sa, y.a1 + 1, y.a1 + 4)):
+                continue
+            if _coordinated(sa[x.a1 + 1:y.a0], sb[y.b1 + 1:x.b0], sa[max(0, x.a0 - 4):x.a0],
+                            sa[y.a1 + 1:y.a1 + 3]):
                 continue
             # Two prepositional phrases of different kinds moved, each keeping its own
             # preposition: "born in Oslo in 1990" / "born in 1990 in Oslo".

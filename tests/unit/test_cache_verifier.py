@@ -36,6 +36,10 @@ REFUSED = [
     ("swap", "The river rises in Peru and, after crossing several mountain ranges, flows "
      "into the sea in Chile.", "The river rises in Chile and, after crossing several "
      "mountain ranges, flows into the sea in Peru."),
+    ("swap", "Bill Gates donated $28 billion when he was worth $50 billion.",
+     "Bill Gates donated $50 billion when he was worth $28 billion."),
+    ("swap", "Is a 3:2 program for computer science worth it?",
+     "Is a 2:3 program for computer science worth it?"),
     # which entity holds which role
     ("swap", "Is Priya the teacher of Hiro?", "Is Hiro the teacher of Priya?"),
     ("swap", "Is Python better than Java for beginners?",
