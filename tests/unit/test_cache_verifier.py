@@ -114,3 +114,19 @@ def test_checks_can_be_chosen(verifier: CandidateVerifier) -> None:
                                        "Whose father is Alice?") is None
     with pytest.raises(ValueError, match="unknown verifier check"):
         CandidateVerifier(["grammar"])
+
+
+def test_settings_per_model_and_unknown_checks() -> None:
+    """On by default for every model; ``models.NAME.cache.verify: off`` turns it off for
+    one; an unknown check name is a configuration error that names the key."""
+    from seawall.cache.policy import ModelCachePolicy
+    from seawall.config import ConfigError, parse_settings
+
+    s = parse_settings({"providers": {"f": {"type": "openai", "base_url": "http://127.0.0.1:1"}},
+                        "models": {"a": {"provider": "f"},
+                                   "b": {"provider": "f", "cache": {"verify": "off"}}}}, env={})
+    a = ModelCachePolicy.resolve(s.cache, s.models["a"].cache)
+    b = ModelCachePolicy.resolve(s.cache, s.models["b"].cache)
+    assert a.verify == CandidateVerifier.CHECKS and b.verify == ()
+    with pytest.raises(ConfigError, match=r"cache.semantic.verify.checks.*'grammar'"):
+        parse_settings({"cache": {"semantic": {"verify": {"checks": ["grammar"]}}}}, env={})
