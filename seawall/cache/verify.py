@@ -150,6 +150,17 @@ def _coordinated(ma: tuple[str, ...], mb: tuple[str, ...], before: tuple[str, ..
         ma.index(c) for c in ma if c in _COORDINATORS) and rest[0] in mb
 
 
+def _same_name(seq: tuple[str, ...], x: _Chunk, y: _Chunk) -> bool:
+    """One run is the other's acronym: swapping them says the same thing."""
+    wx, wy = seq[x.a0:x.a1 + 1], seq[y.a0:y.a1 + 1]
+    for short, long in ((wx, wy), (wy, wx)):
+        content = [w for w in long if w not in _STOPWORDS]
+        if len(short) == 1 and len(content) >= 2 and short[0] == "".join(
+                w[0] for w in content):
+            return True
+    return False
+
+
 def _window(seq: tuple[str, ...], start: int, end: int) -> tuple[str, ...]:
     return tuple(_at(seq, i) for i in range(start, end))
 
@@ -201,6 +212,8 @@ def _swap(a: _Tokens, b: _Tokens) -> bool:
             if _coordinated(sa[x.a1 + 1:y.a0], sb[y.b1 + 1:x.b0], sa[max(0, x.a0 - 4):x.a0],
                             sa[y.a1 + 1:y.a1 + 3]):
                 continue
+            if _same_name(sa, x, y):
+                continue  # "the NBA ... the National Basketball Association" swapped
             # Two prepositional phrases of different kinds moved, each keeping its own
             # preposition: "born in Oslo in 1990" / "born in 1990 in Oslo".
             if (lax == lbx and lay == lby and lax in _PREPOSITIONS and lay in _PREPOSITIONS

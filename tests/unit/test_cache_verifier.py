@@ -66,6 +66,8 @@ SERVED = [
     ("Katz was born in 1947 in Sweden and moved to New York at the age of 1.",
      "Katz was born in Sweden in 1947 and moved to New York at the age of 1."),
     ("In 1990, Acme bought Globex.", "Acme bought Globex in 1990."),
+    ("The 1975 season of the NBA was the 30th season of the National Basketball Association.",
+     "The 1975 season of the National Basketball Association was the 30th season of the NBA."),
     # the same roles in other words
     ("Was Bob defeated by Alice?", "Did Alice defeat Bob?"),
     ("Is Hiro Priya's teacher?", "Is Hiro the teacher of Priya?"),
