@@ -252,7 +252,10 @@ _THAN = re.compile(r"\b([A-Z][\w.+#]*) (better|worse|bigger|smaller|faster|slowe
 _CONVERT = re.compile(r"\b(convert|translate|switch|migrate|move|transfer) (?:from )?"
                       r"((?:an? )?[\w.+#]+) (to|into) ([\w.+#]+)", re.I)
 _COORD = re.compile(r"\b([A-Z][\w.+#]*) (and|or|vs\.?) ([A-Z][\w.+#]*)\b")
-_AUX = re.compile(r"^(Is|Are|Can|Do|Does|Should|Will|Was|Were|Could|Would|Did)\s+(\w+)\s")
+# "Why do people ..." -> "Why don't people ...": a yes/no question's negative form
+# ("Isn't it ...?") asks the same thing, a wh-question's does not.
+_WH_AUX = re.compile(r"^(Why|How|What|Where|When|Which|Who)\b(?:\s+\w+)?\s+(do|does|did|is|are|"
+                     r"can|should|would|could|was|were)\s+(?!not\b)\w", re.I)
 _NUMS = re.compile(r"\b\d+(?:\.\d+)?\b")
 _CAPS = re.compile(r"(?<!^)(?<![.?!] )\b([A-Z][a-z]{2,})\b")
 
@@ -325,9 +328,9 @@ def qqp_edits(rng: random.Random, limit: int) -> Iterator[NearPair]:
             swapped = _exchange(re.compile(rf"\b(?:{re.escape(a)}|{re.escape(b)})\b"), q, a, b)
             if swapped != q:
                 yield NearPair(q, swapped, False, "q-entity-swap")
-        if (m := _AUX.match(q)) and m.group(2).lower() != "not" and take("q-negation"):
-            neg = {"Can": "Can't", "Will": "Won't"}.get(m.group(1), m.group(1) + "n't")
-            yield NearPair(q, f"{neg} {m.group(2)} " + q[m.end():], False, "q-negation")
+        if (m := _WH_AUX.match(q)) and take("q-negation"):
+            neg = {"can": "can't", "will": "won't"}.get(m.group(2), m.group(2) + "n't")
+            yield NearPair(q, q[:m.start(2)] + neg + q[m.end(2):], False, "q-negation")
         for old, new in SYNONYMS:
             if re.search(rf"\b{re.escape(old)}\b", q) and take("q-synonym"):
                 yield NearPair(q, re.sub(rf"\b{re.escape(old)}\b", new, q, count=1), True,

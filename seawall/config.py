@@ -207,7 +207,7 @@ class CacheVerifySettings(_Strict):
                                               "candidates whose shared words swapped roles; "
                                               "off: serve what the guard passed")
     checks: list[str] | None = Field(None, description="verifier checks to run (None: all "
-                                     "of swap, wh-role; []: none)")
+                                     "of swap, wh-role, polarity; []: none)")
 
 
 class SemanticCacheSettings(_Strict):

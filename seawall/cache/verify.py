@@ -16,6 +16,9 @@ sequences and looks at the *slots* the shared words sit in:
   ..." / "X ... in 1990") keeps its neighbours and passes.
 - ``wh-role``: the question word asks for a different role with the same words:
   "Who is the father of X?" / "Whose father is X?", "Who did X beat?" / "Who beat X?".
+- ``polarity``: the same words with one more negation ("How can I ... without a
+  phone?" / "How can't I ... without a phone?"); a yes/no question's negative form
+  ("Isn't it worth it?") asks the same thing and passes.
 
 Both are rules over the guard's canonical tokens (no learned weights; the few
 constants were set on hand-written cases and checked on the QQP dev split and the
@@ -58,6 +61,8 @@ def _canonical(words: frozenset[str]) -> frozenset[str]:
 
 _COORDINATORS, _COORD_FILLER, _PREPOSITIONS, _SYMMETRIC, _AUX = map(
     _canonical, (_COORDINATORS, _COORD_FILLER, _PREPOSITIONS, _SYMMETRIC, _AUX))
+_NEGATORS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "nowhere", "neither",
+                       "nor", "without", "non", "unable"})
 _WH = ("who", "whose", "whom", "what", "which", "where", "when", "why", "how")
 
 
@@ -68,6 +73,8 @@ class _Tokens:
     kinds: dict[str, str]          # content word -> "number" | "name" | "word"
     wh: tuple[str, str | None]     # the first question word and the word after it
     content: frozenset[str]
+    negations: int                 # negators, less a yes/no question's "Isn't it ...?"
+    affirmed: tuple[str, ...]      # seq without its negators
 
 
 @lru_cache(maxsize=4096)
@@ -94,7 +101,11 @@ def _tokens(text: str) -> _Tokens:
             nxt = next((v for v in seq[i + 1:] if v in _AUX or v not in _STOPWORDS), None)
             wh = (w, nxt)
             break
-    return _Tokens(seq=seq, once=once, kinds=kinds, wh=wh, content=f.content)
+    # "Isn't it worth it?" asks what "Is it worth it?" asks: that negator does not count.
+    rhetorical = len(seq) > 1 and seq[0] in _AUX and seq[1] == "not"
+    return _Tokens(seq=seq, once=once, kinds=kinds, wh=wh, content=f.content - _NEGATORS,
+                   negations=f.negations - rhetorical,
+                   affirmed=tuple(w for w in seq if w not in _NEGATORS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,14 +246,21 @@ def _wh_role(a: _Tokens, b: _Tokens) -> bool:
     return {wa, wb} <= {"who", "whom"} and (na in _AUX) != (nb in _AUX)
 
 
-_CHECKS = {"swap": _swap, "wh-role": _wh_role}
+def _polarity(a: _Tokens, b: _Tokens) -> bool:
+    """The same words with one more negation: "How can I verify it without a phone?" /
+    "How can't I verify it without a phone?" (the guard passes negations of words the
+    other text also negates, such as "without a phone")."""
+    return a.negations != b.negations and a.affirmed == b.affirmed
+
+
+_CHECKS = {"swap": _swap, "wh-role": _wh_role, "polarity": _polarity}
 
 
 class CandidateVerifier:
     """Refuses a candidate whose shared words play other roles than in the query.
 
     ``check(query, candidate)`` returns None to serve, else the name of the refusing
-    check (``swap`` or ``wh-role``), as :class:`~seawall.cache.guard.FalseHitGuard`
+    check (``swap``, ``wh-role`` or ``polarity``), as :class:`~seawall.cache.guard.FalseHitGuard`
     does.
     """
 

@@ -48,6 +48,9 @@ REFUSED = [
      "Bob is the mother of Alice, who later became mayor of Lima."),
     ("wh-role", "Who is the father of Alice?", "Whose father is Alice?"),
     ("wh-role", "Who did Alice beat in the final?", "Who beat Alice in the final?"),
+    # one more negation among the same words
+    ("polarity", "How can I verify a Gmail account without a phone?",
+     "How can't I verify a Gmail account without a phone?"),
 ]
 
 # (query, cached question): the same question, which the verifier must serve.
@@ -68,6 +71,9 @@ SERVED = [
     ("In 1990, Acme bought Globex.", "Acme bought Globex in 1990."),
     ("The 1975 season of the NBA was the 30th season of the National Basketball Association.",
      "The 1975 season of the National Basketball Association was the 30th season of the NBA."),
+    # a yes/no question's negative form asks the same thing
+    ("Isn't it worth doing an MBA without any work experience?",
+     "Is it worth doing an MBA without any work experience?"),
     # the same roles in other words
     ("Was Bob defeated by Alice?", "Did Alice defeat Bob?"),
     ("Is Hiro Priya's teacher?", "Is Hiro the teacher of Priya?"),
@@ -100,6 +106,7 @@ def test_refuses_what_the_guard_serves() -> None:
     for query, cached in pairs:
         assert guard.check(query, cached) is None
         assert verifier.check(query, cached) is not None
+    assert guard.check(*next((q, c) for k, q, c in REFUSED if k == "polarity")) is None
 
 
 def test_year_before_in_is_a_year_not_inches() -> None:
