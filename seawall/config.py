@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from seawall.routing.complexity.rules import RulesSettings
 
@@ -199,6 +206,12 @@ class DegradedSettings(_Strict):
     answer: str | None = None  # the static answer when no rule matched
 
 
+def _verify_mode(value: Any) -> Any:
+    """YAML reads an unquoted ``off`` as false (and ``on`` as true)."""
+    return {False: "off", True: "precision"}.get(value, value) if isinstance(value, bool) \
+        else value
+
+
 class CacheVerifySettings(_Strict):
     """Second-stage check of a semantic candidate the guard passed: word order and roles
     ("A beat B" / "B beat A"; docs/caching.md)."""
@@ -206,6 +219,7 @@ class CacheVerifySettings(_Strict):
     mode: Literal["precision", "off"] = Field("precision", description="precision: refuse "
                                               "candidates whose shared words swapped roles; "
                                               "off: serve what the guard passed")
+    _yaml_off = field_validator("mode", mode="before")(lambda v: _verify_mode(v))
     checks: list[str] | None = Field(None, description="verifier checks to run (None: all "
                                      "of swap, wh-role, polarity; []: none)")
 
@@ -494,6 +508,7 @@ class ModelCacheSettings(_Strict):
     threshold: float | None = Field(None, gt=0, le=1)
     guard: list[str] | None = None
     verify: Literal["precision", "off"] | None = None  # cache.semantic.verify.mode
+    _yaml_off = field_validator("verify", mode="before")(lambda v: _verify_mode(v))
 
 
 class ModelSettings(_Strict):

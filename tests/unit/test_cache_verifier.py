@@ -5,6 +5,7 @@ refused, and paraphrases that only move or coordinate words pass
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from seawall.cache.guard import FalseHitGuard
 from seawall.cache.verify import CandidateVerifier
@@ -131,9 +132,10 @@ def test_settings_per_model_and_unknown_checks() -> None:
     from seawall.cache.policy import ModelCachePolicy
     from seawall.config import ConfigError, parse_settings
 
-    s = parse_settings({"providers": {"f": {"type": "openai", "base_url": "http://127.0.0.1:1"}},
-                        "models": {"a": {"provider": "f"},
-                                   "b": {"provider": "f", "cache": {"verify": "off"}}}}, env={})
+    # YAML reads an unquoted ``off`` as false: it means off.
+    s = parse_settings(yaml.safe_load("""
+        providers: {f: {type: openai, base_url: "http://127.0.0.1:1"}}
+        models: {a: {provider: f}, b: {provider: f, cache: {verify: off}}}"""), env={})
     a = ModelCachePolicy.resolve(s.cache, s.models["a"].cache)
     b = ModelCachePolicy.resolve(s.cache, s.models["b"].cache)
     assert a.verify == CandidateVerifier.CHECKS and b.verify == ()
