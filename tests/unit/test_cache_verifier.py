@@ -141,3 +141,10 @@ def test_settings_per_model_and_unknown_checks() -> None:
     assert a.verify == CandidateVerifier.CHECKS and b.verify == ()
     with pytest.raises(ConfigError, match=r"cache.semantic.verify.checks.*'grammar'"):
         parse_settings({"cache": {"semantic": {"verify": {"checks": ["grammar"]}}}}, env={})
+
+
+def test_heavy_reordering_is_refused_in_bounded_work(verifier: CandidateVerifier) -> None:
+    """A long text against itself reversed: refused (no paraphrase reorders that much),
+    after a bounded number of comparisons rather than all ~80,000 pairs."""
+    words = " ".join(f"w{i}" for i in range(400))
+    assert verifier.check(words, " ".join(reversed(words.split()))) == "swap"
