@@ -41,13 +41,16 @@ Tables:
 3. GPTCache 0.1.44 (sqlite + faiss, SearchDistanceEvaluation, top_k=1) through its
    ``adapter.api.get``, scored like table 1.
 4. GPTCache's 999-pair mock set (insert origin, ask similar).
-5. Table 1's guarded row at the recommended threshold through the shipped code
+5. Table 1's guarded + verified row at the recommended threshold through the shipped code
    (``--real-store``, default for the test split): every question1 ``put`` into a
    ``SqliteCacheStore`` (one scope, so past 2048 entries an HNSW graph proposes
    candidates and the stored float16 vectors re-score them), every question2 looked up
    with ``nearest`` + the guard as ``ResponseCache.lookup`` does; its agreement with the
    stand-in, the causes of disagreement (HNSW candidates, float16 storage, ties) and
-   the lookup latency.
+   the lookup latency (and the verifier's share of it).
+6. The hard near-miss set of bench/nearmiss.py (generated from QQP dev questions and
+   word lists): role, order, number and entity swaps and negations beside paraphrases
+   that move or coordinate words, each second sentence asked against its first alone.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from seawall.cache.guard import FalseHitGuard  # noqa: E402
 from seawall.cache.sqlite_store import PROPOSAL_SLACK, SqliteCacheStore  # noqa: E402
 from seawall.cache.store import CachedAnswer, NewEntry, Vector  # noqa: E402
+from seawall.cache.verify import CandidateVerifier  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("SEAWALL_EVAL_DATA", "/work/shared/data/qqp_gptcache"))
 EMB_DIR = Path(os.environ.get("SEAWALL_EVAL_EMBEDDINGS", "/tmp/seawall-cache-eval"))
@@ -90,6 +94,29 @@ MOCK_THRESHOLDS = [0.80, 0.85, 0.90, 0.92, 0.95]
 TOP_K = 5
 
 Vectors = npt.NDArray[np.float32]
+
+
+class GuardAndVerifier:
+    """What ``ResponseCache.lookup`` runs on each candidate by default: the facet guard,
+    then (if it passed) the verifier; the name of the refusing check, or None."""
+
+    def __init__(self, guard: FalseHitGuard | None = None,
+                 verifier: CandidateVerifier | None = None) -> None:
+        self.guard = guard or FalseHitGuard()
+        self.verifier = verifier or CandidateVerifier()
+        self.verify_ns = 0  # time spent in the verifier (the service's histogram)
+
+    def check(self, query: str, candidate: str) -> str | None:
+        failed = self.guard.check(query, candidate)
+        if failed is not None:
+            return failed
+        t0 = time.perf_counter_ns()
+        failed = self.verifier.check(query, candidate)
+        self.verify_ns += time.perf_counter_ns() - t0
+        return failed
+
+
+Checker = FalseHitGuard | GuardAndVerifier
 
 
 # ------------------------------------------------------------------ data
@@ -180,7 +207,7 @@ class SeawallSide:
     sweep every threshold and guard setting. Table 5 checks it against the shipped
     store (``real_store_run``)."""
 
-    def __init__(self, embed: Callable[[Sequence[str]], Vectors], guard: FalseHitGuard | None,
+    def __init__(self, embed: Callable[[Sequence[str]], Vectors], guard: Checker | None,
                  threshold: float = RECOMMENDED, k: int = TOP_K) -> None:
         self.embed, self.guard, self.threshold, self.k = embed, guard, threshold, k
         self.texts: list[str] = []
@@ -384,7 +411,7 @@ class Judge:
 
 
 def simulate(pairs: Sequence[Pair], side: SeawallSide, thresholds: Sequence[float],
-             guards: dict[str, FalseHitGuard | None]) -> dict[str, dict[float, Tally]]:
+             guards: dict[str, Checker | None]) -> dict[str, dict[float, Tally]]:
     """Table 1: insert every question1, ask every question2, for each guard setting."""
     entries = list(dict.fromkeys(p.q1 for p in pairs))
     side.insert(entries)
@@ -409,7 +436,7 @@ def simulate(pairs: Sequence[Pair], side: SeawallSide, thresholds: Sequence[floa
 
 def pairwise(pairs: Sequence[Pair], embed: Callable[[Sequence[str]], Vectors],
              thresholds: Sequence[float],
-             guards: dict[str, FalseHitGuard | None]) -> dict[str, dict[float, dict[str, float]]]:
+             guards: dict[str, Checker | None]) -> dict[str, dict[float, dict[str, float]]]:
     """Table 2: each question2 against its own question1 only."""
     cos = (embed([p.q1 for p in pairs]) * embed([p.q2 for p in pairs])).sum(axis=1)
     dup = np.array([p.dup for p in pairs])
@@ -470,7 +497,10 @@ def mock_eval(embed: EmbeddingCache, guard: FalseHitGuard,
     mock = load_mock()
     origins = list(dict.fromkeys(o for o, _ in mock))
     rows: list[dict[str, object]] = []
-    for name, g in (("cosine", None), ("cosine + guard", guard)):
+    checkers: tuple[tuple[str, Checker | None], ...] = (
+        ("cosine", None), ("cosine + guard", guard),
+        ("cosine + guard + verifier", GuardAndVerifier(guard)))
+    for name, g in checkers:
         side = SeawallSide(embed, g)
         side.insert(origins)
         idx, sims = side.nearest([s for _, s in mock])
@@ -529,6 +559,85 @@ def guard_timing(pairs: Sequence[Pair], guard: FalseHitGuard) -> dict[str, float
             for name, times in runs.items() for q in (50, 99)}
 
 
+def verify_timing(pairs: Sequence[Pair]) -> dict[str, float]:
+    """µs per verifier ``check`` on pairs the guard passed (the only ones it sees): new
+    to the verifier (the guard has already extracted both texts' facets, as in
+    ``ResponseCache.lookup``), and both seen before."""
+    from seawall.cache import verify as verify_module
+
+    guard, verifier = FalseHitGuard(), CandidateVerifier()
+    sample = [p for p in pairs[:3000] if guard.check(p.q2, p.q1) is None]
+
+    def timed() -> npt.NDArray[np.float64]:
+        out = []
+        for p in sample:
+            guard.check(p.q2, p.q1)  # as in the lookup: the guard ran just before
+            t0 = time.perf_counter_ns()
+            verifier.check(p.q2, p.q1)
+            out.append(time.perf_counter_ns() - t0)
+        return np.array(out) / 1000.0
+
+    verify_module._tokens.cache_clear()
+    runs = {"new": timed(), "seen": timed()}
+    return {f"{name} p{q}": float(np.percentile(times, q))
+            for name, times in runs.items() for q in (50, 99)}
+
+
+# ------------------------------------------------------------------ near misses
+
+
+NEARMISS_THRESHOLDS = [0.85, 0.90, RECOMMENDED]
+NEARMISS_GROUPS = {"t": "template questions", "w": "template statements",
+                   "q": "QQP dev edits + duplicates"}
+
+
+def nearmiss_section(embed: EmbeddingCache) -> str:
+    """Table 6: bench/nearmiss.py's pairs, each asked against its own first sentence
+    (cached alone, as an outside check through the API does)."""
+    import nearmiss
+
+    pairs = nearmiss.generate()
+    embed.ensure([t for p in pairs for t in (p.first, p.second)])
+    cos = (embed([p.first for p in pairs]) * embed([p.second for p in pairs])).sum(axis=1)
+    guard = FalseHitGuard()
+    checkers: dict[str, Checker | None] = {
+        "cosine (= GPTCache at similarity 2t-1)": None, "cosine + guard": guard,
+        "cosine + guard + verifier": GuardAndVerifier(guard)}
+    verdicts = {name: [c is None or c.check(p.second, p.first) is None for p in pairs]
+                for name, c in checkers.items()}
+    cols = ["paraphrases answered", "precision", "wrong-answer rate", "near-misses served",
+            "served", "wrong"]
+    rows: list[list[object]] = []
+    per_kind: dict[str, Counter[str]] = {}
+    for group in (None, *NEARMISS_GROUPS):
+        for t in NEARMISS_THRESHOLDS:
+            for name, ok in verdicts.items():
+                sel = [i for i, p in enumerate(pairs) if group is None or p.kind[0] == group]
+                hit = [i for i in sel if cos[i] >= t and ok[i]]
+                right = sum(pairs[i].same for i in hit)
+                pos = sum(pairs[i].same for i in sel)
+                neg = len(sel) - pos
+                rows.append([NEARMISS_GROUPS.get(group or "", "all"),
+                             f"{t:.2f}{' **(rec.)**' if t == RECOMMENDED else ''}", name,
+                             right / max(pos, 1), right / max(len(hit), 1),
+                             (len(hit) - right) / max(len(sel), 1),
+                             (len(hit) - right) / max(neg, 1), len(hit), len(hit) - right])
+                if group is None and t == RECOMMENDED:
+                    per_kind[name] = Counter(pairs[i].kind for i in hit)
+    kinds = Counter((p.kind, p.same) for p in pairs)
+    kind_rows = [[kind, "same" if same else "different", n,
+                  *(per_kind[name][kind] for name in checkers)]
+                 for (kind, same), n in sorted(kinds.items())]
+    return "\n\n".join([
+        f"{len(pairs)} pairs from `bench/nearmiss.py` (seed 19): {sum(p.same for p in pairs)} "
+        "keep their meaning, the others swap roles, order, numbers, entities or add a "
+        "negation. Wrong-answer rate: wrong answers served / all second sentences; "
+        "near-misses served: / the different-meaning ones.",
+        table(["set", "threshold", "method", *cols], rows),
+        f"Served at cosine {RECOMMENDED}, per kind:",
+        table(["kind", "meaning", "pairs", *checkers], kind_rows)])
+
+
 # ------------------------------------------------------------------ the real cache path
 
 
@@ -541,16 +650,17 @@ class RealRun:
 
     served: dict[int, int | None]  # pair index -> entry index served (semantic queries)
     proposed: dict[int, dict[int, float]]  # pair index -> {entry index: the index's score}
-    lookup_ms: npt.NDArray[np.float64]  # nearest + guard, per query
+    lookup_ms: npt.NDArray[np.float64]  # nearest + guard + verifier, per query
+    verify_ms: npt.NDArray[np.float64]  # the verifier's share of lookup_ms
     nearest_ms: npt.NDArray[np.float64]  # nearest alone
     build_s: float
     graphs: int  # HNSW partitions (1: the scope outgrew exact search)
 
 
-async def real_lookup(store: SqliteCacheStore, guard: FalseHitGuard, text: str,
+async def real_lookup(store: SqliteCacheStore, guard: Checker, text: str,
                       vector: Vector, threshold: float, k: int) -> CachedAnswer | None:
     """The semantic half of ``ResponseCache.lookup``: the nearest live entries of the
-    scope, best first; the first the guard lets through is served (and touched)."""
+    scope, best first; the first the guard and verifier let through is served."""
     if not store.may_have_scope(SCOPE):
         return None
     now = time.time()
@@ -566,14 +676,16 @@ async def real_store_run(pairs: Sequence[Pair], embed: EmbeddingCache,
     """Insert every question1 with ``put`` (one row and one commit each, as the proxy
     stores answers), then look up every question2 that is not an exact repeat."""
     from seawall.cache import guard as guard_module
+    from seawall.cache import verify as verify_module
 
     entries = list(dict.fromkeys(p.q1 for p in pairs))
     position = {text: i for i, text in enumerate(entries)}
     asked = [i for i, p in enumerate(pairs) if p.q2 not in position]
-    guard = FalseHitGuard()
+    guard = GuardAndVerifier()
     served: dict[int, int | None] = {}
     proposed: dict[int, dict[int, float]] = {}
     lookup_ns: list[int] = []
+    verify_ns: list[int] = []
     nearest_ns: list[int] = []
     with tempfile.TemporaryDirectory(prefix="seawall-cache-eval-") as tmp:
         store = SqliteCacheStore(Path(tmp) / "cache.db", max_entries=10**7)
@@ -590,10 +702,12 @@ async def real_store_run(pairs: Sequence[Pair], embed: EmbeddingCache,
             async with store.db.execute("SELECT id, text FROM cache_entries") as c:
                 entry_of = {row[0]: position[row[1]] async for row in c}
             guard_module._facets.cache_clear()  # no head start from the tables above
+            verify_module._tokens.cache_clear()
             for qi, vector in zip(asked, embed([pairs[i].q2 for i in asked]), strict=True):
-                t0 = time.perf_counter_ns()
+                t0, v0 = time.perf_counter_ns(), guard.verify_ns
                 answer = await real_lookup(store, guard, pairs[qi].q2, vector, threshold, k)
                 lookup_ns.append(time.perf_counter_ns() - t0)
+                verify_ns.append(guard.verify_ns - v0)
                 t0 = time.perf_counter_ns()  # timed apart, so the guard's share shows
                 await store.nearest(SCOPE, vector, k, threshold, time.time(), None)
                 nearest_ns.append(time.perf_counter_ns() - t0)
@@ -605,8 +719,8 @@ async def real_store_run(pairs: Sequence[Pair], embed: EmbeddingCache,
             graphs = store.vectors.graphs
         finally:
             await store.close()
-    return RealRun(served, proposed, np.array(lookup_ns) / 1e6, np.array(nearest_ns) / 1e6,
-                   build_s, graphs)
+    return RealRun(served, proposed, np.array(lookup_ns) / 1e6, np.array(verify_ns) / 1e6,
+                   np.array(nearest_ns) / 1e6, build_s, graphs)
 
 
 def stand_in_choices(pairs: Sequence[Pair], embed: EmbeddingCache, asked: Iterable[int],
@@ -614,7 +728,7 @@ def stand_in_choices(pairs: Sequence[Pair], embed: EmbeddingCache, asked: Iterab
     """``SeawallSide.lookup`` with the guard for each asked pair, batched. ``float16``:
     the entries' vectors rounded as the store keeps them, i.e. the store's exact
     re-scoring over every entry instead of the index's proposals."""
-    side = SeawallSide(embed, FalseHitGuard(), threshold)
+    side = SeawallSide(embed, GuardAndVerifier(), threshold)
     side.insert(list(dict.fromkeys(p.q1 for p in pairs)))
     if float16:
         side.matrix = side.matrix.astype(np.float16).astype(np.float32)
@@ -649,9 +763,11 @@ def real_store_section(pairs: Sequence[Pair], embed: EmbeddingCache, run: RealRu
     cols = ["dup hit rate", "precision", "precision (labelled)", "wrong-answer rate", "hits",
             "wrong (labelled)", "wrong (unlabelled)", "label noise"]
     rows = [[name, *(tally_of(pairs, entries, served).row()[c] for c in cols)]
-            for name, served in (("stand-in (numpy float32 cosine + guard)", numpy32),
-                                 ("exact search, float16 as stored + guard", numpy16),
-                                 ("real (SqliteCacheStore.nearest + guard)", run.served))]
+            for name, served in (("stand-in (numpy float32 cosine + guard + verifier)", numpy32),
+                                 ("exact search, float16 as stored + guard + verifier",
+                                  numpy16),
+                                 ("real (SqliteCacheStore.nearest + guard + verifier)",
+                                  run.served))]
 
     vectors = embed(entries)
     stored = vectors.astype(np.float16).astype(np.float32)
@@ -695,7 +811,9 @@ def real_store_section(pairs: Sequence[Pair], embed: EmbeddingCache, run: RealRu
     read = np.array([max(p.values(), default=-1.0) >= slack for p in run.proposed.values()])
     subsets = {"all": np.ones_like(read), "rows read": read, "nothing over the slack": ~read}
     latency: list[list[object]] = []
-    for timed, ms in (("nearest + guard", run.lookup_ms), ("nearest alone", run.nearest_ms)):
+    for timed, ms in (("nearest + guard + verifier", run.lookup_ms),
+                      ("verifier alone (its share of the above)", run.verify_ms),
+                      ("nearest alone", run.nearest_ms)):
         for subset, mask in subsets.items():
             if mask.any():
                 latency.append([timed, subset, int(mask.sum()), float(np.percentile(ms[mask], 50)),
@@ -704,7 +822,8 @@ def real_store_section(pairs: Sequence[Pair], embed: EmbeddingCache, run: RealRu
         f"{len(entries)} unique question1 stored with `put` in one scope ({run.build_s:.0f} s; "
         f"{'an HNSW graph' if run.graphs else 'an exact partition'} proposes candidates), "
         f"{n} question2 looked up with `nearest` (k={TOP_K}, cosine >= {threshold:.2f}) and "
-        "`FalseHitGuard` as `ResponseCache.lookup` does; exact repeats left out and hits "
+        "`FalseHitGuard` + `CandidateVerifier` as `ResponseCache.lookup` does; exact "
+        "repeats left out and hits "
         "scored as in table 1. The middle row is the store without its index (every entry "
         "re-scored from its float16 vector).",
         table(["method", *cols], rows),
@@ -759,6 +878,7 @@ def environment(args: argparse.Namespace, n_pairs: int) -> str:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "- embedder: all-MiniLM-L6-v2 int8 ONNX (seawall.ml.embedder), cosine = dot product",
         f"- guard checks: {', '.join(FalseHitGuard.CHECKS)}",
+        f"- verifier checks: {', '.join(CandidateVerifier.CHECKS)}",
         f"- command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}",
     ])
 
@@ -844,7 +964,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     embed.ensure([t for p in pairs for t in (p.q1, p.q2)] +
                  [t for pair in load_mock() for t in pair])
     guard = FalseHitGuard()
-    guards: dict[str, FalseHitGuard | None] = {"cosine": None, "cosine + guard": guard}
+    guards: dict[str, Checker | None] = {"cosine": None, "cosine + guard": guard,
+                                         "cosine + guard + verifier": GuardAndVerifier(guard)}
     sections = [environment(args, len(pairs))]
 
     sim = simulate(pairs, SeawallSide(embed, None), THRESHOLDS, guards)
@@ -876,8 +997,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.real_store if args.real_store is not None else args.split == "test":
         run = asyncio.run(real_store_run(pairs, embed))
         sections += [f"## 5. The real cache path at cosine {RECOMMENDED} (SqliteCacheStore "
-                     "+ FalseHitGuard) beside table 1's stand-in",
-                     real_store_section(pairs, embed, run, sim["cosine + guard"][RECOMMENDED])]
+                     "+ FalseHitGuard + CandidateVerifier) beside table 1's stand-in",
+                     real_store_section(pairs, embed, run,
+                                        sim["cosine + guard + verifier"][RECOMMENDED])]
+
+    sections += ["## 6. Hard near-misses (bench/nearmiss.py; pairwise, like the held-out "
+                 "check)", nearmiss_section(embed)]
 
     if args.ablation:
         sections += [f"## Ablation at cosine {RECOMMENDED} (each check removed in turn)",
@@ -886,6 +1011,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     timing = guard_timing(pairs, guard)
     sections += ["## Guard time per check (µs, this machine)",
                  table(list(timing), [list(timing.values())])]
+    vtiming = verify_timing(pairs)
+    sections += ["## Verifier time per check (µs, this machine; candidates the guard passed)",
+                 table(list(vtiming), [list(vtiming.values())])]
     sections.append(f"_run took {time.perf_counter() - started:.0f} s_")
 
     text = "\n\n".join(sections) + "\n"

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from seawall.routing.complexity.rules import RulesSettings
 
@@ -251,6 +258,24 @@ class DegradedSettings(_Strict):
     answer: str | None = None  # the static answer when no rule matched
 
 
+def _verify_mode(value: Any) -> Any:
+    """YAML reads an unquoted ``off`` as false (and ``on`` as true)."""
+    return {False: "off", True: "precision"}.get(value, value) if isinstance(value, bool) \
+        else value
+
+
+class CacheVerifySettings(_Strict):
+    """Second-stage check of a semantic candidate the guard passed: word order and roles
+    ("A beat B" / "B beat A"; docs/caching.md)."""
+
+    mode: Literal["precision", "off"] = Field("precision", description="precision: refuse "
+                                              "candidates whose shared words swapped roles; "
+                                              "off: serve what the guard passed")
+    _yaml_off = field_validator("mode", mode="before")(lambda v: _verify_mode(v))
+    checks: list[str] | None = Field(None, description="verifier checks to run (None: all "
+                                     "of swap, wh-role, polarity; []: none)")
+
+
 class SemanticCacheSettings(_Strict):
     """Answer a question similar enough to one already answered (docs/caching.md)."""
 
@@ -261,6 +286,7 @@ class SemanticCacheSettings(_Strict):
                                     "[]: none)")
     candidates: int = Field(5, ge=1, le=50, description="nearest entries tried, best first, "
                             "until one passes the guard")
+    verify: CacheVerifySettings = CacheVerifySettings()
     max_chars: int = Field(2000, gt=0, description="longer messages are matched exactly only")
 
 
@@ -548,6 +574,8 @@ class ModelCacheSettings(_Strict):
     semantic: bool | None = None
     threshold: float | None = Field(None, gt=0, le=1)
     guard: list[str] | None = None
+    verify: Literal["precision", "off"] | None = None  # cache.semantic.verify.mode
+    _yaml_off = field_validator("verify", mode="before")(lambda v: _verify_mode(v))
 
 
 class ModelSettings(_Strict):
@@ -718,12 +746,18 @@ class Settings(_Strict):
 
     def _guard_checks_known(self) -> list[str]:
         from seawall.cache.guard import FalseHitGuard
+        from seawall.cache.verify import CandidateVerifier
 
         known = FalseHitGuard.CHECKS
         lists = [("cache.semantic.guard", self.cache.semantic.guard)] + [
             (f"models.{name}.cache.guard", m.cache.guard) for name, m in self.models.items()]
-        return [f"{where}: unknown check {c!r} (known: {', '.join(known)})"
-                for where, checks in lists for c in checks or () if c not in known]
+        problems = [f"{where}: unknown check {c!r} (known: {', '.join(known)})"
+                    for where, checks in lists for c in checks or () if c not in known]
+        verifier = CandidateVerifier.CHECKS
+        problems += [f"cache.semantic.verify.checks: unknown check {c!r} (known: "
+                     f"{', '.join(verifier)})"
+                     for c in self.cache.semantic.verify.checks or () if c not in verifier]
+        return problems
 
     @property
     def db_path(self) -> Path:

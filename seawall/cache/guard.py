@@ -249,6 +249,7 @@ _BACKTICK = re.compile(r"`([^`]+)`")
 _QUOTED = re.compile(r'"+([^"]{2,}?)"+|(?:^|\s)\'([^\']{2,}?)\'(?=[\s?.!,]|$)')
 _CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_.]*)\(\)")
 _ALNUM = re.compile(r"^(?=.*\d)(?=.*[a-z])[a-z0-9]+$")
+_VERSION = re.compile(r"^\d+(?:\.\d+){2,}$")
 _YEAR = re.compile(r"^(1[5-9]\d\d|20\d\d)$")
 _DECADE = re.compile(r"^(?:(1[5-9]\d0|20\d0)|(\d0))s$")
 _NUMBER = re.compile(r"^\d+(?:,\d{3})*(?:\.\d+)?$")
@@ -433,7 +434,7 @@ def _facets(text: str) -> _Facets:
             continue
 
         # Tokens with digits, dots or underscores.
-        if _YEAR.match(low) and nxt not in _UNITS:
+        if _YEAR.match(low) and (nxt not in _UNITS or nxt == "in"):  # "in 1947 in Oslo"
             dates.add(low)
         elif decade := _DECADE.match(low):
             dates.add(decade.group(1) or "19" + (decade.group(2) or ""))
@@ -451,8 +452,8 @@ def _facets(text: str) -> _Facets:
                 unit = None if suffix in ("st", "nd", "rd", "th", "x") else _UNITS.get(
                     _canon(suffix), suffix)
                 _add_number(value, unit, i, lowered, canon, numbers, quantities)
-        elif _ALNUM.match(low):
-            numbers.add(low)  # model numbers and versions: m604dn, i5, 4g, 2fa
+        elif _ALNUM.match(low) or _VERSION.match(low):
+            numbers.add(low)  # model numbers and versions: m604dn, i5, 4g, 2fa, 9.2.1
         elif _SNAKE.match(raw):
             codes.add(low)
         elif raw in _USA:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seawall.api.wire import CacheControl, ChatCompletionRequest
+from seawall.cache.verify import CandidateVerifier
 from seawall.config import CacheSettings, ModelCacheSettings
 from seawall.errors import InvalidRequest
 
@@ -29,10 +30,14 @@ class ModelCachePolicy:
     semantic: bool
     threshold: float
     guard: tuple[str, ...] | None  # None: every check
+    verify: tuple[str, ...]  # the verifier's checks (empty: off)
 
     @classmethod
     def resolve(cls, base: CacheSettings, model: ModelCacheSettings) -> ModelCachePolicy:
         guard = base.semantic.guard if model.guard is None else model.guard
+        verify = base.semantic.verify
+        mode = verify.mode if model.verify is None else model.verify
+        checks = CandidateVerifier.CHECKS if verify.checks is None else tuple(verify.checks)
         return cls(
             enabled=base.enabled if model.enabled is None else model.enabled,
             locked=model.enabled is False,
@@ -40,6 +45,7 @@ class ModelCachePolicy:
             semantic=base.semantic.enabled if model.semantic is None else model.semantic,
             threshold=base.semantic.threshold if model.threshold is None else model.threshold,
             guard=None if guard is None else tuple(guard),
+            verify=() if mode == "off" else checks,
         )
 
 

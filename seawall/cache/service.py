@@ -3,7 +3,7 @@ guard, single-flight coalescing, and storing finished answers.
 
 Order of a lookup (docs/caching.md): policy (may this request use the
 cache at all?) → exact entry → an identical request in flight (join it) →
-semantic neighbours, best first, each checked by the guard → miss. A miss
+semantic neighbours, best first, each checked by the guard and the verifier → miss. A miss
 becomes the leader of a flight that identical requests join; its answer is
 stored once complete, off the request path.
 """
@@ -25,6 +25,7 @@ from seawall.cache.keys import CacheKeys, cache_keys
 from seawall.cache.policy import Controls, ModelCachePolicy, bypass_reason, parse_cache_control
 from seawall.cache.replay import replay, replay_chunks
 from seawall.cache.store import CachedAnswer, CacheStore, NewEntry, Vector
+from seawall.cache.verify import CandidateVerifier
 from seawall.config import CacheSettings, Settings
 from seawall.ml.embedder import Embedder
 from seawall.ml.tokens import is_long
@@ -52,7 +53,7 @@ class CacheState:
     answer: CachedAnswer | None = None
     flight: Flight | None = None
     leader: bool = False
-    guard_failed: str | None = None  # the check that refused the best candidate
+    guard_failed: str | None = None  # the guard/verifier check that refused the best candidate
     saved_tokens: int = 0
     saved_usd: float = 0.0
 
@@ -75,6 +76,8 @@ class ResponseCache:
         self.configured = any(p.enabled for p in self.policies.values())
         self.guards: dict[tuple[str, ...] | None, FalseHitGuard] = {
             p.guard: FalseHitGuard(p.guard) for p in self.policies.values()}
+        self.verifiers: dict[tuple[str, ...], CandidateVerifier] = {
+            p.verify: CandidateVerifier(p.verify) for p in self.policies.values()}
         self.embedder = Embedder()
         self._embed_slots = asyncio.Semaphore(2)
         self.flights: dict[bytes, Flight] = {}
@@ -169,8 +172,13 @@ class ResponseCache:
                     keys.scope, state.vector, self.settings.semantic.candidates,
                     state.policy.threshold, now, max_age)
                 guard = self.guards[state.policy.guard]
+                verifier = self.verifiers[state.policy.verify]
                 for candidate in found:
                     failed = guard.check(text, candidate.text or "")
+                    if failed is None and verifier.checks:
+                        started = time.perf_counter()
+                        failed = verifier.check(text, candidate.text or "")
+                        self.metrics.cache_verify_seconds.observe(time.perf_counter() - started)
                     if failed is None:
                         self.store.touch(candidate.id, now)
                         return self._serve(state, "semantic-hit", candidate)

@@ -20,6 +20,8 @@ from seawall.observe.records import TraceRecord
 # Latency buckets from 5 ms to 2 min: covers a cache hit and a long generation.
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 _RAG = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# Verifier time per candidate: microseconds usually, a millisecond at most.
+_VERIFY = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01)
 _TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 UNKNOWN = "unknown"  # the label of every model name that is not configured
@@ -112,8 +114,12 @@ class Metrics:
                                       "cache did: hit, semantic_hit, coalesced, miss, bypass.",
                                       ("model", "result"), registry=r)
         self.cache_guard_rejections = Counter(
-            "seawall_cache_guard_rejections", "Semantic candidates the false-hit guard "
-            "refused, by the check that refused them.", ("model", "check"), registry=r)
+            "seawall_cache_guard_rejections", "Semantic candidates the false-hit guard or "
+            "the verifier refused, by the check that refused them.", ("model", "check"),
+            registry=r)
+        self.cache_verify_seconds = Histogram(
+            "seawall_cache_verify_seconds", "Time the verifier took per semantic candidate "
+            "the guard passed.", buckets=_VERIFY, registry=r)
         self.cache_saved_tokens = Counter("seawall_cache_saved_tokens", "Tokens not spent "
                                           "upstream because the cache answered.", ("model",),
                                           registry=r)

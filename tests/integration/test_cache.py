@@ -43,6 +43,7 @@ def _config(upstream: FakeUpstreamClient, **cache: Any) -> dict[str, Any]:
                   "price": {"input_per_mtok": 1000, "output_per_mtok": 2000}},
             "uncached": {"provider": "f", "model": "fake-1", "cache": {"enabled": False}},
             "exact-only": {"provider": "f", "model": "fake-1", "cache": {"semantic": False}},
+            "unverified": {"provider": "f", "model": "fake-1", "cache": {"verify": "off"}},
         },
     }
 
@@ -237,6 +238,49 @@ def test_guard_refuses_near_misses(gw: Running, upstream: FakeUpstreamClient, st
         client, stored).parse().choices[0].message.content
     text = httpx.get(gw.url + "/metrics").text
     assert "seawall_cache_guard_rejections_total" in text
+
+
+@pytest.mark.parametrize(("stored", "asked", "check"), [
+    ("The station was opened in 1911 and closed in 1962.",
+     "The station was opened in 1962 and closed in 1911.", "swap"),
+    ("Vera was born in Paris in 1901 and moved to Oslo at the age of 5.",
+     "Vera was born in Oslo in 1901 and moved to Paris at the age of 5.", "swap"),
+    ("Who is the father of Alice Smith?", "Whose father is Alice Smith?", "wh-role"),
+])
+def test_verifier_refuses_swapped_roles(gw: Running, upstream: FakeUpstreamClient, stored: str,
+                                        asked: str, check: str) -> None:
+    """Same words, other roles: the guard passes these, the verifier refuses them, says
+    which check did in the record and the metrics; a model with ``verify: off`` serves."""
+    client = sdk(gw)
+    ask(client, stored)
+    answer = ask(client, asked)
+    assert answer.headers["x-seawall-cache"] == "miss"
+    assert calls(upstream) == 2
+    assert record(gw, answer.headers["x-request-id"])["cache_guard"] == check
+    text = httpx.get(gw.url + "/metrics").text
+    assert f'seawall_cache_guard_rejections_total{{check="{check}",model="m"}}' in text
+    assert "seawall_cache_verify_seconds_count" in text
+    ask(client, stored, model="unverified")
+    assert ask(client, asked, model="unverified").headers["x-seawall-cache"] == "semantic-hit"
+
+
+@pytest.mark.parametrize(("stored", "asked"), [
+    ("Katz was born in Sweden in 1947 and moved to New York at the age of 1.",
+     "Katz was born in 1947 in Sweden and moved to New York at the age of 1."),
+    ("What are the cheapest flights from Paris to Oslo?",
+     "What are the cheapest flights to Oslo from Paris?"),
+    ("What is the difference between Python and Java?",
+     "What is the difference between Java and Python?"),
+])
+def test_verifier_serves_paraphrases(gw: Running, upstream: FakeUpstreamClient, stored: str,
+                                     asked: str) -> None:
+    client = sdk(gw)
+    first = ask(client, stored)
+    near = ask(client, asked)
+    assert near.headers["x-seawall-cache"] == "semantic-hit"
+    assert calls(upstream) == 1
+    assert near.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert record(gw, near.headers["x-request-id"])["cache_guard"] is None
 
 
 def test_coalescing_shares_one_upstream_call(gw: Running, upstream: FakeUpstreamClient) -> None:
