@@ -261,7 +261,7 @@ def prompt_word_count(request: ChatCompletionRequest) -> int:
 
 TOOL_CALL_ID = "call_fake1"
 TOOL_ARGUMENTS = '{"city": "Paris"}'
-_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)  # mentioned: the tool is called
 
 
 def fake_tool_name(request: ChatCompletionRequest) -> str | None:
@@ -274,7 +274,7 @@ def fake_tool_name(request: ChatCompletionRequest) -> str | None:
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
         return str(name) if name else None
-    if choice != "required" and not _WEATHER.search(last_user_text(request)):
+    if choice != "required" and not WEATHER.search(last_user_text(request)):
         return None
     first = tools[0].get("function") or tools[0]
     return str(first.get("name") or "tool")

@@ -66,6 +66,7 @@ from seawall.errors import InvalidRequest
 from seawall.providers.base import completion_id, make_chunk, usage_chunk
 from seawall.providers.fake import (
     TOOL_ARGUMENTS,
+    WEATHER,
     FakeBehavior,
     FakeDisconnect,
     FakeFailure,
@@ -86,7 +87,6 @@ HISTORY = 100
 TOOL_USE_ID = "toolu_fake1"
 TOOL_INPUT: dict[str, Any] = {"city": "Paris"}
 MODELS = ("fake-model", "fake-embedding")
-_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -527,7 +527,7 @@ class _Upstream:
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         tools = raw.get("tools") or []
         tool_name: str | None = None
-        if tools and last_user and _WEATHER.search(_blocks_text(last_user.get("content"))):
+        if tools and last_user and WEATHER.search(_blocks_text(last_user.get("content"))):
             tool_name = str(tools[0].get("name", "tool"))
             words = FakeWords(behavior, split_words(orjson.dumps(TOOL_INPUT).decode()),
                               "tool_use", prompt_tokens=input_tokens, rng=self.state.rng)
