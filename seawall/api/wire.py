@@ -19,6 +19,10 @@ from seawall.prompts.wire import PromptRef
 
 T = TypeVar("T")
 MAX_MODEL_NAME = 256  # real names (fine-tunes, "org/model" ids) are well under 100
+MAX_CHOICES = 8  # ``n``: OpenAI allows 128; 8 bounds one request's work and answer size
+MAX_TOP_LOGPROBS = 20  # OpenAI's own bound
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's bound on the inputs of one request
+MAX_INPUT_TOKEN_IDS = 8192  # one input given as token ids (OpenAI's embedding context)
 ModelName = Annotated[str, Meta(min_length=1, max_length=MAX_MODEL_NAME)]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -77,11 +81,12 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     seed: int | None = None
     stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
     user: str | None = None
-    n: Annotated[int, Meta(ge=1, le=1)] | None = None
+    n: Annotated[int, Meta(ge=1, le=MAX_CHOICES)] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     seawall: SeawallOptions | None = None
     rag: RagOptions | None = None
     prompt: PromptRef | None = None  # a prompt from the registry (docs/prompts.md)
@@ -100,17 +105,60 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     def wants_usage_chunk(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def choices(self) -> int:
+        """How many answers the client asked for (``n``)."""
+        return self.n or 1
+
+
+TokenId = Annotated[int, Meta(ge=0, lt=2**31)]
+TokenIds = Annotated[list[TokenId],
+                     Meta(min_length=1, max_length=MAX_INPUT_TOKEN_IDS)]
+# What a provider is asked to embed: texts, or prompts as token ids (one list each).
+EmbeddingInputs = list[str] | list[list[int]]
+
 
 class EmbeddingRequest(Struct, omit_defaults=True):
+    """``input``: a string, a list of strings, one prompt as token ids
+    (``list[int]``) or several (``list[list[int]]``), as OpenAI accepts (LangChain's
+    OpenAIEmbeddings sends token ids by default). msgspec takes one array type in
+    a union, so the list's items are checked to be of one kind in ``__post_init__``."""
+
     model: ModelName
-    input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
+    input: str | Annotated[list[str | TokenId | TokenIds],
+                           Meta(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.input, list):
+            embedding_inputs(self.input)
+
     @property
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else self.input
+    def inputs(self) -> EmbeddingInputs:
+        return embedding_inputs(self.input)
+
+
+def embedding_inputs(value: Any) -> EmbeddingInputs:
+    """A validated ``input`` as a list of texts or a list of token-id lists
+    (``list[int]`` is one prompt). Mixed lists are refused, as OpenAI does."""
+    if isinstance(value, str):
+        return [value]
+    kinds = {type(v) for v in value}
+    if kinds == {str}:
+        return value
+    if kinds == {list}:
+        return value
+    if kinds == {int}:
+        if len(value) > MAX_INPUT_TOKEN_IDS:
+            raise InvalidRequest(f"An input given as token ids may have at most "
+                                 f"{MAX_INPUT_TOKEN_IDS} of them, got {len(value)}.",
+                                 param="input", code="invalid_value")
+        return [value]
+    raise InvalidRequest("`input` must be a string, a list of strings, a list of token ids "
+                         "or a list of lists of token ids (not a mix).",
+                         param="input", code="invalid_value")
 
 
 _json = msgspec.json.Decoder()

@@ -5,7 +5,8 @@ The rules, in order: the cache is on for the model (``cache.enabled`` or the
 model's override), or the key turned it on (unless the model's own
 ``cache.enabled: false`` forbids it), and the key did not turn it off; the request did not say
 ``no-store``; it does not sample hotter than ``policy.max_temperature``; it
-does not ask for logprobs (a cached answer has none). Semantic matching is
+does not ask for logprobs (a cached answer has none) nor for several choices
+(``n`` > 1: an entry holds one answer). Semantic matching is
 further limited to a plain-text last user message (no tools unless allowed,
 not too long).
 """
@@ -101,6 +102,8 @@ def bypass_reason(req: ChatCompletionRequest, max_temperature: float) -> str | N
     temperature = 1.0 if req.temperature is None else req.temperature
     if temperature > max_temperature:
         return "temperature"
-    if req.logprobs:
+    if req.logprobs or req.top_logprobs:
         return "logprobs"
+    if req.choices > 1:
+        return "n"
     return None

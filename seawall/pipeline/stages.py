@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+from seawall.api.wire import embedding_inputs
 from seawall.config import AuthSettings, LimitSettings, TraceSettings
 from seawall.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
 from seawall.ml.tokens import is_long
@@ -174,9 +175,7 @@ class InvokeStage:
         if ctx.endpoint == "embeddings":
             model = self.registry.resolve(ctx.model, "embedding")
             assert ctx.raw is not None
-            inputs = ctx.raw["input"]
-            ctx.result = await self.router.embed(
-                ctx, model, [inputs] if isinstance(inputs, str) else inputs)
+            ctx.result = await self.router.embed(ctx, model, embedding_inputs(ctx.raw["input"]))
             ctx.usage = {"prompt_tokens": ctx.result.prompt_tokens, "completion_tokens": 0,
                          "total_tokens": ctx.result.prompt_tokens}
             return None

@@ -11,7 +11,8 @@ What does not translate exactly:
   equivalent: an instruction to answer with JSON only (and the schema, if any)
   is appended to the system prompt. The output is not guaranteed to validate.
 * ``temperature`` above 1 is capped at 1 (Anthropic's range is 0..1).
-* ``seed``, ``logprobs`` and other OpenAI-only fields are dropped.
+* ``seed`` and other OpenAI-only fields are dropped; ``n`` > 1 and ``logprobs``
+  are refused (400 ``n_not_supported`` / ``logprobs_not_supported``).
 * Extended-thinking blocks in the response are skipped.
 """
 
@@ -431,6 +432,7 @@ class AnthropicProvider(Provider):
         return f"provider {self.name!r} (anthropic)"
 
     async def chat(self, call: ChatCall) -> AsyncGenerator[Chunk, None]:
+        self.refuse_unsupported(call)  # n > 1, logprobs: Anthropic has neither
         session = self._session
         if session is None:
             raise ServiceUnavailable(f"{self._what()} is not started")

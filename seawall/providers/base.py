@@ -14,7 +14,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from seawall.api.wire import ChatCompletionRequest
+from seawall.api.wire import ChatCompletionRequest, EmbeddingInputs
+from seawall.errors import InvalidRequest
 from seawall.providers.upstream import RateLimitInfo, ResponseLimits
 
 Chunk = dict[str, Any]
@@ -23,6 +24,9 @@ Chunk = dict[str, Any]
 # which is most of the cost of relaying a fast stream.
 ChunkBatch = list[Chunk]
 StreamItem = Chunk | ChunkBatch
+# What one log-probability entry counts toward an answer's size cap: about its
+# JSON size ({"token", "logprob", "bytes"}), so logprobs cannot grow unbounded.
+_LOGPROB_CHARS = 64
 
 
 @dataclass(slots=True)
@@ -59,6 +63,8 @@ class Provider:
 
     type: str = "abstract"
     supports_tools: bool = False
+    supports_choices: bool = False  # ``n`` > 1
+    supports_logprobs: bool = False
     # Set by the registry from the server settings; HTTP backends enforce them.
     limits: ResponseLimits = ResponseLimits()
 
@@ -74,13 +80,31 @@ class Provider:
     def status(self) -> ProviderStatus:
         return ProviderStatus(ready=True)
 
+    def refuse_unsupported(self, call: ChatCall) -> None:
+        """A 400 that names what this provider cannot do, rather than an answer
+        that silently lacks it (``tools``, ``n`` > 1, ``logprobs``)."""
+        request, where = call.request, f"The model {call.model!r} ({self.type} provider " \
+                                        f"{self.name!r})"
+        if not self.supports_tools and request.tools and request.tool_choice != "none":
+            raise InvalidRequest(f"{where} cannot call tools; remove `tools` or use a model "
+                                 "whose provider supports them.",
+                                 param="tools", code="tools_not_supported")
+        if not self.supports_choices and request.choices > 1:
+            raise InvalidRequest(f"{where} answers one choice per request; send `n` = 1 (or "
+                                 "several requests), or use an OpenAI-compatible model.",
+                                 param="n", code="n_not_supported")
+        if not self.supports_logprobs and (request.logprobs or request.top_logprobs):
+            raise InvalidRequest(f"{where} does not return log probabilities; remove "
+                                 "`logprobs` / `top_logprobs` or use an OpenAI-compatible "
+                                 "model.", param="logprobs", code="logprobs_not_supported")
+
     def chat(self, call: ChatCall) -> AsyncGenerator[StreamItem, None]:
         """Stream chunks (or batches of chunks) for ``call``. Raise
         :class:`~seawall.errors.SeawallError` subclasses for failures;
         closing the iterator must stop generation."""
         raise NotImplementedError(f"provider {self.name!r} ({self.type}) has no chat models")
 
-    async def embed(self, inputs: list[str], model: str,
+    async def embed(self, inputs: EmbeddingInputs, model: str,
                     connect_timeout_s: float | None = None) -> Embeddings:
         """Embed ``inputs``; HTTP backends bound their connect by ``connect_timeout_s``."""
         raise NotImplementedError(f"provider {self.name!r} ({self.type}) has no embedding models")
@@ -111,13 +135,16 @@ def make_chunk(
     created: int,
     delta: dict[str, Any] | None = None,
     finish_reason: str | None = None,
+    *,
+    index: int = 0,
+    logprobs: dict[str, Any] | None = None,
 ) -> Chunk:
     return {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta or {}, "logprobs": None,
+        "choices": [{"index": index, "delta": delta or {}, "logprobs": logprobs,
                      "finish_reason": finish_reason}],
     }
 
@@ -191,7 +218,9 @@ class Gatherer:
             if slot is None:
                 slot = self._choices[c.get("index", 0)] = {
                     "role": "assistant", "content": None, "tool_calls": {}, "finish": None,
-                    "refusal": None}
+                    "refusal": None, "logprobs": None}
+            if lp := c.get("logprobs"):
+                self._add_logprobs(slot, lp)
             delta = c.get("delta") or {}
             text = delta.get("content")
             if text:
@@ -217,6 +246,25 @@ class Gatherer:
             if c.get("finish_reason"):
                 slot["finish"] = c["finish_reason"]
 
+    def _add_logprobs(self, slot: dict[str, Any], lp: Any) -> None:
+        """Log probabilities arrive per chunk (``{"content": [...], "refusal": [...]}``);
+        a whole answer's come in one piece. Each entry counts toward ``size``."""
+        if not isinstance(lp, dict):
+            return
+        acc = slot["logprobs"]
+        for part in ("content", "refusal"):
+            entries = lp.get(part)
+            if not isinstance(entries, list) or not entries:
+                continue
+            if acc is None:
+                acc = slot["logprobs"] = {"content": None, "refusal": None}
+            if acc[part] is None:
+                acc[part] = []
+            acc[part].extend(entries)
+            for e in entries:
+                top = e.get("top_logprobs") if isinstance(e, dict) else None
+                self.size += _LOGPROB_CHARS * (1 + (len(top) if isinstance(top, list) else 0))
+
     @property
     def text(self) -> str:
         slot = self._choices.get(0)
@@ -236,7 +284,7 @@ class Gatherer:
             if slot["tool_calls"]:
                 message["tool_calls"] = [_tool_call(slot["tool_calls"][i])
                                          for i in sorted(slot["tool_calls"])]
-            choices.append({"index": index, "message": message, "logprobs": None,
+            choices.append({"index": index, "message": message, "logprobs": slot["logprobs"],
                             "finish_reason": slot["finish"] or "stop"})
         out: dict[str, Any] = {
             "id": self.id or completion_id(),

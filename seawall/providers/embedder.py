@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seawall.api.wire import EmbeddingInputs
 from seawall.config import EmbedderProviderSettings
 from seawall.errors import InvalidRequest, ServiceUnavailable
 from seawall.ml.assets import minilm_onnx_path, minilm_tokenizer_path, require_file
 from seawall.ml.embedder import Embedder
+from seawall.ml.tokens import load_encoding
 from seawall.providers.base import Embeddings, Provider, ProviderStatus
 
 __all__ = ["EmbedderProvider"]
@@ -61,24 +63,26 @@ class EmbedderProvider(Provider):
                               extra={"model_path": str(self.embedder.model_path),
                                      "dim": self.embedder.dim if self.embedder.ready else None})
 
-    async def embed(self, inputs: list[str], model: str,
+    async def embed(self, inputs: EmbeddingInputs, model: str,
                     connect_timeout_s: float | None = None) -> Embeddings:
         limit = self._limit
         if limit is None:
             raise ServiceUnavailable(
                 f"The embedding model {self.name!r} is {self._state}; retry shortly.",
                 retry_after=1)
-        for i, text in enumerate(inputs):
-            if not isinstance(text, str):
-                raise InvalidRequest("Each input must be a string.", param=f"input[{i}]")
         if not inputs:
             return Embeddings(vectors=[], prompt_tokens=0)
-        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        texts: list[str]
+        if all(isinstance(t, str) for t in inputs):
+            texts = inputs  # type: ignore[assignment]
+        else:  # decoding grows with the input: off the event loop
+            texts = await asyncio.to_thread(self._decode, inputs)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         step = self.settings.max_batch
         parts: list[np.ndarray] = []
         tokens = 0
         for start in range(0, len(order), step):
-            batch = [inputs[i] for i in order[start:start + step]]
+            batch = [texts[i] for i in order[start:start + step]]
             async with limit:
                 vectors, used = await asyncio.to_thread(self.embedder.embed_with_tokens, batch)
             parts.append(vectors)
@@ -87,3 +91,23 @@ class EmbedderProvider(Provider):
         result = np.empty_like(stacked)
         result[np.asarray(order)] = stacked
         return Embeddings(vectors=result.tolist(), prompt_tokens=tokens)
+
+    def _decode(self, inputs: EmbeddingInputs) -> list[str]:
+        """Inputs sent as token ids, back to text with ``token_encoding`` (the
+        tokenizer the client used: the embedder has its own, so ids cannot be
+        fed to it as they are)."""
+        enc = load_encoding(self.settings.token_encoding)
+        out: list[str] = []
+        for i, item in enumerate(inputs):
+            if isinstance(item, str):
+                out.append(item)
+                continue
+            try:
+                out.append(enc.decode(list(item)))  # type: ignore[arg-type]
+            except KeyError as e:
+                raise InvalidRequest(
+                    f"input[{i}] has a token id that {self.settings.token_encoding} does not "
+                    f"have ({e.args[0] if e.args else e}); providers.{self.name}.token_encoding "
+                    "names the encoding token ids are decoded with.",
+                    param=f"input[{i}]", code="invalid_token_ids") from None
+        return out

@@ -36,15 +36,15 @@ from typing import Any
 
 import msgspec
 
-from seawall.api.wire import ChatCompletionRequest
+from seawall.api.wire import ChatCompletionRequest, EmbeddingInputs
 from seawall.config import FakeProviderSettings
 from seawall.errors import InvalidRequest, RateLimited, SeawallError, UpstreamError
 from seawall.providers.base import (
     ChatCall,
-    Chunk,
     Embeddings,
     Provider,
     ProviderStatus,
+    StreamItem,
     completion_id,
     make_chunk,
     usage_chunk,
@@ -259,6 +259,53 @@ def prompt_word_count(request: ChatCompletionRequest) -> int:
     return sum(count_words(content_text(m.content)) for m in request.messages)
 
 
+TOOL_CALL_ID = "call_fake1"
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)  # mentioned: the tool is called
+
+
+def fake_tool_name(request: ChatCompletionRequest) -> str | None:
+    """The tool the fake calls, if any: the one ``tool_choice`` names; else the
+    first tool when ``tool_choice`` is ``"required"`` or the last user message
+    mentions the weather (as the fake Anthropic upstream does); else none."""
+    tools, choice = request.tools, request.tool_choice
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return str(name) if name else None
+    if choice != "required" and not WEATHER.search(last_user_text(request)):
+        return None
+    first = tools[0].get("function") or tools[0]
+    return str(first.get("name") or "tool")
+
+
+def tool_call_delta(name: str) -> dict[str, Any]:
+    """The whole fake tool call as one delta (arguments ``{"city": "Paris"}``)."""
+    return {"tool_calls": [{"index": 0, "id": TOOL_CALL_ID, "type": "function",
+                            "function": {"name": name, "arguments": TOOL_ARGUMENTS}}]}
+
+
+def fake_logprobs(words: Iterable[str], top: int) -> dict[str, Any]:
+    """Deterministic log probabilities for fake tokens (one per word): the token
+    itself, then ``top - 1`` less likely alternatives, as OpenAI lists them."""
+    content = []
+    for w in words:
+        lp = -0.125 * (1 + len(w.strip()) % 7)
+        alts = [{"token": w, "logprob": lp, "bytes": list(w.encode())}]
+        alts += [{"token": f" alt{i}", "logprob": lp - i, "bytes": list(f" alt{i}".encode())}
+                 for i in range(1, top)]
+        content.append({"token": w, "logprob": lp, "bytes": list(w.encode()),
+                        "top_logprobs": alts[:top]})
+    return {"content": content, "refusal": None}
+
+
+def input_texts(inputs: EmbeddingInputs) -> list[str]:
+    """Embedding inputs as text: token ids joined as decimal words (the fake
+    has no tokenizer; equal ids still embed equally)."""
+    return [t if isinstance(t, str) else " ".join(map(str, t)) for t in inputs]
+
+
 def fake_vector(text: str, dims: int = 8) -> list[float]:
     """A deterministic unit vector from a hash: equal texts embed equally."""
     digest = b""
@@ -414,7 +461,12 @@ class FakeProvider(Provider):
     ``error_probability``; :meth:`reseed` restarts the sequence."""
 
     type = "fake"
-    supports_tools = False
+    # Tools, ``n`` and logprobs are answered as the fake upstream server answers
+    # them (:func:`fake_tool_name`, :func:`fake_logprobs`), so tests of their
+    # passthrough behave the same in process and over HTTP.
+    supports_tools = True
+    supports_choices = True
+    supports_logprobs = True
 
     def __init__(self, name: str, settings: FakeProviderSettings, *,
                  seed: int | None = None) -> None:
@@ -435,7 +487,7 @@ class FakeProvider(Provider):
     def status(self) -> ProviderStatus:
         return ProviderStatus(ready=True, extra={"calls": self.calls, "active": self.active})
 
-    async def chat(self, call: ChatCall) -> AsyncGenerator[Chunk, None]:
+    async def chat(self, call: ChatCall) -> AsyncGenerator[StreamItem, None]:
         request = call.request
         words = fake_words(self.behavior, request, self.rng)
         cid, created, model = completion_id(), int(time.time()), call.model
@@ -447,10 +499,17 @@ class FakeProvider(Provider):
                 await words.ready()
             except FakeFailure as f:
                 raise failure_error(self.name, f) from None
-            yield make_chunk(cid, model, created, {"role": "assistant", "content": ""})
+            n, tool = request.choices, fake_tool_name(request)
+            top = (request.top_logprobs or 0) if request.logprobs else None
+            yield _each(n, cid, model, created, {"role": "assistant", "content": ""})
+            if tool is not None:
+                yield _each(n, cid, model, created, tool_call_delta(tool))
+                words.finish_reason, words.emitted = "tool_calls", len(split_words(
+                    TOOL_ARGUMENTS))
             try:
-                async for word in words:
-                    yield make_chunk(cid, model, created, {"content": word})
+                async for word in (words if tool is None else _no_words()):
+                    lp = None if top is None else fake_logprobs((word,), top)
+                    yield _each(n, cid, model, created, {"content": word}, logprobs=lp)
             except FakeDisconnect as d:
                 raise UpstreamError(
                     f"fake provider {self.name!r}: scripted disconnect after {d.after} chunk(s)",
@@ -458,9 +517,9 @@ class FakeProvider(Provider):
                 ) from None
             except FakeMalformed as m:
                 raise self._bad_response(m.after) from None
-            yield make_chunk(cid, model, created, finish_reason=words.finish_reason)
+            yield _each(n, cid, model, created, finish_reason=words.finish_reason)
             outcome = "completed"
-            yield usage_chunk(cid, model, created, prompt_word_count(request), words.emitted)
+            yield usage_chunk(cid, model, created, prompt_word_count(request), words.emitted * n)
         except SeawallError:
             outcome = "failed"
             raise
@@ -478,11 +537,12 @@ class FakeProvider(Provider):
         return UpstreamError(f"fake provider {self.name!r}: scripted malformed response{where}",
                              code="upstream_bad_response")
 
-    async def embed(self, inputs: list[str], model: str,
+    async def embed(self, inputs: EmbeddingInputs, model: str,
                     connect_timeout_s: float | None = None) -> Embeddings:
         """One answer, no chunks: a scripted malformed response or stall applies
         whatever its N (after the TTFT, which includes the inputs' prefill)."""
-        tokens = sum(count_words(t) for t in inputs)
+        texts = input_texts(inputs)
+        tokens = sum(count_words(t) for t in texts)
         words = FakeWords(self.behavior, [], prompt_tokens=tokens, rng=self.rng)
         try:
             await words.ready()
@@ -492,4 +552,19 @@ class FakeProvider(Provider):
             raise self._bad_response(None)
         if self.behavior.stall_after_chunks is not None:
             await wait_forever()
-        return Embeddings(vectors=[fake_vector(t) for t in inputs], prompt_tokens=tokens)
+        return Embeddings(vectors=[fake_vector(t) for t in texts], prompt_tokens=tokens)
+
+
+def _each(n: int, cid: str, model: str, created: int, delta: dict[str, Any] | None = None,
+          finish_reason: str | None = None, logprobs: dict[str, Any] | None = None
+          ) -> StreamItem:
+    """The same chunk for each of ``n`` choices (a batch when n > 1)."""
+    if n == 1:
+        return make_chunk(cid, model, created, delta, finish_reason, logprobs=logprobs)
+    return [make_chunk(cid, model, created, delta, finish_reason, index=i, logprobs=logprobs)
+            for i in range(n)]
+
+
+async def _no_words() -> AsyncIterator[str]:
+    return
+    yield  # an async generator that yields nothing

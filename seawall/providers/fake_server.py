@@ -65,15 +65,20 @@ from seawall.api.wire import ChatCompletionRequest, convert
 from seawall.errors import InvalidRequest
 from seawall.providers.base import completion_id, make_chunk, usage_chunk
 from seawall.providers.fake import (
+    TOOL_ARGUMENTS,
+    WEATHER,
     FakeBehavior,
     FakeDisconnect,
     FakeFailure,
     FakeMalformed,
     FakeWords,
     count_words,
+    fake_logprobs,
+    fake_tool_name,
     fake_vector,
     fake_words,
     split_words,
+    tool_call_delta,
     wait_forever,
 )
 
@@ -82,7 +87,6 @@ HISTORY = 100
 TOOL_USE_ID = "toolu_fake1"
 TOOL_INPUT: dict[str, Any] = {"city": "Paris"}
 MODELS = ("fake-model", "fake-embedding")
-_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -391,30 +395,45 @@ class _Upstream:
         if refused is not None:
             return _with_headers(refused, behavior)
         prompt_tokens = words.prompt_tokens
+        shape = _Shape.of(req)
+        if shape.tool is not None:  # the fake tool call replaces the words
+            words.words, words.finish_reason = [], "tool_calls"
         if req.stream:
             body = self._openai_stream(call, words, req.model, prompt_tokens,
-                                       req.wants_usage_chunk)
+                                       req.wants_usage_chunk, shape)
             return _with_headers(_TrackedStream(body, lambda: self.state.end(call)), behavior)
         cid, created = completion_id(), int(time.time())
 
         def answer(text: str, tokens: int) -> dict[str, Any]:
             finish = words.finish_reason if tokens == len(words.words) else "stop"
-            return _completion(cid, created, req.model, text, finish, prompt_tokens, tokens)
+            return _completion(cid, created, req.model, text, finish, prompt_tokens, tokens,
+                               shape)
 
         return _with_headers(await self._whole(request, call, words, answer), behavior)
 
     async def _openai_stream(self, call: _Call, words: FakeWords, model: str,
-                             prompt_tokens: int, with_usage: bool
+                             prompt_tokens: int, with_usage: bool, shape: _Shape
                              ) -> AsyncGenerator[bytes, None]:
         cid, created = completion_id(), int(time.time())
+        n, top = shape.n, shape.top_logprobs
+
+        def each(delta: dict[str, Any] | None = None, finish: str | None = None,
+                 logprobs: dict[str, Any] | None = None) -> bytes:
+            return b"".join(_sse(make_chunk(cid, model, created, delta, finish, index=i,
+                                            logprobs=logprobs)) for i in range(n))
+
         try:
             await words.ready()
-            yield _sse(make_chunk(cid, model, created, {"role": "assistant", "content": ""}))
+            yield each({"role": "assistant", "content": ""})
+            if shape.tool is not None:
+                yield each(tool_call_delta(shape.tool))
             async for word in words:
-                yield _sse(make_chunk(cid, model, created, {"content": word}))
-            yield _sse(make_chunk(cid, model, created, finish_reason=words.finish_reason))
+                yield each({"content": word},
+                           logprobs=None if top is None else fake_logprobs((word,), top))
+            yield each(finish=words.finish_reason)
             if with_usage:
-                yield _sse(usage_chunk(cid, model, created, prompt_tokens, words.emitted))
+                tokens = _TOOL_TOKENS if shape.tool is not None else words.emitted
+                yield _sse(usage_chunk(cid, model, created, prompt_tokens, tokens * n))
             call.outcome = "completed"
             yield b"data: [DONE]\n\n"
         except FakeDisconnect:
@@ -508,7 +527,7 @@ class _Upstream:
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         tools = raw.get("tools") or []
         tool_name: str | None = None
-        if tools and last_user and _WEATHER.search(_blocks_text(last_user.get("content"))):
+        if tools and last_user and WEATHER.search(_blocks_text(last_user.get("content"))):
             tool_name = str(tools[0].get("name", "tool"))
             words = FakeWords(behavior, split_words(orjson.dumps(TOOL_INPUT).decode()),
                               "tool_use", prompt_tokens=input_tokens, rng=self.state.rng)
@@ -661,13 +680,42 @@ def _embedding_inputs(value: Any) -> list[str] | None:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What an OpenAI request asks of the answer's form: ``n`` choices (each the
+    same reply), log probabilities (``top_logprobs`` alternatives; None: none)
+    and the fake tool call (:func:`~seawall.providers.fake.fake_tool_name`)."""
+
+    n: int = 1
+    top_logprobs: int | None = None
+    tool: str | None = None
+
+    @classmethod
+    def of(cls, req: ChatCompletionRequest) -> _Shape:
+        return cls(n=req.choices,
+                   top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+                   tool=fake_tool_name(req))
+
+
+_TOOL_TOKENS = len(split_words(TOOL_ARGUMENTS))
+
+
 def _completion(cid: str, created: int, model: str, text: str, finish: str,
-                prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+                prompt_tokens: int, completion_tokens: int,
+                shape: _Shape = _Shape()) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    logprobs = None
+    if shape.tool is not None:
+        message["content"] = None
+        message["tool_calls"] = tool_call_delta(shape.tool)["tool_calls"]
+        completion_tokens = _TOOL_TOKENS
+    elif shape.top_logprobs is not None:
+        logprobs = fake_logprobs(split_words(text), shape.top_logprobs)
+    completion_tokens *= shape.n
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                             "refusal": None},
-                     "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": i, "message": message, "logprobs": logprobs,
+                     "finish_reason": finish} for i in range(shape.n)],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }

@@ -193,6 +193,12 @@ class _Generation:
                     f"This model's maximum context length is {inst.n_ctx} tokens; "
                     f"the messages use {prompt}. Shorten them.",
                     param="messages", code="context_length_exceeded")
+            if self.kwargs.get("seed") is not None:
+                # llama.cpp reuses the KV cache of a shared prompt prefix, and logits
+                # from a partly cached prompt differ in the last bits from a whole
+                # one's, so sampling drifts: a seeded request starts from an empty
+                # cache to give the same answer warm or cold.
+                inst.llama.reset()
             stream = cast(Iterator[dict[str, Any]],
                           inst.llama.create_chat_completion(**self.kwargs))
             deltas, finish = 0, None
@@ -339,11 +345,7 @@ class LocalProvider(Provider):
 
     async def chat(self, call: ChatCall) -> AsyncGenerator[Chunk, None]:
         request = call.request
-        if request.tools and request.tool_choice != "none":
-            raise InvalidRequest(
-                f"The model {call.model!r} (local provider {self.name!r}) cannot call tools; "
-                "remove `tools` or use a model whose provider supports them.",
-                param="tools", code="tools_not_supported")
+        self.refuse_unsupported(call)  # tools, n > 1, logprobs: 400, never silently dropped
         kwargs = self._generation_kwargs(request, call.raw)  # validates before queueing
         pool = self._pool
         if pool is None:

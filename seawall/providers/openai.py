@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from seawall.api.wire import EmbeddingInputs
 from seawall.config import OpenAIProviderSettings
 from seawall.errors import (
     InvalidRequest,
@@ -85,6 +86,8 @@ def http_error(provider: str, status: int, body: bytes, headers: Any) -> Seawall
 class OpenAIProvider(Provider):
     type = "openai"
     supports_tools = True
+    supports_choices = True  # ``n`` passes through; the gatherer folds choices by index
+    supports_logprobs = True
 
     def __init__(self, name: str, settings: OpenAIProviderSettings) -> None:
         super().__init__(name)
@@ -235,7 +238,7 @@ class OpenAIProvider(Provider):
         raise UpstreamError(f"Provider {self.name!r} ended the stream without [DONE]",
                             code="upstream_disconnected")
 
-    async def embed(self, inputs: list[str], model: str,
+    async def embed(self, inputs: EmbeddingInputs, model: str,
                     connect_timeout_s: float | None = None) -> Embeddings:
         resp = await self._post(self._embed_url, orjson.dumps({"model": model, "input": inputs}),
                                 connect_timeout_s)

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from seawall.api.wire import ChatCompletionRequest, convert
+from seawall.api.wire import ChatCompletionRequest, EmbeddingInputs, convert
 from seawall.config import ResilienceSettings
 from seawall.errors import (
     DeadlineExceeded,
@@ -406,7 +406,7 @@ class Router:
     # -- embeddings ------------------------------------------------------------
 
     async def embed(self, ctx: RequestContext, first: LogicalModel,
-                    inputs: list[str]) -> Embeddings:
+                    inputs: EmbeddingInputs) -> Embeddings:
         """Embeddings take the same chain, retries and breakers (no hedging:
         they are short and cheap to repeat)."""
         self.budget.on_request()
@@ -461,6 +461,8 @@ def _resumed(ctx: RequestContext) -> tuple[ChatCompletionRequest, dict[str, Any]
     """The request again, with the partial answer as context and an ask to go on."""
     if ctx.raw is None or ctx.gatherer.text == "":
         return None
+    if ctx.request is not None and ctx.request.choices > 1:
+        return None  # one continuation prompt cannot carry several answers
     raw = dict(ctx.raw)
     raw["messages"] = [*raw["messages"], {"role": "assistant", "content": ctx.gatherer.text},
                        {"role": "user", "content": RESUME_PROMPT}]

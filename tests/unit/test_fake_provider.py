@@ -345,3 +345,53 @@ async def test_prefill_adds_prompt_words_to_ttft() -> None:
     start = time.perf_counter()
     await p.chat(call).__anext__()
     assert 0.11 <= time.perf_counter() - start < 0.3
+
+
+async def _gathered(p: FakeProvider, call: ChatCall) -> dict[str, Any]:
+    g = Gatherer()
+    async for item in p.chat(call):
+        g.add_item(item)
+    return g.completion()
+
+
+async def test_n_choices_logprobs_and_usage() -> None:
+    out = await _gathered(provider(), make_call("one two", n=3, logprobs=True, top_logprobs=2))
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2]
+    for c in out["choices"]:
+        assert c["message"]["content"] == "one two"
+        lp = c["logprobs"]["content"]
+        assert [e["token"] for e in lp] == ["one", " two"]
+        assert all(len(e["top_logprobs"]) == 2 and e["logprob"] < 0 for e in lp)
+    assert out["usage"]["completion_tokens"] == 6
+    plain = await _gathered(provider(), make_call("one two"))
+    assert plain["choices"][0]["logprobs"] is None and len(plain["choices"]) == 1
+
+
+@pytest.mark.parametrize("content,choice,called", [
+    ("what is the weather in Paris?", None, "get_weather"),
+    ("hello", None, None),
+    ("hello", "required", "get_weather"),
+    ("hello", {"type": "function", "function": {"name": "other"}}, "other"),
+    ("what is the weather?", "none", None),
+])
+async def test_tools_are_answered_like_the_fake_upstream(
+        content: str, choice: Any, called: str | None) -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather"}},
+             {"type": "function", "function": {"name": "other"}}]
+    extra: dict[str, Any] = {"tools": tools}
+    if choice is not None:
+        extra["tool_choice"] = choice
+    out = await _gathered(provider(), make_call(content, **extra))
+    choice0 = out["choices"][0]
+    if called is None:
+        assert "tool_calls" not in choice0["message"] and choice0["finish_reason"] == "stop"
+    else:
+        assert choice0["finish_reason"] == "tool_calls"
+        (tc,) = choice0["message"]["tool_calls"]
+        assert tc["function"] == {"name": called, "arguments": '{"city": "Paris"}'}
+
+
+async def test_token_id_inputs_embed_as_their_ids() -> None:
+    p = provider()
+    e = await p.embed([[1, 2, 3], [1, 2, 3], [4]], "fake-embed")
+    assert e.vectors[0] == e.vectors[1] != e.vectors[2]

@@ -34,3 +34,58 @@ def test_malformed_json_is_invalid_json(body: bytes) -> None:
     with pytest.raises(InvalidRequest) as e:
         decode_json_object(body)
     assert e.value.code == "invalid_json"
+
+
+def test_retry_after_is_rounded_up_with_a_precise_ms_header() -> None:
+    from seawall.errors import RateLimited
+    assert RateLimited("x", retry_after=4.1).headers() == {"retry-after": "5",
+                                                           "retry-after-ms": "4100"}
+    assert RateLimited("x", retry_after=2).headers() == {"retry-after": "2",
+                                                         "retry-after-ms": "2000"}
+    assert RateLimited("x", retry_after=0.0004).headers() == {"retry-after": "1",
+                                                              "retry-after-ms": "1"}
+    assert RateLimited("x", retry_after=float("inf")).headers()["retry-after"] == "86400"
+    assert RateLimited("x").headers() == {}
+
+
+def _chat(**extra: object) -> ChatCompletionRequest:
+    return convert({"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra},
+                   ChatCompletionRequest)
+
+
+def test_n_and_top_logprobs_are_bounded() -> None:
+    assert _chat(n=8).choices == 8 and _chat().choices == 1
+    for bad in ({"n": 9}, {"n": 0}, {"top_logprobs": 21}, {"top_logprobs": -1}):
+        with pytest.raises(InvalidRequest) as e:
+            _chat(**bad)
+        assert e.value.param == next(iter(bad))
+
+
+@pytest.mark.parametrize("value,inputs", [
+    ("a", ["a"]),
+    (["a", "b"], ["a", "b"]),
+    ([1, 2], [[1, 2]]),
+    ([[1, 2], [3]], [[1, 2], [3]]),
+])
+def test_embedding_inputs_text_or_token_ids(value: object, inputs: object) -> None:
+    from seawall.api.wire import EmbeddingRequest
+    assert convert({"model": "m", "input": value}, EmbeddingRequest).inputs == inputs
+
+
+def test_gatherer_folds_choices_and_logprobs_by_index() -> None:
+    from seawall.providers.base import Gatherer, make_chunk
+    g = Gatherer()
+    entry = {"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}
+    for i in (1, 0):
+        g.add(make_chunk("c", "m", 1, {"role": "assistant", "content": ""}, index=i))
+        g.add(make_chunk("c", "m", 1, {"content": f"x{i}"}, index=i,
+                         logprobs={"content": [entry], "refusal": None}))
+        g.add(make_chunk("c", "m", 1, {"content": "y"}, index=i,
+                         logprobs={"content": [entry], "refusal": None}))
+        g.add(make_chunk("c", "m", 1, finish_reason="length" if i else "stop", index=i))
+    out = g.completion()
+    assert [c["index"] for c in out["choices"]] == [0, 1]
+    assert [c["message"]["content"] for c in out["choices"]] == ["x0y", "x1y"]
+    assert [c["finish_reason"] for c in out["choices"]] == ["stop", "length"]
+    assert out["choices"][0]["logprobs"] == {"content": [entry, entry], "refusal": None}
+    assert g.size > len("x0yx1y")  # logprobs count toward the answer-size cap
