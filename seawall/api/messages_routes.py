@@ -1,0 +1,220 @@
+"""Anthropic Messages API routes: ``POST /v1/messages`` and
+``POST /v1/messages/count_tokens``, for the Anthropic SDK and Claude Code.
+
+A Messages request is translated into the internal chat-completions request
+(:mod:`seawall.api.anthropic_wire`) and served by the same pipeline as
+``/v1/chat/completions`` (auth, admission, limits, experiments, prompts,
+routing, RAG, cache, invoke, record: endpoint ``"messages"``); its chunk
+stream is translated back (:mod:`seawall.api.anthropic_stream`). Errors use
+Anthropic's shape. The key is read from ``x-api-key`` or
+``Authorization: Bearer``; ``anthropic-version`` and ``anthropic-beta`` are
+accepted and not needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from seawall.api import anthropic_stream as out
+from seawall.api.anthropic_wire import (
+    CountTokensRequest,
+    MessagesRequest,
+    chat_messages,
+    chat_request,
+    chat_tools,
+    error_body,
+    error_status,
+    model_of,
+)
+from seawall.api.http import JSON, DisconnectWatch, SSEResponse, read_body
+from seawall.api.openai_routes import _headers
+from seawall.api.wire import ChatCompletionRequest, convert, decode_json_object
+from seawall.errors import SeawallError, ShuttingDown
+from seawall.ml.tokens import is_long
+from seawall.observe.logs import current_trace_id
+from seawall.pipeline.context import RequestContext
+from seawall.pipeline.pipeline import Serving
+from seawall.providers.base import StreamItem
+
+if TYPE_CHECKING:
+    from seawall.app import Services
+
+_DECODE_OFF_LOOP_BYTES = 256 * 1024  # as in openai_routes
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _context(request: Request, endpoint: str) -> RequestContext:
+    h = request.headers
+    key = h.get("x-api-key")
+    return RequestContext(
+        endpoint=endpoint,
+        # Anthropic's SDK sends x-api-key (api_key) or a bearer token (auth_token).
+        authorization=f"Bearer {key}" if key else h.get("authorization"),
+        client_host=request.client.host if request.client else None,
+        traceparent=h.get("traceparent"),
+        cache_control=h.get("cache-control"),
+        prompt_version=h.get("x-seawall-prompt-version"),
+    )
+
+
+def _response_headers(ctx: RequestContext) -> dict[str, str]:
+    return {**_headers(ctx), "request-id": ctx.trace_id}
+
+
+def _fail(ctx: RequestContext, err: SeawallError) -> Response:
+    return Response(error_body(err), status_code=error_status(err), media_type=JSON,
+                    headers={**err.headers(), **_response_headers(ctx)})
+
+
+async def _read_json(request: Request, ctx: RequestContext, svc: Services) -> dict[str, Any]:
+    server = svc.settings.server
+    ctx.body = await read_body(request, server.max_body_bytes)
+    if len(ctx.body) > _DECODE_OFF_LOOP_BYTES:  # decoding grows with the body: not on the loop
+        raw = await asyncio.to_thread(decode_json_object, ctx.body, server.max_json_depth)
+    else:
+        raw = decode_json_object(ctx.body, server.max_json_depth)
+    ctx.model = model_of(raw)
+    return raw
+
+
+async def _parse(request: Request, ctx: RequestContext, svc: Services) -> MessagesRequest:
+    """Body → validated Messages request; ``ctx.raw``/``ctx.request`` become the
+    internal chat request that the stages and providers take."""
+    raw = await _read_json(request, ctx, svc)
+    req = convert(raw, MessagesRequest)
+    chat = chat_request(req, raw)
+    ctx.request = convert(chat, ChatCompletionRequest)
+    for key in ("seawall", "rag", "prompt"):  # the gateway's own options never go upstream
+        chat.pop(key, None)
+    ctx.raw = chat
+    if ctx.request.seawall is not None and ctx.request.seawall.prompt_version is not None:
+        ctx.prompt_version = ctx.request.seawall.prompt_version
+    return req
+
+
+async def messages(request: Request) -> Response:
+    svc = _services(request)
+    ctx = _context(request, "messages")
+    current_trace_id.set(ctx.trace_id)
+    try:
+        async with svc.pipeline.serve(ctx) as serving:
+            return await _messages(request, ctx, svc, serving)
+    except SeawallError as e:
+        return _fail(ctx, e)
+
+
+async def _input_tokens(svc: Services, ctx: RequestContext) -> int:
+    """An estimate for ``message_start`` (the upstream reports usage at the end)."""
+    msgs = ctx.raw.get("messages", []) if ctx.raw else []
+    if is_long("", len(ctx.body)):
+        return await asyncio.to_thread(svc.tokens.count_messages, msgs)
+    return svc.tokens.count_messages(msgs)
+
+
+async def _messages(request: Request, ctx: RequestContext, svc: Services,
+                    serving: Serving) -> Response:
+    req = await _parse(request, ctx, svc)
+    stream = await svc.pipeline.open_stream(ctx)
+    message_id = "msg_" + ctx.trace_id
+
+    if not req.stream:
+        async with DisconnectWatch(request.receive):
+            async for _ in stream:
+                pass
+        if ctx.error is not None:  # client went away; nobody to answer
+            return Response(status_code=499)
+        usage = ctx.gatherer.usage or await svc.estimate_usage(ctx)
+        body = out.message(ctx.gatherer.completion(), message_id, req.model, usage)
+        return Response(orjson.dumps(body), media_type=JSON, headers=_response_headers(ctx))
+
+    # As for chat: wait for the first chunk so that a failure before any
+    # output is a proper HTTP error, not a 200 stream carrying one.
+    first: StreamItem | None = None
+    try:
+        async with DisconnectWatch(request.receive):
+            first = await anext(stream)
+    except StopAsyncIteration:
+        pass
+    if ctx.error is not None:
+        return Response(status_code=499)
+
+    async def close() -> None:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+        await svc.pipeline.finish(ctx)  # a no-op when the stream already finished it
+
+    translator = out.EventTranslator(message_id, req.model)
+    input_tokens = await _input_tokens(svc, ctx)
+    response = SSEResponse(_events(ctx, svc, translator, input_tokens, first, stream),
+                           _response_headers(ctx), on_close=close, live=svc.live_streams,
+                           on_cut=_cut_event)
+    serving.hand_off()
+    return response
+
+
+def _cut_event() -> bytes:
+    return out.error_event(ShuttingDown(
+        "The gateway shut down before the answer ended (shutdown.drain_timeout_s ran out); "
+        "retry.", retry_after=1.0))
+
+
+async def _events(ctx: RequestContext, svc: Services, translator: out.EventTranslator,
+                  input_tokens: int, first: StreamItem | None,
+                  stream: AsyncIterator[StreamItem]) -> AsyncIterator[bytes]:
+    try:
+        head = translator.start(input_tokens)
+        yield head + (translator.feed(first) if first is not None else b"")
+        async for item in stream:
+            if data := translator.feed(item):
+                yield data
+        usage = ctx.gatherer.usage or await svc.estimate_usage(ctx)
+        yield translator.finish(usage)
+    except SeawallError as e:
+        yield out.error_event(e)  # no message_stop: the answer is incomplete
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def count_tokens(request: Request) -> Response:
+    """``{"input_tokens": N}``: an estimate with the gateway's tokenizer
+    (tiktoken o200k_base over the translated messages and tools), not the
+    upstream model's own count."""
+    svc = _services(request)
+    ctx = _context(request, "messages.count_tokens")
+    current_trace_id.set(ctx.trace_id)
+    try:
+        async with svc.pipeline.scope(ctx):
+            raw = await _read_json(request, ctx, svc)
+            req = convert(raw, CountTokensRequest)
+            msgs = chat_messages(req)
+            tools = orjson.dumps(chat_tools(req.tools)).decode() if req.tools else ""
+            if is_long(tools, len(ctx.body)):
+                n = await asyncio.to_thread(_count, svc, msgs, tools)
+            else:
+                n = _count(svc, msgs, tools)
+    except SeawallError as e:
+        return _fail(ctx, e)
+    return Response(orjson.dumps({"input_tokens": n}), media_type=JSON,
+                    headers=_response_headers(ctx))
+
+
+def _count(svc: Services, msgs: list[dict[str, Any]], tools: str) -> int:
+    return svc.tokens.count_messages(msgs) + svc.tokens.count(tools)
+
+
+routes = [
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+]
