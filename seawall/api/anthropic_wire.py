@@ -18,6 +18,8 @@ Translation rules (docs/anthropic.md):
 * ``thinking`` (the option) and ``thinking`` / ``redacted_thinking`` blocks
   in the history are dropped: the internal request is OpenAI-format, which
   has no signed reasoning to send back, and answers carry no thinking blocks.
+* ``output_config.format`` (structured outputs, a JSON schema) becomes
+  ``response_format`` ``json_schema``; ``output_config.effort`` is dropped.
 * ``top_k`` and ``cache_control`` are dropped (no OpenAI equivalent);
   ``metadata.user_id`` becomes ``user``; ``tool_choice`` maps auto/any/tool/none
   to auto/required/function/none and ``disable_parallel_tool_use`` to
@@ -112,6 +114,16 @@ class Metadata(Struct, omit_defaults=True):
     user_id: Short | None = None
 
 
+class OutputFormat(Struct, omit_defaults=True):
+    type: Literal["json_schema"]
+    schema: dict[str, Any]
+
+
+class OutputConfig(Struct, omit_defaults=True):
+    format: OutputFormat | None = None  # structured outputs -> response_format
+    effort: Short | None = None  # dropped
+
+
 class MessagesRequest(Struct, omit_defaults=True):
     """``POST /v1/messages``. Unknown fields (``service_tier``, ``container``,
     ``anthropic-beta`` features) are ignored."""
@@ -129,6 +141,7 @@ class MessagesRequest(Struct, omit_defaults=True):
     tool_choice: ToolChoice | None = None
     metadata: Metadata | None = None
     thinking: dict[str, Any] | None = None  # dropped
+    output_config: OutputConfig | None = None
 
 
 class CountTokensRequest(Struct, omit_defaults=True):
@@ -299,6 +312,10 @@ def chat_request(req: MessagesRequest, raw: dict[str, Any]) -> dict[str, Any]:
         body["top_p"] = req.top_p
     if req.metadata is not None and req.metadata.user_id:
         body["user"] = req.metadata.user_id
+    fmt = req.output_config.format if req.output_config is not None else None
+    if fmt is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": "output", "schema": fmt.schema}}
     choice = req.tool_choice
     if req.tools:
         body["tools"] = chat_tools(req.tools)

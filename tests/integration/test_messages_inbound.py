@@ -314,3 +314,30 @@ def test_trace_record_says_messages(gw: Running, client: anthropic.Anthropic) ->
     assert rec["endpoint"] == "messages" and rec["status"] == 200
     assert rec["model"] == "gpt-x" and rec["deployment"]
     assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] == 1
+
+
+def test_structured_output_config_becomes_response_format(
+        client: anthropic.Anthropic, fake: FakeUpstreamClient) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}},
+              "required": ["a"], "additionalProperties": False}
+    client.messages.create(model="gpt-x", max_tokens=20,
+                           output_config={"format": {"type": "json_schema", "schema": schema}},
+                           messages=[{"role": "user", "content": "give json"}])
+    assert last_sent(fake)["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
+def test_a_stream_cut_upstream_ends_with_an_error_event(gw: Running,
+                                                       fake: FakeUpstreamClient) -> None:
+    fake.script(default={"disconnect_after_chunks": 2})
+    body = {"model": "gpt-x", "max_tokens": 20, "stream": True,
+            "messages": [{"role": "user", "content": "one two three four five"}]}
+    with httpx.stream("POST", gw.url + "/v1/messages", json=body,
+                      headers={"x-api-key": MASTER}) as r:
+        assert r.status_code == 200
+        lines = list(r.iter_lines())
+    names = [ln[len("event: "):] for ln in lines if ln.startswith("event: ")]
+    assert "content_block_delta" in names
+    assert names[-1] == "error" and "message_stop" not in names
+    error = orjson.loads(lines[lines.index("event: error") + 1][len("data: "):])
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
