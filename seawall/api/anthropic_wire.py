@@ -14,7 +14,9 @@ Translation rules (docs/anthropic.md):
 * ``system`` (string or text blocks) becomes one system message.
 * ``tool_result`` blocks become ``tool`` messages, placed before the rest of
   their user turn; ``tool_use`` blocks become the assistant's ``tool_calls``.
-* ``image`` blocks become ``image_url`` parts (base64 as a data URL).
+* ``image`` blocks become ``image_url`` parts (base64 as a data URL); images
+  inside a ``tool_result`` go in a user message right after the tool
+  messages (OpenAI-format tool messages carry text only).
 * ``thinking`` (the option) and ``thinking`` / ``redacted_thinking`` blocks
   in the history are dropped: the internal request is OpenAI-format, which
   has no signed reasoning to send back, and answers carry no thinking blocks.
@@ -111,7 +113,7 @@ class ToolChoice(Struct, omit_defaults=True):
 
 
 class Metadata(Struct, omit_defaults=True):
-    user_id: Short | None = None
+    user_id: Annotated[str, Meta(max_length=1024)] | None = None
 
 
 class OutputFormat(Struct, omit_defaults=True):
@@ -183,20 +185,24 @@ def _unsupported(kind: str, param: str) -> InvalidRequest:
                           param=param, code="unsupported_content")
 
 
-def _tool_result_text(block: ToolResultBlock, param: str) -> str:
+def _tool_result(block: ToolResultBlock, param: str) -> tuple[str, list[dict[str, Any]]]:
+    """(text for the tool message, image parts). OpenAI-format tool messages
+    carry text only, so images a tool returned (Claude Code reading a
+    screenshot) travel in the user message that follows."""
+    images: list[dict[str, Any]] = []
     if block.content is None or isinstance(block.content, str):
         text = block.content or ""
     else:
         parts = []
         for k, b in enumerate(block.content):
             if isinstance(b, ImageBlock):
-                raise InvalidRequest("images inside tool_result are not supported (OpenAI-"
-                                     "format tool messages carry text only); send the image "
-                                     "in a user text turn", param=f"{param}.content[{k}]",
-                                     code="unsupported_content")
-            parts.append(b.text)
+                images.append(_image_part(b, f"{param}.content[{k}]"))
+            else:
+                parts.append(b.text)
+        if images:
+            parts.append(f"[{len(images)} image(s): in the next user message]")
         text = "\n".join(parts)
-    return f"Error: {text}" if block.is_error else text
+    return (f"Error: {text}" if block.is_error else text), images
 
 
 def _user_turn(m: InMessage, param: str) -> list[dict[str, Any]]:
@@ -204,6 +210,7 @@ def _user_turn(m: InMessage, param: str) -> list[dict[str, Any]]:
     if isinstance(m.content, str):
         return [{"role": "user", "content": m.content}]
     tools: list[dict[str, Any]] = []
+    tool_images: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for j, b in enumerate(m.content):
         where = f"{param}.content[{j}]"
@@ -212,18 +219,19 @@ def _user_turn(m: InMessage, param: str) -> list[dict[str, Any]]:
         elif isinstance(b, ImageBlock):
             parts.append(_image_part(b, where))
         elif isinstance(b, ToolResultBlock):
-            tools.append({"role": "tool", "tool_call_id": b.tool_use_id,
-                          "content": _tool_result_text(b, where)})
+            text, images = _tool_result(b, where)
+            tools.append({"role": "tool", "tool_call_id": b.tool_use_id, "content": text})
+            tool_images += images
         elif isinstance(b, DocumentBlock):
             raise _unsupported("document", f"{where}.type")
         elif isinstance(b, ToolUseBlock):
             raise InvalidRequest("tool_use blocks belong in assistant turns",
                                  param=f"{where}.type")
         # thinking blocks: dropped
+    parts = tool_images + parts
     if parts:
         only_text = all(p["type"] == "text" for p in parts)
-        content: Any = ("\n".join(p["text"] for p in parts)
-                        if only_text and len(parts) == 1 else parts)
+        content: Any = parts[0]["text"] if only_text and len(parts) == 1 else parts
         tools.append({"role": "user", "content": content})
     return tools
 

@@ -39,10 +39,14 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
         "providers": {
             "oa": {"type": "openai", "base_url": base + "/v1"},
             "claude": {"type": "anthropic", "base_url": base, "api_key": "up-key"},
+            "inproc": {"type": "fake"},
         },
         "models": {
             "gpt-x": {"provider": "oa", "model": "upstream-gpt"},
             "claude": {"provider": "claude", "model": "claude-test"},
+            "echo": {"provider": "inproc"},
+            "gpt-cached": {"provider": "oa", "model": "upstream-gpt",
+                           "cache": {"enabled": True, "semantic": False}},
         },
     }
     with run_gateway(config, tmp_path_factory.mktemp("messages")) as running:
@@ -124,7 +128,7 @@ async def test_async_create(gw: Running, fake: FakeUpstreamClient) -> None:
     assert msg.content[0].text == "one two"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("model", ["gpt-x", "claude"])
+@pytest.mark.parametrize("model", ["gpt-x", "claude", "echo"])
 def test_stream_text_and_final_message(client: anthropic.Anthropic,
                                        fake: FakeUpstreamClient, model: str) -> None:
     with client.messages.stream(model=model, max_tokens=50,
@@ -136,7 +140,11 @@ def test_stream_text_and_final_message(client: anthropic.Anthropic,
     assert final.content[0].text == "alpha beta gamma"  # type: ignore[union-attr]
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens == 3 and final.usage.input_tokens > 0
-    assert last_sent(fake)["model"] == ("upstream-gpt" if model == "gpt-x" else "claude-test")
+    if model == "echo":  # the in-process fake provider: nothing goes over HTTP
+        assert fake.calls()["calls"] == 0
+    else:
+        assert last_sent(fake)["model"] == ("upstream-gpt" if model == "gpt-x"
+                                            else "claude-test")
 
 
 def test_stream_event_sequence_is_anthropics(gw: Running, fake: FakeUpstreamClient) -> None:
@@ -341,3 +349,25 @@ def test_a_stream_cut_upstream_ends_with_an_error_event(gw: Running,
     assert names[-1] == "error" and "message_stop" not in names
     error = orjson.loads(lines[lines.index("event: error") + 1][len("data: "):])
     assert error["type"] == "error" and error["error"]["type"] == "api_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_response_cache_answers_messages(gw: Running, client: anthropic.Anthropic,
+                                             fake: FakeUpstreamClient, stream: bool) -> None:
+    text = f"cache me {uuid.uuid4().hex[:6]} {stream}"
+    statuses = []
+    for _ in range(2):
+        ask: dict[str, Any] = {"model": "gpt-cached", "max_tokens": 20,
+                               "messages": [{"role": "user", "content": text}]}
+        if stream:
+            with client.messages.with_streaming_response.create(stream=True, **ask) as r:
+                events = [ln for ln in r.iter_lines() if ln.startswith("event: ")]
+                statuses.append(r.headers["x-seawall-cache"])
+            assert events[-1] == "event: message_stop"
+        else:
+            r = client.messages.with_raw_response.create(**ask)
+            assert r.parse().content[0].text == text  # type: ignore[union-attr]
+            statuses.append(r.headers["x-seawall-cache"])
+        gw.on_server(gw.services.cache.settle())
+    assert statuses == ["miss", "hit"]
+    assert fake.calls()["calls"] == 1

@@ -44,14 +44,25 @@ def test_url_images_and_refusals() -> None:
     assert body["messages"][0]["content"][0] == {"type": "image_url",
                                                  "image_url": {"url": "https://x/y.png"}}
     for bad in ([{"role": "user", "content": [{"type": "document", "source": {}}]}],
-                [{"role": "assistant", "content": [{"type": "thinking", "thinking": "x"}]}],
-                [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
-                                               "content": [{"type": "image", "source": {
-                                                   "type": "url", "url": "u"}}]}]}]):
+                [{"role": "assistant", "content": [{"type": "thinking", "thinking": "x"}]}]):
         with pytest.raises(InvalidRequest):
             translate(messages=bad)
     with pytest.raises(InvalidRequest):  # tool_choice any without tools
         translate(messages=[{"role": "user", "content": "x"}], tool_choice={"type": "any"})
+
+
+def test_images_a_tool_returned_follow_its_tool_message() -> None:
+    body = translate(messages=[{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t1", "content": [
+            {"type": "text", "text": "screenshot:"},
+            {"type": "image", "source": {"type": "url", "url": "https://x/s.png"}}]},
+        {"type": "text", "text": "what is on it?"}]}])
+    assert body["messages"] == [
+        {"role": "tool", "tool_call_id": "t1",
+         "content": "screenshot:\n[1 image(s): in the next user message]"},
+        {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://x/s.png"}},
+            {"type": "text", "text": "what is on it?"}]}]
 
 
 def test_event_translator_text_then_tools() -> None:
