@@ -349,6 +349,11 @@ def test_a_stream_cut_upstream_ends_with_an_error_event(gw: Running,
     assert names[-1] == "error" and "message_stop" not in names
     error = orjson.loads(lines[lines.index("event: error") + 1][len("data: "):])
     assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    fake.script(default={"disconnect_after_chunks": 2})
+    client = anthropic.Anthropic(base_url=gw.url, api_key=MASTER, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError), \
+            client.messages.stream(**{k: v for k, v in body.items() if k != "stream"}) as s:
+        "".join(s.text_stream)  # the SDK raises: a cut answer is never taken as whole
 
 
 @pytest.mark.parametrize("stream", [False, True])
