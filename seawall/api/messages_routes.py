@@ -38,7 +38,7 @@ from seawall.api.http import JSON, DisconnectWatch, SSEResponse, read_body
 from seawall.api.openai_routes import _headers
 from seawall.api.wire import ChatCompletionRequest, convert, decode_json_object
 from seawall.errors import SeawallError, ShuttingDown
-from seawall.ml.tokens import is_long
+from seawall.ml.tokens import LONG_TEXT_CHARS, is_long
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.pipeline import Serving
@@ -77,23 +77,46 @@ def _fail(ctx: RequestContext, err: SeawallError) -> Response:
                     headers={**err.headers(), **_response_headers(ctx)})
 
 
-async def _read_json(request: Request, ctx: RequestContext, svc: Services) -> dict[str, Any]:
-    server = svc.settings.server
-    ctx.body = await read_body(request, server.max_body_bytes)
-    if len(ctx.body) > _DECODE_OFF_LOOP_BYTES:  # decoding grows with the body: not on the loop
-        raw = await asyncio.to_thread(decode_json_object, ctx.body, server.max_json_depth)
-    else:
-        raw = decode_json_object(ctx.body, server.max_json_depth)
-    ctx.model = model_of(raw)
-    return raw
+def _translate(body: bytes, max_depth: int
+               ) -> tuple[dict[str, Any], MessagesRequest | SeawallError, dict[str, Any]]:
+    """(raw, Messages request or the error that refuses it, internal chat body)."""
+    raw = decode_json_object(body, max_depth)
+    try:
+        req = convert(raw, MessagesRequest)
+        return raw, req, chat_request(req, raw)
+    except SeawallError as e:
+        return raw, e, {}
+
+
+def _count(body: bytes, max_depth: int, svc: Services) -> tuple[dict[str, Any], int | SeawallError]:
+    """(raw, estimated input tokens or the error that refuses the request)."""
+    raw = decode_json_object(body, max_depth)
+    try:
+        req = convert(raw, CountTokensRequest)
+        tools = orjson.dumps(chat_tools(req.tools)).decode() if req.tools else ""
+        return raw, svc.tokens.count_messages(chat_messages(req)) + svc.tokens.count(tools)
+    except SeawallError as e:
+        return raw, e
+
+
+async def _off_loop_if_large(ctx: RequestContext, fn: Any, *args: Any,
+                             limit: int = _DECODE_OFF_LOOP_BYTES) -> Any:
+    """Decoding, validating, translating and counting grow with the body: past
+    ``limit`` bytes they run in a worker thread."""
+    if len(ctx.body) > limit:
+        return await asyncio.to_thread(fn, ctx.body, *args)
+    return fn(ctx.body, *args)
 
 
 async def _parse(request: Request, ctx: RequestContext, svc: Services) -> MessagesRequest:
     """Body → validated Messages request; ``ctx.raw``/``ctx.request`` become the
     internal chat request that the stages and providers take."""
-    raw = await _read_json(request, ctx, svc)
-    req = convert(raw, MessagesRequest)
-    chat = chat_request(req, raw)
+    server = svc.settings.server
+    ctx.body = await read_body(request, server.max_body_bytes)
+    raw, req, chat = await _off_loop_if_large(ctx, _translate, server.max_json_depth)
+    ctx.model = model_of(raw)  # recorded even when the request is refused
+    if isinstance(req, SeawallError):
+        raise req
     ctx.request = convert(chat, ChatCompletionRequest)
     for key in ("seawall", "rag", "prompt"):  # the gateway's own options never go upstream
         chat.pop(key, None)
@@ -196,22 +219,17 @@ async def count_tokens(request: Request) -> Response:
     current_trace_id.set(ctx.trace_id)
     try:
         async with svc.pipeline.scope(ctx):
-            raw = await _read_json(request, ctx, svc)
-            req = convert(raw, CountTokensRequest)
-            msgs = chat_messages(req)
-            tools = orjson.dumps(chat_tools(req.tools)).decode() if req.tools else ""
-            if is_long(tools, len(ctx.body)):
-                n = await asyncio.to_thread(_count, svc, msgs, tools)
-            else:
-                n = _count(svc, msgs, tools)
+            server = svc.settings.server
+            ctx.body = await read_body(request, server.max_body_bytes)
+            raw, n = await _off_loop_if_large(ctx, _count, server.max_json_depth, svc,
+                                              limit=LONG_TEXT_CHARS)  # counting is slower
+            ctx.model = model_of(raw)
+            if isinstance(n, SeawallError):
+                raise n
     except SeawallError as e:
         return _fail(ctx, e)
     return Response(orjson.dumps({"input_tokens": n}), media_type=JSON,
                     headers=_response_headers(ctx))
-
-
-def _count(svc: Services, msgs: list[dict[str, Any]], tools: str) -> int:
-    return svc.tokens.count_messages(msgs) + svc.tokens.count(tools)
 
 
 routes = [

@@ -376,3 +376,16 @@ def test_the_response_cache_answers_messages(gw: Running, client: anthropic.Anth
         gw.on_server(gw.services.cache.settle())
     assert statuses == ["miss", "hit"]
     assert fake.calls()["calls"] == 1
+
+
+def test_large_bodies_are_served(client: anthropic.Anthropic, fake: FakeUpstreamClient) -> None:
+    """Past 256 KB, parsing and translation run in a worker thread (and counting
+    past 64 KB): the answers are the same."""
+    big = "word " * 70_000  # 350 KB
+    msg = client.messages.create(model="gpt-x", max_tokens=3,
+                                 messages=[{"role": "user", "content": big}])
+    assert msg.stop_reason == "max_tokens" and msg.usage.output_tokens == 3
+    assert last_sent(fake)["messages"] == [{"role": "user", "content": big}]
+    counted = client.messages.count_tokens(model="gpt-x",
+                                           messages=[{"role": "user", "content": big}])
+    assert 70_000 <= counted.input_tokens <= 70_100
