@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
@@ -389,3 +390,25 @@ def test_large_bodies_are_served(client: anthropic.Anthropic, fake: FakeUpstream
     counted = client.messages.count_tokens(model="gpt-x",
                                            messages=[{"role": "user", "content": big}])
     assert 70_000 <= counted.input_tokens <= 70_100
+
+
+def test_admission_overload_is_a_529_overloaded_error(tmp_path: Any) -> None:
+    config = {"auth": {"master_key": MASTER},
+              "admission": {"max_inflight": 1},
+              "providers": {"slow": {"type": "fake", "ttft_s": 1.5}},
+              "models": {"slow": {"provider": "slow"}}}
+    ask: dict[str, Any] = {"model": "slow", "max_tokens": 5,
+                           "messages": [{"role": "user", "content": "hi"}]}
+    with run_gateway(config, tmp_path) as gw:
+        client = anthropic.Anthropic(base_url=gw.url, api_key=MASTER, max_retries=0)
+        with ThreadPoolExecutor(1) as pool:
+            holder = pool.submit(client.messages.create, **ask)
+            deadline = time.monotonic() + 10
+            while gw.services.admission.inflight < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with pytest.raises(anthropic.APIStatusError) as err:
+                client.messages.create(**ask)
+            assert holder.result(timeout=10).content[0].text == "hi"  # type: ignore[union-attr]
+    assert err.value.status_code == 529
+    assert err.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert err.value.response.headers["retry-after"]
