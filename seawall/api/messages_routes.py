@@ -178,8 +178,7 @@ async def _messages(request: Request, ctx: RequestContext, svc: Services,
         await svc.pipeline.finish(ctx)  # a no-op when the stream already finished it
 
     translator = out.EventTranslator(message_id, req.model)
-    input_tokens = await _input_tokens(svc, ctx)
-    response = SSEResponse(_events(ctx, svc, translator, input_tokens, first, stream),
+    response = SSEResponse(_events(ctx, svc, translator, first, stream),
                            _response_headers(ctx), on_close=close, live=svc.live_streams,
                            on_cut=_cut_event)
     serving.hand_off()
@@ -193,10 +192,10 @@ def _cut_event() -> bytes:
 
 
 async def _events(ctx: RequestContext, svc: Services, translator: out.EventTranslator,
-                  input_tokens: int, first: StreamItem | None,
+                  first: StreamItem | None,
                   stream: AsyncIterator[StreamItem]) -> AsyncIterator[bytes]:
     try:
-        head = translator.start(input_tokens)
+        head = translator.start(await _input_tokens(svc, ctx))
         yield head + (translator.feed(first) if first is not None else b"")
         async for item in stream:
             if data := translator.feed(item):
