@@ -288,6 +288,13 @@ def test_invalid_requests_get_anthropic_errors(gw: Running, client: anthropic.An
                                      "messages": [{"role": "user", "content": "x"}]}),
         "temperature": orjson.dumps({"model": "gpt-x", "max_tokens": 5, "temperature": 1.5,
                                      "messages": [{"role": "user", "content": "x"}]}),
+        "5 stop sequences": orjson.dumps({"model": "gpt-x", "max_tokens": 5,
+                                          "stop_sequences": list("abcde"),
+                                          "messages": [{"role": "user", "content": "x"}]}),
+        "10,001 messages": orjson.dumps({"model": "gpt-x", "max_tokens": 5, "messages": [
+            {"role": "user", "content": "x"}] * 10_001}),
+        "document": orjson.dumps({"model": "gpt-x", "max_tokens": 5, "messages": [
+            {"role": "user", "content": [{"type": "document", "source": {}}]}]}),
         "deep": b'{"model": "gpt-x", "max_tokens": 5, "metadata": ' + b"[" * 200
                 + b"]" * 200 + b', "messages": [{"role": "user", "content": "x"}]}',
     }
