@@ -419,3 +419,38 @@ def test_admission_overload_is_a_529_overloaded_error(tmp_path: Any) -> None:
     assert err.value.status_code == 529
     assert err.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     assert err.value.response.headers["retry-after"]
+
+
+def test_a_claude_code_shaped_request(gw: Running, fake: FakeUpstreamClient) -> None:
+    """What Claude Code sends: ``?beta=true``, beta headers, a bearer token,
+    cached system blocks, JSON-Schema tools, thinking, a long user id."""
+    body = {
+        "model": "gpt-x", "max_tokens": 32000, "temperature": 1, "stream": True,
+        "system": [{"type": "text", "text": "You are Claude Code.",
+                    "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "Bash", "description": "Run a command", "input_schema": {
+            "$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+            "properties": {"command": {"type": "string"}}, "required": ["command"],
+            "additionalProperties": False}}],
+        "metadata": {"user_id": "user_" + "a" * 64 + "_account__session_" + str(uuid.uuid4())},
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "context_management": {"edits": []},
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+            {"type": "text", "text": "list files", "cache_control": {"type": "ephemeral"}}]}],
+    }
+    headers = {"authorization": f"Bearer {MASTER}", "anthropic-version": "2023-06-01",
+               "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+               "x-app": "cli"}
+    with httpx.stream("POST", gw.url + "/v1/messages?beta=true", json=body,
+                      headers=headers) as r:
+        assert r.status_code == 200, r.read()
+        names = [ln[7:] for ln in r.iter_lines() if ln.startswith("event: ")]
+    assert names[0] == "message_start" and names[-1] == "message_stop"
+    sent = last_sent(fake)
+    assert sent["messages"][0] == {"role": "system", "content": "You are Claude Code."}
+    assert sent["messages"][1]["content"] == [
+        {"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+        {"type": "text", "text": "list files"}]
+    assert sent["tools"][0]["function"]["parameters"] == body["tools"][0]["input_schema"]
+    assert "thinking" not in sent and "context_management" not in sent
