@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from seawall.api import admin_routes, openai_routes, ops_routes, rag_routes
+from seawall.api import admin_routes, messages_routes, openai_routes, ops_routes, rag_routes
 from seawall.api.http import LiveStreams, error_response
 from seawall.cache.service import ResponseCache
 from seawall.cache.sqlite_store import SqliteCacheStore
@@ -287,10 +287,11 @@ def create_app(settings: Settings) -> FastPath:
         finally:
             await services.close()
 
-    app = Starlette(routes=[*openai_routes.routes, *ops_routes.routes, *admin_routes.routes,
-                            *rag_routes.routes],
+    app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
+                            *admin_routes.routes, *rag_routes.routes],
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})
     app.state.services = services
     return FastPath(app, {"/v1/chat/completions": openai_routes.chat_completions,
-                          "/v1/embeddings": openai_routes.embeddings})
+                          "/v1/embeddings": openai_routes.embeddings,
+                          "/v1/messages": messages_routes.messages})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from seawall.cache.service import ResponseCache
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 from seawall.providers.base import StreamItem
 
 
@@ -20,7 +20,7 @@ class CacheStage:
         self.traced = cache.configured
 
     async def before(self, ctx: RequestContext) -> AsyncIterator[StreamItem] | None:
-        if ctx.endpoint != "chat.completions":
+        if ctx.endpoint not in CHAT_ENDPOINTS:
             return None
         return await self.cache.lookup(ctx)
 

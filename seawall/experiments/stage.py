@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from seawall.experiments.service import Experiments
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 
 __all__ = ["ExperimentStage"]
 
@@ -20,7 +20,7 @@ class ExperimentStage:
         self.experiments = experiments
 
     async def before(self, ctx: RequestContext) -> None:
-        if ctx.endpoint != "chat.completions" or not self.experiments.by_model:
+        if ctx.endpoint not in CHAT_ENDPOINTS or not self.experiments.by_model:
             return None
         found = self.experiments.assign(ctx)
         if found is None:

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from seawall.store.base import ApiKey
 
 
+# The endpoints whose request is a chat completion (``ctx.raw``/``ctx.request``
+# in the OpenAI shape): the Messages API is translated into one on the way in.
+CHAT_ENDPOINTS = frozenset({"chat.completions", "messages"})
+
+
 def new_trace_id() -> str:
     """32 hex digits, a valid W3C/OTel trace id: 48 bits of milliseconds then
     80 random bits.

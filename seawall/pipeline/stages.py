@@ -23,7 +23,7 @@ from seawall.ml.tokens import is_long
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 from seawall.pipeline.ratelimit import RateLimiter
 from seawall.providers.base import StreamItem
 from seawall.providers.registry import ModelRegistry
@@ -282,7 +282,7 @@ class RecordStage:
             rec.usage_estimated = ctx.usage_estimated
             if dep is not None:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
-        elif ctx.endpoint == "chat.completions" and dep is not None and messages:
+        elif ctx.endpoint in CHAT_ENDPOINTS and dep is not None and messages:
             # No usage from upstream: the writer counts tokens off the request
             # path; a long text is counted here, in a thread, instead (the
             # writer counts on the event loop).

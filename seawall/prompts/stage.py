@@ -27,7 +27,7 @@ import msgspec
 
 from seawall.api.wire import ChatCompletionRequest, Message
 from seawall.errors import InvalidRequest
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 from seawall.prompts.model import PARAMS
 from seawall.prompts.registry import PromptRegistry
 
@@ -46,7 +46,7 @@ class PromptStage:
         self.registry = registry
 
     async def before(self, ctx: RequestContext) -> None:
-        if ctx.endpoint != "chat.completions":
+        if ctx.endpoint not in CHAT_ENDPOINTS:
             return None
         req, raw = ctx.request, ctx.raw
         if req is None or raw is None:

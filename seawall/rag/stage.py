@@ -18,7 +18,7 @@ import msgspec
 from seawall.api.wire import Message, RagOptions
 from seawall.config import Settings
 from seawall.errors import InvalidRequest
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 from seawall.rag.packing import Source, cited_numbers, pack, render
 from seawall.rag.service import RagService, SearchRequest
 
@@ -98,7 +98,7 @@ class RetrieveStage:
                                        filter=asked.filter or route.filter)
 
     async def before(self, ctx: RequestContext) -> None:
-        if ctx.endpoint != "chat.completions":
+        if ctx.endpoint not in CHAT_ENDPOINTS:
             return None
         opts = self._options(ctx)
         if opts is None:

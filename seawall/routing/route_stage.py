@@ -18,7 +18,7 @@ from typing import Any
 from seawall.config import RouteSettings, Settings
 from seawall.ml.embedder import Embedder
 from seawall.observe.metrics import Metrics
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 from seawall.routing.complexity import (
     CostTarget,
     RouterModel,
@@ -80,7 +80,7 @@ class RouteStage:
         self.metrics = metrics
 
     async def before(self, ctx: RequestContext) -> None:
-        if ctx.endpoint != "chat.completions" or not self.routes:
+        if ctx.endpoint not in CHAT_ENDPOINTS or not self.routes:
             return None
         route = self.routes.get(ctx.model)
         if route is None:
