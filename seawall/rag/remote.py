@@ -92,8 +92,15 @@ class RemoteIngest:
                 except orjson.JSONDecodeError:
                     body = {"error": {"message": raw[:300].decode("utf-8", "replace")}}
                 return resp.status, body, resp.headers
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            if isinstance(e, aiohttp.ClientConnectorError):
+                raise RemoteError(f"cannot reach {self.url}: {e}") from None
+            # A server refusing before it reads the body (the per-tenant
+            # ingestion slot) may close while a large batch is still being
+            # sent: the 429 is lost, so treat it as one.
+            return 503, {"error": {"message": f"connection lost ({type(e).__name__})"}}, {}
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise RemoteError(f"cannot reach {self.url}: {type(e).__name__}: {e}") from None
+            raise RemoteError(f"{self.url}: {type(e).__name__}: {e}") from None
 
     async def send(self, files: list[tuple[str, bytes]]) -> list[Outcome]:
         """Send one batch; an outcome for every file of it."""

@@ -8,6 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +199,51 @@ def test_ingest_url_feeds_a_running_gateway_in_batches(upstream: FakeUpstreamCli
                              "filter": {"origin": "laptop"}}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["data"][0]["source"] == "docs/handbook.md"
+
+
+def test_ingest_url_waits_for_the_tenants_ingestion_slot(upstream: FakeUpstreamClient,
+                                                         tmp_path: Path) -> None:
+    """The per-tenant slot is refused before the body is read: with a large
+    batch the server may close while the client still sends, and the 429 is
+    lost; either way the client waits and sends the batch again."""
+    config = {**_rag_config(upstream), "rag": {"max_concurrent_ingests_per_tenant": 1}}
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Otters\n\nSea otters hold hands while they sleep.")
+    (docs / "big.pdf").write_bytes(b"%PDF-1.4\n" + b"x" * (6 << 20))  # refused once read
+    release = threading.Event()
+
+    def held_body() -> Iterator[bytes]:
+        yield b'{"documents": ['
+        release.wait(120)
+        yield b'{"source": "held.md", "text": "# Held\\n\\nA slow upload."}]}'
+
+    with run_gateway(config, tmp_path) as gw:
+        holder = threading.Thread(target=lambda: httpx.post(
+            gw.url + "/v1/collections/slot/documents", content=held_body(), timeout=120,
+            headers={"authorization": f"Bearer {MASTER}", "content-type": "application/json"}))
+        holder.start()
+        try:
+            deadline = time.monotonic() + 30
+            while gw.services.rag.quota.by_tenant.get("default") != 1:
+                assert time.monotonic() < deadline, "the slow upload never took its slot"
+                time.sleep(0.05)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "seawall.cli", "ingest", "docs", "-C", "slot",
+                 "--url", gw.url, "--key", MASTER], cwd=tmp_path, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, "SEAWALL_CONFIG": "", "SEAWALL_HOME": ""})
+            assert proc.stderr is not None
+            seen = ""
+            while "waiting" not in seen:
+                line = proc.stderr.readline()
+                assert line, f"the client never waited:\n{seen}"
+                seen += line
+        finally:
+            release.set()
+            holder.join(120)
+        out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, seen + err
+    rows = {line.split("\t")[3]: line.split("\t") for line in out.splitlines()}
+    assert rows["docs/a.md"][0] == "added"
+    assert rows["docs/big.pdf"][0] == "failed" and "400" in rows["docs/big.pdf"][4]
