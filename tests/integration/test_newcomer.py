@@ -20,7 +20,14 @@ import pytest
 import yaml
 
 from tests.gateway import Running, run_gateway
-from tests.servers import FakeUpstreamClient, closed_port, free_port, wait_until_ready
+from tests.servers import (
+    FakeUpstreamClient,
+    blackhole_listener,
+    closed_port,
+    free_port,
+    run_asgi_in_thread,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -139,16 +146,36 @@ def test_doctor_reaches_each_upstream(tmp_path: Path, upstream: FakeUpstreamClie
         in out.stdout
 
 
+async def _refuse_key(request: Any) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": "Incorrect API key provided: sk-bad"}},
+                        status_code=401)
+
+
 def test_doctor_says_what_failed_and_exits_non_zero(tmp_path: Path,
                                                     upstream: FakeUpstreamClient) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
     dead = f"http://127.0.0.1:{closed_port()}/v1"
-    providers = {"gone": {"type": "openai", "base_url": dead},
-                 "wrong-path": {"type": "openai", "base_url": upstream.base_url}}
-    out = _doctor(tmp_path, providers)
+    locked = Starlette(routes=[Route("/v1/models", _refuse_key)])
+    with run_asgi_in_thread(locked) as locked_url, blackhole_listener() as (host, port):
+        silent = f"http://{host}:{port}/v1"
+        providers = {"gone": {"type": "openai", "base_url": dead},
+                     "wrong-path": {"type": "openai", "base_url": upstream.base_url},
+                     "bad-key": {"type": "openai", "base_url": locked_url + "/v1",
+                                 "api_key": "sk-bad"},
+                     "silent": {"type": "anthropic", "base_url": silent}}
+        out = _doctor(tmp_path, providers)
     assert out.returncode == 1, out.stdout
     assert f"provider gone: FAIL (openai, {dead}/models: connection refused" in out.stdout
     assert "provider wrong-path: FAIL (openai, " in out.stdout
     assert "/models: 404 no such path (check base_url" in out.stdout
+    assert ("/v1/models: 401 the upstream refused the API key (check api_key); said: "
+            '{"error":{"message":"Incorrect API key provided: sk-bad"}}') in out.stdout
+    assert f"provider silent: FAIL (anthropic, http://{host}:{port}/v1/models: no answer " \
+        "within 5s (timeout))" in out.stdout
     offline = _doctor(tmp_path, providers, "--no-network")
     assert offline.returncode == 0, offline.stdout
     assert f"provider gone: not contacted (--no-network; openai at {dead})" in offline.stdout
