@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from seawall.cli_common import config_option, settings_from
+from seawall.cli_common import config_option, settings_from, store_line
 from seawall.config import Settings
 
 _settings = settings_from
@@ -41,13 +41,16 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
     from seawall.observe.logs import setup_logging
     from seawall.serving import CUT_GRACE_S, raise_fd_limit, uvicorn_options
 
-    settings = _settings(config)
+    settings = _settings(config, announce=False)
     srv = settings.server
     # Worker threads (SQLite writes, span export) hand the GIL back to the
     # event loop after at most this long; CPython's 5 ms default shows up
     # directly in tail latency.
     sys.setswitchinterval(srv.gil_switch_interval_s)
     setup_logging(srv.log_level, settings.observe.json_logs)
+    import logging
+
+    logging.getLogger("seawall").info("%s", store_line(settings))
     raise_fd_limit(settings)
     app = create_app(settings)
     # Uvicorn drains in-flight requests on SIGTERM/SIGINT, restores the
@@ -241,15 +244,18 @@ def traces_tail(config: str | None, count: int, follow: bool, as_json: bool) -> 
 @main.command()
 @config_option
 @click.option("--port", type=int, help="Port to check (default: server.port).")
-@click.option("--skip-models", is_flag=True, help="Do not load models (faster).")
-def doctor(config: str | None, port: int | None, skip_models: bool) -> None:
-    """Check the config, data directory, port and models; print what was found."""
+@click.option("--skip-models", is_flag=True, help="Do not load local models (faster).")
+@click.option("--no-network", "--offline", "offline", is_flag=True,
+              help="Do not contact the openai/anthropic upstreams (by default each one's "
+                   "models list is fetched, to prove it answers and takes the key).")
+def doctor(config: str | None, port: int | None, skip_models: bool, offline: bool) -> None:
+    """Check the config, data directory, port, upstreams and models; print what was found."""
     from seawall.doctor import run_checks
 
     settings = _settings(config)
     click.echo(f"config: ok ({config or os.environ.get('SEAWALL_CONFIG') or 'built-in default'};"
                f" {len(settings.providers)} providers, {len(settings.models)} models)")
-    ok = asyncio.run(run_checks(settings, port, skip_models, click.echo))
+    ok = asyncio.run(run_checks(settings, port, skip_models, click.echo, network=not offline))
     sys.exit(0 if ok else 1)
 
 

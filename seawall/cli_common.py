@@ -17,14 +17,23 @@ config_option = click.option("--config", "-c", "config", type=click.Path(dir_oka
                              help=CONFIG_HELP)
 
 
-def settings_from(config: str | None) -> Settings:
-    """The settings, or exit 2 with the configuration's problems listed."""
+def settings_from(config: str | None, announce: bool = True) -> Settings:
+    """The settings, or exit 2 with the configuration's problems listed. With
+    ``announce``, says on stderr which store the command works on: run from
+    another folder, a command would otherwise silently use another, empty one."""
     path = config or os.environ.get("SEAWALL_CONFIG") or None
     try:
-        return load_settings(path)
+        settings = load_settings(path)
     except ConfigError as e:
         click.echo(f"seawall: invalid configuration:\n{e}", err=True)
         sys.exit(2)
+    if announce:
+        click.echo(store_line(settings), err=True)
+    return settings
+
+
+def store_line(settings: Settings) -> str:
+    return f"using store {settings.data_dir} ({settings.data_dir_origin})"
 
 
 def walk_files(roots: Iterable[Path], suffixes: Iterable[str]) -> Iterator[Path]:

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -665,7 +666,10 @@ _SERVES = {"chat": {"openai", "anthropic", "local", "fake"},
 
 
 class Settings(_Strict):
-    data_dir: str = ".seawall"
+    data_dir: str = Field(".seawall", description="where the stores live; relative paths in a "
+                          "config file are relative to its folder (see data_dir_origin)")
+    # How data_dir was chosen, for the line every command prints (load_settings).
+    _data_dir_origin: str = PrivateAttr("")
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
@@ -763,6 +767,10 @@ class Settings(_Strict):
         return problems
 
     @property
+    def data_dir_origin(self) -> str:
+        return self._data_dir_origin or "data_dir as given"
+
+    @property
     def db_path(self) -> Path:
         return Path(self.store.path) if self.store.path else Path(self.data_dir) / "seawall.db"
 
@@ -843,10 +851,45 @@ def parse_settings(data: dict[str, Any], env: dict[str, str] | None = None) -> S
         raise ConfigError("\n".join(_format_validation_error(e))) from None
 
 
+DEFAULT_DATA_DIR = ".seawall"
+HOME_ENV = "SEAWALL_HOME"
+_STORE_PATHS = ("store", "cache", "rag", "prompts")  # sections with a ``path`` of their own
+
+
+def _anchor(settings: Settings, config: Path | None, explicit: bool,
+            env: dict[str, str]) -> Settings:
+    """One obvious place for the data: a ``data_dir`` (and store ``path``) set
+    in a config file is relative to that file's folder, not to wherever the
+    command runs; otherwise ``$SEAWALL_HOME``; otherwise ``.seawall`` beside
+    the config file, or in the working directory with no config file."""
+    base = config.resolve().parent if config is not None else None
+    home = env.get(HOME_ENV, "").strip()
+    if explicit and base is not None:
+        data, origin = base / Path(settings.data_dir).expanduser(), f"data_dir in {config}"
+    elif home:
+        data, origin = Path(home).expanduser().absolute(), f"${HOME_ENV}"
+    elif base is not None:
+        data, origin = base / DEFAULT_DATA_DIR, f"beside {config}"
+    else:
+        data = Path.cwd() / DEFAULT_DATA_DIR
+        origin = (f"no config file: {DEFAULT_DATA_DIR} in the working directory; "
+                  f"set ${HOME_ENV} or pass --config to pin it")
+    update: dict[str, Any] = {"data_dir": str(data)}
+    for section in _STORE_PATHS:
+        sub = getattr(settings, section)
+        if base is not None and sub.path and not Path(sub.path).expanduser().is_absolute():
+            update[section] = sub.model_copy(update={"path": str(base / sub.path)})
+    anchored = settings.model_copy(update=update)
+    anchored._data_dir_origin = origin
+    return anchored
+
+
 def load_settings(path: str | Path | None, env: dict[str, str] | None = None) -> Settings:
-    """Load ``path`` (YAML) or, with no path, the built-in offline default."""
+    """Load ``path`` (YAML) or, with no path, the built-in offline default;
+    ``data_dir`` comes out absolute (see :func:`_anchor`)."""
+    environ = dict(os.environ) if env is None else env
     if path is None:
-        return parse_settings(default_settings_dict(), env)
+        return _anchor(parse_settings(default_settings_dict(), env), None, False, environ)
     p = Path(path)
     try:
         text = p.read_text()
@@ -859,6 +902,7 @@ def load_settings(path: str | Path | None, env: dict[str, str] | None = None) ->
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys")
     try:
-        return parse_settings(data, env)
+        settings = parse_settings(data, env)
     except ConfigError as e:
         raise ConfigError("\n".join(f"{p}: {line}" for line in str(e).splitlines())) from None
+    return _anchor(settings, p, "data_dir" in data, environ)

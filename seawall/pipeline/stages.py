@@ -124,11 +124,24 @@ class AuthStage:
         if anonymous_ok:
             ctx.tenant = ANONYMOUS_TENANT
             return
+        why = self._loopback_hint(ctx)
         if secret is None:
             raise AuthenticationFailed(
-                "Missing API key. Send `Authorization: Bearer <key>` "
-                "(the master key from config, or one made with `seawall keys create`).")
-        raise AuthenticationFailed("Incorrect API key provided.")
+                "Missing API key." + (why or " Send `Authorization: Bearer <key>` "
+                "(the master key from config, or one made with `seawall keys create`)."))
+        raise AuthenticationFailed("Incorrect API key provided." + why)
+
+    def _loopback_hint(self, ctx: RequestContext) -> str:
+        """Why a loopback caller that worked without a key (the quickstart)
+        now gets a 401: usually a config file with a master key, which does not
+        also say ``allow_anonymous_loopback: true``."""
+        if not is_loopback(ctx.client_host) or self.settings.allow_anonymous_loopback:
+            return ""
+        cause = ("This gateway has auth.master_key set, so anonymous loopback access is off"
+                 if self.settings.master_key else
+                 "Anonymous loopback access is off (auth.allow_anonymous_loopback is false)")
+        return (f" {cause}; send `Authorization: Bearer <key>` (the master key, or one made "
+                "with `seawall keys create`) or set auth.allow_anonymous_loopback: true.")
 
     async def after(self, ctx: RequestContext) -> None:
         return None

@@ -72,16 +72,36 @@ def _parse_metadata(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="A field added to every document's metadata, for filters (repeatable).")
 @click.option("--prune", is_flag=True,
               help="Delete documents whose file under PATHS no longer exists.")
+@click.option("--url", default=None, metavar="URL",
+              help="Send the files to the gateway at URL (e.g. http://127.0.0.1:8000) over "
+                   "HTTP instead of writing the local store; the key's tenant owns them.")
+@click.option("--key", envvar="SEAWALL_API_KEY", default=None,
+              help="With --url: the API key to send (default: $SEAWALL_API_KEY; none for "
+                   "anonymous loopback).")
+@click.option("--batch-files", type=click.IntRange(1, 1000), default=BATCH_DOCUMENTS,
+              show_default=True, help="With --url: files per request (<= rag.max_files).")
+@click.option("--batch-mb", type=click.FloatRange(min=0.01), default=8.0, show_default=True,
+              help="With --url: MB per request (keep under rag.max_upload_bytes; a larger "
+                   "file goes alone).")
 def ingest(config: str | None, paths: tuple[Path, ...], collection: str, tenant: str | None,
-           metadata: tuple[str, ...], prune: bool) -> None:
+           metadata: tuple[str, ...], prune: bool, url: str | None, key: str | None,
+           batch_files: int, batch_mb: float) -> None:
     """Add files (Markdown, text, HTML, PDF, JSONL) or folders to a collection.
 
     Idempotent and resumable: unchanged files are skipped, changed files replace
     their old chunks, and each file is committed on its own, so an interrupted
-    run picks up where it stopped.
+    run picks up where it stopped. With --url, the files go to a running
+    gateway (in batches, waiting out its ingestion quota) instead.
     """
-    settings = settings_from(config)
     extra = _parse_metadata(metadata)
+    if url is not None:
+        if tenant or prune:
+            raise click.UsageError("--tenant and --prune work on the local store, not with "
+                                   "--url (the key decides the tenant)")
+        _ingest_remote(paths, collection, extra, url, key, batch_files,
+                       int(batch_mb * 1024 * 1024))
+        return
+    settings = settings_from(config)
     rag = _service(settings)
     files = list(walk_files(paths, SUFFIXES))
     counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0, "chunks": 0}
@@ -131,6 +151,73 @@ def ingest(config: str | None, paths: tuple[Path, ...], collection: str, tenant:
                f"{counts['unchanged']} unchanged, {counts['failed']} failed, {pruned} pruned; "
                f"{counts['chunks']} new chunks, {len(index)} in the index", err=True)
     if counts["failed"]:
+        sys.exit(1)
+
+
+def _ingest_remote(paths: tuple[Path, ...], collection: str, extra: dict[str, Any], url: str,
+                   key: str | None, batch_files: int, batch_bytes: int) -> None:
+    """``ingest --url``: the same files, sent in batches; one line per file on
+    stdout (status, documents, chunks, source), the summary on stderr."""
+    import aiohttp
+
+    from seawall.rag.remote import Outcome, RemoteError, RemoteIngest, documents_url
+
+    files = list(walk_files(paths, SUFFIXES))
+    click.echo(f"sending {len(files)} files to {documents_url(url, collection)}", err=True)
+    outcomes: list[Outcome] = []
+
+    def show(done: list[Outcome]) -> None:
+        for o in done:
+            docs = sum(o.documents.values())
+            click.echo(f"{o.status}\t{docs}\t{o.chunks}\t{o.source}"
+                       + (f"\t{o.detail}" if o.detail else ""))
+        outcomes.extend(done)
+
+    async def go() -> None:
+        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=600)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            client = RemoteIngest(session, url, key, collection, extra,
+                                  lambda line: click.echo(f"\n{line}", err=True))
+            batch: list[tuple[str, bytes]] = []
+            size = 0
+            with click.progressbar(files, label=f"ingest → {collection} at {url}",
+                                   file=sys.stderr,
+                                   item_show_func=lambda p: p.name if p else None) as bar:
+                for path in bar:
+                    source = source_of(path)
+                    try:
+                        data = path.read_bytes()
+                    except OSError as e:
+                        show([Outcome(source, "failed", {}, detail=str(e))])
+                        continue
+                    if batch and (len(batch) >= batch_files or size + len(data) > batch_bytes):
+                        show(await client.send(batch))
+                        batch, size = [], 0
+                    batch.append((source, data))
+                    size += len(data)
+                if batch:
+                    show(await client.send(batch))
+
+    try:
+        asyncio.run(go())
+    except RemoteError as e:
+        raise click.ClickException(f"{e} ({len(outcomes)} of {len(files)} files done)"
+                                   ) from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted after {len(outcomes)} of {len(files)} files; run the same "
+                   "command again to resume (unchanged files are skipped)", err=True)
+        sys.exit(130)
+    counts = {"added": 0, "replaced": 0, "unchanged": 0}
+    for o in outcomes:
+        for status, n in o.documents.items():
+            counts[status] = counts.get(status, 0) + n
+    failed = [o for o in outcomes if o.status == "failed"]
+    click.echo(f"{collection}: {counts['added']} added, {counts['replaced']} replaced, "
+               f"{counts['unchanged']} unchanged, {len(failed)} failed; "
+               f"{sum(o.chunks for o in outcomes)} new chunks", err=True)
+    for o in failed:
+        click.echo(f"failed {o.source}: {o.detail}", err=True)
+    if failed:
         sys.exit(1)
 
 

@@ -99,3 +99,34 @@ def test_deployment_timeouts_inherit_the_defaults() -> None:
     first = s.models["m"].deployments[0].timeouts.over(s.resilience.timeouts)
     assert (first.idle_s, first.first_token_s, first.total_s) == (2, 9, 600)
     assert s.models["m"].deployments[1].weight == 3
+
+
+def test_a_relative_data_dir_is_relative_to_the_config_file_not_the_cwd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "proj" / "seawall.yaml"
+    conf.parent.mkdir()
+    conf.write_text("data_dir: state\nrag: {path: other/rag.db}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s = load_settings(conf, env={"SEAWALL_HOME": str(tmp_path / "home")})
+    assert Path(s.data_dir) == conf.parent / "state"  # an explicit data_dir beats SEAWALL_HOME
+    assert s.db_path == conf.parent / "state" / "seawall.db"
+    assert s.rag_path == conf.parent / "other" / "rag.db"
+    assert str(conf) in s.data_dir_origin
+
+
+def test_without_data_dir_seawall_home_then_the_config_folder_then_the_cwd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    conf = tmp_path / "conf" / "seawall.yaml"
+    conf.parent.mkdir()
+    conf.write_text("auth: {allow_anonymous_loopback: true}\n")
+    home = tmp_path / "home"
+    assert Path(load_settings(conf, env={"SEAWALL_HOME": str(home)}).data_dir) == home
+    assert Path(load_settings(None, env={"SEAWALL_HOME": str(home)}).data_dir) == home
+    beside = load_settings(conf, env={})
+    assert Path(beside.data_dir) == conf.parent / ".seawall"
+    bare = load_settings(None, env={})
+    assert Path(bare.data_dir) == tmp_path / ".seawall"
+    assert "working directory" in bare.data_dir_origin and "SEAWALL_HOME" in bare.data_dir_origin

@@ -487,7 +487,7 @@ def test_cli_push_list_show_label_diff_rollback_history(config: Path, tmp_path: 
 
     listing = _run(config, "list").output
     assert "support-answer" in listing and "production=v1, staging=v2" in listing
-    shown = _run(config, "show", "support-answer", "--label", "staging").output
+    shown = _run(config, "show", "support-answer", "--label", "staging").stdout
     assert shown.startswith("# support-answer@2  [staging]") and "temperature: 0.4" in shown
     assert "temperature: 0.2" in _run(config, "show", "support-answer").output
     diff = _run(config, "diff", "support-answer", "1", "2").output
