@@ -209,7 +209,11 @@ def test_tools_translate_to_an_openai_format_upstream(
                 {"type": "tool_result", "tool_use_id": "toolu_1",
                  "content": [{"type": "text", "text": "18C"}]},
                 {"type": "text", "text": "thanks"}]}])
-    assert msg.content[0].text == "thanks"  # type: ignore[union-attr]
+    # The fake upstream calls the tool tool_choice names: its OpenAI tool call
+    # comes back as a tool_use block.
+    block = msg.content[0]
+    assert block.type == "tool_use" and block.name == "get_weather"
+    assert block.input == {"city": "Paris"} and msg.stop_reason == "tool_use"
     sent = last_sent(fake)
     assert sent["tools"] == [{"type": "function", "function": {
         "name": "get_weather", "description": "Weather for a city",
