@@ -213,7 +213,8 @@ def test_rate_limit_headers_at_zero_cool_the_deployment_down(
 def test_5xx_burst_opens_the_breaker_which_probes_and_closes(
         gateway: Callable[..., Running], fakes: dict[str, FakeUpstreamClient],
         status: int) -> None:
-    gw = gateway()
+    # open_s long enough that six requests fit in it even on a loaded machine.
+    gw = gateway(resilience={"breaker": {"open_s": 2, "max_open_s": 4}})
     fakes["p"].script(default={"error_status": status})
     for _ in range(6):
         assert ask(gw, "pair").parse().choices[0].message.content == ANSWER
@@ -224,7 +225,7 @@ def test_5xx_burst_opens_the_breaker_which_probes_and_closes(
     assert ready.status_code == 200  # an open breaker is not an unready process
     assert ready.json()["deployments"]["p/pair-p"]["circuit"] == "open"
     fakes["p"].script(default={})
-    time.sleep(0.35)  # open_s: the next request is a half-open probe of p
+    time.sleep(2.05)  # open_s: the next request is a half-open probe of p
     assert ask(gw, "pair").headers["x-seawall-deployment"] == "p/pair-p"
     assert metric(gw, "seawall_circuit_state", deployment="p/pair-p") == 0
     for state in ("open", "half_open", "closed"):
