@@ -4,8 +4,9 @@
 
 A passed test is a check mark, a skip whose reason starts with ``n/a`` is
 "n/a", a skip "covered by ..." is a check mark (the feature is tested
-elsewhere), and anything else (failed, xfailed, skipped for another reason)
-is a cross with the reason as a footnote.
+elsewhere), a client that is not installed a dash, and anything else
+(failed, xfailed, skipped for another reason) is a cross with the reason as a
+footnote.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def results(xml: Path) -> dict[tuple[str, str], tuple[str, str]]:
         mark, note = "✓", ""
         for child in case:
             text = (child.get("message") or "").strip()
-            if child.tag == "skipped" and text.startswith("n/a"):
+            if child.tag == "skipped" and text.startswith("could not import"):
+                mark, note = "–", "not installed"
+            elif child.tag == "skipped" and text.startswith("n/a"):
                 mark, note = "n/a", text.removeprefix("n/a: ")
             elif child.tag == "skipped" and text.startswith("covered by"):
                 mark, note = "✓", text
