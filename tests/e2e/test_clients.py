@@ -20,7 +20,10 @@ import asyncio
 import gzip
 import hashlib
 import importlib.util
+import json
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -124,6 +127,11 @@ class Client:
 
     def __init__(self, url: str) -> None:
         self.url = url  # the gateway's /v1
+
+    @classmethod
+    def available(cls) -> None:
+        """Skip the client's tests if it is not installed."""
+        pytest.importorskip(cls.package)
 
     def chat(self, text: str) -> str:
         raise NotApplicable("no chat API")
@@ -569,13 +577,92 @@ class LlamaIndex(Client):
         it.close()
 
 
+NODE_DIR = Path(__file__).parent / "node"
+
+
+class NodeError(Exception):
+    """An exception a Node client raised: its class name, status and message."""
+
+
+class NodeClient(Client):
+    """A Node client run by tests/e2e/node/clients.mjs, one feature per process.
+    Skipped without ``node`` or without the packages ``setup.sh --dev`` installs."""
+
+    error_class = ""  # the JS exception class a 404 raises
+
+    @classmethod
+    def available(cls) -> None:
+        if shutil.which("node") is None:
+            pytest.skip("node is not installed")
+        if not (NODE_DIR / "node_modules").is_dir():
+            pytest.skip("the Node clients are not installed (scripts/setup.sh --dev with npm)")
+
+    def _run(self, feature: str, text: str) -> Any:
+        proc = subprocess.run(["node", str(NODE_DIR / "clients.mjs"), self.name, feature,
+                               self.url, MASTER, text], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        if "na" in out:
+            raise NotApplicable(out["na"])
+        if "error" in out:
+            e = out["error"]
+            raise NodeError(f"{e['class']} ({e['status']}): {e['message']}")
+        return out["result"]
+
+    def chat(self, text: str) -> str:
+        return str(self._run("chat", text))
+
+    def stream(self, text: str) -> list[str]:
+        return list(self._run("stream", text))
+
+    def tools(self, text: str) -> tuple[str, dict[str, Any]]:
+        name, args = self._run("tools", text)
+        return name, args
+
+    def structured(self, text: str) -> Weather:
+        return Weather.model_validate(self._run("structured", text))
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return list(self._run("embeddings", json.dumps(texts)))
+
+    def logprobs(self, text: str) -> list[str]:
+        return list(self._run("logprobs", text))
+
+    def choices(self, text: str, n: int) -> list[str]:
+        assert n == 3  # the script asks for 3
+        return list(self._run("n", text))
+
+    def error(self) -> tuple[Callable[[], Any], type[BaseException]]:
+        def call() -> None:
+            try:
+                self._run("errors", "x")
+            except NodeError as e:
+                assert str(e).startswith(f"{self.error_class} (404)"), str(e)
+                raise
+        return call, NodeError
+
+    def cancel(self, text: str) -> None:
+        assert self._run("cancel", text) == 2
+
+
+class OpenAINode(NodeClient):
+    name, error_class = "openai-node", "NotFoundError"
+
+
+class AISDK(NodeClient):
+    """The Vercel AI SDK with its OpenAI-compatible provider."""
+
+    name, error_class = "ai-sdk", "APICallError"
+
+
 WEATHER_TOOL: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather for a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                    "required": ["city"]}}}
 
 CLIENTS: list[type[Client]] = [OpenAISync, OpenAIAsync, LangChain, LlamaIndex, LiteLLM,
-                               Instructor, PydanticAI]
+                               Instructor, PydanticAI, OpenAINode, AISDK]
 FEATURES = ("chat", "stream", "tools", "structured", "embeddings", "logprobs", "n", "errors",
             "cancel")
 
@@ -584,7 +671,7 @@ FEATURES = ("chat", "stream", "tools", "structured", "embeddings", "logprobs", "
 def client(request: pytest.FixtureRequest, gw: Running, upstream: FakeUpstreamClient
            ) -> Client:
     cls: type[Client] = request.param
-    pytest.importorskip(cls.package)
+    cls.available()
     upstream.reset()
     CALLED.clear()
     feature = request.node.originalname.removeprefix("test_")
