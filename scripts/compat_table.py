@@ -68,7 +68,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "report.xml"
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        SUITE, f"--junitxml={xml}"], check=False)
+                        SUITE, f"--junitxml={xml}"], check=False, stdout=sys.stderr)
         print(table(results(xml)))
     return 0
 

@@ -6,7 +6,9 @@ clients, so a result id reads ``test_<feature>[<client>]`` and the README's
 client x feature table is these results (``scripts/compat_table.py`` prints
 it from a run). A client that is not installed skips (``pytest.importorskip``);
 a feature a client has no API for skips with ``n/a: <why>``; a client that
-cannot be made to work is an xfail with the reason.
+cannot be made to work is an xfail with the reason. The Node clients
+(openai-node, the Vercel AI SDK) run tests/e2e/node/clients.mjs and skip without
+``node`` or their packages.
 
 What is checked is what crossed the wire: the answer the client parsed and the
 request the upstream received (the fake records it). The OpenAI SDK's own
