@@ -406,7 +406,9 @@ class LiteLLM(Client):
 
 class Instructor(Client):
     """instructor structures answers through tool calls (its default mode) or
-    ``response_format``; plain calls go straight to the openai client it wraps."""
+    ``response_format``; plain calls go straight to the openai client it wraps.
+    Not in the ``clients`` extra: instructor 1.17 pins ``jiter<0.15``, which holds
+    the openai SDK back (to 3.3; 3.63 needs jiter 0.16+). Install it by hand."""
 
     name, package = "instructor", "instructor"
 
