@@ -39,6 +39,9 @@ from pydantic import BaseModel
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
+# LiteLLM's own pydantic types warn about ``ReadOnly`` TypedDict items at import.
+pytestmark = pytest.mark.filterwarnings("ignore:.*`ReadOnly` qualifier:UserWarning")
+
 # LiteLLM fetches its model price list from the internet at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
