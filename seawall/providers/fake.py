@@ -267,14 +267,17 @@ WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)  # mentioned: the tool is ca
 def fake_tool_name(request: ChatCompletionRequest) -> str | None:
     """The tool the fake calls, if any: the one ``tool_choice`` names; else the
     first tool when ``tool_choice`` is ``"required"`` or the last user message
-    mentions the weather (as the fake Anthropic upstream does); else none."""
+    mentions the weather (as the fake Anthropic upstream does) and no tool result
+    has answered it yet (so an agent's tool loop ends, as with a real model);
+    else none."""
     tools, choice = request.tools, request.tool_choice
     if not tools or choice == "none":
         return None
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
         return str(name) if name else None
-    if choice != "required" and not WEATHER.search(last_user_text(request)):
+    if choice != "required" and (not WEATHER.search(last_user_text(request))
+                                 or request.messages[-1].role == "tool"):
         return None
     first = tools[0].get("function") or tools[0]
     return str(first.get("name") or "tool")

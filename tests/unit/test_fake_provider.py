@@ -391,6 +391,27 @@ async def test_tools_are_answered_like_the_fake_upstream(
         assert tc["function"] == {"name": called, "arguments": '{"city": "Paris"}'}
 
 
+@pytest.mark.parametrize("choice,called", [(None, None), ("required", "get_weather")])
+async def test_a_tool_result_is_answered_not_called_again(choice: Any, called: str | None
+                                                          ) -> None:
+    """An agent sends the tool's result back: the fake then answers (unless a tool
+    is required), so an agent loop ends as it would with a real model."""
+    raw: dict[str, Any] = {"model": "fake", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}}], "messages": [
+        {"role": "user", "content": "what is the weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"}]}
+    if choice is not None:
+        raw["tool_choice"] = choice
+    call = ChatCall(request=convert(raw, ChatCompletionRequest), raw=raw, model="fake-up",
+                    stream=True)
+    choice0 = (await _gathered(provider(), call))["choices"][0]
+    calls = choice0["message"].get("tool_calls") or []
+    assert [tc["function"]["name"] for tc in calls] == ([called] if called else [])
+
+
 async def test_token_id_inputs_embed_as_their_ids() -> None:
     p = provider()
     e = await p.embed([[1, 2, 3], [1, 2, 3], [4]], "fake-embed")
