@@ -21,7 +21,7 @@ from starlette.routing import Route
 from seawall.api.admin_routes import PurgeRequest
 from seawall.api.anthropic_wire import CountTokensRequest, MessagesRequest
 from seawall.api.http import JSON
-from seawall.api.rag_routes import COLLECTION_NAME, DeleteIn, DocumentsIn, SearchIn
+from seawall.api.rag_routes import COLLECTION_NAME, MAX_ID, DeleteIn, DocumentsIn, SearchIn
 from seawall.api.wire import MAX_MODEL_NAME, ChatCompletionRequest, EmbeddingRequest
 
 REF = "#/components/schemas/{name}"
@@ -144,7 +144,7 @@ def _query_param(name: str, schema: Schema) -> Schema:
 
 _COLLECTION = _path_param("name", {"type": "string", "pattern": COLLECTION_NAME.pattern,
                                    "description": "the collection, inside the caller's tenant"})
-_DOC_ID = _path_param("doc_id", {"type": "integer", "minimum": 0})
+_DOC_ID = _path_param("doc_id", {"type": "integer", "minimum": 0, "maximum": MAX_ID})
 _UPLOAD: Schema = {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "format": "binary",
              "description": "one or more files; the format comes from the file name"},

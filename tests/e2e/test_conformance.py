@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -53,6 +54,7 @@ SPEC_PATH = Path(__file__).parents[1] / "fixtures" / "openai_openapi" / \
 MASTER = "sk-master-conformance"
 AUTH = {"Authorization": f"Bearer {MASTER}"}
 CHAT_MODEL, EMBED_MODEL = "gpt-fuzz", "emb-fuzz"
+COLLECTION = "fuzz"
 EXAMPLES = int(os.environ.get("SEAWALL_FUZZ_EXAMPLES", "20"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 derandomize="SEAWALL_FUZZ_EXAMPLES" not in os.environ,
@@ -62,8 +64,24 @@ POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 
 SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
 OPENAI = schemathesis.openapi.from_dict(SPEC)
+
+
+def _nullable(node: Any) -> Any:
+    """The spec still says ``nullable: true`` (OpenAPI 3.0) in places, which JSON
+    Schema 2020-12 ignores (schemathesis honours it): spell it as ``anyOf`` null."""
+    if isinstance(node, list):
+        return [_nullable(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _nullable(v) for k, v in node.items()}
+    if out.get("nullable") is True:
+        del out["nullable"]
+        return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
 _REGISTRY = Registry().with_resource("urn:openai", Resource.from_contents(
-    SPEC, default_specification=DRAFT202012))
+    _nullable(SPEC), default_specification=DRAFT202012))
 
 
 def _validator(name: str) -> Draft202012Validator:
@@ -91,6 +109,12 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
                                  "model": "fake-embedding"}},
     }
     with run_gateway(config, tmp_path_factory.mktemp("conformance")) as running:
+        # A collection for valid RAG cases to find (real MiniLM embeddings).
+        added = httpx.post(f"{running.url}/v1/collections/{COLLECTION}/documents", headers=AUTH,
+                           json={"documents": [{"text": "# Deploys\n\nRoll back with "
+                                                "`deploy rollback`.", "source": "deploys.md"}]},
+                           timeout=120)
+        assert added.status_code == 200, added.text
         yield running
     if SEEN:
         print("\nconformance fuzzing:", dict(sorted(SEEN.items())))
@@ -107,8 +131,15 @@ def _patch(case: Any, mode: GenerationMode) -> None:
     body = case.body
     if isinstance(body, dict) and (mode is POSITIVE or isinstance(body.get("model"), str)):
         body["model"] = _model_for(path)
-    if mode is POSITIVE and "model" in (case.path_parameters or {}):
-        case.path_parameters["model"] = CHAT_MODEL
+    params = case.path_parameters or {}
+    if mode is POSITIVE and "model" in params:
+        params["model"] = CHAT_MODEL
+    # Valid RAG cases name the collection that exists (but do not delete it).
+    if mode is POSITIVE and "name" in params and not (
+            case.method == "DELETE" and path == "/v1/collections/{name}"):
+        params["name"] = COLLECTION
+    if mode is POSITIVE and path == "/v1/retrieve" and isinstance(body, dict):
+        body["collection"] = COLLECTION
 
 
 def _header(resp: Any, name: str) -> str:
@@ -184,6 +215,34 @@ def _exercise(case: Any, base_url: str, mode: GenerationMode, envelope: Any,
         case.validate_response(resp, checks=[response_schema_conformance])
 
 
+# -- what the fuzzing found (fixed), pinned ------------------------------------
+
+@pytest.mark.parametrize("method,path,body,status", [
+    # an integer beyond 64 bits, forwarded upstream (orjson): was a 500
+    ("POST", "/v1/chat/completions", b'{"model": "gpt-fuzz", "messages": [{"role": "user", '
+     b'"content": "hi"}], "metadata": {"n": 184467440737095516160}}', 400),
+    # a prompt version outside latin-1 echoed in a response header: was a 500
+    ("POST", "/v1/chat/completions", b'{"model": "gpt-fuzz", "messages": [{"role": "user", '
+     b'"content": "hi"}], "seawall": {"prompt_version": "v\\u00e9\\ud83d\\ude00"}}', 200),
+    # ids past SQLite's INTEGER: were a 500
+    ("GET", f"/v1/collections/{COLLECTION}/documents/79743041003611701248", b"", 400),
+    ("DELETE", f"/v1/collections/{COLLECTION}/documents/9223372036854775808", b"", 400),
+    ("POST", f"/v1/collections/{COLLECTION}/documents/delete",
+     b'{"ids": [9223372036854775808]}', 400),
+    ("POST", "/admin/cache/purge", b'{"entry": 9223372036854775808}', 400),
+    ("POST", "/v1/embeddings", b'{"model": "emb-fuzz", "input": "a", "dimensions": 0}', 400),
+])
+def test_found_by_fuzzing(gw: Running, method: str, path: str, body: bytes,
+                          status: int) -> None:
+    resp = httpx.request(method, gw.url + path, content=body or None, timeout=30,
+                         headers={**AUTH, "content-type": "application/json"})
+    assert resp.status_code == status, resp.text
+    if status == 200:
+        assert resp.headers["x-seawall-prompt-version"] == "v??"
+    else:
+        _openai_envelope(resp.json())
+
+
 # -- OpenAI's description ------------------------------------------------------
 
 OPENAI_OPS = [("/chat/completions", "POST"), ("/embeddings", "POST"), ("/models", "GET"),
@@ -219,8 +278,6 @@ def own_schema(gw: Running) -> Any:
 
 
 def test_openapi_json_names_every_route(gw: Running) -> None:
-    import httpx
-
     served = httpx.get(gw.url + "/openapi.json", timeout=10)
     assert served.status_code == 200 and served.json() == orjson.loads(orjson.dumps(OWN_DOC))
     routes = {(r.path.replace(":path", "").replace(":int", ""), m)

@@ -112,3 +112,12 @@ def test_embedding_dimensions_are_bounded() -> None:
         with pytest.raises(InvalidRequest) as e:
             convert({"model": "e", "input": "a", "dimensions": bad}, EmbeddingRequest)
         assert e.value.param == "dimensions"
+
+
+def test_header_values_are_printable_ascii() -> None:
+    # Found by fuzzing: a prompt version (client-supplied) outside latin-1 in
+    # the x-seawall-prompt-version header was a 500.
+    from seawall.api.http import header_value
+    assert header_value("v2-prod") == "v2-prod"
+    assert header_value("v\U000a3fa4\r\nset-cookie: x") == "v???set-cookie: x"
+    assert len(header_value("x" * 500)) == 200
