@@ -55,6 +55,7 @@ MASTER = "sk-master-conformance"
 AUTH = {"Authorization": f"Bearer {MASTER}"}
 CHAT_MODEL, EMBED_MODEL = "gpt-fuzz", "emb-fuzz"
 COLLECTION = "fuzz"
+DOC_ID = [0]  # the document the fixture adds to it
 EXAMPLES = int(os.environ.get("SEAWALL_FUZZ_EXAMPLES", "20"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 derandomize="SEAWALL_FUZZ_EXAMPLES" not in os.environ,
@@ -115,6 +116,7 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
                                                 "`deploy rollback`.", "source": "deploys.md"}]},
                            timeout=120)
         assert added.status_code == 200, added.text
+        DOC_ID[:] = [added.json()["data"][0]["document_id"]]
         yield running
     if SEEN:
         print("\nconformance fuzzing:", dict(sorted(SEEN.items())))
@@ -129,7 +131,7 @@ def _patch(case: Any, mode: GenerationMode) -> None:
     case.headers = {**(case.headers or {}), **AUTH}
     path = case.operation.path
     body = case.body
-    if isinstance(body, dict) and (mode is POSITIVE or isinstance(body.get("model"), str)):
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
         body["model"] = _model_for(path)
     params = case.path_parameters or {}
     if mode is POSITIVE and "model" in params:
@@ -138,6 +140,8 @@ def _patch(case: Any, mode: GenerationMode) -> None:
     if mode is POSITIVE and "name" in params and not (
             case.method == "DELETE" and path == "/v1/collections/{name}"):
         params["name"] = COLLECTION
+    if mode is POSITIVE and "doc_id" in params and case.method == "GET":
+        params["doc_id"] = DOC_ID[0]
     if mode is POSITIVE and path == "/v1/retrieve" and isinstance(body, dict):
         body["collection"] = COLLECTION
 
