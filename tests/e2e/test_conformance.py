@@ -187,6 +187,16 @@ def _check_base64_embeddings(body: Any) -> None:
     assert not errors, errors[0].message
 
 
+def _check_anthropic_stream(resp: Any) -> None:
+    """Anthropic's events: message_start first, message_stop last, each named."""
+    names = [line[len("event: "):] for line in resp.text.split("\n")
+             if line.startswith("event: ")]
+    data = [orjson.loads(line[len("data: "):]) for line in resp.text.split("\n")
+            if line.startswith("data: ")]
+    assert names and names[0] == "message_start" and names[-1] == "message_stop", names
+    assert [d["type"] for d in data] == names
+
+
 def _check_stream(resp: Any) -> None:
     """Each event a chat.completion.chunk the spec describes; [DONE] last."""
     events = [line[len("data: "):] for line in resp.text.split("\n")
@@ -211,7 +221,10 @@ def _exercise(case: Any, base_url: str, mode: GenerationMode, envelope: Any,
     if mode is NEGATIVE:
         return  # accepted: a field Seawall forwards unchecked, or one it is lenient about
     if _header(resp, "content-type").startswith("text/event-stream"):
-        _check_stream(resp)
+        if case.operation.path.startswith("/v1/messages"):
+            _check_anthropic_stream(resp)
+        else:
+            _check_stream(resp)
     elif (label.startswith("openai") and isinstance(case.body, dict)
           and case.body.get("encoding_format") == "base64"):
         _check_base64_embeddings(_json(resp))
@@ -235,14 +248,20 @@ def _exercise(case: Any, base_url: str, mode: GenerationMode, envelope: Any,
      b'{"ids": [9223372036854775808]}', 400),
     ("POST", "/admin/cache/purge", b'{"entry": 9223372036854775808}', 400),
     ("POST", "/v1/embeddings", b'{"model": "emb-fuzz", "input": "a", "dimensions": 0}', 400),
+    # a text part whose text is not a string: the fake upstream failed (502s, then
+    # an open breaker: 503s)
+    ("POST", "/v1/chat/completions", b'{"model": "gpt-fuzz", "messages": [{"role": "user", '
+     b'"content": [{"type": "text", "text": [null]}, {"type": "text", "text": "hi"}]}]}', 200),
 ])
 def test_found_by_fuzzing(gw: Running, method: str, path: str, body: bytes,
                           status: int) -> None:
     resp = httpx.request(method, gw.url + path, content=body or None, timeout=30,
                          headers={**AUTH, "content-type": "application/json"})
     assert resp.status_code == status, resp.text
-    if status == 200:
+    if b"prompt_version" in body:
         assert resp.headers["x-seawall-prompt-version"] == "v??"
+    if status == 200:
+        assert resp.json()["choices"][0]["message"]["content"]
     else:
         _openai_envelope(resp.json())
 
