@@ -140,8 +140,14 @@ def _patch(case: Any, mode: GenerationMode) -> None:
     if mode is POSITIVE and "name" in params and not (
             case.method == "DELETE" and path == "/v1/collections/{name}"):
         params["name"] = COLLECTION
-    if mode is POSITIVE and "doc_id" in params and case.method == "GET":
-        params["doc_id"] = DOC_ID[0]
+    if mode is POSITIVE and "doc_id" in params:  # find it, never delete it
+        if case.method == "GET":
+            params["doc_id"] = DOC_ID[0]
+        elif params["doc_id"] == DOC_ID[0]:
+            params["doc_id"] += 1
+    if path.endswith("/documents/delete") and isinstance(body, dict) and isinstance(
+            body.get("ids"), list):
+        body["ids"] = [i for i in body["ids"] if i != DOC_ID[0]]
     if mode is POSITIVE and path == "/v1/retrieve" and isinstance(body, dict):
         body["collection"] = COLLECTION
 
