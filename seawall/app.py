@@ -20,7 +20,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from seawall.api import admin_routes, messages_routes, openai_routes, ops_routes, rag_routes
+from seawall.api import (
+    admin_routes,
+    messages_routes,
+    openai_routes,
+    openapi,
+    ops_routes,
+    rag_routes,
+)
 from seawall.api.http import LiveStreams, error_response
 from seawall.cache.service import ResponseCache
 from seawall.cache.sqlite_store import SqliteCacheStore
@@ -213,7 +220,8 @@ class Services:
 
 _SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models, "
            "GET /v1/models/{id} (OpenAI API); /v1/collections and /v1/retrieve (RAG, "
-           "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md).")
+           "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md); "
+           "GET /openapi.json describes them all.")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -288,10 +296,11 @@ def create_app(settings: Settings) -> FastPath:
             await services.close()
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
-                            *admin_routes.routes, *rag_routes.routes],
+                            *admin_routes.routes, *rag_routes.routes, *openapi.routes],
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})
     app.state.services = services
+    app.state.openapi = openapi.encode_document()  # GET /openapi.json, built once
     return FastPath(app, {"/v1/chat/completions": openai_routes.chat_completions,
                           "/v1/embeddings": openai_routes.embeddings,
                           "/v1/messages": messages_routes.messages})

@@ -34,7 +34,7 @@ class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True):
     tenant: Annotated[str, Meta(min_length=1)] | None = None
     model: Annotated[str, Meta(min_length=1)] | None = None
     prompt_version: Annotated[str, Meta(min_length=1)] | None = None
-    entry: int | None = None
+    entry: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None  # SQLite's INTEGER
     all: bool = False  # required to purge everything (no filter)
 
 

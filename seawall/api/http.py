@@ -28,6 +28,16 @@ def error_response(err: SeawallError, headers: dict[str, str] | None = None) -> 
                     headers={**err.headers(), **(headers or {})})
 
 
+def header_value(text: str, limit: int = 200) -> str:
+    """``text`` (possibly client-supplied) as a response header value: printable
+    ASCII only, others as '?', so it can neither fail the latin-1 encoding (a
+    500, found by fuzzing) nor end the header line."""
+    text = text[:limit]
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing more than ``limit`` bytes without reading it all."""
     declared = request.headers.get("content-length")

@@ -82,3 +82,32 @@ def check_depth(value: Any, limit: int, what: str = "The request body") -> None:
     ``limit``; for already-decoded values (filters, parts of a request)."""
     if limit and depth_exceeds(value, limit):
         raise too_deep(limit, what)
+
+
+# Integers orjson can write back (upstream bodies, records, cache keys): msgspec
+# decodes wider ones, and forwarding them failed with a 500 (found by fuzzing).
+INT_RANGE = (-(2**63), 2**64 - 1)
+# Digits -> "1", anything else -> "0": a run of 19 digits (2**63 has 19; shorter
+# runs are in range) is then a plain substring search, ~1.5 us for 2 KB.
+_DIGITS = bytes(0x31 if 0x30 <= i <= 0x39 else 0x30 for i in range(256))
+_LONG_RUN = b"1" * 19
+
+
+def has_wide_int(raw: bytes, value: Any) -> bool:
+    """Does ``value`` (decoded from ``raw``) hold an integer outside
+    :data:`INT_RANGE`? Walked (without recursion) only when ``raw`` has a run of
+    19 digits, which ordinary bodies do not."""
+    if _LONG_RUN not in raw.translate(_DIGITS):
+        return False
+    lo, hi = INT_RANGE
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        t = type(node)
+        if t is dict:
+            stack.extend(node.values())
+        elif t is list:
+            stack.extend(node)
+        elif t is int and not lo <= node <= hi:
+            return True
+    return False

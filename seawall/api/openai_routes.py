@@ -19,7 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.http import DisconnectWatch, SSEResponse, error_response, json_response, read_body
+from seawall.api.http import (
+    DisconnectWatch,
+    SSEResponse,
+    error_response,
+    header_value,
+    json_response,
+    read_body,
+)
 from seawall.api.wire import (
     MAX_MODEL_NAME,
     ChatCompletionRequest,
@@ -70,7 +77,7 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
     if ctx.experiment is not None:
         out["x-seawall-experiment"] = ctx.experiment.label
     if ctx.prompt_version is not None:
-        out["x-seawall-prompt-version"] = ctx.prompt_version
+        out["x-seawall-prompt-version"] = header_value(ctx.prompt_version)
     route = ctx.route
     if route is not None:
         out["x-seawall-route"] = route.route

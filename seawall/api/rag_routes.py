@@ -48,6 +48,8 @@ MAX_JSON_BYTES = 1 << 20  # search and delete bodies
 # Levels of objects and lists a document's metadata may nest (it is stored
 # and hashed as JSON, and orjson stops at 255).
 MAX_METADATA_DEPTH = 32
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id was a 500 (found by fuzzing)
+RowId = Annotated[int, Meta(ge=0, le=MAX_ID)]
 
 
 class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,7 +76,7 @@ class SearchIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DeleteIn(msgspec.Struct, forbid_unknown_fields=True):
-    ids: list[int] = []
+    ids: list[RowId] = []
     sources: list[str] = []
 
 
@@ -127,6 +129,13 @@ def _int(request: Request, param: str, default: int, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise InvalidRequest(f"{param} must be between {lo} and {hi}", param=param)
     return value
+
+
+def _doc_id(request: Request) -> int:
+    doc_id: int = request.path_params["doc_id"]  # the route's ``:int`` converter
+    if doc_id > MAX_ID:
+        raise InvalidRequest(f"doc_id must be at most {MAX_ID}", param="doc_id")
+    return doc_id
 
 
 def _note(ctx: RequestContext, collection: str) -> None:
@@ -278,7 +287,7 @@ async def get_document(request: Request) -> Response:
     async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
         _note(ctx, name)
-        doc = await svc.rag.document(ctx.tenant, name, int(request.path_params["doc_id"]))
+        doc = await svc.rag.document(ctx.tenant, name, _doc_id(request))
         return json_response(doc.public())
     return await _serve(request, "rag.documents.get", handle)
 
@@ -287,7 +296,7 @@ async def delete_document(request: Request) -> Response:
     async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
         _note(ctx, name)
-        doc_id = int(request.path_params["doc_id"])
+        doc_id = _doc_id(request)
         await svc.rag.document(ctx.tenant, name, doc_id)  # 404 if absent
         await svc.rag.delete_documents(ctx.tenant, name, ids=[doc_id])
         return json_response({"object": "document.deleted", "id": doc_id, "deleted": True})

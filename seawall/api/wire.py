@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta, Struct
 
-from seawall.api.limits import DEFAULT_MAX_DEPTH, depth_exceeds, may_exceed, too_deep
+from seawall.api.limits import (
+    DEFAULT_MAX_DEPTH,
+    depth_exceeds,
+    has_wide_int,
+    may_exceed,
+    too_deep,
+)
 from seawall.errors import InvalidRequest
 from seawall.prompts.wire import PromptRef
 
@@ -23,6 +29,7 @@ MAX_CHOICES = 8  # ``n``: OpenAI allows 128; 8 bounds one request's work and ans
 MAX_TOP_LOGPROBS = 20  # OpenAI's own bound
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's bound on the inputs of one request
 MAX_INPUT_TOKEN_IDS = 8192  # one input given as token ids (OpenAI's embedding context)
+MAX_DIMENSIONS = 16_384  # ``dimensions``: the largest embedding models give 4,096
 ModelName = Annotated[str, Meta(min_length=1, max_length=MAX_MODEL_NAME)]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -128,7 +135,7 @@ class EmbeddingRequest(Struct, omit_defaults=True):
     input: str | Annotated[list[str | TokenId | TokenIds],
                            Meta(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: Annotated[int, Meta(ge=1, le=MAX_DIMENSIONS)] | None = None
     user: str | None = None
 
     def __post_init__(self) -> None:
@@ -180,6 +187,9 @@ def decode_json_object(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     if max_depth and may_exceed(body, max_depth) and depth_exceeds(obj, max_depth):
         raise too_deep(max_depth)
+    if has_wide_int(body, obj):
+        raise InvalidRequest("The request body has an integer outside the 64-bit range "
+                             "(-2**63 to 2**64-1).", code="number_out_of_range")
     return obj
 
 

@@ -244,8 +244,10 @@ def content_text(content: str | list[dict[str, Any]] | None) -> str:
         return ""
     if isinstance(content, str):
         return content
-    return " ".join(p.get("text") or "" for p in content
-                    if isinstance(p, dict) and p.get("type") == "text")
+    # A part whose text is not a string (fuzzed input) adds nothing; it must
+    # not fail the fake upstream (a 500 that opened the gateway's breaker).
+    return " ".join(text for p in content if isinstance(p, dict) and p.get("type") == "text"
+                    and isinstance(text := p.get("text"), str))
 
 
 def last_user_text(request: ChatCompletionRequest) -> str:
@@ -274,12 +276,14 @@ def fake_tool_name(request: ChatCompletionRequest) -> str | None:
     if not tools or choice == "none":
         return None
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
         return str(name) if name else None
     if choice != "required" and (not WEATHER.search(last_user_text(request))
                                  or request.messages[-1].role == "tool"):
         return None
-    first = tools[0].get("function") or tools[0]
+    first = tools[0].get("function")
+    first = first if isinstance(first, dict) else tools[0]
     return str(first.get("name") or "tool")
 
 

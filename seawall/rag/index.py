@@ -69,8 +69,11 @@ class CollectionIndex:
         bm25 = None
         if len(snapshot.ids):
             tokens = bm25s.tokenize(snapshot.texts, **_tokenizer_args())
-            bm25 = bm25s.BM25()
-            bm25.index(tokens, show_progress=False)
+            # No word at all (chunks of stopwords, digits or symbols): bm25s
+            # cannot index an empty vocabulary (every search was a 500).
+            if tokens.vocab:
+                bm25 = bm25s.BM25()
+                bm25.index(tokens, show_progress=False)
         graph = None
         if len(snapshot.ids) > ann_above:
             graph = new_graph(snapshot.vectors.shape[1])
@@ -89,7 +92,7 @@ class CollectionIndex:
             self._graph.save(str(tmp / "dense.voyager"))
         manifest = {"generation": self.generation, "chunks": len(self.ids),
                     "last_id": int(self.ids[-1]) if len(self.ids) else 0,
-                    "graph": self._graph is not None}
+                    "graph": self._graph is not None, "bm25": self._bm25 is not None}
         (tmp / MANIFEST).write_text(json.dumps(manifest))
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -113,7 +116,7 @@ class CollectionIndex:
             return None
         try:
             bm25 = (bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
-                    if len(snapshot.ids) else None)
+                    if manifest.get("bm25", len(snapshot.ids) > 0) else None)
             graph = Index.load(str(folder / "dense.voyager")) if manifest["graph"] else None
         except Exception:
             log.warning("the saved index in %s could not be read; rebuilding", folder,

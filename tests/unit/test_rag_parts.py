@@ -189,6 +189,20 @@ def test_index_searches_filters_and_reloads_only_its_own_generation(store: RagSt
     assert CollectionIndex.load(folder, store.snapshot(c.id), ann_above=1000) is None
 
 
+def test_a_collection_without_a_single_word_is_searchable(store: RagStore,
+                                                          tmp_path: Path) -> None:
+    # Found by fuzzing: chunks of digits and symbols only gave bm25s an empty
+    # vocabulary, and every search of the collection was a 500.
+    c = store.ensure_collection("t", "symbols")
+    vectors = _unit(np.random.default_rng(3), 2)
+    store.replace_document(c.id, _info("!", 2), _chunks(["0 !", "?"]), vectors)
+    index = CollectionIndex.build(store.snapshot(c.id), ann_above=1000)
+    assert index.bm25("zebra", 10) == [] and index.dense(vectors[1], 1)[0][0] == 1
+    index.save(tmp_path / "idx")
+    again = CollectionIndex.load(tmp_path / "idx", store.snapshot(c.id), ann_above=1000)
+    assert again is not None and again.bm25("zebra", 10) == []
+
+
 def test_graph_search_agrees_with_exact_and_falls_back_under_selective_filters(
         store: RagStore) -> None:
     rng = np.random.default_rng(3)

@@ -89,3 +89,35 @@ def test_gatherer_folds_choices_and_logprobs_by_index() -> None:
     assert [c["finish_reason"] for c in out["choices"]] == ["stop", "length"]
     assert out["choices"][0]["logprobs"] == {"content": [entry, entry], "refusal": None}
     assert g.size > len("x0yx1y")  # logprobs count toward the answer-size cap
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**25])
+def test_integers_orjson_cannot_write_are_refused(number: int) -> None:
+    # Found by fuzzing: msgspec decodes them, and forwarding the body upstream
+    # (orjson) then failed with a 500.
+    import orjson
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"x":{"y":[%d]}}' % number
+    with pytest.raises(InvalidRequest) as e:
+        decode_json_object(body)
+    assert e.value.status == 400 and e.value.code == "number_out_of_range"
+    for edge in (2**64 - 1, -(2**63), 1234567890123456789):  # in range: kept
+        ok = decode_json_object(b'{"seed": %d, "note": "%d"}' % (edge, number))
+        assert orjson.loads(orjson.dumps(ok)) == {"seed": edge, "note": str(number)}
+
+
+def test_embedding_dimensions_are_bounded() -> None:
+    from seawall.api.wire import MAX_DIMENSIONS, EmbeddingRequest
+    assert convert({"model": "e", "input": "a", "dimensions": 8}, EmbeddingRequest).dimensions == 8
+    for bad in (0, -3, MAX_DIMENSIONS + 1):
+        with pytest.raises(InvalidRequest) as e:
+            convert({"model": "e", "input": "a", "dimensions": bad}, EmbeddingRequest)
+        assert e.value.param == "dimensions"
+
+
+def test_header_values_are_printable_ascii() -> None:
+    # Found by fuzzing: a prompt version (client-supplied) outside latin-1 in
+    # the x-seawall-prompt-version header was a 500.
+    from seawall.api.http import header_value
+    assert header_value("v2-prod") == "v2-prod"
+    assert header_value("v\U000a3fa4\r\nset-cookie: x") == "v???set-cookie: x"
+    assert len(header_value("x" * 500)) == 200
