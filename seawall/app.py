@@ -219,7 +219,9 @@ class Services:
 
 
 _SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models, "
-           "GET /v1/models/{id} (OpenAI API); /v1/collections and /v1/retrieve (RAG, "
+           "GET /v1/models/{id} (OpenAI API); POST /v1/messages and "
+           "/v1/messages/count_tokens (Anthropic API, docs/anthropic.md); /v1/collections "
+           "and /v1/retrieve (RAG, "
            "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md); "
            "GET /openapi.json describes them all.")
 
