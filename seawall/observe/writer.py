@@ -171,7 +171,6 @@ class TraceWriter:
         self._retry_at = 0.0
         self._dropped_at = 0.0  # when records were last dropped
         self._error: str | None = None  # the last store or journal error, for /ready
-        self._stopping = False
         self._span_backlog: list[dict[str, Any]] = []
         self._span_task: asyncio.Task[None] | None = None
         metrics.before_render(self._gauges)
@@ -197,7 +196,6 @@ class TraceWriter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         await self.flush(within_s * 0.8)  # so the task is idle, not mid-write, when cancelled
-        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -210,10 +208,8 @@ class TraceWriter:
                 self._spill(batch)
                 self._pending -= len(batch)
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):  # a cut write journals its batch itself
                 await asyncio.wait_for(self._write(batch), left)
-            except TimeoutError:
-                self._spill(batch)  # the store may still commit it: de-duplicated by trace id
         if self._held and self._store_ok:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._recover(), max(0.0, deadline - loop.time()))
@@ -408,6 +404,11 @@ class TraceWriter:
             await self._finish(batch)
             if not await self._store_batch(batch):
                 self._spill(batch)
+        except asyncio.CancelledError:
+            # Stopped mid-write (a hung store at shutdown): journal the batch;
+            # if the store commits it after all, replay de-duplicates it.
+            self._spill(batch)
+            raise
         except Exception:  # never lose a batch to a bug in finishing it
             log.exception("trace batch failed; journaling it")
             self._spill(batch)
@@ -427,7 +428,12 @@ class TraceWriter:
         while self._held:
             batch = [self._held.popleft() for _ in range(min(len(self._held),
                                                               self.settings.batch_size))]
-            if await self._store_batch(batch):
+            try:
+                stored = await self._store_batch(batch)
+            except asyncio.CancelledError:
+                self._held.extendleft(reversed(batch))  # still ours: stop() journals them
+                raise
+            if stored:
                 continue
             held = [*batch, *self._held]
             self._held.clear()
