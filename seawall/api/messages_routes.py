@@ -34,8 +34,8 @@ from seawall.api.anthropic_wire import (
     error_status,
     model_of,
 )
-from seawall.api.http import JSON, DisconnectWatch, SSEResponse, read_body
-from seawall.api.openai_routes import _headers
+from seawall.api.http import JSON, read_body
+from seawall.api.openai_routes import _headers, first_item, run_to_end, sse_answer
 from seawall.api.wire import ChatCompletionRequest, convert, decode_json_object
 from seawall.errors import SeawallError, ShuttingDown
 from seawall.ml.tokens import LONG_TEXT_CHARS, is_long
@@ -152,37 +152,18 @@ async def _messages(request: Request, ctx: RequestContext, svc: Services,
     message_id = "msg_" + ctx.trace_id
 
     if not req.stream:
-        async with DisconnectWatch(request.receive):
-            async for _ in stream:
-                pass
-        if ctx.error is not None:  # client went away; nobody to answer
+        if not await run_to_end(request, ctx, stream):  # client went away; nobody to answer
             return Response(status_code=499)
         usage = ctx.gatherer.usage or await svc.estimate_usage(ctx)
         body = out.message(ctx.gatherer.completion(), message_id, req.model, usage)
         return Response(orjson.dumps(body), media_type=JSON, headers=_response_headers(ctx))
 
-    # As for chat: wait for the first chunk so that a failure before any
-    # output is a proper HTTP error, not a 200 stream carrying one.
-    first: StreamItem | None = None
-    try:
-        async with DisconnectWatch(request.receive):
-            first = await anext(stream)
-    except StopAsyncIteration:
-        pass
+    first = await first_item(request, stream)
     if ctx.error is not None:
         return Response(status_code=499)
-
-    async def close() -> None:
-        with contextlib.suppress(Exception):
-            await stream.aclose()  # type: ignore[attr-defined]
-        await svc.pipeline.finish(ctx)  # a no-op when the stream already finished it
-
     translator = out.EventTranslator(message_id, req.model)
-    response = SSEResponse(_events(ctx, svc, translator, first, stream),
-                           _response_headers(ctx), on_close=close, live=svc.live_streams,
-                           on_cut=_cut_event)
-    serving.hand_off()
-    return response
+    return sse_answer(svc, ctx, serving, stream, _events(ctx, svc, translator, first, stream),
+                      _response_headers(ctx), on_cut=_cut_event)
 
 
 def _cut_event() -> bytes:

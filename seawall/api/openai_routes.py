@@ -10,7 +10,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -153,10 +153,7 @@ async def _chat(request: Request, ctx: RequestContext, svc: Services,
     stream = await svc.pipeline.open_stream(ctx)
 
     if not req.stream:
-        async with DisconnectWatch(request.receive):
-            async for _ in stream:
-                pass
-        if ctx.error is not None:  # client went away; nobody to answer
+        if not await run_to_end(request, ctx, stream):  # client went away; nobody to answer
             return Response(status_code=499)
         completion = ctx.gatherer.completion()
         if "usage" not in completion:
@@ -166,25 +163,48 @@ async def _chat(request: Request, ctx: RequestContext, svc: Services,
         return Response(orjson.dumps(completion), media_type="application/json",
                         headers=_headers(ctx))
 
-    # Stream: wait for the first chunk so failures before any output are a
-    # proper HTTP error, not a 200 stream that carries an error.
-    first: StreamItem | None = None
-    try:
-        async with DisconnectWatch(request.receive):
-            first = await anext(stream)
-    except StopAsyncIteration:
-        pass
+    first = await first_item(request, stream)
     if ctx.error is not None:  # the client left before the first token
         return Response(status_code=499)
+    return sse_answer(svc, ctx, serving, stream,
+                      _events(ctx, svc, first, stream, req.wants_usage_chunk), _headers(ctx),
+                      on_cut=lambda: _cut_events(ctx))
+
+
+async def run_to_end(request: Request, ctx: RequestContext,
+                     stream: AsyncIterator[StreamItem]) -> bool:
+    """Drive a non-streamed answer to its end; False if the client left."""
+    async with DisconnectWatch(request.receive):
+        async for _ in stream:
+            pass
+    return ctx.error is None
+
+
+async def first_item(request: Request, stream: AsyncIterator[StreamItem]) -> StreamItem | None:
+    """A stream's first item, read before the response starts, so a failure
+    before any output is a proper HTTP error, not a 200 stream carrying one."""
+    try:
+        async with DisconnectWatch(request.receive):
+            return await anext(stream)
+    except StopAsyncIteration:
+        pass
+    return None  # ended empty, or the client left (ctx.error says so)
+
+
+def sse_answer(svc: Services, ctx: RequestContext, serving: Serving,
+               stream: AsyncIterator[StreamItem], events: AsyncIterator[bytes],
+               headers: dict[str, str], on_cut: Callable[[], bytes]) -> SSEResponse:
+    """The SSE response that owns the request from here on: it closes the
+    stream and finishes the request when it ends, however it ends, and is
+    ended with ``on_cut`` at the drain deadline."""
 
     async def close() -> None:
         with contextlib.suppress(Exception):
             await stream.aclose()  # type: ignore[attr-defined]
         await svc.pipeline.finish(ctx)  # a no-op when the stream already finished it
 
-    response = SSEResponse(_events(ctx, svc, first, stream, req.wants_usage_chunk),
-                           _headers(ctx), on_close=close, live=svc.live_streams,
-                           on_cut=lambda: _cut_events(ctx))
+    response = SSEResponse(events, headers, on_close=close, live=svc.live_streams,
+                           on_cut=on_cut)
     serving.hand_off()
     return response
 
