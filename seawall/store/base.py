@@ -29,6 +29,11 @@ class ApiKey:
     # Response cache for this key's requests: None = as configured per model,
     # False = never (a key whose callers must always reach the model).
     cache: bool | None = None
+    # Tokens per minute (prompt + completion); None = the configured default.
+    tpm: int | None = None
+    # Spend limit in USD per budget_period ("day" or "month", UTC); None = none.
+    budget_usd: float | None = None
+    budget_period: str | None = None
 
     @property
     def active(self) -> bool:

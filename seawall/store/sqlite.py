@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at REAL NOT NULL,
     revoked_at REAL,
     priority INTEGER,
-    cache INTEGER
+    cache INTEGER,
+    tpm INTEGER,
+    budget_usd REAL,
+    budget_period TEXT
 );
 CREATE TABLE IF NOT EXISTS traces (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,7 +84,8 @@ _ADDED_COLUMNS = {
                ("saved_usd", "REAL NOT NULL DEFAULT 0"), ("cache_guard", "TEXT"),
                ("rag", "TEXT"), ("experiment", "TEXT"), ("prompt_version", "TEXT"),
                ("route", "TEXT")],
-    "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER")],
+    "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER"), ("tpm", "INTEGER"),
+                 ("budget_usd", "REAL"), ("budget_period", "TEXT")],
 }
 
 _INSERT_TRACE = (
@@ -160,9 +164,11 @@ class SqliteStore:
     async def create_key(self, key: ApiKey) -> None:
         await self.db.execute(
             "INSERT INTO api_keys (id, name, tenant, key_hash, prefix, rpm, created_at, revoked_at,"
-            " priority, cache) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " priority, cache, tpm, budget_usd, budget_period)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key.id, key.name, key.tenant, key.key_hash, key.prefix, key.rpm, key.created_at,
-             key.revoked_at, key.priority, key.cache))
+             key.revoked_at, key.priority, key.cache, key.tpm, key.budget_usd,
+             key.budget_period))
         await self.db.commit()
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:

@@ -1,0 +1,2 @@
+-- Reserved: filled by the cache backend.
+SELECT 1;

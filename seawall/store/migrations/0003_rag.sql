@@ -1,0 +1,2 @@
+-- Reserved: filled by the rag backend.
+SELECT 1;

@@ -1,0 +1,2 @@
+-- Reserved: filled by the prompts backend.
+SELECT 1;

@@ -1,0 +1,75 @@
+"""One process's connections to the shared Postgres database.
+
+psycopg 3 is the one driver for both sides of the code: the event loop uses
+an async pool (keys, trace records, canary state, cache), work that already
+runs on threads (RAG ingestion and search, the prompt registry, the CLI) a
+sync pool. It also brings COPY for batched trace writes and pgvector's
+adapters; asyncpg would be a little faster on the loop but has no sync side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from seawall.config import StoreSettings
+
+log = logging.getLogger("seawall.store")
+
+
+async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    from pgvector.psycopg import register_vector_async
+
+    # No vector extension yet (before `seawall migrate`): vectors are unused then.
+    with contextlib.suppress(psycopg.ProgrammingError):
+        await register_vector_async(conn)
+
+
+def _configure_sync(conn: psycopg.Connection[Any]) -> None:
+    from pgvector.psycopg import register_vector
+
+    with contextlib.suppress(psycopg.ProgrammingError):
+        register_vector(conn)
+
+
+class Postgres:
+    """The pools, opened on first use; ``close`` ends both."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        assert settings.url
+        self.url = settings.url
+        self.settings = settings
+        self._async: AsyncConnectionPool | None = None
+        self._sync: ConnectionPool | None = None
+
+    async def pool(self) -> AsyncConnectionPool:
+        if self._async is None:
+            s = self.settings
+            pool = AsyncConnectionPool(
+                self.url, min_size=s.pool_min, max_size=s.pool_max, open=False,
+                timeout=s.connect_timeout_s, kwargs={"autocommit": True},
+                configure=_configure_async, name="seawall")
+            await pool.open(wait=False)
+            self._async = pool
+        return self._async
+
+    def sync_pool(self) -> ConnectionPool:
+        if self._sync is None:
+            s = self.settings
+            self._sync = ConnectionPool(
+                self.url, min_size=0, max_size=max(2, s.pool_max // 2), open=True,
+                timeout=s.connect_timeout_s, kwargs={"autocommit": True},
+                configure=_configure_sync, name="seawall-sync")
+        return self._sync
+
+    async def close(self) -> None:
+        if self._async is not None:
+            await self._async.close(timeout=2.0)
+            self._async = None
+        if self._sync is not None:
+            self._sync.close(timeout=2.0)
+            self._sync = None
