@@ -98,6 +98,9 @@ class TraceSettings(_Strict):
                              "its oldest unwritten record is older than this")
     min_free_disk_mb: int = Field(64, ge=0, description="/ready reports degraded when the disk "
                                   "holding data_dir has less free space than this")
+    retention_days: float | None = Field(None, gt=0, description="delete trace records "
+                                         "older than this (checked hourly, in small batches "
+                                         "that never hold up writers); unset = keep them all")
     max_content_chars: int = Field(256 * 1024, ge=0, description="longest answer text, and "
                                    "longest text part of the input, stored in a record; the "
                                    "rest is cut with a visible marker (0 = no limit)")

@@ -52,6 +52,9 @@ class TraceStore(Protocol):
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
         ...
     async def get_trace(self, trace_id: str) -> dict[str, Any] | None: ...
+    async def delete_traces_before(self, started_before: float, batch: int = 5000) -> int:
+        """Retention: delete older records in batches; returns how many."""
+        ...
 
 
 class ExperimentStore(Protocol):

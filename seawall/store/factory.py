@@ -51,13 +51,12 @@ class Stores:
         # Key lookups on a connection of their own: never behind trace writes.
         self.keys: Store = self._main() if not self.shared else self.main
         self._cache: CacheStore | None = None
-        self._opened = False
 
     @property
     def description(self) -> str:
         """One line naming where the data lives (for logs and the CLI)."""
         if self.pg is not None:
-            return f"postgres {_safe_url(self.pg.url)}"
+            return f"postgres {safe_url(self.pg.url)}"
         return f"sqlite {self.settings.db_path}"
 
     # -- construction: one function per store --
@@ -126,25 +125,29 @@ class Stores:
 
             await asyncio.to_thread(check, self.pg.url, self.settings.store.connect_timeout_s)
 
-    async def open(self) -> None:
+    async def open(self, key_reader: bool = True) -> None:
+        """Connect; ``key_reader=False`` (the CLI) skips the separate key-lookup
+        connection a server keeps."""
         await self.check_schema()
         await self.main.open()
         if self.keys is not self.main:
-            await self.keys.open_reader()  # type: ignore[attr-defined]
-        self._opened = True
+            if key_reader:
+                await self.keys.open_reader()  # type: ignore[attr-defined]
+            else:
+                self.keys = self.main
 
     async def close(self) -> None:
         if self.keys is not self.main:
             await self.keys.close()
-        await self.main.close()
+        await self.main.close()  # the cache store is opened and closed by its user
         if self.redis is not None:
             await self.redis.close()
         if self.pg is not None:
             await self.pg.close()
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
+def safe_url(url: str) -> str:
+    """A database or Redis URL without its password, for logs and messages."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)

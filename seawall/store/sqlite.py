@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS experiments (
 );
 CREATE INDEX IF NOT EXISTS traces_tenant_time ON traces (tenant, started_at);
 CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
+CREATE INDEX IF NOT EXISTS traces_time ON traces (started_at);
 """
 
 # Columns added after the first release, for databases created before them.
@@ -218,6 +219,17 @@ class SqliteStore:
         async with self.db.execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,)) as c:
             row = await c.fetchone()
         return dict(row) if row else None
+
+    async def delete_traces_before(self, started_before: float, batch: int = 5000) -> int:
+        total = 0
+        while True:
+            cur = await self.db.execute(
+                "DELETE FROM traces WHERE rowid IN (SELECT rowid FROM traces "
+                "WHERE started_at < ? ORDER BY started_at LIMIT ?)", (started_before, batch))
+            await self.db.commit()
+            total += cur.rowcount
+            if cur.rowcount < batch:
+                return total
 
     # -- experiments --
 
