@@ -45,7 +45,7 @@ from typing import Any
 
 from seawall.config import TraceSettings
 from seawall.observe.metrics import Metrics
-from seawall.observe.records import TraceRecord
+from seawall.observe.records import SLICE_S, TraceRecord
 from seawall.observe.tracing import SpanExport, span_tree
 from seawall.store.base import TraceStore
 
@@ -53,7 +53,6 @@ log = logging.getLogger("seawall.traces")
 
 Finalizer = Callable[[TraceRecord], None]
 MAX_SPAN_BACKLOG = 200_000  # spans waiting for a slow collector (~100 MB at most)
-SLICE_S = 0.002  # longest stretch of writer work between two yields to the event loop
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff of recovery attempts while degraded
 
 

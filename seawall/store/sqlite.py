@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from seawall.observe.records import ROW_COLUMNS, TraceRecord
+from seawall.observe.records import ROW_COLUMNS, TraceRecord, rows_of
 from seawall.store.base import ApiKey
 
 _SCHEMA = """
@@ -202,7 +202,7 @@ class SqliteStore:
 
     # -- traces --
     async def write_traces(self, records: list[TraceRecord]) -> None:
-        await self.db.executemany(_INSERT_TRACE, [r.row() for r in records])
+        await self.db.executemany(_INSERT_TRACE, await rows_of(records))
         await self.db.commit()
 
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
