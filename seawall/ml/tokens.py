@@ -29,6 +29,7 @@ ranks), so building each once is the point, as tiktoken itself does.
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import importlib.util
@@ -53,6 +54,13 @@ def is_long(text: str, extra_chars: int = 0) -> bool:
     return len(text) + extra_chars > LONG_TEXT_CHARS
 
 SUPPORTED_ENCODINGS = ("o200k_base", "cl100k_base")
+
+# Message texts up to this long have their counts remembered (the last
+# MESSAGE_CACHE_ENTRIES of them, at most ~32 MB of text): system prompts,
+# few-shot examples and earlier turns of a conversation come back on every
+# request, and tokenizing them again is most of a request's counting cost.
+MESSAGE_CACHE_CHARS = 16 * 1024
+MESSAGE_CACHE_ENTRIES = 2048
 
 # Per OpenAI's cookbook ("How to count tokens with tiktoken"): every message is
 # wrapped in <|start|>{role/name}\n{content}<|end|>\n, and the reply is primed
@@ -266,13 +274,19 @@ class TokenCounter:
         """Tokens in ``text``; special-token strings in it count as plain text."""
         return len(self.encoding.encode_ordinary(text)) if text else 0
 
+    def _count_part(self, text: str) -> int:
+        """:meth:`count` for a part of a message, remembered when message-sized."""
+        if len(text) <= MESSAGE_CACHE_CHARS:
+            return _count_cached(self.encoding_name, text)
+        return self.count(text)
+
     def count_messages(self, messages: Iterable[Mapping[str, Any]]) -> int:
         """Prompt tokens of a chat request, per OpenAI's cookbook approximation.
 
         3 per message, plus its role, name and content (text parts only), plus
         tool-call names and arguments, plus 3 that prime the reply.
         """
-        count: Callable[[str], int] = self.count
+        count: Callable[[str], int] = self._count_part
         total = REPLY_PRIMING
         for message in messages:
             total += TOKENS_PER_MESSAGE
@@ -290,3 +304,9 @@ class TokenCounter:
                     total += count(str(fn.get("name") or ""))
                     total += count(str(fn.get("arguments") or ""))
         return total
+
+
+@functools.lru_cache(maxsize=MESSAGE_CACHE_ENTRIES)
+def _count_cached(encoding: str, text: str) -> int:
+    """Tokens in a (short) message text, remembered: see ``MESSAGE_CACHE_CHARS``."""
+    return len(load_encoding(encoding).encode_ordinary(text)) if text else 0

@@ -62,6 +62,27 @@ def test_count_messages_accounting() -> None:
     assert c.count_messages([]) == 3
 
 
+def test_message_counts_are_remembered_per_encoding_and_long_texts_are_not() -> None:
+    o200k, cl100k = TokenCounter("o200k_base"), TokenCounter("cl100k_base")
+    system = "You are a terse assistant. " * 40  # a system prompt, sent on every request
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "hi"}]
+    expected = 3 + 2 * 3 + o200k.count("system") + o200k.count(system) + \
+        o200k.count("user") + o200k.count("hi")
+    first = o200k.count_messages(messages)
+    hits = tokens._count_cached.cache_info().hits
+    assert o200k.count_messages(messages) == first == expected
+    assert tokens._count_cached.cache_info().hits >= hits + 4  # every part came from memory
+    # Each encoding counts for itself (cl100k splits this text differently).
+    assert cl100k.count_messages(messages) == 3 + 2 * 3 + sum(
+        cl100k.count(t) for t in ("system", system, "user", "hi"))
+    # Past the size bound a text is counted every time and never held.
+    long = "word " * (tokens.MESSAGE_CACHE_CHARS // 5 + 10)
+    size = tokens._count_cached.cache_info().currsize
+    assert o200k.count_messages([{"role": "user", "content": long}]) == \
+        3 + 3 + o200k.count("user") + o200k.count(long)
+    assert tokens._count_cached.cache_info().currsize == size  # "user" was held already
+
+
 def test_count_messages_content_parts_count_text_only() -> None:
     c = TokenCounter()
     as_string = [{"role": "user", "content": "hello world"}]
