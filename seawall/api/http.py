@@ -150,6 +150,12 @@ class LiveStreams:
         return len(self._tasks)
 
 
+class LastEvent(bytes):
+    """The event that ends a stream (``[DONE]``, ``message_stop``): an
+    :class:`SSEResponse` sends it together with the end of the body, one
+    write (one syscall) instead of two."""
+
+
 class SSEResponse(Response):
     """``text/event-stream`` of pre-encoded events from ``body``; a client
     hang-up closes ``body`` at once (which closes the upstream stream).
@@ -182,11 +188,15 @@ class SSEResponse(Response):
                         "headers": self.raw_headers})
             async with DisconnectWatch(receive) as watch:
                 try:
+                    end = b""
                     async for data in events:
+                        if type(data) is LastEvent:
+                            end = data  # nothing follows it
+                            break
                         await send({"type": "http.response.body", "body": data,
                                     "more_body": True})
                     watch.finishing()
-                    await send({"type": "http.response.body", "body": b""})
+                    await send({"type": "http.response.body", "body": end})
                 except OSError:
                     pass  # the client is gone; the generator is closed below
         except asyncio.CancelledError:

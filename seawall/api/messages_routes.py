@@ -34,7 +34,7 @@ from seawall.api.anthropic_wire import (
     error_status,
     model_of,
 )
-from seawall.api.http import JSON, read_body
+from seawall.api.http import JSON, LastEvent, read_body
 from seawall.api.openai_routes import _headers, first_item, run_to_end, sse_answer
 from seawall.api.wire import ChatCompletionRequest, convert, decode_json_object
 from seawall.errors import SeawallError, ShuttingDown
@@ -182,7 +182,7 @@ async def _events(ctx: RequestContext, svc: Services, translator: out.EventTrans
             if data := translator.feed(item):
                 yield data
         usage = ctx.gatherer.usage or await svc.estimate_usage(ctx)
-        yield translator.finish(usage)
+        yield LastEvent(translator.finish(usage))
     except SeawallError as e:
         yield out.error_event(e)  # no message_stop: the answer is incomplete
     finally:

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from seawall.api.http import (
     DisconnectWatch,
+    LastEvent,
     SSEResponse,
     error_response,
     header_value,
@@ -43,7 +44,7 @@ from seawall.providers.base import Chunk, StreamItem, make_chunk, usage_chunk
 if TYPE_CHECKING:
     from seawall.app import Services
 
-DONE = b"data: [DONE]\n\n"
+DONE = LastEvent(b"data: [DONE]\n\n")
 # Bodies larger than this are decoded (and depth-checked) in a worker thread:
 # below it decoding takes well under a millisecond, above it the thread hop is
 # cheap next to the decoding.
