@@ -24,6 +24,9 @@ level, before any request reaches the app:
   request sees a client disconnect and releases what it holds;
 * count: beyond ``max_connections`` open connections, a new one is closed
   as soon as it is accepted.
+
+It also sends each response head together with the start of its body
+(:class:`HeadWithBody`): one write per response fewer.
 """
 
 from __future__ import annotations
@@ -71,6 +74,56 @@ _408 = _close_response(b"408 Request Timeout",
                        b"The request head did not arrive in time (server.header_timeout_s).")
 
 
+class HeadWithBody:
+    """A connection's transport that holds a response head back until the
+    first write of its body, so the two go out in one write: uvicorn writes
+    them separately, and each write is a syscall that also wakes the client
+    (~3% of a proxied request's CPU, bench/). A head whose body does not
+    follow at once is sent at the next turn of the event loop."""
+
+    __slots__ = ("_transport", "_loop", "_held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif data[:9] == b"HTTP/1.1 " and data[9:10] != b"1":  # a final (not 1xx) head
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + len(self._held or b"")
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the transport, as is
+        return getattr(self._transport, name)
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits above; subclassed per
     configuration by :func:`protocol_class`, which sets the class attributes."""
@@ -99,6 +152,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     # -- connection ------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = HeadWithBody(transport, self.loop)  # type: ignore[assignment]
         self.open_gauge.inc()
         if self.max_connections and len(self.connections) > self.max_connections:
             self.closed["max_connections"].inc()
