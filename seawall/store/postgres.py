@@ -10,6 +10,7 @@ time, so it never holds locks writers wait on.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -99,13 +100,17 @@ class PostgresStore:
 
     # -- traces --
     async def write_traces(self, records: list[TraceRecord]) -> None:
-        pool = await self.pg.pool()
-        async with pool.connection() as conn, conn.transaction():
-            await conn.execute(_STAGING)
-            async with conn.cursor().copy(_COPY) as copy:
+        """One batch, on a thread: turning records into rows and COPY's encoding
+        grow with the batch and must not hold the event loop (bench/trace_ingest.py)."""
+        await asyncio.to_thread(self._write_traces, records)
+
+    def _write_traces(self, records: list[TraceRecord]) -> None:
+        with self.pg.sync_pool().connection() as conn, conn.transaction():
+            conn.execute(_STAGING)
+            with conn.cursor().copy(_COPY) as copy:
                 for r in records:
-                    await copy.write_row(r.row())
-            await conn.execute(_MOVE)
+                    copy.write_row(r.row())
+            conn.execute(_MOVE)
 
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
         if after_rowid:
