@@ -55,6 +55,10 @@ from seawall.rag.stage import RetrieveStage
 from seawall.routing.breaker import BreakerState
 from seawall.routing.route_stage import RouteStage
 from seawall.routing.router import Router
+from seawall.routing.shared_cooldowns import SharedCooldowns
+from seawall.store.bus import ChangeBus, make_bus
+from seawall.store.lease import RedisLease
+from seawall.store.redis_link import RedisLink
 from seawall.store.sqlite import SqliteStore
 
 log = logging.getLogger("seawall")
@@ -90,6 +94,12 @@ class Services:
                                   Path(settings.data_dir) / "traces.journal",
                                   finalize=self._finalize, spans=spans)
         self.auth = AuthStage(settings.auth, self.key_store)
+        # Change notices between replicas (lead: stores.redis, stores.bus(), stores.lease()).
+        self.redis = RedisLink(settings.redis) if settings.redis.url else None
+        self.bus: ChangeBus = make_bus(self.redis, self.metrics)
+        self.bus.subscribe("key_revoked", self.auth.key_revoked, resync=self.auth.forget_keys)
+        self.cooldowns = (SharedCooldowns(self.registry, self.bus, self.redis)
+                          if self.redis is not None else None)
         self.admission = AdmissionStage(settings.admission, self.metrics)
         self.cache_store = SqliteCacheStore(
             settings.cache_path, settings.cache.max_entries,
@@ -102,7 +112,10 @@ class Services:
         # Models and indexes load on first use: a gateway without RAG pays nothing.
         self.rag = RagService(settings.rag, settings.rag_path, self.tokens,
                               metrics=self.metrics)
-        self.experiments = Experiments(settings, self.registry, self.store, self.metrics)
+        self.experiments = Experiments(
+            settings, self.registry, self.store, self.metrics, bus=self.bus,
+            lease=None if self.redis is None else RedisLease(self.redis, "experiments",
+                                                             metrics=self.metrics))
         self.prompts = PromptRegistry(settings.prompts_path)
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
@@ -186,6 +199,9 @@ class Services:
         self._loop = asyncio.get_running_loop()
         await self.store.open()
         await self.key_store.open_reader()
+        await self.bus.start()
+        if self.cooldowns is not None:
+            await self.cooldowns.load()
         await self.writer.start()
         await self.registry.start()
         await self.cache.start()
@@ -202,15 +218,20 @@ class Services:
             self.prompts.close()
 
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+            ("change bus", self.bus.close, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
             ("rag", self.rag.aclose, CLOSE_STEP_S),
-            ("experiments", self.experiments.settle, CLOSE_STEP_S),
+            ("experiments", self.experiments.close, CLOSE_STEP_S),
             ("prompts", prompts, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("store", self.store.close, CLOSE_STEP_S),
             ("key store", self.key_store.close, CLOSE_STEP_S),
         ]
+        if self.cooldowns is not None:
+            steps.insert(1, ("cool-downs", self.cooldowns.close, CLOSE_STEP_S))
+        if self.redis is not None:
+            steps.append(("redis", self.redis.close, CLOSE_STEP_S))
         for name, step, within in steps:
             try:
                 await asyncio.wait_for(step(), within)

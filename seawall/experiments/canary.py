@@ -79,12 +79,21 @@ class CanaryState:
 
 class Canary:
     def __init__(self, name: str, settings: CanarySettings, state: CanaryState,
-                 on_change: Callable[[str, CanaryState], None]) -> None:
+                 on_change: Callable[[str, CanaryState], None],
+                 may_decide: Callable[[], bool] = lambda: True) -> None:
         self.name = name
         self.settings = settings
         self.state = state
         self.on_change = on_change
+        # With several replicas only the lease holder judges (seawall/store/lease.py);
+        # the others keep their windows, ready should the lease come to them.
+        self.may_decide = may_decide
         self.windows = (Window(), Window())  # baseline, candidate
+
+    def replace_state(self, state: CanaryState) -> None:
+        """Another replica moved the rollout: take its state, start a fresh window."""
+        self.state = state
+        self.windows = (Window(), Window())
 
     @property
     def share(self) -> float:
@@ -103,7 +112,8 @@ class Canary:
             return
         self.windows[arm].add(error, latency_ms)
         base, cand = self.windows
-        if min(base.requests, cand.requests) >= self.settings.min_requests:
+        if min(base.requests, cand.requests) >= self.settings.min_requests and \
+                self.may_decide():
             self._judge()
 
     def _judge(self) -> None:

@@ -3,9 +3,14 @@ and (for canaries) what its outcome says about the rollout.
 
 Assignment is stateless (seawall/experiments/assign.py); a canary's step and
 verdict are persisted in the main store, so a restart resumes the rollout
-where it stood and ``seawall experiments status`` can show it. Outcome
-windows are per process: with several replicas each judges its own share of
-traffic (a shared window in Redis comes with the distributed store).
+where it stood and ``seawall experiments status`` can show it.
+
+With several replicas: one at a time decides (the holder of the
+``experiments`` lease, seawall/store/lease.py), from its own outcome window
+(windows are per process: the holder judges the share of traffic it
+serves); it saves the new state with compare-and-set on the store's
+revision and sends an ``experiment`` change notice, on which every other
+replica reloads the state from the store (seawall/store/bus.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ExperimentStore
+from seawall.store.bus import ChangeBus, Event
+from seawall.store.lease import Lease, LocalLease
 
 __all__ = ["Assignment", "Experiments"]
 
@@ -51,14 +58,21 @@ def fingerprint(exp: ExperimentSettings) -> str:
 
 class Experiments:
     def __init__(self, settings: Settings, registry: ModelRegistry,
-                 store: ExperimentStore, metrics: Metrics) -> None:
+                 store: ExperimentStore, metrics: Metrics, bus: ChangeBus | None = None,
+                 lease: Lease | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.bus = bus
+        self.lease: Lease = lease or LocalLease()
         self.by_model: dict[str, tuple[str, ExperimentSettings]] = {
             e.model: (name, e) for name, e in settings.experiments.items() if e.enabled}
         self.canaries: dict[str, Canary] = {}
+        self.revisions: dict[str, int] = {}  # of each canary's state as this process has it
+        self._save_locks: dict[str, asyncio.Lock] = {}
         self._saving: set[asyncio.Task[None]] = set()
+        if bus is not None:
+            bus.subscribe("experiment", self._notice, resync=self.reload_all)
         for name, e in settings.experiments.items():
             for i, v in enumerate(e.variants):
                 target = registry.models.get(v.model or e.model)
@@ -70,17 +84,54 @@ class Experiments:
                                      f"{target.name!r} ({known})")
 
     async def start(self) -> None:
-        saved = await self.store.experiment_states()
         for name, e in self.settings.experiments.items():
             if e.kind != "canary":
                 continue
             mark = fingerprint(e)
+            saved, self.revisions[name] = await self.store.experiment_state(name)
             state = None
-            if name in saved and saved[name].get("fingerprint") == mark:
-                state = CanaryState.from_dict(saved[name])
+            if saved is not None and saved.get("fingerprint") == mark:
+                state = CanaryState.from_dict(saved)
             self.canaries[name] = Canary(name, e.canary, state or CanaryState(mark),
-                                         self._changed)
+                                         self._changed, may_decide=lambda: self.lease.held)
             self._gauge(name)
+        if self.canaries:
+            await self.lease.start()
+
+    async def close(self) -> None:
+        """Finish state writes in flight, then hand the lease over."""
+        await self.settle()
+        await self.lease.close()
+
+    # -- other replicas' moves --
+
+    def _notice(self, event: Event) -> Any:
+        name = event.get("name")
+        if isinstance(name, str) and name in self.canaries:
+            return self.reload(name)
+        return None
+
+    async def reload_all(self) -> None:
+        """Change notices may have been missed: read every canary's state again."""
+        for name in list(self.canaries):
+            await self.reload(name)
+
+    async def reload(self, name: str) -> None:
+        """Take the stored state of ``name`` if it is newer than ours."""
+        saved, revision = await self.store.experiment_state(name)
+        canary = self.canaries[name]
+        if saved is None or revision <= self.revisions.get(name, 0):
+            return
+        if saved.get("fingerprint") != canary.state.fingerprint:
+            log.warning("canary %s: the stored state is for another configuration of this "
+                        "experiment (replicas with different configs?); keeping ours", name,
+                        extra={"experiment": name})
+            return
+        self.revisions[name] = revision
+        canary.replace_state(CanaryState.from_dict(saved))
+        log.info("canary %s: now %s at %g%% (moved by another replica)", name,
+                 canary.state.status, canary.share, extra={"experiment": name})
+        self._gauge(name)
 
     def assign(self, ctx: RequestContext) -> tuple[Assignment, ExperimentSettings] | None:
         found = self.by_model.get(ctx.model)
@@ -120,10 +171,29 @@ class Experiments:
         log.log(level, "canary %s: %s (%s)", name, state.status, state.reason,
                 extra={"experiment": name, "status": state.status})
         self._gauge(name)
-        task = asyncio.get_running_loop().create_task(
-            self.store.save_experiment_state(name, state.to_dict()))
+        task = asyncio.get_running_loop().create_task(self._save(name, state.to_dict()))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
+
+    async def _save(self, name: str, state: dict[str, Any]) -> None:
+        """Compare-and-set on the revision we had, then tell the others. Saves
+        of one canary go one at a time (each expects the previous one's revision)."""
+        async with self._save_locks.setdefault(name, asyncio.Lock()):
+            try:
+                revision = await self.store.save_experiment_state(
+                    name, state, expect_revision=self.revisions.get(name, 0))
+            except Exception:
+                log.exception("canary %s: saving its state failed (this process keeps it; "
+                              "a restart resumes from the last saved step)", name)
+                return
+            if revision is None:
+                log.warning("canary %s: another replica moved it first; taking its state",
+                            name, extra={"experiment": name})
+                await self.reload(name)
+                return
+            self.revisions[name] = revision
+        if self.bus is not None:
+            await self.bus.publish({"kind": "experiment", "name": name, "revision": revision})
 
     async def settle(self) -> None:
         """Wait for state writes in flight (tests, shutdown)."""
