@@ -242,9 +242,11 @@ class SqliteStore:
                    "excluded.state, updated_at = excluded.updated_at, revision = revision + 1 "
                    "RETURNING revision")
             args: tuple[Any, ...] = (name, blob, now)
-        elif expect_revision == 0:
+        elif expect_revision == 0:  # none saved yet (or saved before revisions existed)
             sql = ("INSERT INTO experiments (name, state, updated_at, revision) "
-                   "VALUES (?, ?, ?, 1) ON CONFLICT (name) DO NOTHING RETURNING revision")
+                   "VALUES (?, ?, ?, 1) ON CONFLICT (name) DO UPDATE SET state = "
+                   "excluded.state, updated_at = excluded.updated_at, revision = 1 "
+                   "WHERE experiments.revision = 0 RETURNING revision")
             args = (name, blob, now)
         else:
             sql = ("UPDATE experiments SET state = ?, updated_at = ?, revision = revision + 1 "
