@@ -115,7 +115,8 @@ class Services:
         self.experiments = Experiments(
             settings, self.registry, self.store, self.metrics, bus=self.bus,
             lease=None if self.redis is None else RedisLease(self.redis, "experiments",
-                                                             metrics=self.metrics))
+                                                             metrics=self.metrics),
+            redis=self.redis)
         self.prompts = PromptRegistry(settings.prompts_path)
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),

@@ -5,12 +5,13 @@ Assignment is stateless (seawall/experiments/assign.py); a canary's step and
 verdict are persisted in the main store, so a restart resumes the rollout
 where it stood and ``seawall experiments status`` can show it.
 
-With several replicas: one at a time decides (the holder of the
-``experiments`` lease, seawall/store/lease.py), from its own outcome window
-(windows are per process: the holder judges the share of traffic it
-serves); it saves the new state with compare-and-set on the store's
-revision and sends an ``experiment`` change notice, on which every other
-replica reloads the state from the store (seawall/store/bus.py).
+With Redis (several replicas): every replica adds its outcomes to a window
+shared in Redis (seawall/experiments/shared_window.py); one replica at a
+time, the holder of the ``experiments`` lease (seawall/store/lease.py),
+judges it, saves the new state with compare-and-set on the store's revision
+and sends an ``experiment`` change notice, on which every other replica
+reloads the state from the store (seawall/store/bus.py). Without Redis each
+process judges its own window.
 """
 
 from __future__ import annotations
@@ -19,19 +20,23 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from seawall.config import ExperimentSettings, Settings
 from seawall.experiments.assign import draw, pick
 from seawall.experiments.canary import Canary, CanaryState
+from seawall.experiments.shared_window import SharedWindows
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ExperimentStore
 from seawall.store.bus import ChangeBus, Event
 from seawall.store.lease import Lease, LocalLease
+
+if TYPE_CHECKING:
+    from seawall.store.redis_link import RedisLink
 
 __all__ = ["Assignment", "Experiments"]
 
@@ -59,7 +64,7 @@ def fingerprint(exp: ExperimentSettings) -> str:
 class Experiments:
     def __init__(self, settings: Settings, registry: ModelRegistry,
                  store: ExperimentStore, metrics: Metrics, bus: ChangeBus | None = None,
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None, redis: RedisLink | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -70,6 +75,10 @@ class Experiments:
         self.canaries: dict[str, Canary] = {}
         self.revisions: dict[str, int] = {}  # of each canary's state as this process has it
         self._save_locks: dict[str, asyncio.Lock] = {}
+        self._unsaved: set[str] = set()  # moved here, CAS not done yet: not judged again
+        self.shared = None if redis is None else SharedWindows(
+            redis, self.canaries, lambda name: self.revisions.get(name, 0),
+            lambda name: self.lease.held and name not in self._unsaved, metrics)
         self._saving: set[asyncio.Task[None]] = set()
         if bus is not None:
             bus.subscribe("experiment", self._notice, resync=self.reload_all)
@@ -92,14 +101,21 @@ class Experiments:
             state = None
             if saved is not None and saved.get("fingerprint") == mark:
                 state = CanaryState.from_dict(saved)
+            # Shared windows: the lease holder judges every replica's outcomes
+            # (SharedWindows); its own window alone is never judged.
+            decide = (lambda: False) if self.shared else (lambda: self.lease.held)
             self.canaries[name] = Canary(name, e.canary, state or CanaryState(mark),
-                                         self._changed, may_decide=lambda: self.lease.held)
+                                         self._changed, may_decide=decide)
             self._gauge(name)
         if self.canaries:
             await self.lease.start()
+            if self.shared is not None:
+                await self.shared.start()
 
     async def close(self) -> None:
-        """Finish state writes in flight, then hand the lease over."""
+        """Hand in this process's counts, finish state writes, hand the lease over."""
+        if self.shared is not None:
+            await self.shared.close()
         await self.settle()
         await self.lease.close()
 
@@ -159,6 +175,8 @@ class Experiments:
         canary = self.canaries.get(a.experiment)
         if canary is not None and not hung_up:
             canary.observe(a.arm, failed, ctx.latency_ms)
+            if self.shared is not None:
+                self.shared.add(a.experiment, a.arm, failed, ctx.latency_ms)
 
     def _gauge(self, name: str) -> None:
         canary = self.canaries[name]
@@ -171,6 +189,7 @@ class Experiments:
         log.log(level, "canary %s: %s (%s)", name, state.status, state.reason,
                 extra={"experiment": name, "status": state.status})
         self._gauge(name)
+        self._unsaved.add(name)
         task = asyncio.get_running_loop().create_task(self._save(name, state.to_dict()))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
@@ -182,16 +201,18 @@ class Experiments:
             try:
                 revision = await self.store.save_experiment_state(
                     name, state, expect_revision=self.revisions.get(name, 0))
+                if revision is None:
+                    log.warning("canary %s: another replica moved it first; taking its "
+                                "state", name, extra={"experiment": name})
+                    await self.reload(name)
+                    return
+                self.revisions[name] = revision
             except Exception:
                 log.exception("canary %s: saving its state failed (this process keeps it; "
                               "a restart resumes from the last saved step)", name)
                 return
-            if revision is None:
-                log.warning("canary %s: another replica moved it first; taking its state",
-                            name, extra={"experiment": name})
-                await self.reload(name)
-                return
-            self.revisions[name] = revision
+            finally:
+                self._unsaved.discard(name)
         if self.bus is not None:
             await self.bus.publish({"kind": "experiment", "name": name, "revision": revision})
 
@@ -209,9 +230,10 @@ class Experiments:
             canary = self.canaries.get(name)
             if canary is not None:
                 st = canary.state
+                seen = self.shared.seen.get(name) if self.shared is not None else None
                 row.update(status=st.status, share=canary.share, reason=st.reason,
                            step=st.step, steps=e.canary.steps,
-                           window=[w.summary() for w in canary.windows],
+                           window=[w.summary() for w in seen or canary.windows],
                            history=st.history)
             else:
                 total = sum(v.weight for v in e.variants)

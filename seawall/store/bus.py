@@ -275,7 +275,7 @@ class RedisBus:
             last_heard = time.monotonic()
             next_ping = last_heard + PING_EVERY_S
             while True:
-                msg = await pubsub.get_message(timeout=1.0)
+                msg = await pubsub.get_message(timeout=min(1.0, PING_EVERY_S))
                 now = time.monotonic()
                 if msg is not None:
                     last_heard = now

@@ -5,6 +5,7 @@ holder moves the rollout while the other follows its notice."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -19,8 +20,9 @@ import pytest
 import yaml
 
 from seawall.config import parse_settings
-from seawall.experiments.service import Experiments
+from seawall.experiments.service import Assignment, Experiments
 from seawall.observe.metrics import Metrics
+from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import hash_key
 from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ApiKey
@@ -156,9 +158,16 @@ def test_an_upstream_429_cools_the_deployment_down_on_every_replica(
         assert float(health.get("cooling_down_s", 0)) > 20, health  # type: ignore[arg-type]
 
 
-# -- the canary: one decider at a time --
+# -- the canary: every replica's outcomes, one decider at a time --
 
-async def test_only_the_lease_holder_moves_a_canary_and_the_other_follows(
+def _outcome(exp: Experiments, arm: int, status: int = 200, ms: float = 100.0) -> None:
+    ctx = RequestContext(endpoint="chat.completions", started_ns=0,
+                         finished_ns=int(ms * 1e6), status=status)
+    ctx.experiment = Assignment("rollout", arm, ("stable", "next")[arm])
+    exp.observe(ctx)
+
+
+async def test_the_lease_holder_judges_every_replicas_outcomes_and_the_other_follows(
         redis_url: str, tmp_path: Path) -> None:
     settings = parse_settings({
         "data_dir": str(tmp_path),
@@ -167,7 +176,7 @@ async def test_only_the_lease_holder_moves_a_canary_and_the_other_follows(
                    "candidate": {"provider": "up", "model": "b"}},
         "experiments": {"rollout": {
             "model": "chat", "kind": "canary",
-            "canary": {"steps": [10, 50, 100], "min_requests": 5},
+            "canary": {"steps": [10, 50, 100], "min_requests": 6, "max_p95_ratio": 1.5},
             "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}},
     }, env={})
     prefix = f"t{uuid.uuid4().hex[:8]}:"
@@ -179,49 +188,54 @@ async def test_only_the_lease_holder_moves_a_canary_and_the_other_follows(
                                         env={}).redis)
         bus = RedisBus(link)
         exp = Experiments(settings, ModelRegistry(settings), store, Metrics(), bus=bus,
-                          lease=RedisLease(link, "experiments", ttl_s=30))
+                          lease=RedisLease(link, "experiments", ttl_s=30), redis=link)
         await bus.start()
         await exp.start()
         replicas.append((exp, bus, link, store))
-    (first, *_), (second, *_) = replicas
+    first, second = replicas[0][0], replicas[1][0]
+    assert first.shared is not None and second.shared is not None
     try:
         assert first.lease.held and not second.lease.held
-        # Both see enough traffic to judge the step; only the holder does.
+        # Each replica sees half of what a step needs; neither alone could judge.
         for exp in (second, first):
             for arm in (0, 1):
-                for _ in range(5):
-                    exp.canaries["rollout"].observe(arm, False, 100.0)
+                for _ in range(3):
+                    _outcome(exp, arm)
+        await second.shared.round()  # hands its counts in; not the holder: no verdict
+        assert second.canaries["rollout"].share == 10 and not second._unsaved
+        await first.shared.round()
         await first.settle()
         assert first.canaries["rollout"].share == 50 and first.revisions["rollout"] == 1
-        # The other replica follows the notice: same step, same revision, fresh window.
-        for _ in range(500):
-            if second.canaries["rollout"].share == 50:
-                break
-            await replicas[1][1].settle()
-            await _sleep(0.01)
+        judged = first.canaries["rollout"].state.history[-1]
+        assert judged["candidate"]["requests"] == 6 and judged["baseline"]["requests"] == 6
+        # The other replica follows the notice: same step, same revision.
         follower = second.canaries["rollout"]
+        for _ in range(500):
+            if follower.share == 50:
+                break
+            await asyncio.sleep(0.01)
         assert follower.share == 50 and second.revisions["rollout"] == 1
-        assert follower.windows[0].requests == 0
         assert len(follower.state.history) == 1
-        # A stale writer (no lease, old revision) cannot overwrite: compare-and-set.
+        # A stale writer (old revision) cannot overwrite: compare-and-set.
         assert await second.store.save_experiment_state("rollout", {}, expect_revision=0) is None
-        # The holder leaves: the other takes the lease and decides from then on.
+        # The holder leaves (its counts handed in, the lease let go); the other decides now.
+        for arm in (0, 1):
+            for _ in range(3):
+                _outcome(first, arm, ms=100.0 if arm == 0 else 400.0)
         await first.close()
         assert await second.lease.renew()  # type: ignore[attr-defined]
         for arm in (0, 1):
-            for _ in range(5):
-                follower.observe(arm, False, 100.0)
+            for _ in range(3):
+                _outcome(second, arm, ms=100.0 if arm == 0 else 400.0)
+        await second.shared.round()
         await second.settle()
-        assert follower.state.status == "promoted" and second.revisions["rollout"] == 2
+        assert follower.state.status == "rolled_back", follower.state
+        assert "p95 latency" in (follower.state.reason or "")
+        assert second.revisions["rollout"] == 2
+        assert follower.state.history[-1]["candidate"]["requests"] == 6
     finally:
         for exp, bus, link, store in replicas:
             await exp.close()
             await bus.close()
             await link.close()
             await store.close()
-
-
-async def _sleep(s: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(s)
