@@ -75,8 +75,8 @@ class SharedCooldowns:
                                 "for_s": seconds, "reason": reason[:200]})
 
     def _notice(self, event: Event) -> None:
-        dep = self.registry.by_name.get(event.get("deployment"))  # type: ignore[arg-type]
-        seconds, reason = event.get("for_s"), event.get("reason")
+        name, seconds, reason = event.get("deployment"), event.get("for_s"), event.get("reason")
+        dep = self.registry.by_name.get(name) if isinstance(name, str) else None
         if dep is None or not isinstance(seconds, int | float) or not math.isfinite(seconds) \
                 or not isinstance(reason, str):
             return
