@@ -199,22 +199,31 @@ class Experiments:
         of one canary go one at a time (each expects the previous one's revision)."""
         async with self._save_locks.setdefault(name, asyncio.Lock()):
             try:
-                revision = await self.store.save_experiment_state(
-                    name, state, expect_revision=self.revisions.get(name, 0))
+                revision = await self._save_until_stored(name, state)
                 if revision is None:
                     log.warning("canary %s: another replica moved it first; taking its "
                                 "state", name, extra={"experiment": name})
                     await self.reload(name)
                     return
                 self.revisions[name] = revision
-            except Exception:
-                log.exception("canary %s: saving its state failed (this process keeps it; "
-                              "a restart resumes from the last saved step)", name)
-                return
             finally:
                 self._unsaved.discard(name)
         if self.bus is not None:
             await self.bus.publish({"kind": "experiment", "name": name, "revision": revision})
+
+    async def _save_until_stored(self, name: str, state: dict[str, Any]) -> int | None:
+        """A decision taken must be stored: a failing store is retried with a
+        backoff (the canary is not judged again meanwhile); shutdown cancels."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.store.save_experiment_state(
+                    name, state, expect_revision=self.revisions.get(name, 0))
+            except Exception:
+                log.exception("canary %s: saving its state failed; retrying in %.1fs",
+                              name, delay, extra={"experiment": name})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def settle(self) -> None:
         """Wait for state writes in flight (tests, shutdown)."""
