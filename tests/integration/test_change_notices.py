@@ -239,3 +239,38 @@ async def test_the_lease_holder_judges_every_replicas_outcomes_and_the_other_fol
             await bus.close()
             await link.close()
             await store.close()
+
+
+async def test_a_canary_move_is_stored_once_the_store_is_back(tmp_path: Path) -> None:
+    """One process, no Redis: a decision taken while the store is down is
+    retried until stored, not lost."""
+    settings = parse_settings({
+        "data_dir": str(tmp_path),
+        "providers": {"up": {"type": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+        "models": {"chat": {"provider": "up", "model": "a"},
+                   "candidate": {"provider": "up", "model": "b"}},
+        "experiments": {"rollout": {
+            "model": "chat", "kind": "canary", "canary": {"steps": [10, 50, 100],
+                                                          "min_requests": 3},
+            "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}},
+    }, env={})
+    store = SqliteStore(tmp_path / "seawall.db")
+    await store.open()
+    exp = Experiments(settings, ModelRegistry(settings), store, Metrics())
+    await exp.start()
+    try:
+        await store.close()  # the store goes away
+        for arm in (0, 1):
+            for _ in range(3):
+                _outcome(exp, arm)
+        assert exp.canaries["rollout"].share == 50
+        await asyncio.sleep(0.2)
+        assert exp.revisions["rollout"] == 0 and "rollout" in exp._unsaved
+        await store.open()  # back: the retry stores it
+        await asyncio.wait_for(exp.settle(), 10)
+        assert exp.revisions["rollout"] == 1 and not exp._unsaved
+        saved, revision = await store.experiment_state("rollout")
+        assert revision == 1 and saved is not None and saved["step"] == 1
+    finally:
+        await exp.close()
+        await store.close()
