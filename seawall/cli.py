@@ -263,8 +263,10 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
 @config_option
 @click.argument("key")
 def keys_revoke(config: str | None, key: str) -> None:
-    """Revoke KEY (its id or name). Servers stop accepting it within
-    auth.key_cache_ttl_s seconds."""
+    """Revoke KEY (its id or name). Servers stop accepting it within a second
+    with redis.url set (a change notice), else within auth.key_cache_ttl_s."""
+    from seawall.store.bus import publish_once
+
     settings = _settings(config)
     try:
         revoked = _run(lambda s: s.revoke_key(key), settings)
@@ -272,7 +274,9 @@ def keys_revoke(config: str | None, key: str) -> None:
         raise click.ClickException(str(e)) from None
     if revoked is None:
         raise click.ClickException(f"no active key with id or name {key!r}")
-    click.echo(f"revoked {revoked.id} ({revoked.name})")
+    told = publish_once(settings, {"kind": "key_revoked", "id": revoked.id})
+    click.echo(f"revoked {revoked.id} ({revoked.name}); servers refuse it "
+               + ("now" if told else f"within {settings.auth.key_cache_ttl_s:g}s"))
 
 
 @main.group()
@@ -427,6 +431,11 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
     sql, args = purge_sql(what)
     with contextlib.closing(_cache_db(settings)) as db, db:
         purged = db.execute(sql, args).rowcount
+    from seawall.store.bus import publish_once
+
+    publish_once(settings, {"kind": "cache_purge", "tenant": tenant, "model": model,
+                            "prompt_version": prompt_version, "entry": entry,
+                            "all": everything})
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from seawall.cache.store import CacheStore
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.ratelimit import RateLimiter
+    from seawall.store.bus import ChangeBus
+    from seawall.store.lease import Lease
     from seawall.store.pg import Postgres
     from seawall.store.redis_link import RedisLink
 
@@ -51,6 +53,7 @@ class Stores:
         # Key lookups on a connection of their own: never behind trace writes.
         self.keys: Store = self._main() if not self.shared else self.main
         self._cache: CacheStore | None = None
+        self._bus: ChangeBus | None = None
 
     @property
     def description(self) -> str:
@@ -115,6 +118,23 @@ class Stores:
         from seawall.pipeline.ratelimit import RedisRateLimiter  # type: ignore[attr-defined]
 
         return RedisRateLimiter(self.redis, fallback=local, metrics=self.metrics)
+
+    def bus(self) -> ChangeBus:
+        """Change notices to every replica (Redis pub/sub), or to this process
+        only (no ``redis.url``). One per process; the caller starts and closes it."""
+        if self._bus is None:
+            from seawall.store.bus import make_bus
+
+            self._bus = make_bus(self.redis, self.metrics)
+        return self._bus
+
+    def lease(self, name: str, ttl_s: float = 10.0) -> Lease:
+        """Who decides for all replicas (a Redis lease), or this process alone."""
+        from seawall.store.lease import LocalLease, RedisLease
+
+        if self.redis is None:
+            return LocalLease()
+        return RedisLease(self.redis, name, ttl_s, self.metrics)
 
     # -- lifecycle --
 

@@ -146,11 +146,33 @@ class PostgresStore:
         rows = await self._fetch("SELECT name, state FROM experiments")
         return {r["name"]: orjson.loads(r["state"]) for r in rows}
 
-    async def save_experiment_state(self, name: str, state: dict[str, Any]) -> None:
-        pool = await self.pg.pool()
-        async with pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO experiments (name, state, updated_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
-                "updated_at = excluded.updated_at, revision = experiments.revision + 1",
-                (name, orjson.dumps(state).decode(), time.time()))
+    async def experiment_state(self, name: str) -> tuple[dict[str, Any] | None, int]:
+        rows = await self._fetch("SELECT state, revision FROM experiments WHERE name = %s",
+                                 (name,))
+        return (None, 0) if not rows else (orjson.loads(rows[0]["state"]), rows[0]["revision"])
+
+    async def save_experiment_state(self, name: str, state: dict[str, Any],
+                                    expect_revision: int | None = None) -> int | None:
+        """Save; with ``expect_revision``, only if the stored revision is that one
+        (compare-and-set: two replicas never both move a canary step). Returns
+        the new revision, or None when the compare failed."""
+        blob, now = orjson.dumps(state).decode(), time.time()
+        if expect_revision is None:
+            sql = ("INSERT INTO experiments (name, state, updated_at, revision) "
+                   "VALUES (%s, %s, %s, 1) ON CONFLICT (name) DO UPDATE SET state = "
+                   "excluded.state, updated_at = excluded.updated_at, "
+                   "revision = experiments.revision + 1 RETURNING revision")
+            args: tuple[Any, ...] = (name, blob, now)
+        elif expect_revision == 0:  # none saved yet
+            sql = ("INSERT INTO experiments (name, state, updated_at, revision) "
+                   "VALUES (%s, %s, %s, 1) ON CONFLICT (name) DO UPDATE SET state = "
+                   "excluded.state, updated_at = excluded.updated_at, revision = 1 "
+                   "WHERE experiments.revision = 0 RETURNING revision")
+            args = (name, blob, now)
+        else:
+            sql = ("UPDATE experiments SET state = %s, updated_at = %s, "
+                   "revision = revision + 1 WHERE name = %s AND revision = %s "
+                   "RETURNING revision")
+            args = (blob, now, name, expect_revision)
+        rows = await self._fetch(sql, args)
+        return None if not rows else int(rows[0]["revision"])
