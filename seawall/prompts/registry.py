@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import difflib
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ class PromptRegistry:
         self.env = environment()
         self.max_cached = max_cached
         self._generation = -1
+        self._lock = threading.Lock()  # the cache and its generation change together
         self._resolved: dict[tuple[str, str | None, int | None], ResolvedPrompt] = {}
         # By (name@version, content hash): versions are immutable, so never stale.
         self._compiled: dict[tuple[str, str], CompiledPrompt] = {}
@@ -157,11 +159,12 @@ class PromptRegistry:
         """:meth:`get`, compiled and cached until the store's generation moves:
         the request path's lookup."""
         generation = self.store.generation()
-        if generation != self._generation:
-            self._resolved.clear()
-            self._generation = generation
         key = (name, label, version)
-        hit = self._resolved.get(key)
+        with self._lock:
+            if generation != self._generation:
+                self._resolved.clear()
+                self._generation = generation
+            hit = self._resolved.get(key)
         if hit is not None:
             return hit
         found = self.get(name, label, version)
@@ -172,9 +175,13 @@ class PromptRegistry:
                 self._compiled.clear()  # bounded: cheap to refill
             self._compiled[(found.ref, found.content_hash)] = compiled
         resolved = ResolvedPrompt(found, compiled)
-        if len(self._resolved) >= self.max_cached:
-            self._resolved.clear()
-        self._resolved[key] = resolved
+        with self._lock:
+            # Only under the generation it was read at: a lookup on another
+            # thread may have seen a newer one (and a label move) meanwhile.
+            if self._generation == generation:
+                if len(self._resolved) >= self.max_cached:
+                    self._resolved.clear()
+                self._resolved[key] = resolved
         return resolved
 
     async def aresolve(self, name: str, label: str | None = None,

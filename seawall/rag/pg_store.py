@@ -76,7 +76,7 @@ def _scrub(value: Any) -> Any:
 
 def _json(value: Any) -> Jsonb:
     """orjson's encoding (as on SQLite), without the NULs jsonb refuses."""
-    dumped = orjson.dumps(value, default=str)
+    dumped = orjson.dumps(value)
     if b"\\u0000" in dumped:
         dumped = orjson.dumps(_scrub(orjson.loads(dumped)))
     raw = dumped.decode()
