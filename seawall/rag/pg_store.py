@@ -278,11 +278,12 @@ class PostgresRagStore:
                         vectors=np.zeros((n, 0), dtype=np.float32), metadata=metadata)
 
     def nearest(self, collection_id: int, vector: FloatArray, k: int,
-                documents: Sequence[int] | None = None) -> list[tuple[int, float]]:
+                documents: Sequence[int] | None = None,
+                exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
         """pgvector HNSW (cosine) within the collection (and ``documents``)."""
         if k <= 0 or (documents is not None and len(documents) == 0):
             return []
-        sql, args = self.nearest_query(collection_id, vector, k, documents)
+        sql, args = self.nearest_query(collection_id, vector, k, documents, exclude)
         with self._conn() as conn, conn.transaction():
             conn.execute(f"SET LOCAL hnsw.ef_search = {max(_EF_SEARCH, min(k, 1000))}")
             # Keep walking the graph while the filter rejects what it finds.
@@ -292,7 +293,8 @@ class PostgresRagStore:
 
     @staticmethod
     def nearest_query(collection_id: int, vector: FloatArray, k: int,
-                      documents: Sequence[int] | None) -> tuple[str, list[Any]]:
+                      documents: Sequence[int] | None,
+                      exclude: Sequence[int] = ()) -> tuple[str, list[Any]]:
         """The SQL of :meth:`nearest`: the collection and the allowed documents
         inside the query, in the HNSW index's expression when the size fits."""
         where = "c.collection_id = %s"
@@ -300,6 +302,9 @@ class PostgresRagStore:
         if documents is not None:
             where += " AND c.document_id = ANY(%s)"
             args.append([int(d) for d in documents])
+        if exclude:
+            where += " AND NOT (c.document_id = ANY(%s))"
+            args.append([int(d) for d in exclude])
         if len(vector) == INDEXED_DIM:  # the index's expression and predicate
             where += f" AND vector_dims(c.embedding) = {INDEXED_DIM}"
             distance = f"c.embedding::halfvec({INDEXED_DIM}) <=> %s::halfvec({INDEXED_DIM})"

@@ -363,8 +363,8 @@ class RagService:
             t = time.perf_counter()
             query_vector = np.asarray(vector, dtype=np.float32)
             if self.store.dense_in_store:  # pgvector: the filter goes into the query
-                docs = None if allowed is None else sorted(allowed)
-                dense = index.positions(self.store.nearest(collection_id, query_vector, k, docs))
+                dense = index.positions(self.store.nearest(
+                    collection_id, query_vector, k, *_doc_filter(index, allowed)))
             else:
                 dense = index.dense(query_vector, k, mask)
             timings["dense"] = (time.perf_counter() - t) * 1000
@@ -406,6 +406,19 @@ async def in_thread(fn: Callable[[threading.Event], T], pool: Executor | None = 
         if not fut.cancelled():
             fut.exception()  # retrieved: IngestCancelled is the expected end
         raise
+
+
+def _doc_filter(index: CollectionIndex,
+                allowed: set[int] | None) -> tuple[list[int] | None, list[int]]:
+    """A filter's documents for a store query, as the shorter list: those it
+    allows, or those it refuses (a filter that passes nearly everything must
+    not ship every document id with each search)."""
+    if allowed is None:
+        return None, []
+    refused = index.metadata.keys() - allowed
+    if len(refused) < len(allowed):
+        return None, sorted(refused)
+    return sorted(allowed), []
 
 
 def _reranker_spec(s: RerankSettings) -> dict[str, Any] | None:

@@ -304,7 +304,8 @@ class SqliteRagStore(SyncSqlite):
         return out
 
     def nearest(self, collection_id: int, vector: FloatArray, k: int,
-                documents: Sequence[int] | None = None) -> list[tuple[int, float]]:
+                documents: Sequence[int] | None = None,
+                exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
         """Exact cosine search over the stored vectors (the service searches its
         in-process index instead; this is the contract's reference answer)."""
         if k <= 0 or (documents is not None and not documents):
@@ -316,6 +317,9 @@ class SqliteRagStore(SyncSqlite):
         if documents is not None:
             allowed = set(documents)
             rows = [r for r in rows if r[1] in allowed]
+        if exclude:
+            refused = set(exclude)
+            rows = [r for r in rows if r[1] not in refused]
         if not rows:
             return []
         matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16).reshape(

@@ -70,7 +70,9 @@ class RagStore(Protocol):
     def snapshot(self, collection_id: int) -> Snapshot: ...
 
     def nearest(self, collection_id: int, vector: FloatArray, k: int,
-                documents: Sequence[int] | None = None) -> list[tuple[int, float]]:
+                documents: Sequence[int] | None = None,
+                exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
         """The ``k`` chunks closest to ``vector`` (a unit vector) by cosine, as
-        (chunk id, similarity) best first, among ``documents`` when given."""
+        (chunk id, similarity) best first: among ``documents`` when given, never
+        of ``exclude`` (the shorter list says what a metadata filter allows)."""
         ...

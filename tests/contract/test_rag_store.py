@@ -200,6 +200,11 @@ def test_nearest_ranks_by_cosine_within_the_collection_and_documents(store: RagS
     rows = store.chunk_rows(c.id, [i for i, _ in found])
     assert len(found) == 8 and {r.document_id for r in rows.values()} <= set(allowed)
     assert ids[0] not in dict(found)
+    refused = [d for i, d in enumerate(doc_ids) if i % 2 == 0]
+    assert store.nearest(c.id, vectors[0], 8, exclude=refused) == found
+    both = store.nearest(c.id, vectors[0], 8, allowed, exclude=allowed[:1])
+    owners = {r.document_id for r in store.chunk_rows(c.id, [i for i, _ in both]).values()}
+    assert len(both) == 8 and owners <= set(allowed[1:])
     assert store.nearest(c.id, vectors[0], 5, []) == []
     assert store.nearest(c.id, vectors[0], 0) == []
     assert len(store.nearest(c.id, vectors[0], 100)) == 40
@@ -317,6 +322,10 @@ async def test_a_document_ingested_through_one_replica_is_found_through_another(
         # The metadata filter holds in the dense query too.
         assert await found("dense", {"lang": "en"}) == ["ops.md"]
         assert await found("dense", {"lang": {"$in": ["de"]}}) == ["zoo.md"]
+        # A filter passing most documents goes in as the ones it refuses.
+        await one.ingest("t", "kb", _docs("pasta.md", "Boil the pasta in salted water.", "en"))
+        assert await _eventually(lambda: found("dense", {"source": "pasta.md"})) == ["pasta.md"]
+        assert await found("dense", {"lang": {"$ne": "de"}}) in (["ops.md"], ["pasta.md"])
         # Another tenant's same-named collection is another collection.
         with pytest.raises(Exception, match="No collection named 'kb'"):
             await three.search("t2", "kb", SearchRequest("zebras"))
