@@ -10,6 +10,8 @@ Indexes live in memory per collection and are rebuilt, on a worker thread and
 once however many searches wait for it, when the collection's generation in
 the store has moved (an ingest through the API, or ``seawall ingest`` from
 another process). Saved indexes make a restart a load, not a rebuild.
+When the store searches vectors itself (Postgres: pgvector, with the filter
+inside its query), the in-process index is BM25 only.
 """
 
 from __future__ import annotations
