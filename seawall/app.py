@@ -54,6 +54,8 @@ from seawall.rag.stage import RetrieveStage
 from seawall.routing.breaker import BreakerState
 from seawall.routing.route_stage import RouteStage
 from seawall.routing.router import Router
+from seawall.routing.shared_cooldowns import SharedCooldowns
+from seawall.store.bus import ChangeBus
 from seawall.store.factory import Stores
 
 log = logging.getLogger("seawall")
@@ -91,6 +93,12 @@ class Services:
                                   Path(settings.data_dir) / "traces.journal",
                                   finalize=self._finalize, spans=spans)
         self.auth = AuthStage(settings.auth, self.key_store)
+        # Change notices between replicas (Redis pub/sub; in-process without Redis).
+        self.redis = self.stores.redis
+        self.bus: ChangeBus = self.stores.bus()
+        self.bus.subscribe("key_revoked", self.auth.key_revoked, resync=self.auth.forget_keys)
+        self.cooldowns = (SharedCooldowns(self.registry, self.bus, self.redis)
+                          if self.redis is not None else None)
         self.admission = AdmissionStage(settings.admission, self.metrics)
         self.cache_store = self.stores.cache_store(
             on_evict=lambda reason, n: self.metrics.cache_evictions.labels(reason).inc(n))
@@ -99,10 +107,16 @@ class Services:
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.router.stale_answer = self.cache.stale_answer
         # Models and indexes load on first use: a gateway without RAG pays nothing.
-        self.rag = RagService(settings.rag, settings.rag_path, self.tokens,
+        self.rag = RagService(settings.rag, self.stores.rag_store(), self.tokens,
                               metrics=self.metrics)
-        self.experiments = Experiments(settings, self.registry, self.store, self.metrics)
-        self.prompts = PromptRegistry(settings.prompts_path)
+        self.experiments = Experiments(
+            settings, self.registry, self.store, self.metrics, bus=self.bus,
+            lease=None if self.redis is None else self.stores.lease("experiments"),
+            redis=self.redis)
+        self.prompts = PromptRegistry(self.stores.prompt_store())
+        # A label moved by another replica or the CLI: resolve afresh at once.
+        self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
+                           resync=self.prompts.invalidate)
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics),
             ExperimentStage(self.experiments),
@@ -187,6 +201,9 @@ class Services:
         if self.settings.observe.traces.retention_days is not None:
             self._retention = asyncio.create_task(keep_traces_for(
                 self.store, self.settings.observe.traces.retention_days, self.metrics))
+        await self.bus.start()
+        if self.cooldowns is not None:
+            await self.cooldowns.load()
         await self.writer.start()
         await self.registry.start()
         await self.cache.start()
@@ -206,14 +223,17 @@ class Services:
             self._retention.cancel()
 
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+            ("change bus", self.bus.close, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
             ("rag", self.rag.aclose, CLOSE_STEP_S),
-            ("experiments", self.experiments.settle, CLOSE_STEP_S),
+            ("experiments", self.experiments.close, CLOSE_STEP_S),
             ("prompts", prompts, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
+        if self.cooldowns is not None:
+            steps.insert(1, ("cool-downs", self.cooldowns.close, CLOSE_STEP_S))
         for name, step, within in steps:
             try:
                 await asyncio.wait_for(step(), within)

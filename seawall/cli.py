@@ -12,12 +12,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from seawall.cli_common import config_option, settings_from, store_line
+from seawall.cli_common import config_option, run_on_store, settings_from, store_line
 from seawall.config import Settings
 
 _settings = settings_from
@@ -184,24 +184,6 @@ def _exit_after_drain(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _run(make: Callable[[Any], Awaitable[Any]], settings: Settings) -> Any:
-    """Run ``make(store)`` on the configured main store (SQLite or Postgres)."""
-    from seawall.store.factory import Stores
-    from seawall.store.migrate import SchemaError
-
-    async def go() -> Any:
-        stores = Stores(settings)
-        try:
-            await stores.open(key_reader=False)
-            return await make(stores.main)
-        except SchemaError as e:
-            raise click.ClickException(str(e)) from None
-        finally:
-            await stores.close()
-
-    return asyncio.run(go())
-
-
 @main.group()
 def keys() -> None:
     """Create, list and revoke virtual API keys (stored hashed)."""
@@ -229,7 +211,7 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
     key = ApiKey(id="key_" + uuid.uuid4().hex[:12], name=name, tenant=tenant or name,
                  key_hash=hash_key(secret), prefix=secret[:10], rpm=rpm, created_at=time.time(),
                  priority=priority, cache=cache)
-    _run(lambda s: s.create_key(key), settings)
+    run_on_store(lambda s: s.create_key(key), settings)
     click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
                f"{f', {rpm} rpm' if rpm else ''}"
                f"{f', priority {priority}' if priority is not None else ''}"
@@ -243,7 +225,7 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
 def keys_list(config: str | None, include_revoked: bool) -> None:
     settings = _settings(config)
-    rows = _run(lambda s: s.list_keys(include_revoked), settings)
+    rows = run_on_store(lambda s: s.list_keys(include_revoked), settings)
     if not rows:
         click.echo("no keys", err=True)
         return
@@ -263,16 +245,20 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
 @config_option
 @click.argument("key")
 def keys_revoke(config: str | None, key: str) -> None:
-    """Revoke KEY (its id or name). Servers stop accepting it within
-    auth.key_cache_ttl_s seconds."""
+    """Revoke KEY (its id or name). Servers stop accepting it within a second
+    with redis.url set (a change notice), else within auth.key_cache_ttl_s."""
+    from seawall.store.bus import publish_once
+
     settings = _settings(config)
     try:
-        revoked = _run(lambda s: s.revoke_key(key), settings)
+        revoked = run_on_store(lambda s: s.revoke_key(key), settings)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     if revoked is None:
         raise click.ClickException(f"no active key with id or name {key!r}")
-    click.echo(f"revoked {revoked.id} ({revoked.name})")
+    told = publish_once(settings, {"kind": "key_revoked", "id": revoked.id})
+    click.echo(f"revoked {revoked.id} ({revoked.name}); servers refuse it "
+               + ("now" if told else f"within {settings.auth.key_cache_ttl_s:g}s"))
 
 
 @main.group()
@@ -317,7 +303,7 @@ def traces_tail(config: str | None, count: int, follow: bool, as_json: bool) -> 
                 last = rows[-1]["rowid"]
 
     with contextlib.suppress(KeyboardInterrupt):
-        _run(go, settings)
+        run_on_store(go, settings)
 
 
 @main.command()
@@ -427,6 +413,11 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
     sql, args = purge_sql(what)
     with contextlib.closing(_cache_db(settings)) as db, db:
         purged = db.execute(sql, args).rowcount
+    from seawall.store.bus import publish_once
+
+    publish_once(settings, {"kind": "cache_purge", "tenant": tenant, "model": model,
+                            "prompt_version": prompt_version, "entry": entry,
+                            "all": everything})
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 

@@ -91,6 +91,11 @@ class TraceSettings(_Strict):
     flush_interval_s: float = Field(0.5, gt=0, description="longest a finished request's "
                                     "record waits in memory before its batch is written "
                                     "(the kill -9 loss window)")
+    journal_each_record: bool = Field(False, description="append every record to a local "
+                                      "write-ahead file as its request finishes, before the "
+                                      "client has the whole answer (~35 us of CPU a request): "
+                                      "a kill -9 then loses no record, not even those of the "
+                                      "last flush_interval_s")
     max_held: int = Field(20_000, ge=0, description="records kept in memory while neither "
                           "the store nor the journal can take them; past it they are dropped "
                           "and counted")

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from seawall.cache.store import CacheStore
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.ratelimit import RateLimiter
+    from seawall.prompts.store_api import PromptStore
+    from seawall.rag.store_api import RagStore
+    from seawall.store.bus import ChangeBus
+    from seawall.store.lease import Lease
     from seawall.store.pg import Postgres
     from seawall.store.redis_link import RedisLink
 
@@ -51,6 +55,7 @@ class Stores:
         # Key lookups on a connection of their own: never behind trace writes.
         self.keys: Store = self._main() if not self.shared else self.main
         self._cache: CacheStore | None = None
+        self._bus: ChangeBus | None = None
 
     @property
     def description(self) -> str:
@@ -86,25 +91,25 @@ class Stores:
                                                keep_expired_s=s.cache.stale_if_error_s)
         return self._cache
 
-    def rag_store(self) -> Any:
+    def rag_store(self) -> RagStore:
         """The RAG documents/chunks/vectors store (sync: its callers run on threads)."""
         if self.pg is not None:
             from seawall.rag.pg_store import PostgresRagStore
 
             return PostgresRagStore(self.pg)
-        from seawall.rag.store import RagStore
+        from seawall.rag.store import SqliteRagStore
 
-        return RagStore(self.settings.rag_path)
+        return SqliteRagStore(self.settings.rag_path)
 
-    def prompt_store(self) -> Any:
+    def prompt_store(self) -> PromptStore:
         """The prompt versions and labels store (sync)."""
         if self.pg is not None:
             from seawall.prompts.pg_store import PostgresPromptStore
 
             return PostgresPromptStore(self.pg)
-        from seawall.prompts.store import PromptStore
+        from seawall.prompts.store import SqlitePromptStore
 
-        return PromptStore(self.settings.prompts_path)
+        return SqlitePromptStore(self.settings.prompts_path)
 
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter
@@ -115,6 +120,23 @@ class Stores:
         from seawall.pipeline.ratelimit import RedisRateLimiter  # type: ignore[attr-defined]
 
         return RedisRateLimiter(self.redis, fallback=local, metrics=self.metrics)
+
+    def bus(self) -> ChangeBus:
+        """Change notices to every replica (Redis pub/sub), or to this process
+        only (no ``redis.url``). One per process; the caller starts and closes it."""
+        if self._bus is None:
+            from seawall.store.bus import make_bus
+
+            self._bus = make_bus(self.redis, self.metrics)
+        return self._bus
+
+    def lease(self, name: str, ttl_s: float = 10.0) -> Lease:
+        """Who decides for all replicas (a Redis lease), or this process alone."""
+        from seawall.store.lease import LocalLease, RedisLease
+
+        if self.redis is None:
+            return LocalLease()
+        return RedisLease(self.redis, name, ttl_s, self.metrics)
 
     # -- lifecycle --
 

@@ -10,6 +10,7 @@ time, so it never holds locks writers wait on.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -99,13 +100,17 @@ class PostgresStore:
 
     # -- traces --
     async def write_traces(self, records: list[TraceRecord]) -> None:
-        pool = await self.pg.pool()
-        async with pool.connection() as conn, conn.transaction():
-            await conn.execute(_STAGING)
-            async with conn.cursor().copy(_COPY) as copy:
+        """One batch, on a thread: turning records into rows and COPY's encoding
+        grow with the batch and must not hold the event loop (bench/trace_ingest.py)."""
+        await asyncio.to_thread(self._write_traces, records)
+
+    def _write_traces(self, records: list[TraceRecord]) -> None:
+        with self.pg.sync_pool().connection() as conn, conn.transaction():
+            conn.execute(_STAGING)
+            with conn.cursor().copy(_COPY) as copy:
                 for r in records:
-                    await copy.write_row(r.row())
-            await conn.execute(_MOVE)
+                    copy.write_row(r.row())
+            conn.execute(_MOVE)
 
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
         if after_rowid:
@@ -141,11 +146,33 @@ class PostgresStore:
         rows = await self._fetch("SELECT name, state FROM experiments")
         return {r["name"]: orjson.loads(r["state"]) for r in rows}
 
-    async def save_experiment_state(self, name: str, state: dict[str, Any]) -> None:
-        pool = await self.pg.pool()
-        async with pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO experiments (name, state, updated_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
-                "updated_at = excluded.updated_at, revision = experiments.revision + 1",
-                (name, orjson.dumps(state).decode(), time.time()))
+    async def experiment_state(self, name: str) -> tuple[dict[str, Any] | None, int]:
+        rows = await self._fetch("SELECT state, revision FROM experiments WHERE name = %s",
+                                 (name,))
+        return (None, 0) if not rows else (orjson.loads(rows[0]["state"]), rows[0]["revision"])
+
+    async def save_experiment_state(self, name: str, state: dict[str, Any],
+                                    expect_revision: int | None = None) -> int | None:
+        """Save; with ``expect_revision``, only if the stored revision is that one
+        (compare-and-set: two replicas never both move a canary step). Returns
+        the new revision, or None when the compare failed."""
+        blob, now = orjson.dumps(state).decode(), time.time()
+        if expect_revision is None:
+            sql = ("INSERT INTO experiments (name, state, updated_at, revision) "
+                   "VALUES (%s, %s, %s, 1) ON CONFLICT (name) DO UPDATE SET state = "
+                   "excluded.state, updated_at = excluded.updated_at, "
+                   "revision = experiments.revision + 1 RETURNING revision")
+            args: tuple[Any, ...] = (name, blob, now)
+        elif expect_revision == 0:  # none saved yet
+            sql = ("INSERT INTO experiments (name, state, updated_at, revision) "
+                   "VALUES (%s, %s, %s, 1) ON CONFLICT (name) DO UPDATE SET state = "
+                   "excluded.state, updated_at = excluded.updated_at, revision = 1 "
+                   "WHERE experiments.revision = 0 RETURNING revision")
+            args = (name, blob, now)
+        else:
+            sql = ("UPDATE experiments SET state = %s, updated_at = %s, "
+                   "revision = revision + 1 WHERE name = %s AND revision = %s "
+                   "RETURNING revision")
+            args = (blob, now, name, expect_revision)
+        rows = await self._fetch(sql, args)
+        return None if not rows else int(rows[0]["revision"])
