@@ -120,7 +120,7 @@ class EventTranslator:
 
     def feed(self, item: StreamItem) -> bytes:
         out: list[bytes] = []
-        chunks: list[Chunk] = item if type(item) is list else [item]  # type: ignore[list-item]
+        chunks: list[Chunk] = item if isinstance(item, list) else [item]
         for chunk in chunks:
             if chunk.get("usage"):
                 self.usage = chunk["usage"]

@@ -39,7 +39,7 @@ from seawall.errors import ModelNotFound, SeawallError, ShuttingDown
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.pipeline import Serving
-from seawall.providers.base import Chunk, StreamItem, make_chunk, usage_chunk
+from seawall.providers.base import Chunk, RawBatch, StreamItem, make_chunk, usage_chunk
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -127,10 +127,13 @@ def _is_usage_only(chunk: Chunk) -> bool:
 
 def _encode(item: StreamItem, want_usage: bool) -> bytes:
     """SSE bytes for one chunk or batch; drops the usage chunk we asked
-    upstream for when the client did not."""
-    if type(item) is list:
+    upstream for when the client did not. A batch as the upstream sent it
+    goes out as it came (orjson would write the same JSON, ~1 us a chunk)."""
+    if type(item) is RawBatch and (want_usage or not any(_is_usage_only(c) for c in item)):
+        return item.sse
+    if isinstance(item, list):
         return b"".join(_sse(c) for c in item if want_usage or not _is_usage_only(c))
-    chunk: Chunk = item  # type: ignore[assignment]
+    chunk: Chunk = item
     return _sse(chunk) if want_usage or not _is_usage_only(chunk) else b""
 
 

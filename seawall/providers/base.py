@@ -24,6 +24,20 @@ Chunk = dict[str, Any]
 # which is most of the cost of relaying a fast stream.
 ChunkBatch = list[Chunk]
 StreamItem = Chunk | ChunkBatch
+
+
+class RawBatch(list[Chunk]):
+    """A batch from an SSE upstream that also keeps the events as they came
+    (``sse``, ``data: {...}\\n\\n`` each), so the answer can forward those
+    bytes instead of encoding every chunk again. The chunks of a RawBatch are
+    never changed in place (nothing does: a stage that changes a chunk makes
+    a copy, and a plain list of copies is encoded afresh)."""
+
+    __slots__ = ("sse",)
+
+    def __init__(self, chunks: list[Chunk], sse: bytes) -> None:
+        super().__init__(chunks)
+        self.sse = sse
 # What one log-probability entry counts toward an answer's size cap: about its
 # JSON size ({"token", "logprob", "bytes"}), so logprobs cannot grow unbounded.
 _LOGPROB_CHARS = 64
@@ -114,9 +128,9 @@ def has_content(item: StreamItem) -> bool:
     """Does this chunk (or batch) carry output a client would see? (The first
     that does marks the time to first token, and the point after which a
     failed stream can no longer be retried invisibly.)"""
-    if type(item) is list:
+    if isinstance(item, list):
         return any(has_content(c) for c in item)
-    for c in item.get("choices") or ():  # type: ignore[union-attr]
+    for c in item.get("choices") or ():
         d = c.get("delta")
         if d and (d.get("content") or d.get("tool_calls") or d.get("refusal")):
             return True
@@ -198,11 +212,11 @@ class Gatherer:
         self.size = 0
 
     def add_item(self, item: StreamItem) -> None:
-        if type(item) is list:
+        if isinstance(item, list):
             for chunk in item:
                 self.add(chunk)
         else:
-            self.add(item)  # type: ignore[arg-type]
+            self.add(item)
 
     def add(self, chunk: Chunk) -> None:
         if self.id is None:

@@ -31,6 +31,7 @@ from seawall.providers.base import (
     Embeddings,
     Provider,
     ProviderStatus,
+    RawBatch,
     StreamItem,
     completion_to_chunk,
 )
@@ -205,7 +206,8 @@ class OpenAIProvider(Provider):
 
     async def _sse(self, resp: aiohttp.ClientResponse) -> AsyncIterator[StreamItem]:
         """Parse SSE from whatever each network read delivered; yield the
-        chunks of one read together (a batch) so they go out in one write."""
+        chunks of one read together (a batch) so they go out in one write,
+        with their event bytes (a :class:`RawBatch`) so they need no encoding."""
         buf = b""
         max_line = self.limits.sse_line_bytes
         async for data in resp.content.iter_any():
@@ -217,6 +219,7 @@ class OpenAIProvider(Provider):
             if len(buf) > max_line:
                 raise self.limits.line_too_long(f"Provider {self.name!r}")
             batch: ChunkBatch = []
+            events: list[bytes] = []
             for line in lines:
                 if not line.startswith(b"data:"):
                     continue  # comments, event names, blank separators
@@ -225,16 +228,17 @@ class OpenAIProvider(Provider):
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
                     if batch:
-                        yield batch if len(batch) > 1 else batch[0]
+                        yield RawBatch(batch, b"".join(events))
                     return
                 try:
                     batch.append(self._event(payload))
                 except UpstreamError:
                     if batch:  # what arrived intact before the bad event still counts
-                        yield batch if len(batch) > 1 else batch[0]
+                        yield RawBatch(batch, b"".join(events))
                     raise
+                events.append(b"data: " + payload + b"\n\n")
             if batch:
-                yield batch if len(batch) > 1 else batch[0]
+                yield RawBatch(batch, b"".join(events))
         raise UpstreamError(f"Provider {self.name!r} ended the stream without [DONE]",
                             code="upstream_disconnected")
 

@@ -441,9 +441,9 @@ class Router:
 
 def _keep_on_resume(item: StreamItem) -> bool:
     """On a resumed stream, drop the new attempt's opening role chunk."""
-    if type(item) is list:
+    if isinstance(item, list):
         return True
-    choices: list[Any] = item.get("choices") or []  # type: ignore[union-attr]
+    choices: list[Any] = item.get("choices") or []
     return not (len(choices) == 1 and choices[0].get("delta") == {"role": "assistant",
                                                                   "content": ""})
 
@@ -452,9 +452,9 @@ def _continuation(item: StreamItem, cid: str | None) -> StreamItem:
     """A resumed stream keeps the completion id the client already saw."""
     if cid is None:
         return item
-    if type(item) is list:
+    if isinstance(item, list):
         return [{**c, "id": cid} for c in item]
-    return {**item, "id": cid}  # type: ignore[dict-item]
+    return {**item, "id": cid}
 
 
 def _resumed(ctx: RequestContext) -> tuple[ChatCompletionRequest, dict[str, Any]] | None:
