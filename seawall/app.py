@@ -45,7 +45,7 @@ from seawall.observe.writer import TraceWriter
 from seawall.pipeline.admission import AdmissionStage
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.pipeline import Pipeline
-from seawall.pipeline.ratelimit import InMemoryRateLimiter
+from seawall.pipeline.spend import BudgetStage
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
 from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
@@ -55,6 +55,7 @@ from seawall.rag.stage import RetrieveStage
 from seawall.routing.breaker import BreakerState
 from seawall.routing.route_stage import RouteStage
 from seawall.routing.router import Router
+from seawall.store.factory import Stores
 from seawall.store.sqlite import SqliteStore
 
 log = logging.getLogger("seawall")
@@ -104,13 +105,17 @@ class Services:
                               metrics=self.metrics)
         self.experiments = Experiments(settings, self.registry, self.store, self.metrics)
         self.prompts = PromptRegistry(settings.prompts_path)
+        limits = Stores(settings, self.metrics)  # lead: use the process's Stores here
         self.pipeline = Pipeline([self.auth, self.admission], [
-            LimitStage(settings.limits, InMemoryRateLimiter(), self.metrics),
+            LimitStage(settings.limits, limits.rate_limiter(), self.metrics,
+                       self.count_tokens_async),
             ExperimentStage(self.experiments),
             PromptStage(self.prompts),
             RouteStage(settings, self.cache.embedder, self.metrics),
             RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
+            BudgetStage(settings.limits, limits.budgets(), self.registry, self.metrics,
+                        self.count_tokens_async),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer, self.count_tokens_async),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)

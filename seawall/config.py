@@ -80,8 +80,29 @@ class AuthSettings(_Strict):
                                "honoured while the key store fails or is slow")
 
 
+class TenantLimits(_Strict):
+    """One tenant's own limits (``limits.tenants``); unset = ``limits.tenant_*``."""
+
+    rpm: int | None = Field(None, gt=0, description="requests per minute, all its keys together")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute, all its keys together")
+    budget_usd: float | None = Field(None, ge=0, description="spend limit per budget_period")
+    budget_period: Literal["day", "month"] = "month"
+
+
 class LimitSettings(_Strict):
+    """Rate limits and budgets (docs/limits.md): exact across replicas with ``redis.url``."""
+
     default_rpm: int = Field(0, ge=0, description="per-key requests per minute; 0 = unlimited")
+    default_tpm: int = Field(0, ge=0, description="per-key tokens per minute (prompt + "
+                             "completion); 0 = unlimited")
+    tenant_rpm: int = Field(0, ge=0, description="per-tenant requests per minute, all its keys "
+                            "together; 0 = unlimited")
+    tenant_tpm: int = Field(0, ge=0, description="per-tenant tokens per minute; 0 = unlimited")
+    tenants: dict[str, TenantLimits] = Field({}, description="per-tenant rpm, tpm and budget")
+    completion_allowance: int = Field(1024, ge=0, description="completion tokens a budget "
+                                      "reserves for a request that sets no max_tokens")
+    reservation_ttl_s: float = Field(900.0, gt=0, description="a budget reservation never "
+                                     "settled (its replica died) is released after this")
 
 
 class TraceSettings(_Strict):

@@ -21,6 +21,7 @@ from seawall.store.base import Store
 if TYPE_CHECKING:
     from seawall.cache.store import CacheStore
     from seawall.observe.metrics import Metrics
+    from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.store.pg import Postgres
     from seawall.store.redis_link import RedisLink
@@ -113,9 +114,21 @@ class Stores:
         local = InMemoryRateLimiter()
         if self.redis is None:
             return local
-        from seawall.pipeline.ratelimit import RedisRateLimiter  # type: ignore[attr-defined]
+        from seawall.pipeline.ratelimit import RedisRateLimiter
 
         return RedisRateLimiter(self.redis, fallback=local, metrics=self.metrics)
+
+    def budgets(self) -> Budgets:
+        """Spend per key and tenant: in this process, or shared through Redis."""
+        from seawall.pipeline.budgets import InMemoryBudgets
+
+        local = InMemoryBudgets()
+        if self.redis is None:
+            return local
+        from seawall.pipeline.budgets import RedisBudgets
+
+        return RedisBudgets(self.redis, fallback=local, metrics=self.metrics,
+                            reservation_ttl_s=self.settings.limits.reservation_ttl_s)
 
     # -- lifecycle --
 
