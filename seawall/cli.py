@@ -134,6 +134,12 @@ def keys() -> None:
 @click.option("--tenant", default=None, help="Tenant the key belongs to (default: its name).")
 @click.option("--rpm", type=click.IntRange(min=1), default=None,
               help="Requests per minute allowed (default: limits.default_rpm).")
+@click.option("--tpm", type=click.IntRange(min=1), default=None,
+              help="Tokens per minute allowed (default: limits.default_tpm).")
+@click.option("--budget-usd", type=click.FloatRange(min=0), default=None,
+              help="Spend limit in USD per --budget-period (default: none).")
+@click.option("--budget-period", type=click.Choice(["day", "month"]), default="month",
+              show_default=True, help="The UTC period a budget is for.")
 @click.option("--priority", type=int, default=None,
               help="Admission queue priority, lower first (default: "
                    "admission.default_priority).")
@@ -141,6 +147,7 @@ def keys() -> None:
               help="Turn the response cache on or off for this key's requests "
                    "(default: as configured per model).")
 def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | None,
+                tpm: int | None, budget_usd: float | None, budget_period: str,
                 priority: int | None, cache: bool | None) -> None:
     from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX, hash_key
     from seawall.store.base import ApiKey
@@ -149,10 +156,12 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
     secret = VIRTUAL_KEY_PREFIX + secrets.token_urlsafe(24)
     key = ApiKey(id="key_" + uuid.uuid4().hex[:12], name=name, tenant=tenant or name,
                  key_hash=hash_key(secret), prefix=secret[:10], rpm=rpm, created_at=time.time(),
-                 priority=priority, cache=cache)
+                 priority=priority, cache=cache, tpm=tpm, budget_usd=budget_usd,
+                 budget_period=budget_period if budget_usd is not None else None)
     _run(lambda s: s.create_key(key), settings)
     click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
-               f"{f', {rpm} rpm' if rpm else ''}"
+               f"{f', {rpm} rpm' if rpm else ''}{f', {tpm} tpm' if tpm else ''}"
+               f"{'' if budget_usd is None else ', budget ' + _budget(budget_usd, budget_period)}"
                f"{f', priority {priority}' if priority is not None else ''}"
                f"{'' if cache is None else ', cache on' if cache else ', cache off'})", err=True)
     click.echo("the secret is shown once; store it now:", err=True)
@@ -169,15 +178,20 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
         click.echo("no keys", err=True)
         return
     click.echo(f"{'id':18} {'name':20} {'tenant':16} {'prefix':12} {'rpm':>6} {'prio':>4} "
-               f"{'cache':5}  created              revoked")
+               f"{'cache':5} {'tpm':>8} {'budget':>14}  created              revoked")
     for k in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.created_at))
         revoked = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.revoked_at))
                    if k.revoked_at else "-")
         click.echo(f"{k.id:18} {k.name:20} {k.tenant:16} {k.prefix + '…':12} "
                    f"{k.rpm or '-':>6} {'-' if k.priority is None else k.priority:>4} "
-                   f"{'-' if k.cache is None else 'on' if k.cache else 'off':5}  "
+                   f"{'-' if k.cache is None else 'on' if k.cache else 'off':5} "
+                   f"{k.tpm or '-':>8} {_budget(k.budget_usd, k.budget_period):>14}  "
                    f"{created}  {revoked}")
+
+
+def _budget(usd: float | None, period: str | None) -> str:
+    return "-" if usd is None else f"${usd:g}/{period or 'month'}"
 
 
 @keys.command("revoke")
