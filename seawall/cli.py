@@ -194,6 +194,52 @@ def _budget(usd: float | None, period: str | None) -> str:
     return "-" if usd is None else f"${usd:g}/{period or 'month'}"
 
 
+@keys.command("spend")
+@config_option
+@click.argument("key")
+def keys_spend(config: str | None, key: str) -> None:
+    """Show what KEY (id or name) and its tenant spent of their budgets this
+    period. Budgets are shared through Redis (redis.url); without it they are
+    counted inside the server process, which this command cannot see."""
+    settings = _settings(config)
+    found = [k for k in _run(lambda s: s.list_keys(True), settings) if key in (k.id, k.name)]
+    if not found:
+        raise click.ClickException(f"no key with id or name {key!r}")
+    k = found[0]
+    from seawall.pipeline.budgets import BudgetLimit, period_of
+
+    limits = []
+    if k.budget_usd is not None:
+        limits.append(BudgetLimit(f"key:{k.id}", k.budget_usd, k.budget_period or "month",
+                                  f"key {k.name}"))
+    tenant = settings.limits.tenants.get(k.tenant)
+    if tenant is not None and tenant.budget_usd is not None:
+        limits.append(BudgetLimit(f"tenant:{k.tenant}", tenant.budget_usd,
+                                  tenant.budget_period, f"tenant {k.tenant}"))
+    if not limits:
+        click.echo(f"key {k.name} and tenant {k.tenant} have no budget")
+        return
+    if not settings.redis.url:
+        raise click.ClickException(
+            "without redis.url, spend is counted inside the server process; set redis.url "
+            "to share budgets between processes and see them here (docs/limits.md)")
+    from seawall.store.factory import Stores
+
+    async def read() -> list[tuple[float, float]]:
+        stores = Stores(settings)
+        try:
+            return [await stores.budgets().spent(lim) for lim in limits]
+        finally:
+            assert stores.redis is not None
+            await stores.redis.close()
+
+    for lim, (spent, reserved) in zip(limits, asyncio.run(read()), strict=True):
+        pid, end = period_of(lim.period, time.time())
+        resets = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
+        click.echo(f"{lim.label}: ${spent:.4f} of ${lim.usd:g} spent in {pid} "
+                   f"(${reserved:.4f} held by requests in flight); resets {resets}")
+
+
 @keys.command("revoke")
 @config_option
 @click.argument("key")

@@ -235,6 +235,7 @@ class RedisBudgets:
             except REDIS_ERRORS as e:
                 self.guard.lost(e)
             else:
+                self.guard.ok()
                 if index == 0:
                     return r
                 i = int(index) - 1

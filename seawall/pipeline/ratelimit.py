@@ -171,6 +171,10 @@ class RedisGuard:
     def up(self) -> bool:
         return self.link.up
 
+    def ok(self) -> None:
+        if self.link.outage:
+            self.link.recovered()
+
     def lost(self, exc: BaseException) -> None:
         self.link.failed(exc)
         if self._errors is not None:
@@ -215,6 +219,7 @@ class RedisRateLimiter:
             except REDIS_ERRORS as e:
                 self.guard.lost(e)
             else:
+                self.guard.ok()
                 return ALLOWED if index == 0 else Decision(int(index) - 1, int(wait_us) / 1e6)
         self.guard.fall_back()
         d = await self.fallback.take(charges)

@@ -24,6 +24,7 @@ class RedisLink:
             socket_connect_timeout=settings.timeout_s, health_check_interval=30)
         self._down_until = 0.0
         self.failures = 0  # calls that failed (for a metric)
+        self.outage = False  # a call failed and none has succeeded since
 
     @property
     def up(self) -> bool:
@@ -33,10 +34,17 @@ class RedisLink:
     def failed(self, exc: BaseException) -> None:
         """Note a failed call: Redis is skipped for ``retry_after_s``."""
         self.failures += 1
-        if self.up:
-            log.warning("redis unreachable (%s): using per-process fallback for %.1fs",
-                        type(exc).__name__, self.settings.retry_after_s)
+        if not self.outage:  # one line per outage, not one per retry
+            self.outage = True
+            log.warning("redis unreachable (%s): using per-process fallback, retrying every "
+                        "%.1fs", type(exc).__name__, self.settings.retry_after_s)
         self._down_until = time.monotonic() + self.settings.retry_after_s
+
+    def recovered(self) -> None:
+        """Note a call that worked after an outage (callers check :attr:`outage`)."""
+        if self.outage:
+            self.outage = False
+            log.warning("redis reachable again: shared limits and state are back in use")
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)

@@ -383,6 +383,9 @@ async def test_redis_down_fails_open_or_closed_and_recovers(
             assert d.allowed and d.local
         assert _sample(metrics, "seawall_redis_errors_total", "limits") == 1
         assert _sample(metrics, "seawall_redis_fallbacks_total", "limits") == 3
+        await asyncio.sleep(0.6)  # retry_after_s: Redis is tried (and fails) again
+        assert (await open_rl.take([Charge("k", 100)])).local
+        assert _sample(metrics, "seawall_redis_errors_total", "limits") == 2
         r = await open_budget.reserve(lim, 0.25)
         assert isinstance(r, Reservation) and r.local
         await open_budget.settle(r, 0.25)
@@ -401,6 +404,7 @@ async def test_redis_down_fails_open_or_closed_and_recovers(
     await asyncio.sleep(0.6)  # redis.retry_after_s
     d = await open_rl.take([Charge("k", 100)])
     assert d.allowed and not d.local
+    assert [r.getMessage() for r in caplog.records if "reachable again" in r.getMessage()]
     r = await closed_budget.reserve(lim, 0.25)
     assert isinstance(r, Reservation) and not r.local
     await b.close()

@@ -107,6 +107,14 @@ def test_two_gateways_share_one_budget_through_redis(tmp_path: Path, redis_url: 
                 ask(client)
             check_refusal(e.value, "month")
         assert spent(one) + spent(two) == pytest.approx(0.03)
+    f = tmp_path / "one" / "seawall.yaml"
+    f.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "one" / "data"),
+                                 **config(redis_url)}))
+    shown = subprocess.run([sys.executable, "-m", "seawall.cli", "keys", "spend", "budgeted",
+                            "--config", str(f)], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "key budgeted: $0.0300 of $0.05 spent in " in shown.stdout
+    assert "($0.0000 held by requests in flight)" in shown.stdout
 
 
 def test_keys_create_and_list_show_limits(tmp_path: Path) -> None:
