@@ -102,7 +102,7 @@ class BudgetStage:
     the cache costs nothing), and settles with the real cost after."""
 
     name = "budget"
-    traced = True
+    traced = False  # a span only when a budget applied (added in before)
 
     def __init__(self, settings: LimitSettings, budgets: Budgets, registry: ModelRegistry,
                  metrics: Metrics, count: TokenCount | None = None) -> None:
@@ -153,8 +153,12 @@ class BudgetStage:
         limits = self.limits(ctx)
         if not limits:
             return
-        usd = await self.estimate(ctx)
-        found = await self.budgets.reserve(limits, usd)
+        t0 = time.time_ns()
+        try:
+            usd = await self.estimate(ctx)
+            found = await self.budgets.reserve(limits, usd)
+        finally:
+            ctx.span(self.name, t0)
         if isinstance(found, Refusal):
             self._refused.inc()
             lim = found.limit
