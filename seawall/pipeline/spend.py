@@ -11,6 +11,7 @@ so what was taken is always given back.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -174,6 +175,11 @@ class BudgetStage:
         if spend is None or spend.reservation is None:
             return
         reservation, spend.reservation = spend.reservation, None
+        # Shielded: a second cancellation of the request (the client left,
+        # then shutdown) must not leave the reservation held.
+        await asyncio.shield(self._settle(ctx, reservation))
+
+    async def _settle(self, ctx: RequestContext, reservation: Reservation) -> None:
         cost = 0.0
         dep = ctx.deployment
         if dep is not None:

@@ -221,13 +221,17 @@ class LimitStage:
         if spend is None or not spend.tpm:
             return
         taken, spend.tpm = spend.tpm, []
+        # Shielded: a second cancellation must not skip the correction.
+        await asyncio.shield(self._settle(ctx, taken, spend.tpm_local))
+
+    async def _settle(self, ctx: RequestContext, taken: list[Charge], local: bool) -> None:
         prompt, completion = await real_usage(ctx, self.count)
         # What each bucket took (a charge over a whole bucket took the bucket).
         fix = [Charge(c.bucket, c.per_minute, prompt + completion - min(c.amount, c.per_minute))
                for c in taken]
         fix = [c for c in fix if c.amount]
         if fix:
-            await self.limiter.give(fix, local=spend.tpm_local)
+            await self.limiter.give(fix, local=local)
 
 
 class InvokeStage:

@@ -37,6 +37,7 @@ from seawall.pipeline.ratelimit import (
 )
 from seawall.pipeline.spend import BudgetStage
 from seawall.pipeline.stages import LimitStage
+from seawall.providers.base import make_chunk
 from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ApiKey
 from seawall.store.redis_link import RedisLink
@@ -340,6 +341,33 @@ async def test_budget_stage_releases_a_failed_request(backend: Backend) -> None:
     await stage.after(ctx)  # no deployment answered: nothing spent, all released
     assert await stage.budgets.spent(stage.limits(ctx)[0]) == (0.0, 0.0)
     await stage.before(chat(key("b"), max_tokens=200))
+
+
+async def test_settling_survives_the_request_being_cancelled(backend: Backend) -> None:
+    """The client left and then the server shut down: the second cancellation
+    hits while the answer is being counted; the reservation is settled anyway."""
+    reg = registry()
+
+    async def slow_count(messages: list[Any], output: str, n: int) -> tuple[int, int]:
+        await asyncio.sleep(0.05)  # a long answer counted in a thread
+        return await count(messages, output, n)
+
+    stage = BudgetStage(LimitSettings(), backend.budgets(), reg, Metrics(), slow_count)
+    k = key("a", budget_usd=1.0)
+    ctx = chat(k, max_tokens=100)
+    await stage.before(ctx)
+    ctx.deployment = reg.models["m"].deployments[0]  # answered, without a usage block
+    ctx.gatherer.add(make_chunk("c1", "m", 0, {"content": "one two three"}))
+    settling = asyncio.create_task(stage.after(ctx))
+    await asyncio.sleep(0.01)
+    settling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await settling
+    await asyncio.sleep(0.2)
+    spent, reserved = await stage.budgets.spent(stage.limits(ctx)[0])
+    assert ctx.spend is not None and ctx.spend.real == (ctx.spend.prompt_estimate, 3)
+    assert reserved == 0
+    assert spent == pytest.approx((ctx.spend.prompt_estimate or 0) * 0.001 + 3 * 0.002)
 
 
 # -- Redis only: replicas, and Redis going away --
