@@ -37,7 +37,8 @@ def config(redis_url: str | None = None) -> dict[str, Any]:
 
 def add_key(gw: Running, **limits: Any) -> openai.OpenAI:
     key = ApiKey(id="key_budget", name="budgeted", tenant="acme", key_hash=hash_key(SECRET),
-                 prefix=SECRET[:10], rpm=None, created_at=time.time(), **limits)
+                 prefix=SECRET[:10], rpm=limits.pop("rpm", None), created_at=time.time(),
+                 **limits)
     gw.on_server(gw.services.store.create_key(key))
     return openai.OpenAI(base_url=gw.url + "/v1", api_key=SECRET)  # default retries
 
@@ -115,6 +116,23 @@ def test_two_gateways_share_one_budget_through_redis(tmp_path: Path, redis_url: 
     assert shown.returncode == 0, shown.stderr
     assert "key budgeted: $0.0300 of $0.05 spent in " in shown.stdout
     assert "($0.0000 held by requests in flight)" in shown.stdout
+
+
+def test_two_gateways_share_one_rate_limit_through_redis(tmp_path: Path,
+                                                         redis_url: str) -> None:
+    with contextlib.ExitStack() as stack:
+        gws = [stack.enter_context(run_gateway(config(redis_url), tmp_path / name))
+               for name in ("one", "two")]
+        clients = [add_key(gw, rpm=10).with_options(max_retries=0) for gw in gws]
+        ok = refused = 0
+        for i in range(16):
+            try:
+                ask(clients[i % 2])
+                ok += 1
+            except openai.RateLimitError as e:
+                assert "10 requests per minute reached for this key" in str(e)
+                refused += 1
+        assert (ok, refused) == (10, 6)  # one limit, not 10 per gateway
 
 
 def test_keys_create_and_list_show_limits(tmp_path: Path) -> None:
