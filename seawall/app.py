@@ -114,8 +114,8 @@ class Services:
             RouteStage(settings, self.cache.embedder, self.metrics),
             RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
-            BudgetStage(settings.limits, limits.budgets(), self.registry, self.metrics,
-                        self.count_tokens_async),
+            BudgetStage(settings.limits, limits.budgets(self.key_store), self.registry,
+                        self.metrics, self.count_tokens_async),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer, self.count_tokens_async),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)

@@ -199,8 +199,8 @@ def _budget(usd: float | None, period: str | None) -> str:
 @click.argument("key")
 def keys_spend(config: str | None, key: str) -> None:
     """Show what KEY (id or name) and its tenant spent of their budgets this
-    period. Budgets are shared through Redis (redis.url); without it they are
-    counted inside the server process, which this command cannot see."""
+    period: from Redis when redis.url is set, else from the trace records
+    (what the server starts from; it may be a few seconds ahead)."""
     settings = _settings(config)
     found = [k for k in _run(lambda s: s.list_keys(True), settings) if key in (k.id, k.name)]
     if not found:
@@ -211,21 +211,18 @@ def keys_spend(config: str | None, key: str) -> None:
     limits = []
     if k.budget_usd is not None:
         limits.append(BudgetLimit(f"key:{k.id}", k.budget_usd, k.budget_period or "month",
-                                  f"key {k.name}"))
+                                  f"key {k.name}", k.tenant, k.id))
     tenant = settings.limits.tenants.get(k.tenant)
     if tenant is not None and tenant.budget_usd is not None:
         limits.append(BudgetLimit(f"tenant:{k.tenant}", tenant.budget_usd,
-                                  tenant.budget_period, f"tenant {k.tenant}"))
+                                  tenant.budget_period, f"tenant {k.tenant}", k.tenant))
     if not limits:
         click.echo(f"key {k.name} and tenant {k.tenant} have no budget")
         return
-    if not settings.redis.url:
-        raise click.ClickException(
-            "without redis.url, spend is counted inside the server process; set redis.url "
-            "to share budgets between processes and see them here (docs/limits.md)")
+    from seawall.pipeline.budgets import period_bounds
     from seawall.store.factory import Stores
 
-    async def read() -> list[tuple[float, float]]:
+    async def from_redis(_: Any) -> list[tuple[float, float]]:
         stores = Stores(settings)
         try:
             return [await stores.budgets().spent(lim) for lim in limits]
@@ -233,7 +230,13 @@ def keys_spend(config: str | None, key: str) -> None:
             assert stores.redis is not None
             await stores.redis.close()
 
-    for lim, (spent, reserved) in zip(limits, asyncio.run(read()), strict=True):
+    async def from_traces(store: Any) -> list[tuple[float, float]]:
+        return [(await store.spent_since(lim.tenant, lim.key_id,
+                                         period_bounds(lim.period, time.time())[1]), 0.0)
+                for lim in limits]
+
+    found_spend = _run(from_redis if settings.redis.url else from_traces, settings)
+    for lim, (spent, reserved) in zip(limits, found_spend, strict=True):
         pid, end = period_of(lim.period, time.time())
         resets = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
         click.echo(f"{lim.label}: ${spent:.4f} of ${lim.usd:g} spent in {pid} "

@@ -11,13 +11,15 @@ requests in flight. Amounts are kept in whole micro-dollars: sums are exact.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from seawall.pipeline.ratelimit import REDIS_ERRORS, RedisGuard
 
@@ -25,20 +27,29 @@ if TYPE_CHECKING:
     from seawall.observe.metrics import Metrics
     from seawall.store.redis_link import RedisLink
 
+log = logging.getLogger("seawall.budgets")
+
 PERIODS = ("day", "month")
+
+
+def period_bounds(period: str, now: float) -> tuple[str, float, float]:
+    """(id, start, end as Unix times) of the UTC day or month holding ``now``."""
+    d = datetime.fromtimestamp(now, UTC)
+    if period == "day":
+        start = d.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.strftime("%Y-%m-%d"), start.timestamp(), (
+            start + timedelta(days=1)).timestamp()
+    if period == "month":
+        start = d.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return start.strftime("%Y-%m"), start.timestamp(), end.timestamp()
+    raise ValueError(f"budget period must be one of {PERIODS}, not {period!r}")
 
 
 def period_of(period: str, now: float) -> tuple[str, float]:
     """(id, end as a Unix time) of the UTC day or month holding ``now``."""
-    d = datetime.fromtimestamp(now, UTC)
-    if period == "day":
-        start = d.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.strftime("%Y-%m-%d"), (start + timedelta(days=1)).timestamp()
-    if period == "month":
-        start = d.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = (start + timedelta(days=32)).replace(day=1)
-        return start.strftime("%Y-%m"), end.timestamp()
-    raise ValueError(f"budget period must be one of {PERIODS}, not {period!r}")
+    pid, _, end = period_bounds(period, now)
+    return pid, end
 
 
 def micros(usd: float) -> int:
@@ -51,6 +62,8 @@ class BudgetLimit:
     usd: float
     period: str  # "day" | "month" (UTC)
     label: str = ""  # for people: "key ci-bot", "tenant acme"
+    tenant: str = ""  # whose trace records hold this spend (seeding after a restart)
+    key_id: str | None = None  # None: the whole tenant
 
     def bucket(self, now: float) -> tuple[str, float]:
         """(the name of this period's spend, when the period ends)."""
@@ -90,18 +103,52 @@ class Budgets(Protocol):
         ...
 
 
+@runtime_checkable
+class SpendLedger(Protocol):
+    """Where spend was recorded before this process started: the trace records."""
+
+    async def spent_since(self, tenant: str, key_id: str | None, since: float) -> float: ...
+
+
 def _refuses(spent: int, reserved: int, amount: int, limit: int) -> bool:
     return spent >= limit or spent + reserved + amount > limit
 
 
 class InMemoryBudgets:
     """Spend in this process's memory: the embedded default (one process) and
-    the fallback of :class:`RedisBudgets`. It starts from zero when the
-    process starts (docs/limits.md)."""
+    the fallback of :class:`RedisBudgets`. A period's spend starts from what
+    the ``ledger`` (the trace records) holds for it, read once per budget and
+    period the first time a request needs it, so a restart does not reset a
+    budget (docs/limits.md)."""
 
-    def __init__(self, max_buckets: int = 100_000) -> None:
+    def __init__(self, max_buckets: int = 100_000, ledger: SpendLedger | None = None) -> None:
         self._b: dict[str, list[float]] = {}  # bucket -> [spent, reserved, period end]
         self._max = max_buckets
+        self.ledger = ledger
+        self._seeding: dict[str, asyncio.Future[float]] = {}
+
+    async def _seed(self, lim: BudgetLimit, bucket: str, now: float) -> None:
+        """Start ``bucket`` from the ledger; concurrent first requests share one read."""
+        if self.ledger is None or bucket in self._b or not lim.tenant:
+            return
+        read = self._seeding.get(bucket)
+        if read is None:
+            _, start, _ = period_bounds(lim.period, now)
+            read = self._seeding[bucket] = asyncio.ensure_future(
+                self._read(lim.tenant, lim.key_id, start))
+            read.add_done_callback(lambda _: self._seeding.pop(bucket, None))
+        usd = await asyncio.shield(read)
+        if bucket not in self._b:
+            self._b[bucket] = [micros(usd), 0, lim.bucket(now)[1]]
+
+    async def _read(self, tenant: str, key_id: str | None, since: float) -> float:
+        assert self.ledger is not None
+        try:
+            return await self.ledger.spent_since(tenant, key_id, since)
+        except Exception:
+            log.warning("could not read past spend for tenant %s; counting from 0", tenant,
+                        exc_info=True)
+            return 0.0
 
     def _prune(self, now: float) -> None:
         if len(self._b) >= self._max:
@@ -111,6 +158,10 @@ class InMemoryBudgets:
         now = time.time()
         amount = math.ceil(usd * 1e6)
         buckets = [lim.bucket(now) for lim in limits]
+        if self.ledger is not None:
+            for lim, (b, _) in zip(limits, buckets, strict=True):
+                await self._seed(lim, b, now)
+        # From here on, no await: the check and the reservation are one step.
         for lim, (b, end) in zip(limits, buckets, strict=True):
             spent, reserved, _ = self._b.get(b, (0, 0, end))
             if _refuses(int(spent), int(reserved), amount, micros(lim.usd)):

@@ -118,11 +118,12 @@ class BudgetStage:
         key = ctx.key
         if key is not None and key.budget_usd is not None:
             out.append(BudgetLimit(f"key:{key.id}", key.budget_usd,
-                                   key.budget_period or "month", f"key {key.name!r}"))
+                                   key.budget_period or "month", f"key {key.name!r}",
+                                   ctx.tenant, key.id))
         tenant = self.settings.tenants.get(ctx.tenant)
         if tenant is not None and tenant.budget_usd is not None:
             out.append(BudgetLimit(f"tenant:{ctx.tenant}", tenant.budget_usd,
-                                   tenant.budget_period, f"tenant {ctx.tenant!r}"))
+                                   tenant.budget_period, f"tenant {ctx.tenant!r}", ctx.tenant))
         return out
 
     def _prices(self, model: str) -> tuple[float, float]:

@@ -118,11 +118,14 @@ class Stores:
 
         return RedisRateLimiter(self.redis, fallback=local, metrics=self.metrics)
 
-    def budgets(self) -> Budgets:
-        """Spend per key and tenant: in this process, or shared through Redis."""
-        from seawall.pipeline.budgets import InMemoryBudgets
+    def budgets(self, ledger: Any = None) -> Budgets:
+        """Spend per key and tenant: in this process (starting from the trace
+        records of ``ledger``, default the key store's connection, when it can
+        sum them), or shared through Redis."""
+        from seawall.pipeline.budgets import InMemoryBudgets, SpendLedger
 
-        local = InMemoryBudgets()
+        ledger = ledger if ledger is not None else self.keys
+        local = InMemoryBudgets(ledger=ledger if isinstance(ledger, SpendLedger) else None)
         if self.redis is None:
             return local
         from seawall.pipeline.budgets import RedisBudgets

@@ -214,6 +214,19 @@ class SqliteStore:
         async with self.db.execute(sql, args) as c:
             return [dict(r) for r in await c.fetchall()]
 
+    async def spent_since(self, tenant: str, key_id: str | None, since: float) -> float:
+        """USD spent by ``tenant`` (or by its key ``key_id``) since ``since``,
+        from the trace records: where in-process budgets start after a restart
+        (seawall.pipeline.budgets)."""
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM traces WHERE tenant = ? AND started_at >= ?"
+        args: list[Any] = [tenant, since]
+        if key_id is not None:
+            sql += " AND key_id = ?"
+            args.append(key_id)
+        async with self.db.execute(sql, args) as c:
+            row = await c.fetchone()
+        return float(row[0]) if row else 0.0
+
     async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         async with self.db.execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,)) as c:
             row = await c.fetchone()

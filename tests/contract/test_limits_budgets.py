@@ -26,6 +26,7 @@ from seawall.pipeline.budgets import (
     RedisBudgets,
     Refusal,
     Reservation,
+    period_bounds,
     period_of,
 )
 from seawall.pipeline.context import RequestContext
@@ -368,6 +369,40 @@ async def test_settling_survives_the_request_being_cancelled(backend: Backend) -
     assert ctx.spend is not None and ctx.spend.real == (ctx.spend.prompt_estimate, 3)
     assert reserved == 0
     assert spent == pytest.approx((ctx.spend.prompt_estimate or 0) * 0.001 + 3 * 0.002)
+
+
+async def test_in_process_budgets_start_from_the_trace_records(tmp_path: Any) -> None:
+    """After a restart the embedded budget starts from what the records say
+    was spent this period, not from zero (one read per budget and period)."""
+    from seawall.observe.records import TraceRecord
+    from seawall.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "seawall.db")
+    await store.open()
+    try:
+        now = time.time()
+        _, month_start, _ = period_bounds("month", now)
+        await store.write_traces([
+            TraceRecord(trace_id=f"t{i}", endpoint="chat.completions", started_at=at,
+                        tenant=tenant, key_id=key_id, cost_usd=usd)
+            for i, (at, tenant, key_id, usd) in enumerate([
+                (now - 5, "acme", "key_a", 0.25), (now - 4, "acme", "key_a", 0.5),
+                (now - 3, "acme", "key_b", 0.125), (now - 2, "globex", "key_c", 9.0),
+                (month_start - 1, "acme", "key_a", 9.0)])])  # last month: not counted
+        budgets = InMemoryBudgets(ledger=store)
+        key_a = BudgetLimit("key:key_a", 1.0, "month", "key a", "acme", "key_a")
+        tenant = BudgetLimit("tenant:acme", 1.0, "month", "tenant acme", "acme")
+        r = await asyncio.gather(*(budgets.reserve([key_a, tenant], 0.0625) for _ in range(2)))
+        assert all(isinstance(x, Reservation) for x in r)
+        assert await budgets.spent(key_a) == (0.75, 0.125)
+        assert await budgets.spent(tenant) == (0.875, 0.125)
+        assert isinstance(await budgets.reserve([key_a, tenant], 0.0625), Refusal)  # tenant
+        await store.write_traces([TraceRecord(trace_id="t9", endpoint="chat.completions",
+                                              started_at=now, tenant="acme", key_id="key_a",
+                                              cost_usd=5.0)])
+        assert await budgets.spent(key_a) == (0.75, 0.125)  # read once, then counted here
+    finally:
+        await store.close()
 
 
 # -- Redis only: replicas, and Redis going away --

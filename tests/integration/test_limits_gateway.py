@@ -84,6 +84,24 @@ def test_a_spent_budget_is_refused_and_the_sdk_does_not_retry(tmp_path: Path) ->
         assert refused[0]["status"] == 429
 
 
+def test_an_embedded_budget_survives_a_restart(tmp_path: Path) -> None:
+    with run_gateway(config(), tmp_path) as gw:
+        client = add_key(gw, budget_usd=0.05, budget_period="month")
+        spend_until_refused(client)
+    f = tmp_path / "seawall.yaml"
+    f.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), **config()}))
+    shown = subprocess.run([sys.executable, "-m", "seawall.cli", "keys", "spend", "budgeted",
+                            "--config", str(f)], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "key budgeted: $0.0300 of $0.05 spent in " in shown.stdout
+    with run_gateway(config(), tmp_path) as gw:  # the same data: the key and its records
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=SECRET, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as e:
+            ask(client)
+        check_refusal(e.value, "month")
+        assert "$0.0300 spent" in str(e.value)
+
+
 def test_tokens_per_minute_through_the_gateway(tmp_path: Path) -> None:
     with run_gateway(config(), tmp_path) as gw:
         client = add_key(gw, tpm=25)
