@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from redis.exceptions import RedisError
+
 from seawall.pipeline.ratelimit import REDIS_ERRORS, RedisGuard
 
 if TYPE_CHECKING:
@@ -203,23 +205,27 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# ARGV: id, amount, ttl_ms, then per budget: limit, expire-at (Unix seconds)
+# ARGV: id, amount, ttl_ms, seeded (1: a budget must first be started from the
+# ledger, answered {-b}), then per budget: limit, expire-at (Unix seconds)
 _RESERVE = _PURGE + """
 local id, amount, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local n = #KEYS / 3
 for b = 0, n - 1 do
   local k, h, z = KEYS[3 * b + 1], KEYS[3 * b + 2], KEYS[3 * b + 3]
+  if ARGV[4] == '1' and redis.call('HEXISTS', k, 'seeded') == 0 then
+    return {-(b + 1), 0, 0}
+  end
   purge(k, h, z, now)
   local spent = tonumber(redis.call('HGET', k, 'spent')) or 0
   local reserved = tonumber(redis.call('HGET', k, 'reserved')) or 0
-  local limit = tonumber(ARGV[4 + 2 * b])
+  local limit = tonumber(ARGV[5 + 2 * b])
   if spent >= limit or spent + reserved + amount > limit then
     return {b + 1, spent, reserved}
   end
 end
 for b = 0, n - 1 do
   local k, h, z = KEYS[3 * b + 1], KEYS[3 * b + 2], KEYS[3 * b + 3]
-  local at = ARGV[5 + 2 * b]
+  local at = ARGV[6 + 2 * b]
   redis.call('HINCRBY', k, 'reserved', ARGV[2])
   redis.call('HSET', h, id, ARGV[2])
   redis.call('ZADD', z, now + ttl, id)
@@ -230,7 +236,9 @@ end
 return {0, 0, 0}
 """
 
-# ARGV: id, real cost, then per budget: expire-at
+# ARGV: id, real cost, seeded, then per budget: expire-at. A budget not
+# started from the ledger (Redis restarted mid-request) is left for the ledger
+# to count when it is started.
 _SETTLE = _PURGE + """
 local id = ARGV[1]
 local n = #KEYS / 3
@@ -242,8 +250,20 @@ for b = 0, n - 1 do
     redis.call('HDEL', h, id)
     redis.call('ZREM', z, id)
   end
-  redis.call('HINCRBY', k, 'spent', ARGV[2])
-  redis.call('EXPIREAT', k, ARGV[3 + b])
+  if ARGV[3] ~= '1' or redis.call('HEXISTS', k, 'seeded') == 1 then
+    redis.call('HINCRBY', k, 'spent', ARGV[2])
+    redis.call('EXPIREAT', k, ARGV[4 + b])
+  end
+end
+return 0
+"""
+
+# KEYS: one budget; ARGV: spend found in the ledger, expire-at. The first
+# replica to start a budget wins; the others' reads are dropped.
+_SEED = """
+if redis.call('HSETNX', KEYS[1], 'seeded', 1) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'spent', ARGV[1])
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -251,20 +271,39 @@ return 0
 
 class RedisBudgets:
     """Spend in Redis, shared by every replica; check-and-reserve is one
-    atomic script. Keys expire an hour after their period ends. Redis
+    atomic script. Keys expire an hour after their period ends. With a
+    ``ledger`` (the trace records), a budget Redis does not hold yet (a new
+    period, or Redis restarted empty) is started from it first. Redis
     unreachable: the per-process ``fallback`` (fail open) or 503
     ``limits_unavailable`` (fail closed)."""
 
     GRACE_S = 3600  # keep a period's spend this long after it ends
 
     def __init__(self, link: RedisLink, fallback: InMemoryBudgets,
-                 metrics: Metrics | None = None, reservation_ttl_s: float = 900.0) -> None:
+                 metrics: Metrics | None = None, reservation_ttl_s: float = 900.0,
+                 ledger: SpendLedger | None = None) -> None:
         self.link = link
         self.fallback = fallback
+        self.ledger = ledger
         self.guard = RedisGuard(link, metrics, "budgets")
         self.ttl_ms = int(reservation_ttl_s * 1000)
         self._reserve = link.client.register_script(_RESERVE)
         self._settle = link.client.register_script(_SETTLE)
+        self._seed = link.client.register_script(_SEED)
+
+    async def _start(self, lim: BudgetLimit, bucket: tuple[str, float], now: float) -> None:
+        """Start ``bucket`` in Redis from what the ledger says was spent."""
+        assert self.ledger is not None
+        usd = 0.0
+        if lim.tenant:
+            try:
+                usd = await self.ledger.spent_since(lim.tenant, lim.key_id,
+                                                    period_bounds(lim.period, now)[1])
+            except Exception:
+                log.warning("could not read past spend for tenant %s; counting from 0",
+                            lim.tenant, exc_info=True)
+        await self._seed(keys=[self.link.key("budget", bucket[0])],
+                         args=[micros(usd), int(bucket[1]) + self.GRACE_S])
 
     def _keys(self, buckets: Sequence[tuple[str, float]]) -> list[str]:
         keys: list[str] = []
@@ -277,12 +316,19 @@ class RedisBudgets:
         now = time.time()
         r = Reservation([lim.bucket(now) for lim in limits], math.ceil(usd * 1e6))
         if self.guard.up:
-            args: list[int | str] = [r.id, r.amount, self.ttl_ms]
+            args: list[int | str] = [r.id, r.amount, self.ttl_ms,
+                                     int(self.ledger is not None)]
             for lim, (_, end) in zip(limits, r.buckets, strict=True):
                 args += (micros(lim.usd), int(end) + self.GRACE_S)
             try:
-                index, spent, reserved = await self._reserve(keys=self._keys(r.buckets),
-                                                             args=args)
+                for _ in range(len(limits) + 1):
+                    index, spent, reserved = await self._reserve(keys=self._keys(r.buckets),
+                                                                 args=args)
+                    if index >= 0:
+                        break
+                    await self._start(limits[-index - 1], r.buckets[-index - 1], now)
+                else:
+                    raise RedisError("a budget could not be started in Redis")
             except REDIS_ERRORS as e:
                 self.guard.lost(e)
             else:
@@ -304,7 +350,7 @@ class RedisBudgets:
             return
         if not self.guard.up:
             return  # the reservation expires in Redis; this cost is not counted there
-        args: list[int | str] = [reservation.id, micros(usd)]
+        args: list[int | str] = [reservation.id, micros(usd), int(self.ledger is not None)]
         args += [int(end) + self.GRACE_S for _, end in reservation.buckets]
         try:
             await self._settle(keys=self._keys(reservation.buckets), args=args)

@@ -125,13 +125,16 @@ class Stores:
         from seawall.pipeline.budgets import InMemoryBudgets, SpendLedger
 
         ledger = ledger if ledger is not None else self.keys
-        local = InMemoryBudgets(ledger=ledger if isinstance(ledger, SpendLedger) else None)
+        if not isinstance(ledger, SpendLedger):
+            ledger = None
+        local = InMemoryBudgets(ledger=ledger)
         if self.redis is None:
             return local
         from seawall.pipeline.budgets import RedisBudgets
 
         return RedisBudgets(self.redis, fallback=local, metrics=self.metrics,
-                            reservation_ttl_s=self.settings.limits.reservation_ttl_s)
+                            reservation_ttl_s=self.settings.limits.reservation_ttl_s,
+                            ledger=ledger)
 
     # -- lifecycle --
 

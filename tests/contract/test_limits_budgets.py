@@ -26,6 +26,7 @@ from seawall.pipeline.budgets import (
     RedisBudgets,
     Refusal,
     Reservation,
+    SpendLedger,
     period_bounds,
     period_of,
 )
@@ -71,10 +72,10 @@ class Backend:
             return InMemoryRateLimiter()
         return RedisRateLimiter(self.link(), InMemoryRateLimiter(), self.metrics)
 
-    def budgets(self) -> Budgets:
+    def budgets(self, ledger: SpendLedger | None = None) -> Budgets:
         if self.kind == "memory":
-            return InMemoryBudgets()
-        return RedisBudgets(self.link(), InMemoryBudgets(), self.metrics)
+            return InMemoryBudgets(ledger=ledger)
+        return RedisBudgets(self.link(), InMemoryBudgets(), self.metrics, ledger=ledger)
 
     async def close(self) -> None:
         for link in self.links:
@@ -371,9 +372,9 @@ async def test_settling_survives_the_request_being_cancelled(backend: Backend) -
     assert spent == pytest.approx((ctx.spend.prompt_estimate or 0) * 0.001 + 3 * 0.002)
 
 
-async def test_in_process_budgets_start_from_the_trace_records(tmp_path: Any) -> None:
-    """After a restart the embedded budget starts from what the records say
-    was spent this period, not from zero (one read per budget and period)."""
+async def test_budgets_start_from_the_trace_records(backend: Backend, tmp_path: Any) -> None:
+    """A budget the backend does not hold yet (the process, or Redis, was
+    restarted) starts from what the records say was spent this period."""
     from seawall.observe.records import TraceRecord
     from seawall.store.sqlite import SqliteStore
 
@@ -389,7 +390,7 @@ async def test_in_process_budgets_start_from_the_trace_records(tmp_path: Any) ->
                 (now - 5, "acme", "key_a", 0.25), (now - 4, "acme", "key_a", 0.5),
                 (now - 3, "acme", "key_b", 0.125), (now - 2, "globex", "key_c", 9.0),
                 (month_start - 1, "acme", "key_a", 9.0)])])  # last month: not counted
-        budgets = InMemoryBudgets(ledger=store)
+        budgets = backend.budgets(ledger=store)
         key_a = BudgetLimit("key:key_a", 1.0, "month", "key a", "acme", "key_a")
         tenant = BudgetLimit("tenant:acme", 1.0, "month", "tenant acme", "acme")
         r = await asyncio.gather(*(budgets.reserve([key_a, tenant], 0.0625) for _ in range(2)))
@@ -401,6 +402,18 @@ async def test_in_process_budgets_start_from_the_trace_records(tmp_path: Any) ->
                                               started_at=now, tenant="acme", key_id="key_a",
                                               cost_usd=5.0)])
         assert await budgets.spent(key_a) == (0.75, 0.125)  # read once, then counted here
+        for x in r:
+            assert isinstance(x, Reservation)
+            await budgets.settle(x, 0.0625)
+        assert await budgets.spent(key_a) == (0.875, 0.0)
+        if backend.kind == "redis":  # Redis restarted empty: started again from the records
+            await backend.links[0].client.flushall()
+            other = BudgetLimit("key:key_b", 1.0, "month", "key b", "acme", "key_b")
+            assert isinstance(await budgets.reserve([other], 0.0625), Reservation)
+            assert await budgets.spent(other) == (0.125, 0.0625)
+            assert await budgets.spent(key_a) == (0.0, 0.0)  # not needed yet: not read
+            refused = await budgets.reserve([key_a], 0.0625)
+            assert isinstance(refused, Refusal) and refused.spent_usd == 0.75 + 5.0
     finally:
         await store.close()
 
