@@ -30,7 +30,6 @@ from seawall.api import (
 )
 from seawall.api.http import LiveStreams, error_response
 from seawall.cache.service import ResponseCache
-from seawall.cache.sqlite_store import SqliteCacheStore
 from seawall.cache.stage import CacheStage
 from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
@@ -40,6 +39,7 @@ from seawall.ml.tokens import TokenCounter, is_long
 from seawall.observe.logs import current_trace_id
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord
+from seawall.observe.retention import keep_traces_for
 from seawall.observe.tracing import SpanExport
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.admission import AdmissionStage
@@ -55,8 +55,9 @@ from seawall.rag.stage import RetrieveStage
 from seawall.routing.breaker import BreakerState
 from seawall.routing.route_stage import RouteStage
 from seawall.routing.router import Router
+from seawall.routing.shared_cooldowns import SharedCooldowns
+from seawall.store.bus import ChangeBus
 from seawall.store.factory import Stores
-from seawall.store.sqlite import SqliteStore
 
 log = logging.getLogger("seawall")
 
@@ -73,12 +74,14 @@ class Services:
         self.settings = settings
         self.started_at = int(time.time())
         self._drain_scheduled = False
+        self._retention: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.store = SqliteStore(settings.db_path)
-        # Key lookups on a connection of their own: never behind trace writes.
-        self.key_store = SqliteStore(settings.db_path)
         self.live_streams = LiveStreams()
         self.metrics = Metrics(models=[*settings.models, *settings.routes])
+        # Every store, from one factory: SQLite files or the shared Postgres + Redis.
+        self.stores = Stores(settings, self.metrics)
+        self.store = self.stores.main
+        self.key_store = self.stores.keys
         self.registry = ModelRegistry(settings, on_breaker_change=self._breaker_changed)
         self.router = Router(self.registry, settings.resilience,
                              on_budget_refused=self.metrics.retry_budget_refused.inc)
@@ -91,11 +94,15 @@ class Services:
                                   Path(settings.data_dir) / "traces.journal",
                                   finalize=self._finalize, spans=spans)
         self.auth = AuthStage(settings.auth, self.key_store)
+        # Change notices between replicas (Redis pub/sub; in-process without Redis).
+        self.redis = self.stores.redis
+        self.bus: ChangeBus = self.stores.bus()
+        self.bus.subscribe("key_revoked", self.auth.key_revoked, resync=self.auth.forget_keys)
+        self.cooldowns = (SharedCooldowns(self.registry, self.bus, self.redis)
+                          if self.redis is not None else None)
         self.admission = AdmissionStage(settings.admission, self.metrics)
-        self.cache_store = SqliteCacheStore(
-            settings.cache_path, settings.cache.max_entries,
-            on_evict=lambda reason, n: self.metrics.cache_evictions.labels(reason).inc(n),
-            keep_expired_s=settings.cache.stale_if_error_s)
+        self.cache_store = self.stores.cache_store(
+            on_evict=lambda reason, n: self.metrics.cache_evictions.labels(reason).inc(n))
         self.cache = ResponseCache(settings, self.cache_store, self.metrics,
                                    self.count_tokens)
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
@@ -103,18 +110,20 @@ class Services:
         # Models and indexes load on first use: a gateway without RAG pays nothing.
         self.rag = RagService(settings.rag, settings.rag_path, self.tokens,
                               metrics=self.metrics)
-        self.experiments = Experiments(settings, self.registry, self.store, self.metrics)
+        self.experiments = Experiments(
+            settings, self.registry, self.store, self.metrics, bus=self.bus,
+            lease=None if self.redis is None else self.stores.lease("experiments"),
+            redis=self.redis)
         self.prompts = PromptRegistry(settings.prompts_path)
-        limits = Stores(settings, self.metrics)  # lead: use the process's Stores here
         self.pipeline = Pipeline([self.auth, self.admission], [
-            LimitStage(settings.limits, limits.rate_limiter(), self.metrics,
+            LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics,
                        self.count_tokens_async),
             ExperimentStage(self.experiments),
             PromptStage(self.prompts),
             RouteStage(settings, self.cache.embedder, self.metrics),
             RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
-            BudgetStage(settings.limits, limits.budgets(self.key_store), self.registry,
+            BudgetStage(settings.limits, self.stores.budgets(), self.registry,
                         self.metrics, self.count_tokens_async),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer, self.count_tokens_async),
@@ -189,8 +198,13 @@ class Services:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self.store.open()
-        await self.key_store.open_reader()
+        await self.stores.open()
+        if self.settings.observe.traces.retention_days is not None:
+            self._retention = asyncio.create_task(keep_traces_for(
+                self.store, self.settings.observe.traces.retention_days, self.metrics))
+        await self.bus.start()
+        if self.cooldowns is not None:
+            await self.cooldowns.load()
         await self.writer.start()
         await self.registry.start()
         await self.cache.start()
@@ -206,16 +220,21 @@ class Services:
         async def prompts() -> None:
             self.prompts.close()
 
+        if self._retention is not None:
+            self._retention.cancel()
+
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+            ("change bus", self.bus.close, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
             ("rag", self.rag.aclose, CLOSE_STEP_S),
-            ("experiments", self.experiments.settle, CLOSE_STEP_S),
+            ("experiments", self.experiments.close, CLOSE_STEP_S),
             ("prompts", prompts, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
-            ("store", self.store.close, CLOSE_STEP_S),
-            ("key store", self.key_store.close, CLOSE_STEP_S),
+            ("stores", self.stores.close, CLOSE_STEP_S),
         ]
+        if self.cooldowns is not None:
+            steps.insert(1, ("cool-downs", self.cooldowns.close, CLOSE_STEP_S))
         for name, step, within in steps:
             try:
                 await asyncio.wait_for(step(), within)

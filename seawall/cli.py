@@ -33,8 +33,49 @@ def main() -> None:
 @config_option
 @click.option("--host", help="Listen address (default: server.host).")
 @click.option("--port", type=int, help="Listen port (default: server.port).")
-def serve(config: str | None, host: str | None, port: int | None) -> None:
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes sharing the port (more than 1 needs store.kind "
+                   "postgres: see docs/scaling.md).")
+def serve(config: str | None, host: str | None, port: int | None, workers: int) -> None:
     """Start the OpenAI-compatible gateway."""
+    settings = _settings(config, announce=False)
+    _check_schema(settings)
+    if workers == 1:
+        _serve_process(config, host, port)
+        return
+    if settings.store.kind != "postgres":
+        raise click.UsageError(
+            "--workers above 1 needs store.kind: postgres (and redis.url for shared limits): "
+            "with SQLite files each process would keep its own cache index, limits and "
+            "budgets. See docs/scaling.md.")
+    from seawall.supervisor import serve_workers
+
+    sys.exit(serve_workers(config, host or settings.server.host,
+                           settings.server.port if port is None else port, workers))
+
+
+def _check_schema(settings: Settings) -> None:
+    """Refuse to start on a shared database whose schema is not this code's."""
+    if settings.store.kind != "postgres":
+        return
+    from seawall.store.factory import Stores
+    from seawall.store.migrate import SchemaError
+
+    try:
+        asyncio.run(Stores(settings).check_schema())
+    except SchemaError as e:
+        raise click.ClickException(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - any connection failure: say what and where
+        from seawall.store.factory import safe_url
+
+        raise click.ClickException(
+            f"cannot reach the database at {safe_url(settings.store.url or '')}: "
+            f"{type(e).__name__}: {e}") from None
+
+
+def _serve_process(config: str | None, host: str | None, port: int | None,
+                   sock: Any = None) -> None:
+    """One server process: on its own port, or on ``sock`` shared with others."""
     import uvicorn
 
     from seawall.app import create_app
@@ -63,13 +104,47 @@ def serve(config: str | None, host: str | None, port: int | None) -> None:
         access_log=srv.access_log, log_config=None, log_level=srv.log_level,
         **uvicorn_options(settings, app.state.services.metrics))
     _serve_draining(server_config, app.state.services.begin_drain,
-                    settings.shutdown.drain_timeout_s + CUT_GRACE_S + SHUTDOWN_GRACE_S)
+                    settings.shutdown.drain_timeout_s + CUT_GRACE_S + SHUTDOWN_GRACE_S, sock)
+
+
+@main.command()
+@config_option
+@click.option("--check", is_flag=True, help="Only say whether the schema is current "
+              "(exit 1 if not).")
+def migrate(config: str | None, check: bool) -> None:
+    """Bring the shared Postgres database's schema up to this version (safe to run
+    any number of times, from any machine, while replicas serve)."""
+    from seawall.store import migrate as migrations
+    from seawall.store.factory import safe_url
+
+    settings = _settings(config, announce=False)
+    if settings.store.kind != "postgres" or not settings.store.url:
+        click.echo("store.kind is sqlite: its files are brought up to date when opened; "
+                   "nothing to migrate", err=True)
+        return
+    where = safe_url(settings.store.url)
+    try:
+        if check:
+            version = migrations.check(settings.store.url)
+            click.echo(f"{where}: schema at version {version}, current")
+            return
+        applied = migrations.migrate(settings.store.url)
+    except migrations.SchemaError as e:
+        click.echo(f"{where}: {e}", err=True)
+        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - connection failures: say what and where
+        raise click.ClickException(f"{where}: {type(e).__name__}: {e}") from None
+    for name in applied:
+        click.echo(f"applied {name}")
+    click.echo(f"{where}: schema at version {migrations.latest_version()}"
+               f"{'' if applied else ' (already current)'}")
 
 
 SHUTDOWN_GRACE_S = 20.0  # then closing every part (each bounded, app.Services.close)
 
 
-def _serve_draining(config: Any, on_drain: Callable[[], None], exit_within_s: float) -> None:
+def _serve_draining(config: Any, on_drain: Callable[[], None], exit_within_s: float,
+                    sock: Any = None) -> None:
     """Run uvicorn, telling the app when a drain starts, so /ready turns 503
     and requests still arriving on open connections are refused. A watchdog
     ends the process if shutdown has not finished ``exit_within_s`` after
@@ -82,7 +157,7 @@ def _serve_draining(config: Any, on_drain: Callable[[], None], exit_within_s: fl
             _arm_exit_watchdog(exit_within_s)
             super().handle_exit(sig, frame)
 
-    DrainingServer(config).run()
+    DrainingServer(config).run(sockets=[sock] if sock is not None else None)
 
 
 _watchdog: list[threading.Thread] = []
@@ -110,15 +185,19 @@ def _exit_after_drain(signum: int, frame: object) -> None:
 
 
 def _run(make: Callable[[Any], Awaitable[Any]], settings: Settings) -> Any:
-    from seawall.store.sqlite import SqliteStore
+    """Run ``make(store)`` on the configured main store (SQLite or Postgres)."""
+    from seawall.store.factory import Stores
+    from seawall.store.migrate import SchemaError
 
     async def go() -> Any:
-        store = SqliteStore(settings.db_path)
-        await store.open()
+        stores = Stores(settings)
         try:
-            return await make(store)
+            await stores.open(key_reader=False)
+            return await make(stores.main)
+        except SchemaError as e:
+            raise click.ClickException(str(e)) from None
         finally:
-            await store.close()
+            await stores.close()
 
     return asyncio.run(go())
 
@@ -247,8 +326,10 @@ def keys_spend(config: str | None, key: str) -> None:
 @config_option
 @click.argument("key")
 def keys_revoke(config: str | None, key: str) -> None:
-    """Revoke KEY (its id or name). Servers stop accepting it within
-    auth.key_cache_ttl_s seconds."""
+    """Revoke KEY (its id or name). Servers stop accepting it within a second
+    with redis.url set (a change notice), else within auth.key_cache_ttl_s."""
+    from seawall.store.bus import publish_once
+
     settings = _settings(config)
     try:
         revoked = _run(lambda s: s.revoke_key(key), settings)
@@ -256,7 +337,9 @@ def keys_revoke(config: str | None, key: str) -> None:
         raise click.ClickException(str(e)) from None
     if revoked is None:
         raise click.ClickException(f"no active key with id or name {key!r}")
-    click.echo(f"revoked {revoked.id} ({revoked.name})")
+    told = publish_once(settings, {"kind": "key_revoked", "id": revoked.id})
+    click.echo(f"revoked {revoked.id} ({revoked.name}); servers refuse it "
+               + ("now" if told else f"within {settings.auth.key_cache_ttl_s:g}s"))
 
 
 @main.group()
@@ -411,6 +494,11 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
     sql, args = purge_sql(what)
     with contextlib.closing(_cache_db(settings)) as db, db:
         purged = db.execute(sql, args).rowcount
+    from seawall.store.bus import publish_once
+
+    publish_once(settings, {"kind": "cache_purge", "tenant": tenant, "model": model,
+                            "prompt_version": prompt_version, "entry": entry,
+                            "all": everything})
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 

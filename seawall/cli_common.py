@@ -33,6 +33,10 @@ def settings_from(config: str | None, announce: bool = True) -> Settings:
 
 
 def store_line(settings: Settings) -> str:
+    if settings.store.kind == "postgres":
+        from seawall.store.factory import safe_url
+
+        return f"using store postgres {safe_url(settings.store.url or '')} (store.url)"
     return f"using store {settings.data_dir} ({settings.data_dir_origin})"
 
 

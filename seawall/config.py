@@ -112,6 +112,11 @@ class TraceSettings(_Strict):
     flush_interval_s: float = Field(0.5, gt=0, description="longest a finished request's "
                                     "record waits in memory before its batch is written "
                                     "(the kill -9 loss window)")
+    journal_each_record: bool = Field(False, description="append every record to a local "
+                                      "write-ahead file as its request finishes, before the "
+                                      "client has the whole answer (~35 us of CPU a request): "
+                                      "a kill -9 then loses no record, not even those of the "
+                                      "last flush_interval_s")
     max_held: int = Field(20_000, ge=0, description="records kept in memory while neither "
                           "the store nor the journal can take them; past it they are dropped "
                           "and counted")
@@ -119,6 +124,9 @@ class TraceSettings(_Strict):
                              "its oldest unwritten record is older than this")
     min_free_disk_mb: int = Field(64, ge=0, description="/ready reports degraded when the disk "
                                   "holding data_dir has less free space than this")
+    retention_days: float | None = Field(None, gt=0, description="delete trace records "
+                                         "older than this (checked hourly, in small batches "
+                                         "that never hold up writers); unset = keep them all")
     max_content_chars: int = Field(256 * 1024, ge=0, description="longest answer text, and "
                                    "longest text part of the input, stored in a record; the "
                                    "rest is cut with a visible marker (0 = no limit)")

@@ -89,17 +89,31 @@ async def run_checks(settings: Settings, port: int | None, skip_models: bool,
     except OSError as e:
         report("data dir", False, f"{data}: {e.strerror}")
 
-    from seawall.store.sqlite import SqliteStore
+    from seawall.store.factory import Stores
 
-    store = SqliteStore(settings.db_path)
+    stores = Stores(settings)
     try:
-        await store.open()
-        keys = await store.list_keys()
-        report("store", True, f"sqlite {settings.db_path}, {len(keys)} active keys")
+        await stores.open(key_reader=False)
+        keys = await stores.main.list_keys()
+        report("store", True, f"{stores.description}, {len(keys)} active keys")
     except Exception as e:
-        report("store", False, f"{settings.db_path}: {e}")
+        report("store", False, f"{stores.description}: {e}")
     finally:
-        await store.close()
+        await stores.close()
+    if stores.redis is not None:
+        from seawall.store.factory import safe_url
+        from seawall.store.redis_link import RedisLink
+
+        link = RedisLink(settings.redis)
+        try:
+            await link.ping()
+            report("redis", True, f"{safe_url(settings.redis.url or '')} answers")
+        except Exception as e:
+            report("redis", False, f"{safe_url(settings.redis.url or '')}: {type(e).__name__}: {e}"
+                   + (" (requests use per-process limits while it is down)"
+                      if settings.redis.fail_open else " (requests get 503 while it is down)"))
+        finally:
+            await link.close()
 
     host, p = settings.server.host, settings.server.port if port is None else port
     free = _port_free(host, p)

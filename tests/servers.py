@@ -248,11 +248,13 @@ class HealthProbe:
         assert self.slowest < bound_s, f"a probe took {self.slowest:.2f}s"
 
 
-def serve_process(tmp: Path, fake: FakeUpstreamClient,
+def serve_process(tmp: Path, fake: FakeUpstreamClient, args: tuple[str, ...] = (),
+                  port: int | None = None,
                   **config: Any) -> tuple[str, subprocess.Popen[str], Path]:
     """A real ``seawall serve`` (model ``m`` on ``fake``, anonymous loopback,
-    data under ``tmp``), returned once ready: (url, process, config file)."""
-    port = free_port()
+    data under ``tmp``; ``args`` added to its command line), returned once
+    ready: (url, process, config file)."""
+    port = port or free_port()
     conf = tmp / "seawall.yaml"
     conf.write_text(json.dumps({
         "data_dir": str(tmp / "data"),
@@ -262,7 +264,8 @@ def serve_process(tmp: Path, fake: FakeUpstreamClient,
         "models": {"m": {"provider": "up"}},
         **config,
     }))
-    proc = subprocess.Popen([sys.executable, "-m", "seawall.cli", "serve", "--config", str(conf)],
+    proc = subprocess.Popen([sys.executable, "-m", "seawall.cli", "serve", "--config", str(conf),
+                             *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "SEAWALL_CONFIG": ""})
     url = f"http://127.0.0.1:{port}"

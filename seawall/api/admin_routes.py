@@ -1,10 +1,13 @@
-"""Operator endpoints under /admin: the response cache's stats and purge.
+"""Operator endpoints under /admin: the response cache's stats and purge,
+and revoking a key.
 
 Only the master key may call them (or anyone on loopback when
 ``auth.allow_anonymous_loopback`` is on: the laptop setup); a virtual key,
 whatever its tenant, may not. They go through the pipeline's admission and
 rate limits and leave a trace record (``admin.cache.stats``,
-``admin.cache.purge``), like every other route.
+``admin.cache.purge``, ``admin.keys.revoke``), like every other route.
+A revocation or purge is also sent as a change notice, so every replica
+acts on it within a second (seawall/store/bus.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from starlette.routing import Route
 from seawall.api.http import error_response, json_response, read_body
 from seawall.api.wire import convert, decode_json_object
 from seawall.cache.store import Purge
-from seawall.errors import AuthenticationFailed, InvalidRequest, SeawallError
+from seawall.errors import AuthenticationFailed, InvalidRequest, NotFound, SeawallError
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER, AuthStage
@@ -84,11 +87,33 @@ async def cache_purge(request: Request) -> Response:
         if what.everything and not req.all:
             raise InvalidRequest("Say what to purge: tenant, model, prompt_version or entry; "
                                  "or {\"all\": true} to empty the cache.", code="purge_unscoped")
-        return json_response({"purged": await svc.cache_store.purge(what, all_entries=req.all)})
+        purged = await svc.cache_store.purge(what, all_entries=req.all)
+        await svc.bus.publish({"kind": "cache_purge", "tenant": req.tenant, "model": req.model,
+                               "prompt_version": req.prompt_version, "entry": req.entry,
+                               "all": req.all})
+        return json_response({"purged": purged})
     return await _serve(request, "admin.cache.purge", handle)
+
+
+async def key_revoke(request: Request) -> Response:
+    """Revoke a virtual key by id or name; every replica refuses it within a second."""
+    async def handle(request: Request, svc: Services) -> Response:
+        which = request.path_params["key"]
+        if not 0 < len(which) <= 200:
+            raise InvalidRequest("A key id or name is 1 to 200 characters.")
+        try:
+            key = await svc.store.revoke_key(which)
+        except ValueError as e:  # a name shared by several keys
+            raise InvalidRequest(str(e)) from None
+        if key is None:
+            raise NotFound(f"No active key with id or name {which!r}.")
+        await svc.bus.publish({"kind": "key_revoked", "id": key.id})
+        return json_response({"id": key.id, "name": key.name, "revoked_at": key.revoked_at})
+    return await _serve(request, "admin.keys.revoke", handle)
 
 
 routes = [
     Route("/admin/cache", cache_stats, methods=["GET"]),
     Route("/admin/cache/purge", cache_purge, methods=["POST"]),
+    Route("/admin/keys/{key}/revoke", key_revoke, methods=["POST"]),
 ]

@@ -206,6 +206,10 @@ def _paths() -> dict[str, Schema]:
         "/admin/cache/purge": {"post": _op("Purge cache entries (master key)",
                                            {JSON: {"schema": _OBJECT}},
                                            body=_json("PurgeRequest"))},
+        "/admin/keys/{key}/revoke": {"post": _op(
+            "Revoke a virtual key by id or name (master key); every replica refuses it "
+            "within a second", {JSON: {"schema": _OBJECT}},
+            params=[_path_param("key", {"type": "string", "maxLength": 200})])},
         "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
             "200": {"description": "OK", "content": _json("Status")}}}},
         "/ready": {"get": {"summary": "Readiness, with each check's reason", "security": [],

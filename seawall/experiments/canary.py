@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -29,6 +29,19 @@ Status = Literal["running", "promoted", "rolled_back"]
 
 # Latencies kept per arm and step for the p95 (a bounded sample is enough).
 MAX_LATENCIES = 20_000
+
+
+class Outcomes(Protocol):
+    """What a step is judged on: one arm's outcomes (this process's
+    :class:`Window`, or every replica's, seawall/experiments/shared_window.py)."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def error_rate(self) -> float: ...
+    @property
+    def p95_ms(self) -> float: ...
+    def summary(self) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -79,12 +92,21 @@ class CanaryState:
 
 class Canary:
     def __init__(self, name: str, settings: CanarySettings, state: CanaryState,
-                 on_change: Callable[[str, CanaryState], None]) -> None:
+                 on_change: Callable[[str, CanaryState], None],
+                 may_decide: Callable[[], bool] = lambda: True) -> None:
         self.name = name
         self.settings = settings
         self.state = state
         self.on_change = on_change
+        # With several replicas only the lease holder judges (seawall/store/lease.py);
+        # the others keep their windows, ready should the lease come to them.
+        self.may_decide = may_decide
         self.windows = (Window(), Window())  # baseline, candidate
+
+    def replace_state(self, state: CanaryState) -> None:
+        """Another replica moved the rollout: take its state, start a fresh window."""
+        self.state = state
+        self.windows = (Window(), Window())
 
     @property
     def share(self) -> float:
@@ -103,11 +125,20 @@ class Canary:
             return
         self.windows[arm].add(error, latency_ms)
         base, cand = self.windows
-        if min(base.requests, cand.requests) >= self.settings.min_requests:
-            self._judge()
+        if min(base.requests, cand.requests) >= self.settings.min_requests and \
+                self.may_decide():
+            self._judge(base, cand)
 
-    def _judge(self) -> None:
-        base, cand = self.windows
+    def judge(self, base: Outcomes, cand: Outcomes) -> bool:
+        """Judge the step on outcomes gathered elsewhere (every replica's);
+        True if it was judged (enough requests on both arms)."""
+        if self.state.status != "running" or \
+                min(base.requests, cand.requests) < self.settings.min_requests:
+            return False
+        self._judge(base, cand)
+        return True
+
+    def _judge(self, base: Outcomes, cand: Outcomes) -> None:
         s = self.settings
         measured = {"baseline": base.summary(), "candidate": cand.summary(),
                     "share": self.share}

@@ -3,9 +3,15 @@ and (for canaries) what its outcome says about the rollout.
 
 Assignment is stateless (seawall/experiments/assign.py); a canary's step and
 verdict are persisted in the main store, so a restart resumes the rollout
-where it stood and ``seawall experiments status`` can show it. Outcome
-windows are per process: with several replicas each judges its own share of
-traffic (a shared window in Redis comes with the distributed store).
+where it stood and ``seawall experiments status`` can show it.
+
+With Redis (several replicas): every replica adds its outcomes to a window
+shared in Redis (seawall/experiments/shared_window.py); one replica at a
+time, the holder of the ``experiments`` lease (seawall/store/lease.py),
+judges it, saves the new state with compare-and-set on the store's revision
+and sends an ``experiment`` change notice, on which every other replica
+reloads the state from the store (seawall/store/bus.py). Without Redis each
+process judges its own window.
 """
 
 from __future__ import annotations
@@ -14,17 +20,23 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from seawall.config import ExperimentSettings, Settings
 from seawall.experiments.assign import draw, pick
 from seawall.experiments.canary import Canary, CanaryState
+from seawall.experiments.shared_window import SharedWindows
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
 from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ExperimentStore
+from seawall.store.bus import ChangeBus, Event
+from seawall.store.lease import Lease, LocalLease
+
+if TYPE_CHECKING:
+    from seawall.store.redis_link import RedisLink
 
 __all__ = ["Assignment", "Experiments"]
 
@@ -51,14 +63,25 @@ def fingerprint(exp: ExperimentSettings) -> str:
 
 class Experiments:
     def __init__(self, settings: Settings, registry: ModelRegistry,
-                 store: ExperimentStore, metrics: Metrics) -> None:
+                 store: ExperimentStore, metrics: Metrics, bus: ChangeBus | None = None,
+                 lease: Lease | None = None, redis: RedisLink | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.bus = bus
+        self.lease: Lease = lease or LocalLease()
         self.by_model: dict[str, tuple[str, ExperimentSettings]] = {
             e.model: (name, e) for name, e in settings.experiments.items() if e.enabled}
         self.canaries: dict[str, Canary] = {}
+        self.revisions: dict[str, int] = {}  # of each canary's state as this process has it
+        self._save_locks: dict[str, asyncio.Lock] = {}
+        self._unsaved: set[str] = set()  # moved here, CAS not done yet: not judged again
+        self.shared = None if redis is None else SharedWindows(
+            redis, self.canaries, lambda name: self.revisions.get(name, 0),
+            lambda name: self.lease.held and name not in self._unsaved, metrics)
         self._saving: set[asyncio.Task[None]] = set()
+        if bus is not None:
+            bus.subscribe("experiment", self._notice, resync=self.reload_all)
         for name, e in settings.experiments.items():
             for i, v in enumerate(e.variants):
                 target = registry.models.get(v.model or e.model)
@@ -70,17 +93,61 @@ class Experiments:
                                      f"{target.name!r} ({known})")
 
     async def start(self) -> None:
-        saved = await self.store.experiment_states()
         for name, e in self.settings.experiments.items():
             if e.kind != "canary":
                 continue
             mark = fingerprint(e)
+            saved, self.revisions[name] = await self.store.experiment_state(name)
             state = None
-            if name in saved and saved[name].get("fingerprint") == mark:
-                state = CanaryState.from_dict(saved[name])
+            if saved is not None and saved.get("fingerprint") == mark:
+                state = CanaryState.from_dict(saved)
+            # Shared windows: the lease holder judges every replica's outcomes
+            # (SharedWindows); its own window alone is never judged.
+            decide = (lambda: False) if self.shared else (lambda: self.lease.held)
             self.canaries[name] = Canary(name, e.canary, state or CanaryState(mark),
-                                         self._changed)
+                                         self._changed, may_decide=decide)
             self._gauge(name)
+        if self.canaries:
+            await self.lease.start()
+            if self.shared is not None:
+                await self.shared.start()
+
+    async def close(self) -> None:
+        """Hand in this process's counts, finish state writes, hand the lease over."""
+        if self.shared is not None:
+            await self.shared.close()
+        await self.settle()
+        await self.lease.close()
+
+    # -- other replicas' moves --
+
+    def _notice(self, event: Event) -> Any:
+        name = event.get("name")
+        if isinstance(name, str) and name in self.canaries:
+            return self.reload(name)
+        return None
+
+    async def reload_all(self) -> None:
+        """Change notices may have been missed: read every canary's state again."""
+        for name in list(self.canaries):
+            await self.reload(name)
+
+    async def reload(self, name: str) -> None:
+        """Take the stored state of ``name`` if it is newer than ours."""
+        saved, revision = await self.store.experiment_state(name)
+        canary = self.canaries[name]
+        if saved is None or revision <= self.revisions.get(name, 0):
+            return
+        if saved.get("fingerprint") != canary.state.fingerprint:
+            log.warning("canary %s: the stored state is for another configuration of this "
+                        "experiment (replicas with different configs?); keeping ours", name,
+                        extra={"experiment": name})
+            return
+        self.revisions[name] = revision
+        canary.replace_state(CanaryState.from_dict(saved))
+        log.info("canary %s: now %s at %g%% (moved by another replica)", name,
+                 canary.state.status, canary.share, extra={"experiment": name})
+        self._gauge(name)
 
     def assign(self, ctx: RequestContext) -> tuple[Assignment, ExperimentSettings] | None:
         found = self.by_model.get(ctx.model)
@@ -108,6 +175,8 @@ class Experiments:
         canary = self.canaries.get(a.experiment)
         if canary is not None and not hung_up:
             canary.observe(a.arm, failed, ctx.latency_ms)
+            if self.shared is not None:
+                self.shared.add(a.experiment, a.arm, failed, ctx.latency_ms)
 
     def _gauge(self, name: str) -> None:
         canary = self.canaries[name]
@@ -120,10 +189,41 @@ class Experiments:
         log.log(level, "canary %s: %s (%s)", name, state.status, state.reason,
                 extra={"experiment": name, "status": state.status})
         self._gauge(name)
-        task = asyncio.get_running_loop().create_task(
-            self.store.save_experiment_state(name, state.to_dict()))
+        self._unsaved.add(name)
+        task = asyncio.get_running_loop().create_task(self._save(name, state.to_dict()))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
+
+    async def _save(self, name: str, state: dict[str, Any]) -> None:
+        """Compare-and-set on the revision we had, then tell the others. Saves
+        of one canary go one at a time (each expects the previous one's revision)."""
+        async with self._save_locks.setdefault(name, asyncio.Lock()):
+            try:
+                revision = await self._save_until_stored(name, state)
+                if revision is None:
+                    log.warning("canary %s: another replica moved it first; taking its "
+                                "state", name, extra={"experiment": name})
+                    await self.reload(name)
+                    return
+                self.revisions[name] = revision
+            finally:
+                self._unsaved.discard(name)
+        if self.bus is not None:
+            await self.bus.publish({"kind": "experiment", "name": name, "revision": revision})
+
+    async def _save_until_stored(self, name: str, state: dict[str, Any]) -> int | None:
+        """A decision taken must be stored: a failing store is retried with a
+        backoff (the canary is not judged again meanwhile); shutdown cancels."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.store.save_experiment_state(
+                    name, state, expect_revision=self.revisions.get(name, 0))
+            except Exception:
+                log.exception("canary %s: saving its state failed; retrying in %.1fs",
+                              name, delay, extra={"experiment": name})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def settle(self) -> None:
         """Wait for state writes in flight (tests, shutdown)."""
@@ -139,9 +239,10 @@ class Experiments:
             canary = self.canaries.get(name)
             if canary is not None:
                 st = canary.state
+                seen = self.shared.seen.get(name) if self.shared is not None else None
                 row.update(status=st.status, share=canary.share, reason=st.reason,
                            step=st.step, steps=e.canary.steps,
-                           window=[w.summary() for w in canary.windows],
+                           window=[w.summary() for w in seen or canary.windows],
                            history=st.history)
             else:
                 total = sum(v.weight for v in e.variants)

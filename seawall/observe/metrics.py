@@ -78,6 +78,13 @@ class Metrics:
         self.background_restarts = Counter("seawall_background_restarts", "Background tasks "
                                            "restarted after an unexpected error.", ("task",),
                                            registry=r)
+        # Change notices between replicas (seawall/store/bus.py).
+        self.bus_events = Counter("seawall_change_notices", "Change notices by kind and "
+                                  "result: sent, received (from another replica), lost "
+                                  "(Redis did not take it).", ("kind", "result"), registry=r)
+        self.bus_disconnects = Counter("seawall_change_bus_disconnects", "Times the change "
+                                       "notice subscription lost Redis (each followed by a "
+                                       "resync once back).", registry=r)
         self.trace_written = Counter("seawall_trace_records_written",
                                      "Trace records written to the store.", registry=r)
         self.spans_dropped = Counter("seawall_spans_dropped",

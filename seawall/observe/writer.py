@@ -27,7 +27,12 @@ Failure model (docs/operations.md#trace-records-and-failures):
 
 The loss window: a record is in memory from the end of its request until its
 batch commits, at most ``flush_interval_s`` plus one write. ``kill -9`` loses
-those (SIGTERM loses nothing); the journal and the store are durable.
+those (SIGTERM loses nothing); the journal and the store are durable. With
+``journal_each_record`` there is no window: each record is also appended to a
+write-ahead file (``traces.wal``) as its request finishes, before the client
+has the end of the answer; segments are deleted once every record in them is
+stored or journaled, and a start after a crash moves what is left into the
+journal, whose replay is idempotent.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ Finalizer = Callable[[TraceRecord], None]
 MAX_SPAN_BACKLOG = 200_000  # spans waiting for a slow collector (~100 MB at most)
 SLICE_S = 0.002  # longest stretch of writer work between two yields to the event loop
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff of recovery attempts while degraded
+WAL_SEGMENT_BYTES = 8 << 20  # a write-ahead segment is closed past this size
 
 
 @dataclass
@@ -142,6 +148,90 @@ def _append(fd: int, records: list[TraceRecord]) -> list[TraceRecord]:
     return records[done:]
 
 
+class WriteAhead:
+    """The write-ahead file of ``journal_each_record``: one line per record,
+    appended as its request finishes, in segments that are deleted once
+    every record in them is durable elsewhere (the store or the journal).
+
+    Records reach the store in the order they were appended (one writer
+    task, FIFO batches), so a count is enough to know which segments are
+    done; a record spilled out of order only delays deletion until the
+    writer is next idle, when everything appended is durable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._size = 0
+        self._appended = 0  # records appended so far
+        self._handled = 0  # records durable elsewhere, counted in append order
+        self._closed: list[tuple[Path, int]] = []  # full segments and their last record
+        self.failed = 0  # appends that failed (disk full...): counted, never raised
+
+    def append(self, rec: TraceRecord) -> None:
+        line = rec.to_json() + b"\n"
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._fd, line)
+        except OSError:
+            self.failed += 1
+            return
+        self._appended += 1
+        self._size += len(line)
+        if self._size > WAL_SEGMENT_BYTES:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        segment = self.path.with_name(f"{self.path.name}.{self._appended}")
+        with contextlib.suppress(OSError):
+            os.replace(self.path, segment)
+            self._closed.append((segment, self._appended))
+        self._size = 0
+
+    def handled(self, n: int, everything: bool) -> None:
+        """``n`` more records are durable elsewhere; with ``everything``, all
+        appended so far are."""
+        self._handled = self._appended if everything else self._handled + n
+        while self._closed and self._closed[0][1] <= self._handled:
+            with contextlib.suppress(OSError):
+                self._closed[0][0].unlink()
+            self._closed.pop(0)
+        if everything and self._size and self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                self._size = 0
+
+    def close(self, durable: bool) -> None:
+        """At shutdown; ``durable``: every record is stored or journaled."""
+        if durable:
+            self.handled(0, everything=True)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def recover_into(self, journal: Path) -> int:
+        """At start (in a thread): append what a crash left to ``journal``,
+        then delete it; returns the bytes moved."""
+        moved = 0
+        for segment in sorted(self.path.parent.glob(self.path.name + "*")):
+            data = segment.read_bytes()
+            if data:
+                if not data.endswith(b"\n"):
+                    data += b"\n"  # a torn last line: quarantined by replay
+                with open(journal, "ab") as j:
+                    j.write(data)
+                    j.flush()
+                    os.fsync(j.fileno())
+                moved += len(data)
+            segment.unlink()
+        return moved
+
+
 class TraceWriter:
     def __init__(
         self,
@@ -173,11 +263,15 @@ class TraceWriter:
         self._error: str | None = None  # the last store or journal error, for /ready
         self._span_backlog: list[dict[str, Any]] = []
         self._span_task: asyncio.Task[None] | None = None
+        self.wal = (WriteAhead(journal_path.with_suffix(".wal"))
+                    if settings.journal_each_record else None)
         metrics.before_render(self._gauges)
 
     # -- request path --
     def submit(self, rec: TraceRecord) -> None:
         """Hand a record over; never waits, never raises."""
+        if self.wal is not None:
+            self.wal.append(rec)
         try:
             self._queue.put_nowait(rec)
         except asyncio.QueueFull:
@@ -187,6 +281,11 @@ class TraceWriter:
     async def start(self) -> None:
         with contextlib.suppress(OSError):
             self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.wal is not None:
+            try:  # left by a crash: into the journal, replayed like any other
+                await asyncio.to_thread(self.wal.recover_into, self.journal_path)
+            except OSError:
+                log.exception("moving the trace write-ahead file into the journal failed")
         self._task = asyncio.create_task(self._supervise(), name="seawall-trace-writer")
 
     async def stop(self, within_s: float = 10.0) -> None:
@@ -227,6 +326,8 @@ class TraceWriter:
                          "took them", extra={"records": len(self._held),
                                              "error": self._error})
         self._close_journal()
+        if self.wal is not None:
+            self.wal.close(durable=not self._held)
         if self._span_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._span_task),
@@ -414,6 +515,17 @@ class TraceWriter:
             self._spill(batch)
         finally:
             self._pending -= len(batch)
+            if self.wal is not None:
+                self._trim_wal(len(batch))
+
+    def _trim_wal(self, handled: int) -> None:
+        """A batch is stored or journaled: write-ahead segments whose records
+        all are can go (none while records are held in memory only)."""
+        assert self.wal is not None
+        if self._held:
+            return
+        idle = self._queue.empty() and not self._pending
+        self.wal.handled(handled, everything=idle)
 
     def _backoff(self) -> None:
         """A failure: the next recovery attempt waits for the current backoff

@@ -76,6 +76,25 @@ class AuthStage:
         self.settings = settings
         self.keys = keys
         self._cache: dict[str, tuple[ApiKey | None, float, float]] = {}
+        # Bumped by every revocation notice: a lookup begun before it must not
+        # put back what the notice dropped.
+        self._epoch = 0
+
+    def key_revoked(self, event: dict[str, Any]) -> None:
+        """A ``key_revoked`` change notice (any replica, seawall/store/bus.py):
+        forget that key now rather than when its cache entry expires."""
+        self._epoch += 1
+        key_id = event.get("id")
+        for h, (key, _, _) in list(self._cache.items()):
+            if key is not None and key.id == key_id:
+                del self._cache[h]
+
+    def forget_keys(self) -> None:
+        """Notices may have been missed (the bus reconnected): look every key
+        up again. Entries stay as the stale fallback for a store that is down
+        at that moment (``auth.stale_key_s``, as for any expired entry)."""
+        self._epoch += 1
+        self._cache = {h: (key, 0.0, stale) for h, (key, _, stale) in self._cache.items()}
 
     @staticmethod
     def secret_of(authorization: str | None) -> str | None:
@@ -97,6 +116,7 @@ class AuthStage:
         if hit is not None and hit[1] > now:
             return hit[0]
         s = self.settings
+        epoch = self._epoch
         try:
             key = await asyncio.wait_for(self.keys.key_by_hash(h), s.lookup_timeout_s)
         except Exception as e:
@@ -109,7 +129,8 @@ class AuthStage:
             key = None
         if len(self._cache) > 10_000:
             self._cache.clear()  # bounded: cheap to refill, never grows without end
-        self._cache[h] = (key, now + s.key_cache_ttl_s, now + s.stale_key_s)
+        if epoch == self._epoch:
+            self._cache[h] = (key, now + s.key_cache_ttl_s, now + s.stale_key_s)
         return key
 
     async def before(self, ctx: RequestContext) -> None:

@@ -78,15 +78,15 @@ class Attempt:
             return verdict, None
         h = self.dep.health
         if err.retry_after is not None:
-            h.cool_down(time.monotonic(), err.retry_after, f"upstream asked to retry after "
-                        f"{err.retry_after:g}s")
+            h.upstream_cool_down(time.monotonic(), err.retry_after,
+                                 f"upstream asked to retry after {err.retry_after:g}s")
         if isinstance(err, DeadlineExceeded):
             self._release()  # the request ran out of time, not a verdict on the deployment
         elif verdict is Verdict.FAILED:
             self._judge(False)
         elif verdict is Verdict.RATE_LIMITED:
             if err.retry_after is None:
-                h.cool_down(time.monotonic(), 1.0, "upstream rate limited")
+                h.upstream_cool_down(time.monotonic(), 1.0, "upstream rate limited")
             self._release()
         else:  # the request was bad, not the deployment
             self._judge(True)

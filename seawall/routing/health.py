@@ -6,6 +6,8 @@ upstream asked for (429 Retry-After, rate-limit headers at zero).
 All of it is in-process and updated on the event loop, so no locks. With
 many replicas each keeps its own view; that is fine for health (each replica
 sees the same upstream) and conservative for caps (set per-replica caps).
+Cool-downs an upstream asks for are the exception: with Redis they reach
+every replica (``on_upstream_cooldown``, seawall/routing/shared_cooldowns.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ MIN_SAMPLES_FOR_P95 = 20
 class DeploymentHealth:
     __slots__ = ("name", "max_concurrency", "rpm", "tpm", "alpha", "inflight", "ewma_ttft_s",
                  "_ttfts", "_p95", "cooldown_until", "cooldown_reason", "breaker", "_tat",
-                 "_tokens", "learned", "_clock")
+                 "_tokens", "learned", "_clock", "on_upstream_cooldown")
 
     def __init__(self, name: str, breaker: BreakerSettings, *, max_concurrency: int | None,
                  rpm: int | None, tpm: int | None, alpha: float,
@@ -47,6 +49,9 @@ class DeploymentHealth:
         self._tokens: deque[tuple[float, int]] = deque()  # (when, tokens) in the last minute
         self.learned: RateLimitInfo | None = None
         self._clock = clock
+        # (deployment, seconds, reason) of each cool-down the upstream asked for
+        # that extends ours: shared with the other replicas when set.
+        self.on_upstream_cooldown: Callable[[str, float, str], None] | None = None
 
     # -- may it take a request? ------------------------------------------------
 
@@ -105,19 +110,27 @@ class DeploymentHealth:
         if self.tpm is not None and tokens > 0:
             self._tokens.append((now, tokens))
 
-    def cool_down(self, now: float, seconds: float, reason: str) -> None:
-        """Send nothing here for ``seconds`` (the upstream asked us to wait)."""
+    def cool_down(self, now: float, seconds: float, reason: str) -> bool:
+        """Send nothing here for ``seconds``; True if that extends the cool-down."""
         until = now + seconds
         if until > self.cooldown_until:
             self.cooldown_until = until
             self.cooldown_reason = reason
+            return True
+        return False
+
+    def upstream_cool_down(self, now: float, seconds: float, reason: str) -> None:
+        """The upstream asked us to wait (429, Retry-After, limits at zero):
+        cool down here and, if that is news, tell the other replicas."""
+        if self.cool_down(now, seconds, reason) and self.on_upstream_cooldown is not None:
+            self.on_upstream_cooldown(self.name, seconds, reason)
 
     def learn(self, now: float, info: RateLimitInfo) -> None:
         """Rate-limit headers: remember them; at zero remaining, cool down until reset."""
         self.learned = info
         wait = info.exhausted_for_s
         if wait is not None:
-            self.cool_down(now, wait, "upstream rate limit exhausted")
+            self.upstream_cool_down(now, wait, "upstream rate limit exhausted")
 
     def snapshot(self, now: float) -> dict[str, object]:
         """For ``/ready`` details."""

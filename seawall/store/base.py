@@ -52,13 +52,25 @@ class TraceStore(Protocol):
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
         ...
     async def get_trace(self, trace_id: str) -> dict[str, Any] | None: ...
+    async def delete_traces_before(self, started_before: float, batch: int = 5000) -> int:
+        """Retention: delete older records in batches; returns how many."""
+        ...
 
 
 class ExperimentStore(Protocol):
     """Canary rollouts' state (step, verdict, history), one JSON object each."""
 
     async def experiment_states(self) -> dict[str, dict[str, Any]]: ...
-    async def save_experiment_state(self, name: str, state: dict[str, Any]) -> None: ...
+    async def experiment_state(self, name: str) -> tuple[dict[str, Any] | None, int]:
+        """One state and its revision ((None, 0): never saved)."""
+        ...
+
+    async def save_experiment_state(self, name: str, state: dict[str, Any],
+                                    expect_revision: int | None = None) -> int | None:
+        """Save and return the new revision. With ``expect_revision``, only if
+        the stored one is still that (0: none saved yet): compare-and-set, so
+        two replicas never both move a canary; None = someone else did."""
+        ...
 
 
 class Store(KeyStore, TraceStore, ExperimentStore, Protocol):

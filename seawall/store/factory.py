@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
+    from seawall.store.bus import ChangeBus
+    from seawall.store.lease import Lease
     from seawall.store.pg import Postgres
     from seawall.store.redis_link import RedisLink
 
@@ -52,13 +54,13 @@ class Stores:
         # Key lookups on a connection of their own: never behind trace writes.
         self.keys: Store = self._main() if not self.shared else self.main
         self._cache: CacheStore | None = None
-        self._opened = False
+        self._bus: ChangeBus | None = None
 
     @property
     def description(self) -> str:
         """One line naming where the data lives (for logs and the CLI)."""
         if self.pg is not None:
-            return f"postgres {_safe_url(self.pg.url)}"
+            return f"postgres {safe_url(self.pg.url)}"
         return f"sqlite {self.settings.db_path}"
 
     # -- construction: one function per store --
@@ -136,6 +138,23 @@ class Stores:
                             reservation_ttl_s=self.settings.limits.reservation_ttl_s,
                             ledger=ledger)
 
+    def bus(self) -> ChangeBus:
+        """Change notices to every replica (Redis pub/sub), or to this process
+        only (no ``redis.url``). One per process; the caller starts and closes it."""
+        if self._bus is None:
+            from seawall.store.bus import make_bus
+
+            self._bus = make_bus(self.redis, self.metrics)
+        return self._bus
+
+    def lease(self, name: str, ttl_s: float = 10.0) -> Lease:
+        """Who decides for all replicas (a Redis lease), or this process alone."""
+        from seawall.store.lease import LocalLease, RedisLease
+
+        if self.redis is None:
+            return LocalLease()
+        return RedisLease(self.redis, name, ttl_s, self.metrics)
+
     # -- lifecycle --
 
     async def check_schema(self) -> None:
@@ -145,25 +164,29 @@ class Stores:
 
             await asyncio.to_thread(check, self.pg.url, self.settings.store.connect_timeout_s)
 
-    async def open(self) -> None:
+    async def open(self, key_reader: bool = True) -> None:
+        """Connect; ``key_reader=False`` (the CLI) skips the separate key-lookup
+        connection a server keeps."""
         await self.check_schema()
         await self.main.open()
         if self.keys is not self.main:
-            await self.keys.open_reader()  # type: ignore[attr-defined]
-        self._opened = True
+            if key_reader:
+                await self.keys.open_reader()  # type: ignore[attr-defined]
+            else:
+                self.keys = self.main
 
     async def close(self) -> None:
         if self.keys is not self.main:
             await self.keys.close()
-        await self.main.close()
+        await self.main.close()  # the cache store is opened and closed by its user
         if self.redis is not None:
             await self.redis.close()
         if self.pg is not None:
             await self.pg.close()
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
+def safe_url(url: str) -> str:
+    """A database or Redis URL without its password, for logs and messages."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)

@@ -70,10 +70,12 @@ CREATE TABLE IF NOT EXISTS traces (
 CREATE TABLE IF NOT EXISTS experiments (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_tenant_time ON traces (tenant, started_at);
 CREATE INDEX IF NOT EXISTS traces_model_time ON traces (model, started_at);
+CREATE INDEX IF NOT EXISTS traces_time ON traces (started_at);
 """
 
 # Columns added after the first release, for databases created before them.
@@ -86,6 +88,7 @@ _ADDED_COLUMNS = {
                ("route", "TEXT")],
     "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER"), ("tpm", "INTEGER"),
                  ("budget_usd", "REAL"), ("budget_period", "TEXT")],
+    "experiments": [("revision", "INTEGER NOT NULL DEFAULT 0")],
 }
 
 _INSERT_TRACE = (
@@ -232,15 +235,49 @@ class SqliteStore:
             row = await c.fetchone()
         return dict(row) if row else None
 
+    async def delete_traces_before(self, started_before: float, batch: int = 5000) -> int:
+        total = 0
+        while True:
+            cur = await self.db.execute(
+                "DELETE FROM traces WHERE rowid IN (SELECT rowid FROM traces "
+                "WHERE started_at < ? ORDER BY started_at LIMIT ?)", (started_before, batch))
+            await self.db.commit()
+            total += cur.rowcount
+            if cur.rowcount < batch:
+                return total
+
     # -- experiments --
 
     async def experiment_states(self) -> dict[str, dict[str, Any]]:
         async with self.db.execute("SELECT name, state FROM experiments") as c:
             return {r[0]: orjson.loads(r[1]) for r in await c.fetchall()}
 
-    async def save_experiment_state(self, name: str, state: dict[str, Any]) -> None:
-        await self.db.execute(
-            "INSERT INTO experiments (name, state, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
-            "updated_at = excluded.updated_at", (name, orjson.dumps(state).decode(), time.time()))
+    async def experiment_state(self, name: str) -> tuple[dict[str, Any] | None, int]:
+        async with self.db.execute(
+                "SELECT state, revision FROM experiments WHERE name = ?", (name,)) as c:
+            row = await c.fetchone()
+        return (None, 0) if row is None else (orjson.loads(row[0]), row[1])
+
+    async def save_experiment_state(self, name: str, state: dict[str, Any],
+                                    expect_revision: int | None = None) -> int | None:
+        blob, now = orjson.dumps(state).decode(), time.time()
+        if expect_revision is None:
+            sql = ("INSERT INTO experiments (name, state, updated_at, revision) "
+                   "VALUES (?, ?, ?, 1) ON CONFLICT (name) DO UPDATE SET state = "
+                   "excluded.state, updated_at = excluded.updated_at, revision = revision + 1 "
+                   "RETURNING revision")
+            args: tuple[Any, ...] = (name, blob, now)
+        elif expect_revision == 0:  # none saved yet (or saved before revisions existed)
+            sql = ("INSERT INTO experiments (name, state, updated_at, revision) "
+                   "VALUES (?, ?, ?, 1) ON CONFLICT (name) DO UPDATE SET state = "
+                   "excluded.state, updated_at = excluded.updated_at, revision = 1 "
+                   "WHERE experiments.revision = 0 RETURNING revision")
+            args = (name, blob, now)
+        else:
+            sql = ("UPDATE experiments SET state = ?, updated_at = ?, revision = revision + 1 "
+                   "WHERE name = ? AND revision = ? RETURNING revision")
+            args = (blob, now, name, expect_revision)
+        async with self.db.execute(sql, args) as c:
+            row = await c.fetchone()
         await self.db.commit()
+        return None if row is None else int(row[0])

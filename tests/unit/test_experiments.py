@@ -117,3 +117,21 @@ def test_experiment_arms_never_share_cache_entries() -> None:
     a, b = (cache_keys(raw, "t", None, None, arm=f"e={x}") for x in "ab")
     assert len({plain.exact, a.exact, b.exact}) == 3 and a.scope != b.scope
     assert cache_keys(raw, "t", None, None, arm=None) == plain  # keys from before experiments
+
+
+def test_shared_counts_p95_is_within_a_bucket_of_the_exact_one() -> None:
+    from seawall.experiments.canary import Window
+    from seawall.experiments.shared_window import Counts
+
+    exact, shared = Window(), Counts()
+    for i in range(1, 2001):
+        ms = 5.0 + (i % 400) * 2.5
+        exact.add(i % 50 == 0, ms)
+        shared.add(i % 50 == 0, ms)
+    assert shared.requests == exact.requests and shared.errors == exact.errors
+    assert exact.p95_ms <= shared.p95_ms <= exact.p95_ms * 1.1
+    # What Redis hands back (bytes), junk fields ignored, a bucket out of range dropped.
+    raw = {k.encode(): str(v).encode() for k, v in shared.fields().items()}
+    back = Counts.from_hash({**raw, b"x": b"1", b"b99999": b"5"})
+    assert back == shared
+    assert Counts().p95_ms == 0.0 and Counts.from_hash({}).requests == 0

@@ -137,3 +137,64 @@ async def test_a_record_that_cannot_be_serialised_is_stored_with_a_marker(
     assert b"not serialisable" in bad.to_json()  # the journal line too
     await w.stop()
     await store.close()
+
+
+async def test_journal_each_record_survives_an_abandoned_writer_and_is_trimmed(
+        tmp_path: Path) -> None:
+    """``journal_each_record``: a record is on disk as soon as it is submitted;
+    a writer that never got to write it (a kill -9) leaves it to the next
+    start, which stores it; a writer that stored everything leaves nothing."""
+    store = FlakyStore(tmp_path / "db.sqlite")
+    await store.open()
+    settings = TraceSettings(batch_size=8, flush_interval_s=0.01, journal_each_record=True)
+    w = TraceWriter(store, Metrics(), settings, tmp_path / "traces.journal",
+                    finalize=lambda r: None)
+    await w.start()
+    for i in range(20):
+        w.submit(_rec(i))
+    await w.flush()
+    assert len(await store.recent_traces(100)) == 20
+    w.submit(_rec(99))  # the writer is now idle: everything before is durable
+    await w.flush()
+    wal = tmp_path / "traces.wal"
+    assert wal.stat().st_size == 0  # trimmed once the writer was idle
+    store.down = True
+    for i in range(20, 30):
+        w.submit(_rec(i))
+    assert wal.read_bytes().count(b"\n") == 10  # on disk before any write was tried
+    w._task.cancel()  # type: ignore[union-attr]  # "kill -9": no stop(), no journal
+    assert not (tmp_path / "traces.journal").exists()  # only the write-ahead file has them
+    store.down = False
+    w2 = TraceWriter(store, Metrics(), settings, tmp_path / "traces.journal",
+                     finalize=lambda r: None)
+    await w2.start()
+    await w2.flush()
+    for _ in range(200):
+        if len(await store.recent_traces(100)) == 31:
+            break
+        await asyncio.sleep(0.02)
+    ids = {r["trace_id"] for r in await store.recent_traces(100)}
+    assert ids == {f"{i:032x}" for i in [*range(30), 99]}
+    await w2.stop()
+    assert not [p for p in tmp_path.glob("traces.wal*") if p.stat().st_size]
+    await store.close()
+
+
+def test_write_ahead_segments_go_once_their_records_are_durable(tmp_path: Path) -> None:
+    from seawall.observe import writer as writer_module
+
+    wal = writer_module.WriteAhead(tmp_path / "traces.wal")
+    old = writer_module.WAL_SEGMENT_BYTES
+    writer_module.WAL_SEGMENT_BYTES = 1000  # a segment every few records
+    try:
+        for i in range(20):
+            wal.append(_rec(i))
+    finally:
+        writer_module.WAL_SEGMENT_BYTES = old
+    segments = sorted(tmp_path.glob("traces.wal.*"))
+    assert len(segments) >= 3
+    wal.handled(5, everything=False)  # the first records only: later segments stay
+    left = sorted(tmp_path.glob("traces.wal.*"))
+    assert 0 < len(left) < len(segments)
+    wal.handled(15, everything=False)
+    assert not list(tmp_path.glob("traces.wal.*"))
