@@ -73,7 +73,8 @@ from seawall.rag.documents import Chunk  # noqa: E402
 from seawall.rag.index import CollectionIndex  # noqa: E402
 from seawall.rag.loaders import load_text  # noqa: E402
 from seawall.rag.service import RagService, SearchRequest  # noqa: E402
-from seawall.rag.store import DocumentInfo, RagStore  # noqa: E402
+from seawall.rag.store import DocumentInfo  # noqa: E402
+from seawall.rag.store import SqliteRagStore as RagStore  # noqa: E402
 
 DATA = Path(os.environ.get("SEAWALL_EVAL_DATA_ROOT", "/work/shared/data")) / "beir_scifact"
 WORK = Path(os.environ.get("SEAWALL_RAG_SCALE_DIR", "/tmp/seawall-rag-scale"))

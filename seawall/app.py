@@ -108,13 +108,16 @@ class Services:
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.router.stale_answer = self.cache.stale_answer
         # Models and indexes load on first use: a gateway without RAG pays nothing.
-        self.rag = RagService(settings.rag, settings.rag_path, self.tokens,
+        self.rag = RagService(settings.rag, self.stores.rag_store(), self.tokens,
                               metrics=self.metrics)
         self.experiments = Experiments(
             settings, self.registry, self.store, self.metrics, bus=self.bus,
             lease=None if self.redis is None else self.stores.lease("experiments"),
             redis=self.redis)
-        self.prompts = PromptRegistry(settings.prompts_path)
+        self.prompts = PromptRegistry(self.stores.prompt_store())
+        # A label moved by another replica or the CLI: resolve afresh at once.
+        self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
+                           resync=self.prompts.invalidate)
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics,
                        self.count_tokens_async),

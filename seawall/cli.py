@@ -12,12 +12,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from seawall.cli_common import config_option, settings_from, store_line
+from seawall.cli_common import config_option, run_on_store, settings_from, store_line
 from seawall.config import Settings
 
 _settings = settings_from
@@ -184,24 +184,6 @@ def _exit_after_drain(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _run(make: Callable[[Any], Awaitable[Any]], settings: Settings) -> Any:
-    """Run ``make(store)`` on the configured main store (SQLite or Postgres)."""
-    from seawall.store.factory import Stores
-    from seawall.store.migrate import SchemaError
-
-    async def go() -> Any:
-        stores = Stores(settings)
-        try:
-            await stores.open(key_reader=False)
-            return await make(stores.main)
-        except SchemaError as e:
-            raise click.ClickException(str(e)) from None
-        finally:
-            await stores.close()
-
-    return asyncio.run(go())
-
-
 @main.group()
 def keys() -> None:
     """Create, list and revoke virtual API keys (stored hashed)."""
@@ -237,7 +219,7 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
                  key_hash=hash_key(secret), prefix=secret[:10], rpm=rpm, created_at=time.time(),
                  priority=priority, cache=cache, tpm=tpm, budget_usd=budget_usd,
                  budget_period=budget_period if budget_usd is not None else None)
-    _run(lambda s: s.create_key(key), settings)
+    run_on_store(lambda s: s.create_key(key), settings)
     click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
                f"{f', {rpm} rpm' if rpm else ''}{f', {tpm} tpm' if tpm else ''}"
                f"{'' if budget_usd is None else ', budget ' + _budget(budget_usd, budget_period)}"
@@ -252,7 +234,7 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
 def keys_list(config: str | None, include_revoked: bool) -> None:
     settings = _settings(config)
-    rows = _run(lambda s: s.list_keys(include_revoked), settings)
+    rows = run_on_store(lambda s: s.list_keys(include_revoked), settings)
     if not rows:
         click.echo("no keys", err=True)
         return
@@ -281,7 +263,8 @@ def keys_spend(config: str | None, key: str) -> None:
     period: from Redis when redis.url is set, else from the trace records
     (what the server starts from; it may be a few seconds ahead)."""
     settings = _settings(config)
-    found = [k for k in _run(lambda s: s.list_keys(True), settings) if key in (k.id, k.name)]
+    found = [k for k in run_on_store(lambda s: s.list_keys(True), settings)
+             if key in (k.id, k.name)]
     if not found:
         raise click.ClickException(f"no key with id or name {key!r}")
     k = found[0]
@@ -301,7 +284,7 @@ def keys_spend(config: str | None, key: str) -> None:
     from seawall.pipeline.budgets import period_bounds
     from seawall.store.factory import Stores
 
-    async def from_redis(_: Any) -> list[tuple[float, float]]:
+    async def from_redis() -> list[tuple[float, float]]:
         stores = Stores(settings)
         try:
             return [await stores.budgets().spent(lim) for lim in limits]
@@ -310,11 +293,15 @@ def keys_spend(config: str | None, key: str) -> None:
             await stores.redis.close()
 
     async def from_traces(store: Any) -> list[tuple[float, float]]:
+        if not hasattr(store, "spent_since"):
+            raise click.ClickException("this store cannot sum spend from trace records; "
+                                       "set redis.url (docs/limits.md)")
         return [(await store.spent_since(lim.tenant, lim.key_id,
                                          period_bounds(lim.period, time.time())[1]), 0.0)
                 for lim in limits]
 
-    found_spend = _run(from_redis if settings.redis.url else from_traces, settings)
+    found_spend = (asyncio.run(from_redis()) if settings.redis.url
+                   else run_on_store(from_traces, settings))
     for lim, (spent, reserved) in zip(limits, found_spend, strict=True):
         pid, end = period_of(lim.period, time.time())
         resets = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
@@ -332,7 +319,7 @@ def keys_revoke(config: str | None, key: str) -> None:
 
     settings = _settings(config)
     try:
-        revoked = _run(lambda s: s.revoke_key(key), settings)
+        revoked = run_on_store(lambda s: s.revoke_key(key), settings)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     if revoked is None:
@@ -384,7 +371,7 @@ def traces_tail(config: str | None, count: int, follow: bool, as_json: bool) -> 
                 last = rows[-1]["rowid"]
 
     with contextlib.suppress(KeyboardInterrupt):
-        _run(go, settings)
+        run_on_store(go, settings)
 
 
 @main.command()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from seawall.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from seawall.store.factory import Stores
 
 CONFIG_HELP = "YAML config file (default: $SEAWALL_CONFIG, else the built-in offline setup)."
 
@@ -38,6 +44,45 @@ def store_line(settings: Settings) -> str:
 
         return f"using store postgres {safe_url(settings.store.url or '')} (store.url)"
     return f"using store {settings.data_dir} ({settings.data_dir_origin})"
+
+
+@contextlib.contextmanager
+def open_stores(settings: Settings) -> Iterator[Stores]:
+    """The configured stores, for a command that uses them from sync code (RAG,
+    prompts): every command goes through the one factory, so it works on the
+    SQLite files and on the shared Postgres alike. A database whose schema is
+    not this version's is one clean error line."""
+    from seawall.store.factory import Stores
+    from seawall.store.migrate import SchemaError
+
+    stores = Stores(settings)
+    try:
+        asyncio.run(stores.check_schema())
+    except SchemaError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        yield stores
+    finally:
+        if stores.pg is not None:
+            stores.pg.close_sync()
+
+
+def run_on_store(make: Callable[[Any], Awaitable[Any]], settings: Settings) -> Any:
+    """Run ``make(store)`` on the configured main store (keys, traces, canary state)."""
+    from seawall.store.factory import Stores
+    from seawall.store.migrate import SchemaError
+
+    async def go() -> Any:
+        stores = Stores(settings)
+        try:
+            await stores.open(key_reader=False)
+            return await make(stores.main)
+        except SchemaError as e:
+            raise click.ClickException(str(e)) from None
+        finally:
+            await stores.close()
+
+    return asyncio.run(go())
 
 
 def walk_files(roots: Iterable[Path], suffixes: Iterable[str]) -> Iterator[Path]:

@@ -3,29 +3,23 @@ config and the canary states the server saved (works beside a running server).""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
 from typing import Any
 
 import click
 import orjson
 
-from seawall.cli_common import config_option, settings_from
+from seawall.cli_common import config_option, run_on_store, settings_from
 from seawall.config import Settings
 from seawall.experiments.service import fingerprint
 
 
 def _saved_states(settings: Settings) -> dict[str, dict[str, Any]]:
-    path = settings.db_path
-    if not path.exists():
+    """The canary states the servers saved (SQLite file or shared Postgres)."""
+    if settings.store.kind == "sqlite" and not settings.db_path.exists():
         return {}
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        try:
-            rows = db.execute("SELECT name, state FROM experiments").fetchall()
-        except sqlite3.OperationalError:  # a database from before experiments
-            return {}
-    return {name: orjson.loads(state) for name, state in rows}
+    states: dict[str, dict[str, Any]] = run_on_store(lambda s: s.experiment_states(), settings)
+    return states
 
 
 def describe(settings: Settings) -> list[dict[str, Any]]:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from seawall.cli_common import config_option, settings_from
+from seawall.cli_common import config_option, open_stores, settings_from
 from seawall.errors import SeawallError
 from seawall.prompts.errors import LabelError, SpecError
 from seawall.prompts.files import PromptFilesError, dump_yaml, load_files
 from seawall.prompts.model import PRODUCTION, LabelMove
-from seawall.prompts.registry import PromptRegistry, prompts_path
+from seawall.prompts.registry import PromptRegistry
 
 __all__ = ["prompts"]
 
@@ -34,17 +34,25 @@ def _actor() -> str:
         return "unknown"
 
 @contextlib.contextmanager
-def _registry(config: str | None) -> Iterator[PromptRegistry]:
-    """The registry of this configuration; registry errors become one clean line."""
-    registry = PromptRegistry(prompts_path(settings_from(config)))
-    try:
-        yield registry
-    except SeawallError as e:
-        raise click.ClickException(e.message) from None
-    except (SpecError, LabelError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        registry.close()
+def _registry(config: str | None, changes: str | None = None) -> Iterator[PromptRegistry]:
+    """The registry of this configuration; registry errors become one clean line.
+    ``changes`` (a prompt name): labels may move, so every replica is told
+    (through Redis; each also notices by itself within half a second)."""
+    settings = settings_from(config)
+    with open_stores(settings) as stores:
+        registry = PromptRegistry(stores.prompt_store())
+        try:
+            yield registry
+            if changes is not None:
+                from seawall.store.bus import publish_once
+
+                publish_once(settings, {"kind": "prompt_label", "prompt": changes})
+        except SeawallError as e:
+            raise click.ClickException(e.message) from None
+        except (SpecError, LabelError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+        finally:
+            registry.close()
 
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
@@ -84,7 +92,7 @@ def push(config: str | None, paths: tuple[Path, ...], labels: tuple[str, ...],
         click.echo(f"{len(files)} prompt file(s) valid: " + ", ".join(f.name for f in files))
         return
     actor = _actor()
-    with _registry(config) as registry:
+    with _registry(config, changes=",".join(f.name for f in files)[:1000]) as registry:
         for f in files:
             out = registry.push(f.name, f.spec, labels,
                                 label_new=() if no_production else (PRODUCTION,),
@@ -172,7 +180,7 @@ def label(config: str | None, name: str, version: int, label: str) -> None:
 
     For example `seawall prompts label support-answer 4 production`.
     """
-    with _registry(config) as registry:
+    with _registry(config, changes=name) as registry:
         move = registry.label(name, version, label, actor=_actor())
     click.echo(_move(move) if move else f"{name}: {label} already points at v{version}")
 
@@ -183,7 +191,7 @@ def label(config: str | None, name: str, version: int, label: str) -> None:
 def rollback(config: str | None, name: str, label: str) -> None:
     """Move a label back to where it pointed before its last move (repeat to
     go further back)."""
-    with _registry(config) as registry:
+    with _registry(config, changes=name) as registry:
         move = registry.rollback(name, label, actor=_actor())
     click.echo(_move(move))
 

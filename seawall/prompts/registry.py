@@ -5,13 +5,18 @@ Lookups on the request path are cached in process and the cache is keyed to
 the store's generation, read once per lookup (one primary-key read of a tiny
 row, a few microseconds; see ``tests/unit/test_prompts.py::test_lookup_cost``):
 so a ``seawall prompts rollback`` run by another process is used by the very
-next request, with no polling interval and no restart.
+next request, with no polling interval and no restart. On Postgres the
+generation is read at most every 0.5 s (seawall/prompts/pg_store.py), and
+the request path (:meth:`PromptRegistry.aresolve`) reads the store on a
+thread when its cache cannot answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import difflib
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +36,8 @@ from seawall.prompts.model import (
     spec_from_mapping,
 )
 from seawall.prompts.render import CompiledPrompt, compile_spec, environment
-from seawall.prompts.store import PromptStore, PromptSummary, PushOutcome
+from seawall.prompts.store import PromptSummary, PushOutcome, SqlitePromptStore
+from seawall.prompts.store_api import PromptStore
 
 __all__ = ["PromptHistory", "PromptRegistry", "ResolvedPrompt", "prompts_path"]
 
@@ -65,20 +71,30 @@ class PromptHistory:
 
 
 class PromptRegistry:
-    """Versioned prompts in ``path`` (a SQLite file), shared by every process
-    that opens it."""
+    """Versioned prompts in ``store`` (the composition root's
+    ``Stores.prompt_store()``, or a path: a SQLite file there), shared by every
+    process that opens it."""
 
-    def __init__(self, path: str | Path, max_cached: int = 4096) -> None:
-        self.store = PromptStore(path)
+    def __init__(self, store: PromptStore | str | Path, max_cached: int = 4096) -> None:
+        if isinstance(store, str | Path):
+            store = SqlitePromptStore(store)
+        self.store: PromptStore = store
         self.env = environment()
         self.max_cached = max_cached
         self._generation = -1
+        self._lock = threading.Lock()  # the cache and its generation change together
         self._resolved: dict[tuple[str, str | None, int | None], ResolvedPrompt] = {}
         # By (name@version, content hash): versions are immutable, so never stale.
         self._compiled: dict[tuple[str, str], CompiledPrompt] = {}
 
     def close(self) -> None:
         self.store.close()
+
+    def invalidate(self) -> None:
+        """Forget every resolved prompt (a label moved elsewhere: a change notice)."""
+        with self._lock:
+            self._generation = -1
+            self._resolved.clear()
 
     # Pushing and labels.
 
@@ -149,11 +165,12 @@ class PromptRegistry:
         """:meth:`get`, compiled and cached until the store's generation moves:
         the request path's lookup."""
         generation = self.store.generation()
-        if generation != self._generation:
-            self._resolved.clear()
-            self._generation = generation
         key = (name, label, version)
-        hit = self._resolved.get(key)
+        with self._lock:
+            if generation != self._generation:
+                self._resolved.clear()
+                self._generation = generation
+            hit = self._resolved.get(key)
         if hit is not None:
             return hit
         found = self.get(name, label, version)
@@ -164,10 +181,27 @@ class PromptRegistry:
                 self._compiled.clear()  # bounded: cheap to refill
             self._compiled[(found.ref, found.content_hash)] = compiled
         resolved = ResolvedPrompt(found, compiled)
-        if len(self._resolved) >= self.max_cached:
-            self._resolved.clear()
-        self._resolved[key] = resolved
+        with self._lock:
+            # Only under the generation it was read at: a lookup on another
+            # thread may have seen a newer one (and a label move) meanwhile.
+            if self._generation == generation:
+                if len(self._resolved) >= self.max_cached:
+                    self._resolved.clear()
+                self._resolved[key] = resolved
         return resolved
+
+    async def aresolve(self, name: str, label: str | None = None,
+                       version: int | None = None) -> ResolvedPrompt:
+        """:meth:`resolve` for the event loop: a local store is read in place
+        (microseconds), a remote one on a thread unless the cache answers."""
+        if not self.store.remote:
+            return self.resolve(name, label, version)
+        generation = self.store.peek_generation()
+        if generation is not None and generation == self._generation:
+            hit = self._resolved.get((name, label, version))
+            if hit is not None:
+                return hit
+        return await asyncio.to_thread(self.resolve, name, label, version)
 
     def list(self) -> builtins.list[PromptSummary]:
         """Every prompt: latest version, how many, its labels."""

@@ -55,7 +55,7 @@ class PromptStage:
         if ref is None:
             return None
         t0 = time.time_ns()
-        prompt = self.registry.resolve(ref.name, ref.label, ref.version)
+        prompt = await self.registry.aresolve(ref.name, ref.label, ref.version)
         spec = prompt.version.spec
         model = None
         if ctx.model == MODEL_FROM_PROMPT:  # ctx.model: an earlier stage may have set it

@@ -24,6 +24,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -31,7 +32,7 @@ from seawall.prompts.errors import LabelError, PromptNotFound
 from seawall.prompts.model import LabelMove, PromptSpec, PromptVersion
 from seawall.store.sync_sqlite import SyncSqlite
 
-__all__ = ["PromptStore", "PromptSummary", "PushOutcome"]
+__all__ = ["PromptSummary", "PushOutcome", "SqlitePromptStore", "undo_target"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompt_versions (
@@ -87,7 +88,7 @@ class PushOutcome:
     moves: list[LabelMove]
 
 
-def _version(row: sqlite3.Row) -> PromptVersion:
+def _version(row: sqlite3.Row | dict[str, Any]) -> PromptVersion:
     return PromptVersion(
         name=row["name"], version=row["version"],
         spec=PromptSpec.from_dict(orjson.loads(row["content"])),
@@ -95,18 +96,20 @@ def _version(row: sqlite3.Row) -> PromptVersion:
         author=row["author"], source=row["source"])
 
 
-def _move(row: sqlite3.Row) -> LabelMove:
+def _move(row: sqlite3.Row | dict[str, Any]) -> LabelMove:
     return LabelMove(id=row["id"], name=row["name"], label=row["label"],
                      from_version=row["from_version"], to_version=row["to_version"],
                      action=row["action"], actor=row["actor"], at=row["at"])
 
 
-class PromptStore(SyncSqlite):
-    """Every prompt's versions, labels and label history, in one SQLite file."""
+class SqlitePromptStore(SyncSqlite):
+    """Every prompt's versions, labels and label history, in one SQLite file
+    (the embedded backend of :class:`seawall.prompts.store_api.PromptStore`)."""
 
     SCHEMA = _SCHEMA
+    remote = False
 
-    def open(self) -> PromptStore:
+    def open(self) -> SqlitePromptStore:
         super().open()
         return self
 
@@ -120,6 +123,10 @@ class PromptStore(SyncSqlite):
             row = self.db.execute(
                 "SELECT value FROM prompt_meta WHERE key = 'generation'").fetchone()
         return int(row[0])
+
+    def peek_generation(self) -> int | None:
+        """A local file: reading it is the cheap way to know."""
+        return self.generation()
 
     # Reads.
 
@@ -221,23 +228,8 @@ class PromptStore(SyncSqlite):
         with self._write() as db:
             rows = db.execute("SELECT * FROM prompt_label_moves WHERE name = ? AND label = ? "
                               "ORDER BY id", (name, label)).fetchall()
-            stack: list[LabelMove] = []
-            for r in rows:
-                if r["action"] == "rollback":
-                    if stack:
-                        stack.pop()
-                else:
-                    stack.append(_move(r))
-            if not stack:
-                if not rows:
-                    raise PromptNotFound(f"Prompt {name!r} has no label {label!r}.",
-                                         param="label")
-                raise LabelError(f"{name}: label {label} has no earlier move left to undo")
-            top = stack[-1]
-            if top.from_version is None:
-                raise LabelError(f"{name}: label {label} was created at version "
-                                 f"{top.to_version}; there is no earlier version to roll "
-                                 "back to")
+            top = undo_target(name, label, [_move(r) for r in rows])
+            assert top.from_version is not None
             move = self._move(db, name, label, top.from_version, "rollback", actor)
             assert move is not None  # the label points at top.to_version, not from_version
             return move
@@ -262,3 +254,24 @@ class PromptStore(SyncSqlite):
                          from_version=before, to_version=version,
                          action=action,  # type: ignore[arg-type]
                          actor=actor, at=now)
+
+
+def undo_target(name: str, label: str, moves: Sequence[LabelMove]) -> LabelMove:
+    """The move a rollback undoes, given the label's moves in order: moves are
+    a stack, each rollback pops one. Raises when there is nothing to undo."""
+    stack: list[LabelMove] = []
+    for m in moves:
+        if m.action == "rollback":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(m)
+    if not stack:
+        if not moves:
+            raise PromptNotFound(f"Prompt {name!r} has no label {label!r}.", param="label")
+        raise LabelError(f"{name}: label {label} has no earlier move left to undo")
+    top = stack[-1]
+    if top.from_version is None:
+        raise LabelError(f"{name}: label {label} was created at version {top.to_version}; "
+                         "there is no earlier version to roll back to")
+    return top

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
-from seawall.cli_common import config_option, settings_from, walk_files
+from seawall.cli_common import config_option, open_stores, settings_from, walk_files
 from seawall.config import Settings
 from seawall.ml.tokens import TokenCounter
 from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER
@@ -36,8 +37,16 @@ def _tenant(settings: Settings, tenant: str | None) -> str:
     return MASTER.tenant if settings.auth.master_key else ANONYMOUS_TENANT
 
 
-def _service(settings: Settings) -> RagService:
-    return RagService(settings.rag, settings.rag_path, TokenCounter())
+@contextlib.contextmanager
+def _service(settings: Settings) -> Iterator[RagService]:
+    """The RAG service on the configured store (SQLite files or the shared
+    Postgres), closed on the way out."""
+    with open_stores(settings) as stores:
+        rag = RagService(settings.rag, stores.rag_store(), TokenCounter())
+        try:
+            yield rag
+        finally:
+            rag.close()
 
 
 def source_of(path: Path) -> str:
@@ -102,10 +111,9 @@ def ingest(config: str | None, paths: tuple[Path, ...], collection: str, tenant:
                        int(batch_mb * 1024 * 1024))
         return
     settings = settings_from(config)
-    rag = _service(settings)
     files = list(walk_files(paths, SUFFIXES))
     counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0, "chunks": 0}
-    with contextlib.closing(rag):
+    with _service(settings) as rag:
         info = rag.store.ensure_collection(_tenant(settings, tenant), collection)
         known = rag.store.sources(info.id)
         seen: set[str] = set()
@@ -231,7 +239,7 @@ def collections() -> None:
 @tenant_option
 def collections_list(config: str | None, tenant: str | None) -> None:
     settings = settings_from(config)
-    with contextlib.closing(_service(settings)) as rag:
+    with _service(settings) as rag:
         rows = rag.store.collections(_tenant(settings, tenant))
     if not rows:
         click.echo("no collections", err=True)
@@ -249,7 +257,7 @@ def collections_list(config: str | None, tenant: str | None) -> None:
 def collections_show(config: str | None, tenant: str | None, name: str, limit: int) -> None:
     """A collection's documents."""
     settings = settings_from(config)
-    with contextlib.closing(_service(settings)) as rag:
+    with _service(settings) as rag:
         info = rag.store.collection(_tenant(settings, tenant), name)
         if info is None:
             raise click.ClickException(f"no collection named {name!r}")
@@ -268,7 +276,7 @@ def collections_show(config: str | None, tenant: str | None, name: str, limit: i
 def collections_delete(config: str | None, tenant: str | None, name: str,
                        sources: tuple[str, ...]) -> None:
     settings = settings_from(config)
-    with contextlib.closing(_service(settings)) as rag:
+    with _service(settings) as rag:
         t = _tenant(settings, tenant)
         info = rag.store.collection(t, name)
         if info is None:
@@ -295,20 +303,20 @@ def search(config: str | None, tenant: str | None, collection: str, query: str, 
            mode: str | None, filter_json: str | None, as_json: bool) -> None:
     """Search a collection as the API would."""
     settings = settings_from(config)
-    rag = _service(settings)
+    with _service(settings) as rag:
 
-    async def go() -> Any:
+        async def go() -> Any:
+            try:
+                return await rag.search(_tenant(settings, tenant), collection, SearchRequest(
+                    query=query, top_k=top_k, mode=mode,
+                    filter=orjson.loads(filter_json) if filter_json else None))
+            finally:
+                await rag.aclose()
+
         try:
-            return await rag.search(_tenant(settings, tenant), collection, SearchRequest(
-                query=query, top_k=top_k, mode=mode,
-                filter=orjson.loads(filter_json) if filter_json else None))
-        finally:
-            await rag.aclose()
-
-    try:
-        result = asyncio.run(go())
-    except Exception as e:
-        raise click.ClickException(str(e)) from None
+            result = asyncio.run(go())
+        except Exception as e:
+            raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(orjson.dumps([h.public(i + 1) for i, h in enumerate(result.hits)],
                                 option=orjson.OPT_INDENT_2).decode())

@@ -12,6 +12,9 @@ for exactly that snapshot's generation.
   above that a voyager HNSW graph (the one the semantic cache uses) proposes
   candidates. A filtered search over a graph over-fetches and falls back to
   exact search on the allowed chunks when the filter is selective.
+* When the store searches vectors itself (Postgres: pgvector), snapshots
+  carry none and this index is BM25 only; :meth:`CollectionIndex.positions`
+  maps the store's answer onto this snapshot.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import bm25s
@@ -41,6 +45,11 @@ Ranked = list[tuple[int, float]]  # (position in the snapshot, score), best firs
 MANIFEST = "manifest.json"
 # A filtered graph search asks for this many times k, then filters.
 _OVERFETCH = 8
+
+
+def _wants_graph(snapshot: Snapshot, ann_above: int) -> bool:
+    """A graph for large collections whose vectors are in the snapshot."""
+    return len(snapshot.ids) > ann_above and snapshot.vectors.shape[1] > 0
 
 
 def _tokenizer_args() -> dict[str, object]:
@@ -75,7 +84,7 @@ class CollectionIndex:
                 bm25 = bm25s.BM25()
                 bm25.index(tokens, show_progress=False)
         graph = None
-        if len(snapshot.ids) > ann_above:
+        if _wants_graph(snapshot, ann_above):
             graph = new_graph(snapshot.vectors.shape[1])
             graph.add_items(snapshot.vectors, list(range(len(snapshot.ids))))
         return cls(snapshot, bm25, graph)
@@ -83,7 +92,8 @@ class CollectionIndex:
     # Persistence: a folder per collection, replaced whole (write aside, rename).
 
     def save(self, folder: Path) -> None:
-        tmp = folder.with_name(folder.name + ".tmp")
+        # A name of its own: processes sharing a data folder may save at once.
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if self._bm25 is not None:
@@ -94,7 +104,7 @@ class CollectionIndex:
                     "last_id": int(self.ids[-1]) if len(self.ids) else 0,
                     "graph": self._graph is not None, "bm25": self._bm25 is not None}
         (tmp / MANIFEST).write_text(json.dumps(manifest))
-        old = folder.with_name(folder.name + ".old")
+        old = folder.with_name(f"{folder.name}.old{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
             os.replace(folder, old)
@@ -112,7 +122,7 @@ class CollectionIndex:
         if (manifest.get("generation") != snapshot.generation
                 or manifest.get("chunks") != len(snapshot.ids)
                 or manifest.get("last_id") != last_id
-                or manifest.get("graph") != (len(snapshot.ids) > ann_above)):
+                or manifest.get("graph") != _wants_graph(snapshot, ann_above)):
             return None
         try:
             bm25 = (bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
@@ -141,6 +151,17 @@ class CollectionIndex:
         docs, scores = self._bm25.retrieve(tokens, k=k, show_progress=False,
                                            weight_mask=weights, n_threads=0)
         return [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
+
+    def positions(self, found: Sequence[tuple[int, float]]) -> Ranked:
+        """(chunk id, score) pairs -> (position, score), keeping only the chunks
+        of this snapshot (one written since is found once the index catches up)."""
+        n = len(self.ids)
+        if not found or n == 0:
+            return []
+        wanted = np.fromiter((i for i, _ in found), dtype=np.int64, count=len(found))
+        at = np.minimum(np.searchsorted(self.ids, wanted), n - 1)
+        hit = self.ids[at] == wanted
+        return [(int(at[j]), float(s)) for j, (_, s) in enumerate(found) if hit[j]]
 
     def dense(self, vector: FloatArray, k: int, mask: BoolArray | None = None) -> Ranked:
         n = len(self.ids)

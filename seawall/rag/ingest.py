@@ -24,7 +24,8 @@ import orjson
 from seawall.ml.embedder import Embedder
 from seawall.rag.chunking import ChunkOptions, chunk_document
 from seawall.rag.documents import Chunk, LoadedDocument
-from seawall.rag.store import DocumentInfo, RagStore, index_text
+from seawall.rag.store import DocumentInfo, index_text
+from seawall.rag.store_api import RagStore
 
 __all__ = ["IngestCancelled", "IngestResult", "Ingestor", "check_cancel"]
 

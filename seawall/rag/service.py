@@ -10,6 +10,8 @@ Indexes live in memory per collection and are rebuilt, on a worker thread and
 once however many searches wait for it, when the collection's generation in
 the store has moved (an ingest through the API, or ``seawall ingest`` from
 another process). Saved indexes make a restart a load, not a rebuild.
+When the store searches vectors itself (Postgres: pgvector, with the filter
+inside its query), the in-process index is BM25 only.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from seawall.rag.index import CollectionIndex, Ranked
 from seawall.rag.ingest import IngestCancelled, Ingestor, IngestResult
 from seawall.rag.quota import IngestQuota
 from seawall.rag.rerank import Reranker, RerankError, build_reranker
-from seawall.rag.store import ChunkRow, CollectionInfo, DocumentInfo, RagStore
+from seawall.rag.store import ChunkRow, CollectionInfo, DocumentInfo, SqliteRagStore
+from seawall.rag.store_api import RagStore
 
 __all__ = ["Hit", "RagService", "SearchRequest", "SearchResult"]
 
@@ -96,12 +99,21 @@ class SearchResult:
 
 
 class RagService:
-    def __init__(self, settings: RagSettings, path: Path, tokens: TokenCounter,
-                 embedder: Embedder | None = None, metrics: Metrics | None = None) -> None:
+    """``store`` is the composition root's (``Stores.rag_store()``), or a path:
+    a SQLite store there. Indexes are saved under ``index_dir`` (default: a
+    SQLite store's folder ``/rag``; None for any other store: memory only)."""
+
+    def __init__(self, settings: RagSettings, store: RagStore | Path, tokens: TokenCounter,
+                 embedder: Embedder | None = None, metrics: Metrics | None = None, *,
+                 index_dir: Path | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.store = RagStore(path)
-        self.index_dir = path.parent / "rag"
+        if isinstance(store, str | Path):
+            store = SqliteRagStore(store)
+        self.store: RagStore = store
+        if index_dir is None and isinstance(store, SqliteRagStore):
+            index_dir = store.path.parent / "rag"
+        self.index_dir = index_dir
         self.tokens = tokens
         self.embedder = embedder or Embedder(max_length=settings.embed_max_tokens)
         c = settings.chunking
@@ -164,7 +176,8 @@ class RagService:
     def forget_index(self, collection_id: int) -> None:
         """Drop a deleted collection's index from memory and disk."""
         self._indexes.pop(collection_id, None)
-        shutil.rmtree(self.index_dir / str(collection_id), ignore_errors=True)
+        if self.index_dir is not None:
+            shutil.rmtree(self.index_dir / str(collection_id), ignore_errors=True)
 
     async def ingest(self, tenant: str, name: str,
                      docs: Sequence[LoadedDocument] | Loader) -> list[IngestResult]:
@@ -241,14 +254,17 @@ class RagService:
                 return current
             t0 = time.perf_counter()
             snapshot = self.store.snapshot(collection_id)
-            folder = self.index_dir / str(collection_id)
-            index = CollectionIndex.load(folder, snapshot, self.settings.ann_above)
+            folder = None if self.index_dir is None else self.index_dir / str(collection_id)
+            index = None
+            if folder is not None:
+                index = CollectionIndex.load(folder, snapshot, self.settings.ann_above)
             how = "loaded"
             if index is None:
                 index = CollectionIndex.build(snapshot, self.settings.ann_above)
                 how = "built"
                 try:
-                    index.save(folder)
+                    if folder is not None:
+                        index.save(folder)
                 except OSError:
                     log.warning("could not save the index of collection %s in %s",
                                 collection_id, folder, exc_info=True)
@@ -331,6 +347,7 @@ class RagService:
         index = self.index_for(collection_id)
         timings["index"] = (time.perf_counter() - t) * 1000
         mask = None
+        allowed: set[int] | None = None
         if predicate is not None:
             allowed = {doc_id for doc_id, fields in index.metadata.items() if predicate(fields)}
             mask = index.mask_for(allowed)
@@ -346,7 +363,12 @@ class RagService:
             vector = self.embedder.embed([query])[0]
             timings["embed"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            dense = index.dense(np.asarray(vector, dtype=np.float32), k, mask)
+            query_vector = np.asarray(vector, dtype=np.float32)
+            if self.store.dense_in_store:  # pgvector: the filter goes into the query
+                dense = index.positions(self.store.nearest(
+                    collection_id, query_vector, k, *_doc_filter(index, allowed)))
+            else:
+                dense = index.dense(query_vector, k, mask)
             timings["dense"] = (time.perf_counter() - t) * 1000
         # Positions -> chunk ids here, against the index that produced them.
         ids = index.ids
@@ -386,6 +408,19 @@ async def in_thread(fn: Callable[[threading.Event], T], pool: Executor | None = 
         if not fut.cancelled():
             fut.exception()  # retrieved: IngestCancelled is the expected end
         raise
+
+
+def _doc_filter(index: CollectionIndex,
+                allowed: set[int] | None) -> tuple[list[int] | None, list[int]]:
+    """A filter's documents for a store query, as the shorter list: those it
+    allows, or those it refuses (a filter that passes nearly everything must
+    not ship every document id with each search)."""
+    if allowed is None:
+        return None, []
+    refused = index.metadata.keys() - allowed
+    if len(refused) < len(allowed):
+        return None, sorted(refused)
+    return sorted(allowed), []
 
 
 def _reranker_spec(s: RerankSettings) -> dict[str, Any] | None:

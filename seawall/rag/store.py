@@ -28,7 +28,7 @@ import orjson
 from seawall.rag.documents import Chunk
 from seawall.store.sync_sqlite import SyncSqlite
 
-__all__ = ["ChunkRow", "CollectionInfo", "DocumentInfo", "RagStore"]
+__all__ = ["ChunkRow", "CollectionInfo", "DocumentInfo", "Snapshot", "SqliteRagStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -140,12 +140,14 @@ def _document(row: sqlite3.Row) -> DocumentInfo:
         chunk_count=row["chunk_count"], tokens=row["tokens"], chars=row["chars"])
 
 
-class RagStore(SyncSqlite):
-    """Collections, documents and chunks of every tenant, in one SQLite file."""
+class SqliteRagStore(SyncSqlite):
+    """Collections, documents and chunks of every tenant, in one SQLite file
+    (the embedded backend of :class:`seawall.rag.store_api.RagStore`)."""
 
     SCHEMA = _SCHEMA
+    dense_in_store = False  # the in-process index searches the snapshot's vectors
 
-    def open(self) -> RagStore:
+    def open(self) -> SqliteRagStore:
         super().open()
         return self
 
@@ -300,6 +302,31 @@ class RagStore(SyncSqlite):
                 page=r["page"], tokens=r["tokens"], source=r["source"], title=r["title"],
                 metadata=orjson.loads(r["metadata"]))
         return out
+
+    def nearest(self, collection_id: int, vector: FloatArray, k: int,
+                documents: Sequence[int] | None = None,
+                exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
+        """Exact cosine search over the stored vectors (the service searches its
+        in-process index instead; this is the contract's reference answer)."""
+        if k <= 0 or (documents is not None and not documents):
+            return []
+        with self._lock:
+            rows = self.db.execute("SELECT id, document_id, vector FROM chunks "
+                                   "WHERE collection_id = ? ORDER BY id",
+                                   (collection_id,)).fetchall()
+        if documents is not None:
+            allowed = set(documents)
+            rows = [r for r in rows if r[1] in allowed]
+        if exclude:
+            refused = set(exclude)
+            rows = [r for r in rows if r[1] not in refused]
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16).reshape(
+            len(rows), -1).astype(np.float32)
+        scores = matrix @ np.asarray(vector, dtype=np.float32)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(int(rows[i][0]), float(scores[i])) for i in top]
 
     def snapshot(self, collection_id: int) -> Snapshot:
         """Everything an index is built from, read in one transaction (so it

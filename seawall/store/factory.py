@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
+    from seawall.prompts.store_api import PromptStore
+    from seawall.rag.store_api import RagStore
     from seawall.store.bus import ChangeBus
     from seawall.store.lease import Lease
     from seawall.store.pg import Postgres
@@ -90,25 +92,25 @@ class Stores:
                                                keep_expired_s=s.cache.stale_if_error_s)
         return self._cache
 
-    def rag_store(self) -> Any:
+    def rag_store(self) -> RagStore:
         """The RAG documents/chunks/vectors store (sync: its callers run on threads)."""
         if self.pg is not None:
             from seawall.rag.pg_store import PostgresRagStore
 
             return PostgresRagStore(self.pg)
-        from seawall.rag.store import RagStore
+        from seawall.rag.store import SqliteRagStore
 
-        return RagStore(self.settings.rag_path)
+        return SqliteRagStore(self.settings.rag_path)
 
-    def prompt_store(self) -> Any:
+    def prompt_store(self) -> PromptStore:
         """The prompt versions and labels store (sync)."""
         if self.pg is not None:
             from seawall.prompts.pg_store import PostgresPromptStore
 
             return PostgresPromptStore(self.pg)
-        from seawall.prompts.store import PromptStore
+        from seawall.prompts.store import SqlitePromptStore
 
-        return PromptStore(self.settings.prompts_path)
+        return SqlitePromptStore(self.settings.prompts_path)
 
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter

@@ -66,6 +66,12 @@ class Postgres:
                 configure=_configure_sync, name="seawall-sync")
         return self._sync
 
+    def close_sync(self) -> None:
+        """Close the sync pool (a CLI command that never used the async one)."""
+        if self._sync is not None:
+            self._sync.close(timeout=2.0)
+            self._sync = None
+
     async def close(self) -> None:
         if self._async is not None:
             await self._async.close(timeout=2.0)

@@ -13,7 +13,7 @@ from seawall.rag.filters import FilterError, compile_filter
 from seawall.rag.fusion import reciprocal_rank, weighted_scores
 from seawall.rag.index import CollectionIndex
 from seawall.rag.packing import cited_numbers, pack, render
-from seawall.rag.store import ChunkRow, DocumentInfo, RagStore
+from seawall.rag.store import ChunkRow, DocumentInfo, SqliteRagStore
 
 # Fusion.
 
@@ -140,11 +140,11 @@ def _unit(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> RagStore:
-    return RagStore(tmp_path / "rag.db").open()
+def store(tmp_path: Path) -> SqliteRagStore:
+    return SqliteRagStore(tmp_path / "rag.db").open()
 
 
-def test_generation_moves_with_every_change_and_snapshot_matches(store: RagStore) -> None:
+def test_generation_moves_with_every_change_and_snapshot_matches(store: SqliteRagStore) -> None:
     rng = np.random.default_rng(1)
     c = store.ensure_collection("t", "docs")
     assert store.generation(c.id) == 0
@@ -162,7 +162,7 @@ def test_generation_moves_with_every_change_and_snapshot_matches(store: RagStore
     assert store.collection("other-tenant", "docs") is None
 
 
-def test_index_searches_filters_and_reloads_only_its_own_generation(store: RagStore,
+def test_index_searches_filters_and_reloads_only_its_own_generation(store: SqliteRagStore,
                                                                     tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     c = store.ensure_collection("t", "docs")
@@ -189,7 +189,7 @@ def test_index_searches_filters_and_reloads_only_its_own_generation(store: RagSt
     assert CollectionIndex.load(folder, store.snapshot(c.id), ann_above=1000) is None
 
 
-def test_a_collection_without_a_single_word_is_searchable(store: RagStore,
+def test_a_collection_without_a_single_word_is_searchable(store: SqliteRagStore,
                                                           tmp_path: Path) -> None:
     # Found by fuzzing: chunks of digits and symbols only gave bm25s an empty
     # vocabulary, and every search of the collection was a 500.
@@ -204,7 +204,7 @@ def test_a_collection_without_a_single_word_is_searchable(store: RagStore,
 
 
 def test_graph_search_agrees_with_exact_and_falls_back_under_selective_filters(
-        store: RagStore) -> None:
+        store: SqliteRagStore) -> None:
     rng = np.random.default_rng(3)
     c = store.ensure_collection("t", "big")
     vectors = _unit(rng, 600)
@@ -225,7 +225,7 @@ def test_graph_search_agrees_with_exact_and_falls_back_under_selective_filters(
         assert all(rare[p] for p, _ in got)
 
 
-def test_batched_ingestion_keeps_each_text_with_its_own_vector(store: RagStore) -> None:
+def test_batched_ingestion_keeps_each_text_with_its_own_vector(store: SqliteRagStore) -> None:
     from seawall.ml.embedder import Embedder
     from seawall.ml.tokens import TokenCounter
     from seawall.rag.chunking import ChunkOptions
