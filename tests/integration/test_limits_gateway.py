@@ -17,6 +17,7 @@ import yaml
 from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX, hash_key
 from seawall.store.base import ApiKey
 from tests.gateway import Running, run_gateway
+from tests.services import RedisServer
 
 MASTER = "sk-master-limits-0001"
 SECRET = VIRTUAL_KEY_PREFIX + "budget-test-secret-000000000001"
@@ -151,6 +152,27 @@ def test_two_gateways_share_one_rate_limit_through_redis(tmp_path: Path,
                 assert "10 requests per minute reached for this key" in str(e)
                 refused += 1
         assert (ok, refused) == (10, 6)  # one limit, not 10 per gateway
+
+
+def test_redis_down_with_fail_closed_refuses_limited_requests_with_503(
+        tmp_path: Path, redis_server: RedisServer, redis_url: str) -> None:
+    cfg = config(redis_url)
+    cfg["redis"] = {"url": redis_url, "fail_open": False, "retry_after_s": 0.5}
+    with run_gateway(cfg, tmp_path) as gw:
+        limited = add_key(gw, rpm=100).with_options(max_retries=0)
+        master = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0)
+        ask(limited)
+        redis_server.stop()
+        try:
+            with pytest.raises(openai.InternalServerError) as e:
+                ask(limited)
+            assert e.value.status_code == 503 and e.value.code == "limits_unavailable"
+            assert e.value.response.headers["retry-after"] == "1"
+            ask(master)  # no limit, no budget: not affected
+        finally:
+            redis_server.start_again()
+        time.sleep(0.6)  # redis.retry_after_s
+        ask(limited)
 
 
 def test_keys_create_and_list_show_limits(tmp_path: Path) -> None:
