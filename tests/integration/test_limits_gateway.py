@@ -32,7 +32,8 @@ def config(redis_url: str | None = None) -> dict[str, Any]:
         # (the fake echoes "a b c d e") costs $0.015.
         "models": {"echo": {"provider": "fake",
                             "price": {"input_per_mtok": 1000, "output_per_mtok": 2000}}},
-        "redis": {"url": redis_url},
+        # A generous timeout: a loaded test machine must not look like an outage.
+        "redis": {"url": redis_url, "timeout_s": 2.0},
     }
 
 
