@@ -305,8 +305,10 @@ def keys_spend(config: str | None, key: str) -> None:
     for lim, (spent, reserved) in zip(limits, found_spend, strict=True):
         pid, end = period_of(lim.period, time.time())
         resets = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
-        click.echo(f"{lim.label}: ${spent:.4f} of ${lim.usd:g} spent in {pid} "
-                   f"(${reserved:.4f} held by requests in flight); resets {resets}")
+        where = (f"${reserved:.4f} held by requests in flight" if settings.redis.url
+                 else "from the trace records")
+        click.echo(f"{lim.label}: ${spent:.4f} of ${lim.usd:g} spent in {pid} ({where}); "
+                   f"resets {resets}")
 
 
 @keys.command("revoke")
