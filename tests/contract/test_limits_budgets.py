@@ -436,6 +436,26 @@ async def test_two_replicas_share_one_limit_exactly(redis_url: str) -> None:
         await b.close()
 
 
+async def test_a_reservation_never_settled_is_released_after_its_ttl(redis_url: str) -> None:
+    """A replica killed mid-request never settles: its hold expires."""
+    b = Backend("redis", redis_url, Metrics())
+    try:
+        budgets = RedisBudgets(b.link(), InMemoryBudgets(), reservation_ttl_s=0.3)
+        lim = [limit(1.0)]
+        lost = await budgets.reserve(lim, 0.75)  # its replica dies now
+        assert isinstance(lost, Reservation)
+        assert isinstance(await budgets.reserve(lim, 0.5), Refusal)
+        await asyncio.sleep(0.5)
+        late = await budgets.reserve(lim, 0.5)
+        assert isinstance(late, Reservation)
+        assert await budgets.spent(lim[0]) == (0.0, 0.5)  # the lost hold is gone
+        await budgets.settle(lost, 0.25)  # settled after all (very late): counted once
+        await budgets.settle(late, 0.5)
+        assert await budgets.spent(lim[0]) == (0.75, 0.0)
+    finally:
+        await b.close()
+
+
 def _sample(metrics: Metrics, name: str, what: str) -> float:
     return metrics.registry.get_sample_value(name, {"what": what}) or 0.0
 
