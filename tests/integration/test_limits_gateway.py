@@ -138,6 +138,33 @@ def test_two_gateways_share_one_budget_through_redis(tmp_path: Path, redis_url: 
     assert "($0.0000 held by requests in flight)" in shown.stdout
 
 
+def test_concurrent_requests_on_two_gateways_never_pass_the_budget(
+        tmp_path: Path, redis_url: str) -> None:
+    """With max_tokens every estimate is above the real cost, so however the
+    requests interleave over the replicas, spend stays within the budget."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with contextlib.ExitStack() as stack:
+        gws = [stack.enter_context(run_gateway(config(redis_url), tmp_path / name))
+               for name in ("one", "two")]
+        clients = [add_key(gw, budget_usd=0.1, budget_period="day").with_options(max_retries=0)
+                   for gw in gws]
+
+        def one(i: int) -> str:
+            try:
+                ask(clients[i % 2])
+                return "ok"
+            except openai.RateLimitError as e:
+                return str(e.code)
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(one, range(24)))
+        assert set(outcomes) == {"ok", "budget_exceeded"}
+        assert 3 <= outcomes.count("ok") <= 6  # $0.015 each; the last ones' estimates fit
+        total = spent(gws[0]) + spent(gws[1])
+        assert total == pytest.approx(0.015 * outcomes.count("ok")) and total <= 0.1
+
+
 def test_two_gateways_share_one_rate_limit_through_redis(tmp_path: Path,
                                                          redis_url: str) -> None:
     with contextlib.ExitStack() as stack:
