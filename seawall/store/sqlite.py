@@ -3,6 +3,7 @@ thread of its own so the event loop never waits on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -204,8 +206,11 @@ class SqliteStore:
 
     # -- traces --
     async def write_traces(self, records: list[TraceRecord]) -> None:
-        await self.db.executemany(_INSERT_TRACE, [r.row() for r in records])
-        await self.db.commit()
+        # One batch at a time on the one connection: two interleaved
+        # executemany/commit pairs misuse it (the contract allows concurrent calls).
+        async with self._write_lock:
+            await self.db.executemany(_INSERT_TRACE, [r.row() for r in records])
+            await self.db.commit()
 
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
         if after_rowid:
