@@ -112,9 +112,9 @@ def _answer(row: Any, similarity: float | None = None) -> CachedAnswer:
 class PostgresCacheStore:
     def __init__(self, pg: Postgres, max_entries: int,
                  on_evict: Callable[[str, int], None] | None = None,
-                 keep_expired_s: float = 0.0, dim: int = DIM, exact_below: int = 2048,
+                 keep_expired_s: float = 0.0, dim: int = DIM, exact_below: int = 512,
                  hint_refresh_s: float = 1.0, hint_rebuild_s: float = 300.0,
-                 count_refresh_s: float = 10.0) -> None:
+                 count_refresh_s: float = 10.0, lookup_timeout_s: float = 1.0) -> None:
         if dim != DIM:
             raise ValueError(f"the shared cache stores {DIM}-dimensional vectors, not {dim}")
         self.pg = pg
@@ -125,6 +125,8 @@ class PostgresCacheStore:
         self.hint_refresh_s = hint_refresh_s
         self.hint_rebuild_s = hint_rebuild_s
         self.count_refresh_s = count_refresh_s
+        self.lookup_timeout_s = lookup_timeout_s
+        self._lookups_failing = False
         self.evicted = 0  # by this process
         self.expired = 0
         self._touched: dict[int, float] = {}  # hits not yet written to last_used_at
@@ -235,14 +237,22 @@ class PostgresCacheStore:
 
     # -- lookups --
 
+    # A lookup waits at most ``lookup_timeout_s`` for a connection; with
+    # Postgres unreachable it is a miss (logged once per outage), never an error.
+
     async def get(self, key: bytes, now: float, max_age_s: float | None) -> CachedAnswer | None:
         oldest = float("-inf") if max_age_s is None else now - max_age_s
-        pool = await self.pg.pool()
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {_ANSWER} FROM cache_entries e WHERE e.key = %s AND e.expires_at > %s "
-                "AND e.created_at >= %s", (key, now, oldest))
-            row = await cur.fetchone()
+        try:
+            pool = await self.pg.pool()
+            async with pool.connection(timeout=self.lookup_timeout_s) as conn:
+                cur = await conn.execute(
+                    f"SELECT {_ANSWER} FROM cache_entries e WHERE e.key = %s "
+                    "AND e.expires_at > %s AND e.created_at >= %s", (key, now, oldest))
+                row = await cur.fetchone()
+        except psycopg.Error as e:
+            self._lookup_failed(e)
+            return None
+        self._lookups_failing = False
         if row is None:
             return None
         self.touch(row[0], now)
@@ -253,13 +263,23 @@ class PostgresCacheStore:
         args = {"scope": scope, "v": HalfVector(vector), "k": k, "now": now,
                 "oldest": float("-inf") if max_age_s is None else now - max_age_s,
                 "exact_below": self.exact_below, "max_distance": 1.0 - min_similarity}
-        pool = await self.pg.pool()
-        async with pool.connection() as conn:
-            await self._configure(conn)
-            # Never prepared: a generic plan would pick one search for every scope size.
-            cur = await conn.execute(_NEAREST, args, prepare=False)
-            rows = await cur.fetchall()
+        try:
+            pool = await self.pg.pool()
+            async with pool.connection(timeout=self.lookup_timeout_s) as conn:
+                await self._configure(conn)
+                # Never prepared: a generic plan would pick one search for every scope size.
+                cur = await conn.execute(_NEAREST, args, prepare=False)
+                rows = await cur.fetchall()
+        except psycopg.Error as e:
+            self._lookup_failed(e)
+            return []
+        self._lookups_failing = False
         return [_answer(r, float(r[7])) for r in rows]
+
+    def _lookup_failed(self, e: Exception) -> None:
+        if not self._lookups_failing:
+            log.warning("cache lookups are misses: Postgres is unreachable (%s)", e)
+        self._lookups_failing = True
 
     async def _configure(self, conn: Any) -> None:
         """The HNSW walk's settings, once per pooled connection (session-level:

@@ -441,3 +441,32 @@ async def test_the_cache_runs_on_the_shared_store_built_as_the_factory_does(
         await cache.close()
         assert stores.pg is not None
         await stores.pg.close()
+
+
+async def test_lookups_are_misses_while_postgres_is_unreachable() -> None:
+    """Nothing listens on the port: lookups answer a miss within the lookup
+    timeout instead of failing the request (storing fails, and the cache
+    service logs and drops it)."""
+    import psycopg
+
+    from seawall.cache.pg_store import PostgresCacheStore
+    from seawall.config import StoreSettings
+    from seawall.store.pg import Postgres
+    from tests.services import free_port
+
+    pg = Postgres(StoreSettings(kind="postgres", connect_timeout_s=1,
+                                url=f"postgresql://postgres@127.0.0.1:{free_port()}/none"))
+    store = PostgresCacheStore(pg, 100, lookup_timeout_s=0.5)
+    await store.open()  # the hints are not loaded: every scope may match
+    try:
+        started = time.monotonic()
+        assert await store.get(key("a"), time.time(), None) is None
+        assert await store.nearest(b"S" * 16, unit(np.random.default_rng(0))[0], 5, 0.9,
+                                   time.time(), None) == []
+        assert time.monotonic() - started < 30  # bounded by the timeout, not hung
+        assert store.may_have_scope(b"S" * 16)
+        with pytest.raises(psycopg.Error):
+            await store.put(entry("a"))
+    finally:
+        await store.close()
+        await pg.close()
