@@ -31,7 +31,6 @@ import asyncio
 import collections
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +49,14 @@ _EVICT_LOCK = 0x5EA_CAC4E  # advisory lock: one replica evicts at a time
 _SWEEP_BATCH = 5_000  # expired rows deleted per statement (short locks)
 _LATE_ROWS = 1_000  # ids re-read after a rebuild, for inserts that were in flight
 HNSW_EF_SEARCH = 64  # first batch of the HNSW walk (the embedded graph's query ef)
+
+# The search's settings, local to its transaction. No parallel workers: the
+# planner may plan the branch that the size test skips as a parallel scan,
+# and starting its workers costs milliseconds even when it never runs.
+LOOKUP_SETTINGS = (
+    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+    f"set_config('hnsw.ef_search', '{HNSW_EF_SEARCH}', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)")
 
 _ANSWER = "e.id, e.completion, e.created_at, e.prompt_tokens, e.completion_tokens, " \
           "e.cost_usd, e.text"
@@ -137,7 +144,6 @@ class PostgresCacheStore:
         self._rebuilt_at = 0.0
         self._counted_at = 0.0
         self._refresher: asyncio.Task[None] | None = None
-        self._configured: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- hints (sync, in process) --
 
@@ -265,8 +271,11 @@ class PostgresCacheStore:
                 "exact_below": self.exact_below, "max_distance": 1.0 - min_similarity}
         try:
             pool = await self.pg.pool()
-            async with pool.connection(timeout=self.lookup_timeout_s) as conn:
-                await self._configure(conn)
+            # One round trip: BEGIN, the settings (for this transaction only:
+            # the pool's connections are shared), the search, COMMIT.
+            async with (pool.connection(timeout=self.lookup_timeout_s) as conn,
+                        conn.pipeline(), conn.transaction()):
+                await conn.execute(LOOKUP_SETTINGS)
                 # Never prepared: a generic plan would pick one search for every scope size.
                 cur = await conn.execute(_NEAREST, args, prepare=False)
                 rows = await cur.fetchall()
@@ -280,15 +289,6 @@ class PostgresCacheStore:
         if not self._lookups_failing:
             log.warning("cache lookups are misses: Postgres is unreachable (%s)", e)
         self._lookups_failing = True
-
-    async def _configure(self, conn: Any) -> None:
-        """The HNSW walk's settings, once per pooled connection (session-level:
-        harmless to other queries, which use no HNSW index of this table)."""
-        if conn in self._configured:
-            return
-        await conn.execute("SET hnsw.iterative_scan = relaxed_order")
-        await conn.execute(f"SET hnsw.ef_search = {HNSW_EF_SEARCH}")
-        self._configured.add(conn)
 
     # -- writes --
 

@@ -370,7 +370,7 @@ async def test_a_large_scope_walks_the_hnsw_index_past_other_scopes(pg_url: str)
     walking to A's (a filter after a plain top-k walk returns nothing)."""
     import psycopg
 
-    from seawall.cache.pg_store import PostgresCacheStore
+    from seawall.cache.pg_store import LOOKUP_SETTINGS, PostgresCacheStore
     from seawall.config import StoreSettings
     from seawall.store.pg import Postgres
 
@@ -391,8 +391,8 @@ async def test_a_large_scope_walks_the_hnsw_index_past_other_scopes(pg_url: str)
         with psycopg.connect(pg_url, autocommit=True) as c:
             c.execute("ANALYZE cache_entries")
         pool = await pg.pool()
-        async with pool.connection() as conn:
-            await store._configure(conn)
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(LOOKUP_SETTINGS)
             plan = await (await conn.execute(
                 "EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM cache_entries WHERE scope = %s "
                 "AND embedding IS NOT NULL ORDER BY embedding <=> %s LIMIT 3",
