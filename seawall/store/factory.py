@@ -83,7 +83,8 @@ class Stores:
                 from seawall.cache.pg_store import PostgresCacheStore
 
                 self._cache = PostgresCacheStore(self.pg, s.cache.max_entries,
-                                                 on_evict=on_evict)
+                                                 on_evict=on_evict,
+                                                 keep_expired_s=s.cache.stale_if_error_s)
             else:
                 from seawall.cache.sqlite_store import SqliteCacheStore
 
