@@ -443,22 +443,48 @@ def _cache_db(settings: Settings) -> sqlite3.Connection:
     return db
 
 
+_CACHE_SUMMARY = ("SELECT tenant, model, COUNT(*), COUNT({vector}), SUM(hits), "
+                  "SUM(hits * cost_usd) FROM cache_entries GROUP BY tenant, model "
+                  "ORDER BY tenant, model")
+
+
+def _on_shared_cache(settings: Settings, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
+    """One statement on the shared cache table (postgres), through the factory."""
+    from seawall.store.factory import Stores
+
+    async def go() -> list[tuple[Any, ...]]:
+        stores = Stores(settings)
+        try:
+            await stores.check_schema()
+            assert stores.pg is not None
+            pool = await stores.pg.pool()
+            async with pool.connection() as conn:
+                return list(await (await conn.execute(sql, args)).fetchall())
+        finally:
+            await stores.close()
+
+    try:
+        return asyncio.run(go())
+    except Exception as e:  # noqa: BLE001 - schema or connection: one clean line
+        raise click.ClickException(f"{type(e).__name__}: {e}") from None
+
+
 @cache.command("stats")
 @config_option
 def cache_stats(config: str | None) -> None:
     """Entries per tenant and model, with hits and what they saved."""
     settings = _settings(config)
-    with contextlib.closing(_cache_db(settings)) as db:
-        rows = db.execute(
-            "SELECT tenant, model, COUNT(*), COUNT(vector), SUM(hits), "
-            "SUM(hits * cost_usd), MIN(expires_at) FROM cache_entries "
-            "GROUP BY tenant, model ORDER BY tenant, model").fetchall()
+    if settings.store.kind == "postgres":
+        rows = _on_shared_cache(settings, _CACHE_SUMMARY.format(vector="embedding"), [])
+    else:
+        with contextlib.closing(_cache_db(settings)) as db:
+            rows = db.execute(_CACHE_SUMMARY.format(vector="vector")).fetchall()
     if not rows:
         click.echo("the cache is empty", err=True)
         return
     click.echo(f"{'tenant':16} {'model':24} {'entries':>8} {'semantic':>8} {'hits':>8} "
                f"{'saved_usd':>10}")
-    for tenant, model, n, sem, hits, saved, _ in rows:
+    for tenant, model, n, sem, hits, saved in rows:
         click.echo(f"{tenant:16} {model:24} {n:>8} {sem:>8} {hits or 0:>8} {saved or 0:>10.4f}")
 
 
@@ -471,20 +497,28 @@ def cache_stats(config: str | None) -> None:
 @click.option("--all", "everything", is_flag=True, help="Every entry (needed with no filter).")
 def cache_purge(config: str | None, tenant: str | None, model: str | None,
                 prompt_version: str | None, entry: int | None, everything: bool) -> None:
-    """Delete cache entries; given filters must all match."""
-    from seawall.cache.sqlite_store import purge_sql
+    """Delete cache entries; given filters must all match. Every server stops
+    serving them at once (the shared table; with SQLite, the server's index
+    skips entries whose rows are gone)."""
     from seawall.cache.store import Purge
+    from seawall.store.bus import publish_once
 
     settings = _settings(config)
     what = Purge(tenant=tenant, model=model, prompt_version=prompt_version, entry_id=entry)
     if what.everything and not everything:
         raise click.ClickException("say what to purge (--tenant, --model, --prompt-version, "
                                    "--entry) or --all")
-    sql, args = purge_sql(what)
-    with contextlib.closing(_cache_db(settings)) as db, db:
-        purged = db.execute(sql, args).rowcount
-    from seawall.store.bus import publish_once
+    if settings.store.kind == "postgres":
+        from seawall.cache.pg_store import purge_sql as pg_purge_sql
 
+        sql, args = pg_purge_sql(what)
+        purged = int(_on_shared_cache(settings, sql, args)[0][0])
+    else:
+        from seawall.cache.sqlite_store import purge_sql
+
+        sql, args = purge_sql(what)
+        with contextlib.closing(_cache_db(settings)) as db, db:
+            purged = db.execute(sql, args).rowcount
     publish_once(settings, {"kind": "cache_purge", "tenant": tenant, "model": model,
                             "prompt_version": prompt_version, "entry": entry,
                             "all": everything})
