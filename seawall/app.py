@@ -109,6 +109,8 @@ class Services:
         self.router.stale_answer = self.cache.stale_answer
         # Models and indexes load on first use: a gateway without RAG pays nothing.
         self.rag = RagService(settings.rag, self.stores.rag_store(), self.tokens,
+                              embedder=self.cache.embedder.with_max_length(
+                                  settings.rag.embed_max_tokens),
                               metrics=self.metrics)
         self.experiments = Experiments(
             settings, self.registry, self.store, self.metrics, bus=self.bus,

@@ -86,7 +86,10 @@ def serve_workers(config: str | None, host: str, port: int, workers: int) -> int
             p.join()
             del procs[slot]
             if stopping:
-                status = status or (1 if p.exitcode else 0)
+                # -SIGTERM: it was still starting (not serving yet) when told to stop.
+                if p.exitcode not in (0, -signal.SIGTERM):
+                    log.error("worker %d exited with %s while stopping", slot, p.exitcode)
+                    status = 1
                 continue
             restarts += 1
             quick = time.monotonic() - started[slot] < RESTART_WINDOW_S
