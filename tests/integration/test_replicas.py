@@ -398,3 +398,20 @@ def test_redis_then_postgres_restarted_under_load_no_5xx_no_lost_records(
         time.sleep(0.5)
     missing = ids - cluster.stored(ids)
     assert not missing, (len(missing), len(ids), cluster.journals(), cluster.ready())
+
+
+def test_ready_says_when_redis_is_unreachable_but_keeps_serving(
+        cluster: Cluster, redis_server: RedisServer) -> None:
+    """fail_open: /ready stays 200 with the reason; a request still gets its answer."""
+    key = cluster.new_key("redis-ready")
+    redis_server.stop()
+    try:
+        r = httpx.get(cluster.urls[0] + "/ready", timeout=10)
+        assert r.status_code == 200
+        check = r.json()["checks"]["redis"]
+        assert check["reachable"] is False and "redis.fail_open" in check["detail"]
+        _ask(cluster.client(0, key, timeout=10), "still served")
+    finally:
+        redis_server.start_again()
+    _until(lambda: "reachable" not in httpx.get(cluster.urls[0] + "/ready", timeout=10
+                                                ).json()["checks"]["redis"], 10, "redis back")
