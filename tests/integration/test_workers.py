@@ -69,6 +69,29 @@ def test_workers_share_a_port_are_replaced_when_killed_and_drain_on_sigterm(
             proc.kill()
 
 
+def test_workers_end_when_their_supervisor_is_killed(
+        tmp_path: Path, pg_server: PostgresServer, pg_template: str,
+        upstream: FakeUpstreamClient) -> None:
+    db = create_database(pg_server, template=pg_template)
+    url, proc, _ = serve_process(tmp_path, upstream, args=("--workers", "2"),
+                                 store={"kind": "postgres", "url": db})
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 60
+    while [p for p in workers if _alive(p)]:
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
 def test_workers_with_the_embedded_store_are_refused_with_a_reason(tmp_path: Path) -> None:
     conf = tmp_path / "seawall.yaml"
     conf.write_text(json.dumps({"data_dir": str(tmp_path / "data")}))
