@@ -1,0 +1,2 @@
+-- Reserved: filled by stored responses (seawall/responses/).
+SELECT 1;
