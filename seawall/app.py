@@ -49,6 +49,7 @@ from seawall.pipeline.spend import BudgetStage
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
 from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
+from seawall.providers.embedder import EmbedderProvider
 from seawall.providers.registry import ModelRegistry
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
@@ -107,6 +108,11 @@ class Services:
                                    self.count_tokens)
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.router.stale_answer = self.cache.stale_answer
+        # One MiniLM session per process: the embeddings API, cache, routing and
+        # RAG (below) share the cache's embedder when they use the packaged model.
+        for provider in self.registry.providers.values():
+            if isinstance(provider, EmbedderProvider) and provider.packaged:
+                provider.embedder = self.cache.embedder
         # Models and indexes load on first use: a gateway without RAG pays nothing.
         self.rag = RagService(settings.rag, self.stores.rag_store(), self.tokens,
                               embedder=self.cache.embedder.with_max_length(
