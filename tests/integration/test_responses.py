@@ -326,3 +326,28 @@ def test_conversation_survives_a_restart_on_sqlite(upstream: FakeUpstreamClient,
         r = c.responses.create(model="gpt-x", input=_words(4), previous_response_id=prev)
         assert r.usage is not None and r.usage.input_tokens == 4 * 3 + 2
         assert (tmp_path / "data" / "responses.db").exists()
+
+
+def test_upstream_cut_mid_stream_ends_with_response_failed_and_stores_nothing(
+        client: openai.OpenAI, upstream: FakeUpstreamClient) -> None:
+    upstream.script(default={"disconnect_after_chunks": 2})
+    events = list(client.responses.create(model="gpt-x", input="alpha beta gamma delta",
+                                          stream=True))
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.failed"
+    assert "response.completed" not in [e.type for e in events]
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(failed.id)
+
+
+def test_upstream_failure_unstreamed_is_an_error_and_nothing_is_stored(
+        client: openai.OpenAI, upstream: FakeUpstreamClient) -> None:
+    upstream.script(default={"error_status": 400})
+    with pytest.raises(openai.APIStatusError) as e:
+        client.responses.create(model="gpt-x", input="hi")
+    assert e.value.status_code == 400
+    rid = "resp_" + e.value.response.headers["x-request-id"]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(rid)
