@@ -43,6 +43,7 @@ from seawall.pipeline.context import RequestContext
 from seawall.pipeline.pipeline import Serving
 from seawall.providers.base import StreamItem
 from seawall.responses import output as out
+from seawall.responses.conversation import Conversation
 from seawall.responses.service import not_found
 from seawall.responses.store_api import StoredResponse
 from seawall.responses.wire import MAX_ID, ResponsesRequest, chat_request, check, input_items
@@ -99,8 +100,11 @@ async def _create(request: Request, ctx: RequestContext, svc: Services,
     ctx.model = model[:MAX_MODEL_NAME] if isinstance(model, str) else ""
     if isinstance(req, SeawallError):
         raise req
+    t0 = time.time_ns()
     conv = await svc.responses.conversation(ctx.tenant, req.model, req.instructions,
                                             req.previous_response_id, items)
+    if req.previous_response_id is not None:
+        ctx.span("responses.history", t0)  # loading and trimming the earlier turns
     chat = chat_request(req, raw, conv.messages)
     ctx.request = convert(chat, ChatCompletionRequest)
     for key in ("seawall", "rag", "prompt"):  # the gateway's own options never go upstream
@@ -123,16 +127,41 @@ async def _create(request: Request, ctx: RequestContext, svc: Services,
                                    finish=out.finish_reason(completion))
         if req.store:
             await _save(svc, ctx, req, items, body, created)
-        return Response(orjson.dumps(body), media_type=JSON, headers=_headers(ctx))
+        return Response(await _encode(body), media_type=JSON,
+                        headers={**_headers(ctx), **_history(conv)})
 
     first = await first_item(request, stream)
     if ctx.error is not None:  # the client left before the first token
         return Response(status_code=499)
     tr = out.EventTranslator(response_id, req, created)
     return sse_answer(svc, ctx, serving, stream, _events(ctx, svc, req, items, tr, first, stream),
-                      _headers(ctx), on_cut=lambda: tr.failed(ShuttingDown(
+                      {**_headers(ctx), **_history(conv)}, on_cut=lambda: tr.failed(ShuttingDown(
                           "The gateway shut down before the answer ended "
                           "(shutdown.drain_timeout_s ran out); retry.", retry_after=1.0)))
+
+
+def _history(conv: Conversation) -> dict[str, str]:
+    """What the conversation sent: the earlier turns kept and dropped, and their tokens."""
+    if not conv.turns_kept and not conv.turns_dropped:
+        return {}
+    return {"x-seawall-history": f"turns={conv.turns_kept}; dropped={conv.turns_dropped}; "
+                                 f"tokens={conv.history_tokens}"}
+
+
+async def _encode(body: dict[str, Any]) -> bytes:
+    """JSON bytes; a response with a long answer is encoded on a worker thread."""
+    if _chars(body.get("output") or ()) > _DECODE_OFF_LOOP_BYTES:
+        return await asyncio.to_thread(orjson.dumps, body)
+    return orjson.dumps(body)
+
+
+def _chars(items: Any) -> int:
+    """The text an answer's items hold (a bound on their JSON size, less the framing)."""
+    n = 0
+    for it in items:
+        n += len(it.get("arguments") or "") + 200
+        n += sum(len(p.get("text") or "") for p in it.get("content") or ())
+    return n
 
 
 async def _events(ctx: RequestContext, svc: Services, req: ResponsesRequest,
@@ -197,7 +226,7 @@ async def _stored(request: Request, endpoint: str,
             body = await answer(svc, ctx, response_id)
     except SeawallError as e:
         return _fail(ctx, e)
-    return Response(orjson.dumps(body), media_type=JSON, headers=_headers(ctx))
+    return Response(await _encode(body), media_type=JSON, headers=_headers(ctx))
 
 
 async def retrieve(request: Request) -> Response:

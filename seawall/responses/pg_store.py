@@ -48,7 +48,7 @@ class PostgresResponseStore:
 
     async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
         rows = await self._rows(_GET, (tenant, response_id, time.time()))
-        return sql.from_row(rows[0]) if rows else None
+        return (await sql.from_rows(rows))[0] if rows else None
 
     async def delete(self, tenant: str, response_id: str) -> bool:
         return await self._count(_DELETE, (tenant, response_id)) > 0
@@ -57,7 +57,7 @@ class PostgresResponseStore:
                     max_turns: int) -> list[StoredResponse]:
         rows = await self._rows(_CHAIN, sql.chain_args(tenant, response_id, max_turns,
                                                         time.time()))
-        return [sql.from_row(r) for r in rows]
+        return await sql.from_rows(rows)
 
     async def purge_expired(self, now: float) -> int:
         return await self._count(_PURGE, (now,))

@@ -4,6 +4,7 @@ query, so loading fifty turns is one round trip)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -30,6 +31,9 @@ WITH RECURSIVE c(id, prev, depth) AS (
 SELECT {', '.join('r.' + c for c in COLUMNS)} FROM responses r JOIN c ON r.id = c.id
  ORDER BY c.depth DESC"""
 PURGE = "DELETE FROM responses WHERE expires_at IS NOT NULL AND expires_at <= ?"
+# Rows holding more text than this are decoded on a worker thread (a stored
+# response is as large as its request and answer: megabytes at worst).
+DECODE_OFF_LOOP_CHARS = 256 * 1024
 
 
 def chain_args(tenant: str, response_id: str, max_turns: int, now: float) -> tuple[Any, ...]:
@@ -56,3 +60,11 @@ def from_row(row: Any) -> StoredResponse:
     d["output"] = d["output"] or []
     d["extra"] = d["extra"] or {}
     return StoredResponse(**d)
+
+
+async def from_rows(rows: list[Any]) -> list[StoredResponse]:
+    """:func:`from_row` for each row, off the event loop when they are large."""
+    size = sum(len(v) for row in rows for v in row if isinstance(v, (str, bytes)))
+    if size > DECODE_OFF_LOOP_CHARS:
+        return await asyncio.to_thread(lambda: [from_row(r) for r in rows])
+    return [from_row(r) for r in rows]

@@ -64,8 +64,8 @@ class SqliteResponseStore:
 
     async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
         async with self.db.execute(sql.GET, (tenant, response_id, time.time())) as cur:
-            row = await cur.fetchone()
-        return sql.from_row(row) if row is not None else None
+            rows = list(await cur.fetchall())
+        return (await sql.from_rows(rows))[0] if rows else None
 
     async def delete(self, tenant: str, response_id: str) -> bool:
         cur = await self.db.execute(sql.DELETE, (tenant, response_id))
@@ -76,8 +76,8 @@ class SqliteResponseStore:
                     max_turns: int) -> list[StoredResponse]:
         args = sql.chain_args(tenant, response_id, max_turns, time.time())
         async with self.db.execute(sql.CHAIN, args) as cur:
-            rows = await cur.fetchall()
-        return [sql.from_row(r) for r in rows]
+            rows = list(await cur.fetchall())
+        return await sql.from_rows(rows)
 
     async def purge_expired(self, now: float) -> int:
         cur = await self.db.execute(sql.PURGE, (now,))

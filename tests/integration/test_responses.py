@@ -161,6 +161,9 @@ def test_five_turn_conversation_carries_every_turn(client: openai.OpenAI,
         prev = r.id
     sent = _sent(upstream)
     assert sent[0] == {"role": "system", "content": "be brief"}
+    raw = client.responses.with_raw_response.create(model="gpt-x", input="more",
+                                                    previous_response_id=prev)
+    assert raw.headers["x-seawall-history"].startswith("turns=5; dropped=0; tokens=")
     assert [m["content"] for m in sent[1:]] == [
         _words(t) for t in range(1, 6) for _ in (0, 1)][:-1]
     assert [m["role"] for m in sent[1:]] == ["user", "assistant"] * 4 + ["user"]
@@ -192,6 +195,8 @@ def test_long_conversation_drops_oldest_turns_keeps_instructions(
         prev = r.id
     sent = _sent(upstream)
     assert sent[0] == {"role": "system", "content": "stay calm"}
+    assert r.usage is not None and r.usage.input_tokens == sum(
+        len(str(m["content"]).split()) for m in sent)
     kept = [m["content"].split()[0] for m in sent[1:] if m["role"] == "user"]
     assert kept[-1] == "t6" and "t1" not in kept and 2 <= len(kept) <= 4
     # ...and the turns that were sent are the newest, in order.
