@@ -13,6 +13,7 @@ them into the Responses event sequence (``response.created``,
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -29,7 +30,8 @@ def usage_of(usage: dict[str, Any] | None) -> dict[str, Any]:
     inp, out = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
     cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
     reasoning = int((u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": cached},
+    return {"input_tokens": inp,
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": out, "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": inp + out}
 
@@ -74,6 +76,7 @@ def response_object(response_id: str, req: ResponsesRequest, created_at: float, 
         status = "incomplete"
     return {
         "id": response_id, "object": "response", "created_at": int(created_at),
+        "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
         "status": status, "background": False, "error": error,
         "incomplete_details": ({"reason": INCOMPLETE[finish or ""]}
                                if status == "incomplete" else None),
