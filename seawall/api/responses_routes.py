@@ -196,7 +196,7 @@ async def _save(svc: Services, ctx: RequestContext, req: ResponsesRequest,
         extra={k: v for k, v in body.items() if k not in _COLUMN_FIELDS},
         expires_at=svc.responses.expires_at(created))
     try:
-        await svc.responses.store.put(stored)
+        await svc.responses.save(stored)
     except Exception as e:
         log.exception("storing response %s failed", stored.id)
         raise ServiceUnavailable("The answer could not be stored (the response store is "

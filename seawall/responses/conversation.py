@@ -8,7 +8,9 @@ its output items) are added newest first while they fit the token budget
 less the new input); the first that does not fit and every older one are
 dropped, whole. At most ``responses.max_chain_turns`` turns are loaded at all.
 A kept history never starts with tool results whose calls were dropped.
-Runs on a worker thread: counting grows with the conversation.
+Each turn's tokens are counted once, when it is stored (``tokens``); a turn
+without a count is counted here. Runs on a worker thread: building grows
+with the conversation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from typing import Any
 
 from seawall.responses.store_api import StoredResponse
 from seawall.responses.wire import chat_messages
+
+
+def turn_messages(turn: StoredResponse) -> list[dict[str, Any]]:
+    """One stored turn as chat messages: its input, then its output."""
+    return chat_messages(turn.input_items) + chat_messages(turn.output)
 
 
 @dataclass(slots=True)
@@ -38,8 +45,8 @@ def build(instructions: str | None, chain: list[StoredResponse],
     kept: list[list[dict[str, Any]]] = []
     used = 0
     for turn in reversed(chain):
-        msgs = chat_messages(turn.input_items) + chat_messages(turn.output)
-        cost = count(msgs)
+        msgs = turn_messages(turn)
+        cost = turn.tokens if turn.tokens is not None else count(msgs)
         if cost > left - used:
             break
         kept.append(msgs)

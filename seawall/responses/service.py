@@ -12,7 +12,7 @@ from typing import Any
 from seawall.config import ResponsesSettings
 from seawall.errors import NotFound
 from seawall.ml.tokens import TokenCounter
-from seawall.responses.conversation import Conversation, build
+from seawall.responses.conversation import Conversation, build, turn_messages
 from seawall.responses.store_api import ResponseStore, StoredResponse
 
 log = logging.getLogger("seawall.responses")
@@ -74,6 +74,13 @@ class ResponseService:
                 raise not_found(previous_id)
         return await asyncio.to_thread(build, instructions, chain, current,
                                        self.budget(model), self.tokens.count_messages)
+
+    async def save(self, r: StoredResponse) -> None:
+        """Store ``r``, with its turn's tokens counted once (on a worker thread:
+        counting grows with the turn), so trimming a long conversation later
+        never re-tokenizes it."""
+        r.tokens = await asyncio.to_thread(self.tokens.count_messages, turn_messages(r))
+        await self.store.put(r)
 
     async def get(self, tenant: str, response_id: str) -> StoredResponse:
         found = await self.store.get(tenant, response_id)

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS responses (
     output TEXT NOT NULL,
     usage TEXT,
     metadata TEXT,
-    extra TEXT NOT NULL
+    extra TEXT NOT NULL,
+    tokens INTEGER
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at)
     WHERE expires_at IS NOT NULL;

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 # Columns, in the order both backends read and write them.
 COLUMNS = ("id", "tenant", "model", "status", "created_at", "expires_at",
            "previous_response_id", "instructions", "input_items", "output", "usage",
-           "metadata", "extra")
+           "metadata", "extra", "tokens")
 JSON_COLUMNS = ("input_items", "output", "usage", "metadata", "extra")
 
 
@@ -33,6 +33,7 @@ class StoredResponse:
     metadata: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     expires_at: float | None = None  # deleted by retention after this time
+    tokens: int | None = None  # of the turn (input + output as chat messages), counted once
 
 
 class ResponseStore(Protocol):

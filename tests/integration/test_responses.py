@@ -33,7 +33,9 @@ def _config(upstream: FakeUpstreamClient, **extra: Any) -> dict[str, Any]:
         "observe": {"traces": {"flush_interval_s": 0.01}},
         "providers": {"oa": {"type": "openai", "base_url": upstream.base_url + "/v1"}},
         "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt"},
-                   "gpt-short": {"provider": "oa", "model": "upstream-gpt"}},
+                   "gpt-short": {"provider": "oa", "model": "upstream-gpt"},
+                   "gpt-cached": {"provider": "oa", "model": "upstream-gpt",
+                                  "cache": {"enabled": True, "semantic": False}}},
         "responses": {"max_input_items": 50, "model_chain_tokens": {"gpt-short": 300}},
         **extra,
     }
@@ -235,6 +237,25 @@ def test_streamed_function_call_events(client: openai.OpenAI) -> None:
     final = events[-1].response  # type: ignore[union-attr]
     assert [o.type for o in final.output] == ["function_call"]
     assert final.output[0].name == "get_weather"
+
+
+def test_the_chat_pipeline_applies_cache_and_records(gw: Running, client: openai.OpenAI,
+                                                    upstream: FakeUpstreamClient) -> None:
+    first = client.responses.with_raw_response.create(model="gpt-cached", input="cache me")
+    again = client.responses.with_raw_response.create(model="gpt-cached", input="cache me")
+    assert again.headers["x-seawall-cache"] == "hit"
+    assert again.parse().output_text == first.parse().output_text == "cache me"
+    assert upstream.calls()["calls"] == 1
+    assert again.parse().id != first.parse().id  # each its own stored response
+    trace_id = first.headers["x-request-id"]
+    assert first.parse().id == "resp_" + trace_id
+    rec = None
+    deadline = time.monotonic() + 10  # the writer flushes every 10 ms here
+    while rec is None and time.monotonic() < deadline:
+        rec = gw.on_server(gw.services.store.get_trace(trace_id))
+        time.sleep(0.02)
+    assert rec is not None and rec["endpoint"] == "responses" and rec["model"] == "gpt-cached"
+    assert rec["prompt_tokens"] == 2
 
 
 # -- tenants, errors, limits -------------------------------------------------------------

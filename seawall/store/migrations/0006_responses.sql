@@ -14,6 +14,7 @@ CREATE TABLE responses (
     output TEXT NOT NULL,
     usage TEXT,
     metadata TEXT,
-    extra TEXT NOT NULL
+    extra TEXT NOT NULL,
+    tokens INTEGER  -- the turn's tokens, counted once when stored (trimming reads them)
 );
 CREATE INDEX responses_expiry ON responses (expires_at) WHERE expires_at IS NOT NULL;
