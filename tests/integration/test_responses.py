@@ -105,6 +105,28 @@ def test_create_retrieve_list_delete(client: openai.OpenAI, upstream: FakeUpstre
         client.responses.delete(r.id)
 
 
+def test_images_text_format_and_tool_choice_translate(client: openai.OpenAI,
+                                                      upstream: FakeUpstreamClient) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    client.responses.create(
+        model="gpt-x", tools=[WEATHER_TOOL], tool_choice="none",  # type: ignore[list-item]
+        text={"format": {"type": "json_schema", "name": "out", "schema": schema}},
+        input=[{"role": "developer", "content": "rules"},
+               {"role": "user", "content": [
+                   {"type": "input_text", "text": "look"},
+                   {"type": "input_image", "image_url": "data:image/png;base64,AAAA",
+                    "detail": "low"}]}])
+    sent = upstream.calls()["requests"][-1]
+    assert sent["response_format"] == {"type": "json_schema",
+                                       "json_schema": {"name": "out", "schema": schema}}
+    assert sent["tool_choice"] == "none"
+    assert sent["messages"][0] == {"role": "developer", "content": "rules"}
+    assert sent["messages"][1]["content"] == [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA",
+                                            "detail": "low"}}]
+
+
 def test_store_false_is_not_retrievable(client: openai.OpenAI) -> None:
     r = client.responses.create(model="gpt-x", input="hello there", store=False)
     assert r.output_text == "hello there" and r.store is False
