@@ -399,3 +399,22 @@ def test_upstream_failure_unstreamed_is_an_error_and_nothing_is_stored(
     rid = "resp_" + e.value.response.headers["x-request-id"]
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(rid)
+
+
+def test_retention_hides_then_deletes_old_responses(upstream: FakeUpstreamClient,
+                                                   tmp_path: Path) -> None:
+    upstream.reset()
+    config = _config(upstream)
+    config["responses"] = {"retention_days": 1 / 86_400}  # one second
+    with run_gateway(config, tmp_path) as g:
+        c = openai.OpenAI(base_url=g.url + "/v1", api_key=MASTER, max_retries=0)
+        r = c.responses.create(model="gpt-x", input="short lived")
+        stored = g.on_server(g.services.responses.store.get("default", r.id))  # the master's
+        assert stored is not None and stored.expires_at is not None
+        assert stored.expires_at - stored.created_at == pytest.approx(1.0)
+        time.sleep(1.5)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.retrieve(r.id)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.create(model="gpt-x", input="and?", previous_response_id=r.id)
+        assert g.on_server(g.services.responses.store.purge_expired(time.time())) == 1
