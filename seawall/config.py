@@ -633,6 +633,21 @@ class PromptsSettings(_Strict):
     path: str | None = None  # default: <data_dir>/prompts.db
 
 
+class ResponsesSettings(_Strict):
+    """Stored responses and ``previous_response_id`` conversations (docs/responses.md)."""
+
+    path: str | None = None  # default: <data_dir>/responses.db (store.kind sqlite)
+    retention_days: float | None = Field(30.0, gt=0, description="stored responses are "
+                                         "deleted this long after creation; null = kept")
+    max_chain_turns: int = Field(100, ge=1, le=10_000, description="earlier turns a "
+                                 "previous_response_id conversation is rebuilt from, newest first")
+    max_chain_tokens: int = Field(100_000, ge=256, description="token budget of the earlier "
+                                  "turns sent with a continued response; oldest dropped first")
+    model_chain_tokens: dict[str, int] = Field({}, description="per-model max_chain_tokens "
+                                               "(a model's context window less its output)")
+    max_input_items: int = Field(1000, ge=1, description="input items in one request")
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -747,6 +762,7 @@ class Settings(_Strict):
     routes: dict[str, RouteSettings] = {}
     experiments: dict[str, ExperimentSettings] = {}
     prompts: PromptsSettings = PromptsSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -845,6 +861,11 @@ class Settings(_Strict):
     @property
     def prompts_path(self) -> Path:
         return Path(self.prompts.path) if self.prompts.path else Path(self.data_dir) / "prompts.db"
+
+    @property
+    def responses_path(self) -> Path:
+        return (Path(self.responses.path) if self.responses.path
+                else Path(self.data_dir) / "responses.db")
 
     @property
     def rag_path(self) -> Path:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
     from seawall.rag.store_api import RagStore
+    from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
     from seawall.store.lease import Lease
     from seawall.store.pg import Postgres
@@ -112,6 +113,16 @@ class Stores:
         from seawall.prompts.store import SqlitePromptStore
 
         return SqlitePromptStore(self.settings.prompts_path)
+
+    def responses(self) -> ResponseStore:
+        """Stored responses (the Responses API); opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.responses.pg_store import PostgresResponseStore
+
+            return PostgresResponseStore(self.pg)
+        from seawall.responses.sqlite_store import SqliteResponseStore
+
+        return SqliteResponseStore(self.settings.responses_path)
 
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter
