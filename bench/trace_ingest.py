@@ -74,7 +74,7 @@ async def run(stores: Stores, seconds: float, data_dir: Path) -> dict[str, float
             writer.submit(rec)
         n += len(records[i:i + 100])
         await asyncio.sleep(0)  # a loop iteration, as requests would allow
-        while writer._queue.qsize() > 40_000:  # stay within the queue: measure storing
+        while writer._queue.qsize() > 40_000:  # noqa: ASYNC110 - stay within the queue
             await asyncio.sleep(0.005)
     await writer.flush(120)
     elapsed = time.perf_counter() - t0
@@ -91,10 +91,11 @@ async def run(stores: Stores, seconds: float, data_dir: Path) -> dict[str, float
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=6.0, help="records to send: 15,000 a second of it")
+    ap.add_argument("--seconds", type=float, default=6.0,
+                    help="records to send: 15,000 a second of it")
     args = ap.parse_args()
-    from tests.services import create_database, postgres_server
     from seawall.store.migrate import migrate
+    from tests.services import create_database, postgres_server
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, postgres_server() as pg:

@@ -195,6 +195,12 @@ def keys() -> None:
 @click.option("--tenant", default=None, help="Tenant the key belongs to (default: its name).")
 @click.option("--rpm", type=click.IntRange(min=1), default=None,
               help="Requests per minute allowed (default: limits.default_rpm).")
+@click.option("--tpm", type=click.IntRange(min=1), default=None,
+              help="Tokens per minute allowed (default: limits.default_tpm).")
+@click.option("--budget-usd", type=click.FloatRange(min=0), default=None,
+              help="Spend limit in USD per --budget-period (default: none).")
+@click.option("--budget-period", type=click.Choice(["day", "month"]), default="month",
+              show_default=True, help="The UTC period a budget is for.")
 @click.option("--priority", type=int, default=None,
               help="Admission queue priority, lower first (default: "
                    "admission.default_priority).")
@@ -202,6 +208,7 @@ def keys() -> None:
               help="Turn the response cache on or off for this key's requests "
                    "(default: as configured per model).")
 def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | None,
+                tpm: int | None, budget_usd: float | None, budget_period: str,
                 priority: int | None, cache: bool | None) -> None:
     from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX, hash_key
     from seawall.store.base import ApiKey
@@ -210,10 +217,12 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
     secret = VIRTUAL_KEY_PREFIX + secrets.token_urlsafe(24)
     key = ApiKey(id="key_" + uuid.uuid4().hex[:12], name=name, tenant=tenant or name,
                  key_hash=hash_key(secret), prefix=secret[:10], rpm=rpm, created_at=time.time(),
-                 priority=priority, cache=cache)
+                 priority=priority, cache=cache, tpm=tpm, budget_usd=budget_usd,
+                 budget_period=budget_period if budget_usd is not None else None)
     run_on_store(lambda s: s.create_key(key), settings)
     click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
-               f"{f', {rpm} rpm' if rpm else ''}"
+               f"{f', {rpm} rpm' if rpm else ''}{f', {tpm} tpm' if tpm else ''}"
+               f"{'' if budget_usd is None else ', budget ' + _budget(budget_usd, budget_period)}"
                f"{f', priority {priority}' if priority is not None else ''}"
                f"{'' if cache is None else ', cache on' if cache else ', cache off'})", err=True)
     click.echo("the secret is shown once; store it now:", err=True)
@@ -230,15 +239,76 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
         click.echo("no keys", err=True)
         return
     click.echo(f"{'id':18} {'name':20} {'tenant':16} {'prefix':12} {'rpm':>6} {'prio':>4} "
-               f"{'cache':5}  created              revoked")
+               f"{'cache':5} {'tpm':>8} {'budget':>14}  created              revoked")
     for k in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.created_at))
         revoked = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.revoked_at))
                    if k.revoked_at else "-")
         click.echo(f"{k.id:18} {k.name:20} {k.tenant:16} {k.prefix + '…':12} "
                    f"{k.rpm or '-':>6} {'-' if k.priority is None else k.priority:>4} "
-                   f"{'-' if k.cache is None else 'on' if k.cache else 'off':5}  "
+                   f"{'-' if k.cache is None else 'on' if k.cache else 'off':5} "
+                   f"{k.tpm or '-':>8} {_budget(k.budget_usd, k.budget_period):>14}  "
                    f"{created}  {revoked}")
+
+
+def _budget(usd: float | None, period: str | None) -> str:
+    return "-" if usd is None else f"${usd:g}/{period or 'month'}"
+
+
+@keys.command("spend")
+@config_option
+@click.argument("key")
+def keys_spend(config: str | None, key: str) -> None:
+    """Show what KEY (id or name) and its tenant spent of their budgets this
+    period: from Redis when redis.url is set, else from the trace records
+    (what the server starts from; it may be a few seconds ahead)."""
+    settings = _settings(config)
+    found = [k for k in run_on_store(lambda s: s.list_keys(True), settings)
+             if key in (k.id, k.name)]
+    if not found:
+        raise click.ClickException(f"no key with id or name {key!r}")
+    k = found[0]
+    from seawall.pipeline.budgets import BudgetLimit, period_of
+
+    limits = []
+    if k.budget_usd is not None:
+        limits.append(BudgetLimit(f"key:{k.id}", k.budget_usd, k.budget_period or "month",
+                                  f"key {k.name}", k.tenant, k.id))
+    tenant = settings.limits.tenants.get(k.tenant)
+    if tenant is not None and tenant.budget_usd is not None:
+        limits.append(BudgetLimit(f"tenant:{k.tenant}", tenant.budget_usd,
+                                  tenant.budget_period, f"tenant {k.tenant}", k.tenant))
+    if not limits:
+        click.echo(f"key {k.name} and tenant {k.tenant} have no budget")
+        return
+    from seawall.pipeline.budgets import period_bounds
+    from seawall.store.factory import Stores
+
+    async def from_redis() -> list[tuple[float, float]]:
+        stores = Stores(settings)
+        try:
+            return [await stores.budgets().spent(lim) for lim in limits]
+        finally:
+            assert stores.redis is not None
+            await stores.redis.close()
+
+    async def from_traces(store: Any) -> list[tuple[float, float]]:
+        if not hasattr(store, "spent_since"):
+            raise click.ClickException("this store cannot sum spend from trace records; "
+                                       "set redis.url (docs/limits.md)")
+        return [(await store.spent_since(lim.tenant, lim.key_id,
+                                         period_bounds(lim.period, time.time())[1]), 0.0)
+                for lim in limits]
+
+    found_spend = (asyncio.run(from_redis()) if settings.redis.url
+                   else run_on_store(from_traces, settings))
+    for lim, (spent, reserved) in zip(limits, found_spend, strict=True):
+        pid, end = period_of(lim.period, time.time())
+        resets = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
+        where = (f"${reserved:.4f} held by requests in flight" if settings.redis.url
+                 else "from the trace records")
+        click.echo(f"{lim.label}: ${spent:.4f} of ${lim.usd:g} spent in {pid} ({where}); "
+                   f"resets {resets}")
 
 
 @keys.command("revoke")
@@ -373,22 +443,48 @@ def _cache_db(settings: Settings) -> sqlite3.Connection:
     return db
 
 
+_CACHE_SUMMARY = ("SELECT tenant, model, COUNT(*), COUNT({vector}), SUM(hits), "
+                  "SUM(hits * cost_usd) FROM cache_entries GROUP BY tenant, model "
+                  "ORDER BY tenant, model")
+
+
+def _on_shared_cache(settings: Settings, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
+    """One statement on the shared cache table (postgres), through the factory."""
+    from seawall.store.factory import Stores
+
+    async def go() -> list[tuple[Any, ...]]:
+        stores = Stores(settings)
+        try:
+            await stores.check_schema()
+            assert stores.pg is not None
+            pool = await stores.pg.pool()
+            async with pool.connection() as conn:
+                return list(await (await conn.execute(sql, args)).fetchall())
+        finally:
+            await stores.close()
+
+    try:
+        return asyncio.run(go())
+    except Exception as e:  # noqa: BLE001 - schema or connection: one clean line
+        raise click.ClickException(f"{type(e).__name__}: {e}") from None
+
+
 @cache.command("stats")
 @config_option
 def cache_stats(config: str | None) -> None:
     """Entries per tenant and model, with hits and what they saved."""
     settings = _settings(config)
-    with contextlib.closing(_cache_db(settings)) as db:
-        rows = db.execute(
-            "SELECT tenant, model, COUNT(*), COUNT(vector), SUM(hits), "
-            "SUM(hits * cost_usd), MIN(expires_at) FROM cache_entries "
-            "GROUP BY tenant, model ORDER BY tenant, model").fetchall()
+    if settings.store.kind == "postgres":
+        rows = _on_shared_cache(settings, _CACHE_SUMMARY.format(vector="embedding"), [])
+    else:
+        with contextlib.closing(_cache_db(settings)) as db:
+            rows = db.execute(_CACHE_SUMMARY.format(vector="vector")).fetchall()
     if not rows:
         click.echo("the cache is empty", err=True)
         return
     click.echo(f"{'tenant':16} {'model':24} {'entries':>8} {'semantic':>8} {'hits':>8} "
                f"{'saved_usd':>10}")
-    for tenant, model, n, sem, hits, saved, _ in rows:
+    for tenant, model, n, sem, hits, saved in rows:
         click.echo(f"{tenant:16} {model:24} {n:>8} {sem:>8} {hits or 0:>8} {saved or 0:>10.4f}")
 
 
@@ -401,20 +497,28 @@ def cache_stats(config: str | None) -> None:
 @click.option("--all", "everything", is_flag=True, help="Every entry (needed with no filter).")
 def cache_purge(config: str | None, tenant: str | None, model: str | None,
                 prompt_version: str | None, entry: int | None, everything: bool) -> None:
-    """Delete cache entries; given filters must all match."""
-    from seawall.cache.sqlite_store import purge_sql
+    """Delete cache entries; given filters must all match. Every server stops
+    serving them at once (the shared table; with SQLite, the server's index
+    skips entries whose rows are gone)."""
     from seawall.cache.store import Purge
+    from seawall.store.bus import publish_once
 
     settings = _settings(config)
     what = Purge(tenant=tenant, model=model, prompt_version=prompt_version, entry_id=entry)
     if what.everything and not everything:
         raise click.ClickException("say what to purge (--tenant, --model, --prompt-version, "
                                    "--entry) or --all")
-    sql, args = purge_sql(what)
-    with contextlib.closing(_cache_db(settings)) as db, db:
-        purged = db.execute(sql, args).rowcount
-    from seawall.store.bus import publish_once
+    if settings.store.kind == "postgres":
+        from seawall.cache.pg_store import purge_sql as pg_purge_sql
 
+        sql, args = pg_purge_sql(what)
+        purged = int(_on_shared_cache(settings, sql, args)[0][0])
+    else:
+        from seawall.cache.sqlite_store import purge_sql
+
+        sql, args = purge_sql(what)
+        with contextlib.closing(_cache_db(settings)) as db, db:
+            purged = db.execute(sql, args).rowcount
     publish_once(settings, {"kind": "cache_purge", "tenant": tenant, "model": model,
                             "prompt_version": prompt_version, "entry": entry,
                             "all": everything})

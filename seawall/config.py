@@ -80,8 +80,29 @@ class AuthSettings(_Strict):
                                "honoured while the key store fails or is slow")
 
 
+class TenantLimits(_Strict):
+    """One tenant's own limits (``limits.tenants``); unset = ``limits.tenant_*``."""
+
+    rpm: int | None = Field(None, gt=0, description="requests per minute, all its keys together")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute, all its keys together")
+    budget_usd: float | None = Field(None, ge=0, description="spend limit per budget_period")
+    budget_period: Literal["day", "month"] = "month"
+
+
 class LimitSettings(_Strict):
+    """Rate limits and budgets (docs/limits.md): exact across replicas with ``redis.url``."""
+
     default_rpm: int = Field(0, ge=0, description="per-key requests per minute; 0 = unlimited")
+    default_tpm: int = Field(0, ge=0, description="per-key tokens per minute (prompt + "
+                             "completion); 0 = unlimited")
+    tenant_rpm: int = Field(0, ge=0, description="per-tenant requests per minute, all its keys "
+                            "together; 0 = unlimited")
+    tenant_tpm: int = Field(0, ge=0, description="per-tenant tokens per minute; 0 = unlimited")
+    tenants: dict[str, TenantLimits] = Field({}, description="per-tenant rpm, tpm and budget")
+    completion_allowance: int = Field(1024, ge=0, description="completion tokens a budget "
+                                      "reserves for a request that sets no max_tokens")
+    reservation_ttl_s: float = Field(900.0, gt=0, description="a budget reservation never "
+                                     "settled (its replica died) is released after this")
 
 
 class TraceSettings(_Strict):
@@ -612,6 +633,21 @@ class PromptsSettings(_Strict):
     path: str | None = None  # default: <data_dir>/prompts.db
 
 
+class ResponsesSettings(_Strict):
+    """Stored responses and ``previous_response_id`` conversations (docs/responses.md)."""
+
+    path: str | None = None  # default: <data_dir>/responses.db (store.kind sqlite)
+    retention_days: float | None = Field(30.0, gt=0, description="stored responses are "
+                                         "deleted this long after creation; null = kept")
+    max_chain_turns: int = Field(100, ge=1, le=10_000, description="earlier turns a "
+                                 "previous_response_id conversation is rebuilt from, newest first")
+    max_chain_tokens: int = Field(100_000, ge=256, description="token budget of the earlier "
+                                  "turns sent with a continued response; oldest dropped first")
+    model_chain_tokens: dict[str, int] = Field({}, description="per-model max_chain_tokens "
+                                               "(a model's context window less its output)")
+    max_input_items: int = Field(1000, ge=1, description="input items in one request")
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -726,6 +762,7 @@ class Settings(_Strict):
     routes: dict[str, RouteSettings] = {}
     experiments: dict[str, ExperimentSettings] = {}
     prompts: PromptsSettings = PromptsSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -824,6 +861,11 @@ class Settings(_Strict):
     @property
     def prompts_path(self) -> Path:
         return Path(self.prompts.path) if self.prompts.path else Path(self.data_dir) / "prompts.db"
+
+    @property
+    def responses_path(self) -> Path:
+        return (Path(self.responses.path) if self.responses.path
+                else Path(self.data_dir) / "responses.db")
 
     @property
     def rag_path(self) -> Path:

@@ -97,6 +97,18 @@ class RateLimited(SeawallError):
     code = "rate_limit_exceeded"
 
 
+class BudgetExceeded(RateLimited):
+    """A key's or tenant's spend limit for the period is used up. Retrying
+    before the period ends cannot help, so SDKs are told not to
+    (``x-should-retry``, honoured by openai-python and openai-node)."""
+
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "x-should-retry": "false"}
+
+
 class UpstreamError(SeawallError):
     """A provider failed. ``status`` is what we answer; ``upstream_status`` what it said."""
 

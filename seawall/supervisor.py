@@ -25,10 +25,26 @@ RESTART_WINDOW_S = 10.0  # a child that dies sooner than this after starting...
 MAX_FAST_DEATHS = 3  # ...this many times in a row stops the whole server
 
 
-def _child(config: str | None, host: str, port: int, sock: socket.socket) -> None:
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when the parent dies (even by SIGKILL), so
+    workers never outlive their supervisor (they drain as on any SIGTERM)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphan is then ended by whoever ends the process group
+
+
+def _child(config: str | None, host: str, port: int, sock: socket.socket,
+           parent: int) -> None:
     # Our own process group: a terminal's Ctrl-C reaches the parent only, which
     # forwards one SIGTERM (a second signal would make uvicorn skip the drain).
     os.setpgrp()
+    _die_with_parent()
+    if os.getppid() != parent:  # it died before we asked to be told
+        return
     from seawall.cli import _serve_process
 
     _serve_process(config, host, port, sock)
@@ -57,7 +73,8 @@ def serve_workers(config: str | None, host: str, port: int, workers: int) -> int
     restarts = 0
 
     def start(slot: int) -> None:
-        p = ctx.Process(target=_child, args=(config, host, port, sock), name=f"seawall-{slot}",
+        p = ctx.Process(target=_child, args=(config, host, port, sock, os.getpid()),
+                        name=f"seawall-{slot}",
                         daemon=False)
         p.start()
         procs[slot], started[slot] = p, time.monotonic()
@@ -86,7 +103,10 @@ def serve_workers(config: str | None, host: str, port: int, workers: int) -> int
             p.join()
             del procs[slot]
             if stopping:
-                status = status or (1 if p.exitcode else 0)
+                # -SIGTERM: it was still starting (not serving yet) when told to stop.
+                if p.exitcode not in (0, -signal.SIGTERM):
+                    log.error("worker %d exited with %s while stopping", slot, p.exitcode)
+                    status = 1
                 continue
             restarts += 1
             quick = time.monotonic() - started[slot] < RESTART_WINDOW_S

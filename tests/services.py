@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -88,8 +89,10 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
+        """A fast shutdown (SIGINT): clients are disconnected, work in progress
+        rolled back, committed work kept: what a restart by an operator does."""
         if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: smart shutdown
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -115,8 +118,11 @@ def _spawn_postgres(data: Path, port: int) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             [str(_pg_bin() / "postgres"), "-D", str(data / "pgdata"), "-p", str(port),
-             "-h", "127.0.0.1", "-k", str(data), "-c", "fsync=off",
-             "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-h", "127.0.0.1", "-k", str(data),
+             # Speed for tests: no fsync (a process crash keeps what the OS has);
+             # but synchronous_commit stays on, so a commit the client saw
+             # survives the server being killed (the fault tests rely on it).
+             "-c", "fsync=off", "-c", "full_page_writes=off",
              "-c", "max_connections=300", "-c", "shared_buffers=64MB"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             user=ids[0] if ids else None, group=ids[1] if ids else None,

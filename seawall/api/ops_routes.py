@@ -44,6 +44,8 @@ async def ready(request: Request) -> Response:
         checks["store"] = {"ready": True}
     except Exception as e:
         checks["store"] = {"ready": False, "detail": f"{type(e).__name__}: {e}"}
+    if svc.redis is not None:
+        checks["redis"] = await _redis(svc)
     w = svc.writer.health()
     checks["trace_writer"] = {"ready": w.ok, **({"detail": "; ".join(w.reasons)} if w.reasons
                                                else {}),
@@ -66,6 +68,22 @@ async def ready(request: Request) -> Response:
               "degraded" if started else "not_ready")
     body = {"status": status, "checks": checks, "deployments": svc.registry.health()}
     return json_response(body, status=200 if ok and not draining else 503)
+
+
+async def _redis(svc: Services) -> dict[str, object]:
+    """Redis answers? Unreachable with ``redis.fail_open`` the replica still
+    serves (on per-process limits): ready, with the reason; with fail closed,
+    limited requests are refused, so it is not."""
+    assert svc.redis is not None
+    try:
+        await asyncio.wait_for(svc.redis.ping(), PING_TIMEOUT_S)
+        return {"ready": True}
+    except Exception as e:
+        open_ = svc.settings.redis.fail_open
+        return {"ready": open_, "reachable": False,
+                "detail": f"{type(e).__name__}: {e}; "
+                          + ("serving on per-process limits and budgets (redis.fail_open)"
+                             if open_ else "limited requests get 503 (redis.fail_open: false)")}
 
 
 def _disk(svc: Services) -> dict[str, object]:

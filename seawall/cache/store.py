@@ -1,8 +1,9 @@
 """The cache's storage interface and the values that cross it.
 
 The embedded implementation (:mod:`seawall.cache.sqlite_store`) keeps entries
-in SQLite and vectors in in-process indexes; the distributed deployment will
-implement the same protocol on Postgres/pgvector and Redis.
+in SQLite and vectors in in-process indexes; the shared one
+(:mod:`seawall.cache.pg_store`) keeps both in Postgres (pgvector), for any
+number of replicas. tests/contract/test_cache_store.py holds both to one suite.
 """
 
 from __future__ import annotations

@@ -50,6 +50,14 @@ class Embedder:
         self._output_name = ""
         self._dim = 0
         self._lock = threading.Lock()
+        self._base: Embedder | None = None
+
+    def with_max_length(self, max_length: int) -> Embedder:
+        """The same model, cutting inputs at another length: one ONNX session in
+        memory however many parts of the process embed (cache, routing, RAG)."""
+        other = Embedder(self.model_path, self.tokenizer_path, max_length, self.threads)
+        other._base = self
+        return other
 
     @property
     def ready(self) -> bool:
@@ -64,6 +72,8 @@ class Embedder:
                 return
             from tokenizers import Tokenizer
 
+            if self._base is not None:
+                self._base.warm_up()
             model = (require_file(self.model_path, "embedder model_path")
                      if self.model_path else minilm_onnx_path())
             vocab = (require_file(self.tokenizer_path, "embedder tokenizer_path")
@@ -77,7 +87,8 @@ class Embedder:
             tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0,
                                      pad_token="[PAD]" if pad_id is not None else "<pad>")
 
-            session = cpu_session(model, self.threads)
+            session = (self._base._session if self._base is not None
+                       else cpu_session(model, self.threads))
 
             inputs = tuple(i.name for i in session.get_inputs())
             if "input_ids" not in inputs:

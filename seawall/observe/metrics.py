@@ -92,6 +92,12 @@ class Metrics:
                                      "could not keep up.", registry=r)
         self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit "
                                     "or by admission control.", ("limit",), registry=r)
+        self.redis_errors = Counter("seawall_redis_errors", "Redis calls that failed or timed "
+                                    "out, by what needed them (limits, budgets).", ("what",),
+                                    registry=r)
+        self.redis_fallbacks = Counter("seawall_redis_fallbacks", "Decisions made on "
+                                       "per-process state because Redis was unreachable "
+                                       "(redis.fail_open).", ("what",), registry=r)
         # Connections (seawall/serving.py).
         self.connections = Gauge("seawall_open_connections", "Client connections open now.",
                                  registry=r)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from seawall.cache.service import CacheState
     from seawall.experiments.service import Assignment
     from seawall.observe.records import AttemptRecord
+    from seawall.pipeline.spend import Spend
     from seawall.providers.registry import Deployment
     from seawall.rag.stage import RagState
     from seawall.routing.route_stage import RouteDecision
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 
 
 # The endpoints whose request is a chat completion (``ctx.raw``/``ctx.request``
-# in the OpenAI shape): the Messages API is translated into one on the way in.
-CHAT_ENDPOINTS = frozenset({"chat.completions", "messages"})
+# in the OpenAI shape): the Messages and Responses APIs are translated into one
+# on the way in.
+CHAT_ENDPOINTS = frozenset({"chat.completions", "messages", "responses"})
 
 
 def new_trace_id() -> str:
@@ -80,6 +82,7 @@ class RequestContext:
     experiment: Assignment | None = None  # the experiment arm the request was put in
     route: RouteDecision | None = None  # the tier a routed request ("auto") was sent to
     prefer_deployment: str | None = None  # try this deployment first (an experiment arm)
+    spend: Spend | None = None  # tokens and budget taken before the call, settled after
     spans: list[tuple[str, int, int]] = field(default_factory=list)
 
     def span(self, name: str, start_ns: int) -> None:

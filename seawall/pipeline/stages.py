@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from seawall.api.wire import embedding_inputs
@@ -24,7 +24,14 @@ from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
-from seawall.pipeline.ratelimit import RateLimiter
+from seawall.pipeline.ratelimit import Charge, RateLimiter
+from seawall.pipeline.spend import (
+    TOKEN_ENDPOINTS,
+    TokenCount,
+    prompt_estimate,
+    real_usage,
+    spend_of,
+)
 from seawall.providers.base import StreamItem
 from seawall.providers.registry import ModelRegistry
 from seawall.routing.router import Router
@@ -169,29 +176,83 @@ class AuthStage:
 
 
 class LimitStage:
+    """Requests and tokens per minute, per key and per tenant, taken in one
+    atomic step (all or none). Tokens are taken as the prompt's estimate
+    before the call and corrected with the real total after it
+    (seawall.pipeline.spend)."""
+
     name = "limits"
     traced = True
 
-    def __init__(self, settings: LimitSettings, limiter: RateLimiter, metrics: Metrics) -> None:
+    def __init__(self, settings: LimitSettings, limiter: RateLimiter, metrics: Metrics,
+                 count: TokenCount | None = None) -> None:
         self.settings = settings
         self.limiter = limiter
-        self._refused = metrics.rate_limited.labels("key_rpm")
+        self.count = count
+        self._refused = {what: metrics.rate_limited.labels(what)
+                         for what in ("key_rpm", "tenant_rpm", "key_tpm", "tenant_tpm")}
+
+    def _limits(self, ctx: RequestContext) -> tuple[int, int, int, int]:
+        """(key rpm, key tpm, tenant rpm, tenant tpm); 0 = none."""
+        s = self.settings
+        key = ctx.key
+        rpm = key.rpm if key is not None and key.rpm is not None else s.default_rpm
+        tpm = key.tpm if key is not None and key.tpm is not None else s.default_tpm
+        tenant = s.tenants.get(ctx.tenant)
+        t_rpm = tenant.rpm if tenant is not None and tenant.rpm else s.tenant_rpm
+        t_tpm = tenant.tpm if tenant is not None and tenant.tpm else s.tenant_tpm
+        return rpm, tpm, t_rpm, t_tpm
 
     async def before(self, ctx: RequestContext) -> None:
-        key = ctx.key
-        rpm = key.rpm if key is not None and key.rpm is not None else self.settings.default_rpm
-        if not rpm:
+        rpm, tpm, t_rpm, t_tpm = self._limits(ctx)
+        if not (rpm or tpm or t_rpm or t_tpm):
             return
-        bucket = key.id if key is not None else f"anon:{ctx.client_host}"
-        wait = await self.limiter.acquire(bucket, rpm)
-        if wait is not None:
-            self._refused.inc()
+        key = ctx.key
+        who = f"k:{key.id}" if key is not None else f"anon:{ctx.client_host}"
+        tenant = f"t:{ctx.tenant}"
+        charges: list[Charge] = []
+        kinds: list[str] = []
+        for what, bucket, limit in (("key_rpm", who, rpm), ("tenant_rpm", tenant, t_rpm)):
+            if limit:
+                charges.append(Charge(bucket + ":rpm", limit))
+                kinds.append(what)
+        tokens: list[Charge] = []
+        if (tpm or t_tpm) and ctx.endpoint in TOKEN_ENDPOINTS:
+            estimate = await prompt_estimate(ctx, self.count)
+            for what, bucket, limit in (("key_tpm", who, tpm), ("tenant_tpm", tenant, t_tpm)):
+                if limit:
+                    tokens.append(Charge(bucket + ":tpm", limit, estimate))
+                    kinds.append(what)
+        decision = await self.limiter.take(charges + tokens)
+        if not decision.allowed:
+            what = kinds[decision.refused]
+            limit = (charges + tokens)[decision.refused].per_minute
+            self._refused[what].inc()
+            unit = "requests" if what.endswith("rpm") else "tokens"
+            holder = "this key" if what.startswith("key") else f"tenant {ctx.tenant!r}"
             raise RateLimited(
-                f"Rate limit of {rpm} requests per minute reached for this key; "
-                f"retry after {wait:.1f}s.", retry_after=wait)
+                f"Rate limit of {limit} {unit} per minute reached for {holder}; "
+                f"retry after {decision.wait_s:.1f}s.", retry_after=decision.wait_s)
+        if tokens:
+            spend = spend_of(ctx)
+            spend.tpm, spend.tpm_local = tokens, decision.local
 
     async def after(self, ctx: RequestContext) -> None:
-        return None
+        spend = ctx.spend
+        if spend is None or not spend.tpm:
+            return
+        taken, spend.tpm = spend.tpm, []
+        # Shielded: a second cancellation must not skip the correction.
+        await asyncio.shield(self._settle(ctx, taken, spend.tpm_local))
+
+    async def _settle(self, ctx: RequestContext, taken: list[Charge], local: bool) -> None:
+        prompt, completion = await real_usage(ctx, self.count)
+        # What each bucket took (a charge over a whole bucket took the bucket).
+        fix = [Charge(c.bucket, c.per_minute, prompt + completion - min(c.amount, c.per_minute))
+               for c in taken]
+        fix = [c for c in fix if c.amount]
+        if fix:
+            await self.limiter.give(fix, local=local)
 
 
 class InvokeStage:
@@ -218,10 +279,6 @@ class InvokeStage:
 
     async def after(self, ctx: RequestContext) -> None:
         return None
-
-
-# (messages, output, request body bytes) -> (prompt, completion) tokens
-TokenCount = Callable[[list[Any], str, int], Awaitable[tuple[int, int]]]
 
 
 def truncate(text: str, limit: int) -> str:

@@ -21,9 +21,11 @@ from seawall.store.base import Store
 if TYPE_CHECKING:
     from seawall.cache.store import CacheStore
     from seawall.observe.metrics import Metrics
+    from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
     from seawall.rag.store_api import RagStore
+    from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
     from seawall.store.lease import Lease
     from seawall.store.pg import Postgres
@@ -82,7 +84,8 @@ class Stores:
                 from seawall.cache.pg_store import PostgresCacheStore
 
                 self._cache = PostgresCacheStore(self.pg, s.cache.max_entries,
-                                                 on_evict=on_evict)
+                                                 on_evict=on_evict,
+                                                 keep_expired_s=s.cache.stale_if_error_s)
             else:
                 from seawall.cache.sqlite_store import SqliteCacheStore
 
@@ -111,15 +114,43 @@ class Stores:
 
         return SqlitePromptStore(self.settings.prompts_path)
 
+    def responses(self) -> ResponseStore:
+        """Stored responses (the Responses API); opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.responses.pg_store import PostgresResponseStore
+
+            return PostgresResponseStore(self.pg)
+        from seawall.responses.sqlite_store import SqliteResponseStore
+
+        return SqliteResponseStore(self.settings.responses_path)
+
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter
 
         local = InMemoryRateLimiter()
         if self.redis is None:
             return local
-        from seawall.pipeline.ratelimit import RedisRateLimiter  # type: ignore[attr-defined]
+        from seawall.pipeline.ratelimit import RedisRateLimiter
 
         return RedisRateLimiter(self.redis, fallback=local, metrics=self.metrics)
+
+    def budgets(self, ledger: Any = None) -> Budgets:
+        """Spend per key and tenant: in this process (starting from the trace
+        records of ``ledger``, default the key store's connection, when it can
+        sum them), or shared through Redis."""
+        from seawall.pipeline.budgets import InMemoryBudgets, SpendLedger
+
+        ledger = ledger if ledger is not None else self.keys
+        if not isinstance(ledger, SpendLedger):
+            ledger = None
+        local = InMemoryBudgets(ledger=ledger)
+        if self.redis is None:
+            return local
+        from seawall.pipeline.budgets import RedisBudgets
+
+        return RedisBudgets(self.redis, fallback=local, metrics=self.metrics,
+                            reservation_ttl_s=self.settings.limits.reservation_ttl_s,
+                            ledger=ledger)
 
     def bus(self) -> ChangeBus:
         """Change notices to every replica (Redis pub/sub), or to this process

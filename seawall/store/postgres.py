@@ -121,6 +121,18 @@ class PostgresStore:
             "SELECT * FROM (SELECT * FROM traces ORDER BY rowid DESC LIMIT %s) t ORDER BY rowid",
             (limit,))
 
+    async def spent_since(self, tenant: str, key_id: str | None, since: float) -> float:
+        """USD spent by ``tenant`` (or its key ``key_id``) since ``since``, from
+        the trace records: where a budget Redis does not hold starts from."""
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) AS usd FROM traces WHERE tenant = %s " \
+              "AND started_at >= %s"
+        args: list[Any] = [tenant, since]
+        if key_id is not None:
+            sql += " AND key_id = %s"
+            args.append(key_id)
+        rows = await self._fetch(sql, tuple(args))
+        return float(rows[0]["usd"]) if rows else 0.0
+
     async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         rows = await self._fetch("SELECT * FROM traces WHERE trace_id = %s", (trace_id,))
         return rows[0] if rows else None

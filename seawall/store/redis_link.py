@@ -15,6 +15,7 @@ log = logging.getLogger("seawall.redis")
 
 
 class RedisLink:
+    REMIND_S = 60.0
     def __init__(self, settings: RedisSettings) -> None:
         assert settings.url
         self.settings = settings
@@ -24,6 +25,8 @@ class RedisLink:
             socket_connect_timeout=settings.timeout_s, health_check_interval=30)
         self._down_until = 0.0
         self.failures = 0  # calls that failed (for a metric)
+        self.outage = False  # a call failed and none has succeeded since
+        self._logged_at = 0.0
 
     @property
     def up(self) -> bool:
@@ -33,10 +36,21 @@ class RedisLink:
     def failed(self, exc: BaseException) -> None:
         """Note a failed call: Redis is skipped for ``retry_after_s``."""
         self.failures += 1
-        if self.up:
-            log.warning("redis unreachable (%s): using per-process fallback for %.1fs",
-                        type(exc).__name__, self.settings.retry_after_s)
-        self._down_until = time.monotonic() + self.settings.retry_after_s
+        now = time.monotonic()
+        # One line per outage, not one per retry; a reminder at most once a
+        # minute for callers that never report a success (recovered).
+        if not self.outage or now - self._logged_at > self.REMIND_S:
+            self.outage = True
+            self._logged_at = now
+            log.warning("redis unreachable (%s): using per-process fallback, retrying every "
+                        "%.1fs", type(exc).__name__, self.settings.retry_after_s)
+        self._down_until = now + self.settings.retry_after_s
+
+    def recovered(self) -> None:
+        """Note a call that worked after an outage (callers check :attr:`outage`)."""
+        if self.outage:
+            self.outage = False
+            log.warning("redis reachable again: shared limits and state are back in use")
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)

@@ -3,6 +3,7 @@ thread of its own so the event loop never waits on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -204,8 +206,12 @@ class SqliteStore:
 
     # -- traces --
     async def write_traces(self, records: list[TraceRecord]) -> None:
-        await self.db.executemany(_INSERT_TRACE, await rows_of(records))
-        await self.db.commit()
+        rows = await rows_of(records)  # built in slices on the loop
+        # One batch at a time on the one connection: two interleaved
+        # executemany/commit pairs misuse it (the contract allows concurrent calls).
+        async with self._write_lock:
+            await self.db.executemany(_INSERT_TRACE, rows)
+            await self.db.commit()
 
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
         if after_rowid:
@@ -216,6 +222,19 @@ class SqliteStore:
             args = (limit,)
         async with self.db.execute(sql, args) as c:
             return [dict(r) for r in await c.fetchall()]
+
+    async def spent_since(self, tenant: str, key_id: str | None, since: float) -> float:
+        """USD spent by ``tenant`` (or by its key ``key_id``) since ``since``,
+        from the trace records: where in-process budgets start after a restart
+        (seawall.pipeline.budgets)."""
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM traces WHERE tenant = ? AND started_at >= ?"
+        args: list[Any] = [tenant, since]
+        if key_id is not None:
+            sql += " AND key_id = ?"
+            args.append(key_id)
+        async with self.db.execute(sql, args) as c:
+            row = await c.fetchone()
+        return float(row[0]) if row else 0.0
 
     async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         async with self.db.execute("SELECT * FROM traces WHERE trace_id = ?", (trace_id,)) as c:

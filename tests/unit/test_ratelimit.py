@@ -17,3 +17,29 @@ async def test_burst_equals_limit(rpm: int) -> None:
     rl = InMemoryRateLimiter()
     allowed = sum([await rl.acquire("k", rpm) is None for _ in range(rpm + 5)])
     assert allowed == rpm
+
+
+async def test_a_charge_over_the_whole_bucket_passes_when_full_then_is_owed() -> None:
+    from seawall.pipeline.ratelimit import Charge
+
+    rl = InMemoryRateLimiter()
+    assert (await rl.take([Charge("t", 100, 500)])).allowed  # taken as a full bucket
+    await rl.give([Charge("t", 100, 400)])  # the rest is owed
+    d = await rl.take([Charge("t", 100, 1)])
+    assert not d.allowed and d.wait_s > 4 * 60  # five minutes' worth taken
+
+
+def test_budget_periods_are_utc_days_and_months() -> None:
+    from datetime import UTC, datetime
+
+    from seawall.pipeline.budgets import period_of
+
+    def at(*args: int) -> float:
+        return datetime(*args, tzinfo=UTC).timestamp()
+
+    assert period_of("day", at(2026, 12, 31, 23, 59, 59)) == ("2026-12-31", at(2027, 1, 1))
+    assert period_of("month", at(2026, 12, 6, 12)) == ("2026-12", at(2027, 1, 1))
+    assert period_of("month", at(2028, 2, 29, 23)) == ("2028-02", at(2028, 3, 1))
+    assert period_of("month", at(2027, 1, 31)) == ("2027-01", at(2027, 2, 1))
+    with pytest.raises(ValueError, match="week"):
+        period_of("week", at(2026, 1, 1))

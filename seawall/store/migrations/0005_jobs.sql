@@ -1,0 +1,2 @@
+-- Reserved: filled by the job queue (seawall/jobs/).
+SELECT 1;
