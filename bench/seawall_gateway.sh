@@ -14,13 +14,8 @@ STORE_LINES=""
 if [ -n "${PG_STATE:-}" ]; then
   DB_URL=$("$ROOT/.venv/bin/python" "$ROOT/bench/pg_services.py" createdb "$PG_STATE")
   REDIS_URL=$("$ROOT/.venv/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["redis_url"])' "$PG_STATE")
-  STORE_LINES="store: {kind: postgres, url: \"$DB_URL\"}"
-  # Redis too, once this checkout has its rate limiter (RedisRateLimiter); with no
-  # limit configured (as here) a request makes no Redis call either way.
-  if "$ROOT/.venv/bin/python" -c 'from seawall.pipeline.ratelimit import RedisRateLimiter' 2>/dev/null; then
-    STORE_LINES="$STORE_LINES
+  STORE_LINES="store: {kind: postgres, url: \"$DB_URL\"}
 redis: {url: \"$REDIS_URL\"}"
-  fi
 fi
 cat > "$CONF" <<YAML
 data_dir: $DATA
@@ -36,9 +31,5 @@ providers:
 models:
   mock-gpt: {provider: mock, price: {input_per_mtok: 2.5, output_per_mtok: 10}}
 YAML
-if [ -n "${PG_STATE:-}" ]; then
-  "$ROOT/.venv/bin/seawall" migrate --config "$CONF" >&2
-  # Until seawall.cache.pg_store is on main: see bench/pgshim/sitecustomize.py.
-  export PYTHONPATH=$ROOT/bench/pgshim${PYTHONPATH:+:$PYTHONPATH}
-fi
+[ -z "${PG_STATE:-}" ] || "$ROOT/.venv/bin/seawall" migrate --config "$CONF" >&2
 exec "$ROOT/.venv/bin/seawall" serve --config "$CONF" ${SERVE_ARGS:-}
