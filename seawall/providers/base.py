@@ -22,7 +22,7 @@ Chunk = dict[str, Any]
 # A provider may yield several chunks that arrived in one network read as a
 # list: they are relayed to the client in one write (one syscall, not ten),
 # which is most of the cost of relaying a fast stream.
-ChunkBatch = list[Chunk]
+ChunkBatch = list[Chunk]  # test with isinstance(item, list): a batch may be a RawBatch
 StreamItem = Chunk | ChunkBatch
 
 

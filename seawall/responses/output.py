@@ -184,7 +184,7 @@ class EventTranslator:
 
     def feed(self, item: StreamItem) -> bytes:
         out: list[bytes] = []
-        chunks: list[Chunk] = item if type(item) is list else [item]  # type: ignore[list-item]
+        chunks: list[Chunk] = item if isinstance(item, list) else [item]
         for chunk in chunks:
             for choice in chunk.get("choices") or ():
                 if choice.get("index", 0) != 0:
