@@ -183,6 +183,25 @@ class RedisSettings(_Strict):
                                  "use the fallback before Redis is tried again")
 
 
+class JobSettings(_Strict):
+    run_in_server: bool = Field(True, description="run jobs inside `seawall serve` (the "
+                                "embedded default); false = only `seawall worker` runs them")
+    concurrency: int = Field(4, gt=0, le=1024, description="jobs one process runs at once")
+    lease_s: float = Field(30.0, gt=0, description="a running job's lease; heartbeats renew "
+                           "it, and a job whose runner died is claimed again once it lapses")
+    max_attempts: int = Field(3, gt=0, description="runs before a failing job is dead")
+    backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles "
+                             "with each attempt, up to backoff_max_s")
+    backoff_max_s: float = Field(300.0, ge=0, description="longest wait between retries")
+    max_depth: int = Field(100_000, gt=0, description="queued + running jobs in total; "
+                           "more is refused (429 with Retry-After)")
+    max_depth_per_tenant: int = Field(10_000, gt=0, description="queued + running jobs "
+                                      "per tenant")
+    poll_s: float = Field(0.5, gt=0, description="how often an idle runner looks for work "
+                          "(jobs enqueued in the same process wake it at once)")
+    path: str | None = None  # sqlite: default <data_dir>/jobs.db
+
+
 class _ProviderBase(_Strict):
     max_concurrency: int = Field(1024, gt=0)
 
@@ -742,6 +761,7 @@ class Settings(_Strict):
     resilience: ResilienceSettings = ResilienceSettings()
     admission: AdmissionSettings = AdmissionSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    jobs: JobSettings = JobSettings()
     cache: CacheSettings = CacheSettings()
     rag: RagSettings = RagSettings()
     routes: dict[str, RouteSettings] = {}
@@ -847,6 +867,10 @@ class Settings(_Strict):
         return Path(self.prompts.path) if self.prompts.path else Path(self.data_dir) / "prompts.db"
 
     @property
+    def jobs_path(self) -> Path:
+        return Path(self.jobs.path) if self.jobs.path else Path(self.data_dir) / "jobs.db"
+
+    @property
     def rag_path(self) -> Path:
         return Path(self.rag.path) if self.rag.path else Path(self.data_dir) / "rag.db"
 
@@ -917,7 +941,7 @@ def parse_settings(data: dict[str, Any], env: dict[str, str] | None = None) -> S
 
 DEFAULT_DATA_DIR = ".seawall"
 HOME_ENV = "SEAWALL_HOME"
-_STORE_PATHS = ("store", "cache", "rag", "prompts")  # sections with a ``path`` of their own
+_STORE_PATHS = ("store", "cache", "rag", "prompts", "jobs")  # sections with a ``path`` of their own
 
 
 def _anchor(settings: Settings, config: Path | None, explicit: bool,

@@ -20,6 +20,7 @@ from seawall.store.base import Store
 
 if TYPE_CHECKING:
     from seawall.cache.store import CacheStore
+    from seawall.jobs.queue import JobQueue
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
@@ -112,6 +113,16 @@ class Stores:
         from seawall.prompts.store import SqlitePromptStore
 
         return SqlitePromptStore(self.settings.prompts_path)
+
+    def jobs(self) -> JobQueue:
+        """The durable job queue (async; opened and closed by its user)."""
+        if self.pg is not None:
+            from seawall.jobs.pg_queue import PostgresJobQueue
+
+            return PostgresJobQueue(self.pg, self.settings.jobs)
+        from seawall.jobs.sqlite_queue import SqliteJobQueue
+
+        return SqliteJobQueue(self.settings.jobs_path, self.settings.jobs)
 
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter
