@@ -35,6 +35,7 @@ from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.experiments.service import Experiments
 from seawall.experiments.stage import ExperimentStage
+from seawall.jobs.runner import JobRunner
 from seawall.ml.tokens import TokenCounter, is_long
 from seawall.observe.logs import current_trace_id
 from seawall.observe.metrics import Metrics
@@ -70,7 +71,9 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class Services:
     """Everything a request needs, built from one Settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, run_jobs: bool | None = None) -> None:
+        """``run_jobs``: run the job runner here (default: ``jobs.run_in_server``;
+        ``seawall worker`` passes True)."""
         self.settings = settings
         self.started_at = int(time.time())
         self._drain_scheduled = False
@@ -133,6 +136,11 @@ class Services:
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer, self.count_tokens_async),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)
+        # The durable job queue (docs/jobs.md); its runner works here unless
+        # jobs.run_in_server is false (then `seawall worker` processes run them).
+        self.jobs = self.stores.jobs()
+        run_jobs = settings.jobs.run_in_server if run_jobs is None else run_jobs
+        self.job_runner = JobRunner(self.jobs, settings.jobs, self.metrics) if run_jobs else None
 
     def begin_drain(self) -> None:
         """Shutdown started: refuse new work, keep serving what is in flight
@@ -217,6 +225,9 @@ class Services:
         await asyncio.to_thread(self.prompts.store.open)
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
+        await self.jobs.open()
+        if self.job_runner is not None:
+            await self.job_runner.start()
 
     async def close(self) -> None:
         """Every step runs, each bounded, whatever the others do: a failing
@@ -228,7 +239,13 @@ class Services:
         if self._retention is not None:
             self._retention.cancel()
 
+        async def jobs() -> None:
+            if self.job_runner is not None:  # unfinished jobs are released, not lost
+                await self.job_runner.stop(drain_s=CLOSE_STEP_S - 2)
+            await self.jobs.close()
+
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+            ("jobs", jobs, CLOSE_STEP_S + 3),
             ("change bus", self.bus.close, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
