@@ -55,6 +55,19 @@ FROM picked WHERE jobs.id = picked.id
 """
 
 
+# Room for one more job? The total is counted (at most up to the limit); the
+# tenant's only when the total alone does not settle it (CASE keeps that
+# order), so a queue below both limits costs one count, capped at the lower.
+_ROOM = """CASE
+    WHEN (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN ('queued', 'running')
+          LIMIT %(least)s) t) < %(least)s THEN true
+    WHEN (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN ('queued', 'running')
+          LIMIT %(max_depth)s) t) >= %(max_depth)s THEN false
+    ELSE (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE tenant = %(tenant)s AND
+          state IN ('queued', 'running') LIMIT %(max_tenant)s) t) < %(max_tenant)s
+END"""
+
+
 def _job(row: dict[str, Any]) -> Job:
     row["state"] = JobState(row["state"])
     return Job(**row)
@@ -94,7 +107,8 @@ class PostgresJobQueue:
                 "payload": Jsonb(payload), "priority": priority,
                 "max_attempts": max_attempts or s.max_attempts,
                 "run_after": now if run_after is None else run_after, "now": now,
-                "max_depth": s.max_depth, "max_tenant": s.max_depth_per_tenant}
+                "max_depth": s.max_depth, "max_tenant": s.max_depth_per_tenant,
+                "least": min(s.max_depth, s.max_depth_per_tenant)}
         # One statement: the depth check and the insert. Concurrent enqueues
         # may overshoot a limit by at most their number (docs/jobs.md).
         job = await self._one(
@@ -102,9 +116,7 @@ class PostgresJobQueue:
             "max_attempts, run_after, created_at, updated_at) "
             "SELECT %(id)s, %(tenant)s, %(kind)s, %(payload)s, %(priority)s, 'queued', 0, "
             "%(max_attempts)s, %(run_after)s, %(now)s, %(now)s "
-            "WHERE (SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')) "
-            "< %(max_depth)s AND (SELECT count(*) FROM jobs WHERE tenant = %(tenant)s AND "
-            "state IN ('queued', 'running')) < %(max_tenant)s "
+            "WHERE " + _ROOM + " "
             f"ON CONFLICT (id) DO NOTHING {_RETURNING}", args)
         if job is None:
             if job_id is not None and (found := await self.get(job_id)) is not None:

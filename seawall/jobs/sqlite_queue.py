@@ -156,12 +156,19 @@ class SqliteJobQueue:
                 found = await self._one(db, _SELECT + " WHERE id = ?", (job_id,))
                 if found is not None:
                     return found
+            # Below both limits in total (a count capped at the lower): room.
+            least = min(s.max_depth, s.max_depth_per_tenant)
             async with db.execute(
-                    "SELECT count(*), coalesce(sum(tenant = ?), 0) FROM jobs "
-                    "WHERE state IN ('queued', 'running')", (tenant,)) as c:
-                total, mine = await c.fetchone() or (0, 0)
-            if total >= s.max_depth or mine >= s.max_depth_per_tenant:
-                raise QueueFull(full_message(total, mine, tenant, s), RETRY_AFTER_S)
+                    "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN "
+                    "('queued', 'running') LIMIT ?)", (least,)) as c:
+                row = await c.fetchone()
+            if row is None or row[0] >= least:
+                async with db.execute(
+                        "SELECT count(*), coalesce(sum(tenant = ?), 0) FROM jobs "
+                        "WHERE state IN ('queued', 'running')", (tenant,)) as c:
+                    total, mine = await c.fetchone() or (0, 0)
+                if total >= s.max_depth or mine >= s.max_depth_per_tenant:
+                    raise QueueFull(full_message(total, mine, tenant, s), RETRY_AFTER_S)
             await db.execute(
                 f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES "
                 f"({', '.join('?' for _ in COLUMNS)})",

@@ -236,3 +236,11 @@ async def test_get_list_and_stats(queue: JobQueue) -> None:
     stats = await queue.stats()
     assert stats.queued == {"alpha": 2} and stats.running == {"beta": 1}
     assert stats.oldest_queued_s >= 0
+
+
+async def test_total_limit_below_the_tenant_limit(queue: JobQueue) -> None:
+    queue.settings = _settings(max_depth=2, max_depth_per_tenant=5)
+    await queue.enqueue("k", None, tenant="a")
+    await queue.enqueue("k", None, tenant="b")
+    with pytest.raises(QueueFull, match="jobs.max_depth = 2"):
+        await queue.enqueue("k", None, tenant="a")
