@@ -194,7 +194,8 @@ async def test_depth_limits_per_tenant_and_in_total(queue: JobQueue) -> None:
     await queue.enqueue("k", None, tenant="a")
     with pytest.raises(QueueFull) as e:
         await queue.enqueue("k", None, tenant="a")
-    assert e.value.status == 429 and e.value.retry_after and "tenant 'a'" in str(e.value)
+    assert e.value.status == 429 and "tenant 'a'" in str(e.value)
+    assert e.value.code == "job_queue_full" and e.value.headers()["retry-after"] == "5"
     await queue.enqueue("k", None, tenant="b")
     with pytest.raises(QueueFull, match="jobs.max_depth = 3"):
         await queue.enqueue("k", None, tenant="c")
