@@ -206,7 +206,13 @@ class JobRunner:
             state = await self.queue.fail(job.id, self.owner, f"{type(e).__name__}: {e}")
             return ("lost" if state is None else "retried" if state is JobState.QUEUED
                     else str(state))
-        return "succeeded" if await self.queue.complete(job.id, self.owner, result) else "lost"
+        try:
+            committed = await self.queue.complete(job.id, self.owner, result)
+        except (TypeError, ValueError) as e:  # a result that is not JSON: no retry helps
+            state = await self.queue.fail(job.id, self.owner, f"result is not JSON: {e}",
+                                          retry=False)
+            return "lost" if state is None else str(state)
+        return "succeeded" if committed else "lost"
 
 
 async def _cancelled(task: asyncio.Task[Any]) -> None:

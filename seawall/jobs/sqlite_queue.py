@@ -132,6 +132,12 @@ class SqliteJobQueue:
             await db.execute("COMMIT")
             return out
 
+    async def _read(self, sql: str, args: Sequence[Any]) -> list[Job]:
+        """A read, never in the middle of another task's transaction on the
+        shared connection (it would see that transaction's uncommitted rows)."""
+        async with self._lock:
+            return await self._rows(self.db, sql, args)
+
     async def _rows(self, db: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> list[Job]:
         async with db.execute(sql, args) as c:
             return [_job(r) for r in await c.fetchall()]
@@ -272,7 +278,8 @@ class SqliteJobQueue:
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         where, args = _scope(job_id, tenant)
-        return await self._one(self.db, f"{_SELECT} WHERE {where}", args)
+        rows = await self._read(f"{_SELECT} WHERE {where}", args)
+        return rows[0] if rows else None
 
     async def list(self, *, state: str | None = None, kind: str | None = None,
                    tenant: str | None = None, limit: int = 100) -> list[Job]:
@@ -282,21 +289,22 @@ class SqliteJobQueue:
                 conds.append(f"{col} = ?")
                 args.append(value)
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
-        return await self._rows(self.db, f"{_SELECT}{where} ORDER BY created_at DESC "
-                                "LIMIT ?", [*args, limit])
+        return await self._read(f"{_SELECT}{where} ORDER BY created_at DESC LIMIT ?",
+                                [*args, limit])
 
     async def stats(self) -> QueueStats:
         now = time.time()
         out = QueueStats({}, {}, 0.0)
-        async with self.db.execute(
-                "SELECT kind, state, count(*) FROM jobs WHERE state IN ('queued', 'running') "
-                "GROUP BY kind, state") as c:
-            for kind, state, count in await c.fetchall():
-                (out.queued if state == "queued" else out.running)[kind] = count
-        async with self.db.execute(
-                "SELECT min(max(created_at, run_after)) FROM jobs "
-                "WHERE state = 'queued' AND run_after <= ?", (now,)) as c:
-            row = await c.fetchone()
+        async with self._lock:
+            async with self.db.execute(
+                    "SELECT kind, state, count(*) FROM jobs WHERE state IN "
+                    "('queued', 'running') GROUP BY kind, state") as c:
+                for kind, state, count in await c.fetchall():
+                    (out.queued if state == "queued" else out.running)[kind] = count
+            async with self.db.execute(
+                    "SELECT min(max(created_at, run_after)) FROM jobs "
+                    "WHERE state = 'queued' AND run_after <= ?", (now,)) as c:
+                row = await c.fetchone()
         if row and row[0] is not None:
             out.oldest_queued_s = max(0.0, now - row[0])
         return out

@@ -214,3 +214,17 @@ async def test_depth_gauges(queue: JobQueue, make_runner: Callable[..., JobRunne
     assert m.jobs_queued.labels("other")._value.get() == 1
     assert m.jobs_oldest_age._value.get() >= 0
     assert b"seawall_jobs_queued{kind=\"sleep\"} 1.0" in m.render()
+
+
+async def test_a_result_that_is_not_json_fails_the_job(
+        queue: JobQueue, make_runner: Callable[..., JobRunner]) -> None:
+    runner = make_runner()
+
+    async def odd(job: Job) -> object:
+        return {"when": object()}
+
+    runner.register("odd", odd)
+    await runner.start()
+    job = await queue.enqueue("odd", None)
+    failed = await wait_for(queue, job.id, JobState.FAILED)
+    assert "result is not JSON" in (failed.error or "") and failed.result is None
