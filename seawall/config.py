@@ -199,6 +199,8 @@ class JobSettings(_Strict):
                                       "per tenant")
     poll_s: float = Field(0.5, gt=0, description="how often an idle runner looks for work "
                           "(jobs enqueued in the same process wake it at once)")
+    keep_finished_days: float = Field(7.0, gt=0, description="finished jobs (and their "
+                                      "results) are deleted this long after they ended")
     path: str | None = None  # sqlite: default <data_dir>/jobs.db
 
 

@@ -220,6 +220,15 @@ class PostgresJobQueue:
         return await self._rows(f"{_SELECT}{where} ORDER BY created_at DESC LIMIT %s",
                                 [*args, limit])
 
+    async def purge(self, finished_before: float, batch: int = 5000) -> int:
+        pool = await self.pg.pool()
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN "
+                "('succeeded', 'failed', 'dead', 'cancelled') AND updated_at < %s LIMIT %s "
+                "FOR UPDATE SKIP LOCKED)", (finished_before, batch))
+            return cur.rowcount
+
     async def stats(self) -> QueueStats:
         now = time.time()
         out = QueueStats({}, {}, 0.0)

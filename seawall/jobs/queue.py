@@ -177,6 +177,10 @@ class JobQueue(Protocol):
 
     async def stats(self) -> QueueStats: ...
 
+    async def purge(self, finished_before: float, batch: int = 5000) -> int:
+        """Delete up to ``batch`` jobs that ended before ``finished_before``."""
+        ...
+
     def on_enqueue(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after each enqueue in this process (wakes runners)."""
         ...

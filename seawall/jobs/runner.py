@@ -30,6 +30,7 @@ Handler = Callable[[Job], Coroutine[Any, Any, Any]]
 
 RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0
 STATS_EVERY_S = 5.0
+PURGE_EVERY_S = 600.0
 
 
 def default_owner() -> str:
@@ -50,6 +51,7 @@ class JobRunner:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._stats_at = 0.0
+        self._purged_at = 0.0
         queue.on_enqueue(self.wake)
         if builtins:
             from seawall.jobs.kinds import register_builtins
@@ -128,8 +130,23 @@ class JobRunner:
                     continue
             if self.metrics is not None and time.monotonic() - self._stats_at >= STATS_EVERY_S:
                 await self.refresh_stats()
+            if time.monotonic() - self._purged_at >= PURGE_EVERY_S:
+                await self.purge()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), s.poll_s)
+
+    async def purge(self) -> int:
+        """Delete finished jobs older than ``jobs.keep_finished_days`` (a batch
+        at a time, so a big backlog never holds the queue for long)."""
+        self._purged_at = time.monotonic()
+        before = time.time() - self.settings.keep_finished_days * 86400
+        total = 0
+        while (n := await self.queue.purge(before)) > 0:
+            total += n
+        if total:
+            log.info("deleted %d jobs finished over %g days ago", total,
+                     self.settings.keep_finished_days, extra={"deleted": total})
+        return total
 
     async def refresh_stats(self) -> None:
         """Set the depth gauges from the queue (every few seconds, not per scrape:

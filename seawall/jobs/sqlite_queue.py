@@ -292,6 +292,16 @@ class SqliteJobQueue:
         return await self._read(f"{_SELECT}{where} ORDER BY created_at DESC LIMIT ?",
                                 [*args, limit])
 
+    async def purge(self, finished_before: float, batch: int = 5000) -> int:
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN "
+                "('succeeded', 'failed', 'dead', 'cancelled') AND updated_at < ? LIMIT ?)",
+                (finished_before, batch))
+            return cur.rowcount
+
+        return await self._tx(work)
+
     async def stats(self) -> QueueStats:
         now = time.time()
         out = QueueStats({}, {}, 0.0)

@@ -228,3 +228,14 @@ async def test_a_result_that_is_not_json_fails_the_job(
     job = await queue.enqueue("odd", None)
     failed = await wait_for(queue, job.id, JobState.FAILED)
     assert "result is not JSON" in (failed.error or "") and failed.result is None
+
+
+async def test_runner_purges_old_finished_jobs(
+        queue: JobQueue, make_runner: Callable[..., JobRunner]) -> None:
+    runner = make_runner(keep_finished_days=1e-9)  # ~0.1 ms
+    jobs = [await queue.enqueue("k", None) for _ in range(3)]
+    for j in await queue.claim(2, "w", 30):
+        await queue.complete(j.id, "w", None)
+    await asyncio.sleep(0.01)
+    assert await runner.purge() == 2
+    assert [j.id for j in await queue.list()] == [jobs[2].id]

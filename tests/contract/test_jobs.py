@@ -245,3 +245,16 @@ async def test_total_limit_below_the_tenant_limit(queue: JobQueue) -> None:
     await queue.enqueue("k", None, tenant="b")
     with pytest.raises(QueueFull, match="jobs.max_depth = 2"):
         await queue.enqueue("k", None, tenant="a")
+
+
+async def test_purge_deletes_only_finished_jobs_ended_before(queue: JobQueue) -> None:
+    done = await queue.enqueue("k", None)
+    await queue.claim(1, "w", 30)
+    await queue.complete(done.id, "w", "r")
+    cancelled = await queue.enqueue("k", None)
+    await queue.cancel(cancelled.id)
+    waiting = await queue.enqueue("k", None)
+    assert await queue.purge(time.time() - 60) == 0  # ended just now: kept
+    assert await queue.purge(time.time() + 1, batch=1) == 1
+    assert await queue.purge(time.time() + 1) == 1
+    assert [j.id for j in await queue.list()] == [waiting.id]
