@@ -1,6 +1,7 @@
-"""``seawall worker`` processes on the shared Postgres queue: one is killed
-with SIGKILL mid-job, another finishes the job once its lease lapses, and
-the result is committed exactly once; SIGTERM gives unfinished jobs back."""
+"""``seawall worker`` processes on the shared Postgres queue (and on one
+machine's SQLite file): one is killed with SIGKILL mid-job, another finishes
+the job once its lease lapses, and the result is committed exactly once;
+SIGTERM gives unfinished jobs back."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,15 +25,16 @@ from seawall.store.factory import Stores
 LEASE_S = 2.0
 
 
-@pytest.fixture
-def worker_config(tmp_path: Path, pg_url: str) -> Path:
+@pytest.fixture(params=["postgres", "sqlite"])
+def worker_config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Workers on the shared Postgres queue, or on one machine's SQLite file."""
     conf = tmp_path / "seawall.yaml"
-    conf.write_text(json.dumps({
-        "data_dir": str(tmp_path / "data"),
-        "server": {"log_level": "info"},
-        "store": {"kind": "postgres", "url": pg_url},
-        "jobs": {"lease_s": LEASE_S, "poll_s": 0.1},
-    }))
+    data: dict[str, Any] = {"data_dir": str(tmp_path / "data"),
+                            "server": {"log_level": "info"},
+                            "jobs": {"lease_s": LEASE_S, "poll_s": 0.1}}
+    if request.param == "postgres":
+        data["store"] = {"kind": "postgres", "url": request.getfixturevalue("pg_url")}
+    conf.write_text(json.dumps(data))
     return conf
 
 
