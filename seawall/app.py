@@ -27,6 +27,7 @@ from seawall.api import (
     openapi,
     ops_routes,
     rag_routes,
+    responses_routes,
 )
 from seawall.api.http import LiveStreams, error_response
 from seawall.cache.service import ResponseCache
@@ -50,9 +51,11 @@ from seawall.pipeline.spend import BudgetStage
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
 from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
+from seawall.providers.embedder import EmbedderProvider
 from seawall.providers.registry import ModelRegistry
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
+from seawall.responses.service import ResponseService
 from seawall.routing.breaker import BreakerState
 from seawall.routing.route_stage import RouteStage
 from seawall.routing.router import Router
@@ -110,6 +113,11 @@ class Services:
                                    self.count_tokens)
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.router.stale_answer = self.cache.stale_answer
+        # One MiniLM session per process: the embeddings API, cache, routing and
+        # RAG (below) share the cache's embedder when they use the packaged model.
+        for provider in self.registry.providers.values():
+            if isinstance(provider, EmbedderProvider) and provider.packaged:
+                provider.embedder = self.cache.embedder
         # Models and indexes load on first use: a gateway without RAG pays nothing.
         self.rag = RagService(settings.rag, self.stores.rag_store(), self.tokens,
                               embedder=self.cache.embedder.with_max_length(
@@ -120,6 +128,7 @@ class Services:
             lease=None if self.redis is None else self.stores.lease("experiments"),
             redis=self.redis)
         self.prompts = PromptRegistry(self.stores.prompt_store())
+        self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -223,6 +232,7 @@ class Services:
         await self.cache.start()
         await self.experiments.start()
         await asyncio.to_thread(self.prompts.store.open)
+        await self.responses.start()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -252,6 +262,7 @@ class Services:
             ("rag", self.rag.aclose, CLOSE_STEP_S),
             ("experiments", self.experiments.close, CLOSE_STEP_S),
             ("prompts", prompts, CLOSE_STEP_S),
+            ("responses", self.responses.close, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
@@ -265,7 +276,7 @@ class Services:
 
 
 _SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models, "
-           "GET /v1/models/{id} (OpenAI API); POST /v1/messages and "
+           "GET /v1/models/{id}, /v1/responses (OpenAI API); POST /v1/messages and "
            "/v1/messages/count_tokens (Anthropic API, docs/anthropic.md); /v1/collections "
            "and /v1/retrieve (RAG, "
            "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md); "
@@ -344,7 +355,8 @@ def create_app(settings: Settings) -> FastPath:
             await services.close()
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
-                            *admin_routes.routes, *rag_routes.routes, *openapi.routes],
+                            *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
+                            *openapi.routes],
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})
     app.state.services = services

@@ -654,6 +654,21 @@ class PromptsSettings(_Strict):
     path: str | None = None  # default: <data_dir>/prompts.db
 
 
+class ResponsesSettings(_Strict):
+    """Stored responses and ``previous_response_id`` conversations (docs/responses.md)."""
+
+    path: str | None = None  # default: <data_dir>/responses.db (store.kind sqlite)
+    retention_days: float | None = Field(30.0, gt=0, description="stored responses are "
+                                         "deleted this long after creation; null = kept")
+    max_chain_turns: int = Field(100, ge=1, le=10_000, description="earlier turns a "
+                                 "previous_response_id conversation is rebuilt from, newest first")
+    max_chain_tokens: int = Field(100_000, ge=256, description="token budget of the earlier "
+                                  "turns sent with a continued response; oldest dropped first")
+    model_chain_tokens: dict[str, int] = Field({}, description="per-model max_chain_tokens "
+                                               "(a model's context window less its output)")
+    max_input_items: int = Field(1000, ge=1, description="input items in one request")
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -769,6 +784,7 @@ class Settings(_Strict):
     routes: dict[str, RouteSettings] = {}
     experiments: dict[str, ExperimentSettings] = {}
     prompts: PromptsSettings = PromptsSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -869,6 +885,11 @@ class Settings(_Strict):
         return Path(self.prompts.path) if self.prompts.path else Path(self.data_dir) / "prompts.db"
 
     @property
+    def responses_path(self) -> Path:
+        return (Path(self.responses.path) if self.responses.path
+                else Path(self.data_dir) / "responses.db")
+
+    @property
     def jobs_path(self) -> Path:
         return Path(self.jobs.path) if self.jobs.path else Path(self.data_dir) / "jobs.db"
 
@@ -943,7 +964,8 @@ def parse_settings(data: dict[str, Any], env: dict[str, str] | None = None) -> S
 
 DEFAULT_DATA_DIR = ".seawall"
 HOME_ENV = "SEAWALL_HOME"
-_STORE_PATHS = ("store", "cache", "rag", "prompts", "jobs")  # sections with a ``path`` of their own
+# Sections with a ``path`` of their own.
+_STORE_PATHS = ("store", "cache", "rag", "prompts", "responses", "jobs")
 
 
 def _anchor(settings: Settings, config: Path | None, explicit: bool,

@@ -23,13 +23,14 @@ from seawall.api.anthropic_wire import CountTokensRequest, MessagesRequest
 from seawall.api.http import JSON
 from seawall.api.rag_routes import COLLECTION_NAME, MAX_ID, DeleteIn, DocumentsIn, SearchIn
 from seawall.api.wire import MAX_MODEL_NAME, ChatCompletionRequest, EmbeddingRequest
+from seawall.responses.wire import ResponsesRequest
 
 REF = "#/components/schemas/{name}"
 Schema = dict[str, Any]
 
 _REQUESTS: tuple[type[msgspec.Struct], ...] = (
     ChatCompletionRequest, EmbeddingRequest, MessagesRequest, CountTokensRequest,
-    DocumentsIn, SearchIn, DeleteIn, PurgeRequest)
+    DocumentsIn, SearchIn, DeleteIn, PurgeRequest, ResponsesRequest)
 
 _NULLABLE_STR: Schema = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 _OBJECT: Schema = {"type": "object"}
@@ -63,6 +64,15 @@ _RESPONSES: dict[str, Schema] = {
             "usage": {"$ref": "#/components/schemas/Usage"},
             "citations": {"type": "array", "items": _OBJECT,
                           "description": "the sources of a RAG answer (docs/rag.md)"}}},
+    "Response": {
+        "type": "object", "required": ["id", "object", "created_at", "status", "model",
+                                       "output"],
+        "description": "An OpenAI Responses API response (docs/responses.md).",
+        "properties": {"id": {"type": "string"}, "object": {"const": "response"},
+                       "created_at": {"type": "integer"}, "status": {"type": "string"},
+                       "model": {"type": "string"},
+                       "output": {"type": "array", "items": _OBJECT},
+                       "usage": _OBJECT, "previous_response_id": _NULLABLE_STR}},
     "Usage": {
         "type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
         "properties": {k: {"type": "integer", "minimum": 0}
@@ -144,6 +154,7 @@ def _query_param(name: str, schema: Schema) -> Schema:
 
 _COLLECTION = _path_param("name", {"type": "string", "pattern": COLLECTION_NAME.pattern,
                                    "description": "the collection, inside the caller's tenant"})
+_RESPONSE_ID = _path_param("response_id", {"type": "string", "maxLength": 128})
 _DOC_ID = _path_param("doc_id", {"type": "integer", "minimum": 0, "maximum": MAX_ID})
 _UPLOAD: Schema = {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "format": "binary",
@@ -175,6 +186,22 @@ def _paths() -> dict[str, Schema]:
         "/v1/messages/count_tokens": {"post": _op(
             "Estimated input tokens of a Messages request", _json("TokenCount"),
             body=_json("CountTokensRequest"), error=anthropic)},
+        "/v1/responses": {"post": _op(
+            "Create a response (OpenAI Responses API); `stream: true` answers with its events",
+            {**_json("Response"), "text/event-stream": {"schema": {"type": "string"}}},
+            body=_json("ResponsesRequest"))},
+        "/v1/responses/{response_id}": {
+            "get": _op("A stored response", _json("Response"), params=[_RESPONSE_ID]),
+            "delete": _op("Delete a stored response", _json("Deleted"), params=[_RESPONSE_ID])},
+        "/v1/responses/{response_id}/input_items": {"get": _op(
+            "A stored response's input items", _json("List"), params=[
+                _RESPONSE_ID,
+                _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                _query_param("order", {"enum": ["asc", "desc"]}),
+                _query_param("after", {"type": "string"})])},
+        "/v1/responses/{response_id}/cancel": {"post": _op(
+            "Cancel a background response (none yet: a 400 for any stored response)",
+            _json("Response"), params=[_RESPONSE_ID])},
         "/v1/collections": {"get": _op("The caller's RAG collections", _json("List"))},
         "/v1/collections/{name}": {
             "get": _op("One collection", {JSON: {"schema": _OBJECT}}, params=[_COLLECTION]),

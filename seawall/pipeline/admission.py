@@ -21,8 +21,8 @@ from seawall.pipeline.context import RequestContext
 
 # Endpoints that do model work (RAG search embeds the query, ingestion parses
 # and embeds documents); /v1/models, listings and admin are never held back.
-GUARDED = frozenset({"chat.completions", "messages", "messages.count_tokens", "embeddings",
-                     "rag.search", "rag.ingest"})
+GUARDED = frozenset({"chat.completions", "messages", "messages.count_tokens", "responses",
+                     "embeddings", "rag.search", "rag.ingest"})
 
 
 class Overloaded(RateLimited):

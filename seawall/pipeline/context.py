@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 
 # The endpoints whose request is a chat completion (``ctx.raw``/``ctx.request``
-# in the OpenAI shape): the Messages API is translated into one on the way in.
-CHAT_ENDPOINTS = frozenset({"chat.completions", "messages"})
+# in the OpenAI shape): the Messages and Responses APIs are translated into one
+# on the way in.
+CHAT_ENDPOINTS = frozenset({"chat.completions", "messages", "responses"})
 
 
 def new_trace_id() -> str:

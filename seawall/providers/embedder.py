@@ -39,6 +39,9 @@ class EmbedderProvider(Provider):
         vocab: Path = (require_file(settings.tokenizer_path, f"providers.{name}.tokenizer_path")
                        if settings.tokenizer_path else minilm_tokenizer_path())
         self.embedder = Embedder(model_path=model, tokenizer_path=vocab)
+        # The packaged model: the process may hand over the embedder it already
+        # has (app.Services), so MiniLM is in memory once.
+        self.packaged = settings.model_path is None and settings.tokenizer_path is None
         self._limit: asyncio.Semaphore | None = None
         self._state = "not started"
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
     from seawall.rag.store_api import RagStore
+    from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
     from seawall.store.lease import Lease
     from seawall.store.pg import Postgres
@@ -123,6 +124,16 @@ class Stores:
         from seawall.jobs.sqlite_queue import SqliteJobQueue
 
         return SqliteJobQueue(self.settings.jobs_path, self.settings.jobs)
+
+    def responses(self) -> ResponseStore:
+        """Stored responses (the Responses API); opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.responses.pg_store import PostgresResponseStore
+
+            return PostgresResponseStore(self.pg)
+        from seawall.responses.sqlite_store import SqliteResponseStore
+
+        return SqliteResponseStore(self.settings.responses_path)
 
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter

@@ -148,3 +148,18 @@ def test_an_embedder_with_another_max_length_shares_the_model_session() -> None:
     assert not np.allclose(v_long, base.embed([text]))
     short = "the same short text"
     assert np.allclose(long.embed([short]), base.embed([short]), atol=1e-5)
+
+
+def test_the_gateway_holds_one_minilm_session(tmp_path: Path) -> None:
+    """The embeddings API, the cache and RAG use one model in memory (the
+    default config serves all three)."""
+    from seawall.app import create_app
+    from seawall.config import load_settings
+    from seawall.providers.embedder import EmbedderProvider
+
+    settings = load_settings(None, env={"SEAWALL_HOME": str(tmp_path)})
+    services = create_app(settings).state.services
+    provider = next(p for p in services.registry.providers.values()
+                    if isinstance(p, EmbedderProvider))
+    assert provider.embedder is services.cache.embedder
+    assert services.rag.embedder._base is services.cache.embedder

@@ -1,0 +1,86 @@
+"""The embedded response store: a SQLite file of its own (``responses.db``
+under ``data_dir``), like the cache, prompts and RAG stores: conversation
+writes never queue behind trace writes on ``seawall.db``'s connection, and
+deleting the file forgets every conversation and nothing else."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import aiosqlite
+
+from seawall.responses import sql
+from seawall.responses.store_api import StoredResponse
+from seawall.store.sqlite import connect
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    previous_response_id TEXT,
+    instructions TEXT,
+    input_items TEXT NOT NULL,
+    output TEXT NOT NULL,
+    usage TEXT,
+    metadata TEXT,
+    extra TEXT NOT NULL,
+    tokens INTEGER
+);
+CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at)
+    WHERE expires_at IS NOT NULL;
+"""
+
+
+class SqliteResponseStore:
+    """Implements :class:`~seawall.responses.store_api.ResponseStore` on one file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        if self._db is None:
+            self._db = await connect(self.path)
+            await self._db.executescript(_SCHEMA)
+            await self._db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        assert self._db is not None, "open() the response store first"
+        return self._db
+
+    async def put(self, r: StoredResponse) -> None:
+        await self.db.execute(sql.INSERT, sql.to_row(r))
+        await self.db.commit()
+
+    async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        async with self.db.execute(sql.GET, (tenant, response_id, time.time())) as cur:
+            rows = list(await cur.fetchall())
+        return (await sql.from_rows(rows))[0] if rows else None
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        cur = await self.db.execute(sql.DELETE, (tenant, response_id))
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    async def chain(self, tenant: str, response_id: str,
+                    max_turns: int) -> list[StoredResponse]:
+        args = sql.chain_args(tenant, response_id, max_turns, time.time())
+        async with self.db.execute(sql.CHAIN, args) as cur:
+            rows = list(await cur.fetchall())
+        return await sql.from_rows(rows)
+
+    async def purge_expired(self, now: float) -> int:
+        cur = await self.db.execute(sql.PURGE, (now,))
+        await self.db.commit()
+        return cur.rowcount
