@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from seawall.config import parse_settings
 from seawall.jobs.queue import Job, JobQueue, JobState
 from seawall.store.factory import Stores
+from tests.services import free_port
 
 LEASE_S = 2.0
 
@@ -48,8 +50,9 @@ def workers(worker_config: Path) -> Iterator[list[subprocess.Popen[str]]]:
         p.wait(10)
 
 
-def start_worker(conf: Path, procs: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
-    p = subprocess.Popen([sys.executable, "-m", "seawall.cli", "worker", "-c", str(conf)],
+def start_worker(conf: Path, procs: list[subprocess.Popen[str]],
+                 *args: str) -> subprocess.Popen[str]:
+    p = subprocess.Popen([sys.executable, "-m", "seawall.cli", "worker", "-c", str(conf), *args],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
                          env={**os.environ, "SEAWALL_CONFIG": ""})
     procs.append(p)
@@ -89,7 +92,8 @@ async def test_killed_worker_job_finishes_on_another_exactly_once(
         first.wait(10)
         killed_at = time.monotonic()
 
-        second = start_worker(worker_config, workers)
+        metrics_port = free_port()
+        second = start_worker(worker_config, workers, "--metrics-port", str(metrics_port))
         done = await wait_for(q, job.id, JobState.SUCCEEDED, within_s=90)
         # Taken over once the lease lapsed, well within lease + startup + the job's own time.
         assert time.monotonic() - killed_at < 60
@@ -103,6 +107,9 @@ async def test_killed_worker_job_finishes_on_another_exactly_once(
         again = await q.get(job.id)
         assert again is not None and again.result == done.result
         assert again.updated_at == done.updated_at
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        assert 'seawall_jobs_total{kind="sleep",outcome="succeeded"} 1.0' in text
     finally:
         await q.close()
         await stores.close()
