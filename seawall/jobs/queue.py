@@ -107,11 +107,6 @@ def full_message(total: int, tenant_active: int, tenant: str, settings: JobSetti
 RETRY_AFTER_S = 5.0  # what a full queue tells the client to wait
 
 
-def backoff_s(settings: JobSettings, attempts: int) -> float:
-    """Wait before the next run after ``attempts`` failed runs: doubling."""
-    return float(min(settings.backoff_max_s, settings.backoff_s * 2 ** max(0, attempts - 1)))
-
-
 class JobQueue(Protocol):
     """Every backend: SQLite (seawall/jobs/sqlite_queue.py) and Postgres
     (seawall/jobs/pg_queue.py), one contract suite (tests/contract/test_jobs.py)."""
