@@ -1,0 +1,2 @@
+-- Reserved: background responses (their event log).
+SELECT 1;

@@ -1,0 +1,2 @@
+-- Reserved: files and batches.
+SELECT 1;

@@ -1,0 +1,2 @@
+-- Reserved: feedback and scores.
+SELECT 1;
