@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from seawall.api import (
     admin_routes,
+    batch_routes,
     messages_routes,
     openai_routes,
     openapi,
@@ -60,6 +61,8 @@ from seawall.routing.breaker import BreakerState
 from seawall.routing.route_stage import RouteStage
 from seawall.routing.router import Router
 from seawall.routing.shared_cooldowns import SharedCooldowns
+from seawall.batches.service import KIND as BATCH_KIND
+from seawall.batches.service import BatchService
 from seawall.store.bus import ChangeBus
 from seawall.store.factory import Stores
 
@@ -150,6 +153,11 @@ class Services:
         self.jobs = self.stores.jobs()
         run_jobs = settings.jobs.run_in_server if run_jobs is None else run_jobs
         self.job_runner = JobRunner(self.jobs, settings.jobs, self.metrics) if run_jobs else None
+        # The Files and Batch APIs (docs/batches.md): a batch runs as a job.
+        self.batch_store = self.stores.files()
+        self.batches = BatchService(settings.batches, self.batch_store, self)
+        if self.job_runner:
+            self.job_runner.register(BATCH_KIND, self.batches.run)
 
     def begin_drain(self) -> None:
         """Shutdown started: refuse new work, keep serving what is in flight
@@ -236,6 +244,7 @@ class Services:
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
+        await self.batch_store.open()
         if self.job_runner is not None:
             await self.job_runner.start()
 
@@ -253,6 +262,7 @@ class Services:
             if self.job_runner is not None:  # unfinished jobs are released, not lost
                 await self.job_runner.stop(drain_s=CLOSE_STEP_S - 2)
             await self.jobs.close()
+            await self.batch_store.close()
 
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
             ("jobs", jobs, CLOSE_STEP_S + 3),
@@ -356,6 +366,7 @@ def create_app(settings: Settings) -> FastPath:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
+                            *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})

@@ -204,6 +204,19 @@ class JobSettings(_Strict):
     path: str | None = None  # sqlite: default <data_dir>/jobs.db
 
 
+class BatchSettings(_Strict):
+    """The Files and Batch APIs (docs/batches.md)."""
+    concurrency: int = Field(8, gt=0, le=1024, description="lines of one batch sent through "
+                             "the pipeline at once (deployments' own limits still apply)")
+    max_file_bytes: int = Field(200 * 1024 * 1024, gt=0, description="largest uploaded file "
+                                "(413 past it)")
+    max_lines: int = Field(50_000, gt=0, description="most request lines in one batch's input "
+                           "file (more: the batch fails validation)")
+    max_line_bytes: int = Field(1024 * 1024, gt=0, description="longest request line; longer "
+                                "ones are reported in the error file")
+    path: str | None = None  # sqlite: default <data_dir>/batches.db (+ <data_dir>/files/)
+
+
 class _ProviderBase(_Strict):
     max_concurrency: int = Field(1024, gt=0)
 
@@ -779,6 +792,7 @@ class Settings(_Strict):
     admission: AdmissionSettings = AdmissionSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     jobs: JobSettings = JobSettings()
+    batches: BatchSettings = BatchSettings()
     cache: CacheSettings = CacheSettings()
     rag: RagSettings = RagSettings()
     routes: dict[str, RouteSettings] = {}
@@ -892,6 +906,10 @@ class Settings(_Strict):
     @property
     def jobs_path(self) -> Path:
         return Path(self.jobs.path) if self.jobs.path else Path(self.data_dir) / "jobs.db"
+
+    @property
+    def batches_path(self) -> Path:
+        return Path(self.batches.path) if self.batches.path else Path(self.data_dir) / "batches.db"
 
     @property
     def rag_path(self) -> Path:

@@ -19,6 +19,7 @@ from seawall.config import Settings
 from seawall.store.base import Store
 
 if TYPE_CHECKING:
+    from seawall.batches.store_api import BatchStore
     from seawall.cache.store import CacheStore
     from seawall.jobs.queue import JobQueue
     from seawall.observe.metrics import Metrics
@@ -134,6 +135,18 @@ class Stores:
         from seawall.responses.sqlite_store import SqliteResponseStore
 
         return SqliteResponseStore(self.settings.responses_path)
+
+    def files(self) -> BatchStore:
+        """Uploaded files, batches and their per-line outcomes (opened and
+        closed by its user)."""
+        if self.pg is not None:
+            from seawall.batches.pg_store import PostgresBatchStore
+
+            return PostgresBatchStore(self.pg)
+        from seawall.batches.sqlite_store import SqliteBatchStore
+
+        path = self.settings.batches_path
+        return SqliteBatchStore(path, path.parent / "files")
 
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter
