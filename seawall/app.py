@@ -31,6 +31,8 @@ from seawall.api import (
     responses_routes,
 )
 from seawall.api.http import LiveStreams, error_response
+from seawall.batches.service import KIND as BATCH_KIND
+from seawall.batches.service import BatchService
 from seawall.cache.service import ResponseCache
 from seawall.cache.stage import CacheStage
 from seawall.config import Settings
@@ -61,8 +63,6 @@ from seawall.routing.breaker import BreakerState
 from seawall.routing.route_stage import RouteStage
 from seawall.routing.router import Router
 from seawall.routing.shared_cooldowns import SharedCooldowns
-from seawall.batches.service import KIND as BATCH_KIND
-from seawall.batches.service import BatchService
 from seawall.store.bus import ChangeBus
 from seawall.store.factory import Stores
 
@@ -155,7 +155,9 @@ class Services:
         self.job_runner = JobRunner(self.jobs, settings.jobs, self.metrics) if run_jobs else None
         # The Files and Batch APIs (docs/batches.md): a batch runs as a job.
         self.batch_store = self.stores.files()
-        self.batches = BatchService(settings.batches, self.batch_store, self)
+        self.batches = BatchService(
+            settings.batches, self.batch_store, self,
+            stopping=lambda: self.job_runner is not None and self.job_runner.stopping)
         if self.job_runner:
             self.job_runner.register(BATCH_KIND, self.batches.run)
 

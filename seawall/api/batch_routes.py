@@ -195,7 +195,7 @@ async def cancel_batch(request: Request) -> Response:
     try:
         async with svc.pipeline.serve(ctx):
             b = await _batch(svc, ctx, request)
-            b = await svc.batches.cancel(b.id, ctx.tenant)
+            b = await svc.batches.cancel(b.id, ctx.tenant) or b
     except SeawallError as e:
         return error_response(e)
     return json_response(b.public())

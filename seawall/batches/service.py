@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -74,8 +74,10 @@ def _error_record(batch_id: str, line: int, custom_id: str | None, code: str,
 
 
 class BatchService:
-    def __init__(self, settings: BatchSettings, store: BatchStore, svc: Services) -> None:
+    def __init__(self, settings: BatchSettings, store: BatchStore, svc: Services,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.settings = settings
+        self.stopping = stopping
         self.store = store
         self.svc = svc
 
@@ -173,6 +175,12 @@ class BatchService:
                 t.add_done_callback(tasks.discard)
             pending.clear()
             await self._progress(b.id)
+            if self.stopping():
+                # This process is stopping: let the lines in flight end and be
+                # stored, then wait to be released (the job runs again later).
+                await asyncio.gather(*tasks)
+                await self._progress(b.id)
+                await asyncio.Event().wait()
             current = await self.store.get_batch(b.id)
             return current is not None and current.status == "cancelling"
 

@@ -148,7 +148,7 @@ class SqliteBatchStore:
                 await asyncio.to_thread(self._content(file_id).unlink)
         return bool(n)
 
-    async def read_file(self, file_id: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def read_file(self, file_id: str) -> AsyncIterator[bytes]:
         fh = await asyncio.to_thread(open, self._content(file_id), "rb")
         try:
             while piece := await asyncio.to_thread(fh.read, CHUNK):
@@ -236,13 +236,13 @@ class SqliteBatchStore:
         assert row is not None
         return int(row[0]), int(row[1])
 
-    async def records(self, batch_id: str, ok: bool) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def records(self, batch_id: str, ok: bool) -> AsyncIterator[bytes]:
         last = -1
         while True:
             async with self.db.execute(
                     "SELECT line, record FROM batch_lines WHERE batch_id = ? AND ok = ? AND "
                     "line > ? ORDER BY line LIMIT ?", (batch_id, int(ok), last, PAGE)) as cur:
-                rows = await cur.fetchall()
+                rows = list(await cur.fetchall())
             if not rows:
                 return
             last = rows[-1][0]

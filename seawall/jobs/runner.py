@@ -78,6 +78,11 @@ class JobRunner:
         log.info("job runner %s started: kinds %s, concurrency %d", self.owner,
                  ", ".join(sorted(self.handlers)), self.settings.concurrency)
 
+    @property
+    def stopping(self) -> bool:
+        """stop() was called: long handlers (a batch) should stop starting work."""
+        return self._stopping
+
     async def stop(self, drain_s: float = 5.0) -> None:
         """Claim nothing more; give running jobs ``drain_s``, then release them."""
         self._stopping = True

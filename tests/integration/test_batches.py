@@ -29,7 +29,8 @@ def _config(upstream: FakeUpstreamClient, **extra: Any) -> dict[str, Any]:
     return {
         "auth": {"master_key": MASTER, "allow_anonymous_loopback": False},
         "providers": {"oa": {"type": "openai", "base_url": upstream.base_url + "/v1"}},
-        "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt"}},
+        "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt"},
+                   "emb": {"provider": "oa", "kind": "embedding", "model": "fake-embedding"}},
         "jobs": {"poll_s": 0.05, "lease_s": 2.0},
         "batches": {"concurrency": 4, "max_file_bytes": 2_000_000},
         **extra,
@@ -200,7 +201,7 @@ def test_embeddings_batch_and_a_thousand_lines(gw: Running, upstream: FakeUpstre
     assert upstream.calls()["calls"] == n
 
     emb = json.dumps({"custom_id": "e1", "method": "POST", "url": "/v1/embeddings",
-                      "body": {"model": "gpt-x", "input": "hello"}})
+                      "body": {"model": "emb", "input": "hello"}})
     eb = client.batches.create(input_file_id=_upload(client, [emb]), endpoint="/v1/embeddings",
                                completion_window="24h")
     edone = _wait(client, eb.id)
