@@ -244,3 +244,23 @@ def test_gateway_restart_mid_batch_repeats_nothing(upstream: FakeUpstreamClient,
 def test_upload_without_auth_is_refused(gw: Running) -> None:
     r = httpx.get(gw.url + "/v1/files")
     assert r.status_code == 401
+
+
+def test_batch_on_postgres_across_two_replicas(upstream: FakeUpstreamClient, pg_url: str,
+                                               tmp_path: Path) -> None:
+    """Shared store: a file uploaded through one replica runs as a batch and
+    downloads through another."""
+    upstream.reset()
+    config = _config(upstream, store={"kind": "postgres", "url": pg_url})
+    with run_gateway(config, tmp_path / "a") as a, run_gateway(config, tmp_path / "b") as b:
+        ca, cb = _client(a), _client(b)
+        lines = [_line(f"p{i}", f"pg {i}") for i in range(50)] + ["oops"]
+        batch = ca.batches.create(input_file_id=_upload(ca, lines),
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+        done = _wait(cb, batch.id)
+        assert done.status == "completed", done
+        out = _records(cb, done.output_file_id)
+        assert Counter(r["custom_id"] for r in out) == Counter(f"p{i}" for i in range(50))
+        assert [r["error"]["code"] for r in _records(cb, done.error_file_id)] == [
+            "invalid_json_line"]
+    assert upstream.calls()["calls"] == 50
