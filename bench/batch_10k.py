@@ -19,6 +19,7 @@ Results: printed and written to bench/results/batch-10k-<YYYY-MM-DD-HHMM>.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import sys
@@ -43,12 +44,28 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+async def direct(url: str, args: argparse.Namespace) -> None:
+    import httpx
+
+    todo = iter(range(args.lines))
+    async with httpx.AsyncClient(timeout=60) as http:
+        async def worker() -> None:
+            for i in todo:
+                r = await http.post(url, json={"model": "m", "max_tokens": 16, "messages": [
+                    {"role": "user", "content": f"line {i}"}]})
+                r.raise_for_status()
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+
+
 def main() -> None:
     import openai
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--direct", action="store_true",
+                    help="baseline: the same lines as direct requests, concurrency at a time, "
+                         "no batch (what the gateway's RSS does without the Batch API)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -78,6 +95,12 @@ models:
                 "body": {"model": "m", "messages": [{"role": "user", "content": f"line {i}"}],
                          "max_tokens": 16}}) + "\n" for i in range(args.lines)).encode()
             rss_start = rss_mb(pid)
+            if args.direct:
+                t0 = time.monotonic()
+                asyncio.run(direct(f"http://127.0.0.1:{gw}/v1/chat/completions", args))
+                print(f"direct: {args.lines} requests in {time.monotonic() - t0:.1f} s, "
+                      f"RSS {rss_start:.0f} -> {rss_mb(pid):.0f} MB")
+                return
             f = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
             t0 = time.monotonic()
             b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
