@@ -288,7 +288,8 @@ class Services:
 
 
 _SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models, "
-           "GET /v1/models/{id}, /v1/responses (OpenAI API); POST /v1/messages and "
+           "GET /v1/models/{id}, /v1/responses, /v1/files, /v1/batches (OpenAI API); "
+           "POST /v1/messages and "
            "/v1/messages/count_tokens (Anthropic API, docs/anthropic.md); /v1/collections "
            "and /v1/retrieve (RAG, "
            "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md); "

@@ -162,6 +162,36 @@ _UPLOAD: Schema = {"type": "object", "required": ["file"], "properties": {
     "metadata": {"type": "string", "description": "a JSON object stored with each document"}}}
 
 
+def _batch_paths() -> dict[str, Schema]:
+    """The Files and Batch APIs (docs/batches.md)."""
+    obj = {JSON: {"schema": _OBJECT}}
+    page = [_query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+            _query_param("after", {"type": "string"})]
+    file_id = [_path_param("file_id", {"type": "string"})]
+    batch_id = [_path_param("batch_id", {"type": "string"})]
+    upload: Schema = {"type": "object", "required": ["file", "purpose"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "JSONL of requests"},
+        "purpose": {"enum": ["batch"]}}}
+    return {
+        "/v1/files": {
+            "post": _op("Upload a file (purpose batch)", obj,
+                        body={"multipart/form-data": {"schema": upload}}),
+            "get": _op("The caller's files, newest first", _json("List"), params=[
+                *page, _query_param("purpose", {"type": "string"})])},
+        "/v1/files/{file_id}": {
+            "get": _op("One file", obj, params=file_id),
+            "delete": _op("Delete a file", _json("Deleted"), params=file_id)},
+        "/v1/files/{file_id}/content": {"get": _op(
+            "A file's content", {"application/octet-stream": {"schema": {"type": "string"}}},
+            params=file_id)},
+        "/v1/batches": {
+            "post": _op("Create a batch (runs as a job)", obj, body=obj),
+            "get": _op("The caller's batches, newest first", _json("List"), params=page)},
+        "/v1/batches/{batch_id}": {"get": _op("One batch", obj, params=batch_id)},
+        "/v1/batches/{batch_id}/cancel": {"post": _op("Cancel a batch", obj, params=batch_id)},
+    }
+
+
 def _paths() -> dict[str, Schema]:
     anthropic = "AnthropicError"
     search = _op("Search a collection", _json("List"), body=_json("SearchIn"),
@@ -202,6 +232,7 @@ def _paths() -> dict[str, Schema]:
         "/v1/responses/{response_id}/cancel": {"post": _op(
             "Cancel a background response (none yet: a 400 for any stored response)",
             _json("Response"), params=[_RESPONSE_ID])},
+        **_batch_paths(),
         "/v1/collections": {"get": _op("The caller's RAG collections", _json("List"))},
         "/v1/collections/{name}": {
             "get": _op("One collection", {JSON: {"schema": _OBJECT}}, params=[_COLLECTION]),
