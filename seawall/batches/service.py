@@ -141,6 +141,9 @@ class BatchService:
             await self.store.update_batch(b.id, total=total)
             await self.store.set_status(b.id, "in_progress", "in_progress_at",
                                         only_from=("validating",))
+        current = await self.store.get_batch(b.id)
+        if current is not None and current.status == "cancelling":  # before any line ran
+            return await self._finish(b, "cancelled", "cancelled_at")
         if await self._lines(b):
             return await self._finish(b, "completed", "completed_at")
         return await self._finish(b, "cancelled", "cancelled_at")
