@@ -264,3 +264,24 @@ def test_batch_on_postgres_across_two_replicas(upstream: FakeUpstreamClient, pg_
         assert [r["error"]["code"] for r in _records(cb, done.error_file_id)] == [
             "invalid_json_line"]
     assert upstream.calls()["calls"] == 50
+
+
+def test_line_and_file_limits(upstream: FakeUpstreamClient, tmp_path: Path) -> None:
+    upstream.reset()
+    config = _config(upstream, batches={"max_lines": 3, "max_line_bytes": 300})
+    with run_gateway(config, tmp_path) as gw:
+        client = _client(gw)
+        long_line = _line("long", "y" * 400)
+        b = client.batches.create(input_file_id=_upload(client, [_line("a", "ok"), long_line]),
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+        done = _wait(client, b.id)
+        assert done.status == "completed"
+        [err] = _records(client, done.error_file_id)
+        assert err["error"]["code"] == "line_too_long" and err["error"]["line"] == 2
+
+        many = client.batches.create(
+            input_file_id=_upload(client, [_line(f"m{i}", "x") for i in range(4)]),
+            endpoint="/v1/chat/completions", completion_window="24h")
+        failed = _wait(client, many.id)
+        assert failed.status == "failed" and failed.errors is not None
+        assert failed.errors.data is not None and failed.errors.data[0].code == "too_many_lines"
