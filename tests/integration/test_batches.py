@@ -285,3 +285,37 @@ def test_line_and_file_limits(upstream: FakeUpstreamClient, tmp_path: Path) -> N
         failed = _wait(client, many.id)
         assert failed.status == "failed" and failed.errors is not None
         assert failed.errors.data is not None and failed.errors.data[0].code == "too_many_lines"
+
+
+def test_lines_run_as_the_creating_key_and_stop_when_it_is_revoked(
+        upstream: FakeUpstreamClient, tmp_path: Path) -> None:
+    """The first line is slow (2 s at the upstream): the key is revoked
+    meanwhile, so the second line, started after it, answers 401."""
+    upstream.reset()
+    config = _config(upstream, batches={"concurrency": 1})
+    with run_gateway(config, tmp_path) as gw:
+        carol = _client(gw, "carol")
+        upstream.script(queue=[{"ttft_s": 2.0}])
+        b = carol.batches.create(
+            input_file_id=_upload(carol, [_line("first", "slow"), _line("second", "x")]),
+            endpoint="/v1/chat/completions", completion_window="24h")
+        keys = gw.on_server(gw.services.store.list_keys())
+        gw.on_server(gw.services.store.revoke_key(next(k for k in keys if k.tenant == "carol").id))
+        gw.services.auth.forget_keys()
+        deadline = time.monotonic() + 60
+        while (done := gw.on_server(gw.services.batch_store.get_batch(b.id))).status != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert done.tenant == "carol"
+        records: list[dict[str, Any]] = []
+        for fid in (done.output_file_id, done.error_file_id):
+            if fid:
+                data = gw.on_server(_read(gw, fid))
+                records += [json.loads(x) for x in data.splitlines() if x]
+        second = next(r for r in records if r["custom_id"] == "second")
+        assert second["response"]["status_code"] == 401
+    upstream.script(default={})
+
+
+async def _read(gw: Running, file_id: str) -> bytes:
+    return b"".join([p async for p in gw.services.batch_store.read_file(file_id)])
