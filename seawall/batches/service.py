@@ -129,6 +129,12 @@ class BatchService:
         b = await self.store.get_batch(batch_id)
         if b is None or b.status in FINAL:
             return {"status": b.status if b else "missing"}
+        if await self.store.get_file(b.input_file_id) is None:  # deleted meanwhile
+            await self.store.update_batch(b.id, errors=[{
+                "code": "input_file_missing", "line": None, "param": "input_file_id",
+                "message": "The input file was deleted before the batch ended."}])
+            await self.store.set_status(b.id, "failed", "failed_at")
+            return {"status": "failed"}
         if b.status == "validating":
             total = await self._count(b)
             if total > self.settings.max_lines:
@@ -204,7 +210,12 @@ class BatchService:
         return not cancelled and not (current is not None and current.status == "cancelling")
 
     async def _one(self, b: Batch, n: int, data: bytes | None) -> None:
-        result = await self._answer(b, n, data)
+        try:
+            result = await self._answer(b, n, data)
+        except Exception:  # a defect must cost one line, not the batch
+            log.exception("batch %s line %d failed", b.id, n + 1, extra={"batch": b.id})
+            result = _error_record(b.id, n, None, "internal_error",
+                                   "The gateway failed on this line; see its logs.")
         if result is not None:
             await self.store.put_line(b.id, result)
 
