@@ -26,6 +26,7 @@ from seawall.api import (
     openai_routes,
     openapi,
     ops_routes,
+    quality_routes,
     rag_routes,
     responses_routes,
 )
@@ -129,6 +130,7 @@ class Services:
             redis=self.redis)
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
+        self.feedback = self.stores.feedback()
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -233,6 +235,7 @@ class Services:
         await self.experiments.start()
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
+        await self.feedback.open()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -263,6 +266,7 @@ class Services:
             ("experiments", self.experiments.close, CLOSE_STEP_S),
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
+            ("feedback", self.feedback.close, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
@@ -356,6 +360,7 @@ def create_app(settings: Settings) -> FastPath:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
+                            *quality_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})

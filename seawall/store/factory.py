@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
+    from seawall.quality.feedback_store import FeedbackStore
     from seawall.prompts.store_api import PromptStore
     from seawall.rag.store_api import RagStore
     from seawall.responses.store_api import ResponseStore
@@ -134,6 +135,17 @@ class Stores:
         from seawall.responses.sqlite_store import SqliteResponseStore
 
         return SqliteResponseStore(self.settings.responses_path)
+
+    def feedback(self) -> FeedbackStore:
+        """Ratings of answers (in seawall.db next to the traces, or Postgres);
+        opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.feedback_store import PostgresFeedbackStore
+
+            return PostgresFeedbackStore(self.pg)
+        from seawall.quality.feedback_store import SqliteFeedbackStore
+
+        return SqliteFeedbackStore(self.settings.db_path)
 
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter
