@@ -3,6 +3,7 @@ body of ``GET /admin/traces/{id}`` and of ``seawall traces show ID``."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -24,10 +25,8 @@ def document(row: dict[str, Any]) -> dict[str, Any]:
     doc = {k: v for k, v in row.items() if k != "rowid"}
     for c in _JSON_COLUMNS:
         if isinstance(doc.get(c), str):
-            try:
+            with contextlib.suppress(orjson.JSONDecodeError):  # else shown as stored
                 doc[c] = orjson.loads(doc[c])
-            except orjson.JSONDecodeError:
-                pass  # stored as text (an old record): shown as it is
     for c in _BOOL_COLUMNS:
         if c in doc and doc[c] is not None:
             doc[c] = bool(doc[c])

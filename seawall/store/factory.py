@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
-    from seawall.quality.feedback_store import FeedbackStore
     from seawall.prompts.store_api import PromptStore
+    from seawall.quality.feedback_store import FeedbackStore
     from seawall.rag.store_api import RagStore
     from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
