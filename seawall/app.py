@@ -283,7 +283,8 @@ _SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/mode
            "GET /v1/models/{id}, /v1/responses (OpenAI API); POST /v1/messages and "
            "/v1/messages/count_tokens (Anthropic API, docs/anthropic.md); /v1/collections "
            "and /v1/retrieve (RAG, "
-           "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md); "
+           "docs/rag.md); POST /v1/feedback (docs/quality.md); "
+           "/health, /ready, /metrics, /admin (docs/operations.md); "
            "GET /openapi.json describes them all.")
 
 
