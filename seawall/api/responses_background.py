@@ -65,6 +65,26 @@ class BackgroundResponses:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.log = BackgroundLog(svc.responses.store)
+        # Readers on this replica waiting for a response's next events: woken
+        # when this process logs some (others poll; see follow()).
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    def _notify(self, rid: str) -> None:
+        for ev in self._waiters.get(rid, ()):
+            ev.set()
+
+    async def wait(self, rid: str, timeout_s: float) -> None:
+        """Until this process logs events of ``rid``, or ``timeout_s``."""
+        ev = asyncio.Event()
+        waiters = self._waiters.setdefault(rid, set())
+        waiters.add(ev)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), timeout_s)
+        finally:
+            waiters.discard(ev)
+            if not waiters:
+                self._waiters.pop(rid, None)
 
     async def run(self, job: Job) -> dict[str, Any]:
         p = job.payload
@@ -130,6 +150,7 @@ class BackgroundResponses:
     async def _write(self, rid: str, tr: out.EventTranslator, data: bytes) -> None:
         n = data.count(b"\n\n")
         await self.log.append(rid, split(data, tr.seq - n))
+        self._notify(rid)
 
     async def _end(self, stored: StoredResponse, tr: out.EventTranslator, status: str,
                    err: SeawallError | None, data: bytes,
@@ -150,13 +171,15 @@ class BackgroundResponses:
             return  # cancelled (or ended by another attempt): its state stands
         first = tr.seq - data.count(b"\n\n") if seq0 is None else seq0
         await self.log.append(stored.id, split(data, first))
+        self._notify(stored.id)
 
 
 async def follow(svc: Services, tenant: str, rid: str, after: int) -> AsyncIterator[bytes]:
     """The events after ``after``, then new ones as they are logged, until the
     response ends. Each wait is one poll interval; a client hang-up closes
-    this generator (SSEResponse), which holds nothing between polls."""
-    blog = BackgroundLog(svc.responses.store)
+    this generator (SSEResponse), which holds nothing between polls. A
+    reader on the replica running the job is woken as events are logged."""
+    blog = svc.background.log
     poll = svc.settings.responses.background_poll_s
     ended = False
     while True:
@@ -173,4 +196,4 @@ async def follow(svc: Services, tenant: str, rid: str, after: int) -> AsyncItera
         r = await svc.responses.store.get(tenant, rid)
         ended = r is None or r.status in FINAL
         if not ended:
-            await asyncio.sleep(poll)
+            await svc.background.wait(rid, poll)
