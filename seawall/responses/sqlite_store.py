@@ -87,6 +87,7 @@ class SqliteResponseStore:
         return await sql.from_rows(rows)
 
     async def purge_expired(self, now: float) -> int:
+        await self.db.execute(sql.PURGE_EVENTS, (now,))
         cur = await self.db.execute(sql.PURGE, (now,))
         await self.db.commit()
         return cur.rowcount
