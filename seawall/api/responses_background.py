@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ import msgspec
 
 from seawall.api.wire import ChatCompletionRequest, convert
 from seawall.errors import SeawallError, ServiceUnavailable
-from seawall.jobs.queue import Job
+from seawall.jobs.queue import FINISHED, Job, JobState
 from seawall.pipeline.context import RequestContext
 from seawall.responses import output as out
 from seawall.responses.background_log import ACTIVE, FINAL, BackgroundLog, LogConflict
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("seawall.responses")
 
 KIND = "response"
+SETTLE_EVERY_S = 2.0  # how often a reader checks that the job is still alive
 _TERMINAL_EVENTS = tuple(f"event: response.{k}\n" for k in ("completed", "incomplete",
                                                              "failed"))
 
@@ -174,6 +176,30 @@ class BackgroundResponses:
         self._notify(stored.id)
 
 
+async def settle(svc: Services, r: StoredResponse) -> StoredResponse:
+    """An active background response whose job is over (dead after its
+    attempts, failed, cancelled from the CLI, or gone) never ends by itself:
+    end it now (``failed``, or ``cancelled``).
+    A missing job counts only after a minute (it is enqueued just after the
+    response is stored)."""
+    if r.status not in ACTIVE or not r.extra.get("background"):
+        return r
+    job = await svc.jobs.get(r.id, r.tenant)
+    if job is None and time.time() - r.created_at < 60:
+        return r
+    if job is not None and job.state not in FINISHED:
+        return r
+    if job is not None and job.state is JobState.CANCELLED:  # e.g. `seawall jobs cancel`
+        r.status = "cancelled"
+    else:
+        why = job.error if job is not None and job.error else "its job is gone"
+        r.status = "failed"
+        r.extra = {**r.extra, "error": {"code": "job_failed",
+                                        "message": f"The background job ended: {why}"[:1000]}}
+    await svc.background.log.finish(r)
+    return await svc.responses.store.get(r.tenant, r.id) or r
+
+
 async def follow(svc: Services, tenant: str, rid: str, after: int) -> AsyncIterator[bytes]:
     """The events after ``after``, then new ones as they are logged, until the
     response ends. Each wait is one poll interval; a client hang-up closes
@@ -182,6 +208,7 @@ async def follow(svc: Services, tenant: str, rid: str, after: int) -> AsyncItera
     blog = svc.background.log
     poll = svc.settings.responses.background_poll_s
     ended = False
+    settle_at = 0.0
     while True:
         rows = await blog.after(rid, after)
         for seq, data in rows:
@@ -194,6 +221,8 @@ async def follow(svc: Services, tenant: str, rid: str, after: int) -> AsyncItera
         if ended:
             return  # ended without a final event (cancelled): nothing more will come
         r = await svc.responses.store.get(tenant, rid)
+        if r is not None and time.monotonic() >= settle_at:
+            r, settle_at = await settle(svc, r), time.monotonic() + SETTLE_EVERY_S
         ended = r is None or r.status in FINAL
         if not ended:
             await svc.background.wait(rid, poll)

@@ -263,7 +263,9 @@ async def retrieve(request: Request) -> Response:
         return await _replay(request, q.get("starting_after", "-1"))
 
     async def answer(svc: Services, ctx: RequestContext, rid: str) -> dict[str, Any]:
-        return _body(await svc.responses.get(ctx.tenant, rid))
+        from seawall.api.responses_background import settle
+
+        return _body(await settle(svc, await svc.responses.get(ctx.tenant, rid)))
 
     return await _stored(request, "responses.get", answer)
 

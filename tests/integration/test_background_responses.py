@@ -163,6 +163,13 @@ def test_queued_cancel_and_a_retry_after_a_dead_attempt(
         assert c.responses.cancel(queued.id).status == "cancelled"
         job = g.on_server(g.services.jobs.get(queued.id))
         assert job is not None and job.state == "cancelled"
+        # Its job cancelled behind the API's back (`seawall jobs cancel`): the
+        # response ends too, and its stream does not wait forever.
+        other = c.responses.create(model="gpt-x", input="cancelled by an operator",
+                                   background=True)
+        assert g.on_server(g.services.jobs.cancel(other.id)) is not None
+        assert list(c.responses.retrieve(other.id, stream=True)) == []
+        assert c.responses.retrieve(other.id).status == "cancelled"
 
         # An earlier attempt of this one logged two events, then its worker died.
         r = c.responses.create(model="gpt-x", input="half done", background=True)
