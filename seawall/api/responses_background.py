@@ -33,7 +33,7 @@ import msgspec
 from seawall.api.wire import ChatCompletionRequest, convert
 from seawall.errors import SeawallError, ServiceUnavailable
 from seawall.jobs.queue import FINISHED, Job, JobState
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import RequestContext, new_trace_id
 from seawall.responses import output as out
 from seawall.responses.background_log import ACTIVE, FINAL, BackgroundLog, LogConflict
 from seawall.responses.conversation import turn_messages
@@ -106,13 +106,15 @@ class BackgroundResponses:
             await self._end(stored, tr, "failed", err, tr.failed(err))
             return {"status": "failed"}
         await self.log.move(tenant, rid, "in_progress")
-        status = await self._answer(p, stored, req, tr)
+        status = await self._answer(p, stored, req, tr, job.attempts)
         return {"status": status}
 
     async def _answer(self, p: dict[str, Any], stored: StoredResponse,
-                      req: ResponsesRequest, tr: out.EventTranslator) -> str:
+                      req: ResponsesRequest, tr: out.EventTranslator, attempt: int) -> str:
         svc = self.svc
-        ctx = RequestContext(endpoint="responses", authenticated=True)
+        # The response id names the first attempt's trace record (trace ids are unique).
+        trace = stored.id.removeprefix("resp_") if attempt <= 1 else new_trace_id()
+        ctx = RequestContext(endpoint="responses", trace_id=trace, authenticated=True)
         ctx.tenant = p["tenant"]
         ctx.key = None if p["key"] is None else ApiKey(**p["key"])
         ctx.model = req.model

@@ -39,7 +39,7 @@ from seawall.api.openai_routes import (
 from seawall.api.wire import MAX_MODEL_NAME, ChatCompletionRequest, convert, decode_json_object
 from seawall.errors import InvalidRequest, SeawallError, ServiceUnavailable, ShuttingDown
 from seawall.observe.logs import current_trace_id
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import RequestContext, new_trace_id
 from seawall.pipeline.pipeline import Serving
 from seawall.providers.base import StreamItem
 from seawall.responses import output as out
@@ -151,7 +151,9 @@ async def _enqueue(ctx: RequestContext, svc: Services, req: ResponsesRequest,
 
     if req.previous_response_id is not None:  # a missing one is a 404 now, not a failed job
         await svc.responses.get(ctx.tenant, req.previous_response_id)
-    response_id = "resp_" + ctx.trace_id
+    # The id names the trace record of the job's model call (as a direct
+    # response's names its request's); the create call keeps its own (x-request-id).
+    response_id = "resp_" + new_trace_id()
     created = time.time()
     body = out.response_object(response_id, req, created, status="queued", output=[],
                                usage=None)

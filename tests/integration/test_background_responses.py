@@ -73,7 +73,7 @@ def _check_sequence(events: list[Any]) -> str:
 
 
 def test_background_create_returns_queued_and_polls_to_the_direct_answer(
-        client: openai.OpenAI) -> None:
+        gw: Running, client: openai.OpenAI) -> None:
     direct = client.responses.create(model="gpt-x", input="alpha beta gamma",
                                      instructions="be brief")
     r = client.responses.create(model="gpt-x", input="alpha beta gamma",
@@ -85,6 +85,9 @@ def test_background_create_returns_queued_and_polls_to_the_direct_answer(
     assert done.usage is not None and direct.usage is not None
     assert done.usage.input_tokens == direct.usage.input_tokens
     assert done.usage.output_tokens == direct.usage.output_tokens
+    # Its id names the trace record of the job's model call, as a direct one's does.
+    record = next(t for t in gw.traces() if t["trace_id"] == r.id.removeprefix("resp_"))
+    assert record["endpoint"] == "responses" and record["completion_tokens"] == 3
     # It is a conversation turn like any other.
     nxt = client.responses.create(model="gpt-x", input="delta", previous_response_id=r.id)
     assert nxt.usage is not None and nxt.usage.input_tokens > direct.usage.input_tokens
