@@ -12,9 +12,12 @@ Measured from the client, one call at a time, interleaved:
 * ack: how long the background ``POST`` without ``stream`` takes to answer
   ``queued``.
 
-Usage (from the repo root; ~30 s)::
+With ``--postgres``, the same on a loopback Postgres (store, queue and log
+shared; one gateway, so its readers are woken in process as embedded).
 
-    .venv/bin/python bench/background_latency.py [-n 200]
+Usage (from the repo root; ~30 s each)::
+
+    .venv/bin/python bench/background_latency.py [-n 200] [--postgres]
 """
 
 from __future__ import annotations
@@ -38,15 +41,29 @@ def _pct(xs: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=200)
+    ap.add_argument("--postgres", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests/
+    if args.postgres:
+        from seawall.store.migrate import migrate
+        from tests.services import create_database, postgres_server
+
+        with postgres_server() as pg:
+            url = create_database(pg)
+            migrate(url)
+            run(args, {"store": {"kind": "postgres", "url": url}})
+    else:
+        run(args, {})
+
+
+def run(args: argparse.Namespace, store: dict[str, object]) -> None:
     from tests.gateway import run_gateway
     from tests.servers import start_fake_upstream
 
     fake_url, stop_fake = start_fake_upstream()
     config = {"auth": {"allow_anonymous_loopback": True},
               "providers": {"oa": {"type": "openai", "base_url": fake_url + "/v1"}},
-              "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt"}}}
+              "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt"}}, **store}
     times: dict[str, list[float]] = {"direct": [], "background": [], "ack": []}
     try:
         with tempfile.TemporaryDirectory() as tmp, run_gateway(config, Path(tmp)) as gw, \
@@ -71,7 +88,8 @@ def main() -> None:
     finally:
         stop_fake()
     d50 = statistics.median(times["direct"])
-    print(f"| call | p50 ms | p99 ms |  (n = {args.n} each, embedded, fake upstream)")
+    where = "postgres" if store else "embedded"
+    print(f"| call | p50 ms | p99 ms |  (n = {args.n} each, {where}, fake upstream)")
     print("|---|---|---|")
     for name, xs in times.items():
         print(f"| {name} | {statistics.median(xs):.1f} | {_pct(xs, 0.99):.1f} |")

@@ -171,11 +171,9 @@ class BackgroundResponses:
         stored.extra = {k: v for k, v in final.items() if k not in _COLUMN_FIELDS}
         stored.tokens = await asyncio.to_thread(self.svc.tokens.count_messages,
                                                 turn_messages(stored))
-        if not await self.log.finish(stored):
-            return  # cancelled (or ended by another attempt): its state stands
         first = tr.seq - data.count(b"\n\n") if seq0 is None else seq0
-        await self.log.append(stored.id, split(data, first))
-        self._notify(stored.id)
+        if await self.log.finish(stored, split(data, first)):  # else cancelled: that stands
+            self._notify(stored.id)
 
 
 async def settle(svc: Services, r: StoredResponse) -> StoredResponse:

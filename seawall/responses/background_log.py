@@ -11,6 +11,7 @@ conditional UPDATE, so a cancel racing the end of the answer has one winner.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from seawall.responses import sql
@@ -66,9 +67,13 @@ class BackgroundLog:
 
     async def append(self, response_id: str, events: list[tuple[int, str]]) -> None:
         """Add events in one transaction; LogConflict if any is there already."""
+        await self._write(response_id, events, None)
+
+    async def _write(self, response_id: str, events: list[tuple[int, str]],
+                     finish: tuple[Any, ...] | None) -> bool:
+        """One transaction: the FINISH update (if given; nothing is written
+        unless it matches), then the events. Whether it was written."""
         rows = [(response_id, seq, data) for seq, data in events]
-        if not rows:
-            return
         if self.pg is not None:
             import psycopg
 
@@ -76,20 +81,31 @@ class BackgroundLog:
             try:
                 async with pool.connection() as conn, conn.transaction(), \
                         conn.cursor() as cur:
-                    await cur.executemany(APPEND.replace("?", "%s"), rows)
+                    if finish is not None:
+                        await cur.execute(FINISH.replace("?", "%s"), finish)
+                        if cur.rowcount == 0:
+                            return False
+                    if rows:
+                        await cur.executemany(APPEND.replace("?", "%s"), rows)
             except psycopg.errors.UniqueViolation as e:
                 raise LogConflict(response_id) from e
-            return
+            return True
         import sqlite3
 
         assert isinstance(self.store, SqliteResponseStore)
         db = self.store.db
         try:
-            await db.executemany(APPEND, rows)
+            if finish is not None:
+                lite = await db.execute(FINISH, finish)
+                if lite.rowcount == 0:
+                    return False
+            if rows:
+                await db.executemany(APPEND, rows)
             await db.commit()
         except sqlite3.IntegrityError as e:
             await db.rollback()
             raise LogConflict(response_id) from e
+        return True
 
     async def after(self, response_id: str, seq: int,
                     limit: int = READ_BATCH) -> list[tuple[int, str]]:
@@ -107,8 +123,11 @@ class BackgroundLog:
         """Set ``status`` unless the response already ended; whether it moved."""
         return await self._exec(MOVE, (status, tenant, response_id)) > 0
 
-    async def finish(self, r: StoredResponse) -> bool:
-        """Store the ended response unless it already ended (cancelled)."""
+    async def finish(self, r: StoredResponse,
+                     events: Sequence[tuple[int, str]] = ()) -> bool:
+        """Store the ended response and log its final ``events``, in one
+        transaction (a reader that sees the final status then finds the final
+        event), unless it already ended (cancelled): then nothing is written."""
         row = dict(zip(sql.COLUMNS, sql.to_row(r), strict=True))
-        return await self._exec(FINISH, (r.status, row["output"], row["usage"], row["extra"],
-                                         r.tokens, r.tenant, r.id)) > 0
+        return await self._write(r.id, list(events), (
+            r.status, row["output"], row["usage"], row["extra"], r.tokens, r.tenant, r.id))

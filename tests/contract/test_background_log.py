@@ -55,11 +55,13 @@ async def test_status_only_moves_forward(store: ResponseStore) -> None:
                                output=[{"type": "message"}], extra={"background": True},
                                tokens=7)
     assert await log.move("t1", "resp_a", "cancelled") is True
-    assert await log.finish(done) is False  # cancelled first: the cancel stands
+    assert await log.finish(done, [(0, "final")]) is False  # cancelled first: that stands
     got = await store.get("t1", "resp_a")
     assert got is not None and got.status == "cancelled" and got.output == []
+    assert await log.after("resp_a", -1) == []  # nor its final event
     await store.put(_queued("resp_b"))
-    assert await log.finish(dataclasses.replace(done, id="resp_b")) is True
+    assert await log.finish(dataclasses.replace(done, id="resp_b"), [(0, "final")]) is True
+    assert await log.after("resp_b", -1) == [(0, "final")]
     got = await store.get("t1", "resp_b")
     assert got is not None and (got.status, got.usage, got.tokens) == ("completed", {"n": 1}, 7)
     assert await log.move("t1", "resp_b", "cancelled") is False
