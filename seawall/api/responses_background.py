@@ -136,15 +136,15 @@ class BackgroundResponses:
                     if data := tr.feed(item):
                         await self._write(stored.id, tr, data)
                 usage = ctx.gatherer.usage or await svc.estimate_usage(ctx)
-                seq0 = tr.seq
                 data, final = tr.finish_events(out.usage_of(usage))
-                await self._end(stored, tr, final["status"], None, data, final, seq0)
+                await self._end(stored, tr, final["status"], None, data, final)
                 return str(final["status"])
         except LogConflict:
             log.warning("background response %s: another attempt owns its log", stored.id)
             raise
-        except SeawallError as e:
-            await self._end(stored, tr, "failed", e, tr.failed(e))
+        except SeawallError as e:  # refused (limits, budget) or failed upstream
+            head = tr.start() if tr.seq == 0 else b""  # every stream opens with .created
+            await self._end(stored, tr, "failed", e, head + tr.failed(e))
             return "failed"
         finally:
             if stream is not None:
@@ -158,8 +158,9 @@ class BackgroundResponses:
 
     async def _end(self, stored: StoredResponse, tr: out.EventTranslator, status: str,
                    err: SeawallError | None, data: bytes,
-                   final: dict[str, Any] | None = None, seq0: int | None = None) -> None:
-        """Store the final object (unless cancelled meanwhile), then log its events."""
+                   final: dict[str, Any] | None = None) -> None:
+        """Store the final object and log ``data``, its last events (the
+        translator's newest), in one transaction -- unless cancelled meanwhile."""
         if final is None:
             final = tr.snapshot(status, error=None if err is None else
                                 {"code": err.code, "message": err.message})
@@ -171,7 +172,7 @@ class BackgroundResponses:
         stored.extra = {k: v for k, v in final.items() if k not in _COLUMN_FIELDS}
         stored.tokens = await asyncio.to_thread(self.svc.tokens.count_messages,
                                                 turn_messages(stored))
-        first = tr.seq - data.count(b"\n\n") if seq0 is None else seq0
+        first = tr.seq - data.count(b"\n\n")
         if await self.log.finish(stored, split(data, first)):  # else cancelled: that stands
             self._notify(stored.id)
 

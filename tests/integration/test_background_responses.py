@@ -7,6 +7,7 @@ a worker died mid-answer, and two replicas on Postgres."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 
 from seawall.api.responses_background import KIND, BackgroundResponses
 from seawall.jobs.runner import JobRunner
+from seawall.pipeline.stages import hash_key
 from seawall.responses.background_log import BackgroundLog
+from seawall.store.base import ApiKey
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
@@ -147,6 +150,36 @@ def test_cancel_stops_the_upstream_stream(client: openai.OpenAI,
     events = list(client.responses.retrieve(r.id, stream=True))
     assert events and events[0].type == "response.created"
     assert all(e.type != "response.completed" for e in events)
+
+
+def test_limits_apply_when_the_job_runs_with_the_key_of_the_caller(
+        gw: Running, client: openai.OpenAI) -> None:
+    secret = "sk-sw-" + uuid.uuid4().hex
+    gw.on_server(gw.services.store.create_key(ApiKey(
+        id="key_" + uuid.uuid4().hex[:8], name="slow", tenant="t-rpm1",
+        key_hash=hash_key(secret), prefix=secret[:10], rpm=1, created_at=time.time())))
+    c = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
+    first = c.responses.create(model="gpt-x", input="one", background=True)
+    second = c.responses.create(model="gpt-x", input="two", background=True)
+    assert second.status == "queued"  # enqueueing is not a model call
+
+    def stored(rid: str) -> Any:  # read on the server: a retrieve would count for rpm too
+        deadline = time.monotonic() + 20
+        while True:
+            r = gw.on_server(gw.services.responses.store.get("t-rpm1", rid))
+            if r.status in FINAL or time.monotonic() > deadline:
+                return r
+            time.sleep(0.02)
+
+    assert stored(first.id).status == "completed"
+    refused = stored(second.id)
+    assert refused.status == "failed"
+    assert refused.extra["error"]["code"] == "rate_limit_exceeded"
+    rows = gw.on_server(BackgroundLog(gw.services.responses.store).after(second.id, -1))
+    assert [d.split("\n")[0] for _, d in rows] == [
+        "event: response.created", "event: response.in_progress", "event: response.failed"]
+    with pytest.raises(openai.NotFoundError):  # tenant-scoped, as any stored response
+        client.responses.retrieve(first.id)
 
 
 def test_cancel_of_a_finished_response_returns_it_unchanged(client: openai.OpenAI) -> None:
