@@ -152,6 +152,11 @@ class Services:
         self.jobs = self.stores.jobs()
         run_jobs = settings.jobs.run_in_server if run_jobs is None else run_jobs
         self.job_runner = JobRunner(self.jobs, settings.jobs, self.metrics) if run_jobs else None
+        from seawall.api.responses_background import KIND, BackgroundResponses
+
+        self.background = BackgroundResponses(self)  # background responses (docs/responses.md)
+        if self.job_runner:
+            self.job_runner.register(KIND, self.background.run)
 
     def begin_drain(self) -> None:
         """Shutdown started: refuse new work, keep serving what is in flight

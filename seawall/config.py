@@ -667,6 +667,8 @@ class ResponsesSettings(_Strict):
     model_chain_tokens: dict[str, int] = Field({}, description="per-model max_chain_tokens "
                                                "(a model's context window less its output)")
     max_input_items: int = Field(1000, ge=1, description="input items in one request")
+    background_poll_s: float = Field(0.2, gt=0, le=5, description="how often a background "
+                                     "response's stream reads its event log for new events")
 
 
 class FeedbackScale(_Strict):
