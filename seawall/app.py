@@ -27,6 +27,7 @@ from seawall.api import (
     openai_routes,
     openapi,
     ops_routes,
+    quality_routes,
     rag_routes,
     responses_routes,
 )
@@ -132,6 +133,7 @@ class Services:
             redis=self.redis)
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
+        self.feedback = self.stores.feedback()
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -153,6 +155,11 @@ class Services:
         self.jobs = self.stores.jobs()
         run_jobs = settings.jobs.run_in_server if run_jobs is None else run_jobs
         self.job_runner = JobRunner(self.jobs, settings.jobs, self.metrics) if run_jobs else None
+        from seawall.api.responses_background import KIND, BackgroundResponses
+
+        self.background = BackgroundResponses(self)  # background responses (docs/responses.md)
+        if self.job_runner:
+            self.job_runner.register(KIND, self.background.run)
         # The Files and Batch APIs (docs/batches.md): a batch runs as a job.
         self.batch_store = self.stores.files()
         self.batches = BatchService(
@@ -243,6 +250,7 @@ class Services:
         await self.experiments.start()
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
+        await self.feedback.open()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -275,6 +283,7 @@ class Services:
             ("experiments", self.experiments.close, CLOSE_STEP_S),
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
+            ("feedback", self.feedback.close, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
@@ -292,7 +301,8 @@ _SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/mode
            "POST /v1/messages and "
            "/v1/messages/count_tokens (Anthropic API, docs/anthropic.md); /v1/collections "
            "and /v1/retrieve (RAG, "
-           "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md); "
+           "docs/rag.md); POST /v1/feedback (docs/quality.md); "
+           "/health, /ready, /metrics, /admin (docs/operations.md); "
            "GET /openapi.json describes them all.")
 
 
@@ -369,6 +379,7 @@ def create_app(settings: Settings) -> FastPath:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
+                            *quality_routes.routes,
                             *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,

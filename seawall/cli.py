@@ -390,6 +390,31 @@ def traces_tail(config: str | None, count: int, follow: bool, as_json: bool) -> 
         run_on_store(go, settings)
 
 
+@traces.command("show")
+@config_option
+@click.argument("request_id")
+def traces_show(config: str | None, request_id: str) -> None:
+    """Print one whole record (an x-request-id or resp_ id) with its feedback, as JSON."""
+    import orjson
+
+    from seawall.quality.trace_view import trace_with_feedback
+
+    settings = _settings(config)
+
+    async def go(stores: Any) -> dict[str, Any] | None:
+        feedback = stores.feedback()
+        await feedback.open()
+        try:
+            return await trace_with_feedback(stores.main, feedback, request_id)
+        finally:
+            await feedback.close()
+
+    doc = run_on_store(go, settings, whole=True)
+    if doc is None:
+        raise click.ClickException(f"no trace record {request_id!r}")
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
 @main.command()
 @config_option
 @click.option("--port", type=int, help="Port to check (default: server.port).")

@@ -680,6 +680,32 @@ class ResponsesSettings(_Strict):
     model_chain_tokens: dict[str, int] = Field({}, description="per-model max_chain_tokens "
                                                "(a model's context window less its output)")
     max_input_items: int = Field(1000, ge=1, description="input items in one request")
+    background_poll_s: float = Field(0.2, gt=0, le=5, description="how often a background "
+                                     "response's stream reads its event log for new events")
+
+
+class FeedbackScale(_Strict):
+    min: float = Field(-1.0, description="lowest score POST /v1/feedback accepts")
+    max: float = Field(1.0, description="highest score POST /v1/feedback accepts")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FeedbackScale:
+        if not self.min < self.max:
+            raise ValueError("feedback.scale: min must be below max")
+        return self
+
+
+class FeedbackSettings(_Strict):
+    """Ratings of answers, ``POST /v1/feedback`` (docs/quality.md)."""
+
+    scale: FeedbackScale = Field(FeedbackScale(), description="the score range (-1..1: "
+                                 "thumbs down/up; e.g. 1..5 for stars)")
+    max_comment_chars: int = Field(4000, ge=0, le=100_000, description="a comment's length")
+    max_categories: int = Field(16, ge=0, le=1000, description="categories per feedback")
+    max_category_chars: int = Field(64, ge=1, le=1000, description="one category's length")
+    max_user_chars: int = Field(256, ge=1, le=10_000, description="the user field's length")
+    trace_wait_s: float = Field(2.0, ge=0, le=30, description="how long a rating of an answer "
+                                "whose record is not stored yet waits for it before a 404")
 
 
 class ModelCacheSettings(_Strict):
@@ -799,6 +825,7 @@ class Settings(_Strict):
     experiments: dict[str, ExperimentSettings] = {}
     prompts: PromptsSettings = PromptsSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from seawall.api.admin_routes import PurgeRequest
 from seawall.api.anthropic_wire import CountTokensRequest, MessagesRequest
 from seawall.api.http import JSON
+from seawall.api.quality_routes import MAX_REQUEST_ID, FeedbackIn
 from seawall.api.rag_routes import COLLECTION_NAME, MAX_ID, DeleteIn, DocumentsIn, SearchIn
 from seawall.api.wire import MAX_MODEL_NAME, ChatCompletionRequest, EmbeddingRequest
 from seawall.responses.wire import ResponsesRequest
@@ -30,7 +31,7 @@ Schema = dict[str, Any]
 
 _REQUESTS: tuple[type[msgspec.Struct], ...] = (
     ChatCompletionRequest, EmbeddingRequest, MessagesRequest, CountTokensRequest,
-    DocumentsIn, SearchIn, DeleteIn, PurgeRequest, ResponsesRequest)
+    DocumentsIn, SearchIn, DeleteIn, PurgeRequest, ResponsesRequest, FeedbackIn)
 
 _NULLABLE_STR: Schema = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 _OBJECT: Schema = {"type": "object"}
@@ -259,6 +260,15 @@ def _paths() -> dict[str, Schema]:
         "/v1/collections/{name}/search": {"post": search},
         "/v1/retrieve": {"post": _op("Search the collection named in the body",
                                      _json("List"), body=_json("SearchIn"))},
+        "/v1/feedback": {"post": _op(
+            "Rate an answer of the caller's tenant by its x-request-id or resp_ id; a user's "
+            "second rating replaces the first (docs/quality.md)", {JSON: {"schema": _OBJECT}},
+            body=_json("FeedbackIn"))},
+        "/admin/traces/{request_id}": {"get": _op(
+            "One whole trace record with its feedback and scores (master key)",
+            {JSON: {"schema": _OBJECT}},
+            params=[_path_param("request_id", {"type": "string",
+                                               "maxLength": MAX_REQUEST_ID})])},
         "/admin/cache": {"get": _op("Response cache statistics (master key)",
                                     {JSON: {"schema": _OBJECT}})},
         "/admin/cache/purge": {"post": _op("Purge cache entries (master key)",

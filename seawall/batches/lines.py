@@ -35,7 +35,8 @@ def auth_of(ctx: RequestContext) -> dict[str, Any]:
 
 
 async def _identify(svc: Services, ctx: RequestContext, auth: dict[str, Any]) -> None:
-    ctx.tenant = auth["tenant"]  # a set tenant tells AuthStage the request is authenticated
+    ctx.tenant = auth["tenant"]
+    ctx.authenticated = True  # AuthStage lets it through as this identity
     if auth.get("master"):
         ctx.key = MASTER
     elif auth.get("key_hash"):

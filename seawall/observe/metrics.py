@@ -122,6 +122,9 @@ class Metrics:
         self.deployment_inflight = Gauge("seawall_deployment_inflight", "Upstream attempts "
                                          "in flight per deployment.", ("deployment",),
                                          registry=r)
+        self.feedback = Counter("seawall_feedback", "Answers rated (POST /v1/feedback), "
+                                "by the sign of the score; a user's replacement is not "
+                                "counted again.", ("score_sign",), registry=r)
         # Response cache.
         self.cache_requests = Counter("seawall_cache_requests", "Chat requests by what the "
                                       "cache did: hit, semantic_hit, coalesced, miss, bypass.",

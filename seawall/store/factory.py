@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
+    from seawall.quality.feedback_store import FeedbackStore
     from seawall.rag.store_api import RagStore
     from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
@@ -135,6 +136,17 @@ class Stores:
         from seawall.responses.sqlite_store import SqliteResponseStore
 
         return SqliteResponseStore(self.settings.responses_path)
+
+    def feedback(self) -> FeedbackStore:
+        """Ratings of answers (in seawall.db next to the traces, or Postgres);
+        opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.feedback_store import PostgresFeedbackStore
+
+            return PostgresFeedbackStore(self.pg)
+        from seawall.quality.feedback_store import SqliteFeedbackStore
+
+        return SqliteFeedbackStore(self.settings.db_path)
 
     def files(self) -> BatchStore:
         """Uploaded files, batches and their per-line outcomes (opened and
