@@ -168,8 +168,8 @@ def _batch_paths() -> dict[str, Schema]:
     obj = {JSON: {"schema": _OBJECT}}
     page = [_query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
             _query_param("after", {"type": "string"})]
-    file_id = [_path_param("file_id", {"type": "string"})]
-    batch_id = [_path_param("batch_id", {"type": "string"})]
+    file_id = [_path_param("file_id", {"type": "string", "maxLength": 128})]
+    batch_id = [_path_param("batch_id", {"type": "string", "maxLength": 128})]
     upload: Schema = {"type": "object", "required": ["file", "purpose"], "properties": {
         "file": {"type": "string", "format": "binary", "description": "JSONL of requests"},
         "purpose": {"enum": ["batch"]}}}
