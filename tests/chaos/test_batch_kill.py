@@ -1,6 +1,7 @@
-"""``kill -9`` the gateway mid-batch (embedded SQLite): after a restart on
-the same data the batch completes with every line answered once, and only
-the lines in flight at the kill reach the model a second time."""
+"""``kill -9`` the gateway mid-batch (embedded SQLite, and the shared
+Postgres): after a restart on the same data the batch completes with every
+line answered once, and only the lines in flight at the kill reach the model
+a second time."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from tests.servers import FakeUpstreamClient
 from tests.services import free_port
@@ -41,7 +44,15 @@ def _ready(url: str, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
-def test_kill_9_mid_batch_then_restart(upstream: FakeUpstreamClient, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if request.param == "postgres":
+        return {"store": {"kind": "postgres", "url": request.getfixturevalue("pg_url")}}
+    return {}
+
+
+def test_kill_9_mid_batch_then_restart(upstream: FakeUpstreamClient, tmp_path: Path,
+                                       store: dict[str, Any]) -> None:
     upstream.reset()
     upstream.script(default={"ttft_s": 0.02})
     port, n = free_port(), 300
@@ -53,7 +64,7 @@ def test_kill_9_mid_batch_then_restart(upstream: FakeUpstreamClient, tmp_path: P
         "providers": {"oa": {"type": "openai", "base_url": upstream.base_url + "/v1"}},
         "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt"}},
         "jobs": {"poll_s": 0.05, "lease_s": 2.0},
-        "batches": {"concurrency": CONCURRENCY}}))
+        "batches": {"concurrency": CONCURRENCY}, **store}))
     url = f"http://127.0.0.1:{port}"
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=2)
     proc = _serve(conf)
