@@ -44,21 +44,26 @@ def _worker(conf: Path, procs: list[subprocess.Popen[str]]) -> subprocess.Popen[
     return p
 
 
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 def test_killed_worker_mid_answer_leaves_a_clean_log(
-        upstream: FakeUpstreamClient, pg_url: str, tmp_path: Path,
-        procs: list[subprocess.Popen[str]]) -> None:
+        upstream: FakeUpstreamClient, backend: str, request: pytest.FixtureRequest,
+        tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
     upstream.reset()
     upstream.script(default={"tokens_per_s": 4})  # ~15 s: plenty of time to kill it
     config: dict[str, Any] = {
         "auth": {"master_key": MASTER, "allow_anonymous_loopback": False},
         "providers": {"oa": {"type": "openai", "base_url": upstream.base_url + "/v1"}},
         "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt"}},
-        "store": {"kind": "postgres", "url": pg_url},
         "responses": {"background_poll_s": 0.05},
         "jobs": {"run_in_server": False, "lease_s": 2.0, "poll_s": 0.1},
     }
+    if backend == "postgres":
+        config["store"] = {"kind": "postgres", "url": request.getfixturevalue("pg_url")}
+        worker_data = tmp_path / "w"
+    else:  # the embedded store: the worker shares the gateway's data_dir
+        worker_data = tmp_path / "gw" / "data"
     conf = tmp_path / "worker.yaml"
-    conf.write_text(json.dumps({**config, "data_dir": str(tmp_path / "w")}))
+    conf.write_text(json.dumps({**config, "data_dir": str(worker_data)}))
     with run_gateway(config, tmp_path / "gw") as gw:
         c = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0)
         first = _worker(conf, procs)
