@@ -1,8 +1,9 @@
 """A background response whose ``seawall worker`` is killed with SIGKILL
-mid-answer (shared Postgres): another worker takes the job once its lease
-lapses and, by the documented rule, ends the response ``failed`` after the
-last logged event -- a reader that resumes sees every event once, in order,
-never a second answer interleaved."""
+mid-answer (on the shared Postgres, and on SQLite shared by the processes of
+one machine): another worker takes the job once its lease lapses and, by the
+documented rule, ends the response ``failed`` after the last logged event --
+a reader that resumes sees every event once, in order, never a second answer
+interleaved."""
 
 from __future__ import annotations
 
