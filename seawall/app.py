@@ -45,7 +45,7 @@ from seawall.ml.tokens import TokenCounter, is_long
 from seawall.observe.logs import current_trace_id
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord
-from seawall.observe.retention import keep_traces_for
+from seawall.observe.retention import keep_for, keep_traces_for
 from seawall.observe.tracing import SpanExport
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.admission import AdmissionStage
@@ -84,7 +84,7 @@ class Services:
         self.settings = settings
         self.started_at = int(time.time())
         self._drain_scheduled = False
-        self._retention: asyncio.Task[None] | None = None
+        self._retention: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.live_streams = LiveStreams()
         self.metrics = Metrics(models=[*settings.models, *settings.routes])
@@ -239,8 +239,8 @@ class Services:
         self._loop = asyncio.get_running_loop()
         await self.stores.open()
         if self.settings.observe.traces.retention_days is not None:
-            self._retention = asyncio.create_task(keep_traces_for(
-                self.store, self.settings.observe.traces.retention_days, self.metrics))
+            self._retention.append(asyncio.create_task(keep_traces_for(
+                self.store, self.settings.observe.traces.retention_days, self.metrics)))
         await self.bus.start()
         if self.cooldowns is not None:
             await self.cooldowns.load()
@@ -255,6 +255,10 @@ class Services:
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
         await self.batch_store.open()
+        if self.settings.batches.retention_days is not None:
+            self._retention.append(asyncio.create_task(keep_for(
+                "batch", self.batch_store.expire, self.settings.batches.retention_days,
+                self.metrics)))
         if self.job_runner is not None:
             await self.job_runner.start()
 
@@ -265,8 +269,8 @@ class Services:
         async def prompts() -> None:
             self.prompts.close()
 
-        if self._retention is not None:
-            self._retention.cancel()
+        for task in self._retention:
+            task.cancel()
 
         async def jobs() -> None:
             if self.job_runner is not None:  # unfinished jobs are released, not lost

@@ -214,6 +214,10 @@ class BatchSettings(_Strict):
                            "file (more: the batch fails validation)")
     max_line_bytes: int = Field(1024 * 1024, gt=0, description="longest request line; longer "
                                 "ones are reported in the error file")
+    retention_days: float | None = Field(30.0, gt=0, description="finished batches (with "
+                                         "their line results) and files older than this are "
+                                         "deleted, hourly; a file a running batch reads "
+                                         "stays; unset = keep them")
     path: str | None = None  # sqlite: default <data_dir>/batches.db (+ <data_dir>/files/)
 
 

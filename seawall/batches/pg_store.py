@@ -115,6 +115,23 @@ class PostgresBatchStore:
         return bool(await self._exec("DELETE FROM files WHERE id = %s AND tenant = %s",
                                      (file_id, tenant)))
 
+    async def expire(self, before: float) -> int:
+        finished = "('completed', 'failed', 'cancelled', 'expired')"
+        pool = await self.pg.pool()
+        async with pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"SELECT id FROM batches WHERE created_at < %s AND status IN {finished}",
+                (before,))
+            old = [r[0] for r in await cur.fetchall()]
+            if old:
+                for table in ("batch_lines", "batch_custom_ids"):
+                    await conn.execute(f"DELETE FROM {table} WHERE batch_id = ANY(%s)", (old,))
+                await conn.execute("DELETE FROM batches WHERE id = ANY(%s)", (old,))
+            cur = await conn.execute(
+                "DELETE FROM files WHERE created_at < %s AND id NOT IN (SELECT input_file_id "
+                f"FROM batches WHERE status NOT IN {finished})", (before,))
+            return len(old) + cur.rowcount
+
     async def read_file(self, file_id: str) -> AsyncIterator[bytes]:
         seq = -1
         while True:

@@ -148,6 +148,27 @@ class SqliteBatchStore:
                 await asyncio.to_thread(self._content(file_id).unlink)
         return bool(n)
 
+    async def expire(self, before: float) -> int:
+        async with self._lock:
+            old = [r[0] for r in await (await self.db.execute(
+                "SELECT id FROM batches WHERE created_at < ? AND status IN "
+                "('completed', 'failed', 'cancelled', 'expired')", (before,))).fetchall()]
+            for batch_id in old:
+                for table in ("batch_lines", "batch_custom_ids"):
+                    await self.db.execute(f"DELETE FROM {table} WHERE batch_id = ?", (batch_id,))
+                await self.db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+            files = [r[0] for r in await (await self.db.execute(
+                "SELECT id FROM files WHERE created_at < ? AND id NOT IN ("
+                "SELECT input_file_id FROM batches WHERE status NOT IN "
+                "('completed', 'failed', 'cancelled', 'expired'))", (before,))).fetchall()]
+            for file_id in files:
+                await self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+            await self.db.commit()
+        for file_id in files:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._content(file_id).unlink)
+        return len(old) + len(files)
+
     async def read_file(self, file_id: str) -> AsyncIterator[bytes]:
         fh = await asyncio.to_thread(open, self._content(file_id), "rb")
         try:

@@ -123,6 +123,12 @@ class BatchStore(Protocol):
 
     async def delete_file(self, file_id: str, tenant: str) -> bool: ...
 
+    async def expire(self, before: float) -> int:
+        """Retention: delete finished batches (with their line results) and files
+        created before ``before``; a file a running batch reads stays. Returns
+        how many batches and files went."""
+        ...
+
     def read_file(self, file_id: str) -> AsyncIterator[bytes]:
         """The content in pieces of at most CHUNK bytes."""
         ...

@@ -82,3 +82,27 @@ async def test_batches_and_lines_are_stored_once(store: BatchStore) -> None:
     assert await store.first_line_of("batch_1", "a", 0) == 0
     assert await store.first_line_of("batch_1", "a", 5) == 0
     assert await store.first_line_of("batch_1", "b", 5) == 5
+
+
+async def test_retention_keeps_running_batches_inputs_and_new_things(store: BatchStore) -> None:
+    import time
+
+    old_input = await store.put_file("t1", "old.jsonl", "batch", pieces(b"{}\n"))
+    running_input = await store.put_file("t1", "running.jsonl", "batch", pieces(b"{}\n"))
+    await store.create_batch(Batch(id="batch_done", tenant="t1", endpoint="/v1/embeddings",
+                                   input_file_id=old_input.id, auth={}))
+    await store.set_status("batch_done", "completed", "completed_at")
+    await store.put_line("batch_done", LineResult(0, "a", True, b"{}"))
+    await store.create_batch(Batch(id="batch_running", tenant="t1", endpoint="/v1/embeddings",
+                                   input_file_id=running_input.id, auth={}))
+    await store.set_status("batch_running", "in_progress", "in_progress_at")
+    cutoff = time.time() + 1  # everything above is "old"
+    assert await store.expire(cutoff - 3600) == 0  # nothing that old
+    assert await store.expire(cutoff) == 2  # the finished batch and its input file
+    assert await store.get_batch("batch_done") is None
+    assert await store.counts("batch_done") == (0, 0)
+    assert await store.get_file(old_input.id) is None
+    assert await store.get_batch("batch_running") is not None
+    assert await store.get_file(running_input.id) is not None  # still being read
+    fresh = await store.put_file("t1", "new.jsonl", "batch", pieces(b"{}\n"))
+    assert await store.expire(fresh.created_at - 1) == 0
