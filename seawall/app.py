@@ -22,25 +22,30 @@ from starlette.types import Receive, Scope, Send
 
 from seawall.api import (
     admin_routes,
+    batch_routes,
     messages_routes,
     openai_routes,
     openapi,
     ops_routes,
+    quality_routes,
     rag_routes,
     responses_routes,
 )
 from seawall.api.http import LiveStreams, error_response
+from seawall.batches.service import KIND as BATCH_KIND
+from seawall.batches.service import BatchService
 from seawall.cache.service import ResponseCache
 from seawall.cache.stage import CacheStage
 from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.experiments.service import Experiments
 from seawall.experiments.stage import ExperimentStage
+from seawall.jobs.runner import JobRunner
 from seawall.ml.tokens import TokenCounter, is_long
 from seawall.observe.logs import current_trace_id
 from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord
-from seawall.observe.retention import keep_traces_for
+from seawall.observe.retention import keep_for, keep_traces_for
 from seawall.observe.tracing import SpanExport
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.admission import AdmissionStage
@@ -73,11 +78,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class Services:
     """Everything a request needs, built from one Settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, run_jobs: bool | None = None) -> None:
+        """``run_jobs``: run the job runner here (default: ``jobs.run_in_server``;
+        ``seawall worker`` passes True)."""
         self.settings = settings
         self.started_at = int(time.time())
         self._drain_scheduled = False
-        self._retention: asyncio.Task[None] | None = None
+        self._retention: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.live_streams = LiveStreams()
         self.metrics = Metrics(models=[*settings.models, *settings.routes])
@@ -126,6 +133,7 @@ class Services:
             redis=self.redis)
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
+        self.feedback = self.stores.feedback()
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -142,6 +150,23 @@ class Services:
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer, self.count_tokens_async),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)
+        # The durable job queue (docs/jobs.md); its runner works here unless
+        # jobs.run_in_server is false (then `seawall worker` processes run them).
+        self.jobs = self.stores.jobs()
+        run_jobs = settings.jobs.run_in_server if run_jobs is None else run_jobs
+        self.job_runner = JobRunner(self.jobs, settings.jobs, self.metrics) if run_jobs else None
+        from seawall.api.responses_background import KIND, BackgroundResponses
+
+        self.background = BackgroundResponses(self)  # background responses (docs/responses.md)
+        if self.job_runner:
+            self.job_runner.register(KIND, self.background.run)
+        # The Files and Batch APIs (docs/batches.md): a batch runs as a job.
+        self.batch_store = self.stores.files()
+        self.batches = BatchService(
+            settings.batches, self.batch_store, self,
+            stopping=lambda: self.job_runner is not None and self.job_runner.stopping)
+        if self.job_runner:
+            self.job_runner.register(BATCH_KIND, self.batches.run)
 
     def begin_drain(self) -> None:
         """Shutdown started: refuse new work, keep serving what is in flight
@@ -214,8 +239,8 @@ class Services:
         self._loop = asyncio.get_running_loop()
         await self.stores.open()
         if self.settings.observe.traces.retention_days is not None:
-            self._retention = asyncio.create_task(keep_traces_for(
-                self.store, self.settings.observe.traces.retention_days, self.metrics))
+            self._retention.append(asyncio.create_task(keep_traces_for(
+                self.store, self.settings.observe.traces.retention_days, self.metrics)))
         await self.bus.start()
         if self.cooldowns is not None:
             await self.cooldowns.load()
@@ -225,8 +250,17 @@ class Services:
         await self.experiments.start()
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
+        await self.feedback.open()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
+        await self.jobs.open()
+        await self.batch_store.open()
+        if self.settings.batches.retention_days is not None:
+            self._retention.append(asyncio.create_task(keep_for(
+                "batch", self.batch_store.expire, self.settings.batches.retention_days,
+                self.metrics)))
+        if self.job_runner is not None:
+            await self.job_runner.start()
 
     async def close(self) -> None:
         """Every step runs, each bounded, whatever the others do: a failing
@@ -235,10 +269,17 @@ class Services:
         async def prompts() -> None:
             self.prompts.close()
 
-        if self._retention is not None:
-            self._retention.cancel()
+        for task in self._retention:
+            task.cancel()
+
+        async def jobs() -> None:
+            if self.job_runner is not None:  # unfinished jobs are released, not lost
+                await self.job_runner.stop(drain_s=CLOSE_STEP_S - 2)
+            await self.jobs.close()
+            await self.batch_store.close()
 
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+            ("jobs", jobs, CLOSE_STEP_S + 3),
             ("change bus", self.bus.close, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
@@ -246,6 +287,7 @@ class Services:
             ("experiments", self.experiments.close, CLOSE_STEP_S),
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
+            ("feedback", self.feedback.close, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
@@ -259,10 +301,12 @@ class Services:
 
 
 _SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models, "
-           "GET /v1/models/{id}, /v1/responses (OpenAI API); POST /v1/messages and "
+           "GET /v1/models/{id}, /v1/responses, /v1/files, /v1/batches (OpenAI API); "
+           "POST /v1/messages and "
            "/v1/messages/count_tokens (Anthropic API, docs/anthropic.md); /v1/collections "
            "and /v1/retrieve (RAG, "
-           "docs/rag.md); /health, /ready, /metrics, /admin (docs/operations.md); "
+           "docs/rag.md); POST /v1/feedback (docs/quality.md); "
+           "/health, /ready, /metrics, /admin (docs/operations.md); "
            "GET /openapi.json describes them all.")
 
 
@@ -339,6 +383,8 @@ def create_app(settings: Settings) -> FastPath:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
+                            *quality_routes.routes,
+                            *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})

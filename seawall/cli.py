@@ -109,6 +109,20 @@ def _serve_process(config: str | None, host: str | None, port: int | None,
 
 @main.command()
 @config_option
+@click.option("--metrics-port", type=int, help="Serve /metrics on this port (loopback).")
+def worker(config: str | None, metrics_port: int | None) -> None:
+    """Run queued jobs (docs/jobs.md) without the HTTP server; SIGTERM drains."""
+    from seawall.jobs.worker import run_worker
+    from seawall.observe.logs import setup_logging
+
+    settings = _settings(config)
+    _check_schema(settings)
+    setup_logging(settings.server.log_level, settings.observe.json_logs)
+    sys.exit(asyncio.run(run_worker(settings, metrics_port)))
+
+
+@main.command()
+@config_option
 @click.option("--check", is_flag=True, help="Only say whether the schema is current "
               "(exit 1 if not).")
 def migrate(config: str | None, check: bool) -> None:
@@ -376,6 +390,31 @@ def traces_tail(config: str | None, count: int, follow: bool, as_json: bool) -> 
         run_on_store(go, settings)
 
 
+@traces.command("show")
+@config_option
+@click.argument("request_id")
+def traces_show(config: str | None, request_id: str) -> None:
+    """Print one whole record (an x-request-id or resp_ id) with its feedback, as JSON."""
+    import orjson
+
+    from seawall.quality.trace_view import trace_with_feedback
+
+    settings = _settings(config)
+
+    async def go(stores: Any) -> dict[str, Any] | None:
+        feedback = stores.feedback()
+        await feedback.open()
+        try:
+            return await trace_with_feedback(stores.main, feedback, request_id)
+        finally:
+            await feedback.close()
+
+    doc = run_on_store(go, settings, whole=True)
+    if doc is None:
+        raise click.ClickException(f"no trace record {request_id!r}")
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
 @main.command()
 @config_option
 @click.option("--port", type=int, help="Port to check (default: server.port).")
@@ -527,6 +566,7 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
 
 def _add_feature_commands() -> None:
     from seawall.experiments import cli as experiments_cli
+    from seawall.jobs import cli as jobs_cli
     from seawall.prompts import cli as prompts_cli
     from seawall.rag import cli as rag_cli
     from seawall.routing.complexity import cli as router_cli
@@ -537,6 +577,7 @@ def _add_feature_commands() -> None:
     main.add_command(experiments_cli.experiments)
     main.add_command(prompts_cli.prompts)
     main.add_command(router_cli.router)
+    main.add_command(jobs_cli.jobs)
 
 
 _add_feature_commands()

@@ -67,8 +67,10 @@ def open_stores(settings: Settings) -> Iterator[Stores]:
             stores.pg.close_sync()
 
 
-def run_on_store(make: Callable[[Any], Awaitable[Any]], settings: Settings) -> Any:
-    """Run ``make(store)`` on the configured main store (keys, traces, canary state)."""
+def run_on_store(make: Callable[[Any], Awaitable[Any]], settings: Settings,
+                 whole: bool = False) -> Any:
+    """Run ``make(store)`` on the configured main store (keys, traces, canary
+    state); ``whole``: ``make(stores)``, the opened :class:`Stores`."""
     from seawall.store.factory import Stores
     from seawall.store.migrate import SchemaError
 
@@ -76,7 +78,7 @@ def run_on_store(make: Callable[[Any], Awaitable[Any]], settings: Settings) -> A
         stores = Stores(settings)
         try:
             await stores.open(key_reader=False)
-            return await make(stores.main)
+            return await make(stores if whole else stores.main)
         except SchemaError as e:
             raise click.ClickException(str(e)) from None
         finally:

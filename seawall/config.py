@@ -183,6 +183,44 @@ class RedisSettings(_Strict):
                                  "use the fallback before Redis is tried again")
 
 
+class JobSettings(_Strict):
+    run_in_server: bool = Field(True, description="run jobs inside `seawall serve` (the "
+                                "embedded default); false = only `seawall worker` runs them")
+    concurrency: int = Field(4, gt=0, le=1024, description="jobs one process runs at once")
+    lease_s: float = Field(30.0, gt=0, description="a running job's lease; heartbeats renew "
+                           "it, and a job whose runner died is claimed again once it lapses")
+    max_attempts: int = Field(3, gt=0, description="runs before a failing job is dead")
+    backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles "
+                             "with each attempt, up to backoff_max_s")
+    backoff_max_s: float = Field(300.0, ge=0, description="longest wait between retries")
+    max_depth: int = Field(100_000, gt=0, description="queued + running jobs in total; "
+                           "more is refused (429 with Retry-After)")
+    max_depth_per_tenant: int = Field(10_000, gt=0, description="queued + running jobs "
+                                      "per tenant")
+    poll_s: float = Field(0.5, gt=0, description="how often an idle runner looks for work "
+                          "(jobs enqueued in the same process wake it at once)")
+    keep_finished_days: float = Field(7.0, gt=0, description="finished jobs (and their "
+                                      "results) are deleted this long after they ended")
+    path: str | None = None  # sqlite: default <data_dir>/jobs.db
+
+
+class BatchSettings(_Strict):
+    """The Files and Batch APIs (docs/batches.md)."""
+    concurrency: int = Field(8, gt=0, le=1024, description="lines of one batch sent through "
+                             "the pipeline at once (deployments' own limits still apply)")
+    max_file_bytes: int = Field(200 * 1024 * 1024, gt=0, description="largest uploaded file "
+                                "(413 past it)")
+    max_lines: int = Field(50_000, gt=0, description="most request lines in one batch's input "
+                           "file (more: the batch fails validation)")
+    max_line_bytes: int = Field(1024 * 1024, gt=0, description="longest request line; longer "
+                                "ones are reported in the error file")
+    retention_days: float | None = Field(30.0, gt=0, description="finished batches (with "
+                                         "their line results) and files older than this are "
+                                         "deleted, hourly; a file a running batch reads "
+                                         "stays; unset = keep them")
+    path: str | None = None  # sqlite: default <data_dir>/batches.db (+ <data_dir>/files/)
+
+
 class _ProviderBase(_Strict):
     max_concurrency: int = Field(1024, gt=0)
 
@@ -646,6 +684,32 @@ class ResponsesSettings(_Strict):
     model_chain_tokens: dict[str, int] = Field({}, description="per-model max_chain_tokens "
                                                "(a model's context window less its output)")
     max_input_items: int = Field(1000, ge=1, description="input items in one request")
+    background_poll_s: float = Field(0.2, gt=0, le=5, description="how often a background "
+                                     "response's stream reads its event log for new events")
+
+
+class FeedbackScale(_Strict):
+    min: float = Field(-1.0, description="lowest score POST /v1/feedback accepts")
+    max: float = Field(1.0, description="highest score POST /v1/feedback accepts")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FeedbackScale:
+        if not self.min < self.max:
+            raise ValueError("feedback.scale: min must be below max")
+        return self
+
+
+class FeedbackSettings(_Strict):
+    """Ratings of answers, ``POST /v1/feedback`` (docs/quality.md)."""
+
+    scale: FeedbackScale = Field(FeedbackScale(), description="the score range (-1..1: "
+                                 "thumbs down/up; e.g. 1..5 for stars)")
+    max_comment_chars: int = Field(4000, ge=0, le=100_000, description="a comment's length")
+    max_categories: int = Field(16, ge=0, le=1000, description="categories per feedback")
+    max_category_chars: int = Field(64, ge=1, le=1000, description="one category's length")
+    max_user_chars: int = Field(256, ge=1, le=10_000, description="the user field's length")
+    trace_wait_s: float = Field(2.0, ge=0, le=30, description="how long a rating of an answer "
+                                "whose record is not stored yet waits for it before a 404")
 
 
 class ModelCacheSettings(_Strict):
@@ -757,12 +821,15 @@ class Settings(_Strict):
     resilience: ResilienceSettings = ResilienceSettings()
     admission: AdmissionSettings = AdmissionSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    jobs: JobSettings = JobSettings()
+    batches: BatchSettings = BatchSettings()
     cache: CacheSettings = CacheSettings()
     rag: RagSettings = RagSettings()
     routes: dict[str, RouteSettings] = {}
     experiments: dict[str, ExperimentSettings] = {}
     prompts: PromptsSettings = PromptsSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -868,6 +935,14 @@ class Settings(_Strict):
                 else Path(self.data_dir) / "responses.db")
 
     @property
+    def jobs_path(self) -> Path:
+        return Path(self.jobs.path) if self.jobs.path else Path(self.data_dir) / "jobs.db"
+
+    @property
+    def batches_path(self) -> Path:
+        return Path(self.batches.path) if self.batches.path else Path(self.data_dir) / "batches.db"
+
+    @property
     def rag_path(self) -> Path:
         return Path(self.rag.path) if self.rag.path else Path(self.data_dir) / "rag.db"
 
@@ -938,7 +1013,8 @@ def parse_settings(data: dict[str, Any], env: dict[str, str] | None = None) -> S
 
 DEFAULT_DATA_DIR = ".seawall"
 HOME_ENV = "SEAWALL_HOME"
-_STORE_PATHS = ("store", "cache", "rag", "prompts")  # sections with a ``path`` of their own
+# Sections with a ``path`` of their own.
+_STORE_PATHS = ("store", "cache", "rag", "prompts", "responses", "jobs")
 
 
 def _anchor(settings: Settings, config: Path | None, explicit: bool,

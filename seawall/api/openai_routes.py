@@ -266,6 +266,11 @@ async def embeddings(request: Request) -> Response:
             await svc.pipeline.call(ctx)
     except SeawallError as e:
         return _fail(ctx, e)
+    return json_response(embedding_body(ctx, req), headers=_headers(ctx))
+
+
+def embedding_body(ctx: RequestContext, req: EmbeddingRequest) -> dict[str, Any]:
+    """The embeddings answer for a served request (also a batch line's)."""
     vectors = ctx.result.vectors
     if req.dimensions is not None:
         # Matryoshka-style truncation then re-normalisation, as OpenAI does.
@@ -278,10 +283,9 @@ async def embeddings(request: Request) -> Response:
         if req.encoding_format == "base64":
             emb = base64.b64encode(np.asarray(v, dtype=np.float32).tobytes()).decode()
         data.append({"object": "embedding", "index": i, "embedding": emb})
-    return json_response({"object": "list", "data": data, "model": req.model,
-                          "usage": {"prompt_tokens": ctx.result.prompt_tokens,
-                                    "total_tokens": ctx.result.prompt_tokens}},
-                         headers=_headers(ctx))
+    return {"object": "list", "data": data, "model": req.model,
+            "usage": {"prompt_tokens": ctx.result.prompt_tokens,
+                      "total_tokens": ctx.result.prompt_tokens}}
 
 
 def _model_entries(svc: Services) -> list[dict[str, Any]]:

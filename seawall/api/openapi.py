@@ -21,6 +21,7 @@ from starlette.routing import Route
 from seawall.api.admin_routes import PurgeRequest
 from seawall.api.anthropic_wire import CountTokensRequest, MessagesRequest
 from seawall.api.http import JSON
+from seawall.api.quality_routes import MAX_REQUEST_ID, FeedbackIn
 from seawall.api.rag_routes import COLLECTION_NAME, MAX_ID, DeleteIn, DocumentsIn, SearchIn
 from seawall.api.wire import MAX_MODEL_NAME, ChatCompletionRequest, EmbeddingRequest
 from seawall.responses.wire import ResponsesRequest
@@ -30,7 +31,7 @@ Schema = dict[str, Any]
 
 _REQUESTS: tuple[type[msgspec.Struct], ...] = (
     ChatCompletionRequest, EmbeddingRequest, MessagesRequest, CountTokensRequest,
-    DocumentsIn, SearchIn, DeleteIn, PurgeRequest, ResponsesRequest)
+    DocumentsIn, SearchIn, DeleteIn, PurgeRequest, ResponsesRequest, FeedbackIn)
 
 _NULLABLE_STR: Schema = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 _OBJECT: Schema = {"type": "object"}
@@ -162,6 +163,36 @@ _UPLOAD: Schema = {"type": "object", "required": ["file"], "properties": {
     "metadata": {"type": "string", "description": "a JSON object stored with each document"}}}
 
 
+def _batch_paths() -> dict[str, Schema]:
+    """The Files and Batch APIs (docs/batches.md)."""
+    obj = {JSON: {"schema": _OBJECT}}
+    page = [_query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+            _query_param("after", {"type": "string"})]
+    file_id = [_path_param("file_id", {"type": "string", "maxLength": 128})]
+    batch_id = [_path_param("batch_id", {"type": "string", "maxLength": 128})]
+    upload: Schema = {"type": "object", "required": ["file", "purpose"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "JSONL of requests"},
+        "purpose": {"enum": ["batch"]}}}
+    return {
+        "/v1/files": {
+            "post": _op("Upload a file (purpose batch)", obj,
+                        body={"multipart/form-data": {"schema": upload}}),
+            "get": _op("The caller's files, newest first", _json("List"), params=[
+                *page, _query_param("purpose", {"type": "string"})])},
+        "/v1/files/{file_id}": {
+            "get": _op("One file", obj, params=file_id),
+            "delete": _op("Delete a file", _json("Deleted"), params=file_id)},
+        "/v1/files/{file_id}/content": {"get": _op(
+            "A file's content", {"application/octet-stream": {"schema": {"type": "string"}}},
+            params=file_id)},
+        "/v1/batches": {
+            "post": _op("Create a batch (runs as a job)", obj, body=obj),
+            "get": _op("The caller's batches, newest first", _json("List"), params=page)},
+        "/v1/batches/{batch_id}": {"get": _op("One batch", obj, params=batch_id)},
+        "/v1/batches/{batch_id}/cancel": {"post": _op("Cancel a batch", obj, params=batch_id)},
+    }
+
+
 def _paths() -> dict[str, Schema]:
     anthropic = "AnthropicError"
     search = _op("Search a collection", _json("List"), body=_json("SearchIn"),
@@ -202,6 +233,7 @@ def _paths() -> dict[str, Schema]:
         "/v1/responses/{response_id}/cancel": {"post": _op(
             "Cancel a background response (none yet: a 400 for any stored response)",
             _json("Response"), params=[_RESPONSE_ID])},
+        **_batch_paths(),
         "/v1/collections": {"get": _op("The caller's RAG collections", _json("List"))},
         "/v1/collections/{name}": {
             "get": _op("One collection", {JSON: {"schema": _OBJECT}}, params=[_COLLECTION]),
@@ -228,6 +260,15 @@ def _paths() -> dict[str, Schema]:
         "/v1/collections/{name}/search": {"post": search},
         "/v1/retrieve": {"post": _op("Search the collection named in the body",
                                      _json("List"), body=_json("SearchIn"))},
+        "/v1/feedback": {"post": _op(
+            "Rate an answer of the caller's tenant by its x-request-id or resp_ id; a user's "
+            "second rating replaces the first (docs/quality.md)", {JSON: {"schema": _OBJECT}},
+            body=_json("FeedbackIn"))},
+        "/admin/traces/{request_id}": {"get": _op(
+            "One whole trace record with its feedback and scores (master key)",
+            {JSON: {"schema": _OBJECT}},
+            params=[_path_param("request_id", {"type": "string",
+                                               "maxLength": MAX_REQUEST_ID})])},
         "/admin/cache": {"get": _op("Response cache statistics (master key)",
                                     {JSON: {"schema": _OBJECT}})},
         "/admin/cache/purge": {"post": _op("Purge cache entries (master key)",

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.http import JSON, read_body
+from seawall.api.http import JSON, SSEResponse, read_body
 from seawall.api.openai_routes import (
     _context,
     _fail,
@@ -39,10 +39,11 @@ from seawall.api.openai_routes import (
 from seawall.api.wire import MAX_MODEL_NAME, ChatCompletionRequest, convert, decode_json_object
 from seawall.errors import InvalidRequest, SeawallError, ServiceUnavailable, ShuttingDown
 from seawall.observe.logs import current_trace_id
-from seawall.pipeline.context import RequestContext
+from seawall.pipeline.context import RequestContext, new_trace_id
 from seawall.pipeline.pipeline import Serving
 from seawall.providers.base import StreamItem
 from seawall.responses import output as out
+from seawall.responses.background_log import BackgroundLog
 from seawall.responses.conversation import Conversation
 from seawall.responses.service import not_found
 from seawall.responses.store_api import StoredResponse
@@ -100,6 +101,8 @@ async def _create(request: Request, ctx: RequestContext, svc: Services,
     ctx.model = model[:MAX_MODEL_NAME] if isinstance(model, str) else ""
     if isinstance(req, SeawallError):
         raise req
+    if req.background:
+        return await _enqueue(ctx, svc, req, raw, items)
     t0 = time.time_ns()
     conv = await svc.responses.conversation(ctx.tenant, req.model, req.instructions,
                                             req.previous_response_id, items)
@@ -138,6 +141,33 @@ async def _create(request: Request, ctx: RequestContext, svc: Services,
                       {**_headers(ctx), **_history(conv)}, on_cut=lambda: tr.failed(ShuttingDown(
                           "The gateway shut down before the answer ended "
                           "(shutdown.drain_timeout_s ran out); retry.", retry_after=1.0)))
+
+
+async def _enqueue(ctx: RequestContext, svc: Services, req: ResponsesRequest,
+                   raw: dict[str, Any], items: list[dict[str, Any]]) -> Response:
+    """``background: true``: store it ``queued``, enqueue its job, answer at once
+    (streamed from its event log when ``stream`` is set)."""
+    from seawall.api import responses_background as bg
+
+    if req.previous_response_id is not None:  # a missing one is a 404 now, not a failed job
+        await svc.responses.get(ctx.tenant, req.previous_response_id)
+    # The id names the trace record of the job's model call (as a direct
+    # response's names its request's); the create call keeps its own (x-request-id).
+    response_id = "resp_" + new_trace_id()
+    created = time.time()
+    body = out.response_object(response_id, req, created, status="queued", output=[],
+                               usage=None)
+    await _save(svc, ctx, req, items, body, created)
+    try:
+        await svc.jobs.enqueue(bg.KIND, bg.payload(ctx.tenant, ctx.key, raw),
+                               tenant=ctx.tenant, job_id=response_id)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await svc.responses.store.delete(ctx.tenant, response_id)
+        raise
+    if req.stream:
+        return SSEResponse(bg.follow(svc, ctx.tenant, response_id, -1), _headers(ctx))
+    return Response(await _encode(body), media_type=JSON, headers=_headers(ctx))
 
 
 def _history(conv: Conversation) -> dict[str, str]:
@@ -230,28 +260,73 @@ async def _stored(request: Request, endpoint: str,
 
 
 async def retrieve(request: Request) -> Response:
+    q = request.query_params
+    if q.get("stream") == "true":
+        return await _replay(request, q.get("starting_after", "-1"))
+
     async def answer(svc: Services, ctx: RequestContext, rid: str) -> dict[str, Any]:
-        return _body(await svc.responses.get(ctx.tenant, rid))
+        from seawall.api.responses_background import settle
+
+        return _body(await settle(svc, await svc.responses.get(ctx.tenant, rid)))
 
     return await _stored(request, "responses.get", answer)
+
+
+async def _replay(request: Request, starting_after: str) -> Response:
+    """``retrieve(id, stream=True, starting_after=N)``: a background response's
+    events after N, then live ones until it ends (from the log, any replica)."""
+    from seawall.api import responses_background as bg
+
+    svc = _services(request)
+    ctx = _context(request, "responses.get")
+    current_trace_id.set(ctx.trace_id)
+    rid: str = request.path_params["response_id"]
+    try:
+        async with svc.pipeline.scope(ctx):
+            try:
+                after = int(starting_after)
+            except ValueError:
+                after = -2
+            if not -1 <= after < 2**62:
+                raise InvalidRequest("`starting_after` must be an integer >= -1.",
+                                     param="starting_after", code="invalid_value")
+            if len(rid) > MAX_ID:
+                raise not_found(rid)
+            r = await svc.responses.get(ctx.tenant, rid)
+            if not r.extra.get("background"):
+                raise InvalidRequest("Only background responses can be streamed from the "
+                                     "store; retrieve it without stream.", param="stream",
+                                     code="not_background")
+    except SeawallError as e:
+        return _fail(ctx, e)
+    return SSEResponse(bg.follow(svc, ctx.tenant, rid, after), _headers(ctx))
 
 
 async def delete(request: Request) -> Response:
     async def answer(svc: Services, ctx: RequestContext, rid: str) -> dict[str, Any]:
         if not await svc.responses.store.delete(ctx.tenant, rid):
             raise not_found(rid)
+        await BackgroundLog(svc.responses.store).drop(rid)
         return {"id": rid, "object": "response", "deleted": True}
 
     return await _stored(request, "responses.delete", answer)
 
 
 async def cancel(request: Request) -> Response:
-    """Only background responses can be cancelled, and this gateway has none
-    yet: OpenAI's answer for a synchronous one (404 when there is none)."""
+    """Only background responses can be cancelled (a synchronous one: 400, as
+    OpenAI). A queued one is cancelled at once; a running one is flagged and
+    its runner cancels the job's task, which closes the upstream stream. One
+    that already ended is returned as it is (cancelling is idempotent)."""
     async def answer(svc: Services, ctx: RequestContext, rid: str) -> dict[str, Any]:
-        await svc.responses.get(ctx.tenant, rid)
-        raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id",
-                             code="not_cancellable")
+        r = await svc.responses.get(ctx.tenant, rid)
+        if not r.extra.get("background"):
+            raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id",
+                                 code="not_cancellable")
+        if r.status in ("queued", "in_progress"):
+            await svc.jobs.cancel(rid, ctx.tenant)
+            await BackgroundLog(svc.responses.store).move(ctx.tenant, rid, "cancelled")
+            r = await svc.responses.get(ctx.tenant, rid)
+        return _body(r)
 
     return await _stored(request, "responses.cancel", answer)
 

@@ -122,6 +122,9 @@ class Metrics:
         self.deployment_inflight = Gauge("seawall_deployment_inflight", "Upstream attempts "
                                          "in flight per deployment.", ("deployment",),
                                          registry=r)
+        self.feedback = Counter("seawall_feedback", "Answers rated (POST /v1/feedback), "
+                                "by the sign of the score; a user's replacement is not "
+                                "counted again.", ("score_sign",), registry=r)
         # Response cache.
         self.cache_requests = Counter("seawall_cache_requests", "Chat requests by what the "
                                       "cache did: hit, semantic_hit, coalesced, miss, bypass.",
@@ -163,6 +166,20 @@ class Metrics:
         self.route_score = Histogram("seawall_route_score", "The router's P(cheap tier is good "
                                      "enough) per request.", ("route",),
                                      buckets=tuple(i / 10 for i in range(1, 11)), registry=r)
+        # Job queue (seawall/jobs/): the depth gauges read the shared queue, so
+        # every process reports the same figure (take max, not sum, across them).
+        self.jobs_queued = Gauge("seawall_jobs_queued", "Jobs waiting to run, by kind.",
+                                 ("kind",), registry=r)
+        self.jobs_running = Gauge("seawall_jobs_running", "Jobs running under a lease, by "
+                                  "kind.", ("kind",), registry=r)
+        self.jobs_oldest_age = Gauge("seawall_jobs_oldest_queued_seconds", "How long the "
+                                     "oldest runnable queued job has waited.", registry=r)
+        self.jobs_finished = Counter("seawall_jobs", "Job runs in this process by kind and "
+                                     "outcome: succeeded, retried, failed, dead, cancelled, "
+                                     "lost (lease taken over), released (runner stopping).",
+                                     ("kind", "outcome"), registry=r)
+        self.job_duration = Histogram("seawall_job_duration_seconds", "Time a job run took, "
+                                      "by kind.", ("kind",), buckets=_LATENCY, registry=r)
         self._before_render: list[Callable[[], None]] = []
         self._attempt_children: dict[tuple[str, str], Any] = {}
 

@@ -60,6 +60,7 @@ class RequestContext:
     # Set by stages.
     key: ApiKey | None = None
     tenant: str = ""
+    authenticated: bool = False  # key/tenant set before the pipeline (a background job)
     deployment: Deployment | None = None
     result: Any = None  # non-chat endpoints: the value to return
     # Outcome.

@@ -134,6 +134,8 @@ class AuthStage:
         return key
 
     async def before(self, ctx: RequestContext) -> None:
+        if ctx.authenticated:  # a background response: its caller was checked at enqueue
+            return
         secret = self.secret_of(ctx.authorization)
         anonymous_ok = self.settings.allow_anonymous_loopback and is_loopback(ctx.client_host)
         master = self.settings.master_key

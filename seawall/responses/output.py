@@ -77,7 +77,7 @@ def response_object(response_id: str, req: ResponsesRequest, created_at: float, 
     return {
         "id": response_id, "object": "response", "created_at": int(created_at),
         "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
-        "status": status, "background": False, "error": error,
+        "status": status, "background": req.background, "error": error,
         "incomplete_details": ({"reason": INCOMPLETE[finish or ""]}
                                if status == "incomplete" else None),
         "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,

@@ -60,4 +60,5 @@ class PostgresResponseStore:
         return await sql.from_rows(rows)
 
     async def purge_expired(self, now: float) -> int:
+        await self._count(_pg(sql.PURGE_EVENTS), (now,))
         return await self._count(_PURGE, (now,))

@@ -31,6 +31,9 @@ WITH RECURSIVE c(id, prev, depth) AS (
 SELECT {', '.join('r.' + c for c in COLUMNS)} FROM responses r JOIN c ON r.id = c.id
  ORDER BY c.depth DESC"""
 PURGE = "DELETE FROM responses WHERE expires_at IS NOT NULL AND expires_at <= ?"
+# A background response's event log goes with it (run before PURGE).
+PURGE_EVENTS = ("DELETE FROM response_events WHERE response_id IN (SELECT id FROM responses "
+                "WHERE expires_at IS NOT NULL AND expires_at <= ?)")
 # Rows holding more text than this are decoded on a worker thread (a stored
 # response is as large as its request and answer: megabytes at worst).
 DECODE_OFF_LOOP_CHARS = 256 * 1024

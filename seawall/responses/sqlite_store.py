@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at)
     WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS response_events (  -- background responses (background_log.py)
+    response_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (response_id, seq)
+);
 """
 
 
@@ -81,6 +87,7 @@ class SqliteResponseStore:
         return await sql.from_rows(rows)
 
     async def purge_expired(self, now: float) -> int:
+        await self.db.execute(sql.PURGE_EVENTS, (now,))
         cur = await self.db.execute(sql.PURGE, (now,))
         await self.db.commit()
         return cur.rowcount

@@ -72,10 +72,10 @@ def new_id(prefix: str) -> str:
 
 def check(req: ResponsesRequest, max_items: int) -> None:
     """What msgspec's types cannot say: a 400 naming the field."""
-    if req.background:
-        raise InvalidRequest("background=true is not supported by this gateway yet; send "
-                             "the request without it (docs/responses.md).", param="background",
-                             code="background_not_supported")
+    if req.background and not req.store:
+        raise InvalidRequest("background=true requires store=true (the response is read "
+                             "back with responses.retrieve).", param="background",
+                             code="invalid_value")
     if req.conversation is not None:
         raise InvalidRequest("`conversation` (the Conversations API) is not supported; "
                              "continue a conversation with previous_response_id.",

@@ -19,11 +19,14 @@ from seawall.config import Settings
 from seawall.store.base import Store
 
 if TYPE_CHECKING:
+    from seawall.batches.store_api import BatchStore
     from seawall.cache.store import CacheStore
+    from seawall.jobs.queue import JobQueue
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
+    from seawall.quality.feedback_store import FeedbackStore
     from seawall.rag.store_api import RagStore
     from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
@@ -114,6 +117,16 @@ class Stores:
 
         return SqlitePromptStore(self.settings.prompts_path)
 
+    def jobs(self) -> JobQueue:
+        """The durable job queue (async; opened and closed by its user)."""
+        if self.pg is not None:
+            from seawall.jobs.pg_queue import PostgresJobQueue
+
+            return PostgresJobQueue(self.pg, self.settings.jobs)
+        from seawall.jobs.sqlite_queue import SqliteJobQueue
+
+        return SqliteJobQueue(self.settings.jobs_path, self.settings.jobs)
+
     def responses(self) -> ResponseStore:
         """Stored responses (the Responses API); opened and closed by its user."""
         if self.pg is not None:
@@ -123,6 +136,29 @@ class Stores:
         from seawall.responses.sqlite_store import SqliteResponseStore
 
         return SqliteResponseStore(self.settings.responses_path)
+
+    def feedback(self) -> FeedbackStore:
+        """Ratings of answers (in seawall.db next to the traces, or Postgres);
+        opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.feedback_store import PostgresFeedbackStore
+
+            return PostgresFeedbackStore(self.pg)
+        from seawall.quality.feedback_store import SqliteFeedbackStore
+
+        return SqliteFeedbackStore(self.settings.db_path)
+
+    def files(self) -> BatchStore:
+        """Uploaded files, batches and their per-line outcomes (opened and
+        closed by its user)."""
+        if self.pg is not None:
+            from seawall.batches.pg_store import PostgresBatchStore
+
+            return PostgresBatchStore(self.pg)
+        from seawall.batches.sqlite_store import SqliteBatchStore
+
+        path = self.settings.batches_path
+        return SqliteBatchStore(path, path.parent / "files")
 
     def rate_limiter(self) -> RateLimiter:
         from seawall.pipeline.ratelimit import InMemoryRateLimiter

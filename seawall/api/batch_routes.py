@@ -1,0 +1,227 @@
+"""The OpenAI Files (purpose ``batch``) and Batch APIs (docs/batches.md).
+
+Uploads stream in under ``batches.max_file_bytes`` (413 past it; parts over
+1 MB are spooled to disk by the multipart parser, then copied to the store
+in 1 MB pieces on a thread), so no upload is ever whole in memory; downloads
+stream out the same way. Every id is tenant-scoped: another tenant's is 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from seawall.api.http import error_response, json_response, read_body
+from seawall.api.uploads import bounded_stream
+from seawall.api.wire import decode_json_object
+from seawall.batches.lines import auth_of
+from seawall.batches.store_api import CHUNK
+from seawall.errors import BodyTooLarge, InvalidRequest, NotFound, SeawallError
+from seawall.observe.logs import current_trace_id
+from seawall.pipeline.context import RequestContext
+
+if TYPE_CHECKING:
+    from seawall.app import Services
+
+PURPOSES = ("batch",)
+MAX_PAGE = 100
+
+
+def _svc(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _ctx(request: Request, endpoint: str) -> RequestContext:
+    ctx = RequestContext(endpoint=endpoint, authorization=request.headers.get("authorization"),
+                         client_host=request.client.host if request.client else None)
+    current_trace_id.set(ctx.trace_id)
+    return ctx
+
+
+def _page(request: Request) -> tuple[int, str | None]:
+    raw = request.query_params.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.", param="limit")
+    return int(raw), request.query_params.get("after")
+
+
+def _listing(items: list[Any], limit: int) -> dict[str, Any]:
+    data = [i.public() for i in items[:limit]]
+    return {"object": "list", "data": data, "has_more": len(items) > limit,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+
+
+async def _upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    await upload.seek(0)
+    while piece := await upload.read(CHUNK):  # a thread read once spooled to disk
+        yield piece
+
+
+async def create_file(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "files")
+    limit = svc.settings.batches.max_file_bytes
+    try:
+        async with svc.pipeline.serve(ctx):
+            parser = MultiPartParser(request.headers, bounded_stream(request, limit),
+                                     max_files=1, max_fields=10, max_part_size=1 << 16)
+            try:
+                form = await parser.parse()
+            except MultiPartException as e:
+                raise InvalidRequest(f"Invalid multipart form: {e.message}",
+                                     code="invalid_form") from None
+            except BodyTooLarge:
+                raise BodyTooLarge(f"The file is larger than {limit} bytes, the most this "
+                                   "gateway accepts (batches.max_file_bytes); split the batch.",
+                                   param="file") from None
+            try:
+                purpose, upload = form.get("purpose"), form.get("file")
+                if purpose not in PURPOSES:
+                    raise InvalidRequest("purpose must be 'batch' (the only purpose this "
+                                         "gateway stores files for).", param="purpose")
+                if not isinstance(upload, UploadFile):
+                    raise InvalidRequest("A file part named 'file' is required.", param="file")
+                stored = await svc.batch_store.put_file(
+                    ctx.tenant, (upload.filename or "upload.jsonl")[:256], str(purpose),
+                    _upload_chunks(upload))
+            finally:
+                await form.close()
+    except SeawallError as e:
+        return error_response(e)
+    return json_response(stored.public())
+
+
+async def list_files(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "files")
+    try:
+        async with svc.pipeline.serve(ctx):
+            limit, after = _page(request)
+            files = await svc.batch_store.list_files(
+                ctx.tenant, request.query_params.get("purpose"), after, limit + 1)
+    except SeawallError as e:
+        return error_response(e)
+    return json_response(_listing(files, limit))
+
+
+async def _file(svc: Services, ctx: RequestContext, request: Request) -> Any:
+    file_id = request.path_params["file_id"]
+    f = await svc.batch_store.get_file(file_id, ctx.tenant)
+    if f is None:
+        raise NotFound(f"No such file: {file_id[:100]!r}.", param="file_id")
+    return f
+
+
+async def retrieve_file(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "files")
+    try:
+        async with svc.pipeline.serve(ctx):
+            f = await _file(svc, ctx, request)
+    except SeawallError as e:
+        return error_response(e)
+    return json_response(f.public())
+
+
+async def file_content(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "files")
+    try:
+        async with svc.pipeline.serve(ctx):
+            f = await _file(svc, ctx, request)
+    except SeawallError as e:
+        return error_response(e)
+    return StreamingResponse(svc.batch_store.read_file(f.id),
+                             media_type="application/octet-stream",
+                             headers={"content-length": str(f.bytes)})
+
+
+async def delete_file(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "files")
+    try:
+        async with svc.pipeline.serve(ctx):
+            f = await _file(svc, ctx, request)
+            await svc.batch_store.delete_file(f.id, ctx.tenant)
+    except SeawallError as e:
+        return error_response(e)
+    return json_response({"id": f.id, "object": "file", "deleted": True})
+
+
+async def create_batch(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "batches")
+    try:
+        async with svc.pipeline.serve(ctx):
+            body = decode_json_object(await read_body(request, 64 * 1024),
+                                      svc.settings.server.max_json_depth)
+            batch = await svc.batches.create(
+                ctx.tenant, auth_of(ctx), body.get("input_file_id"), body.get("endpoint"),
+                body.get("completion_window"), body.get("metadata"))
+    except SeawallError as e:
+        return error_response(e)
+    return json_response(batch.public())
+
+
+async def _batch(svc: Services, ctx: RequestContext, request: Request) -> Any:
+    batch_id = request.path_params["batch_id"]
+    b = await svc.batch_store.get_batch(batch_id, ctx.tenant)
+    if b is None:
+        raise NotFound(f"No such batch: {batch_id[:100]!r}.", param="batch_id")
+    return b
+
+
+async def retrieve_batch(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "batches")
+    try:
+        async with svc.pipeline.serve(ctx):
+            b = await _batch(svc, ctx, request)
+    except SeawallError as e:
+        return error_response(e)
+    return json_response(b.public())
+
+
+async def cancel_batch(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "batches")
+    try:
+        async with svc.pipeline.serve(ctx):
+            b = await _batch(svc, ctx, request)
+            b = await svc.batches.cancel(b.id, ctx.tenant) or b
+    except SeawallError as e:
+        return error_response(e)
+    return json_response(b.public())
+
+
+async def list_batches(request: Request) -> Response:
+    svc = _svc(request)
+    ctx = _ctx(request, "batches")
+    try:
+        async with svc.pipeline.serve(ctx):
+            limit, after = _page(request)
+            batches = await svc.batch_store.list_batches(ctx.tenant, after, limit + 1)
+    except SeawallError as e:
+        return error_response(e)
+    return json_response(_listing(batches, limit))
+
+
+routes = [
+    Route("/v1/files", create_file, methods=["POST"]),
+    Route("/v1/files", list_files, methods=["GET"]),
+    Route("/v1/files/{file_id}", retrieve_file, methods=["GET"]),
+    Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
+    Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
+    Route("/v1/batches", create_batch, methods=["POST"]),
+    Route("/v1/batches", list_batches, methods=["GET"]),
+    Route("/v1/batches/{batch_id}", retrieve_batch, methods=["GET"]),
+    Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
+]
+

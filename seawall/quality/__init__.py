@@ -1,0 +1,1 @@
+"""Answer quality: what users and judges say about the gateway's answers."""
