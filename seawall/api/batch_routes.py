@@ -8,7 +8,7 @@ stream out the same way. Every id is tenant-scoped: another tenant's is 404.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import UploadFile
@@ -44,6 +44,21 @@ def _ctx(request: Request, endpoint: str) -> RequestContext:
     return ctx
 
 
+Work = Callable[["Services", RequestContext, Request], Awaitable[Response]]
+
+
+async def _served(request: Request, endpoint: str, work: Work) -> Response:
+    """``work`` inside the pipeline's scope (auth, admission, limits, a trace
+    record); its errors as the OpenAI error envelope."""
+    svc = _svc(request)
+    ctx = _ctx(request, endpoint)
+    try:
+        async with svc.pipeline.serve(ctx):
+            return await work(svc, ctx, request)
+    except SeawallError as e:
+        return error_response(e)
+
+
 def _page(request: Request) -> tuple[int, str | None]:
     raw = request.query_params.get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
@@ -64,50 +79,38 @@ async def _upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def create_file(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "files")
+async def _create_file(svc: Services, ctx: RequestContext, request: Request) -> Response:
     limit = svc.settings.batches.max_file_bytes
+    parser = MultiPartParser(request.headers, bounded_stream(request, limit),
+                             max_files=1, max_fields=10, max_part_size=1 << 16)
     try:
-        async with svc.pipeline.serve(ctx):
-            parser = MultiPartParser(request.headers, bounded_stream(request, limit),
-                                     max_files=1, max_fields=10, max_part_size=1 << 16)
-            try:
-                form = await parser.parse()
-            except MultiPartException as e:
-                raise InvalidRequest(f"Invalid multipart form: {e.message}",
-                                     code="invalid_form") from None
-            except BodyTooLarge:
-                raise BodyTooLarge(f"The file is larger than {limit} bytes, the most this "
-                                   "gateway accepts (batches.max_file_bytes); split the batch.",
-                                   param="file") from None
-            try:
-                purpose, upload = form.get("purpose"), form.get("file")
-                if purpose not in PURPOSES:
-                    raise InvalidRequest("purpose must be 'batch' (the only purpose this "
-                                         "gateway stores files for).", param="purpose")
-                if not isinstance(upload, UploadFile):
-                    raise InvalidRequest("A file part named 'file' is required.", param="file")
-                stored = await svc.batch_store.put_file(
-                    ctx.tenant, (upload.filename or "upload.jsonl")[:256], str(purpose),
-                    _upload_chunks(upload))
-            finally:
-                await form.close()
-    except SeawallError as e:
-        return error_response(e)
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise InvalidRequest(f"Invalid multipart form: {e.message}",
+                             code="invalid_form") from None
+    except BodyTooLarge:
+        raise BodyTooLarge(f"The file is larger than {limit} bytes, the most this "
+                           "gateway accepts (batches.max_file_bytes); split the batch.",
+                           param="file") from None
+    try:
+        purpose, upload = form.get("purpose"), form.get("file")
+        if purpose not in PURPOSES:
+            raise InvalidRequest("purpose must be 'batch' (the only purpose this "
+                                 "gateway stores files for).", param="purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("A file part named 'file' is required.", param="file")
+        stored = await svc.batch_store.put_file(
+            ctx.tenant, (upload.filename or "upload.jsonl")[:256], str(purpose),
+            _upload_chunks(upload))
+    finally:
+        await form.close()
     return json_response(stored.public())
 
 
-async def list_files(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "files")
-    try:
-        async with svc.pipeline.serve(ctx):
-            limit, after = _page(request)
-            files = await svc.batch_store.list_files(
-                ctx.tenant, request.query_params.get("purpose"), after, limit + 1)
-    except SeawallError as e:
-        return error_response(e)
+async def _list_files(svc: Services, ctx: RequestContext, request: Request) -> Response:
+    limit, after = _page(request)
+    files = await svc.batch_store.list_files(
+        ctx.tenant, request.query_params.get("purpose"), after, limit + 1)
     return json_response(_listing(files, limit))
 
 
@@ -119,54 +122,29 @@ async def _file(svc: Services, ctx: RequestContext, request: Request) -> Any:
     return f
 
 
-async def retrieve_file(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "files")
-    try:
-        async with svc.pipeline.serve(ctx):
-            f = await _file(svc, ctx, request)
-    except SeawallError as e:
-        return error_response(e)
-    return json_response(f.public())
+async def _retrieve_file(svc: Services, ctx: RequestContext, request: Request) -> Response:
+    return json_response((await _file(svc, ctx, request)).public())
 
 
-async def file_content(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "files")
-    try:
-        async with svc.pipeline.serve(ctx):
-            f = await _file(svc, ctx, request)
-    except SeawallError as e:
-        return error_response(e)
+async def _file_content(svc: Services, ctx: RequestContext, request: Request) -> Response:
+    f = await _file(svc, ctx, request)
     return StreamingResponse(svc.batch_store.read_file(f.id),
                              media_type="application/octet-stream",
                              headers={"content-length": str(f.bytes)})
 
 
-async def delete_file(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "files")
-    try:
-        async with svc.pipeline.serve(ctx):
-            f = await _file(svc, ctx, request)
-            await svc.batch_store.delete_file(f.id, ctx.tenant)
-    except SeawallError as e:
-        return error_response(e)
+async def _delete_file(svc: Services, ctx: RequestContext, request: Request) -> Response:
+    f = await _file(svc, ctx, request)
+    await svc.batch_store.delete_file(f.id, ctx.tenant)
     return json_response({"id": f.id, "object": "file", "deleted": True})
 
 
-async def create_batch(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "batches")
-    try:
-        async with svc.pipeline.serve(ctx):
-            body = decode_json_object(await read_body(request, 64 * 1024),
-                                      svc.settings.server.max_json_depth)
-            batch = await svc.batches.create(
-                ctx.tenant, auth_of(ctx), body.get("input_file_id"), body.get("endpoint"),
-                body.get("completion_window"), body.get("metadata"))
-    except SeawallError as e:
-        return error_response(e)
+async def _create_batch(svc: Services, ctx: RequestContext, request: Request) -> Response:
+    body = decode_json_object(await read_body(request, 64 * 1024),
+                              svc.settings.server.max_json_depth)
+    batch = await svc.batches.create(
+        ctx.tenant, auth_of(ctx), body.get("input_file_id"), body.get("endpoint"),
+        body.get("completion_window"), body.get("metadata"))
     return json_response(batch.public())
 
 
@@ -178,50 +156,37 @@ async def _batch(svc: Services, ctx: RequestContext, request: Request) -> Any:
     return b
 
 
-async def retrieve_batch(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "batches")
-    try:
-        async with svc.pipeline.serve(ctx):
-            b = await _batch(svc, ctx, request)
-    except SeawallError as e:
-        return error_response(e)
+async def _retrieve_batch(svc: Services, ctx: RequestContext, request: Request) -> Response:
+    return json_response((await _batch(svc, ctx, request)).public())
+
+
+async def _cancel_batch(svc: Services, ctx: RequestContext, request: Request) -> Response:
+    b = await _batch(svc, ctx, request)
+    b = await svc.batches.cancel(b.id, ctx.tenant) or b
     return json_response(b.public())
 
 
-async def cancel_batch(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "batches")
-    try:
-        async with svc.pipeline.serve(ctx):
-            b = await _batch(svc, ctx, request)
-            b = await svc.batches.cancel(b.id, ctx.tenant) or b
-    except SeawallError as e:
-        return error_response(e)
-    return json_response(b.public())
-
-
-async def list_batches(request: Request) -> Response:
-    svc = _svc(request)
-    ctx = _ctx(request, "batches")
-    try:
-        async with svc.pipeline.serve(ctx):
-            limit, after = _page(request)
-            batches = await svc.batch_store.list_batches(ctx.tenant, after, limit + 1)
-    except SeawallError as e:
-        return error_response(e)
+async def _list_batches(svc: Services, ctx: RequestContext, request: Request) -> Response:
+    limit, after = _page(request)
+    batches = await svc.batch_store.list_batches(ctx.tenant, after, limit + 1)
     return json_response(_listing(batches, limit))
 
 
-routes = [
-    Route("/v1/files", create_file, methods=["POST"]),
-    Route("/v1/files", list_files, methods=["GET"]),
-    Route("/v1/files/{file_id}", retrieve_file, methods=["GET"]),
-    Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
-    Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
-    Route("/v1/batches", create_batch, methods=["POST"]),
-    Route("/v1/batches", list_batches, methods=["GET"]),
-    Route("/v1/batches/{batch_id}", retrieve_batch, methods=["GET"]),
-    Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
-]
+def _route(path: str, method: str, endpoint: str, work: Work) -> Route:
+    async def handler(request: Request) -> Response:
+        return await _served(request, endpoint, work)
 
+    return Route(path, handler, methods=[method])
+
+
+routes = [
+    _route("/v1/files", "POST", "files", _create_file),
+    _route("/v1/files", "GET", "files", _list_files),
+    _route("/v1/files/{file_id}", "GET", "files", _retrieve_file),
+    _route("/v1/files/{file_id}", "DELETE", "files", _delete_file),
+    _route("/v1/files/{file_id}/content", "GET", "files", _file_content),
+    _route("/v1/batches", "POST", "batches", _create_batch),
+    _route("/v1/batches", "GET", "batches", _list_batches),
+    _route("/v1/batches/{batch_id}", "GET", "batches", _retrieve_batch),
+    _route("/v1/batches/{batch_id}/cancel", "POST", "batches", _cancel_batch),
+]
