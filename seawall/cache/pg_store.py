@@ -52,11 +52,13 @@ HNSW_EF_SEARCH = 64  # first batch of the HNSW walk (the embedded graph's query 
 
 # The search's settings, local to its transaction. No parallel workers: the
 # planner may plan the branch that the size test skips as a parallel scan,
-# and starting its workers costs milliseconds even when it never runs.
+# and starting its workers costs milliseconds even when it never runs. A
+# statement timeout (the parameter, in ms): a search that slow is a miss.
 LOOKUP_SETTINGS = (
     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
     f"set_config('hnsw.ef_search', '{HNSW_EF_SEARCH}', true), "
-    "set_config('max_parallel_workers_per_gather', '0', true)")
+    "set_config('max_parallel_workers_per_gather', '0', true), "
+    "set_config('statement_timeout', %s, true)")
 
 _ANSWER = "e.id, e.completion, e.created_at, e.prompt_tokens, e.completion_tokens, " \
           "e.cost_usd, e.text"
@@ -243,8 +245,9 @@ class PostgresCacheStore:
 
     # -- lookups --
 
-    # A lookup waits at most ``lookup_timeout_s`` for a connection; with
-    # Postgres unreachable it is a miss (logged once per outage), never an error.
+    # A lookup waits at most ``lookup_timeout_s`` for a connection (and a
+    # search runs at most as long); with Postgres unreachable or that slow it
+    # is a miss (logged once per outage), never an error.
 
     async def get(self, key: bytes, now: float, max_age_s: float | None) -> CachedAnswer | None:
         oldest = float("-inf") if max_age_s is None else now - max_age_s
@@ -275,7 +278,8 @@ class PostgresCacheStore:
             # the pool's connections are shared), the search, COMMIT.
             async with (pool.connection(timeout=self.lookup_timeout_s) as conn,
                         conn.pipeline(), conn.transaction()):
-                await conn.execute(LOOKUP_SETTINGS)
+                timeout_ms = max(1, round(self.lookup_timeout_s * 1000))
+                await conn.execute(LOOKUP_SETTINGS, (str(timeout_ms),))
                 # Never prepared: a generic plan would pick one search for every scope size.
                 cur = await conn.execute(_NEAREST, args, prepare=False)
                 rows = await cur.fetchall()
@@ -287,7 +291,7 @@ class PostgresCacheStore:
 
     def _lookup_failed(self, e: Exception) -> None:
         if not self._lookups_failing:
-            log.warning("cache lookups are misses: Postgres is unreachable (%s)", e)
+            log.warning("cache lookups are misses: Postgres is unreachable or slow (%s)", e)
         self._lookups_failing = True
 
     # -- writes --

@@ -392,7 +392,7 @@ async def test_a_large_scope_walks_the_hnsw_index_past_other_scopes(pg_url: str)
             c.execute("ANALYZE cache_entries")
         pool = await pg.pool()
         async with pool.connection() as conn, conn.transaction():
-            await conn.execute(LOOKUP_SETTINGS)
+            await conn.execute(LOOKUP_SETTINGS, ("5000",))
             plan = await (await conn.execute(
                 "EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM cache_entries WHERE scope = %s "
                 "AND embedding IS NOT NULL ORDER BY embedding <=> %s LIMIT 3",
