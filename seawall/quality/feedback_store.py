@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiosqlite
 import orjson
 
+from seawall.store.async_sqlite import AsyncSqlite
 from seawall.store.pg import Postgres
-from seawall.store.sqlite import connect
 
 
 @dataclass(slots=True)
@@ -91,30 +90,16 @@ def _feedback(r: Any) -> Feedback:
                     updated_at=float(r[8]))
 
 
-class SqliteFeedbackStore:
+class SqliteFeedbackStore(AsyncSqlite):
     """In ``seawall.db``, next to the trace records it rates (its own
     connection: ratings never queue behind trace batches)."""
 
+    SCHEMA = SCHEMA
+    WHAT = "feedback store"
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
+        super().__init__(path)
         self._lock = asyncio.Lock()  # the exists-check and the upsert together
-
-    async def open(self) -> None:
-        if self._db is None:
-            self._db = await connect(self.path)
-            await self._db.executescript(SCHEMA)
-            await self._db.commit()
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        assert self._db is not None, "open() the feedback store first"
-        return self._db
 
     async def put(self, fb: Feedback) -> bool:
         async with self._lock:

@@ -6,13 +6,10 @@ deleting the file forgets every conversation and nothing else."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
-import aiosqlite
 
 from seawall.responses import sql
 from seawall.responses.store_api import StoredResponse
-from seawall.store.sqlite import connect
+from seawall.store.async_sqlite import AsyncSqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -42,28 +39,11 @@ CREATE TABLE IF NOT EXISTS response_events (  -- background responses (backgroun
 """
 
 
-class SqliteResponseStore:
+class SqliteResponseStore(AsyncSqlite):
     """Implements :class:`~seawall.responses.store_api.ResponseStore` on one file."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
-
-    async def open(self) -> None:
-        if self._db is None:
-            self._db = await connect(self.path)
-            await self._db.executescript(_SCHEMA)
-            await self._db.commit()
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        assert self._db is not None, "open() the response store first"
-        return self._db
+    SCHEMA = _SCHEMA
+    WHAT = "response store"
 
     async def put(self, r: StoredResponse) -> None:
         await self.db.execute(sql.INSERT, sql.to_row(r))
