@@ -23,10 +23,18 @@ from tests.services import PostgresServer, RedisServer, create_database
 
 def _children(pid: int) -> set[int]:
     """The worker processes (not multiprocessing's resource tracker)."""
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True,
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True).stdout
-    return {int(line.split()[0]) for line in out.splitlines()
-            if line.strip() and "resource_tracker" not in line}
+    # The whole command line from /proc: ps cuts it at its output width, which
+    # a long install path pushes "resource_tracker" past.
+    return {int(p) for p in out.split() if "resource_tracker" not in _cmdline(int(p))}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return "resource_tracker"  # gone already: not a worker to count
 
 
 def test_workers_share_a_port_are_replaced_when_killed_and_drain_on_sigterm(
