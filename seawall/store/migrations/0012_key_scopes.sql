@@ -1,0 +1,2 @@
+-- reserved (placeholder): filled by its owner's branch
+SELECT 1;
