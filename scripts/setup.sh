@@ -24,6 +24,16 @@ if [ "$DEV" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
   { $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || $SUDO service redis-server stop >/dev/null 2>&1; } || true
 fi
 
+# The console's browser tests drive Debian's Chromium (Playwright is pointed at it; browser
+# downloads are not used).
+if [ "$DEV" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; } \
+    || echo "warning: chromium not installed: the console browser tests will skip" >&2
+fi
+
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 

@@ -37,6 +37,10 @@ from seawall.batches.service import BatchService
 from seawall.cache.service import ResponseCache
 from seawall.cache.stage import CacheStage
 from seawall.config import Settings
+from seawall.console import api as console_api
+from seawall.console import routes as console_routes
+from seawall.console.bridge import ConsoleBridge
+from seawall.console.service import Console
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.experiments.service import Experiments
 from seawall.experiments.stage import ExperimentStage
@@ -134,6 +138,8 @@ class Services:
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
         self.feedback = self.stores.feedback()
+        # The web console at /ui (docs/console.md): its reads, rollups and sessions.
+        self.console = Console(settings, self.stores.pg)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -251,6 +257,7 @@ class Services:
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
         await self.feedback.open()
+        await self.console.start()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -288,6 +295,7 @@ class Services:
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
             ("feedback", self.feedback.close, CLOSE_STEP_S),
+            ("console", self.console.close, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
@@ -359,7 +367,7 @@ class FastPath:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings) -> FastPath:
+def create_app(settings: Settings) -> FastPath | ConsoleBridge:
     services = Services(settings)
 
     @contextlib.asynccontextmanager
@@ -383,13 +391,18 @@ def create_app(settings: Settings) -> FastPath:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
-                            *quality_routes.routes,
+                            *quality_routes.routes, *console_api.routes,
+                            *(console_routes.routes() if settings.console.enabled else []),
                             *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unhandled})
     app.state.services = services
     app.state.openapi = openapi.encode_document()  # GET /openapi.json, built once
-    return FastPath(app, {"/v1/chat/completions": openai_routes.chat_completions,
+    fast = FastPath(app, {"/v1/chat/completions": openai_routes.chat_completions,
                           "/v1/embeddings": openai_routes.embeddings,
                           "/v1/messages": messages_routes.messages})
+    if not settings.console.enabled or not settings.auth.master_key:
+        return fast
+    # The signed-in console calls the public API with its session (seawall/console/bridge.py).
+    return ConsoleBridge(fast, services.console.sessions, settings.auth.master_key)

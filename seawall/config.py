@@ -712,6 +712,20 @@ class FeedbackSettings(_Strict):
                                 "whose record is not stored yet waits for it before a 404")
 
 
+class ConsoleSettings(_Strict):
+    """The web console at /ui and its playground (docs/console.md)."""
+
+    enabled: bool = Field(True, description="serve the console at /ui")
+    session_ttl_s: float = Field(43_200.0, gt=0, le=2_592_000, description="how long a "
+                                 "sign-in lasts")
+    session_secret: str | None = Field(None, min_length=16, description="signs session "
+                                       "cookies; unset: derived from auth.master_key (or a "
+                                       "random one kept in data_dir), the same on every replica")
+    scan_rows: int = Field(20_000, ge=100, le=1_000_000, description="trace records one list "
+                           "page examines at most for filters no index serves (text, status, "
+                           "cache); the next page continues where it stopped")
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -830,6 +844,7 @@ class Settings(_Strict):
     prompts: PromptsSettings = PromptsSettings()
     responses: ResponsesSettings = ResponsesSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    console: ConsoleSettings = ConsoleSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 

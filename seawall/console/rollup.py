@@ -1,0 +1,170 @@
+"""Hourly rollups of the trace records, so the overview reads a few
+thousand rows instead of millions.
+
+One row per (hour, model, tenant): counts, tokens, cost, cache hits and
+savings, and latency / time-to-first-token histograms (geometric buckets,
+20% wide: a percentile is exact to within one bucket). A background task
+folds each hour in once it is ``SETTLE_S`` old (a record is written when its
+request ends, so an hour is complete a little after it closes); the overview
+adds the hours not folded yet from the raw records. Folding an hour and
+moving the watermark are one transaction, taken by one process at a time
+(``FOR UPDATE SKIP LOCKED`` on Postgres, ``BEGIN IMMEDIATE`` on SQLite), so
+replicas never count an hour twice. A record stored after its hour was
+folded (replayed from a journal much later) is in the list but not in the
+overview; said in docs/console.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("seawall.console")
+
+HOUR = 3600.0
+SETTLE_S = 300.0
+STEP_HOURS = 24  # hours folded per round, so one round stays short
+
+# Bucket i holds values up to EDGES[i] ms; the last one, everything above.
+EDGES = [0.5 * 1.2**i for i in range(80)]  # 0.5 ms .. ~1.0e6 ms
+
+
+def bucket_of(ms: float) -> int:
+    return min(bisect.bisect_left(EDGES, ms), len(EDGES) - 1)
+
+
+def percentile(hist: dict[int, int], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of a histogram: its bucket's upper edge."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for i in sorted(hist):
+        seen += hist[i]
+        if seen >= rank:
+            return EDGES[i]
+    return EDGES[-1]
+
+
+ROLLUP_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd",
+                 "cache_hits", "saved_usd")
+RAW_COLUMNS = ("model", "tenant", "status", "latency_ms", "ttft_ms", "prompt_tokens",
+               "completion_tokens", "cost_usd", "cache", "saved_usd", "deployment")
+HITS = frozenset({"hit", "semantic-hit", "coalesced"})
+
+
+@dataclass
+class Agg:
+    """Sums and histograms of a set of records."""
+
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hits: int = 0
+    saved_usd: float = 0.0
+    latency: dict[int, int] = field(default_factory=dict)
+    ttft: dict[int, int] = field(default_factory=dict)
+
+    def add_record(self, r: dict[str, Any]) -> None:
+        self.requests += 1
+        self.errors += r["status"] >= 400
+        self.prompt_tokens += r["prompt_tokens"] or 0
+        self.completion_tokens += r["completion_tokens"] or 0
+        self.cost_usd += r["cost_usd"] or 0.0
+        self.cache_hits += r["cache"] in HITS
+        self.saved_usd += r["saved_usd"] or 0.0
+        b = bucket_of(r["latency_ms"] or 0.0)
+        self.latency[b] = self.latency.get(b, 0) + 1
+        if r["ttft_ms"] is not None:
+            b = bucket_of(r["ttft_ms"])
+            self.ttft[b] = self.ttft.get(b, 0) + 1
+
+    def merge(self, other: Agg) -> None:
+        for f in ROLLUP_FIELDS:
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        for mine, theirs in ((self.latency, other.latency), (self.ttft, other.ttft)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+
+    def row_values(self) -> tuple[Any, ...]:
+        return (*(getattr(self, f) for f in ROLLUP_FIELDS),
+                orjson.dumps({str(k): v for k, v in self.latency.items()}).decode(),
+                orjson.dumps({str(k): v for k, v in self.ttft.items()}).decode())
+
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> Agg:
+        a = cls(**{f: r[f] for f in ROLLUP_FIELDS})
+        a.latency = {int(k): v for k, v in orjson.loads(r["latency"]).items()}
+        a.ttft = {int(k): v for k, v in orjson.loads(r["ttft"]).items()}
+        return a
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f: getattr(self, f) for f in ROLLUP_FIELDS}
+        out["hit_rate"] = self.cache_hits / self.requests if self.requests else None
+        out["error_rate"] = self.errors / self.requests if self.requests else None
+        for name, hist in (("latency", self.latency), ("ttft", self.ttft)):
+            for q in (50, 95, 99):
+                out[f"{name}_p{q}"] = percentile(hist, q / 100)
+        return out
+
+
+def fold(records: Iterable[dict[str, Any]], hour: bool = True) -> dict[tuple[Any, ...], Agg]:
+    """Records grouped by (hour, model, tenant) (``hour`` False: by
+    (model, tenant) with the hour 0). Runs in a worker thread."""
+    out: dict[tuple[Any, ...], Agg] = {}
+    for r in records:
+        key = (math.floor(r["started_at"] / HOUR) * HOUR if hour else 0.0,
+               r["model"], r["tenant"])
+        agg = out.get(key)
+        if agg is None:
+            agg = out[key] = Agg()
+        agg.add_record(r)
+    return out
+
+
+SQLITE_SCHEMA = """
+CREATE INDEX IF NOT EXISTS traces_errors_time ON traces (started_at) WHERE status >= 400;
+CREATE TABLE IF NOT EXISTS trace_rollup (
+    hour REAL NOT NULL,
+    model TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cache_hits INTEGER NOT NULL,
+    saved_usd REAL NOT NULL,
+    latency TEXT NOT NULL,
+    ttft TEXT NOT NULL,
+    PRIMARY KEY (hour, model, tenant)
+);
+CREATE INDEX IF NOT EXISTS trace_rollup_tenant ON trace_rollup (tenant, hour);
+CREATE TABLE IF NOT EXISTS trace_rollup_state (
+    name TEXT PRIMARY KEY,
+    upto REAL NOT NULL
+);
+"""
+
+_UPSERT = ("INSERT INTO trace_rollup (hour, model, tenant, requests, errors, prompt_tokens, "
+           "completion_tokens, cost_usd, cache_hits, saved_usd, latency, ttft) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hour, model, tenant) DO "
+           "UPDATE SET requests = excluded.requests, errors = excluded.errors, "
+           "prompt_tokens = excluded.prompt_tokens, completion_tokens = "
+           "excluded.completion_tokens, cost_usd = excluded.cost_usd, cache_hits = "
+           "excluded.cache_hits, saved_usd = excluded.saved_usd, latency = excluded.latency, "
+           "ttft = excluded.ttft")
+
+
+def raw_select(where: str) -> str:
+    cols = ", ".join(("started_at", *RAW_COLUMNS))
+    return f"SELECT {cols} FROM traces WHERE {where}"

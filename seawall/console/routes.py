@@ -1,0 +1,300 @@
+"""The console's pages under /ui: server-rendered (Jinja2), every one behind
+the same permission check (seawall/console/guard.py), every response with a
+Content-Security-Policy that allows no inline script.
+
+Pages read through seawall/console/service.py; actions (revoke a key, rate
+an answer, chat) are calls from the page to the public HTTP API itself
+(seawall/console/bridge.py adds the signed-in credential).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import jinja2
+import orjson
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from seawall.api.http import read_body
+from seawall.console.guard import SCOPES, SECURITY_HEADERS, allowed, identify
+from seawall.console.queries import RANGES, TraceFilter
+from seawall.console.session import (
+    COOKIE,
+    CSRF_FIELD,
+    PRE_COOKIE,
+    Identity,
+    cookie_header,
+    cookie_value,
+    csrf_ok,
+)
+from seawall.errors import SeawallError
+from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX
+from seawall.quality.trace_view import trace_with_feedback
+
+if TYPE_CHECKING:
+    from seawall.app import Services
+
+HERE = Path(__file__).parent
+MAX_FORM = 16 * 1024
+NAV = [("overview", "Overview"), ("traces", "Traces"), ("playground", "Playground"),
+       ("keys", "Keys"), ("prompts", "Prompts"), ("quality", "Quality")]
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def _usd(v: Any) -> str:
+    return "–" if v is None else f"${v:,.4f}"
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def _pretty(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    return orjson.dumps(v, option=orjson.OPT_INDENT_2).decode()
+
+
+templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+templates.filters.update(when=_when, num=_num, usd=_usd, pct=_pct, pretty=_pretty)
+
+
+def _svc(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _finish(request: Request, response: Response, ident: Identity | None) -> Response:
+    """Security headers; a session made just now (anonymous loopback) is kept."""
+    response.headers.update(SECURITY_HEADERS)
+    if ident is not None and ident.anonymous:
+        svc = _svc(request)
+        had = cookie_value(request.headers.get("cookie"), COOKIE)
+        if svc.console.sessions.read(had) != ident:
+            response.headers.append("set-cookie", cookie_header(
+                COOKIE, svc.console.sessions.cookie(ident),
+                int(svc.settings.console.session_ttl_s), _secure(request)))
+    return response
+
+
+def render(request: Request, template: str, ident: Identity | None, status: int = 200,
+           **ctx: Any) -> Response:
+    html = templates.get_template(template).render(
+        ident=ident, nav=NAV, csrf=ident.csrf if ident else "", **ctx)
+    return _finish(request, HTMLResponse(html, status_code=status), ident)
+
+
+Page = Callable[[Request, "Services", Identity], Awaitable[Response]]
+
+
+def page(name: str, handler: Page) -> Callable[[Request], Awaitable[Response]]:
+    """A console page: signed in (or anonymous loopback), holding the page's
+    scope (``SCOPES[name]``), errors shown as a page."""
+    scope = SCOPES[name]
+
+    async def endpoint(request: Request) -> Response:
+        svc = _svc(request)
+        ident = identify(request, svc.console.sessions, svc.settings)
+        if ident is None:
+            target = "/ui/signin?" + urlencode({"next": request.url.path})
+            return _finish(request, RedirectResponse(target, status_code=303), None)
+        if not allowed(ident, scope):
+            return render(request, "error.html", ident, status=403, active=name,
+                          message=f"This page needs the {scope} scope.")
+        try:
+            return await handler(request, svc, ident)
+        except SeawallError as e:
+            return render(request, "error.html", ident, status=e.status, active=name,
+                          message=e.message)
+    return endpoint
+
+
+# -- sign in / out --
+
+def _next(value: str | None) -> str:
+    """Only a console path: never an open redirect."""
+    if value and value.startswith("/ui") and "//" not in value and "\\" not in value:
+        return value
+    return "/ui/overview"
+
+
+async def signin_form(request: Request) -> Response:
+    svc = _svc(request)
+    token = svc.console.sessions.pre_token()
+    response = render(request, "signin.html", None, pre=token, error=None,
+                      next=_next(request.query_params.get("next")))
+    response.headers.append("set-cookie", cookie_header(PRE_COOKIE, token, 900,
+                                                        _secure(request)))
+    return response
+
+
+async def signin(request: Request) -> Response:
+    svc = _svc(request)
+    form = await _form(request)
+    sessions = svc.console.sessions
+    nxt = _next(form.get("next"))
+    if not sessions.pre_ok(cookie_value(request.headers.get("cookie"), PRE_COOKIE),
+                           form.get(CSRF_FIELD)):
+        return _finish(request, HTMLResponse("Sign-in form expired or forged (CSRF); reload "
+                                             "the sign-in page.", status_code=403), None)
+    secret = (form.get("key") or "").strip()
+    master = svc.settings.auth.master_key
+    ident = None
+    if master and secret and hmac.compare_digest(secret.encode(), master.encode()):
+        ident = sessions.new("operator", "operator", None)
+    if ident is None:
+        why = ("Keys made with `seawall keys create` cannot sign in to the console yet (they "
+               "need an admin scope); use the master key." if
+               secret.startswith(VIRTUAL_KEY_PREFIX) else "That key is not the master key.")
+        token = sessions.pre_token()
+        response = render(request, "signin.html", None, status=401, pre=token, error=why,
+                          next=nxt)
+        response.headers.append("set-cookie", cookie_header(PRE_COOKIE, token, 900,
+                                                            _secure(request)))
+        return response
+    response = RedirectResponse(nxt, status_code=303)
+    response.headers.append("set-cookie", cookie_header(
+        COOKIE, sessions.cookie(ident), int(svc.settings.console.session_ttl_s),
+        _secure(request)))
+    return _finish(request, response, None)
+
+
+async def signout(request: Request) -> Response:
+    svc = _svc(request)
+    form = await _form(request)
+    ident = svc.console.sessions.read(cookie_value(request.headers.get("cookie"), COOKIE))
+    if not csrf_ok(ident, form.get(CSRF_FIELD)):
+        return _finish(request, HTMLResponse("Missing or wrong CSRF token.", status_code=403),
+                       None)
+    response = RedirectResponse("/ui/signin", status_code=303)
+    response.headers.append("set-cookie", cookie_header(COOKIE, "", 0, _secure(request)))
+    return _finish(request, response, None)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (bounded)."""
+    from urllib.parse import parse_qs
+
+    body = await read_body(request, MAX_FORM)
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+# -- pages --
+
+async def overview(request: Request, svc: Services, ident: Identity) -> Response:
+    rng = request.query_params.get("range", "24h")
+    data = await svc.console.overview(rng, ident.tenant)
+    template = "overview_panel.html" if request.query_params.get("panel") else "overview.html"
+    breakers = {name: dep.health.breaker.state.label
+                for name, dep in svc.registry.by_name.items()}
+    return render(request, template, ident, active="overview", data=data, range=rng,
+                  ranges=list(RANGES), breakers=breakers,
+                  series=orjson.dumps(data["series"]).decode())
+
+
+async def traces(request: Request, svc: Services, ident: Identity) -> Response:
+    f = TraceFilter.parse(request.query_params)
+    if ident.tenant is not None:
+        f.tenant = ident.tenant  # a tenant's view: forced, whatever the URL says
+    result = await svc.console.queries.page(f)
+    counts = await svc.console.queries.feedback_counts([r["trace_id"] for r in result.rows])
+    params = {k: v for k, v in request.query_params.items() if k != "cursor" and v}
+    older = ("?" + urlencode({**params, "cursor": result.next_cursor})
+             if result.next_cursor else None)
+    return render(request, "traces.html", ident, active="traces", page=result, counts=counts,
+                  params=defaultdict(str, params), older=older, models=sorted(svc.settings.models))
+
+
+async def trace(request: Request, svc: Services, ident: Identity) -> Response:
+    trace_id = request.path_params["trace_id"]
+    doc = None
+    if 0 < len(trace_id) <= 200:
+        doc = await trace_with_feedback(svc.store, svc.feedback, trace_id)
+    if doc is None or (ident.tenant is not None and doc["tenant"] != ident.tenant):
+        return render(request, "error.html", ident, status=404, active="traces",
+                      message=f"No trace record {trace_id!r}.")
+    return render(request, "trace.html", ident, active="traces", t=doc,
+                  replay="/ui/playground?" + urlencode({"replay": doc["trace_id"]}))
+
+
+async def playground(request: Request, svc: Services, ident: Identity) -> Response:
+    models = sorted(n for n, m in svc.settings.models.items() if m.kind == "chat")
+    models += sorted(svc.settings.routes)
+    replay = ""
+    rid = request.query_params.get("replay")
+    if rid and len(rid) <= 200:
+        doc = await trace_with_feedback(svc.store, svc.feedback, rid)
+        if doc and (ident.tenant is None or doc["tenant"] == ident.tenant):
+            msgs = doc.get("input")
+            if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict):
+                content = msgs[-1].get("content")
+                replay = content if isinstance(content, str) else ""
+    scale = svc.settings.feedback.scale
+    return render(request, "playground.html", ident, active="playground", models=models,
+                  replay=replay, scale_min=scale.min, scale_max=scale.max)
+
+
+async def keys(request: Request, svc: Services, ident: Identity) -> Response:
+    rows = await svc.store.list_keys(include_revoked=False)
+    if ident.tenant is not None:
+        rows = [k for k in rows if k.tenant == ident.tenant]
+    return render(request, "keys.html", ident, active="keys", keys=rows)
+
+
+async def prompts(request: Request, svc: Services, ident: Identity) -> Response:
+    import asyncio
+
+    summaries = await asyncio.to_thread(svc.prompts.list)
+    return render(request, "prompts.html", ident, active="prompts", prompts=summaries)
+
+
+async def quality(request: Request, svc: Services, ident: Identity) -> Response:
+    return render(request, "quality.html", ident, active="quality")
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/ui/overview", status_code=303)
+
+
+def routes() -> list[Any]:
+    return [
+        Route("/ui", home, methods=["GET"]),
+        Route("/ui/", home, methods=["GET"]),
+        Route("/ui/signin", signin_form, methods=["GET"]),
+        Route("/ui/signin", signin, methods=["POST"]),
+        Route("/ui/signout", signout, methods=["POST"]),
+        Route("/ui/overview", page("overview", overview), methods=["GET"]),
+        Route("/ui/traces", page("traces", traces), methods=["GET"]),
+        Route("/ui/traces/{trace_id}", page("traces", trace), methods=["GET"]),
+        Route("/ui/playground", page("playground", playground), methods=["GET"]),
+        Route("/ui/keys", page("keys", keys), methods=["GET"]),
+        Route("/ui/prompts", page("prompts", prompts), methods=["GET"]),
+        Route("/ui/quality", page("quality", quality), methods=["GET"]),
+        Mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static"),
+    ]
+

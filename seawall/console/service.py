@@ -1,0 +1,213 @@
+"""The console's service: its own reads of the store (a connection of its
+own on SQLite, the shared pool on Postgres), the rollup task, the session
+signer. Built by the composition root (seawall/app.py) from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from seawall.config import Settings
+from seawall.console.queries import TraceQueries, range_seconds
+from seawall.console.rollup import (
+    _UPSERT,
+    HOUR,
+    SETTLE_S,
+    SQLITE_SCHEMA,
+    STEP_HOURS,
+    Agg,
+    fold,
+    raw_select,
+)
+from seawall.console.session import Sessions, session_secret
+from seawall.store.sqlite import connect
+
+if TYPE_CHECKING:
+    from seawall.store.pg import Postgres
+
+log = logging.getLogger("seawall.console")
+ROLLUP_EVERY_S = 30.0
+
+
+class Console:
+    def __init__(self, settings: Settings, pg: Postgres | None) -> None:
+        self.settings = settings
+        self.pg = pg
+        self.sessions = Sessions(session_secret(settings), settings.console.session_ttl_s)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()  # one statement at a time on the SQLite connection
+        self.queries = TraceQueries(self._fetch, pg is not None, settings.console.scan_rows)
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life cycle --
+    async def start(self) -> None:
+        if self.pg is None:
+            self._db = await connect(self.settings.db_path)
+            self._db.row_factory = aiosqlite.Row
+            await self._db.executescript(SQLITE_SCHEMA)
+            await self._db.commit()
+        self._task = asyncio.create_task(self._roll_forever())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # -- one query --
+    async def _fetch(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        if self.pg is not None:
+            from psycopg.rows import dict_row
+
+            pool = await self.pg.pool()
+            async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(sql, args)
+                return list(await cur.fetchall())
+        assert self._db is not None, "start() the console first"
+        async with self._lock, self._db.execute(sql, args) as c:
+            return [dict(r) for r in await c.fetchall()]
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        """(execute, executemany) inside one transaction."""
+        if self.pg is not None:
+            pool = await self.pg.pool()
+            async with pool.connection() as conn, conn.transaction():
+                async def run(sql: str, args: tuple[Any, ...] = ()) -> int:
+                    cur = await conn.execute(sql.replace("?", "%s"), args)
+                    return cur.rowcount
+
+                async def many(sql: str, rows: list[tuple[Any, ...]]) -> None:
+                    async with conn.cursor() as cur:
+                        await cur.executemany(sql.replace("?", "%s"), rows)
+                yield run, many
+            return
+        db = self._db
+        assert db is not None
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async def run(sql: str, args: tuple[Any, ...] = ()) -> int:
+                    cur = await db.execute(sql, args)
+                    return cur.rowcount
+
+                async def many(sql: str, rows: list[tuple[Any, ...]]) -> None:
+                    await db.executemany(sql, rows)
+                yield run, many
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.commit()
+
+    # -- the rollup --
+    async def _roll_forever(self) -> None:
+        while True:
+            try:
+                more = True
+                while more:  # catching up: one step after another, yielding between
+                    more = await self.roll_step()
+                    await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the store is down: try again next round
+                log.warning("trace rollup failed; retrying in %.0f s", ROLLUP_EVERY_S,
+                            extra={"error": repr(e)[:200]})
+            await asyncio.sleep(ROLLUP_EVERY_S)
+
+    async def rollup_upto(self) -> float | None:
+        rows = await self.queries.fetch(
+            "SELECT upto FROM trace_rollup_state WHERE name = 'traces'")
+        return float(rows[0]["upto"]) if rows else None
+
+    async def roll_step(self, now: float | None = None) -> bool:
+        """Fold up to ``STEP_HOURS`` settled hours; True when more are waiting."""
+        now = time.time() if now is None else now
+        target = math.floor((now - SETTLE_S) / HOUR) * HOUR
+        q = self.queries
+        upto = await self.rollup_upto()
+        first = await q.fetch("SELECT MIN(started_at) AS m FROM traces WHERE started_at >= ?",
+                              (upto if upto is not None else 0.0,))
+        start = upto
+        if first and first[0]["m"] is not None:
+            begin = math.floor(float(first[0]["m"]) / HOUR) * HOUR
+            start = begin if upto is None else max(upto, begin)
+        elif upto is None:
+            start = target
+        assert start is not None
+        start = min(start, target)
+        end = min(target, start + STEP_HOURS * HOUR)
+        groups: dict[tuple[Any, ...], Agg] = {}
+        if end > start:
+            rows = await q.fetch(raw_select("started_at >= ? AND started_at < ?"), (start, end))
+            groups = await asyncio.to_thread(fold, rows)
+        async with self._transaction() as (run, many):
+            if upto is None:
+                await run("INSERT INTO trace_rollup_state (name, upto) VALUES ('traces', ?) "
+                          "ON CONFLICT (name) DO NOTHING", (-1.0,))
+                upto = -1.0
+            if not await run("UPDATE trace_rollup_state SET upto = ? WHERE name = 'traces' "
+                             "AND upto = ?", (end, upto)):
+                return False  # another process moved it meanwhile: its round
+            if groups:
+                await many(_UPSERT, [(*key, *agg.row_values()) for key, agg in groups.items()])
+        return end < target
+
+    async def overview(self, range_name: str, tenant: str | None,
+                       now: float | None = None) -> dict[str, Any]:
+        """Totals, per model and per tenant, and an hourly series over the range."""
+        now = time.time() if now is None else now
+        since = now - range_seconds(range_name)
+        q = self.queries
+        upto = await self.rollup_upto() or 0.0
+        first_hour = math.floor(since / HOUR) * HOUR
+        where, args = "hour >= ? AND hour < ?", [first_hour, upto]
+        raw_where, raw_args = "started_at >= ?", [max(since, upto)]
+        args_t: list[Any] = args
+        raw_t: list[Any] = raw_args
+        if tenant is not None:
+            where += " AND tenant = ?"
+            raw_where += " AND tenant = ?"
+            args_t.append(tenant)
+            raw_t.append(tenant)
+        rolled = await q.fetch(f"SELECT * FROM trace_rollup WHERE {where}", tuple(args))
+        raw = await q.fetch(raw_select(raw_where), tuple(raw_args))
+        return await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
+
+
+def _summarise(rolled: list[dict[str, Any]], raw: list[dict[str, Any]], first_hour: float,
+               now: float) -> dict[str, Any]:
+    groups: dict[tuple[Any, ...], Agg] = {
+        (r["hour"], r["model"], r["tenant"]): Agg.from_row(r) for r in rolled}
+    for key, agg in fold(raw).items():
+        if key in groups:
+            groups[key].merge(agg)
+        else:
+            groups[key] = agg
+    total = Agg()
+    by_model: dict[str, Agg] = {}
+    by_tenant: dict[str, Agg] = {}
+    by_hour: dict[float, Agg] = {}
+    for (hour, model, tenant), agg in groups.items():
+        total.merge(agg)
+        by_model.setdefault(model, Agg()).merge(agg)
+        by_tenant.setdefault(tenant, Agg()).merge(agg)
+        by_hour.setdefault(hour, Agg()).merge(agg)
+    hours = [first_hour + i * HOUR for i in range(int((now - first_hour) // HOUR) + 1)]
+    return {
+        "total": total.summary(),
+        "by_model": {k: v.summary() for k, v in sorted(by_model.items())},
+        "by_tenant": {k: v.summary() for k, v in sorted(by_tenant.items())},
+        "series": {"hour": hours,
+                   "requests": [by_hour[h].requests if h in by_hour else 0 for h in hours],
+                   "errors": [by_hour[h].errors if h in by_hour else 0 for h in hours]},
+    }
