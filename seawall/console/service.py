@@ -47,13 +47,15 @@ class Console:
         self._task: asyncio.Task[None] | None = None
 
     # -- life cycle --
-    async def start(self) -> None:
+    async def start(self, roll: bool = True) -> None:
+        """Open; ``roll``: run the rollup task here (tests step it by hand)."""
         if self.pg is None:
             self._db = await connect(self.settings.db_path)
             self._db.row_factory = aiosqlite.Row
             await self._db.executescript(SQLITE_SCHEMA)
             await self._db.commit()
-        self._task = asyncio.create_task(self._roll_forever())
+        if roll:
+            self._task = asyncio.create_task(self._roll_forever())
 
     async def close(self) -> None:
         if self._task is not None:

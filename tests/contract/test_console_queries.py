@@ -1,0 +1,143 @@
+"""The console's reads (seawall/console/): the keyset-paged trace list with
+its filters, and the hourly rollups behind the overview, on SQLite and on
+Postgres, checked against the records themselves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from seawall.config import Settings
+from seawall.console.queries import TraceFilter
+from seawall.console.rollup import EDGES, HOUR, SETTLE_S, bucket_of
+from seawall.console.service import Console
+from seawall.observe.records import TraceRecord
+from seawall.quality.feedback_store import Feedback
+from seawall.store.factory import Stores
+
+T0 = 1_700_000_000.0 - (1_700_000_000.0 % HOUR)  # an hour boundary
+N = 240
+
+
+def _records() -> list[TraceRecord]:
+    out = []
+    for i in range(N):
+        out.append(TraceRecord(
+            trace_id=f"t{i:04d}", endpoint="chat.completions",
+            # Four hours of records, a few sharing one timestamp (ties on started_at).
+            started_at=T0 + (i // 2) * 120.0, tenant=("acme", "globex")[i % 2],
+            model=("gpt-a", "gpt-b", "gpt-c")[i % 3], deployment="d", status=500 if i % 10 == 0
+            else 200, input=[{"role": "user", "content": f"question {i} about Needle" if i % 7 == 0
+                              else f"question {i}"}],
+            output=f"answer {i}", prompt_tokens=10, completion_tokens=i, cost_usd=0.001 * i,
+            latency_ms=10.0 + i, ttft_ms=5.0 + i / 2, cache="hit" if i % 4 == 0 else "miss",
+            saved_usd=0.01 if i % 4 == 0 else 0.0, user=f"u{i % 5}"))
+    return out
+
+
+@pytest.fixture
+async def console(stores: Stores, backend: Settings) -> AsyncIterator[Console]:
+    await stores.main.write_traces(_records())
+    fb = stores.feedback()
+    await fb.open()
+    await fb.put(Feedback(trace_id="t0003", user="", tenant="globex", score=-1.0))
+    c = Console(backend, stores.pg)
+    await c.start(roll=False)
+    try:
+        yield c
+    finally:
+        await c.close()
+        await fb.close()
+
+
+async def _all(c: Console, limit: int = 7, **filters: Any) -> list[str]:
+    """Every trace id the list gives for ``filters``, following the cursor."""
+    f = TraceFilter(limit=limit, **filters)
+    ids: list[str] = []
+    for _ in range(1000):
+        page = await c.queries.page(f)
+        ids += [r["trace_id"] for r in page.rows]
+        if page.next_cursor is None:
+            return ids
+        f.cursor = tuple(map(float, page.next_cursor.split("_")))  # type: ignore[assignment]
+        f.cursor = (f.cursor[0], int(f.cursor[1]))
+    raise AssertionError("the cursor never ended")
+
+
+def _expected(pred: Any) -> list[str]:
+    recs = sorted(_records(), key=lambda r: (r.started_at, int(r.trace_id[1:])), reverse=True)
+    return [r.trace_id for r in recs if pred(r)]
+
+
+async def test_pages_walk_every_record_once_newest_first(console: Console) -> None:
+    assert await _all(console) == _expected(lambda r: True)
+    assert await _all(console, limit=200) == _expected(lambda r: True)
+
+
+@pytest.mark.parametrize(("filters", "pred"), [
+    ({"model": "gpt-b"}, lambda r: r.model == "gpt-b"),
+    ({"tenant": "acme"}, lambda r: r.tenant == "acme"),
+    ({"tenant": "acme", "model": "gpt-a"}, lambda r: r.tenant == "acme" and r.model == "gpt-a"),
+    ({"status": "error"}, lambda r: r.status >= 400),
+    ({"status": "ok", "model": "gpt-c"}, lambda r: r.status < 400 and r.model == "gpt-c"),
+    ({"cache": "hit"}, lambda r: r.cache == "hit"),
+    ({"q": "needle"}, lambda r: "needle" in str(r.input).lower()),
+    ({"q": "100%"}, lambda r: False),  # LIKE wildcards are matched literally
+    ({"user": "u3", "since": T0 + 3600, "until": T0 + 9000},
+     lambda r: r.user == "u3" and T0 + 3600 <= r.started_at < T0 + 9000),
+])
+async def test_filters_match_the_records(console: Console, filters: dict[str, Any],
+                                         pred: Any) -> None:
+    assert await _all(console, **filters) == _expected(pred)
+
+
+async def test_unindexed_filters_scan_a_bounded_window_and_continue(console: Console) -> None:
+    """With a scan bound of 50 records, a rare match takes several pages; each
+    partial page says where it stopped, and together they find every match."""
+    console.queries.scan_rows = 50
+    page = await console.queries.page(TraceFilter(q="needle", limit=20))
+    assert page.scanned_to is not None and page.next_cursor is not None
+    assert len(page.rows) < 20
+    assert await _all(console, limit=20, q="needle") == _expected(
+        lambda r: "needle" in str(r.input).lower())
+
+
+async def test_feedback_counts_of_a_page(console: Console) -> None:
+    counts = await console.queries.feedback_counts(["t0003", "t0004"])
+    assert counts == {"t0003": (0, 1)}
+
+
+async def test_overview_from_rollups_equals_the_records(console: Console) -> None:
+    now = T0 + 4 * HOUR + SETTLE_S + 1  # every hour of records has settled
+    before = await console.overview("24h", None, now=now)  # all from the raw records
+    while await console.roll_step(now=now):
+        pass
+    assert await console.rollup_upto() == T0 + 4 * HOUR
+    assert await console.roll_step(now=now) is False  # nothing twice
+    after = await console.overview("24h", None, now=now)
+    recs = _records()
+    for view in (before, after):
+        t = view["total"]
+        assert t["requests"] == N and t["errors"] == sum(r.status >= 400 for r in recs)
+        assert t["completion_tokens"] == sum(r.completion_tokens for r in recs)
+        assert math.isclose(t["cost_usd"], sum(r.cost_usd for r in recs))
+        assert t["cache_hits"] == N // 4 and math.isclose(t["saved_usd"], 0.01 * N / 4)
+        # p95 of the latencies: the histogram bucket that holds the true value.
+        lat = sorted(r.latency_ms for r in recs)
+        assert t["latency_p95"] == EDGES[bucket_of(lat[math.ceil(0.95 * N) - 1])]
+        assert view["by_model"]["gpt-b"]["requests"] == N // 3
+        assert sum(view["series"]["requests"]) == N
+    for part in ("total", "by_model", "by_tenant"):  # the same, but for float sums' order
+        assert _approx(before[part]) == _approx(after[part])
+    assert before["series"] == after["series"]
+    acme = await console.overview("24h", "acme", now=now)
+    assert set(acme["by_tenant"]) == {"acme"} and acme["total"]["requests"] == N // 2
+
+
+def _approx(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _approx(v) for k, v in d.items()}
+    return round(d, 9) if isinstance(d, float) else d
