@@ -3,7 +3,11 @@ thousand rows instead of millions.
 
 One row per (hour, model, tenant): counts, tokens, cost, cache hits and
 savings, and latency / time-to-first-token histograms (geometric buckets,
-20% wide: a percentile is exact to within one bucket). A background task
+20% wide: a percentile is exact to within one bucket); and one per (hour,
+model) with the histograms of all tenants together, so the operator's
+overview merges a few thousand histograms for 30 days, not one per tenant
+(per-tenant percentiles are in a tenant's own view; the operator's table by
+tenant shows sums). A background task
 folds each hour in once it is ``SETTLE_S`` old (a record is written when its
 request ends, so an hour is complete a little after it closes); the overview
 adds the hours not folded yet from the raw records. Folding an hour and
@@ -149,6 +153,13 @@ CREATE TABLE IF NOT EXISTS trace_rollup (
     PRIMARY KEY (hour, model, tenant)
 );
 CREATE INDEX IF NOT EXISTS trace_rollup_tenant ON trace_rollup (tenant, hour);
+CREATE TABLE IF NOT EXISTS trace_rollup_model (
+    hour REAL NOT NULL,
+    model TEXT NOT NULL,
+    latency TEXT NOT NULL,
+    ttft TEXT NOT NULL,
+    PRIMARY KEY (hour, model)
+);
 CREATE TABLE IF NOT EXISTS trace_rollup_state (
     name TEXT PRIMARY KEY,
     upto REAL NOT NULL
@@ -163,6 +174,20 @@ _UPSERT = ("INSERT INTO trace_rollup (hour, model, tenant, requests, errors, pro
            "excluded.completion_tokens, cost_usd = excluded.cost_usd, cache_hits = "
            "excluded.cache_hits, saved_usd = excluded.saved_usd, latency = excluded.latency, "
            "ttft = excluded.ttft")
+
+
+_UPSERT_MODEL = ("INSERT INTO trace_rollup_model (hour, model, latency, ttft) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT (hour, model) DO UPDATE SET latency = excluded.latency, "
+                 "ttft = excluded.ttft")
+SUMS = ", ".join(f"SUM({f}) AS {f}" for f in ROLLUP_FIELDS)
+
+
+def by_hour_model(groups: dict[tuple[Any, ...], Agg]) -> list[tuple[Any, ...]]:
+    """The (hour, model) histogram rows of one fold (all tenants together)."""
+    merged: dict[tuple[Any, ...], Agg] = {}
+    for (hour, model, _), agg in groups.items():
+        merged.setdefault((hour, model), Agg()).merge(agg)
+    return [(*key, *agg.row_values()[-2:]) for key, agg in merged.items()]
 
 
 def raw_select(where: str) -> str:

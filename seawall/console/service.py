@@ -18,11 +18,15 @@ from seawall.config import Settings
 from seawall.console.queries import TraceQueries, range_seconds
 from seawall.console.rollup import (
     _UPSERT,
+    _UPSERT_MODEL,
     HOUR,
+    ROLLUP_FIELDS,
     SETTLE_S,
     SQLITE_SCHEMA,
     STEP_HOURS,
+    SUMS,
     Agg,
+    by_hour_model,
     fold,
     raw_select,
 )
@@ -162,6 +166,7 @@ class Console:
                 return False  # another process moved it meanwhile: its round
             if groups:
                 await many(_UPSERT, [(*key, *agg.row_values()) for key, agg in groups.items()])
+                await many(_UPSERT_MODEL, by_hour_model(groups))
         return end < target
 
     async def overview(self, range_name: str, tenant: str | None,
@@ -181,9 +186,53 @@ class Console:
             raw_where += " AND tenant = ?"
             args_t.append(tenant)
             raw_t.append(tenant)
-        rolled = await q.fetch(f"SELECT * FROM trace_rollup WHERE {where}", tuple(args))
         raw = await q.fetch(raw_select(raw_where), tuple(raw_args))
-        return await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
+        if tenant is not None:  # a few models' rows per hour: read them whole
+            rolled = await q.fetch(f"SELECT * FROM trace_rollup WHERE {where}", tuple(args))
+            return await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
+        # Every tenant: sums in SQL; histograms from the per-model table.
+        sums = await q.fetch(f"SELECT model, tenant, {SUMS} FROM trace_rollup WHERE {where} "
+                             "GROUP BY model, tenant", tuple(args))
+        hours = await q.fetch(f"SELECT hour, SUM(requests) AS requests, SUM(errors) AS errors "
+                              f"FROM trace_rollup WHERE {where} GROUP BY hour", tuple(args))
+        hists = await q.fetch(f"SELECT hour, model, latency, ttft FROM trace_rollup_model "
+                              f"WHERE {where}", tuple(args))
+        return await asyncio.to_thread(_summarise_all, sums, hours, hists, raw, first_hour, now)
+
+
+def _summarise_all(sums: list[dict[str, Any]], hours: list[dict[str, Any]],
+                   hists: list[dict[str, Any]], raw: list[dict[str, Any]], first_hour: float,
+                   now: float) -> dict[str, Any]:
+    by_model: dict[str, Agg] = {}
+    by_tenant: dict[str, Agg] = {}
+    for r in sums:
+        # SUM() of integers is numeric (Decimal) on Postgres: back to int/float.
+        values: dict[str, Any] = {f: (float if f.endswith("usd") else int)(r[f] or 0)
+                                  for f in ROLLUP_FIELDS}
+        part = Agg(**values)
+        by_model.setdefault(r["model"], Agg()).merge(part)
+        by_tenant.setdefault(r["tenant"], Agg()).merge(part)
+    for r in hists:
+        part = Agg.from_row({**{f: 0 for f in ROLLUP_FIELDS}, **r})
+        by_model.setdefault(r["model"], Agg()).merge(part)
+    series = {float(r["hour"]): (int(r["requests"]), int(r["errors"])) for r in hours}
+    for (hour, model, tenant), agg in fold(raw).items():
+        by_model.setdefault(model, Agg()).merge(agg)
+        sums_only = Agg(**{f: getattr(agg, f) for f in ROLLUP_FIELDS})
+        by_tenant.setdefault(tenant, Agg()).merge(sums_only)
+        n, e = series.get(hour, (0, 0))
+        series[hour] = (n + agg.requests, e + agg.errors)
+    total = Agg()
+    for agg in by_model.values():
+        total.merge(agg)
+    grid = [first_hour + i * HOUR for i in range(int((now - first_hour) // HOUR) + 1)]
+    return {
+        "total": total.summary(),
+        "by_model": {k: v.summary() for k, v in sorted(by_model.items())},
+        "by_tenant": {k: v.summary() for k, v in sorted(by_tenant.items())},
+        "series": {"hour": grid, "requests": [series.get(h, (0, 0))[0] for h in grid],
+                   "errors": [series.get(h, (0, 0))[1] for h in grid]},
+    }
 
 
 def _summarise(rolled: list[dict[str, Any]], raw: list[dict[str, Any]], first_hour: float,

@@ -20,6 +20,15 @@ CREATE TABLE trace_rollup (
 );
 CREATE INDEX trace_rollup_tenant ON trace_rollup (tenant, hour);
 
+-- The histograms of all tenants together, per (hour, model): the operator's overview.
+CREATE TABLE trace_rollup_model (
+    hour DOUBLE PRECISION NOT NULL,
+    model TEXT NOT NULL,
+    latency TEXT NOT NULL,
+    ttft TEXT NOT NULL,
+    PRIMARY KEY (hour, model)
+);
+
 -- How far the rollup has folded: every hour before `upto` is in trace_rollup.
 CREATE TABLE trace_rollup_state (
     name TEXT PRIMARY KEY,
