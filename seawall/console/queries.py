@@ -5,10 +5,12 @@ backends ("?" becomes "%s" on Postgres).
 Fast at millions of records by construction: a list page walks one index
 in time order (``traces_tenant_time``, ``traces_model_time``,
 ``traces_errors_time`` or ``traces_time``) from the cursor, and the filters
-no index serves (text, cache result, user, key...) are applied to at most
-``console.scan_rows`` records of that walk; a page that found fewer rows
-says where it stopped, and "older" continues from there. The overview reads
-the rollup (seawall/console/rollup.py) plus the few minutes it has not
+no index serves (text, cache result, user, key...) are applied along the
+same walk, which stops ``console.scan_rows`` records on (that position is
+found on the index alone); a page that found fewer rows says where it
+stopped, and "older" continues from there. No query materialises more than
+a page. The overview reads
+the rollups (seawall/console/rollup.py) plus the few minutes it has not
 folded in yet.
 """
 
@@ -173,24 +175,27 @@ class TraceQueries:
             rows = rows[:f.limit]
             nxt = make_cursor(rows[-1]["started_at"], rows[-1]["rowid"]) if more else None
             return TracePage(rows, nxt)
-        # Filters no index serves: applied within a bounded walk of the index.
-        rcols = ", ".join(_col(c) for c in _residual_columns(f))
-        inner = (f"SELECT {cols}{', ' + rcols if rcols else ''} FROM traces WHERE {where} "
-                 f"{order} LIMIT ?")
+        # Filters no index serves: applied along the same walk, bounded by the
+        # position ``scan_rows`` records on (found on the index alone).
+        bound = await self.fetch(
+            f"SELECT started_at, rowid FROM traces WHERE {where} {order} LIMIT 1 OFFSET ?",
+            (*args, self.scan_rows - 1))
+        conds = [where, *residual]
+        bargs: list[Any] = []
+        if bound:
+            conds.append("started_at >= ? AND (started_at > ? OR rowid >= ?)")
+            b_at, b_row = float(bound[0]["started_at"]), int(bound[0]["rowid"])
+            bargs = [b_at, b_at, b_row]
         rows = await self.fetch(
-            f"SELECT {cols} FROM ({inner}) t WHERE {' AND '.join(residual)} {order} LIMIT ?",
-            (*args, self.scan_rows, *rargs, f.limit + 1))
+            f"SELECT {cols} FROM traces WHERE {' AND '.join(conds)} {order} LIMIT ?",
+            (*args, *rargs, *bargs, f.limit + 1))
         if len(rows) > f.limit:
             rows = rows[:f.limit]
             return TracePage(rows, make_cursor(rows[-1]["started_at"], rows[-1]["rowid"]))
-        # Fewer than a page: did the walk end, or stop at its bound?
-        last = await self.fetch(
-            f"SELECT started_at, rowid FROM traces WHERE {where} {order} LIMIT 1 OFFSET ?",
-            (*args, self.scan_rows - 1))
-        if not last:
-            return TracePage(rows, None)
-        return TracePage(rows, make_cursor(last[0]["started_at"], last[0]["rowid"]),
-                         scanned_to=float(last[0]["started_at"]))
+        if not bound:
+            return TracePage(rows, None)  # the walk reached the oldest record
+        # The bound's own record was examined: continue just past it.
+        return TracePage(rows, make_cursor(b_at, b_row), scanned_to=b_at)
 
     def _residual(self, f: TraceFilter, lead: str | None) -> tuple[list[str], list[Any]]:
         conds: list[str] = []
@@ -229,10 +234,3 @@ class TraceQueries:
 def _col(name: str) -> str:
     return f'"{name}"' if name == "user" else name
 
-
-def _residual_columns(f: TraceFilter) -> list[str]:
-    cols = [c for c in ("key_id", "user", "cache", "prompt_version", "experiment", "status",
-                        "model") if c not in LIST_COLUMNS]
-    if f.q:
-        cols += ["input", "output"]
-    return cols

@@ -17,8 +17,6 @@ import aiosqlite
 from seawall.config import Settings
 from seawall.console.queries import TraceQueries, range_seconds
 from seawall.console.rollup import (
-    _UPSERT,
-    _UPSERT_MODEL,
     HOUR,
     ROLLUP_FIELDS,
     SETTLE_S,
@@ -26,9 +24,9 @@ from seawall.console.rollup import (
     STEP_HOURS,
     SUMS,
     Agg,
-    by_hour_model,
     fold,
     raw_select,
+    rollup_rows,
 )
 from seawall.console.session import Sessions, session_secret
 from seawall.store.sqlite import connect
@@ -164,9 +162,9 @@ class Console:
             if not await run("UPDATE trace_rollup_state SET upto = ? WHERE name = 'traces' "
                              "AND upto = ?", (end, upto)):
                 return False  # another process moved it meanwhile: its round
-            if groups:
-                await many(_UPSERT, [(*key, *agg.row_values()) for key, agg in groups.items()])
-                await many(_UPSERT_MODEL, by_hour_model(groups))
+            for sql, values in rollup_rows(groups).items():
+                if values:
+                    await many(sql, values)
         return end < target
 
     async def overview(self, range_name: str, tenant: str | None,
@@ -190,48 +188,48 @@ class Console:
         if tenant is not None:  # a few models' rows per hour: read them whole
             rolled = await q.fetch(f"SELECT * FROM trace_rollup WHERE {where}", tuple(args))
             return await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
-        # Every tenant: sums in SQL; histograms from the per-model table.
-        sums = await q.fetch(f"SELECT model, tenant, {SUMS} FROM trace_rollup WHERE {where} "
-                             "GROUP BY model, tenant", tuple(args))
-        hours = await q.fetch(f"SELECT hour, SUM(requests) AS requests, SUM(errors) AS errors "
-                              f"FROM trace_rollup WHERE {where} GROUP BY hour", tuple(args))
-        hists = await q.fetch(f"SELECT hour, model, latency, ttft FROM trace_rollup_model "
-                              f"WHERE {where}", tuple(args))
-        return await asyncio.to_thread(_summarise_all, sums, hours, hists, raw, first_hour, now)
+        # Every tenant: the per-model rows whole, the per-tenant sums in SQL.
+        models = await q.fetch(f"SELECT * FROM trace_rollup_model WHERE {where}", tuple(args))
+        tenants = await q.fetch(f"SELECT tenant, {SUMS} FROM trace_rollup_tenant WHERE {where} "
+                                "GROUP BY tenant", tuple(args))
+        return await asyncio.to_thread(_summarise_all, models, tenants, raw, first_hour, now)
 
 
-def _summarise_all(sums: list[dict[str, Any]], hours: list[dict[str, Any]],
-                   hists: list[dict[str, Any]], raw: list[dict[str, Any]], first_hour: float,
-                   now: float) -> dict[str, Any]:
+def _summarise_all(models: list[dict[str, Any]], tenants: list[dict[str, Any]],
+                   raw: list[dict[str, Any]], first_hour: float, now: float) -> dict[str, Any]:
     by_model: dict[str, Agg] = {}
     by_tenant: dict[str, Agg] = {}
-    for r in sums:
+    by_hour: dict[float, Agg] = {}
+    for r in models:
+        part = Agg.from_row(r)
+        by_model.setdefault(r["model"], Agg()).merge(part)
+        by_hour.setdefault(float(r["hour"]), Agg()).merge(part)
+    for r in tenants:
         # SUM() of integers is numeric (Decimal) on Postgres: back to int/float.
         values: dict[str, Any] = {f: (float if f.endswith("usd") else int)(r[f] or 0)
                                   for f in ROLLUP_FIELDS}
-        part = Agg(**values)
-        by_model.setdefault(r["model"], Agg()).merge(part)
-        by_tenant.setdefault(r["tenant"], Agg()).merge(part)
-    for r in hists:
-        part = Agg.from_row({**{f: 0 for f in ROLLUP_FIELDS}, **r})
-        by_model.setdefault(r["model"], Agg()).merge(part)
-    series = {float(r["hour"]): (int(r["requests"]), int(r["errors"])) for r in hours}
+        by_tenant[r["tenant"]] = Agg(**values)
     for (hour, model, tenant), agg in fold(raw).items():
         by_model.setdefault(model, Agg()).merge(agg)
+        by_hour.setdefault(hour, Agg()).merge(agg)
         sums_only = Agg(**{f: getattr(agg, f) for f in ROLLUP_FIELDS})
         by_tenant.setdefault(tenant, Agg()).merge(sums_only)
-        n, e = series.get(hour, (0, 0))
-        series[hour] = (n + agg.requests, e + agg.errors)
     total = Agg()
     for agg in by_model.values():
         total.merge(agg)
+    return _result(total, by_model, by_tenant, by_hour, first_hour, now)
+
+
+def _result(total: Agg, by_model: dict[str, Agg], by_tenant: dict[str, Agg],
+            by_hour: dict[float, Agg], first_hour: float, now: float) -> dict[str, Any]:
     grid = [first_hour + i * HOUR for i in range(int((now - first_hour) // HOUR) + 1)]
     return {
         "total": total.summary(),
         "by_model": {k: v.summary() for k, v in sorted(by_model.items())},
         "by_tenant": {k: v.summary() for k, v in sorted(by_tenant.items())},
-        "series": {"hour": grid, "requests": [series.get(h, (0, 0))[0] for h in grid],
-                   "errors": [series.get(h, (0, 0))[1] for h in grid]},
+        "series": {"hour": grid,
+                   "requests": [by_hour[h].requests if h in by_hour else 0 for h in grid],
+                   "errors": [by_hour[h].errors if h in by_hour else 0 for h in grid]},
     }
 
 
@@ -253,12 +251,4 @@ def _summarise(rolled: list[dict[str, Any]], raw: list[dict[str, Any]], first_ho
         by_model.setdefault(model, Agg()).merge(agg)
         by_tenant.setdefault(tenant, Agg()).merge(agg)
         by_hour.setdefault(hour, Agg()).merge(agg)
-    hours = [first_hour + i * HOUR for i in range(int((now - first_hour) // HOUR) + 1)]
-    return {
-        "total": total.summary(),
-        "by_model": {k: v.summary() for k, v in sorted(by_model.items())},
-        "by_tenant": {k: v.summary() for k, v in sorted(by_tenant.items())},
-        "series": {"hour": hours,
-                   "requests": [by_hour[h].requests if h in by_hour else 0 for h in hours],
-                   "errors": [by_hour[h].errors if h in by_hour else 0 for h in hours]},
-    }
+    return _result(total, by_model, by_tenant, by_hour, first_hour, now)

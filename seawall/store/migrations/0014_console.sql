@@ -18,15 +18,36 @@ CREATE TABLE trace_rollup (
     ttft TEXT NOT NULL,
     PRIMARY KEY (hour, model, tenant)
 );
-CREATE INDEX trace_rollup_tenant ON trace_rollup (tenant, hour);
+CREATE INDEX trace_rollup_by_tenant ON trace_rollup (tenant, hour);
 
--- The histograms of all tenants together, per (hour, model): the operator's overview.
+-- The same over all tenants, per (hour, model): the operator's totals and models.
 CREATE TABLE trace_rollup_model (
     hour DOUBLE PRECISION NOT NULL,
     model TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    cache_hits BIGINT NOT NULL,
+    saved_usd DOUBLE PRECISION NOT NULL,
     latency TEXT NOT NULL,
     ttft TEXT NOT NULL,
     PRIMARY KEY (hour, model)
+);
+
+-- Sums only, per (hour, tenant): the operator's table by tenant.
+CREATE TABLE trace_rollup_tenant (
+    hour DOUBLE PRECISION NOT NULL,
+    tenant TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    cache_hits BIGINT NOT NULL,
+    saved_usd DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (hour, tenant)
 );
 
 -- How far the rollup has folded: every hour before `upto` is in trace_rollup.
