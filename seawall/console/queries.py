@@ -175,17 +175,17 @@ class TraceQueries:
             rows = rows[:f.limit]
             nxt = make_cursor(rows[-1]["started_at"], rows[-1]["rowid"]) if more else None
             return TracePage(rows, nxt)
-        # Filters no index serves: applied along the same walk, bounded by the
-        # position ``scan_rows`` records on (found on the index alone).
+        # Filters no index serves: applied along the same walk, which stops at
+        # the time ``scan_rows`` records on (found by an index-only scan).
         bound = await self.fetch(
-            f"SELECT started_at, rowid FROM traces WHERE {where} {order} LIMIT 1 OFFSET ?",
-            (*args, self.scan_rows - 1))
+            f"SELECT started_at FROM traces WHERE {where} ORDER BY started_at DESC "
+            "LIMIT 1 OFFSET ?", (*args, self.scan_rows - 1))
         conds = [where, *residual]
         bargs: list[Any] = []
         if bound:
-            conds.append("started_at >= ? AND (started_at > ? OR rowid >= ?)")
-            b_at, b_row = float(bound[0]["started_at"]), int(bound[0]["rowid"])
-            bargs = [b_at, b_at, b_row]
+            b_at = float(bound[0]["started_at"])
+            conds.append("started_at >= ?")
+            bargs = [b_at]
         rows = await self.fetch(
             f"SELECT {cols} FROM traces WHERE {' AND '.join(conds)} {order} LIMIT ?",
             (*args, *rargs, *bargs, f.limit + 1))
@@ -194,8 +194,8 @@ class TraceQueries:
             return TracePage(rows, make_cursor(rows[-1]["started_at"], rows[-1]["rowid"]))
         if not bound:
             return TracePage(rows, None)  # the walk reached the oldest record
-        # The bound's own record was examined: continue just past it.
-        return TracePage(rows, make_cursor(b_at, b_row), scanned_to=b_at)
+        # Every record at or after b_at was examined: continue strictly before it.
+        return TracePage(rows, make_cursor(b_at, 0), scanned_to=b_at)
 
     def _residual(self, f: TraceFilter, lead: str | None) -> tuple[list[str], list[Any]]:
         conds: list[str] = []

@@ -21,6 +21,7 @@ overview; said in docs/console.md.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import logging
 import math
@@ -28,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import numpy as np
 
 log = logging.getLogger("seawall.console")
 
@@ -44,18 +45,32 @@ def bucket_of(ms: float) -> int:
     return min(bisect.bisect_left(EDGES, ms), len(EDGES) - 1)
 
 
-def percentile(hist: dict[int, int], q: float) -> float | None:
+def _zeros() -> np.ndarray:
+    return np.zeros(len(EDGES), dtype=np.int64)
+
+
+def percentile(hist: np.ndarray, q: float) -> float | None:
     """The ``q`` quantile (0..1) of a histogram: its bucket's upper edge."""
-    total = sum(hist.values())
+    cum = np.cumsum(hist)
+    total = int(cum[-1])
     if not total:
         return None
     rank = max(1, math.ceil(q * total))
-    seen = 0
-    for i in sorted(hist):
-        seen += hist[i]
-        if seen >= rank:
-            return EDGES[i]
-    return EDGES[-1]
+    return EDGES[int(np.searchsorted(cum, rank))]
+
+
+def hist_text(hist: np.ndarray) -> str:
+    """A histogram as stored: base64 of little-endian int64 counts (decodes
+    thousands at once in C, see :func:`hist_matrix`)."""
+    return base64.b64encode(hist.astype("<i8").tobytes()).decode()
+
+
+def hist_matrix(texts: list[str]) -> np.ndarray:
+    """Stored histograms -> one (rows x buckets) matrix."""
+    if not texts:
+        return np.zeros((0, len(EDGES)), dtype=np.int64)
+    raw = b"".join(base64.b64decode(t) for t in texts)
+    return np.frombuffer(raw, dtype="<i8").reshape(len(texts), len(EDGES)).astype(np.int64)
 
 
 ROLLUP_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd",
@@ -76,8 +91,9 @@ class Agg:
     cost_usd: float = 0.0
     cache_hits: int = 0
     saved_usd: float = 0.0
-    latency: dict[int, int] = field(default_factory=dict)
-    ttft: dict[int, int] = field(default_factory=dict)
+    # Counts per bucket of EDGES (stored by hist_text); merged with numpy.
+    latency: np.ndarray = field(default_factory=_zeros)
+    ttft: np.ndarray = field(default_factory=_zeros)
 
     def add_record(self, r: dict[str, Any]) -> None:
         self.requests += 1
@@ -87,29 +103,24 @@ class Agg:
         self.cost_usd += r["cost_usd"] or 0.0
         self.cache_hits += r["cache"] in HITS
         self.saved_usd += r["saved_usd"] or 0.0
-        b = bucket_of(r["latency_ms"] or 0.0)
-        self.latency[b] = self.latency.get(b, 0) + 1
+        self.latency[bucket_of(r["latency_ms"] or 0.0)] += 1
         if r["ttft_ms"] is not None:
-            b = bucket_of(r["ttft_ms"])
-            self.ttft[b] = self.ttft.get(b, 0) + 1
+            self.ttft[bucket_of(r["ttft_ms"])] += 1
 
     def merge(self, other: Agg) -> None:
         for f in ROLLUP_FIELDS:
             setattr(self, f, getattr(self, f) + getattr(other, f))
-        for mine, theirs in ((self.latency, other.latency), (self.ttft, other.ttft)):
-            for k, v in theirs.items():
-                mine[k] = mine.get(k, 0) + v
+        self.latency += other.latency
+        self.ttft += other.ttft
 
     def row_values(self) -> tuple[Any, ...]:
         return (*(getattr(self, f) for f in ROLLUP_FIELDS),
-                orjson.dumps({str(k): v for k, v in self.latency.items()}).decode(),
-                orjson.dumps({str(k): v for k, v in self.ttft.items()}).decode())
+                hist_text(self.latency), hist_text(self.ttft))
 
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> Agg:
         a = cls(**{f: r[f] for f in ROLLUP_FIELDS})
-        a.latency = {int(k): v for k, v in orjson.loads(r["latency"]).items()}
-        a.ttft = {int(k): v for k, v in orjson.loads(r["ttft"]).items()}
+        a.latency, a.ttft = hist_matrix([r["latency"]])[0], hist_matrix([r["ttft"]])[0]
         return a
 
     def summary(self) -> dict[str, Any]:

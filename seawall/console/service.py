@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
+import numpy as np
 
 from seawall.config import Settings
 from seawall.console.queries import TraceQueries, range_seconds
@@ -25,6 +26,7 @@ from seawall.console.rollup import (
     SUMS,
     Agg,
     fold,
+    hist_matrix,
     raw_select,
     rollup_rows,
 )
@@ -200,10 +202,21 @@ def _summarise_all(models: list[dict[str, Any]], tenants: list[dict[str, Any]],
     by_model: dict[str, Agg] = {}
     by_tenant: dict[str, Agg] = {}
     by_hour: dict[float, Agg] = {}
+    # Thousands of rows for 30 days: sum the histograms as one matrix, not row by row.
+    hists = {h: hist_matrix([r[h] for r in models]) for h in ("latency", "ttft")}
+    names = np.array([r["model"] for r in models])
+    for model in sorted(set(names.tolist())):
+        mask = names == model
+        agg = by_model[model] = Agg()
+        agg.latency = hists["latency"][mask].sum(axis=0)
+        agg.ttft = hists["ttft"][mask].sum(axis=0)
     for r in models:
-        part = Agg.from_row(r)
-        by_model.setdefault(r["model"], Agg()).merge(part)
-        by_hour.setdefault(float(r["hour"]), Agg()).merge(part)
+        agg = by_model[r["model"]]
+        for f in ROLLUP_FIELDS:
+            setattr(agg, f, getattr(agg, f) + r[f])
+        hourly = by_hour.setdefault(float(r["hour"]), Agg())
+        hourly.requests += r["requests"]  # the series needs the counts only
+        hourly.errors += r["errors"]
     for r in tenants:
         # SUM() of integers is numeric (Decimal) on Postgres: back to int/float.
         values: dict[str, Any] = {f: (float if f.endswith("usd") else int)(r[f] or 0)
