@@ -38,8 +38,8 @@ from seawall.console.queries import make_cursor  # noqa: E402
 from seawall.console.service import Console  # noqa: E402
 from seawall.console.session import COOKIE, Sessions, session_secret  # noqa: E402
 from seawall.observe.records import ROW_COLUMNS  # noqa: E402
-from seawall.store.factory import Stores  # noqa: E402
 from seawall.serving import uvicorn_options  # noqa: E402
+from seawall.store.factory import Stores  # noqa: E402
 from tests.servers import ServerThread  # noqa: E402
 
 MASTER = "sk-bench-console-master"

@@ -367,7 +367,7 @@ class FastPath:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings) -> FastPath | ConsoleBridge:
+def create_app(settings: Settings) -> ConsoleBridge:
     services = Services(settings)
 
     @contextlib.asynccontextmanager
@@ -392,7 +392,6 @@ def create_app(settings: Settings) -> FastPath | ConsoleBridge:
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
                             *quality_routes.routes, *console_api.routes,
-                            *(console_routes.routes() if settings.console.enabled else []),
                             *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,
@@ -402,7 +401,7 @@ def create_app(settings: Settings) -> FastPath | ConsoleBridge:
     fast = FastPath(app, {"/v1/chat/completions": openai_routes.chat_completions,
                           "/v1/embeddings": openai_routes.embeddings,
                           "/v1/messages": messages_routes.messages})
-    if not settings.console.enabled or not settings.auth.master_key:
-        return fast
-    # The signed-in console calls the public API with its session (seawall/console/bridge.py).
-    return ConsoleBridge(fast, services.console.sessions, settings.auth.master_key)
+    # The console at /ui is an app of its own; a signed-in console calls the
+    # public API with its session (seawall/console/bridge.py).
+    console = console_routes.console_app(app.state) if settings.console.enabled else None
+    return ConsoleBridge(fast, console, services.console.sessions, settings.auth.master_key)

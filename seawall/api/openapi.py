@@ -264,6 +264,20 @@ def _paths() -> dict[str, Schema]:
             "Rate an answer of the caller's tenant by its x-request-id or resp_ id; a user's "
             "second rating replaces the first (docs/quality.md)", {JSON: {"schema": _OBJECT}},
             body=_json("FeedbackIn"))},
+        "/admin/traces": {"get": _op(
+            "Trace records, newest first, filtered; page with next_cursor (master key; "
+            "docs/console.md)", {JSON: {"schema": _OBJECT}},
+            params=[*(_query_param(n, {"type": "string", "maxLength": 200}) for n in (
+                "q", "model", "tenant", "key_id", "user", "prompt_version", "experiment",
+                "cursor")),
+                _query_param("status", {"type": "string", "enum": ["ok", "error"]}),
+                _query_param("cache", {"type": "string", "enum": [
+                    "hit", "semantic-hit", "coalesced", "miss", "bypass"]}),
+                _query_param("range", {"type": "string", "enum": [
+                    "15m", "1h", "6h", "24h", "7d", "30d"]}),
+                _query_param("since", {"type": "number"}),
+                _query_param("until", {"type": "number"}),
+                _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 200})])},
         "/admin/traces/{request_id}": {"get": _op(
             "One whole trace record with its feedback and scores (master key)",
             {JSON: {"schema": _OBJECT}},

@@ -25,16 +25,31 @@ _PREFIXES = ("/v1/", "/admin/")
 
 
 class ConsoleBridge:
-    def __init__(self, app: ASGIApp, sessions: Sessions, master_key: str | None) -> None:
-        self.app = app
+    """In front of the gateway's app: ``/ui`` goes to the console's own app
+    (``console``); API requests from a signed-in console get its credential."""
+
+    def __init__(self, gateway: Any, console: ASGIApp | None, sessions: Sessions,
+                 master_key: str | None) -> None:
+        self.gateway = gateway
+        self.console = console
         self.sessions = sessions
         self._master = master_key
 
     @property
+    def app(self) -> Any:
+        """The gateway's Starlette app (as ``FastPath.app``)."""
+        return self.gateway.app
+
+    @property
     def state(self) -> Any:
-        return self.app.state  # type: ignore[attr-defined]
+        return self.gateway.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.console is not None and (
+                scope["path"] == "/ui" or scope["path"].startswith("/ui/")):
+            scope["app"] = self.console
+            await self.console(scope, receive, send)
+            return
         if scope["type"] == "http" and self._master and scope["path"].startswith(_PREFIXES):
             cookie = token = None
             for name, value in scope["headers"]:
@@ -47,7 +62,7 @@ class ConsoleBridge:
             else:
                 if cookie is not None and token is not None:
                     scope = self._with_credential(scope, cookie, token)
-        await self.app(scope, receive, send)
+        await self.gateway(scope, receive, send)
 
     def _with_credential(self, scope: Scope, cookie: bytes, token: bytes) -> Scope:
         ident = self.sessions.read(cookie_value(cookie.decode("latin-1"), COOKIE))

@@ -63,6 +63,8 @@ class TraceFilter:
             v = (params.get(name) or "").strip()
             if len(v) > MAX_TEXT:
                 raise InvalidRequest(f"{name} is at most {MAX_TEXT} characters.", param=name)
+            if "\x00" in v:  # Postgres text cannot hold NUL
+                raise InvalidRequest(f"{name} cannot contain NUL characters.", param=name)
             setattr(f, name, v or None)
         status = params.get("status") or None
         if status not in (None, "ok", "error"):

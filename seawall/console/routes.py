@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import jinja2
 import orjson
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -279,6 +280,22 @@ async def quality(request: Request, svc: Services, ident: Identity) -> Response:
 
 async def home(request: Request) -> Response:
     return RedirectResponse("/ui/overview", status_code=303)
+
+
+def console_app(state: Any) -> Starlette:
+    """The console as an ASGI app of its own (mounted at /ui by
+    seawall/console/bridge.py), sharing the gateway's services."""
+    app = Starlette(routes=routes(), exception_handlers={Exception: _crash})
+    app.state.services = state.services
+    return app
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    import logging
+
+    logging.getLogger("seawall.console").error("console page failed", exc_info=exc)
+    return _finish(request, HTMLResponse("The console failed on this page; the gateway's log "
+                                         "says why.", status_code=500), None)
 
 
 def routes() -> list[Any]:
