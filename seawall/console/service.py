@@ -190,41 +190,49 @@ class Console:
         if tenant is not None:  # a few models' rows per hour: read them whole
             rolled = await q.fetch(f"SELECT * FROM trace_rollup WHERE {where}", tuple(args))
             return await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
-        # Every tenant: the per-model rows whole, the per-tenant sums in SQL.
-        models = await q.fetch(f"SELECT * FROM trace_rollup_model WHERE {where}", tuple(args))
+        # Every tenant: sums in SQL, the per-model histograms summed as one matrix.
+        hists = await q.fetch(f"SELECT model, latency, ttft FROM trace_rollup_model "
+                              f"WHERE {where}", tuple(args))
+        sums = await q.fetch(f"SELECT model, {SUMS} FROM trace_rollup_model WHERE {where} "
+                             "GROUP BY model", tuple(args))
+        hours = await q.fetch(f"SELECT hour, SUM(requests) AS requests, SUM(errors) AS errors "
+                              f"FROM trace_rollup_model WHERE {where} GROUP BY hour",
+                              tuple(args))
         tenants = await q.fetch(f"SELECT tenant, {SUMS} FROM trace_rollup_tenant WHERE {where} "
                                 "GROUP BY tenant", tuple(args))
-        return await asyncio.to_thread(_summarise_all, models, tenants, raw, first_hour, now)
+        return await asyncio.to_thread(_summarise_all, hists, sums, hours, tenants, raw,
+                                       first_hour, now)
 
 
-def _summarise_all(models: list[dict[str, Any]], tenants: list[dict[str, Any]],
+def _sums(r: dict[str, Any]) -> Agg:
+    """An Agg of one row of SQL sums (SUM() of integers is numeric, a
+    Decimal, on Postgres: back to int/float)."""
+    values: dict[str, Any] = {f: (float if f.endswith("usd") else int)(r[f] or 0)
+                              for f in ROLLUP_FIELDS}
+    return Agg(**values)
+
+
+def _summarise_all(hists: list[dict[str, Any]], sums: list[dict[str, Any]],
+                   hours: list[dict[str, Any]], tenants: list[dict[str, Any]],
                    raw: list[dict[str, Any]], first_hour: float, now: float) -> dict[str, Any]:
-    by_model: dict[str, Agg] = {}
-    by_tenant: dict[str, Agg] = {}
+    by_model = {r["model"]: _sums(r) for r in sums}
+    by_tenant = {r["tenant"]: _sums(r) for r in tenants}
     by_hour: dict[float, Agg] = {}
+    for r in hours:
+        by_hour[float(r["hour"])] = Agg(requests=int(r["requests"]), errors=int(r["errors"]))
     # Thousands of rows for 30 days: sum the histograms as one matrix, not row by row.
-    hists = {h: hist_matrix([r[h] for r in models]) for h in ("latency", "ttft")}
-    names = np.array([r["model"] for r in models])
-    for model in sorted(set(names.tolist())):
+    matrices = {h: hist_matrix([r[h] for r in hists]) for h in ("latency", "ttft")}
+    names = np.array([r["model"] for r in hists])
+    for model in set(names.tolist()):
         mask = names == model
-        agg = by_model[model] = Agg()
-        agg.latency = hists["latency"][mask].sum(axis=0)
-        agg.ttft = hists["ttft"][mask].sum(axis=0)
-    for r in models:
-        agg = by_model[r["model"]]
-        for f in ROLLUP_FIELDS:
-            setattr(agg, f, getattr(agg, f) + r[f])
-        hourly = by_hour.setdefault(float(r["hour"]), Agg())
-        hourly.requests += r["requests"]  # the series needs the counts only
-        hourly.errors += r["errors"]
-    for r in tenants:
-        # SUM() of integers is numeric (Decimal) on Postgres: back to int/float.
-        values: dict[str, Any] = {f: (float if f.endswith("usd") else int)(r[f] or 0)
-                                  for f in ROLLUP_FIELDS}
-        by_tenant[r["tenant"]] = Agg(**values)
+        agg = by_model.setdefault(model, Agg())
+        agg.latency = matrices["latency"][mask].sum(axis=0)
+        agg.ttft = matrices["ttft"][mask].sum(axis=0)
     for (hour, model, tenant), agg in fold(raw).items():
         by_model.setdefault(model, Agg()).merge(agg)
-        by_hour.setdefault(hour, Agg()).merge(agg)
+        hourly = by_hour.setdefault(hour, Agg())
+        hourly.requests += agg.requests
+        hourly.errors += agg.errors
         sums_only = Agg(**{f: getattr(agg, f) for f in ROLLUP_FIELDS})
         by_tenant.setdefault(tenant, Agg()).merge(sums_only)
     total = Agg()
