@@ -67,6 +67,9 @@ def main(out: Path) -> None:
                         "authorization": f"Bearer {secrets[tenant]}"}, json={
                         "model": model, "user": f"user-{i % 4}",
                         "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]})
+            for text in ("You are a support agent.", "You are a concise support agent."):
+                gw.services.prompts.push("support-answer", {"messages": [
+                    {"role": "system", "content": text}]}, labels=["production"])
             gw.on_server(gw.services.writer.flush())
             upstream.script(default={"text": "The Eiffel Tower is 330 metres tall, antennas "
                                      "included; it was finished in 1889.", "tokens_per_s": 30})
@@ -97,6 +100,8 @@ def main(out: Path) -> None:
                 page.screenshot(path=str(out / "console-traces.png"), full_page=True)
                 page.goto(gw.url + "/ui/keys")
                 page.screenshot(path=str(out / "console-keys.png"), full_page=True)
+                page.goto(gw.url + "/ui/prompts")
+                page.screenshot(path=str(out / "console-prompts.png"), full_page=True)
                 page.set_viewport_size({"width": 390, "height": 844})
                 page.goto(gw.url + "/ui/overview")
                 page.wait_for_timeout(500)

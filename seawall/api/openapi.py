@@ -278,6 +278,14 @@ def _paths() -> dict[str, Schema]:
                 _query_param("since", {"type": "number"}),
                 _query_param("until", {"type": "number"}),
                 _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 200})])},
+        "/admin/prompts/{name}/rollback": {"post": _op(
+            "Move a prompt's label (default production) back to its previous version "
+            "(master key; docs/console.md)", {JSON: {"schema": _OBJECT}},
+            body={JSON: {"schema": {"type": "object", "additionalProperties": False,
+                                    "properties": {"label": {"type": "string",
+                                                             "minLength": 1,
+                                                             "maxLength": 64}}}}},
+            params=[_path_param("name", {"type": "string", "maxLength": 200})])},
         "/admin/traces/{request_id}": {"get": _op(
             "One whole trace record with its feedback and scores (master key)",
             {JSON: {"schema": _OBJECT}},

@@ -220,3 +220,30 @@ def test_anonymous_loopback_goes_straight_in(browser: Any, upstream: FakeUpstrea
         pg.wait_for_selector("#p-rate", state="visible")
         assert pg.text_content("#p-answer") == "hello from the console"
         pg.close()
+
+
+def test_a_prompt_rollback_from_the_ui_changes_the_version_requests_get(
+        page: Any, gw: Running) -> None:
+    name = "greet-" + uuid.uuid4().hex[:6]
+    prompts = gw.services.prompts
+    for text in ("version one", "version two"):  # v2 takes the production label
+        prompts.push(name, {"messages": [{"role": "system", "content": text}]},
+                     labels=["production"])
+    api = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {MASTER}"},
+                       timeout=30)
+
+    def served() -> str:
+        r = api.post("/v1/chat/completions", json={
+            "model": "gpt-x", "prompt": {"name": name},
+            "messages": [{"role": "user", "content": "hello"}]})
+        assert r.status_code == 200, r.text
+        return r.headers["x-seawall-prompt-version"]
+
+    assert served() == f"{name}@2"
+    page.goto(gw.url + "/ui/prompts")
+    label = page.locator(f"tr[data-prompt='{name}'] li[data-label='production']")
+    assert "v2" in label.text_content()
+    page.once("dialog", lambda d: d.accept())
+    label.locator("button").click()
+    page.wait_for_selector(f"tr[data-prompt='{name}'] li[data-label='production']:has-text('v1')")
+    assert served() == f"{name}@1"

@@ -24,6 +24,7 @@
       return r.json().then(function (body) { return {ok: r.ok, body: body}; });
     }).then(function (res) {
       if (!res.ok) throw new Error(res.body.error ? res.body.error.message : "failed");
+      if (btn.getAttribute("data-then") === "reload") { window.location.reload(); return; }
       var row = btn.closest("tr");
       if (row) row.remove();
       if (status) status.textContent = "Done.";
