@@ -314,7 +314,8 @@ _SERVED = ("Served: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/mode
            "/v1/messages/count_tokens (Anthropic API, docs/anthropic.md); /v1/collections "
            "and /v1/retrieve (RAG, "
            "docs/rag.md); POST /v1/feedback (docs/quality.md); "
-           "/health, /ready, /metrics, /admin (docs/operations.md); "
+           "/health, /ready, /metrics, /admin (docs/operations.md); the web console at /ui "
+           "(docs/console.md); "
            "GET /openapi.json describes them all.")
 
 
