@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
     from seawall.quality.feedback_store import FeedbackStore
+    from seawall.quality.score_store import ScoreStore
     from seawall.rag.store_api import RagStore
     from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
@@ -147,6 +148,17 @@ class Stores:
         from seawall.quality.feedback_store import SqliteFeedbackStore
 
         return SqliteFeedbackStore(self.settings.db_path)
+
+    def scores(self) -> ScoreStore:
+        """Judge scores of answers (in seawall.db next to the traces, or
+        Postgres); opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.score_store import PostgresScoreStore
+
+            return PostgresScoreStore(self.pg)
+        from seawall.quality.score_store import SqliteScoreStore
+
+        return SqliteScoreStore(self.settings.db_path)
 
     def files(self) -> BatchStore:
         """Uploaded files, batches and their per-line outcomes (opened and
