@@ -57,6 +57,9 @@ from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
 from seawall.providers.embedder import EmbedderProvider
 from seawall.providers.registry import ModelRegistry
+from seawall.quality.judge_call import JudgeCaller
+from seawall.quality.judges import KIND as JUDGE_KIND
+from seawall.quality.judges import Judges, ScoreHook
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
 from seawall.responses.service import ResponseService
@@ -78,9 +81,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class Services:
     """Everything a request needs, built from one Settings."""
 
-    def __init__(self, settings: Settings, run_jobs: bool | None = None) -> None:
+    def __init__(self, settings: Settings, run_jobs: bool | None = None,
+                 quality_hook: ScoreHook | None = None) -> None:
         """``run_jobs``: run the job runner here (default: ``jobs.run_in_server``;
-        ``seawall worker`` passes True)."""
+        ``seawall worker`` passes True). ``quality_hook``: told of every judge
+        score stored (``on_score(score)``; default: nothing)."""
         self.settings = settings
         self.started_at = int(time.time())
         self._drain_scheduled = False
@@ -134,6 +139,14 @@ class Services:
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
         self.feedback = self.stores.feedback()
+        self.scores = self.stores.scores()
+        # The durable job queue (docs/jobs.md); its runner works here unless
+        # jobs.run_in_server is false (then `seawall worker` processes run them).
+        self.jobs = self.stores.jobs()
+        # Judges (docs/quality.md): sampled on the record stage, scored as jobs.
+        self.judges = Judges(settings.quality, self.jobs, self.scores,
+                             JudgeCaller(self.registry, self.router), self.prompts,
+                             self.metrics, hook=quality_hook)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -148,11 +161,9 @@ class Services:
             BudgetStage(settings.limits, self.stores.budgets(), self.registry,
                         self.metrics, self.count_tokens_async),
             InvokeStage(self.registry, self.router),
-            RecordStage(obs.traces, self.writer, self.count_tokens_async),
+            RecordStage(obs.traces, self.writer, self.count_tokens_async,
+                        on_record=self.judges.sampler),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)
-        # The durable job queue (docs/jobs.md); its runner works here unless
-        # jobs.run_in_server is false (then `seawall worker` processes run them).
-        self.jobs = self.stores.jobs()
         run_jobs = settings.jobs.run_in_server if run_jobs is None else run_jobs
         self.job_runner = JobRunner(self.jobs, settings.jobs, self.metrics) if run_jobs else None
         from seawall.api.responses_background import KIND, BackgroundResponses
@@ -167,6 +178,7 @@ class Services:
             stopping=lambda: self.job_runner is not None and self.job_runner.stopping)
         if self.job_runner:
             self.job_runner.register(BATCH_KIND, self.batches.run)
+            self.job_runner.register(JUDGE_KIND, self.judges.run)
 
     def begin_drain(self) -> None:
         """Shutdown started: refuse new work, keep serving what is in flight
@@ -251,6 +263,7 @@ class Services:
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
         await self.feedback.open()
+        await self.scores.open()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -259,6 +272,7 @@ class Services:
             self._retention.append(asyncio.create_task(keep_for(
                 "batch", self.batch_store.expire, self.settings.batches.retention_days,
                 self.metrics)))
+        await self.judges.start()
         if self.job_runner is not None:
             await self.job_runner.start()
 
@@ -275,6 +289,7 @@ class Services:
         async def jobs() -> None:
             if self.job_runner is not None:  # unfinished jobs are released, not lost
                 await self.job_runner.stop(drain_s=CLOSE_STEP_S - 2)
+            await self.judges.close()  # sampled answers still pending become jobs
             await self.jobs.close()
             await self.batch_store.close()
 
@@ -288,6 +303,7 @@ class Services:
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
             ("feedback", self.feedback.close, CLOSE_STEP_S),
+            ("scores", self.scores.close, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]

@@ -394,7 +394,8 @@ def traces_tail(config: str | None, count: int, follow: bool, as_json: bool) -> 
 @config_option
 @click.argument("request_id")
 def traces_show(config: str | None, request_id: str) -> None:
-    """Print one whole record (an x-request-id or resp_ id) with its feedback, as JSON."""
+    """Print one whole record (an x-request-id or resp_ id) with its feedback and
+    judge scores, as JSON."""
     import orjson
 
     from seawall.quality.trace_view import trace_with_feedback
@@ -402,12 +403,14 @@ def traces_show(config: str | None, request_id: str) -> None:
     settings = _settings(config)
 
     async def go(stores: Any) -> dict[str, Any] | None:
-        feedback = stores.feedback()
+        feedback, scores = stores.feedback(), stores.scores()
         await feedback.open()
+        await scores.open()
         try:
-            return await trace_with_feedback(stores.main, feedback, request_id)
+            return await trace_with_feedback(stores.main, feedback, request_id, scores)
         finally:
             await feedback.close()
+            await scores.close()
 
     doc = run_on_store(go, settings, whole=True)
     if doc is None:

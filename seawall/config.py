@@ -712,6 +712,75 @@ class FeedbackSettings(_Strict):
                                 "whose record is not stored yet waits for it before a 404")
 
 
+BUILTIN_RUBRICS = ("helpfulness", "correctness", "groundedness", "safety")
+
+
+class JudgeMatch(_Strict):
+    """Which answers a judge scores: every listed dimension must match; an empty
+    list matches anything. Prompts and experiments match by name or exactly
+    (``name@version``, ``experiment=arm``)."""
+
+    models: list[str] = Field([], description="logical models (or route names) asked for")
+    routes: list[str] = Field([], description="cost-router routes that chose the model")
+    prompts: list[str] = Field([], description="registry prompts: name or name@version")
+    experiments: list[str] = Field([], description="experiment, or experiment=arm")
+    tenants: list[str] = Field([], description="tenants")
+
+
+class RubricRef(_Strict):
+    """A custom rubric: a prompt template in the registry (docs/quality.md)."""
+
+    prompt: str = Field(..., pattern=r"^[^@\s]+(@[^@\s]+)?$", description="name@label (or "
+                        "name@version number); the version judged with is the rubric_version")
+    name: str | None = Field(None, description="the rubric's name in scores (default: the "
+                             "prompt's name)")
+    scale_max: float = Field(5.0, gt=0, description="the highest score the template asks for")
+
+    @property
+    def rubric(self) -> str:
+        return self.name or self.prompt.split("@", 1)[0]
+
+
+class JudgeSettings(_Strict):
+    """One LLM-as-judge: which traffic, which model, which rubrics (docs/quality.md)."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9_.:-]{1,64}$", description="in scores and metrics")
+    match: JudgeMatch = JudgeMatch()
+    sample_rate: float = Field(0.1, ge=0, le=1, description="share of matching answers judged")
+    judge_model: str = Field(..., description="a chat model declared under models")
+    rubrics: list[str | RubricRef] = Field(["helpfulness"], min_length=1, description=(
+        "built-in: helpfulness, correctness, groundedness, safety; or {prompt: name@label}"))
+    max_usd_per_day: float | None = Field(None, ge=0, description="judging stops for the "
+                                          "rest of the UTC day once its calls cost this much")
+    timeout_s: float = Field(60.0, gt=0, description="one judge call, retries included")
+    max_attempts: int = Field(3, ge=1, le=20, description="job runs before a score is stored "
+                              "as failed")
+    max_tokens: int = Field(512, ge=16, description="the judge's answer length")
+    max_chars: int = Field(16_000, ge=256, le=1_000_000, description="longest input, output "
+                           "or reference carried to the judge (longer is cut, marked)")
+
+
+class QualitySettings(_Strict):
+    """Judges, SLOs and drift (docs/quality.md)."""
+
+    judges: list[JudgeSettings] = Field([], description="LLM-as-judge, scored in the background")
+    max_pending: int = Field(1000, ge=1, description="sampled answers waiting to be enqueued "
+                             "as judge jobs in one process; more are dropped (counted)")
+
+    @model_validator(mode="after")
+    def _unique(self) -> QualitySettings:
+        names = [j.name for j in self.judges]
+        if len(names) != len(set(names)):
+            raise ValueError("quality.judges: two judges share a name")
+        for j in self.judges:
+            for r in j.rubrics:
+                if isinstance(r, str) and r not in BUILTIN_RUBRICS:
+                    raise ValueError(f"quality.judges.{j.name}.rubrics: unknown rubric {r!r} "
+                                     f"(built-in: {', '.join(BUILTIN_RUBRICS)}; or "
+                                     "{prompt: name@label})")
+        return self
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -830,6 +899,7 @@ class Settings(_Strict):
     prompts: PromptsSettings = PromptsSettings()
     responses: ResponsesSettings = ResponsesSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    quality: QualitySettings = QualitySettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -863,6 +933,10 @@ class Settings(_Strict):
         problems += self._guard_checks_known()
         problems += self._experiments_known()
         problems += self._routes_known()
+        problems += [f"quality.judges.{j.name}.judge_model: {j.judge_model!r} is not a chat "
+                     "model declared under models" for j in self.quality.judges
+                     if j.judge_model not in self.models
+                     or self.models[j.judge_model].kind != "chat"]
         if problems:
             raise ValueError("; ".join(problems))
         return self

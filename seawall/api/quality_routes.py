@@ -123,7 +123,7 @@ async def trace_show(request: Request) -> Response:
         request_id = request.path_params["request_id"]
         if not 0 < len(request_id) <= MAX_REQUEST_ID:
             raise InvalidRequest(f"A request id is 1 to {MAX_REQUEST_ID} characters.")
-        doc = await trace_with_feedback(svc.store, svc.feedback, request_id)
+        doc = await trace_with_feedback(svc.store, svc.feedback, request_id, svc.scores)
         if doc is None:
             raise NotFound(f"No trace record {request_id!r}.")
         return json_response(doc)

@@ -125,6 +125,20 @@ class Metrics:
         self.feedback = Counter("seawall_feedback", "Answers rated (POST /v1/feedback), "
                                 "by the sign of the score; a user's replacement is not "
                                 "counted again.", ("score_sign",), registry=r)
+        # Judges (docs/quality.md): labels are configured judge and rubric names.
+        self.judge_sampled = Counter("seawall_judge_sampled", "Answers sampled for a judge.",
+                                     ("judge",), registry=r)
+        self.judge_scores = Counter("seawall_judge_scores", "Judge verdicts stored, by "
+                                    "status: ok, failed (after its retries), not_applicable.",
+                                    ("judge", "rubric", "status"), registry=r)
+        self.judge_score = Histogram("seawall_judge_score", "Judge scores as a fraction of "
+                                     "the rubric's scale (1.0 = best).", ("judge", "rubric"),
+                                     buckets=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0), registry=r)
+        self.judge_cost = Counter("seawall_judge_cost_usd", "What judge calls cost, apart "
+                                  "from clients' spend.", ("judge",), registry=r)
+        self.judge_skipped = Counter("seawall_judge_skipped", "Sampled answers not judged: "
+                                     "over_budget, queue_full, pending_full.",
+                                     ("judge", "reason"), registry=r)
         # Response cache.
         self.cache_requests = Counter("seawall_cache_requests", "Chat requests by what the "
                                       "cache did: hit, semantic_hit, coalesced, miss, bypass.",

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from seawall.api.wire import embedding_inputs
@@ -313,10 +313,15 @@ class RecordStage:
     traced = True
 
     def __init__(self, settings: TraceSettings, writer: TraceWriter,
-                 count: TokenCount | None = None) -> None:
+                 count: TokenCount | None = None,
+                 on_record: Callable[[RequestContext, TraceRecord], None] | None = None
+                 ) -> None:
+        """``on_record``: sees each record of an answer not served from the cache
+        (the judges' sampler); must be cheap and never raise."""
         self.settings = settings
         self.writer = writer
         self.count = count
+        self.on_record = on_record
 
     def _content(self, ctx: RequestContext, messages: Any) -> tuple[Any, str | None]:
         """(input, output) as stored: None when content is not kept, cut when long."""
@@ -387,4 +392,6 @@ class RecordStage:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
             else:
                 rec.messages_for_count = (messages, text)
+        if self.on_record is not None:
+            self.on_record(ctx, rec)
         self.writer.submit(rec)
