@@ -756,6 +756,9 @@ class JudgeSettings(_Strict):
     max_attempts: int = Field(3, ge=1, le=20, description="job runs before a score is stored "
                               "as failed")
     max_tokens: int = Field(512, ge=16, description="the judge's answer length")
+    json_schema: bool = Field(False, description="ask for the verdict as structured output "
+                              "(response_format json_schema): for models that support it "
+                              "(the local model, OpenAI, vLLM); small models need it")
     max_chars: int = Field(16_000, ge=256, le=1_000_000, description="longest input, output "
                            "or reference carried to the judge (longer is cut, marked)")
 

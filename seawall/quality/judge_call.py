@@ -35,10 +35,13 @@ class JudgeCaller:
         self.router = router
 
     async def ask(self, model: str, messages: list[dict[str, Any]], *, timeout_s: float,
-                  max_tokens: int) -> JudgeAnswer:
+                  max_tokens: int, response_format: dict[str, Any] | None = None
+                  ) -> JudgeAnswer:
         """The judge's whole answer to ``messages`` (temperature 0)."""
         raw: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0,
                                "max_tokens": max_tokens}
+        if response_format is not None:
+            raw["response_format"] = response_format
         ctx = RequestContext(endpoint="judge", authenticated=True)
         ctx.tenant, ctx.model, ctx.raw = JUDGE_TENANT, model, raw
         ctx.request = convert(raw, ChatCompletionRequest)

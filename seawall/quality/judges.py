@@ -228,7 +228,8 @@ class Judges:
                       experiment=p.get("experiment"), attempts=job.attempts)
         try:
             judged = await judge_one(self.caller, self.prompts, judge.judge_model, rubric, item,
-                                     timeout_s=judge.timeout_s, max_tokens=judge.max_tokens)
+                                     timeout_s=judge.timeout_s, max_tokens=judge.max_tokens,
+                                     json_schema=judge.json_schema)
         except NotApplicable:
             m.judge_scores.labels(judge.name, rubric.name, "not_applicable").inc()
             return "not_applicable"

@@ -16,6 +16,7 @@ from seawall.quality.rubrics import (
     builtin_messages,
     parse_verdict,
     template_variables,
+    verdict_format,
 )
 
 
@@ -52,7 +53,7 @@ class JudgeFailed(Exception):
 
 async def judge_one(caller: JudgeCaller, prompts: PromptRegistry | None, model: str,
                     rubric: Rubric, item: JudgeItem, *, timeout_s: float,
-                    max_tokens: int) -> Judged:
+                    max_tokens: int, json_schema: bool = False) -> Judged:
     """The verdict on ``item``; JudgeFailed (retryable) when there is none,
     NotApplicable when the rubric does not apply."""
     version = "builtin"
@@ -72,7 +73,9 @@ async def judge_one(caller: JudgeCaller, prompts: PromptRegistry | None, model: 
                               f"{getattr(e, 'message', None) or e}"[:500]) from e
         version = resolved.ref
     try:
-        answer = await caller.ask(model, messages, timeout_s=timeout_s, max_tokens=max_tokens)
+        answer = await caller.ask(
+            model, messages, timeout_s=timeout_s, max_tokens=max_tokens,
+            response_format=verdict_format(rubric.scale_max) if json_schema else None)
     except Exception as e:  # noqa: BLE001
         raise JudgeFailed(str(e)) from e
     try:

@@ -107,6 +107,17 @@ def template_variables(item: JudgeItem) -> dict[str, Any]:
             "sources": _sources_text(item.sources), "source_list": list(item.sources)}
 
 
+def verdict_format(scale_max: float) -> dict[str, Any]:
+    """``response_format`` asking for exactly the verdict (structured output)."""
+    score: dict[str, Any] = ({"type": "integer", "minimum": 1, "maximum": int(scale_max)}
+                             if float(scale_max).is_integer() else
+                             {"type": "number", "minimum": 0, "maximum": scale_max})
+    schema = {"type": "object", "properties": {
+        "score": score, "reasoning": {"type": "string", "maxLength": 300}},
+        "required": ["score", "reasoning"], "additionalProperties": False}
+    return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}}
+
+
 def parse_verdict(text: str, scale_max: float) -> Verdict:
     """The first JSON object in ``text`` with a numeric ``score`` in
     [1, scale_max] (0 allowed too, for 0-based custom scales)."""
