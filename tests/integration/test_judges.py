@@ -189,3 +189,43 @@ def test_the_daily_budget_stops_judging(gateway: Any, upstream: FakeUpstreamClie
     assert _scores(gw, second, within_s=3) == []
     assert upstream.calls()["calls"] == calls  # the judge was not asked again
     assert _metric(gw, 'seawall_judge_skipped_total{judge="j1",reason="over_budget"}') >= 1
+
+
+def test_eval_run_judges_a_dataset_and_past_traces(
+        gateway: Any, upstream: FakeUpstreamClient, tmp_path: Path) -> None:
+    upstream.script(default={"text": GOOD})
+    gw = gateway(sample_rate=0.0)  # nothing judged in the background
+    rids = [_ask(gw, text=f"question {i}") for i in range(3)]
+    _ask(gw, model="other")
+    gw.on_server(gw.services.writer.flush())
+    conf = tmp_path / "eval.yaml"
+    conf.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"),
+                                    **_config(upstream.base_url + "/v1")}))
+    data = tmp_path / "answers.jsonl"
+    data.write_text('{"id": "a", "input": "2+2?", "output": "4", "reference": "4"}\n'
+                    '{"id": "b", "input": "Capital of France?", "output": "Paris", '
+                    '"sources": ["Paris is the capital of France."]}\n')
+    out = CliRunner().invoke(cli, ["eval", "run", "-c", str(conf), "--dataset", str(data),
+                                   "--judge-model", "judge", "--rubric", "correctness",
+                                   "--rubric", "groundedness"])
+    assert out.exit_code == 0, out.output
+    lines = {ln.split()[0]: ln.split() for ln in out.output.splitlines() if ln.strip()}
+    assert lines["correctness"][1:4] == ["2", "0", "4.00"]
+    assert lines["groundedness"][1:4] == ["1", "0", "4.00"]  # row a has no sources
+    judged = upstream.calls()["requests"]
+    assert any("REFERENCE ANSWER:\\n4" in str(b) or "REFERENCE ANSWER:\n4" in str(b)
+               for b in judged)
+    # Past traces: only the model asked for, newest first, scores written to the traces.
+    out = CliRunner().invoke(cli, ["eval", "run", "-c", str(conf), "--since", "1h",
+                                   "--model", "chat", "--judge", "j1", "--write"])
+    assert out.exit_code == 0, out.output
+    assert re.search(r"^helpfulness\s+3\s+0\s+4\.00", out.output, re.M), out.output
+    for rid in rids:
+        [s] = _scores(gw, rid, within_s=5)
+        assert s["status"] == "ok" and s["judge"] == "j1"
+    bad = CliRunner().invoke(cli, ["eval", "run", "-c", str(conf), "--since", "1h",
+                                   "--judge", "nope"])
+    assert bad.exit_code == 2 and "no judge 'nope'" in bad.output
+    bad = CliRunner().invoke(cli, ["eval", "run", "-c", str(conf), "--since", "1h",
+                                   "--dataset", str(data)])
+    assert bad.exit_code == 2 and "either --dataset" in bad.output
