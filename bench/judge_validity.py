@@ -141,16 +141,16 @@ def local_settings(n_threads: int) -> Settings:
     })
 
 
-async def judge_all(settings: Settings, model: str, items: list[dict[str, Any]], rubric: str,
+async def judge_all(settings: Settings, model: str, items: list[dict[str, Any]],
                     cache: Path, attempts: int, max_tokens: int,
-                    structured: bool) -> dict[str, dict[str, Any]]:
+                    structured: bool, reasoning_chars: int) -> dict[str, dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     if cache.exists():
         for line in cache.read_text().splitlines():
             d = json.loads(line)
-            if d["model"] == model and d["rubric"] == rubric:
-                done[d["id"]] = d
-    todo = [it for it in items if it["id"] not in done]
+            if d["model"] == model:
+                done[f"{d['id']}/{d['rubric']}"] = d
+    todo = [it for it in items if f"{it['id']}/{it['rubric']}" not in done]
     if not todo:
         return done
     registry = ModelRegistry(settings)
@@ -160,6 +160,7 @@ async def judge_all(settings: Settings, model: str, items: list[dict[str, Any]],
     try:
         with cache.open("a") as out:
             for k, it in enumerate(todo):
+                rubric = it["rubric"]
                 item = JudgeItem(it["input"][:MAX_CHARS], it["output"][:MAX_CHARS])
                 t0 = time.monotonic()
                 rec: dict[str, Any] = {"id": it["id"], "model": model, "rubric": rubric,
@@ -168,7 +169,8 @@ async def judge_all(settings: Settings, model: str, items: list[dict[str, Any]],
                     try:
                         j = await judge_one(caller, None, model, Rubric(rubric), item,
                                             timeout_s=600, max_tokens=max_tokens,
-                                            json_schema=structured)
+                                            json_schema=structured,
+                                            reasoning_chars=reasoning_chars)
                     except JudgeFailed as e:
                         rec["error"] = str(e)[:300]
                         continue
@@ -178,7 +180,7 @@ async def judge_all(settings: Settings, model: str, items: list[dict[str, Any]],
                 rec["s"] = round(time.monotonic() - t0, 2)
                 out.write(json.dumps(rec) + "\n")
                 out.flush()
-                done[it["id"]] = rec
+                done[f"{it['id']}/{rubric}"] = rec
                 print(f"  {rubric} {k + 1}/{len(todo)} {it['id']}: {rec['score']} "
                       f"({rec['s']}s){' ' + rec['error'][:60] if rec['error'] else ''}",
                       file=sys.stderr, flush=True)
@@ -189,8 +191,8 @@ async def judge_all(settings: Settings, model: str, items: list[dict[str, Any]],
 
 def summarize(items: list[dict[str, Any]], verdicts: dict[str, dict[str, Any]],
               kind: str, seed: int) -> dict[str, Any]:
-    items = [it for it in items if it["id"] in verdicts]  # --report-only: what is done
-    got = [verdicts[it["id"]] for it in items]
+    items = [it for it in items if f"{it['id']}/{it['rubric']}" in verdicts]  # partial run
+    got = [verdicts[f"{it['id']}/{it['rubric']}"] for it in items]
     scores = np.array([g["score"] if g["score"] is not None else MIDPOINT for g in got])
     ok = np.array([g["score"] is not None for g in got])
     if kind == "auroc":
@@ -219,6 +221,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--attempts", type=int, default=2, help="tries per verdict (as a job retries)")
     ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--reasoning-chars", type=int, default=40, help="cap on the verdict's "
+                    "reasoning with structured output (decoding time on a shared CPU)")
     ap.add_argument("--no-json-schema", action="store_true", help="ask for the verdict in "
                     "the prompt only (default: also as structured output)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (local model)")
@@ -233,17 +237,18 @@ def main() -> None:
     gsm = gsm8k_items(args.gsm8k, args.seed)
     mtb = mtbench_items(args.mtbench, args.seed)
     t0 = time.monotonic()
-    if args.report_only:
-        gsm_todo, mtb_todo = [], []
-    else:
-        gsm_todo, mtb_todo = gsm, mtb
-    v1 = asyncio.run(judge_all(settings, args.model, gsm_todo, "correctness", cache, args.attempts,
-                               args.max_tokens, not args.no_json_schema))
-    v2 = asyncio.run(judge_all(settings, args.model, mtb_todo, "helpfulness", cache, args.attempts,
-                               args.max_tokens, not args.no_json_schema))
+    for it in gsm:
+        it["rubric"] = "correctness"
+    for it in mtb:
+        it["rubric"] = "helpfulness"
+    # Interleaved, so an interrupted run (--report-only) still covers both sets.
+    both = [it for pair in zip(gsm, mtb + [None] * len(gsm), strict=False) for it in pair if it]
+    verdicts = asyncio.run(judge_all(settings, args.model, [] if args.report_only else both,
+                                     cache, args.attempts, args.max_tokens,
+                                     not args.no_json_schema, args.reasoning_chars))
     res = {"judge_model": args.model, "seed": args.seed, "minutes": (time.monotonic() - t0) / 60,
-           "gsm8k_correctness_auroc": summarize(gsm, v1, "auroc", args.seed),
-           "mtbench_helpfulness_spearman": summarize(mtb, v2, "spearman", args.seed)}
+           "gsm8k_correctness_auroc": summarize(gsm, verdicts, "auroc", args.seed),
+           "mtbench_helpfulness_spearman": summarize(mtb, verdicts, "spearman", args.seed)}
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(f"\nJudge validity, judge model {args.model!r} (seed {args.seed})\n")
     print("| benchmark | n | metric | value | 95% CI | verdicts parsed | value on parsed only "

@@ -53,7 +53,8 @@ class JudgeFailed(Exception):
 
 async def judge_one(caller: JudgeCaller, prompts: PromptRegistry | None, model: str,
                     rubric: Rubric, item: JudgeItem, *, timeout_s: float,
-                    max_tokens: int, json_schema: bool = False) -> Judged:
+                    max_tokens: int, json_schema: bool = False,
+                    reasoning_chars: int = 200) -> Judged:
     """The verdict on ``item``; JudgeFailed (retryable) when there is none,
     NotApplicable when the rubric does not apply."""
     version = "builtin"
@@ -75,7 +76,8 @@ async def judge_one(caller: JudgeCaller, prompts: PromptRegistry | None, model: 
     try:
         answer = await caller.ask(
             model, messages, timeout_s=timeout_s, max_tokens=max_tokens,
-            response_format=verdict_format(rubric.scale_max) if json_schema else None)
+            response_format=(verdict_format(rubric.scale_max, reasoning_chars) if json_schema
+                             else None))
     except Exception as e:  # noqa: BLE001
         raise JudgeFailed(str(e)) from e
     try:

@@ -107,13 +107,14 @@ def template_variables(item: JudgeItem) -> dict[str, Any]:
             "sources": _sources_text(item.sources), "source_list": list(item.sources)}
 
 
-def verdict_format(scale_max: float) -> dict[str, Any]:
-    """``response_format`` asking for exactly the verdict (structured output)."""
+def verdict_format(scale_max: float, reasoning_chars: int = 200) -> dict[str, Any]:
+    """``response_format`` asking for exactly the verdict (structured output);
+    the reasoning is capped, since a small model's decoding time is mostly it."""
     score: dict[str, Any] = ({"type": "integer", "minimum": 1, "maximum": int(scale_max)}
                              if float(scale_max).is_integer() else
                              {"type": "number", "minimum": 0, "maximum": scale_max})
     schema = {"type": "object", "properties": {
-        "score": score, "reasoning": {"type": "string", "maxLength": 300}},
+        "score": score, "reasoning": {"type": "string", "maxLength": reasoning_chars}},
         "required": ["score", "reasoning"], "additionalProperties": False}
     return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}}
 
