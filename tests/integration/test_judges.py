@@ -229,3 +229,27 @@ def test_eval_run_judges_a_dataset_and_past_traces(
     bad = CliRunner().invoke(cli, ["eval", "run", "-c", str(conf), "--since", "1h",
                                    "--dataset", str(data)])
     assert bad.exit_code == 2 and "either --dataset" in bad.output
+
+
+def test_a_registry_rubric_and_the_clients_reference_reach_the_judge(
+        gateway: Any, upstream: FakeUpstreamClient) -> None:
+    upstream.script(default={"text": '{"score": 9, "reasoning": "polite"}'})
+    gw = gateway(rubrics=["correctness", {"prompt": "tone@production", "scale_max": 10}])
+    gw.services.prompts.push("tone", {"messages": [{"role": "user", "content": (
+        "Rate the tone 1-10 of: {{ output }} (asked: {{ input }}). Reply as JSON.")}]})
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "name a prime"}],
+        extra_body={"seawall": {"reference": "7"}})
+    rid = raw.headers["x-request-id"]
+    deadline = time.monotonic() + 30
+    while len(scores := _scores(gw, rid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    by = {s["rubric"]: s for s in scores}
+    assert by["tone"]["score"] == 9 and by["tone"]["rubric_version"] == "tone@1"
+    assert by["tone"]["scale_max"] == 10
+    assert by["correctness"]["status"] == "failed"  # 9 is off its 1-5 scale
+    bodies = [str(b) for b in upstream.calls()["requests"]]
+    assert any("Rate the tone 1-10 of: name a prime (asked: user: name a prime)" in b
+               for b in bodies)
+    assert any("REFERENCE ANSWER:\\n7" in b for b in bodies)
