@@ -158,12 +158,13 @@ class Judges:
             try:
                 await self._enqueue_pending()
             except Exception:  # never dies: the next wake tries again
-                log.exception("enqueueing judge jobs failed")
+                log.exception("enqueueing judge jobs failed; retrying in 1s")
                 await asyncio.sleep(1.0)
+                self._wake.set()
 
     async def _enqueue_pending(self) -> None:
         while self._pending:
-            p = self._pending[0]
+            p = self._pending.popleft()  # taken first: flush() may drain alongside the feeder
             try:
                 await self.queue.enqueue(
                     KIND, p, tenant=JUDGE_TENANT, priority=JOB_PRIORITY,
@@ -173,7 +174,9 @@ class Judges:
             except QueueFull:
                 for name in p["judges"]:
                     self.metrics.judge_skipped.labels(name, "queue_full").inc()
-            self._pending.popleft()
+            except BaseException:  # the store is down (or we are stopping): try it later
+                self._pending.appendleft(p)
+                raise
 
     async def flush(self) -> None:
         """Enqueue everything sampled so far (tests, shutdown)."""

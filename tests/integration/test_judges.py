@@ -171,12 +171,18 @@ def test_sample_rate_one_enqueues_each_matching_answer_only(
     gw = gateway()
     matching = [_ask(gw, text=f"q{i}") for i in range(3)]
     other = _ask(gw, model="other")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0)
+    with client.chat.completions.with_streaming_response.create(
+            model="chat", messages=[{"role": "user", "content": "q3"}], stream=True) as r:
+        streamed = r.headers["x-request-id"]
+        assert "q3" in r.text()
+    matching.append(streamed)
     for rid in matching:
         job = _job(gw, rid)
         assert job is not None and job.kind == "judge" and job.payload["trace_id"] == rid
-        assert job.payload["output"] in ("q0", "q1", "q2")
+        assert job.payload["output"] in ("q0", "q1", "q2", "q3")
     assert _job(gw, other) is None
-    assert _metric(gw, 'seawall_judge_sampled_total{judge="j1"}') == 3
+    assert _metric(gw, 'seawall_judge_sampled_total{judge="j1"}') == 4
 
 
 def test_the_daily_budget_stops_judging(gateway: Any, upstream: FakeUpstreamClient) -> None:
