@@ -123,7 +123,7 @@ def parse_verdict(text: str, scale_max: float) -> Verdict:
     """The first JSON object in ``text`` with a numeric ``score`` in
     [1, scale_max] (0 allowed too, for 0-based custom scales)."""
     text = text[:_MAX_VERDICT_CHARS]
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)  # a raw newline inside the reasoning is fine
     start, tried, seen_score = 0, 0, None
     while tried < _MAX_OBJECTS and (i := text.find("{", start)) != -1:
         tried += 1

@@ -23,6 +23,7 @@ from seawall.quality.sampling import Matcher, payload, sampled, transcript
     ('Sure!\n```json\n{"score": "5", "reasoning": "great"}\n```\nHope it helps', 5, "great"),
     ('{"note": {"x": 1}} then {"score": 2.5}', 2.5, ""),
     ('{"score": 9} no, I mean {"score": 3, "reason": "meh"}', 3, "meh"),
+    ('{"score": 1, "reasoning": "two\nlines" }', 1, "two\nlines"),  # a raw newline
 ])
 def test_a_verdict_is_found_inside_surrounding_text(text: str, score: float, why: str) -> None:
     v = parse_verdict(text, 5)
