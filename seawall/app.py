@@ -57,6 +57,8 @@ from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
 from seawall.providers.embedder import EmbedderProvider
 from seawall.providers.registry import ModelRegistry
+from seawall.quality.alerts import AlertSink
+from seawall.quality.evaluator import QualityEvaluator
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
 from seawall.responses.service import ResponseService
@@ -134,6 +136,14 @@ class Services:
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
         self.feedback = self.stores.feedback()
+        # Alerts to webhooks (any part may send one) and the quality evaluator:
+        # SLOs, drift (docs/quality.md).
+        self.slo_store = self.stores.slo_store()
+        self.alerts = AlertSink(settings.alerts, self.metrics, state=self.slo_store)
+        self.quality = (QualityEvaluator(
+            settings, self.slo_store, self.alerts, self.metrics, self.cache.embedder,
+            lease=None if self.redis is None else self.stores.lease("quality"))
+            if settings.quality.evaluate else None)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -251,6 +261,10 @@ class Services:
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
         await self.feedback.open()
+        await self.slo_store.open()
+        await self.alerts.start()
+        if self.quality is not None:
+            await self.quality.start()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -261,6 +275,12 @@ class Services:
                 self.metrics)))
         if self.job_runner is not None:
             await self.job_runner.start()
+
+    async def _close_quality(self) -> None:
+        if self.quality is not None:
+            await self.quality.close()
+        await self.alerts.close()
+        await self.slo_store.close()
 
     async def close(self) -> None:
         """Every step runs, each bounded, whatever the others do: a failing
@@ -288,6 +308,7 @@ class Services:
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
             ("feedback", self.feedback.close, CLOSE_STEP_S),
+            ("quality", self._close_quality, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]

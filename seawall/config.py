@@ -712,6 +712,110 @@ class FeedbackSettings(_Strict):
                                 "whose record is not stored yet waits for it before a 404")
 
 
+class BurnAlertSettings(_Strict):
+    """One multi-window burn-rate alert (Google SRE workbook, ch. 5): fires
+    while the burn rate over both windows is at least ``burn_rate``."""
+
+    severity: Literal["page", "ticket"]
+    long_s: float = Field(gt=0, description="the long window, e.g. 3600 (1 h)")
+    short_s: float = Field(gt=0, description="the short window, e.g. 300 (5 min); 1/12 of "
+                           "the long one in the workbook")
+    burn_rate: float = Field(gt=0, description="times faster than the budget allows")
+
+
+# The workbook's recommended set (99.9% over 30 days) with its 1 d ticket.
+DEFAULT_BURN_ALERTS = [
+    BurnAlertSettings(severity="page", long_s=3600, short_s=300, burn_rate=14.4),
+    BurnAlertSettings(severity="page", long_s=21600, short_s=1800, burn_rate=6),
+    BurnAlertSettings(severity="ticket", long_s=86400, short_s=7200, burn_rate=3),
+    BurnAlertSettings(severity="ticket", long_s=259200, short_s=21600, burn_rate=1),
+]
+
+
+class SloSettings(_Strict):
+    """A service level objective (docs/quality.md#slos-and-alerts)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$", description="its metric label")
+    kind: Literal["judge", "feedback", "availability", "latency"]
+    objective: float = Field(gt=0, lt=1, description="share of good events, e.g. 0.95")
+    period_s: float = Field(30 * 86400.0, gt=0, description="the error budget's window")
+    threshold: float | None = Field(None, description="judge: good when score >= this "
+                                    "(default 4); feedback: bad when score < this (default: "
+                                    "the middle of feedback.scale); latency: good when "
+                                    "latency_ms <= this (required)")
+    model: str | None = Field(None, description="only this model (or route) name")
+    prompt_version: str | None = Field(None, description="only this prompt version "
+                                       "(name@version)")
+    tenant: str | None = Field(None, description="only this tenant")
+    judge: str | None = Field(None, description="judge kind: only this judge")
+    rubric: str | None = Field(None, description="judge kind: only this rubric")
+    alerts: list[BurnAlertSettings] = Field(DEFAULT_BURN_ALERTS, description="multi-window "
+                                            "burn-rate alerts; [] = metrics only")
+
+    @model_validator(mode="after")
+    def _threshold(self) -> SloSettings:
+        if self.kind == "latency" and self.threshold is None:
+            raise ValueError("a latency SLO needs threshold (milliseconds)")
+        return self
+
+
+class DriftSettings(_Strict):
+    """Recent traffic vs a reference window, per model x prompt version."""
+
+    enabled: bool = Field(True, description="run drift tests (they need traffic in both "
+                          "windows)")
+    interval_s: float = Field(600.0, gt=0, description="how often the tests run")
+    recent_s: float = Field(3600.0, gt=0, description="the recent window")
+    reference_s: float = Field(7 * 86400.0, gt=0, description="the reference window, just "
+                               "before the recent one")
+    sample: int = Field(200, ge=10, le=2000, description="most requests drawn from each "
+                        "window")
+    min_samples: int = Field(50, ge=5, description="fewer in either window: no test")
+    alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm rate of one evaluation "
+                         "of a group, all its tests together (Bonferroni)")
+    permutations: int = Field(2000, ge=100, le=20000, description="MMD permutation test")
+    embeddings: bool = Field(True, description="test input and output embeddings (MiniLM)")
+    consecutive: int = Field(2, ge=1, le=10, description="evaluations in a row that must "
+                             "alarm before the alert fires (and be clean before it resolves)")
+    max_groups: int = Field(20, ge=1, le=1000, description="model x prompt version groups "
+                            "tested, busiest first")
+
+
+class QualitySettings(_Strict):
+    """Quality SLOs and drift (docs/quality.md)."""
+
+    evaluate: bool = Field(True, description="run the evaluator in `seawall serve` and "
+                           "`seawall worker` (on Postgres + Redis one replica alerts)")
+    interval_s: float = Field(60.0, gt=0, description="how often SLOs are evaluated")
+    slos: list[SloSettings] = Field([], description="quality, availability and latency SLOs")
+    drift: DriftSettings = DriftSettings()
+    evidence: int = Field(5, ge=0, le=50, description="worst traces attached to an alert")
+
+    @model_validator(mode="after")
+    def _unique(self) -> QualitySettings:
+        names = [s.name for s in self.slos]
+        if len(set(names)) != len(names):
+            raise ValueError("quality.slos: names must be unique")
+        return self
+
+
+class WebhookSettings(_Strict):
+    url: str = Field(pattern=r"^https?://", description="where alerts are POSTed")
+    format: Literal["slack", "generic"] = Field("generic", description="slack: `text` + "
+                                                "blocks; generic: the whole alert as JSON")
+    timeout_s: float = Field(5.0, gt=0, le=120)
+
+
+class AlertSettings(_Strict):
+    """Alert delivery (docs/quality.md#slos-and-alerts)."""
+
+    webhooks: list[WebhookSettings] = []
+    queue_size: int = Field(1000, ge=1, le=100_000, description="alerts waiting to be sent; "
+                            "beyond, new ones are dropped (counted)")
+    max_attempts: int = Field(5, ge=1, le=20, description="tries per webhook and alert")
+    backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles")
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -830,6 +934,8 @@ class Settings(_Strict):
     prompts: PromptsSettings = PromptsSettings()
     responses: ResponsesSettings = ResponsesSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    quality: QualitySettings = QualitySettings()
+    alerts: AlertSettings = AlertSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 

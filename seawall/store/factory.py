@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from seawall.prompts.store_api import PromptStore
     from seawall.quality.feedback_store import FeedbackStore
     from seawall.quality.score_store import ScoreStore
+    from seawall.quality.slo_store import SloStore
     from seawall.rag.store_api import RagStore
     from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
@@ -159,6 +160,17 @@ class Stores:
         from seawall.quality.score_store import SqliteScoreStore
 
         return SqliteScoreStore(self.settings.db_path)
+
+    def slo_store(self) -> SloStore:
+        """SLO counts, drift samples and alert state (seawall/quality/); opened
+        and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.slo_store import PostgresSloStore
+
+            return PostgresSloStore(self.pg)
+        from seawall.quality.slo_store import SqliteSloStore
+
+        return SqliteSloStore(self.settings.db_path)
 
     def files(self) -> BatchStore:
         """Uploaded files, batches and their per-line outcomes (opened and
