@@ -568,6 +568,7 @@ def _add_feature_commands() -> None:
     from seawall.experiments import cli as experiments_cli
     from seawall.jobs import cli as jobs_cli
     from seawall.prompts import cli as prompts_cli
+    from seawall.quality import status_cli as quality_cli
     from seawall.rag import cli as rag_cli
     from seawall.routing.complexity import cli as router_cli
 
@@ -578,6 +579,7 @@ def _add_feature_commands() -> None:
     main.add_command(prompts_cli.prompts)
     main.add_command(router_cli.router)
     main.add_command(jobs_cli.jobs)
+    main.add_command(quality_cli.quality)
 
 
 _add_feature_commands()
