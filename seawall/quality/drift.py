@@ -124,7 +124,7 @@ def compare(ref: Sample, cur: Sample, *, alpha: float, permutations: int, min_sa
                 out.append(TestResult(name, "mmd", stat, p, len(a), len(b)))
         for name, a, b in (("input_length", ref.input_len, cur.input_len),
                            ("output_length", ref.output_len, cur.output_len)):
-            if np.ptp(np.concatenate([a, b])) > 0:
+            if len(a) and len(b) and np.ptp(np.concatenate([a, b])) > 0:
                 r = stats.ks_2samp(a, b, method="asymp")
                 out.append(TestResult(name, "ks", float(r.statistic), float(r.pvalue), nr, nc))
         ra, rb = int(ref.refusal.sum()), int(cur.refusal.sum())
