@@ -248,3 +248,27 @@ def test_failing_judge_scores_fire_and_a_restart_does_not_fire_again(
     assert {a["key"]: a["status"] for a in out["alerts"]}["slo:judged:page"] == "firing"
     text = CliRunner().invoke(cli, ["quality", "-c", str(conf)])
     assert text.exit_code == 0 and "judged" in text.stdout and "FIRING" in text.stdout
+
+
+def test_two_replicas_on_postgres_and_redis_send_each_change_once(
+        upstream: FakeUpstreamClient, receiver: Receiver, pg_url: str, redis_url: str,
+        tmp_path: Any) -> None:
+    shared = {"store": {"kind": "postgres", "url": pg_url}, "redis": {"url": redis_url}}
+    config = {**_config(upstream, receiver), **shared}
+    with run_gateway(config, tmp_path / "a") as a, run_gateway(config, tmp_path / "b") as b:
+        # One replica holds the quality lease; both export the SLO figures.
+        assert sorted([a.services.quality.deciding,  # type: ignore[union-attr]
+                       b.services.quality.deciding]) == [False, True]  # type: ignore[union-attr]
+        ids = _answers(a, 3) + _answers(b, 3)
+        for i in ids:
+            _rate(a, i, 1)
+        for i in ids[2:]:
+            _rate(b, i, -1)  # 4 of 6 bad (3 of 6 is below the rule's burn rate)
+        alert = _wait("the firing alert", lambda: _firing(receiver, "/generic",
+                                                          "slo:thumbs:page"))[0]
+        assert {e["trace_id"] for e in alert["evidence"]} == set(ids[2:])
+        for gw in (a, b):
+            _wait("the figures on each replica", lambda gw=gw: 'seawall_slo_events{slo="thumbs",'
+                  'verdict="bad"} 4.0' in _metric(gw, "seawall_slo_events"))
+        time.sleep(1.0)  # many evaluations on both replicas
+        assert len(_firing(receiver, "/generic", "slo:thumbs:page")) == 1
