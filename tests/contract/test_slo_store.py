@@ -142,3 +142,37 @@ async def test_drift_on_stored_traffic(stores: Stores, store: SloStore) -> None:
     alert = alerts["drift:m:p@1"]
     assert (alert.key, alert.status, alert.source) == ("drift:m:p@1", "firing", "drift")
     assert "output_length" in alert.summary
+
+
+async def test_drift_on_embeddings_of_stored_inputs(stores: Stores, store: SloStore) -> None:
+    """Same lengths, another topic: the MiniLM embedding test finds it and the
+    evidence is the recent requests least like the reference."""
+    from seawall.ml.embedder import Embedder
+
+    now = time.time()
+    cooking = ["how long do I bake {} bread", "what spice goes with {} soup",
+               "how do I roast {} vegetables", "a sauce for {} pasta please"]
+    code = ["python function to sort {} list", "fix this {} javascript bug",
+            "sql query joining {} tables", "regex to match {} email addresses"]
+    words = ["sourdough", "rye", "pumpkin", "garlic", "tomato", "spinach", "lemon", "wheat"]
+    recs = []
+    for i in range(32):
+        text = cooking[i % 4].format(words[i % 8])
+        r = _rec(i, now - 3600 - 60 * (i + 1))
+        r.input = [{"role": "user", "content": text}]
+        recs.append(r)
+    for i in range(32):
+        text = code[i % 4].format(words[i % 8])
+        r = _rec(100 + i, now - 60 * (i + 1))
+        r.input = [{"role": "user", "content": text}]
+        recs.append(r)
+    await stores.main.write_traces(recs)
+    ev = DriftEvaluator(DriftSettings(recent_s=3600, reference_s=7200, sample=32,
+                                      min_samples=20, permutations=300, alpha=0.1),
+                        store, Embedder(), seed=2)
+    [report] = await ev.evaluate(now + 1)
+    failing = {t.name for t in report.tests if t.p_value < report.alpha_each}
+    assert report.drifted and "input_embedding" in failing
+    assert "output_embedding" not in failing  # the answers did not change
+    assert len(report.novel) == 5
+    assert all(int(n["trace_id"][1:]) >= 100 and n["input"] for n in report.novel)
