@@ -77,10 +77,16 @@ def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _esc(text: str) -> str:
+    """Slack's mrkdwn control characters escaped: evidence holds users'
+    comments and prompts, and ``<!channel>`` in one must not ping anyone."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _evidence_line(e: dict[str, Any]) -> str:
     rest = ", ".join(f"{k}={v}" for k, v in e.items()
                      if k not in ("trace_id", "at") and v not in (None, ""))
-    return f"• `{e.get('trace_id', '?')}` {_cut(rest, 300)}"
+    return f"• `{_esc(str(e.get('trace_id', '?')))}` {_esc(_cut(rest, 300))}"
 
 
 def slack_payload(alert: Alert) -> dict[str, Any]:
@@ -91,20 +97,20 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
         {"type": "header", "text": {"type": "plain_text", "text": _cut(text, 150)}}]
     if alert.summary:
         blocks.append({"type": "section",
-                       "text": {"type": "mrkdwn", "text": _cut(alert.summary, _SLACK_TEXT)}})
+                       "text": {"type": "mrkdwn", "text": _cut(_esc(alert.summary), _SLACK_TEXT)}})
     facts = {**alert.labels, **{k: (f"{v:.4g}" if isinstance(v, float) else str(v))
                                 for k, v in alert.values.items()}}
     if facts:
         blocks.append({"type": "section", "fields": [
-            {"type": "mrkdwn", "text": _cut(f"*{k}*\n{v}", 2000)}
+            {"type": "mrkdwn", "text": _cut(_esc(f"*{k}*\n{v}"), 2000)}
             for k, v in list(facts.items())[:10]]})
     if alert.evidence:
         lines = "\n".join(_evidence_line(e) for e in alert.evidence)
         blocks.append({"type": "section", "text": {
             "type": "mrkdwn", "text": _cut(f"*Worst traces*\n{lines}", _SLACK_TEXT)}})
     blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": _cut(f"seawall · {alert.key}", 300)}]})
-    return {"text": text, "blocks": blocks}
+        {"type": "mrkdwn", "text": _esc(_cut(f"seawall · {alert.key}", 300))}]})
+    return {"text": _esc(text), "blocks": blocks}
 
 
 class AlertSink:

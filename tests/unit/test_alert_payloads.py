@@ -54,3 +54,11 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
     assert sink.send(_alert()) is False
     assert sink.deliveries.labels("dropped")._value.get() == 2  # one per webhook
     assert AlertSink(AlertSettings(), metrics).send(_alert()) is False  # no webhook
+
+
+def test_slack_mentions_in_evidence_are_escaped() -> None:
+    body = slack_payload(_alert(evidence=[{"trace_id": "t1", "comment": "<!channel> & <@U1>"}],
+                                summary="x <!here>"))
+    text = json.dumps(body)
+    assert "<!channel>" not in text and "<!here>" not in text and "<@U1>" not in text
+    assert "&lt;!channel&gt; &amp; &lt;@U1&gt;" in text
