@@ -176,3 +176,27 @@ async def test_drift_on_embeddings_of_stored_inputs(stores: Stores, store: SloSt
     assert "output_embedding" not in failing  # the answers did not change
     assert len(report.novel) == 5
     assert all(int(n["trace_id"][1:]) >= 100 and n["input"] for n in report.novel)
+
+
+async def test_long_windows_are_recounted_every_quarter_hour(stores: Stores,
+                                                             store: SloStore) -> None:
+    from seawall.config import parse_settings
+    from seawall.quality.slo import LONG_REFRESH_S, SloEvaluator
+
+    settings = parse_settings({"quality": {"slos": [
+        {"name": "up", "kind": "availability", "objective": 0.99, "period_s": 7 * 86400}]}})
+    ev = SloEvaluator(settings, store)
+    now = time.time()
+    await stores.main.write_traces(
+        [_rec(i, now - 100, status=500 if i == 0 else 200) for i in range(10)]
+        + [_rec(10 + i, now - 10 * 3600, status=500 if i < 5 else 200) for i in range(10)])
+    [st] = await ev.evaluate(now)
+    assert (st.bad, st.events) == (6, 20) and st.burn_rates["1h"] == pytest.approx(10.0)
+    await stores.main.write_traces([_rec(20 + i, now - 12 * 3600, status=503)
+                                    for i in range(10)])
+    [st] = await ev.evaluate(now + 1)
+    assert (st.bad, st.events) == (6, 20)  # the 7 d period: counted at most every 15 min
+    [st] = await ev.evaluate(now + LONG_REFRESH_S + 1)
+    assert (st.bad, st.events) == (16, 30)
+    assert st.burn_rates["1h"] == pytest.approx(10.0)  # short windows: counted each time
+    assert st.budget_remaining == pytest.approx(1 - (16 / 30) / 0.01)
