@@ -10,7 +10,9 @@ Per group, on a bounded random sample of each window:
 - refusal rate of the answers: Fisher's exact test;
 - script of the answers (Latin, Cyrillic, CJK...: a cheap offline stand-in
   for a language detector): chi-square on the contingency table;
-- judge scores and user ratings: Mann-Whitney U (rank test: scales and ties).
+- judge scores and user ratings: Mann-Whitney U (rank test: scales and ties),
+  and for judge scores also a one-sided CUSUM over the recent window in time
+  order (a drop that started inside it), with a permutation p-value.
 
 A group drifted when any test's p-value is below ``alpha / tests run``
 (Bonferroni): one evaluation of one group raises a false alarm with
@@ -61,8 +63,8 @@ class Sample:
     output_len: FloatArray
     refusal: npt.NDArray[np.bool_]
     script: list[str]
-    scores: FloatArray  # judge scores on 0..1
-    ratings: FloatArray  # user feedback scores
+    scores: FloatArray  # judge scores on 0..1, oldest first
+    ratings: FloatArray  # user feedback scores, oldest first
     input_emb: FloatArray | None = None
     output_emb: FloatArray | None = None
     trace_ids: list[str] = field(default_factory=list)
@@ -91,6 +93,39 @@ def mmd_test(x: FloatArray, y: FloatArray, permutations: int,
         exceed += int((((w @ k) * w).sum(1) >= observed - 1e-12).sum())
         done += b
     return observed, (1 + exceed) / (1 + permutations)
+
+
+def cusum_test(reference: FloatArray, recent: FloatArray, resamples: int,
+               rng: np.random.Generator) -> tuple[float, float]:
+    """(largest CUSUM of a drop below the reference mean, permutation
+    p-value). ``recent`` in time order. The statistic is Page's one-sided
+    CUSUM ``S_t = max(0, S_t-1 + (mean_ref - x_t) - k)`` with slack ``k`` a
+    quarter of the reference's standard deviation (tuned to drops of half a
+    standard deviation). Under "no change" every value is exchangeable, so
+    the p-value recomputes the statistic (reference mean and slack included)
+    on random relabellings of both windows and random orders of the recent one."""
+    n_ref = len(reference)
+
+    def peaks(ref: FloatArray, cur: FloatArray) -> FloatArray:  # rows are draws
+        mu = ref.mean(1)
+        sd = ref.std(1)
+        k = np.where(sd > 0, 0.25 * sd, 1e-9)
+        s = np.zeros(cur.shape[0])
+        peak = np.zeros(cur.shape[0])
+        for t in range(cur.shape[1]):
+            s = np.maximum(0.0, s + (mu - cur[:, t]) - k)
+            peak = np.maximum(peak, s)
+        return peak
+
+    observed = float(peaks(reference[None, :], recent[None, :])[0])
+    pooled = np.concatenate([reference, recent])
+    exceed, done = 0, 0
+    while done < resamples:
+        b = min(_PERM_BLOCK, resamples - done)
+        z = rng.permuted(np.tile(pooled, (b, 1)), axis=1)
+        exceed += int((peaks(z[:, :n_ref], z[:, n_ref:]) >= observed - 1e-12).sum())
+        done += b
+    return observed, (1 + exceed) / (1 + resamples)
 
 
 def script_of(text: str) -> str:
@@ -144,6 +179,9 @@ def compare(ref: Sample, cur: Sample, *, alpha: float, permutations: int, min_sa
             r = stats.mannwhitneyu(a, b, alternative="two-sided")
             out.append(TestResult(name, "mannwhitney", float(np.mean(b) - np.mean(a)),
                                   float(r.pvalue), len(a), len(b)))
+            if name == "judge_score":
+                stat, p = cusum_test(a, b, permutations, rng)
+                out.append(TestResult("judge_score_drop", "cusum", stat, p, len(a), len(b)))
     each = alpha / len(out) if out else alpha
     return out, each, any(t.p_value < each for t in out)
 
@@ -180,7 +218,7 @@ def text_of(value: Any) -> str:
 def sample_of(rows: Sequence[tuple[Any, ...]], scores: Sequence[Any],
               ratings: Sequence[Any]) -> Sample:
     """A :class:`Sample` from stored rows (trace_id, input JSON, output,
-    prompt tokens, completion tokens) and score / rating values."""
+    prompt tokens, completion tokens) and (score or rating, time) pairs."""
     import orjson
 
     inputs, outputs = [], []
@@ -195,7 +233,9 @@ def sample_of(rows: Sequence[tuple[Any, ...]], scores: Sequence[Any],
         output_len=np.array([float(r[4] or 0) for r in rows]),
         refusal=np.array([is_refusal(o) for o in outputs], dtype=bool),
         script=[script_of(o) for o in outputs],
-        scores=np.array([float(s[0]) for s in scores if s[0] is not None]),
-        ratings=np.array([float(s[0]) for s in ratings if s[0] is not None]),
+        scores=np.array([float(s[0]) for s in sorted(scores, key=lambda s: s[1])
+                         if s[0] is not None]),
+        ratings=np.array([float(s[0]) for s in sorted(ratings, key=lambda s: s[1])
+                          if s[0] is not None]),
         trace_ids=[str(r[0]) for r in rows], inputs=inputs, outputs=outputs)
 

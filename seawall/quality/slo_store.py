@@ -163,8 +163,8 @@ _GROUPS = (f"SELECT model, prompt_version, COUNT(*) AS n FROM traces WHERE start
 
 def sample_sql(kind: str, model: str, prompt_version: str | None, since: float, until: float,
                n: int) -> tuple[str, list[Any]]:
-    """A random sample of one group's traffic, answers, judge scores (0..1)
-    or ratings in [since, until)."""
+    """A random sample of one group's traffic, judge scores (0..1) or
+    ratings in [since, until); scores and ratings with their time."""
     if kind == "traffic":
         pv, pv_args = _pv(prompt_version)
         sql = ("SELECT trace_id, input, output, prompt_tokens, completion_tokens FROM traces "
@@ -172,13 +172,15 @@ def sample_sql(kind: str, model: str, prompt_version: str | None, since: float, 
                f"AND status < 400 AND endpoint IN {_in(TEXT_ENDPOINTS)} ORDER BY random() LIMIT ?")
     elif kind == "scores":
         pv, pv_args = _pv(prompt_version)
-        sql = ("SELECT score / scale_max FROM quality_scores WHERE created_at >= ? AND "
-               f"created_at < ? AND model = ? AND {pv} AND status = 'ok' AND scale_max > 0 "
+        sql = ("SELECT score / scale_max, created_at FROM quality_scores "
+               f"WHERE created_at >= ? AND created_at < ? AND model = ? AND {pv} "
+               "AND status = 'ok' AND scale_max > 0 "
                "ORDER BY random() LIMIT ?")
     else:
         pv, pv_args = _pv(prompt_version, "t.prompt_version")
-        sql = ("SELECT f.score FROM feedback f JOIN traces t ON t.trace_id = f.trace_id "
-               f"WHERE f.updated_at >= ? AND f.updated_at < ? AND t.model = ? AND {pv} "
+        sql = ("SELECT f.score, f.updated_at FROM feedback f "
+               "JOIN traces t ON t.trace_id = f.trace_id WHERE"
+               f"  f.updated_at >= ? AND f.updated_at < ? AND t.model = ? AND {pv} "
                "ORDER BY random() LIMIT ?")
     return sql, [since, until, model, *pv_args, n]
 

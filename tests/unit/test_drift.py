@@ -47,7 +47,7 @@ def test_false_alarm_rate_at_most_alpha_on_the_same_distribution() -> None:
         results, each, drifted = _compare(_sample(rng, 60), _sample(rng, 60), seed, alpha)
         # Every test ran but chi-square (one script only) and, when no answer
         # in either window refused, Fisher's.
-        assert len(results) in (6, 7)
+        assert len(results) in (7, 8)
         assert each == pytest.approx(alpha / len(results))
         alarms += drifted
     # Expected at most alpha * runs = 5 (Bonferroni is conservative); the
@@ -105,3 +105,30 @@ def test_text_helpers() -> None:
     assert drift.script_of("123 !!") == "none"
     assert drift.is_refusal("I'm sorry, but I can't help with that.")
     assert not drift.is_refusal("Sure: the answer is 42.")
+
+
+def test_cusum_finds_a_drop_that_started_inside_the_recent_window() -> None:
+    found = 0
+    for seed in range(5):
+        rng = np.random.default_rng(300 + seed)
+        ref = np.clip(rng.normal(0.8, 0.15, 200), 0, 1)
+        recent = np.concatenate([np.clip(rng.normal(0.8, 0.15, 150), 0, 1),
+                                 np.clip(rng.normal(0.6, 0.15, 50), 0, 1)])  # last quarter
+        _, p = drift.cusum_test(ref, recent, 500, rng)
+        found += p < 0.01
+        # The same scores in the reverse order (a drop that recovered at once,
+        # long ago) weigh less: CUSUM reads the order.
+        _, p_start = drift.cusum_test(ref, np.concatenate([recent[150:], recent[:150]]), 500,
+                                      rng)
+        assert p_start >= p
+    assert found >= 4
+
+
+def test_cusum_under_the_null_is_not_small() -> None:
+    rejected = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        ref, recent = rng.random(100), rng.random(100)
+        _, p = drift.cusum_test(ref, recent, 200, rng)
+        rejected += p < 0.05
+    assert rejected <= 12, rejected  # about 5 expected
