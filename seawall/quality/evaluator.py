@@ -267,6 +267,7 @@ class QualityEvaluator:
     async def _supervise(self) -> None:
         q = self.settings.quality
         next_drift = time.monotonic() + q.drift.interval_s
+        delay = RETRY_S
         while True:
             try:
                 if q.slos:
@@ -275,12 +276,13 @@ class QualityEvaluator:
                     next_drift = time.monotonic() + q.drift.interval_s
                     if self.deciding:
                         await self.evaluate_drift()
+                delay = RETRY_S
                 await asyncio.sleep(q.interval_s)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 if self.metrics is not None:
                     self.metrics.background_restarts.labels("quality").inc()
-                log.exception("quality evaluation failed; trying again in %.0fs",
-                              min(q.interval_s, RETRY_S))
-                await asyncio.sleep(min(q.interval_s, RETRY_S))
+                log.exception("quality evaluation failed; trying again in %.0fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max(q.interval_s, q.drift.interval_s))
