@@ -272,3 +272,18 @@ def test_two_replicas_on_postgres_and_redis_send_each_change_once(
                   'verdict="bad"} 4.0' in _metric(gw, "seawall_slo_events"))
         time.sleep(1.0)  # many evaluations on both replicas
         assert len(_firing(receiver, "/generic", "slo:thumbs:page")) == 1
+
+
+def test_a_failing_evaluation_is_counted_and_the_evaluator_keeps_going(
+        upstream: FakeUpstreamClient, receiver: Receiver, tmp_path: Any) -> None:
+    with run_gateway(_config(upstream, receiver), tmp_path) as gw:
+        store = gw.services.slo_store
+        gw.on_server(store.close())  # every query now fails
+        _wait("a failed round counted", lambda: 'seawall_background_restarts_total'
+              '{task="quality"}' in _metric(gw, "seawall_background_restarts_total"))
+        # Requests are served meanwhile.
+        ids = _answers(gw, 1)
+        gw.on_server(store.open())
+        _rate(gw, ids[0], -1)  # 1 of 1 bad: burn 10 > 6
+        _wait("the alert after recovery (the retry backs off: 5 s, then 10 s)",
+              lambda: _firing(receiver, "/generic", "slo:thumbs:page"), within_s=60)
