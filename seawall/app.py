@@ -57,6 +57,7 @@ from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
 from seawall.providers.embedder import EmbedderProvider
 from seawall.providers.registry import ModelRegistry
+from seawall.quality.loop import QualityLoop
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
 from seawall.responses.service import ResponseService
@@ -134,6 +135,9 @@ class Services:
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
         self.feedback = self.stores.feedback()
+        # Ratings and judge scores act: quarantine cached answers, guard canaries.
+        self.quality_loop = QualityLoop(settings, self.cache_store, self.experiments,
+                                        self.store, self.metrics)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -281,6 +285,7 @@ class Services:
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
             ("jobs", jobs, CLOSE_STEP_S + 3),
             ("change bus", self.bus.close, CLOSE_STEP_S),
+            ("quality loop", self.quality_loop.settle, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
             ("rag", self.rag.aclose, CLOSE_STEP_S),

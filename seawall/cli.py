@@ -564,6 +564,26 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 
+@cache.command("release")
+@config_option
+@click.argument("entry", type=int)
+def cache_release(config: str | None, entry: int) -> None:
+    """Serve a quarantined entry again (ENTRY: its id, from a trace's cache_entry)."""
+    settings = _settings(config)
+    if settings.store.kind == "postgres":
+        from seawall.cache.pg_store import RELEASE_SQL as PG_RELEASE_SQL
+
+        released = bool(_on_shared_cache(settings, PG_RELEASE_SQL, [entry]))
+    else:
+        from seawall.cache.sqlite_store import RELEASE_SQL
+
+        with contextlib.closing(_cache_db(settings)) as db, db:
+            released = db.execute(RELEASE_SQL, (entry,)).fetchone() is not None
+    if not released:
+        raise click.ClickException(f"no quarantined entry {entry}")
+    click.echo(f"released entry {entry}: it is served again")
+
+
 def _add_feature_commands() -> None:
     from seawall.experiments import cli as experiments_cli
     from seawall.jobs import cli as jobs_cli

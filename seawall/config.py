@@ -570,6 +570,19 @@ class CanarySettings(_Strict):
                                            "error rate may exceed the baseline's by this much")
     max_p95_ratio: float = Field(1.5, ge=1, description="the candidate's p95 latency may be "
                                  "at most this times the baseline's")
+    per_token: bool = Field(True, description="compare latency per output token (a long "
+                            "answer is not a slow model)")
+    min_tenants: int = Field(1, ge=1, description="tenants the candidate arm needs before a "
+                             "latency or quality breach counts (more than half must see it)")
+    max_quality_drop: float = Field(0.1, ge=0, le=1, description="the candidate's mean judge "
+                                    "score (0..1) may fall this far below the baseline's")
+    min_judged: int = Field(20, ge=0, description="judged answers each arm needs before "
+                            "quality is compared (0: judge scores are not used)")
+    max_negative_rate_increase: float = Field(0.1, ge=0, le=1, description="the candidate's "
+                                              "thumbs-down rate may exceed the baseline's by "
+                                              "this much")
+    min_rated: int = Field(20, ge=0, description="rated answers each arm needs before "
+                           "thumbs-down rates are compared (0: feedback is not used)")
 
     @model_validator(mode="after")
     def _steps_rise(self) -> CanarySettings:
@@ -589,6 +602,9 @@ class ExperimentSettings(_Strict):
                             "key), the key, or nothing (each request drawn anew)")
     canary: CanarySettings = CanarySettings()
     enabled: bool = True
+    salt: str | None = Field(None, min_length=16, description="secret mixed into the arm "
+                             "draw (default: one generated and kept in the store), so a "
+                             "client cannot pick its arm by picking `user`")
 
     @model_validator(mode="after")
     def _arms(self) -> ExperimentSettings:
@@ -712,6 +728,24 @@ class FeedbackSettings(_Strict):
                                 "whose record is not stored yet waits for it before a 404")
 
 
+class QualityLoopSettings(_Strict):
+    """What scores and feedback change (docs/quality.md, "Closing the loop")."""
+
+    quarantine_on_feedback: bool = Field(True, description="a cached answer rated below "
+                                         "feedback_threshold is no longer served")
+    feedback_threshold: float | None = Field(None, description="ratings below this quarantine "
+                                             "(default: the middle of feedback.scale, 0 on "
+                                             "-1..1)")
+    quarantine_on_score: bool = Field(True, description="a cached answer a judge scored below "
+                                      "cache_min_score is no longer served")
+    cache_min_score: float = Field(0.5, ge=0, le=1, description="judge scores (as a fraction "
+                                   "of their scale) below this quarantine")
+
+
+class QualitySettings(_Strict):
+    loop: QualityLoopSettings = QualityLoopSettings()
+
+
 class ModelCacheSettings(_Strict):
     """Per-model overrides of ``cache`` (unset keys inherit)."""
 
@@ -830,6 +864,7 @@ class Settings(_Strict):
     prompts: PromptsSettings = PromptsSettings()
     responses: ResponsesSettings = ResponsesSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    quality: QualitySettings = QualitySettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -883,6 +918,8 @@ class Settings(_Strict):
         problems = []
         taken: dict[str, str] = {}
         for name, e in self.experiments.items():
+            if name.startswith("_seawall"):
+                problems.append(f"experiments.{name}: names starting with _seawall are reserved")
             if e.model not in self.models and e.model not in self.routes:
                 problems.append(f"experiments.{name}.model: {e.model!r} is not a model "
                                 "declared under models or routes")

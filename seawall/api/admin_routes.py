@@ -95,6 +95,18 @@ async def cache_purge(request: Request) -> Response:
     return await _serve(request, "admin.cache.purge", handle)
 
 
+async def cache_release(request: Request) -> Response:
+    """Serve a quarantined entry again (docs/caching.md, quarantine)."""
+    async def handle(request: Request, svc: Services) -> Response:
+        raw = request.path_params["entry"]
+        if not (raw.isdigit() and len(raw) <= 19):
+            raise InvalidRequest("An entry id is a number (a trace's cache_entry).")
+        if not await svc.cache_store.release(int(raw)):
+            raise NotFound(f"No quarantined cache entry {raw}.")
+        return json_response({"entry": int(raw), "released": True})
+    return await _serve(request, "admin.cache.release", handle)  # TODO(scopes): admin:cache
+
+
 async def key_revoke(request: Request) -> Response:
     """Revoke a virtual key by id or name; every replica refuses it within a second."""
     async def handle(request: Request, svc: Services) -> Response:
@@ -115,5 +127,6 @@ async def key_revoke(request: Request) -> Response:
 routes = [
     Route("/admin/cache", cache_stats, methods=["GET"]),
     Route("/admin/cache/purge", cache_purge, methods=["POST"]),
+    Route("/admin/cache/entries/{entry}/release", cache_release, methods=["POST"]),
     Route("/admin/keys/{key}/revoke", key_revoke, methods=["POST"]),
 ]

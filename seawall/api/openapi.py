@@ -274,6 +274,10 @@ def _paths() -> dict[str, Schema]:
         "/admin/cache/purge": {"post": _op("Purge cache entries (master key)",
                                            {JSON: {"schema": _OBJECT}},
                                            body=_json("PurgeRequest"))},
+        "/admin/cache/entries/{entry}/release": {"post": _op(
+            "Serve a quarantined cache entry again (master key; docs/caching.md)",
+            {JSON: {"schema": _OBJECT}},
+            params=[_path_param("entry", {"type": "string", "pattern": "^[0-9]{1,19}$"})])},
         "/admin/keys/{key}/revoke": {"post": _op(
             "Revoke a virtual key by id or name (master key); every replica refuses it "
             "within a second", {JSON: {"schema": _OBJECT}},

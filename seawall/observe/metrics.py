@@ -144,6 +144,9 @@ class Metrics:
                                        ("model",), registry=r)
         self.cache_entries = Gauge("seawall_cache_entries", "Entries in the response cache.",
                                    registry=r)
+        self.cache_quarantined = Counter("seawall_cache_quarantined", "Cache entries "
+                                         "quarantined (no longer served), by reason: "
+                                         "feedback, judge.", ("reason",), registry=r)
         self.cache_evictions = Counter("seawall_cache_evictions", "Cache entries removed, by "
                                        "reason: lru, expired.", ("reason",), registry=r)
         self.rag_search = Histogram("seawall_rag_search_seconds", "RAG search time by phase: "

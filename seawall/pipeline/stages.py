@@ -369,6 +369,9 @@ class RecordStage:
                     rec.cache_similarity = cache.answer.similarity
                 self.writer.submit(rec)
                 return
+            if cache.quarantined is not None:  # what it would have served, and why not
+                rec.cache_entry = cache.quarantined.id
+                rec.cache_guard = f"quarantined: {cache.quarantined.quarantined}"[:200]
         if usage:
             rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             rec.completion_tokens = int(usage.get("completion_tokens") or 0)
