@@ -242,7 +242,7 @@ def test_shared_counts_keep_tenants_and_quality_through_redis_fields() -> None:
     merged = Counts()
     merged.merge(c)
     merged.merge(c)
-    assert merged.requests == 200 and merged.quality()["a|b"].judged == 6
+    assert merged.requests == 400 and merged.quality()["a|b"].judged == 6
 
 
 def test_a_salt_changes_every_arm_and_is_needed_to_compute_one() -> None:
