@@ -127,7 +127,8 @@ class Metrics:
                                 "counted again.", ("score_sign",), registry=r)
         # Response cache.
         self.cache_requests = Counter("seawall_cache_requests", "Chat requests by what the "
-                                      "cache did: hit, semantic_hit, coalesced, miss, bypass.",
+                                      "cache did: hit, semantic_hit, coalesced, miss, quarantined, "
+                                      "bypass.",
                                       ("model", "result"), registry=r)
         self.cache_guard_rejections = Counter(
             "seawall_cache_guard_rejections", "Semantic candidates the false-hit guard or "
