@@ -76,10 +76,22 @@ class Assignment:
         return f"{self.experiment}={self.variant}"
 
 
+# Canary settings added after rollouts were already running: left out of the
+# fingerprint while at their defaults, so an upgrade does not restart (or
+# re-run a rolled-back) rollout.
+_LATER_CANARY_FIELDS = ("per_token", "min_tenants", "max_quality_drop", "min_judged",
+                        "max_negative_rate_increase", "min_rated")
+
+
 def fingerprint(exp: ExperimentSettings) -> str:
     """A canary restarts from its first step when what it compares changes."""
     arms = [v.model_dump() for v in exp.variants]
-    blob = orjson.dumps([exp.model, arms, exp.canary.model_dump()], option=orjson.OPT_SORT_KEYS)
+    canary = exp.canary.model_dump()
+    defaults = type(exp.canary)()
+    for name in _LATER_CANARY_FIELDS:
+        if canary[name] == getattr(defaults, name):
+            del canary[name]
+    blob = orjson.dumps([exp.model, arms, canary], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -258,3 +258,16 @@ def test_reserved_experiment_names_are_refused() -> None:
     with pytest.raises(ConfigError, match="reserved"):
         _settings({"_seawall_salt": {"model": "a", "variants": [{"name": "x"},
                                                                 {"name": "y"}]}})
+
+
+def test_new_canary_settings_at_their_defaults_keep_a_running_rollouts_fingerprint() -> None:
+    """An upgrade must not restart a rollout (or re-run a rolled-back one)."""
+    from seawall.experiments.service import fingerprint
+
+    def fp(**canary: Any) -> str:
+        s = _settings({"e": {"model": "a", "kind": "canary", "canary": canary,
+                             "variants": [{"name": "x"}, {"name": "y"}]}})
+        return fingerprint(s.experiments["e"])
+
+    assert fp() == "4e2ce2d26c9808bc"  # as computed before these settings existed
+    assert fp(min_tenants=2) != fp() and fp(min_judged=0) != fp()
