@@ -47,9 +47,10 @@ SALT_NAME = "_seawall_salt"  # the generated assignment salt's row in the experi
 
 
 def parse_label(label: str) -> tuple[str, str] | None:
-    """(experiment, variant) of a trace record's ``experiment`` ("name=variant")."""
+    """(experiment, variant) of a trace record's ``experiment`` ("name=variant";
+    a variant name never holds "=" or ":", an experiment's name may)."""
     for sep in ("=", ":"):
-        name, found, variant = label.partition(sep)
+        name, found, variant = label.rpartition(sep)
         if found and name and variant:
             return name, variant
     return None

@@ -30,3 +30,4 @@ def test_arm_labels_of_trace_records_and_scores() -> None:
     assert parse_label("rollout=next") == ("rollout", "next")
     assert parse_label("rollout:next") == ("rollout", "next")
     assert parse_label("rollout") is None and parse_label("=next") is None
+    assert parse_label("a=b=next") == ("a=b", "next")
