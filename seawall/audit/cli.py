@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import click
 import orjson
 
+from seawall.audit.model import AuditEvent
 from seawall.audit.query import DEFAULT_LIMIT, build_query
 from seawall.audit.record import CliAuditor
-from seawall.audit.store import AuditEvent
 from seawall.cli_common import config_option, open_stores, settings_from
 from seawall.config import Settings
 

@@ -7,7 +7,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from seawall.audit.store import AuditQuery
+from seawall.audit.model import AuditQuery
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

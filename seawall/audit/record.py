@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from seawall.audit.store import ALL_TENANTS, Actor, AuditEvent, AuditLog, AuditQuery, SyncAuditLog
+from seawall.audit.model import ALL_TENANTS, Actor, AuditEvent, AuditLog, AuditQuery, SyncAuditLog
 from seawall.errors import SeawallError
 
 if TYPE_CHECKING:

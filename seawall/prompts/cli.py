@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from seawall.audit.cli import cli_auditor
+from seawall.audit.model import ALL_TENANTS
 from seawall.audit.record import CliAuditor
-from seawall.audit.store import ALL_TENANTS
 from seawall.cli_common import config_option, open_stores, settings_from
 from seawall.errors import SeawallError
 from seawall.prompts.errors import LabelError, SpecError

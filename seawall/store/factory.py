@@ -19,7 +19,7 @@ from seawall.config import Settings
 from seawall.store.base import Store
 
 if TYPE_CHECKING:
-    from seawall.audit.store import AuditLog, SyncAuditLog
+    from seawall.audit.model import AuditLog, SyncAuditLog
     from seawall.batches.store_api import BatchStore
     from seawall.cache.store import CacheStore
     from seawall.jobs.queue import JobQueue

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
+from seawall.audit.model import Actor, AuditEvent, AuditLog, AuditQuery
 from seawall.audit.record import Auditor, AuditWriteFailed, CliAuditor
-from seawall.audit.store import Actor, AuditEvent, AuditLog, AuditQuery
 from seawall.store.factory import Stores
 
 
