@@ -272,7 +272,7 @@ def _paths() -> dict[str, Schema]:
         "/admin/audit": {"get": _op(
             "The audit log of admin actions, newest first (master key; docs/security.md)",
             {JSON: {"schema": _OBJECT}}, params=[
-                _query_param("tenant", {"type": "string", "minLength": 1, "maxLength": 200}),
+                _query_param("tenant", {"type": "string", "minLength": 1, "maxLength": 1000}),
                 _query_param("action", {"type": "string", "maxLength": 100,
                                         "pattern": r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$"}),
                 _query_param("since", {"type": "string", "maxLength": 40}),

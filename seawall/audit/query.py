@@ -11,7 +11,7 @@ from seawall.audit.model import AuditQuery
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-MAX_TENANT = 200
+MAX_TENANT = 1000  # = what the log keeps of a tenant name (store.MAX_TEXT)
 ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$")
 MAX_ACTION = 100
 _RELATIVE = re.compile(r"^(\d{1,9})([smhd])$")

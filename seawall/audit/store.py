@@ -27,6 +27,7 @@ from seawall.store.pg import Postgres
 from seawall.store.sync_sqlite import SyncSqlite
 
 MAX_STATE_BYTES = 64 * 1024  # one before/after document; larger ones are cut, not refused
+MAX_TEXT = 1000  # characters kept of a tenant, target, actor name or source
 
 
 def _state(value: dict[str, Any] | None) -> str | None:
@@ -67,9 +68,16 @@ _COLUMNS = ("at, actor, actor_name, actor_role, tenant, action, target, source, 
 _INSERT = f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
+def _clip(text: str) -> str:
+    """A name as stored: the first MAX_TEXT characters (a client-chosen tenant
+    or key name can be megabytes long; the row stays small)."""
+    return text[:MAX_TEXT]
+
+
 def _row(e: AuditEvent) -> tuple[Any, ...]:
-    return (e.at, e.actor.id, e.actor.name, e.actor.role, e.tenant, e.action, e.target,
-            e.source, _state(e.before), _state(e.after), e.request_id)
+    return (e.at, _clip(e.actor.id), _clip(e.actor.name), e.actor.role, _clip(e.tenant),
+            e.action, _clip(e.target), _clip(e.source), _state(e.before), _state(e.after),
+            e.request_id)
 
 
 def _select(q: AuditQuery) -> tuple[str, list[Any]]:

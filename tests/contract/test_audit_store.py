@@ -82,6 +82,16 @@ async def test_secrets_never_stored(log: AuditLog) -> None:
     assert row.after == {}
 
 
+async def test_huge_names_and_states_are_cut_not_refused(log: AuditLog) -> None:
+    tenant, target = "t" * 5000, "x" * 2_000_000
+    await log.append(_ev(tenant=tenant, target=target, after={"blob": "y" * 1_000_000}))
+    [row] = await log.query(AuditQuery())
+    assert row.tenant == tenant[:1000] and row.target == target[:1000]
+    assert row.after is not None and row.after["truncated"] is True
+    assert row.after["bytes"] > 1_000_000 and len(row.after["head"]) == 1024
+    assert [r.id for r in await log.query(AuditQuery(tenant=tenant[:1000]))] == [row.id]
+
+
 async def test_rows_cannot_be_changed_or_deleted(stores: Stores, log: AuditLog) -> None:
     await log.append(_ev())
     if stores.pg is not None:

@@ -143,7 +143,7 @@ def test_collection_create_and_delete_over_http(gw: Running) -> None:
 @pytest.mark.parametrize("params", [
     {"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}, {"limit": "9" * 40},
     {"since": "yesterday"}, {"since": "9" * 50}, {"action": "key.revoke' OR 1=1 --"},
-    {"action": "KEY.REVOKE"}, {"action": "a" * 101}, {"tenant": ""}, {"tenant": "t" * 201},
+    {"action": "KEY.REVOKE"}, {"action": "a" * 101}, {"tenant": ""}, {"tenant": "t" * 1001},
     {"before_id": "-1"}, {"before_id": "x"}, {"colour": "red"},
 ])
 def test_bad_query_parameters_are_400(gw: Running, params: dict[str, str]) -> None:
