@@ -241,9 +241,10 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
     try:
         with cli_auditor(settings) as audit:
             audit.record("key.create", tenant=key.tenant, target=key.id, after=key_state(key))
-    except click.ClickException:  # unrecorded: take it back before anyone sees the secret
+    except click.ClickException as e:  # unrecorded: take it back before anyone sees the secret
         run_on_store(lambda s: s.revoke_key(key.id), settings)
-        raise
+        raise click.ClickException(f"key {key.id} was not issued (revoked again, its secret "
+                                   f"never shown): {e.message}") from None
     click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
                f"{f', {rpm} rpm' if rpm else ''}{f', {tpm} tpm' if tpm else ''}"
                f"{'' if budget_usd is None else ', budget ' + _budget(budget_usd, budget_period)}"

@@ -43,7 +43,8 @@ def _failed(event: AuditEvent, exc: BaseException) -> AuditWriteFailed:
               extra={"audit_action": event.action})
     return AuditWriteFailed(
         f"The {event.action} was applied, but its audit record could not be written "
-        f"({type(exc).__name__}); the record is in the server log. Check the store.")
+        f"({type(exc).__name__}); the full record was logged at ERROR (the server log; "
+        "stderr for the CLI). Check the store.")
 
 
 def key_state(key: ApiKey) -> dict[str, Any]:

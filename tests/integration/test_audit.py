@@ -268,3 +268,22 @@ def test_http_and_cli_on_postgres_share_one_log(tmp_path: Path, pg_url: str) -> 
                        ("key.revoke", "127.0.0.1", "team")]
         out = [json.loads(x) for x in sw(conf, "audit", "--json").stdout.splitlines()]
         assert [x["id"] for x in out] == [x["id"] for x in rows(gw)]
+
+
+def test_an_unrecordable_cli_action_fails_and_a_new_key_is_taken_back(tmp_path: Path) -> None:
+    conf = tmp_path / "seawall.yaml"
+    conf.write_text(json.dumps(_config(tmp_path / "data")))
+    sw(conf, "keys", "create", "--name", "first")  # creates seawall.db and the log
+    db = sqlite3.connect(tmp_path / "data" / "seawall.db")
+    db.execute("CREATE TRIGGER audit_refuses BEFORE INSERT ON audit_log "
+               "BEGIN SELECT RAISE(ABORT, 'the disk says no'); END")
+    db.commit()
+    db.close()
+    r = sw(conf, "keys", "create", "--name", "second", ok=False)
+    assert r.returncode == 1 and "sk-sw-" not in r.stdout
+    assert "was not issued" in r.stderr and "could not be written" in r.stderr
+    listed = sw(conf, "keys", "list").stdout
+    assert " first " in listed and " second " not in listed  # revoked again
+    r = sw(conf, "keys", "revoke", "first", ok=False)
+    assert r.returncode == 1 and "key.revoke was applied" in r.stderr
+    assert '"action":"key.revoke"' in r.stderr and "audit write failed" in r.stderr
