@@ -65,7 +65,7 @@ _ANSWER = "e.id, e.completion, e.created_at, e.prompt_tokens, e.completion_token
 _QUARANTINE = ("UPDATE cache_entries SET quarantined = %s, quarantined_at = %s WHERE tenant = %s "
                "AND (id = %s OR trace_id = %s) AND quarantined IS NULL RETURNING id")
 RELEASE_SQL = ("UPDATE cache_entries SET quarantined = NULL, quarantined_at = NULL "
-               "WHERE id = %s AND quarantined IS NOT NULL RETURNING id")
+               "WHERE id = %s AND quarantined IS NOT NULL RETURNING tenant")
 
 _PUT = """
 INSERT INTO cache_entries AS e (key, scope, tenant, model, prompt_version, text, embedding,
@@ -383,11 +383,12 @@ class PostgresCacheStore:
                                                    trace_id))
             return [int(r[0]) for r in await cur.fetchall()]
 
-    async def release(self, entry_id: int) -> bool:
+    async def release(self, entry_id: int) -> str | None:
         pool = await self.pg.pool()
         async with pool.connection() as conn:
             cur = await conn.execute(RELEASE_SQL, (entry_id,))
-            return await cur.fetchone() is not None
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
 
     async def sweep(self, now: float) -> int:
         await self._flush_touched()

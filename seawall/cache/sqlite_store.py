@@ -69,7 +69,7 @@ _ANSWER = ("id, completion, created_at, prompt_tokens, completion_tokens, cost_u
 _QUARANTINE = ("UPDATE cache_entries SET quarantined = ?, quarantined_at = ? WHERE tenant = ? "
                "AND (id = ? OR trace_id = ?) AND quarantined IS NULL RETURNING id")
 RELEASE_SQL = ("UPDATE cache_entries SET quarantined = NULL, quarantined_at = NULL "
-               "WHERE id = ? AND quarantined IS NOT NULL RETURNING id")
+               "WHERE id = ? AND quarantined IS NOT NULL RETURNING tenant")
 
 
 def purge_sql(what: Purge) -> tuple[str, list[Any]]:
@@ -305,12 +305,12 @@ class SqliteCacheStore:
             await self.db.commit()
         return ids
 
-    async def release(self, entry_id: int) -> bool:
+    async def release(self, entry_id: int) -> str | None:
         async with self._write:
             async with self.db.execute(RELEASE_SQL, (entry_id,)) as c:
-                released = await c.fetchone() is not None
+                row = await c.fetchone()
             await self.db.commit()
-        return released
+        return None if row is None else str(row[0])
 
     async def sweep(self, now: float) -> int:
         async with self._write:

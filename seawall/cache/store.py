@@ -104,8 +104,8 @@ class CacheStore(Protocol):
         the answer of ``trace_id``; the ids newly quarantined."""
         ...
 
-    async def release(self, entry_id: int) -> bool:
-        """Serve a quarantined entry again; False if none such."""
+    async def release(self, entry_id: int) -> str | None:
+        """Serve a quarantined entry again; its tenant, or None if none such."""
         ...
 
     async def purge(self, what: Purge, all_entries: bool = False) -> int: ...

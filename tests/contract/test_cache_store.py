@@ -363,7 +363,7 @@ async def test_quarantined_entries_are_marked_kept_and_not_replaced(
     assert await store.quarantine("t", "judge helpfulness 1/5", entry_id=b.id) == [b.id]
     assert (await store.stats())["quarantined"] == 2
     # Released: served again, and replaceable again.
-    assert await store.release(a.id) and not await store.release(a.id)
+    assert await store.release(a.id) == "t" and await store.release(a.id) is None
     got = await store.get(key("a"), time.time(), None)
     assert got is not None and got.quarantined is None
     await store.put(again)

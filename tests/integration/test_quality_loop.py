@@ -21,7 +21,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from seawall.cli import main as seawall_cli
 from seawall.experiments.assign import draw, pick
 from seawall.pipeline.stages import hash_key
 from seawall.quality.score_store import Score
@@ -174,6 +177,16 @@ def test_a_failing_judge_score_quarantines(upstream: FakeUpstreamClient,
         assert _record(gw, again.headers["x-request-id"])["cache_guard"] == \
             "quarantined: judge helpful/helpfulness 2/5"
         assert _metric(gw, "seawall_cache_quarantined_total", 'reason="judge"') == 1
+        # The operator releases it with the CLI (beside the running server).
+        entry = _record(gw, again.headers["x-request-id"])["cache_entry"]
+        path = tmp_path / "seawall.yaml"
+        path.write_text(yaml.safe_dump({**_config(upstream), "data_dir": str(tmp_path / "data")}))
+        cli = CliRunner()
+        result = cli.invoke(seawall_cli, ["cache", "release", str(entry), "-c", str(path)])
+        assert result.exit_code == 0 and f"released entry {entry}" in result.output, result.output
+        result = cli.invoke(seawall_cli, ["cache", "release", str(entry), "-c", str(path)])
+        assert result.exit_code != 0 and f"no quarantined entry {entry}" in result.output
+        assert _ask(gw, key).headers["x-seawall-cache"] == "hit"
 
 
 def test_quarantine_on_postgres_is_seen_by_another_gateway(
