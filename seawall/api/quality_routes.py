@@ -108,7 +108,7 @@ async def feedback(request: Request) -> Response:
             first = await svc.feedback.put(fb)
             if first:
                 svc.metrics.feedback.labels(_sign(req.score)).inc()
-            svc.quality_loop.spawn(fb, record, first)  # quarantine, canary: off this request
+            await svc.quality_loop.submit(fb, record, first)  # quarantine, canary: background
             out: dict[str, Any] = {"object": "feedback", "request_id": req.request_id,
                                    "trace_id": trace_id, "user": req.user, "score": req.score,
                                    "replaced": not first, "created_at": time.time()}

@@ -13,7 +13,7 @@ changes what the gateway does next (docs/quality.md, "Closing the loop").
 
 The cache store is the truth for every replica (the shared table, or the
 SQLite file every lookup reads), so a quarantine needs no change notice.
-Both hooks do I/O and run off the request path (:meth:`QualityLoop.spawn`
+Both hooks do I/O and run off the request path (:meth:`QualityLoop.submit`
 for the feedback route; judges call :meth:`on_score` from their job).
 """
 
@@ -35,6 +35,7 @@ __all__ = ["QualityLoop"]
 
 log = logging.getLogger("seawall.quality")
 
+MAX_BACKGROUND = 256  # ratings acted on in the background at once; beyond, the rater waits
 # Cache outcomes whose record names the entry that was served (cache_entry).
 _SERVED = frozenset({"hit", "semantic-hit", "stale"})
 
@@ -57,10 +58,15 @@ class QualityLoop:
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def spawn(self, feedback: Feedback, trace: dict[str, Any], first: bool = True) -> None:
-        """:meth:`on_feedback` in the background (the rating is already stored)."""
-        task = asyncio.get_running_loop().create_task(self._safely(
-            self.on_feedback(feedback, trace, first)))
+    async def submit(self, feedback: Feedback, trace: dict[str, Any], first: bool = True) -> None:
+        """:meth:`on_feedback` in the background (the rating is already stored);
+        with ``MAX_BACKGROUND`` in flight, here (a flood of ratings slows its
+        senders instead of piling up tasks)."""
+        work = self._safely(self.on_feedback(feedback, trace, first))
+        if len(self._tasks) >= MAX_BACKGROUND:
+            await work
+            return
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
