@@ -154,7 +154,8 @@ def find_ips(text: str) -> Iterator[Finding]:
     if "::" in text or text.count(":") >= 5:
         for m in _IPV6.finditer(text):
             raw = m.group()
-            if raw.count(":") < 2 or not any(c in raw for c in "abcdefABCDEF:") or len(raw) < 3:
+            groups = [g for g in raw.split(":") if g]
+            if len(groups) < 3 and not has_digits(raw):  # "a::b" is C++ more often than IPv6
                 continue
             try:
                 addr = ipaddress.IPv6Address(raw)

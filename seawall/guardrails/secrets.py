@@ -80,8 +80,10 @@ def _plugin_rules() -> list[Rule]:
     for kind, plugin, groups in plugins:
         for i, pattern in enumerate(plugin.denylist):
             rules.append((kind, pattern, groups.get(i, 0), None))
-    for pattern in JwtTokenDetector.denylist:
-        rules.append(("jwt", pattern, 0, JwtTokenDetector.is_formally_valid))
+    # detect-secrets' JWT pattern stops before the signature (a lazy tail): the
+    # whole token is taken here, and checked by its plugin.
+    rules.append(("jwt", re.compile(r"eyJ[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.?[A-Za-z0-9_.+/=-]*"),
+                  0, JwtTokenDetector.is_formally_valid))
     return rules
 
 
