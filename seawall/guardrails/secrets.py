@@ -107,8 +107,19 @@ for _rule in RULES:
     _BY_KIND.setdefault(_rule[0], []).append(_rule)
 
 
+def _worth_scanning(text: str) -> bool:
+    """Every credential format is a run of 20+ characters without a space,
+    except a password in a URL and a private key's header: prose without
+    either is passed over after one split (far cheaper than the gates)."""
+    if "://" in text or "PRIVATE KEY" in text or "PuTTY" in text:
+        return True
+    return any(len(word) >= 20 for word in text.split())
+
+
 def find_secrets(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, kind) of each credential; may overlap (the caller keeps one)."""
+    if not _worth_scanning(text):
+        return
     for kind, gate in GATES.items():
         if not any(g in text for g in gate):
             continue
