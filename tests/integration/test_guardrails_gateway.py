@@ -39,8 +39,9 @@ def _config(upstream: FakeUpstreamClient) -> dict[str, Any]:
         "auth": {"master_key": MASTER, "allow_anonymous_loopback": False},
         "observe": {"traces": {"flush_interval_s": 0.01}},
         "providers": {"f": fake},
-        "models": {name: {"provider": "f", "model": "fake-1"}
-                   for name in ("m", "plain", "mod", "judge", "outguard")},
+        "models": {**{name: {"provider": "f", "model": "fake-1"}
+                      for name in ("m", "plain", "mod", "judge", "outguard")},
+                   "emb": {"provider": "f", "model": "fake-emb", "kind": "embedding"}},
         "guardrails": {
             "models": {
                 "m": {"input": {"email": "mask", "phone": "mask", "credit_card": "block",
@@ -48,6 +49,7 @@ def _config(upstream: FakeUpstreamClient) -> dict[str, Any]:
                       "output": {"ip": "flag"}},
                 "outguard": {"output": {"email": "mask", "credit_card": "block"}},
                 "mod": {"moderate": True},
+                "emb": {"input": {"email": "mask", "credit_card": "block"}},
             },
             "keys": {"strict": {"input": {"email": "block"}}},
             "moderate": False,
@@ -216,9 +218,58 @@ def test_moderation_model_blocks_and_passes(gw: Running, upstream: FakeUpstreamC
 
 def test_moderation_timeout_fails_open(gw: Running, upstream: FakeUpstreamClient) -> None:
     # The judge hangs past its timeout: fail_open (the default) serves the request.
-    gw.services.moderation.settings = gw.services.moderation.settings.model_copy(  # type: ignore[union-attr]
-        update={"timeout_s": 0.3})
-    upstream.script(queue=[{"hang": True}, {}])
-    answer = sdk(gw).chat.completions.create(
-        model="mod", messages=[{"role": "user", "content": "hello again"}])
-    assert answer.choices[0].message.content == "hello again"
+    moderation = gw.services.moderation
+    assert moderation is not None
+    configured = moderation.settings
+    moderation.settings = configured.model_copy(update={"timeout_s": 0.3})
+    try:
+        upstream.script(queue=[{"hang": True}, {}])
+        raw = sdk(gw).chat.completions.with_raw_response.create(
+            model="mod", messages=[{"role": "user", "content": "hello again"}])
+        assert raw.parse().choices[0].message.content == "hello again"
+        rec = record(gw, raw.headers["x-request-id"])
+        route = rec["route"] if isinstance(rec["route"], dict) else __import__("json").loads(
+            rec["route"])
+        assert route["guardrails"]["moderation"] == "error"
+    finally:
+        moderation.settings = configured
+
+
+def test_anthropic_messages_are_masked_and_restored(
+        gw: Running, upstream: FakeUpstreamClient) -> None:
+    import anthropic
+    client = anthropic.Anthropic(base_url=gw.url, api_key=MASTER, max_retries=0)
+    text = f"Note {EMAIL} down"
+    msg = client.messages.create(model="m", max_tokens=64,
+                                 messages=[{"role": "user", "content": text}])
+    assert msg.content[0].text == text  # type: ignore[union-attr]
+    assert last_upstream_text(upstream) == "Note <EMAIL_1> down"
+    with client.messages.stream(model="m", max_tokens=64,
+                                messages=[{"role": "user", "content": text}]) as stream:
+        assert "".join(stream.text_stream) == text
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(model="m", max_tokens=64,
+                               messages=[{"role": "user", "content": f"card {CARD}"}])
+    assert "credit_card" in str(err.value) and "4111" not in str(err.value)
+
+
+def test_embeddings_inputs_are_guarded(gw: Running, upstream: FakeUpstreamClient) -> None:
+    client = sdk(gw)
+    before = upstream.calls()["calls"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.embeddings.create(model="emb", input=["fine", f"card {CARD}"])
+    assert "credit_card" in str(err.value) and upstream.calls()["calls"] == before
+    out = client.embeddings.create(model="emb", input=["fine", f"mail {EMAIL}"])
+    assert len(out.data) == 2
+    assert upstream.calls()["requests"][-1]["input"] == ["fine", "mail <EMAIL_1>"]
+
+
+def test_a_text_longer_than_the_scan_limit_is_refused_not_passed_unscanned(
+        gw: Running, upstream: FakeUpstreamClient) -> None:
+    before = upstream.calls()["calls"]
+    huge = "word " * 220_000  # 1.1 M characters > guardrails.max_scan_chars (1 M)
+    r = httpx.post(gw.url + "/v1/chat/completions", timeout=30,
+                   headers={"authorization": f"Bearer {MASTER}"},
+                   json={"model": "m", "messages": [{"role": "user", "content": huge}]})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "guardrail_scan_limit"
+    assert upstream.calls()["calls"] == before

@@ -164,3 +164,32 @@ def test_policy_layers_key_over_model_over_global() -> None:
     assert p.of("m", None).input.actions == {"email": "mask", "ip": "flag"}
     assert p.of("m", "k").input.actions == {"email": "block"}
     assert not Policies(GuardrailSettings()).of("m", "k").active
+
+
+def test_long_texts_are_scanned_off_the_event_loop() -> None:
+    import threading
+
+    from seawall.guardrails.detectors import Finding
+    from seawall.guardrails.scanner import scan_texts
+
+    where: list[str] = []
+
+    def spy(text: str) -> Any:  # a detector that notes the thread it runs on
+        where.append(threading.current_thread().name)
+        return iter([Finding("email", 0, 1)])
+
+    async def go() -> None:
+        await scan_texts(["short text"], [spy], 1000, thread_chars=100)
+        await scan_texts(["x" * 500], [spy], 1000, thread_chars=100)
+
+    asyncio.run(go())
+    main = threading.main_thread().name
+    assert where[0] == main and where[1] != main
+
+
+def test_scan_budget_is_shared_by_all_texts() -> None:
+    from seawall.guardrails.scanner import scan_all
+
+    find = finders(["email"])
+    found, skipped = scan_all(["a@b.co is " * 10, "c@d.co"], find, 50)
+    assert len(found[0]) == 5 and found[1] == [] and skipped == 50 + 6  # 5 fit in 50 chars
