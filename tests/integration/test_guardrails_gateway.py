@@ -202,6 +202,12 @@ def test_output_mask_and_block(gw: Running, upstream: FakeUpstreamClient) -> Non
         sdk(gw).chat.completions.create(model="outguard",
                                         messages=[{"role": "user", "content": "card?"}])
     assert "credit_card" in str(err.value) and "4111" not in str(err.value)
+    # Streamed: the answer is held until scanned, so the block comes before any of it.
+    with pytest.raises(openai.BadRequestError) as err2:  # nothing was sent: a real 400
+        for chunk in sdk(gw).chat.completions.create(
+                model="outguard", stream=True, messages=[{"role": "user", "content": "card?"}]):
+            assert not (chunk.choices and chunk.choices[0].delta.content)
+    assert "credit_card" in str(err2.value) and "4111" not in str(err2.value)
 
 
 def test_moderation_model_blocks_and_passes(gw: Running, upstream: FakeUpstreamClient) -> None:
