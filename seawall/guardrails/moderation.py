@@ -14,6 +14,7 @@ import msgspec
 
 from seawall.api.wire import ChatCompletionRequest
 from seawall.config import ModerationSettings
+from seawall.guardrails.texts import message_slots
 from seawall.pipeline.context import RequestContext
 
 # Runs a chat request through the gateway's own router: (context, model) -> answer text.
@@ -60,7 +61,7 @@ class Moderation:
     async def _by_url(self, messages: list[dict[str, Any]]) -> Verdict:
         s = self.settings
         assert s.url is not None
-        text = "\n".join(m["content"] for m in messages if type(m.get("content")) is str)
+        text = "\n".join(box[key] for box, key in message_slots(messages))
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {"authorization": f"Bearer {s.api_key}"} if s.api_key else {}

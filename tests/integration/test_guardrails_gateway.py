@@ -279,3 +279,56 @@ def test_a_text_longer_than_the_scan_limit_is_refused_not_passed_unscanned(
                    json={"model": "m", "messages": [{"role": "user", "content": huge}]})
     assert r.status_code == 413 and r.json()["error"]["code"] == "guardrail_scan_limit"
     assert upstream.calls()["calls"] == before
+
+
+def test_moderation_endpoint_flags_and_fail_closed(
+        upstream: FakeUpstreamClient, tmp_path: Any) -> None:
+    """An OpenAI-compatible /v1/moderations endpoint on loopback: flagged inputs
+    are recorded (action flag); when it is down and fail_open is false, 503."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.servers import ServerThread
+
+    seen: list[dict[str, Any]] = []
+
+    async def moderations(request: Request) -> JSONResponse:
+        body = await request.json()
+        seen.append({"body": body, "auth": request.headers.get("authorization")})
+        bad = "attack" in body["input"]
+        return JSONResponse({"results": [{"flagged": bad,
+                                          "categories": {"violence": bad, "hate": False}}]})
+
+    mod_server = ServerThread(Starlette(routes=[Route("/v1/moderations", moderations,
+                                                      methods=["POST"])])).start()
+    config = {
+        "auth": {"master_key": MASTER, "allow_anonymous_loopback": False},
+        "observe": {"traces": {"flush_interval_s": 0.01}},
+        "providers": {"f": {"type": "openai", "base_url": upstream.base_url + "/v1"}},
+        "models": {"m": {"provider": "f", "model": "fake-1"}},
+        "guardrails": {"moderation": {"url": mod_server.url + "/v1/moderations",
+                                      "api_key": "mod-key", "action": "flag",
+                                      "fail_open": False, "timeout_s": 2}},
+    }
+    try:
+        with run_gateway(config, tmp_path) as gw:
+            before = metric(gw, "moderation", "flag", "input")
+            raw = sdk(gw).chat.completions.with_raw_response.create(
+                model="m", messages=[{"role": "user", "content": "plan the attack"}])
+            assert raw.parse().choices[0].message.content == "plan the attack"  # flag only
+            assert seen[-1] == {"body": {"input": "plan the attack"}, "auth": "Bearer mod-key"}
+            rec = record(gw, raw.headers["x-request-id"])
+            route = rec["route"] if isinstance(rec["route"], dict) else __import__(
+                "json").loads(rec["route"])
+            assert route["guardrails"]["moderation"] == "flagged"
+            assert route["guardrails"]["categories"] == ["violence"]
+            assert metric(gw, "moderation", "flag", "input") == before + 1
+            mod_server.stop()
+            with pytest.raises(openai.InternalServerError) as err:
+                sdk(gw).chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hello"}])
+            assert err.value.status_code == 503 and "moderation" in str(err.value)
+    finally:
+        mod_server.stop()
