@@ -72,6 +72,14 @@ class Vault:
         by_token = self.by_token
         return _PLACEHOLDER.sub(lambda m: by_token.get(m.group(), m.group()), text)
 
+    def remask(self, text: str) -> str:
+        """``text`` with this request's masked values replaced by their
+        placeholders again (a partial answer sent back upstream on resumption)."""
+        for value in sorted(self.by_value, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, self.by_value[value])
+        return text
+
     def partial_at(self, text: str) -> int:
         """Where a trailing, possibly unfinished placeholder starts (len(text): none)."""
         cut = text.rfind("<", max(0, len(text) - self.longest))

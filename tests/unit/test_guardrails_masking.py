@@ -193,3 +193,8 @@ def test_scan_budget_is_shared_by_all_texts() -> None:
     find = finders(["email"])
     found, skipped = scan_all(["a@b.co is " * 10, "c@d.co"], find, 50)
     assert len(found[0]) == 5 and found[1] == [] and skipped == 50 + 6  # 5 fit in 50 chars
+
+
+def test_remask_puts_placeholders_back() -> None:
+    vault, masked = masked_vault()
+    assert vault.remask(TEXT) == masked
