@@ -9,6 +9,7 @@ rather than kept unscanned.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -40,19 +41,30 @@ class RecordRedactor:
         found, skipped = await scan_texts(texts, self.find, s.max_scan_chars, s.thread_chars)
         if not skipped and not any(found):
             return stored_input, stored_output, rag
-        box = copy.deepcopy(box)
-        slots = strings_in(box, [])  # the same walk over the copy: same order
-        budget = s.max_scan_chars
-        for (b, k), text, hits in zip(slots, texts, found, strict=True):
-            if budget <= 0:
-                b[k] = NOT_SCANNED
-                continue
-            if len(text) > budget:
-                b[k] = _redact(text[:budget], hits) + NOT_SCANNED
-            elif hits:
-                b[k] = _redact(text, hits)
-            budget -= len(text)
+        if sum(map(len, texts)) > s.thread_chars:  # the copy grows with the record
+            box = await asyncio.to_thread(self._apply, box, texts, found)
+        else:
+            box = self._apply(box, texts, found)
         return box[0], box[1], box[2]
+
+    def _apply(self, box: list[Any], texts: list[str], found: list[list[Finding]]) -> list[Any]:
+        return _apply_redaction(box, texts, found, self.settings.max_scan_chars)
+
+
+def _apply_redaction(box: list[Any], texts: list[str], found: list[list[Finding]],
+                     budget: int) -> list[Any]:
+    box = copy.deepcopy(box)
+    slots = strings_in(box, [])  # the same walk over the copy: same order
+    for (b, k), text, hits in zip(slots, texts, found, strict=True):
+        if budget <= 0:
+            b[k] = NOT_SCANNED
+            continue
+        if len(text) > budget:
+            b[k] = _redact(text[:budget], hits) + NOT_SCANNED
+        elif hits:
+            b[k] = _redact(text, hits)
+        budget -= len(text)
+    return box
 
 
 def _redact(text: str, hits: list[Finding]) -> str:

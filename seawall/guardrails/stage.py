@@ -9,6 +9,7 @@ applies to costs one dictionary lookup.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import AsyncIterator
@@ -136,23 +137,33 @@ class GuardrailStage:
                 "(guardrails input policy). Remove it and retry.", param="messages"
                 if chat else "input")
         if mask:
-            self._mask(ctx, state, side, chat, found)
+            await self._mask(ctx, state, side, chat, found, total)
 
-    def _mask(self, ctx: RequestContext, state: GuardState, side: Side, chat: bool,
-              found: list[list[Finding]]) -> None:
-        """Replace masked values in a copy of the request (the client's objects
-        are not changed) and rebuild the typed request from it."""
-        assert ctx.raw is not None
-        vault = state.vault = Vault()
-        raw = dict(ctx.raw)
+    @staticmethod
+    def _masked(raw: dict[str, Any], vault: Vault, side: Side, chat: bool,
+                found: list[list[Finding]]) -> tuple[dict[str, Any], list[Message] | None]:
+        """A copy of the request with masked values replaced (the client's
+        objects are not changed), and its messages typed again."""
+        raw = dict(raw)
         key = "messages" if chat else "input"
         raw[key] = copy.deepcopy(raw[key])
         slots = message_slots(raw["messages"]) if chat else embedding_slots(raw)
         rewrite(slots, lambda i, text: vault.mask(
             text, [f for f in found[i] if side.actions[f.detector] == "mask"]))
+        messages = msgspec.convert(raw["messages"], list[Message]) if chat else None
+        return raw, messages
+
+    async def _mask(self, ctx: RequestContext, state: GuardState, side: Side, chat: bool,
+                    found: list[list[Finding]], total: int) -> None:
+        assert ctx.raw is not None
+        vault = state.vault = Vault()
+        if total > self.settings.thread_chars:  # the copy grows with the request
+            raw, messages = await asyncio.to_thread(self._masked, ctx.raw, vault, side, chat,
+                                                    found)
+        else:
+            raw, messages = self._masked(ctx.raw, vault, side, chat, found)
         ctx.raw = raw
-        if chat and ctx.request is not None:
-            messages = msgspec.convert(raw["messages"], list[Message])
+        if messages is not None and ctx.request is not None:
             ctx.request = msgspec.structs.replace(ctx.request, messages=messages)
 
     async def _moderate(self, ctx: RequestContext, state: GuardState) -> None:

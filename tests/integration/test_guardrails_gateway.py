@@ -130,6 +130,20 @@ def test_streamed_answer_is_restored(gw: Running, upstream: FakeUpstreamClient) 
     assert len(pieces) > 2  # still streamed, not gathered into one chunk
 
 
+def test_a_long_prompt_is_masked_and_restored_off_the_event_loop(
+        gw: Running, upstream: FakeUpstreamClient) -> None:
+    # 60 KB: past guardrails.thread_chars, so scan, copy and record redaction run in threads.
+    prompt = "lorem ipsum " * 5000 + f"reply to {EMAIL}"
+    upstream.script(default={"text": "ok <EMAIL_1>"})
+    raw = sdk(gw).chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": prompt}])
+    assert raw.parse().choices[0].message.content == f"ok {EMAIL}"
+    seen = last_upstream_text(upstream)
+    assert seen.endswith("reply to <EMAIL_1>") and len(seen) == len(prompt) - len(EMAIL) + 9
+    rec = record(gw, raw.headers["x-request-id"])
+    assert EMAIL not in str(rec["input"]) and EMAIL not in str(rec["output"])
+
+
 def test_block_is_a_400_naming_the_detector_without_the_value(
         gw: Running, upstream: FakeUpstreamClient) -> None:
     before = upstream.calls()["calls"]
