@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import itertools
 import statistics
 import sys
 import time
@@ -40,7 +41,8 @@ from seawall.providers.base import make_chunk  # noqa: E402
 
 PROMPTS = {
     "short, no PII": "What is the capital of France? Answer in one sentence, please.",
-    "short, PII": "Write to ana.lopez@example.com or call +1 415-555-2671 about the refund.",
+    # A different number each request: phone verdicts are remembered (by hash) for repeats.
+    "short, PII": "Write to ana.lopez@example.com or call +1 415-555-{n:04d} about the refund.",
     "20 KB document": ("The quarterly report covers revenue, costs and outlook for the "
                        "region; growth was steady and margins improved. " * 180)[:20_000],
 }
@@ -86,6 +88,7 @@ async def one(stage: GuardrailStage, redact: RecordRedactor | None, prompt: str)
 
 async def measure(n: int) -> list[tuple[str, str, float, float]]:
     rows = []
+    counter = itertools.count()
     for cname, cfg in CONFIGS.items():
         settings = GuardrailSettings.model_validate(cfg)
         policies = Policies(settings)
@@ -97,7 +100,8 @@ async def measure(n: int) -> list[tuple[str, str, float, float]]:
             for _ in range(3):
                 t0 = time.perf_counter()
                 for _ in range(reps):
-                    await one(stage, redact, prompt)
+                    n = next(counter) % 10_000
+                    await one(stage, redact, prompt.replace("{n:04d}", f"{n:04d}"))
                 samples.append((time.perf_counter() - t0) / reps * 1e6)
             rows.append((cname, pname, min(samples), statistics.median(samples)))
     return rows

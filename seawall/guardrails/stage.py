@@ -91,7 +91,11 @@ class GuardrailStage:
         chat = ctx.endpoint in CHAT_ENDPOINTS
         if not chat and ctx.endpoint != "embeddings":
             return None
-        policy = self.policies.of(ctx.model, ctx.key.name if ctx.key is not None else None)
+        # A routed request: the route's own policy if it has one, else its tier model's.
+        model = ctx.model
+        if ctx.route is not None and ctx.route.route in self.settings.models:
+            model = ctx.route.route
+        policy = self.policies.of(model, ctx.key.name if ctx.key is not None else None)
         if not policy.active:
             return None
         state = ctx.guard = GuardState(policy)
