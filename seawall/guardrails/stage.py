@@ -21,7 +21,7 @@ from prometheus_client import Counter
 
 from seawall.api.wire import Message
 from seawall.config import GuardrailSettings
-from seawall.errors import BodyTooLarge, InvalidRequest, ServiceUnavailable, UpstreamTooLarge
+from seawall.errors import InvalidRequest, ServiceUnavailable, UpstreamTooLarge
 from seawall.guardrails.detectors import Finding
 from seawall.guardrails.masking import StreamRestorer, Vault, redacted, replace
 from seawall.guardrails.moderation import Moderation
@@ -120,21 +120,14 @@ class GuardrailStage:
         acting = side.has("mask") or side.has("block")
         total = sum(map(len, texts))
         if acting and total > s.max_scan_chars:
-            raise BodyTooLarge(
+            raise InvalidRequest(
                 f"The request's text ({total} characters) is longer than the guardrails scan "
                 f"({s.max_scan_chars} characters, guardrails.max_scan_chars); send less text.",
-                code="guardrail_scan_limit")
+                status=413, code="guardrail_scan_limit")
         found, _ = await scan_texts(texts, side.find, s.max_scan_chars, s.thread_chars)
-        blocked: set[str] = set()
-        mask = False
-        for hits in found:
-            for f in hits:
-                action = side.actions[f.detector]
-                self._count(state, "input", f.detector, action)
-                if action == "block":
-                    blocked.add(f.detector)
-                elif action == "mask":
-                    mask = True
+        seen = self._count(state, "input", side, found)
+        blocked = {d for d in seen if side.actions[d] == "block"}
+        mask = any(side.actions[d] == "mask" for d in seen)
         if blocked:
             raise GuardrailBlocked(
                 f"The request was blocked by a guardrail: it contains {_what(sorted(blocked))} "
@@ -197,10 +190,20 @@ class GuardrailStage:
                                    param="messages")
         state.moderation = "flagged"
 
-    def _count(self, state: GuardState, direction: str, detector: str, action: str) -> None:
-        k = (direction, detector, action)
-        state.findings[k] = state.findings.get(k, 0) + 1
-        self._findings.labels(detector, action, direction).inc()
+    def _count(self, state: GuardState, direction: str, side: Side,
+               found: list[list[Finding]], action: str | None = None) -> set[str]:
+        """Record the findings (state and metric, once per detector); the
+        detectors seen. ``action``: the one taken, when not the policy's."""
+        per: dict[str, int] = {}
+        for hits in found:
+            for f in hits:
+                per[f.detector] = per.get(f.detector, 0) + 1
+        for detector, n in per.items():
+            act = action or side.actions[detector]
+            k = (direction, detector, act)
+            state.findings[k] = state.findings.get(k, 0) + n
+            self._findings.labels(detector, act, direction).inc(n)
+        return set(per)
 
     # -- the answer ---------------------------------------------------------------
     def wrap(self, ctx: RequestContext,
@@ -240,13 +243,8 @@ class GuardrailStage:
         s = self.settings
         found, _ = await scan_texts(whole, side.find, s.max_scan_chars, s.thread_chars)
         state.output_scanned = True
-        blocked: set[str] = set()
-        for hits in found:
-            for f in hits:
-                action = side.actions[f.detector]
-                self._count(state, "output", f.detector, action)
-                if action == "block":
-                    blocked.add(f.detector)
+        seen = self._count(state, "output", side, found)
+        blocked = {d for d in seen if side.actions[d] == "block"}
         if blocked:
             raise GuardrailBlocked(
                 f"The answer was blocked by a guardrail: it contains {_what(sorted(blocked))} "
@@ -271,8 +269,7 @@ class GuardrailStage:
         if side.active and not state.output_scanned:  # flag only: the answer has gone
             s = self.settings
             found, _ = await scan_texts([text], side.find, s.max_scan_chars, s.thread_chars)
-            for f in found[0]:
-                self._count(state, "output", f.detector, "flag")
+            self._count(state, "output", side, found, action="flag")
         mod = self.moderation
         if (state.policy.moderate and mod is not None and mod.settings.check_output
                 and ctx.error is None):
