@@ -30,7 +30,7 @@ from seawall.guardrails.scanner import scan_texts
 from seawall.guardrails.texts import Slot, embedding_slots, message_slots, rewrite
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
-from seawall.providers.base import Chunk, StreamItem
+from seawall.providers.base import Chunk, Gatherer, StreamItem
 
 log = logging.getLogger("seawall.guardrails")
 
@@ -49,6 +49,9 @@ class GuardState:
     moderation: str | None = None  # "pass", "flagged", "blocked", "error"
     categories: tuple[str, ...] = ()
     output_scanned: bool = False
+    # The answer as the upstream gave it (placeholders, nothing redacted), when
+    # the client's differs: what the cache must store, never the restored one.
+    upstream: Gatherer | None = None
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"findings": [
@@ -213,9 +216,11 @@ class GuardrailStage:
             return stream
         out = state.policy.output
         if out.has("mask") or out.has("block"):
+            state.upstream = Gatherer()
             return self._buffered(ctx, state, stream)
         if state.vault:
-            return _restored(state.vault, stream)
+            state.upstream = Gatherer()
+            return _restored(state.vault, stream, state.upstream)
         return stream
 
     async def _buffered(self, ctx: RequestContext, state: GuardState,
@@ -226,7 +231,10 @@ class GuardrailStage:
         chunks: list[Chunk] = []
         texts: dict[int, list[str]] = {}
         size = 0
+        upstream = state.upstream
         async for item in stream:
+            if upstream is not None:
+                upstream.add_item(item)
             for c in item if isinstance(item, list) else (item,):
                 chunks.append(c)
                 for ch in c.get("choices") or ():
@@ -302,10 +310,13 @@ def _with_text(chunk: Chunk, final: dict[int, str]) -> Chunk:
     return {**chunk, "choices": new}
 
 
-async def _restored(vault: Vault, stream: AsyncIterator[StreamItem]) -> AsyncIterator[StreamItem]:
+async def _restored(vault: Vault, stream: AsyncIterator[StreamItem],
+                    upstream: Gatherer | None = None) -> AsyncIterator[StreamItem]:
     r = StreamRestorer(vault)
     last: Chunk | None = None
     async for item in stream:
+        if upstream is not None:
+            upstream.add_item(item)
         if isinstance(item, list):
             batch = [_restore_chunk(r, c) for c in item]
             if item:

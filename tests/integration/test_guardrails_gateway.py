@@ -346,3 +346,35 @@ def test_moderation_endpoint_flags_and_fail_closed(
             assert err.value.status_code == 503 and "moderation" in str(err.value)
     finally:
         mod_server.stop()
+
+
+def test_the_cache_keys_on_and_stores_masked_text(
+        upstream: FakeUpstreamClient, tmp_path: Any) -> None:
+    """Two prompts that differ only in a masked email share one cache entry,
+    and each client gets its own email back; the entry holds no email."""
+    config = {
+        "auth": {"master_key": MASTER, "allow_anonymous_loopback": False},
+        "observe": {"traces": {"flush_interval_s": 0.01}},
+        "cache": {"enabled": True, "semantic": {"enabled": False}},
+        "providers": {"f": {"type": "openai", "base_url": upstream.base_url + "/v1"}},
+        "models": {"m": {"provider": "f", "model": "fake-1"}},
+        "guardrails": {"input": {"email": "mask"}},
+    }
+    with run_gateway(config, tmp_path) as gw:
+        before = upstream.calls()["calls"]
+        answers = []
+        for email in ("ana@example.com", "bob@example.org"):
+            answers.append(sdk(gw).chat.completions.create(
+                model="m", messages=[{"role": "user", "content": f"greet {email}"}]
+            ).choices[0].message.content)
+            gw.on_server(gw.services.cache.settle())
+        assert answers == ["greet ana@example.com", "greet bob@example.org"]
+        assert upstream.calls()["calls"] == before + 1  # the second was a cache hit
+        import sqlite3
+        db = sqlite3.connect(gw.services.settings.cache_path)  # the cache's own file
+        try:
+            rows = db.execute("SELECT text, completion FROM cache_entries").fetchall()
+        finally:
+            db.close()
+        stored = " ".join(str(t) + bytes(c).decode("utf-8", "replace") for t, c in rows)
+        assert len(rows) == 1 and "example." not in stored and "<EMAIL_1>" in stored
