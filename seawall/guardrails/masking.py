@@ -14,6 +14,7 @@ import re
 from seawall.guardrails.detectors import Finding
 
 _PLACEHOLDER = re.compile(r"<([A-Z_]+)_(\d+)>")
+_PARTIAL = re.compile(r"<([A-Z_]*)(\d*)")
 
 
 def label(detector: str) -> str:
@@ -81,15 +82,23 @@ class Vault:
         return text
 
     def partial_at(self, text: str) -> int:
-        """Where a trailing, possibly unfinished placeholder starts (len(text): none)."""
+        """Where a trailing, possibly unfinished placeholder starts (len(text): none).
+        Checked against the few labels in use, not every placeholder: a hostile
+        answer of many ``<`` cannot make it cost more than that."""
         cut = text.rfind("<", max(0, len(text) - self.longest))
         if cut < 0:
             return len(text)
-        tail = text[cut:]
-        if ">" in tail:
+        m = _PARTIAL.fullmatch(text, cut)
+        if m is None:
             return len(text)
-        return cut if any(tok.startswith(tail) for tok in self.by_token) else len(text)
-
+        label, digits = m.group(1), m.group(2)
+        for lab, count in self._counts.items():
+            head = lab + "_"
+            if not digits and head.startswith(label):
+                return cut  # "<", "<EMA", "<CREDIT_CARD_"
+            if digits and label == head and len(digits) <= len(str(count)):
+                return cut  # "<EMAIL_1" waiting for ">" (or "2" of "<EMAIL_12>")
+        return len(text)
 
 class StreamRestorer:
     """Restores placeholders in a chunk stream, per choice and per tool call."""

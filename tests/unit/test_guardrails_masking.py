@@ -198,3 +198,13 @@ def test_scan_budget_is_shared_by_all_texts() -> None:
 def test_remask_puts_placeholders_back() -> None:
     vault, masked = masked_vault()
     assert vault.remask(TEXT) == masked
+
+
+def test_what_counts_as_a_possible_placeholder() -> None:
+    vault, _ = masked_vault()  # EMAIL_1, EMAIL_2, PHONE_1
+    held = {t: vault.partial_at(t) < len(t) for t in (
+        "x <", "x <E", "x <EMAIL_", "x <EMAIL_2", "x <PHONE", "x <EMAIL_12", "x <EMPH",
+        "x <CREDIT_", "x <email_1", "x <EMAIL_1>")}
+    assert held == {"x <": True, "x <E": True, "x <EMAIL_": True, "x <EMAIL_2": True,
+                    "x <PHONE": True, "x <EMAIL_12": False, "x <EMPH": False,
+                    "x <CREDIT_": False, "x <email_1": False, "x <EMAIL_1>": False}
