@@ -273,6 +273,13 @@ def test_anthropic_messages_are_masked_and_restored(
     assert "credit_card" in str(err.value) and "4111" not in str(err.value)
 
 
+def test_responses_api_is_masked_and_restored(gw: Running, upstream: FakeUpstreamClient
+                                              ) -> None:
+    resp = sdk(gw).responses.create(model="m", input=f"Save {EMAIL} please", store=False)
+    assert resp.output_text == f"Save {EMAIL} please"
+    assert last_upstream_text(upstream) == "Save <EMAIL_1> please"
+
+
 def test_embeddings_inputs_are_guarded(gw: Running, upstream: FakeUpstreamClient) -> None:
     client = sdk(gw)
     before = upstream.calls()["calls"]
