@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from seawall.api import (
     admin_routes,
+    audit_routes,
     batch_routes,
     messages_routes,
     openai_routes,
@@ -32,6 +33,7 @@ from seawall.api import (
     responses_routes,
 )
 from seawall.api.http import LiveStreams, error_response
+from seawall.audit.record import Auditor
 from seawall.batches.service import KIND as BATCH_KIND
 from seawall.batches.service import BatchService
 from seawall.cache.service import ResponseCache
@@ -138,6 +140,7 @@ class Services:
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
         self.feedback = self.stores.feedback()
+        self.audit = Auditor(self.stores.audit())  # admin actions (docs/security.md)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -284,6 +287,7 @@ class Services:
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
         await self.feedback.open()
+        await self.audit.open()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -321,6 +325,7 @@ class Services:
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
             ("feedback", self.feedback.close, CLOSE_STEP_S),
+            ("audit log", self.audit.close, CLOSE_STEP_S),
             ("moderation", self._close_moderation, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
@@ -417,7 +422,7 @@ def create_app(settings: Settings) -> FastPath:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
-                            *quality_routes.routes,
+                            *quality_routes.routes, *audit_routes.routes,
                             *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,

@@ -46,7 +46,8 @@ class ServerSettings(_Strict):
                                   "of text, tool arguments and refusal) taken from an "
                                   "upstream; beyond it the request fails with 502")
     max_upstream_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest "
-                                         "non-streamed upstream chat response body; 502 beyond")
+                                         "non-streamed upstream chat or embeddings response body; "
+                                         "502 beyond")
     max_sse_line_bytes: int = Field(1024 * 1024, gt=0, description="longest line of an "
                                     "upstream event stream; 502 beyond")
     # Connection limits (seawall/serving.py; docs/operations.md "Connections and limits").

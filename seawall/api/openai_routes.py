@@ -163,7 +163,7 @@ async def _chat(request: Request, ctx: RequestContext, svc: Services,
         if "usage" not in completion:
             completion["usage"] = await svc.estimate_usage(ctx)
         if ctx.rag is not None:  # an extension field: the OpenAI SDK keeps unknown fields
-            completion["citations"] = ctx.rag.citations(ctx.gatherer.text)
+            completion["citations"] = await ctx.rag.answer_citations(ctx.gatherer.text)
         return Response(orjson.dumps(completion), media_type="application/json",
                         headers=_headers(ctx))
 
