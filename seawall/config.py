@@ -716,6 +716,64 @@ class FeedbackScale(_Strict):
         return self
 
 
+Detector = Literal["email", "phone", "credit_card", "iban", "national_id", "secret", "ip"]
+GuardAction = Literal["off", "flag", "mask", "block"]
+
+
+class GuardrailPolicy(_Strict):
+    """Detector -> action, per direction (docs/guardrails.md). A model's or
+    key's policy overrides the global one detector by detector (``off``
+    removes one)."""
+
+    input: dict[Detector, GuardAction] = Field({}, description="on the request's messages: "
+                                               "flag, mask (restored in the answer) or block")
+    output: dict[Detector, GuardAction] = Field({}, description="on the answer: flag, mask "
+                                                "(redacted) or block; mask/block buffer a stream")
+    moderate: bool | None = Field(None, description="ask guardrails.moderation (None: "
+                                  "inherit; the global default is on when it is configured)")
+
+
+class ModerationSettings(_Strict):
+    """A moderation hook asked about each request's input (and optionally its answer)."""
+
+    model: str | None = Field(None, description="a logical chat model of this gateway; its "
+                              "answer starting with 'unsafe' (Llama Guard style) flags")
+    url: str | None = Field(None, description="or an OpenAI-compatible /v1/moderations URL")
+    api_key: str | None = Field(None, description="bearer token for url")
+    prompt: str | None = Field(None, description="model: system message put before the "
+                               "conversation (None: none, as Llama Guard expects)")
+    action: Literal["block", "flag"] = Field("block", description="what a flagged input does")
+    check_output: bool = Field(False, description="also ask about the answer (flag only)")
+    timeout_s: float = Field(5.0, gt=0, description="longest wait for the verdict")
+    fail_open: bool = Field(True, description="hook failed or timed out: true = serve "
+                            "(recorded as moderation_error), false = 503")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ModerationSettings:
+        if (self.model is None) == (self.url is None):
+            raise ValueError("guardrails.moderation: set exactly one of model or url")
+        return self
+
+
+class GuardrailSettings(GuardrailPolicy):
+    """PII and secret guardrails (docs/guardrails.md)."""
+
+    redact_traces: bool = Field(True, description="trace records keep [REDACTED:<detector>] "
+                                "instead of detected values")
+    redact_detectors: list[Detector] | None = Field(None, description="detectors used for "
+                                                    "trace redaction (None: all)")
+    phone_region: str = Field("US", min_length=2, max_length=2, description="country whose "
+                              "local number format is assumed without a +country code")
+    max_scan_chars: int = Field(1_000_000, gt=0, description="most text scanned per request "
+                                "and direction; more is refused with 413 when a mask or block "
+                                "policy applies (flag and redaction cut it)")
+    thread_chars: int = Field(16_384, ge=0, description="texts longer than this are scanned "
+                              "in a worker thread, not on the event loop")
+    models: dict[str, GuardrailPolicy] = Field({}, description="per logical model")
+    keys: dict[str, GuardrailPolicy] = Field({}, description="per key name (wins over models)")
+    moderation: ModerationSettings | None = None
+
+
 class FeedbackSettings(_Strict):
     """Ratings of answers, ``POST /v1/feedback`` (docs/quality.md)."""
 
@@ -866,6 +924,7 @@ class Settings(_Strict):
     responses: ResponsesSettings = ResponsesSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     quality: QualitySettings = QualitySettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -899,9 +958,20 @@ class Settings(_Strict):
         problems += self._guard_checks_known()
         problems += self._experiments_known()
         problems += self._routes_known()
+        problems += self._guardrails_known()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _guardrails_known(self) -> list[str]:
+        g = self.guardrails
+        problems = [f"guardrails.models.{name}: no model or route of that name"
+                    for name in g.models if name not in self.models and name not in self.routes]
+        mod = g.moderation
+        if mod is not None and mod.model is not None and mod.model not in self.models:
+            problems.append(f"guardrails.moderation.model: {mod.model!r} is not a model "
+                            "declared under models")
+        return problems
 
     def _routes_known(self) -> list[str]:
         problems = []

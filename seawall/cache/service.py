@@ -243,7 +243,12 @@ class ResponseCache:
             # finish) the answer for others: keep what they got.
             self._spawn(self._store_when_landed(ctx, state, flight))
             return
-        entry = self._entry(ctx, state, ctx.gatherer, failed=ctx.error is not None)
+        # With guardrails masking, the answer as the upstream gave it (placeholders),
+        # not as this client got it (its values put back): never store those.
+        guard = ctx.guard
+        answer = guard.upstream if guard is not None and guard.upstream is not None \
+            else ctx.gatherer
+        entry = self._entry(ctx, state, answer, failed=ctx.error is not None)
         if entry is not None:
             self._spawn(self._put(*entry, flight))
         elif flight is not None:
