@@ -19,6 +19,7 @@ from seawall.config import Settings
 from seawall.store.base import Store
 
 if TYPE_CHECKING:
+    from seawall.audit.model import AuditLog, SyncAuditLog
     from seawall.batches.store_api import BatchStore
     from seawall.cache.store import CacheStore
     from seawall.jobs.queue import JobQueue
@@ -171,6 +172,22 @@ class Stores:
         from seawall.quality.slo_store import SqliteSloStore
 
         return SqliteSloStore(self.settings.db_path)
+    def audit(self) -> AuditLog:
+        """The append-only audit log of admin actions (in seawall.db, or
+        Postgres); opened and closed by its user. :meth:`audit_sync` is the
+        same table for sync callers (CLI commands)."""
+        from seawall.audit import store as audit
+
+        if self.pg is not None:
+            return audit.PostgresAuditLog(self.pg)
+        return audit.SqliteAuditLog(self.settings.db_path)
+
+    def audit_sync(self) -> SyncAuditLog:
+        from seawall.audit import store as audit
+
+        if self.pg is not None:
+            return audit.PostgresSyncAuditLog(self.pg)
+        return audit.SqliteSyncAuditLog(self.settings.db_path)
 
     def files(self) -> BatchStore:
         """Uploaded files, batches and their per-line outcomes (opened and
