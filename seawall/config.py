@@ -811,6 +811,12 @@ class BurnAlertSettings(_Strict):
                            "the long one in the workbook")
     burn_rate: float = Field(gt=0, description="times faster than the budget allows")
 
+    @model_validator(mode="after")
+    def _short_within_long(self) -> BurnAlertSettings:
+        if self.short_s > self.long_s:
+            raise ValueError("short_s must not be longer than long_s")
+        return self
+
 
 # The workbook's recommended set (99.9% over 30 days) with its 1 d ticket.
 DEFAULT_BURN_ALERTS = [

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -265,19 +266,30 @@ class QualityEvaluator:
         return self.last
 
     async def _supervise(self) -> None:
+        """Two loops, so a long drift round (embedding) never delays the SLOs."""
         q = self.settings.quality
-        next_drift = time.monotonic() + q.drift.interval_s
+        loops = []
+        if q.slos:
+            loops.append(self._every(q.interval_s, 0.0, self.evaluate_slos))
+        if self.drift is not None:
+            async def drift_round() -> None:
+                if self.deciding:
+                    await self.evaluate_drift()
+            loops.append(self._every(q.drift.interval_s, q.drift.interval_s, drift_round))
+        if loops:
+            await asyncio.gather(*loops)
+
+    async def _every(self, interval_s: float, first_s: float,
+                     work: Callable[[], Awaitable[Any]]) -> None:
+        """``work()`` every ``interval_s`` (first after ``first_s``); a failed
+        round is counted and retried after a backoff (5 s, doubling)."""
+        await asyncio.sleep(first_s)
         delay = RETRY_S
         while True:
             try:
-                if q.slos:
-                    await self.evaluate_slos()
-                if self.drift is not None and time.monotonic() >= next_drift:
-                    next_drift = time.monotonic() + q.drift.interval_s
-                    if self.deciding:
-                        await self.evaluate_drift()
+                await work()
                 delay = RETRY_S
-                await asyncio.sleep(q.interval_s)
+                await asyncio.sleep(interval_s)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -285,4 +297,4 @@ class QualityEvaluator:
                     self.metrics.background_restarts.labels("quality").inc()
                 log.exception("quality evaluation failed; trying again in %.0fs", delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, max(q.interval_s, q.drift.interval_s))
+                delay = min(delay * 2, max(interval_s, RETRY_S))

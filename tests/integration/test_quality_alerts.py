@@ -287,3 +287,32 @@ def test_a_failing_evaluation_is_counted_and_the_evaluator_keeps_going(
         _rate(gw, ids[0], -1)  # 1 of 1 bad: burn 10 > 6
         _wait("the alert after recovery (the retry backs off: 5 s, then 10 s)",
               lambda: _firing(receiver, "/generic", "slo:thumbs:page"), within_s=60)
+
+
+def test_drift_in_the_gateway_alerts_through_the_webhook(
+        upstream: FakeUpstreamClient, receiver: Receiver, tmp_path: Any) -> None:
+    """Short questions, then (after the recent window's length) long ones: the
+    fake echoes them, so input and output lengths shift; the evaluator's
+    drift loop tests the stored traffic and alerts."""
+    config = _config(upstream, receiver)
+    config["quality"] = {"slos": [], "drift": {
+        "interval_s": 0.5, "recent_s": 15, "reference_s": 120, "min_samples": 10,
+        "embeddings": False, "consecutive": 1}}
+    with run_gateway(config, tmp_path) as gw:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0)
+
+        def ask(text: str) -> None:
+            client.chat.completions.create(model="gpt-x",
+                                           messages=[{"role": "user", "content": text}])
+
+        for i in range(12):
+            ask(f"hi {i}")
+        time.sleep(16)  # these are now the reference window
+        assert receiver.alerts("/generic") == []
+        for i in range(12):
+            ask(f"please explain in detail, step by step, topic number {i} " * 8)
+        alert = _wait("the drift alert", lambda: _firing(receiver, "/generic",
+                                                         "drift:gpt-x:-"), within_s=30)[0]
+        assert alert["source"] == "drift" and alert["labels"]["model"] == "gpt-x"
+        assert "length" in alert["summary"]
+        assert 'seawall_drift_alarm{model="gpt-x"} 1.0' in _metric(gw, "seawall_drift_alarm")
