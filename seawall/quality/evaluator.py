@@ -76,6 +76,9 @@ class DriftEvaluator:
                          if embedder is not None and settings.embeddings else None)
         self.rng = np.random.default_rng(seed)
         self._streaks: dict[tuple[str, str | None], int] = {}
+        # The reference window moves slowly (days): its sample, embeddings
+        # included, is drawn again only once per recent window.
+        self._refs: dict[tuple[str, str | None], tuple[float, drift.Sample]] = {}
         self._metrics = metrics
         r = metrics.registry if metrics is not None else CollectorRegistry()
         self.p_gauge = Gauge("seawall_drift_p_value", "Lowest p-value of a drift test over a "
@@ -97,9 +100,9 @@ class DriftEvaluator:
         """Embeds the windows' inputs and outputs (one batch each), in a thread."""
         assert self.embedder is not None
         for sample in samples:
-            if sample.inputs:
+            if sample.inputs and sample.input_emb is None:
                 sample.input_emb = np.asarray(self.embedder.embed(sample.inputs), np.float64)
-            if sample.outputs:
+            if sample.outputs and sample.output_emb is None:
                 sample.output_emb = np.asarray(self.embedder.embed(sample.outputs), np.float64)
 
     def _test(self, ref: drift.Sample, cur: drift.Sample, report: DriftReport) -> None:
@@ -122,18 +125,24 @@ class DriftEvaluator:
         reports = []
         for model, pv, n in await self.store.groups(split, now, s.max_groups):
             report = DriftReport(model, pv, n)
-            ref = await self._sample(model, pv, split - s.reference_s, split)
+            key = (model, pv)
+            drawn_at, ref = self._refs.get(key, (0.0, None))
+            if ref is None or not 0 <= now - drawn_at < s.recent_s:
+                ref = await self._sample(model, pv, split - s.reference_s, split)
+                if len(ref.input_len) >= s.min_samples:  # a young group's grows: draw again
+                    self._refs[key] = (now, ref)
             cur = await self._sample(model, pv, split, now)
             await asyncio.to_thread(self._test, ref, cur, report)
             if not report.tests:
                 report.skipped = (f"fewer than {s.min_samples} requests (or ratings) in a "
                                   "window")
-            key = (model, pv)
             old = self._streaks.get(key, 0)
             if report.tests:
                 report.streak = max(old, 0) + 1 if report.drifted else min(old, 0) - 1
                 self._streaks[key] = report.streak
             reports.append(report)
+        seen = {(r.model, r.prompt_version) for r in reports}
+        self._refs = {k: v for k, v in self._refs.items() if k in seen}
         self._set_metrics(reports)
         return reports
 
