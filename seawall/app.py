@@ -50,6 +50,7 @@ from seawall.observe.tracing import SpanExport
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.admission import AdmissionStage
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import PermissionStage
 from seawall.pipeline.pipeline import Pipeline
 from seawall.pipeline.spend import BudgetStage
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
@@ -108,6 +109,7 @@ class Services:
         self.redis = self.stores.redis
         self.bus: ChangeBus = self.stores.bus()
         self.bus.subscribe("key_revoked", self.auth.key_revoked, resync=self.auth.forget_keys)
+        self.bus.subscribe("key_changed", self.auth.key_revoked, resync=self.auth.forget_keys)
         self.cooldowns = (SharedCooldowns(self.registry, self.bus, self.redis)
                           if self.redis is not None else None)
         self.admission = AdmissionStage(settings.admission, self.metrics)
@@ -138,6 +140,7 @@ class Services:
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
         self.pipeline = Pipeline([self.auth, self.admission], [
+            PermissionStage(),  # the endpoint's scope and the model, before anything else
             LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics,
                        self.count_tokens_async),
             ExperimentStage(self.experiments),

@@ -53,7 +53,7 @@ async def _served(request: Request, endpoint: str, work: Work) -> Response:
     svc = _svc(request)
     ctx = _ctx(request, endpoint)
     try:
-        async with svc.pipeline.serve(ctx):
+        async with svc.pipeline.scope(ctx, stages=("permissions",)):  # scope "jobs"
             return await work(svc, ctx, request)
     except SeawallError as e:
         return error_response(e)

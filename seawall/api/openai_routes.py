@@ -38,6 +38,7 @@ from seawall.api.wire import (
 from seawall.errors import ModelNotFound, SeawallError, ShuttingDown
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import may_use_model
 from seawall.pipeline.pipeline import Serving
 from seawall.providers.base import Chunk, RawBatch, StreamItem, make_chunk, usage_chunk
 
@@ -288,15 +289,16 @@ def embedding_body(ctx: RequestContext, req: EmbeddingRequest) -> dict[str, Any]
                       "total_tokens": ctx.result.prompt_tokens}}
 
 
-def _model_entries(svc: Services) -> list[dict[str, Any]]:
-    """Every model and route a client may name, as OpenAI's model objects."""
+def _model_entries(svc: Services, ctx: RequestContext) -> list[dict[str, Any]]:
+    """Every model and route the caller may name (its key's --models), as
+    OpenAI's model objects."""
     data = [{"id": name, "object": "model", "created": svc.started_at,
              "owned_by": m.deployments[0].provider.name}
             for name, m in svc.registry.models.items()]
     data += [{"id": name, "object": "model", "created": svc.started_at,
               "owned_by": "seawall", "tiers": r.tiers}
              for name, r in svc.settings.routes.items()]
-    return data
+    return [m for m in data if may_use_model(ctx, m["id"])]
 
 
 async def list_models(request: Request) -> Response:
@@ -304,7 +306,7 @@ async def list_models(request: Request) -> Response:
     ctx = _context(request, "models")
     try:
         async with svc.pipeline.serve(ctx):
-            data = _model_entries(svc)
+            data = _model_entries(svc, ctx)
     except SeawallError as e:
         return _fail(ctx, e)
     return json_response({"object": "list", "data": data}, headers=_headers(ctx))
@@ -317,7 +319,7 @@ async def retrieve_model(request: Request) -> Response:
     model_id: str = request.path_params["model_id"]
     try:
         async with svc.pipeline.serve(ctx):
-            found = next((m for m in _model_entries(svc) if m["id"] == model_id), None)
+            found = next((m for m in _model_entries(svc, ctx) if m["id"] == model_id), None)
             if found is None:
                 shown = model_id[:MAX_MODEL_NAME]
                 raise ModelNotFound(f"The model {shown!r} does not exist on this gateway; "

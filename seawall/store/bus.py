@@ -49,7 +49,8 @@ Event = dict[str, Any]
 OnEvent = Callable[[Event], "None | Awaitable[None]"]
 OnResync = Callable[[], "None | Awaitable[None]"]
 
-KINDS = frozenset({"key_revoked", "prompt_label", "experiment", "cache_purge", "cooldown"})
+KINDS = frozenset({"key_revoked", "key_changed", "tenant_budget", "prompt_label", "experiment",
+                   "cache_purge", "cooldown"})
 MAX_EVENT_BYTES = 16 * 1024  # notices are small; anything bigger on the channel is ignored
 CHANNEL = "changes"
 RECONNECT_MIN_S = 0.1
