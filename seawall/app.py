@@ -49,6 +49,7 @@ from seawall.observe.retention import keep_for, keep_traces_for
 from seawall.observe.tracing import SpanExport
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.admission import AdmissionStage
+from seawall.pipeline.budget_admin import BudgetLimits
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.permissions import PermissionStage
 from seawall.pipeline.pipeline import Pipeline
@@ -139,6 +140,12 @@ class Services:
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
+        # Budgets: spend counters, and which budgets apply (key's, tenant's).
+        self.budgets = self.stores.budgets()
+        self.budget_limits = BudgetLimits(settings.limits, self.key_store,
+                                          settings.auth.key_cache_ttl_s)
+        self.bus.subscribe("tenant_budget", self.budget_limits.changed,
+                           resync=self.budget_limits.changed)
         self.pipeline = Pipeline([self.auth, self.admission], [
             PermissionStage(),  # the endpoint's scope and the model, before anything else
             LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics,
@@ -148,8 +155,8 @@ class Services:
             RouteStage(settings, self.cache.embedder, self.metrics),
             RetrieveStage(settings, self.rag),
             CacheStage(self.cache),
-            BudgetStage(settings.limits, self.stores.budgets(), self.registry,
-                        self.metrics, self.count_tokens_async),
+            BudgetStage(settings.limits, self.budgets, self.registry,
+                        self.metrics, self.count_tokens_async, self.budget_limits),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer, self.count_tokens_async),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)

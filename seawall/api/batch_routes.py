@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from seawall.api.http import error_response, json_response, read_body
+from seawall.api.http import error_response, json_response, peer_host, read_body
 from seawall.api.uploads import bounded_stream
 from seawall.api.wire import decode_json_object
 from seawall.batches.lines import auth_of
@@ -39,7 +39,7 @@ def _svc(request: Request) -> Services:
 
 def _ctx(request: Request, endpoint: str) -> RequestContext:
     ctx = RequestContext(endpoint=endpoint, authorization=request.headers.get("authorization"),
-                         client_host=request.client.host if request.client else None)
+                         client_host=peer_host(request))
     current_trace_id.set(ctx.trace_id)
     return ctx
 

@@ -26,6 +26,7 @@ from seawall.api.http import (
     error_response,
     header_value,
     json_response,
+    peer_host,
     read_body,
 )
 from seawall.api.wire import (
@@ -61,7 +62,7 @@ def _context(request: Request, endpoint: str) -> RequestContext:
     return RequestContext(
         endpoint=endpoint,
         authorization=h.get("authorization"),
-        client_host=request.client.host if request.client else None,
+        client_host=peer_host(request),
         traceparent=h.get("traceparent"),
         cache_control=h.get("cache-control"),
         prompt_version=h.get("x-seawall-prompt-version"),
@@ -298,7 +299,7 @@ def _model_entries(svc: Services, ctx: RequestContext) -> list[dict[str, Any]]:
     data += [{"id": name, "object": "model", "created": svc.started_at,
               "owned_by": "seawall", "tiers": r.tiers}
              for name, r in svc.settings.routes.items()]
-    return [m for m in data if may_use_model(ctx, m["id"])]
+    return [m for m in data if may_use_model(ctx, str(m["id"]))]
 
 
 async def list_models(request: Request) -> Response:

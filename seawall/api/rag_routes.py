@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.http import DisconnectWatch, error_response, json_response, read_body
+from seawall.api.http import DisconnectWatch, error_response, json_response, peer_host, read_body
 from seawall.api.limits import depth_exceeds
 from seawall.api.uploads import File, read_form, read_upload
 from seawall.api.wire import convert, decode_json_object
@@ -98,7 +98,7 @@ async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
     svc = _svc(request)
     h = request.headers
     ctx = RequestContext(endpoint=endpoint, authorization=h.get("authorization"),
-                         client_host=request.client.host if request.client else None,
+                         client_host=peer_host(request),
                          traceparent=h.get("traceparent"))
     current_trace_id.set(ctx.trace_id)
     headers = {"x-request-id": ctx.trace_id}

@@ -168,7 +168,7 @@ def key_changes(changes: dict[str, Any]) -> dict[str, Any]:
 
 def key_of(row: dict[str, Any]) -> ApiKey:
     """An :class:`ApiKey` from a row of either backend."""
-    d = {c: row.get(c) for c in KEY_COLUMNS}
+    d: dict[str, Any] = {c: row.get(c) for c in KEY_COLUMNS}
     for c in KEY_LIST_FIELDS:
         if d[c] is not None:
             d[c] = tuple(orjson.loads(d[c]))
