@@ -40,6 +40,10 @@ from seawall.store.base import ApiKey, KeyStore
 
 VIRTUAL_KEY_PREFIX = "sk-sw-"
 ANONYMOUS_TENANT = "anonymous"
+# What a client sends to mean "no key" (the official SDKs refuse an empty
+# one): anonymous on loopback when allowed, else a 401 "Missing API key".
+# Any other token is a key, and must be valid (docs/security.md).
+NO_KEY = "unused-on-loopback"
 MASTER = ApiKey(id="master", name="master", tenant="default", key_hash="", prefix="",
                 rpm=None, created_at=0.0, priority=0, role="operator")
 _REFUSED = {
@@ -107,11 +111,15 @@ class AuthStage:
 
     @staticmethod
     def secret_of(authorization: str | None) -> str | None:
+        """The presented secret; None when the request carries no key (no
+        header, an empty bearer, or the documented placeholder the SDKs need
+        because they refuse an empty key: :data:`NO_KEY`)."""
         if not authorization:
             return None
         scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+        value = value.strip()
+        if scheme.lower() == "bearer" and value and value != NO_KEY:
+            return value
         return None
 
     async def _lookup(self, secret: str) -> ApiKey | None:

@@ -279,6 +279,7 @@ def test_a_presented_key_must_be_valid_even_on_anonymous_loopback(open_gw: Runni
     r = httpx.post(open_gw.url + "/v1/chat/completions", timeout=30,
                    json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200  # no key at all: anonymous
+    assert chat(open_gw, "unused-on-loopback")  # the SDKs' "no key" placeholder (README)
     for token in ("garbage", "sk-sw-not-a-real-key", "sk-master-guess"):
         with pytest.raises(openai.AuthenticationError):
             chat(open_gw, token)
