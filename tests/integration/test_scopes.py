@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -299,3 +300,29 @@ def test_a_forwarded_request_is_never_anonymous_loopback(open_gw: Running,
     assert httpx.get(open_gw.url + "/metrics", headers=dict([header]),
                      timeout=30).status_code == 401
     assert httpx.get(open_gw.url + "/metrics", timeout=30).status_code == 200
+
+
+def test_the_key_lifecycle_on_postgres(pg_url: str, redis_url: str, tmp_path: Path) -> None:
+    """The same admin API and checks on the shared store (Postgres + Redis)."""
+    config = {**CONFIG, "store": {"kind": "postgres", "url": pg_url},
+              "redis": {"url": redis_url}}
+    with run_gateway(config, tmp_path) as pg:
+        boss, _ = mint(pg, name="pg-boss", tenant="acme", role="tenant_admin")
+        app, key = mint(pg, boss, name="pg-app", models=["other"], expires="1d",
+                        collections_read=["notes"])
+        assert key["tenant"] == "acme" and key["collections_read"] == ["notes"]
+        _, other = mint(pg, name="pg-other", tenant="globex")
+        with pytest.raises(openai.PermissionDeniedError):
+            chat(pg, app, "echo")
+        assert chat(pg, app, "other")
+        listed = _admin(pg, "GET", "/admin/keys", boss).json()["data"]
+        assert {k["name"] for k in listed} == {"pg-boss", "pg-app"}
+        assert _admin(pg, "GET", f"/admin/keys/{other['id']}", boss).status_code == 404
+        r = _admin(pg, "POST", f"/admin/keys/{key['id']}/rotate", boss, json={"grace": "0s"})
+        assert r.status_code == 200
+        with pytest.raises(openai.AuthenticationError):
+            chat(pg, app, "other")
+        assert chat(pg, r.json()["secret"], "other")
+        assert _admin(pg, "POST", "/admin/keys/pg-app/revoke", boss).status_code == 200
+        with pytest.raises(openai.AuthenticationError):
+            chat(pg, r.json()["secret"], "other")
