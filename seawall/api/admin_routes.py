@@ -33,8 +33,8 @@ from seawall.keys import make_key, parse_duration, parse_expires, public, rotate
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.budget_admin import spend_line
 from seawall.pipeline.context import RequestContext
-from seawall.pipeline.permissions import admin_tenant, grantable, require_operator
-from seawall.store.base import ApiKey
+from seawall.pipeline.permissions import admin_tenant, confine, grantable, require_operator
+from seawall.store.base import ApiKey, TenantBudget
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -245,6 +245,98 @@ async def key_show(request: Request) -> Response:
     return await serve_tenant_admin(request, "admin.keys.show", handle)
 
 
+class BudgetIn(msgspec.Struct, forbid_unknown_fields=True):
+    usd: Annotated[float, Meta(ge=0, le=1e9)] | None = None
+    period: Literal["day", "month"] | None = None
+    none: bool = False  # remove the budget
+    reset: bool = False  # count spend from now on for this period
+
+
+def _budget_changes(req: BudgetIn, usd: float | None, period: str | None
+                    ) -> tuple[float | None, str | None]:
+    """(usd, period) after ``req``, from the current ones."""
+    if req.none:
+        return None, None
+    if req.usd is None and req.period is None:
+        if not req.reset:
+            raise InvalidRequest("Say what to change: usd, period, none or reset.")
+        return usd, period
+    if req.usd is None and usd is None:
+        raise InvalidRequest("There is no budget yet: give usd.", param="usd")
+    return (usd if req.usd is None else req.usd), (req.period or period or "month")
+
+
+async def key_budget(request: Request) -> Response:
+    """Set, remove or reset a key's budget (``{"usd": 20, "period": "month"}``,
+    ``{"none": true}``, ``{"reset": true}``); answers the key with its spend."""
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
+        req = convert(decode_json_object(await read_body(request, MAX_KEY_BODY)), BudgetIn)
+        key = await _find(svc, ctx, _which(request))
+        usd, period = _budget_changes(req, key.budget_usd, key.budget_period)
+        changes: dict[str, object] = {"budget_usd": usd, "budget_period": period}
+        if req.reset:
+            changes["budget_reset_at"] = time.time()
+        updated = await svc.store.update_key(key.id, **changes)
+        if updated is None:
+            raise NotFound(f"No active key with id or name {key.id!r}.")
+        await svc.bus.publish({"kind": "key_changed", "id": key.id})
+        budgets = [await spend_line(svc.budgets, lim)
+                   for lim in await svc.budget_limits.for_key(updated)]
+        return json_response({**public(updated), "budgets": budgets})
+    return await serve_tenant_admin(request, "admin.keys.budget", handle)
+
+
+def _tenant(request: Request) -> str:
+    tenant: str = request.path_params["tenant"]
+    if not 0 < len(tenant) <= 200:
+        raise InvalidRequest("A tenant name is 1 to 200 characters.")
+    return tenant
+
+
+async def _tenant_doc(svc: Services, tenant: str) -> dict[str, object]:
+    lim = await svc.budget_limits.tenant(tenant)
+    stored = await svc.store.tenant_budget(tenant)
+    return {"object": "tenant", "tenant": tenant,
+            "budget_source": "store" if stored is not None else "config" if lim else None,
+            "budgets": [] if lim is None else [await spend_line(svc.budgets, lim)],
+            "keys": len(await svc.store.list_keys(False, tenant=tenant))}
+
+
+async def tenant_show(request: Request) -> Response:
+    """A tenant's budget and spend this period (a tenant_admin: its own)."""
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
+        tenant = _tenant(request)
+        confine(ctx, "admin:keys", tenant, f"tenant {tenant!r}")
+        return json_response(await _tenant_doc(svc, tenant))
+    return await serve_tenant_admin(request, "admin.keys.tenant", handle)
+
+
+async def tenant_budget(request: Request) -> Response:
+    """Set, remove or reset a tenant's budget: the operator only (a tenant's
+    cap is not its own admin's to raise)."""
+    async def handle(request: Request, svc: Services) -> Response:
+        tenant = _tenant(request)
+        req = convert(decode_json_object(await read_body(request, MAX_KEY_BODY)), BudgetIn)
+        old = await svc.store.tenant_budget(tenant)
+        now = time.time()
+        base_usd: float | None
+        base_period: str | None
+        if old is not None:
+            base_usd, base_period = old.budget_usd, old.budget_period
+        else:
+            current = await svc.budget_limits.tenant(tenant)
+            base_usd = current.usd if current is not None else None
+            base_period = current.period if current is not None else None
+        usd, period = _budget_changes(req, base_usd, base_period)
+        reset_at = now if req.reset else old.reset_at if old is not None else None
+        await svc.store.set_tenant_budget(TenantBudget(tenant, usd, period or "month",
+                                                       reset_at, now))
+        svc.budget_limits.changed({"tenant": tenant})
+        await svc.bus.publish({"kind": "tenant_budget", "tenant": tenant})
+        return json_response(await _tenant_doc(svc, tenant))
+    return await _serve(request, "admin.keys.tenant_budget", handle)
+
+
 routes = [
     Route("/admin/cache", cache_stats, methods=["GET"]),
     Route("/admin/cache/purge", cache_purge, methods=["POST"]),
@@ -253,4 +345,7 @@ routes = [
     Route("/admin/keys/{key}", key_show, methods=["GET"]),
     Route("/admin/keys/{key}/revoke", key_revoke, methods=["POST"]),
     Route("/admin/keys/{key}/rotate", key_rotate, methods=["POST"]),
+    Route("/admin/keys/{key}/budget", key_budget, methods=["POST"]),
+    Route("/admin/tenants/{tenant}", tenant_show, methods=["GET"]),
+    Route("/admin/tenants/{tenant}/budget", tenant_budget, methods=["POST"]),
 ]

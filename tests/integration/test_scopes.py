@@ -192,6 +192,39 @@ def test_admin_endpoints_confine_a_tenant_admin_to_its_tenant(gw: Running) -> No
     assert r.status_code == 200  # confined to acme's entries
 
 
+def test_budgets_through_the_admin_api(gw: Running) -> None:
+    boss, _ = mint(gw, name="budget-boss", tenant="budgeta", role="tenant_admin")
+    app, key = mint(gw, boss, name="budget-app")
+    r = _admin(gw, "POST", f"/admin/keys/{key['id']}/budget", boss,
+               json={"usd": 0, "period": "day"})
+    assert r.status_code == 200 and r.json()["budget_usd"] == 0
+    line = r.json()["budgets"][0]
+    assert line["budget"] == "key 'budget-app'" and line["period"] == "day"
+    assert line["resets_at"].endswith("T00:00:00Z")
+    with pytest.raises(openai.RateLimitError) as e:  # $0: spent from the first request
+        chat(gw, app)
+    assert e.value.code == "budget_exceeded"
+    assert e.value.response.headers["x-seawall-budget-reset"] == line["resets_at"]
+    r = _admin(gw, "POST", f"/admin/keys/{key['id']}/budget", boss, json={"none": True})
+    assert r.json()["budget_usd"] is None and r.json()["budgets"] == []
+    assert chat(gw, app)
+    assert _admin(gw, "POST", f"/admin/keys/{key['id']}/budget", boss,
+                  json={}).status_code == 400
+    # A tenant's budget: the operator sets it; its tenant_admin only reads it.
+    r = _admin(gw, "POST", "/admin/tenants/budgeta/budget", boss, json={"usd": 5})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "operator_only"
+    r = _admin(gw, "POST", "/admin/tenants/budgeta/budget", json={"usd": 0, "period": "month"})
+    assert r.status_code == 200 and r.json()["budget_source"] == "store"
+    with pytest.raises(openai.RateLimitError) as e:
+        chat(gw, app)
+    assert "for tenant 'budgeta'" in e.value.message
+    shown = _admin(gw, "GET", "/admin/tenants/budgeta", boss).json()
+    assert shown["keys"] == 2 and shown["budgets"][0]["usd"] == 0
+    assert _admin(gw, "GET", "/admin/tenants/globex", boss).status_code == 404
+    _admin(gw, "POST", "/admin/tenants/budgeta/budget", json={"none": True})
+    assert chat(gw, app)
+
+
 def test_trace_records_of_another_tenant_are_not_found(gw: Running) -> None:
     boss, _ = mint(gw, name="traces-boss", tenant="tracea", role="tenant_admin")
     own, _ = mint(gw, name="traces-app", tenant="tracea")
