@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from seawall.errors import NotFound, SeawallError
 from seawall.pipeline.context import RequestContext
-
-if TYPE_CHECKING:
-    from seawall.store.base import ApiKey
+from seawall.store.base import ApiKey
 
 ROLES = ("operator", "tenant_admin", "app")
 KEY_ROLES = ("tenant_admin", "app")  # the operator is the master key only
@@ -55,6 +52,11 @@ ENDPOINT_SCOPES = {
 WRITE_ENDPOINTS = frozenset({"rag.ingest", "rag.documents.delete", "rag.collections.delete"})
 
 
+# The master key's identity (the operator), tenant "default".
+MASTER = ApiKey(id="master", name="master", tenant="default", key_hash="", prefix="",
+                rpm=None, created_at=0.0, priority=0, role="operator")
+
+
 class PermissionDenied(SeawallError):
     """403: the key is valid but may not do this; the message names what it lacks."""
 
@@ -64,8 +66,6 @@ class PermissionDenied(SeawallError):
 
 
 def role_of(ctx: RequestContext) -> str:
-    from seawall.pipeline.stages import MASTER
-
     key = ctx.key
     if key is MASTER or key is None:  # None: keyless loopback (anonymous on)
         return "operator"

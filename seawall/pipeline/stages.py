@@ -24,7 +24,7 @@ from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
-from seawall.pipeline.permissions import RESERVED_TENANTS, key_usable
+from seawall.pipeline.permissions import MASTER, RESERVED_TENANTS, key_usable
 from seawall.pipeline.ratelimit import Charge, RateLimiter
 from seawall.pipeline.spend import (
     TOKEN_ENDPOINTS,
@@ -44,8 +44,6 @@ ANONYMOUS_TENANT = "anonymous"
 # one): anonymous on loopback when allowed, else a 401 "Missing API key".
 # Any other token is a key, and must be valid (docs/security.md).
 NO_KEY = "unused-on-loopback"
-MASTER = ApiKey(id="master", name="master", tenant="default", key_hash="", prefix="",
-                rpm=None, created_at=0.0, priority=0, role="operator")
 _REFUSED = {
     "revoked": "The API key {name!r} has been revoked.",
     "expired": "The API key {name!r} has expired; ask for a new one (seawall keys create "
