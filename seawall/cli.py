@@ -274,7 +274,8 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
         click.echo("no keys", err=True)
         return
     click.echo(f"{'id':18} {'name':20} {'tenant':16} {'prefix':12} {'rpm':>6} {'prio':>4} "
-               f"{'cache':5} {'tpm':>8} {'budget':>14}  created              revoked")
+               f"{'cache':5} {'tpm':>8} {'budget':>14}  created              revoked"
+               "              role          expires")
     for k in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.created_at))
         revoked = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.revoked_at))
@@ -283,7 +284,11 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
                    f"{k.rpm or '-':>6} {'-' if k.priority is None else k.priority:>4} "
                    f"{'-' if k.cache is None else 'on' if k.cache else 'off':5} "
                    f"{k.tpm or '-':>8} {_budget(k.budget_usd, k.budget_period):>14}  "
-                   f"{created}  {revoked}")
+                   f"{created}  {revoked:19}  {k.role:12}  {_day(k.expires_at)}")
+
+
+def _day(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d", time.gmtime(t))
 
 
 def _budget(usd: float | None, period: str | None) -> str:

@@ -37,6 +37,18 @@ async def test_a_key_made_before_scopes_reads_back_as_legacy(stores: Stores) -> 
     assert got is not None and got.role == "app" and got.scopes is None and got.models is None
 
 
+async def test_names_with_sql_metacharacters_are_data(stores: Stores) -> None:
+    name = "x' OR '1'='1"
+    await stores.main.create_key(_key(1, name=name, tenant="acme"))
+    await stores.main.create_key(_key(2, name="other", tenant="acme"))
+    found = await stores.main.find_key(name)
+    assert found is not None and found.id == "k1"
+    assert await stores.main.find_key("' OR 1=1 --") is None
+    assert await stores.main.revoke_key("' OR 1=1 --") is None
+    assert await stores.main.list_keys(tenant="acme' OR '1'='1") == []
+    assert len(await stores.main.list_keys()) == 2
+
+
 async def test_list_find_and_revoke_are_confined_to_a_tenant(stores: Stores) -> None:
     await stores.main.create_key(_key(1, tenant="acme", name="bot"))
     await stores.main.create_key(_key(2, tenant="globex", name="bot"))

@@ -330,6 +330,9 @@ def test_a_forwarded_request_is_never_anonymous_loopback(open_gw: Running,
     r = httpx.post(open_gw.url + "/v1/chat/completions", json=body, timeout=30,
                    headers=dict([header]))
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(open_gw.url + "/admin/keys", headers=dict([header]),
+                     timeout=30).status_code == 401  # not the operator either
+    assert httpx.get(open_gw.url + "/admin/keys", timeout=30).status_code == 200
     assert httpx.get(open_gw.url + "/metrics", headers=dict([header]),
                      timeout=30).status_code == 401
     assert httpx.get(open_gw.url + "/metrics", timeout=30).status_code == 200
