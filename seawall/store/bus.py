@@ -1,6 +1,6 @@
 """Change notices: what one process changed that every replica must act on
-within a second (a key revoked or rotated, a budget changed, a canary step, a prompt label moved, a cache
-purge, an upstream cool-down).
+within a second (a key revoked or rotated, a budget changed, a canary step,
+a prompt label moved, a cache purge, an upstream cool-down).
 
 A notice is a small JSON object, ``{"kind": ..., ...}``. The bus only says
 "something changed"; the store stays the truth, so a subscriber either acts
