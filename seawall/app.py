@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from seawall.api import (
     admin_routes,
+    audit_routes,
     batch_routes,
     messages_routes,
     openai_routes,
@@ -32,6 +33,7 @@ from seawall.api import (
     responses_routes,
 )
 from seawall.api.http import LiveStreams, error_response
+from seawall.audit.record import Auditor
 from seawall.batches.service import KIND as BATCH_KIND
 from seawall.batches.service import BatchService
 from seawall.cache.service import ResponseCache
@@ -40,6 +42,10 @@ from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.experiments.service import Experiments
 from seawall.experiments.stage import ExperimentStage
+from seawall.guardrails.moderation import Moderation
+from seawall.guardrails.policy import Policies
+from seawall.guardrails.redact import RecordRedactor
+from seawall.guardrails.stage import GuardrailStage
 from seawall.jobs.runner import JobRunner
 from seawall.ml.tokens import TokenCounter, is_long
 from seawall.observe.logs import current_trace_id
@@ -59,6 +65,7 @@ from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
 from seawall.providers.embedder import EmbedderProvider
 from seawall.providers.registry import ModelRegistry
+from seawall.quality.loop import QualityLoop
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
 from seawall.responses.service import ResponseService
@@ -137,6 +144,10 @@ class Services:
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
         self.feedback = self.stores.feedback()
+        # Ratings and judge scores act: quarantine cached answers, guard canaries.
+        self.quality_loop = QualityLoop(settings, self.cache_store, self.experiments,
+                                        self.store, self.metrics)
+        self.audit = Auditor(self.stores.audit())  # admin actions (docs/security.md)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
@@ -146,6 +157,13 @@ class Services:
                                           settings.auth.key_cache_ttl_s)
         self.bus.subscribe("tenant_budget", self.budget_limits.changed,
                            resync=self.budget_limits.changed)
+        # PII and secret guardrails (docs/guardrails.md): a stage after retrieval
+        # and before the cache, and the redaction of every trace record.
+        guard = settings.guardrails
+        self.guard_policies = Policies(guard)
+        self.moderation = (Moderation(guard.moderation, self._ask_model)
+                           if guard.moderation is not None else None)
+        redact = RecordRedactor(guard, self.guard_policies) if guard.redact_traces else None
         self.pipeline = Pipeline([self.auth, self.admission], [
             PermissionStage(),  # the endpoint's scope and the model, before anything else
             LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics,
@@ -154,11 +172,13 @@ class Services:
             PromptStage(self.prompts),
             RouteStage(settings, self.cache.embedder, self.metrics),
             RetrieveStage(settings, self.rag),
+            GuardrailStage(guard, self.guard_policies, self.metrics, self.moderation,
+                           settings.server.max_answer_chars),
             CacheStage(self.cache),
             BudgetStage(settings.limits, self.budgets, self.registry,
                         self.metrics, self.count_tokens_async, self.budget_limits),
             InvokeStage(self.registry, self.router),
-            RecordStage(obs.traces, self.writer, self.count_tokens_async),
+            RecordStage(obs.traces, self.writer, self.count_tokens_async, redact),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)
         # The durable job queue (docs/jobs.md); its runner works here unless
         # jobs.run_in_server is false (then `seawall worker` processes run them).
@@ -213,6 +233,22 @@ class Services:
             # gauge never shows a stale "open".
             self.metrics.circuit_state.labels(name).set(int(dep.health.breaker.state))
 
+    async def _ask_model(self, ctx: RequestContext, model: str) -> str:
+        """The text of ``model``'s answer to ``ctx`` (the moderation hook), through
+        the router (retries, fallbacks, breakers), without the pipeline."""
+        parts: list[str] = []
+        stream = self.router.chat(ctx, self.registry.resolve(model, "chat"))
+        try:
+            async for item in stream:
+                for chunk in item if isinstance(item, list) else (item,):
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            parts.append(text)
+        finally:
+            await stream.aclose()
+        return "".join(parts)
+
     def count_tokens(self, messages: list[Any], output: str) -> tuple[int, int]:
         """(prompt, completion) tokens, for when the upstream reported none."""
         return self.tokens.count_messages(messages), self.tokens.count(output)
@@ -245,6 +281,10 @@ class Services:
             if dep is not None:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
 
+    async def _close_moderation(self) -> None:
+        if self.moderation is not None:
+            await self.moderation.close()
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.stores.open()
@@ -261,6 +301,7 @@ class Services:
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
         await self.feedback.open()
+        await self.audit.open()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -291,6 +332,7 @@ class Services:
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
             ("jobs", jobs, CLOSE_STEP_S + 3),
             ("change bus", self.bus.close, CLOSE_STEP_S),
+            ("quality loop", self.quality_loop.settle, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
             ("rag", self.rag.aclose, CLOSE_STEP_S),
@@ -298,6 +340,8 @@ class Services:
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
             ("feedback", self.feedback.close, CLOSE_STEP_S),
+            ("audit log", self.audit.close, CLOSE_STEP_S),
+            ("moderation", self._close_moderation, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
@@ -393,7 +437,7 @@ def create_app(settings: Settings) -> FastPath:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
-                            *quality_routes.routes,
+                            *quality_routes.routes, *audit_routes.routes,
                             *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,

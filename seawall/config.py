@@ -46,7 +46,8 @@ class ServerSettings(_Strict):
                                   "of text, tool arguments and refusal) taken from an "
                                   "upstream; beyond it the request fails with 502")
     max_upstream_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest "
-                                         "non-streamed upstream chat response body; 502 beyond")
+                                         "non-streamed upstream chat or embeddings response body; "
+                                         "502 beyond")
     max_sse_line_bytes: int = Field(1024 * 1024, gt=0, description="longest line of an "
                                     "upstream event stream; 502 beyond")
     # Connection limits (seawall/serving.py; docs/operations.md "Connections and limits").
@@ -570,6 +571,19 @@ class CanarySettings(_Strict):
                                            "error rate may exceed the baseline's by this much")
     max_p95_ratio: float = Field(1.5, ge=1, description="the candidate's p95 latency may be "
                                  "at most this times the baseline's")
+    per_token: bool = Field(True, description="compare latency per output token (a long "
+                            "answer is not a slow model)")
+    min_tenants: int = Field(1, ge=1, description="tenants the candidate arm needs before a "
+                             "latency or quality breach counts (more than half must see it)")
+    max_quality_drop: float = Field(0.1, ge=0, le=1, description="the candidate's mean judge "
+                                    "score (0..1) may fall this far below the baseline's")
+    min_judged: int = Field(20, ge=0, description="judged answers each arm needs before "
+                            "quality is compared (0: judge scores are not used)")
+    max_negative_rate_increase: float = Field(0.1, ge=0, le=1, description="the candidate's "
+                                              "thumbs-down rate may exceed the baseline's by "
+                                              "this much")
+    min_rated: int = Field(20, ge=0, description="rated answers each arm needs before "
+                           "thumbs-down rates are compared (0: feedback is not used)")
 
     @model_validator(mode="after")
     def _steps_rise(self) -> CanarySettings:
@@ -589,6 +603,9 @@ class ExperimentSettings(_Strict):
                             "key), the key, or nothing (each request drawn anew)")
     canary: CanarySettings = CanarySettings()
     enabled: bool = True
+    salt: str | None = Field(None, min_length=16, description="secret mixed into the arm "
+                             "draw (default: one generated and kept in the store), so a "
+                             "client cannot pick its arm by picking `user`")
 
     @model_validator(mode="after")
     def _arms(self) -> ExperimentSettings:
@@ -699,6 +716,64 @@ class FeedbackScale(_Strict):
         return self
 
 
+Detector = Literal["email", "phone", "credit_card", "iban", "national_id", "secret", "ip"]
+GuardAction = Literal["off", "flag", "mask", "block"]
+
+
+class GuardrailPolicy(_Strict):
+    """Detector -> action, per direction (docs/guardrails.md). A model's or
+    key's policy overrides the global one detector by detector (``off``
+    removes one)."""
+
+    input: dict[Detector, GuardAction] = Field({}, description="on the request's messages: "
+                                               "flag, mask (restored in the answer) or block")
+    output: dict[Detector, GuardAction] = Field({}, description="on the answer: flag, mask "
+                                                "(redacted) or block; mask/block buffer a stream")
+    moderate: bool | None = Field(None, description="ask guardrails.moderation (None: "
+                                  "inherit; the global default is on when it is configured)")
+
+
+class ModerationSettings(_Strict):
+    """A moderation hook asked about each request's input (and optionally its answer)."""
+
+    model: str | None = Field(None, description="a logical chat model of this gateway; its "
+                              "answer starting with 'unsafe' (Llama Guard style) flags")
+    url: str | None = Field(None, description="or an OpenAI-compatible /v1/moderations URL")
+    api_key: str | None = Field(None, description="bearer token for url")
+    prompt: str | None = Field(None, description="model: system message put before the "
+                               "conversation (None: none, as Llama Guard expects)")
+    action: Literal["block", "flag"] = Field("block", description="what a flagged input does")
+    check_output: bool = Field(False, description="also ask about the answer (flag only)")
+    timeout_s: float = Field(5.0, gt=0, description="longest wait for the verdict")
+    fail_open: bool = Field(True, description="hook failed or timed out: true = serve "
+                            "(recorded as moderation_error), false = 503")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ModerationSettings:
+        if (self.model is None) == (self.url is None):
+            raise ValueError("guardrails.moderation: set exactly one of model or url")
+        return self
+
+
+class GuardrailSettings(GuardrailPolicy):
+    """PII and secret guardrails (docs/guardrails.md)."""
+
+    redact_traces: bool = Field(True, description="trace records keep [REDACTED:<detector>] "
+                                "instead of detected values")
+    redact_detectors: list[Detector] | None = Field(None, description="detectors used for "
+                                                    "trace redaction (None: all)")
+    phone_region: str = Field("US", min_length=2, max_length=2, description="country whose "
+                              "local number format is assumed without a +country code")
+    max_scan_chars: int = Field(1_000_000, gt=0, description="most text scanned per request "
+                                "and direction; more is refused with 413 when a mask or block "
+                                "policy applies (flag and redaction cut it)")
+    thread_chars: int = Field(16_384, ge=0, description="texts longer than this are scanned "
+                              "in a worker thread, not on the event loop")
+    models: dict[str, GuardrailPolicy] = Field({}, description="per logical model")
+    keys: dict[str, GuardrailPolicy] = Field({}, description="per key name (wins over models)")
+    moderation: ModerationSettings | None = None
+
+
 class FeedbackSettings(_Strict):
     """Ratings of answers, ``POST /v1/feedback`` (docs/quality.md)."""
 
@@ -710,6 +785,24 @@ class FeedbackSettings(_Strict):
     max_user_chars: int = Field(256, ge=1, le=10_000, description="the user field's length")
     trace_wait_s: float = Field(2.0, ge=0, le=30, description="how long a rating of an answer "
                                 "whose record is not stored yet waits for it before a 404")
+
+
+class QualityLoopSettings(_Strict):
+    """What scores and feedback change (docs/quality.md, "Closing the loop")."""
+
+    quarantine_on_feedback: bool = Field(True, description="a cached answer rated below "
+                                         "feedback_threshold is no longer served")
+    feedback_threshold: float | None = Field(None, description="ratings below this quarantine "
+                                             "(default: the middle of feedback.scale, 0 on "
+                                             "-1..1)")
+    quarantine_on_score: bool = Field(True, description="a cached answer a judge scored below "
+                                      "cache_min_score is no longer served")
+    cache_min_score: float = Field(0.5, ge=0, le=1, description="judge scores (as a fraction "
+                                   "of their scale) below this quarantine")
+
+
+class QualitySettings(_Strict):
+    loop: QualityLoopSettings = QualityLoopSettings()
 
 
 class ModelCacheSettings(_Strict):
@@ -830,6 +923,8 @@ class Settings(_Strict):
     prompts: PromptsSettings = PromptsSettings()
     responses: ResponsesSettings = ResponsesSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    quality: QualitySettings = QualitySettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -863,9 +958,20 @@ class Settings(_Strict):
         problems += self._guard_checks_known()
         problems += self._experiments_known()
         problems += self._routes_known()
+        problems += self._guardrails_known()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _guardrails_known(self) -> list[str]:
+        g = self.guardrails
+        problems = [f"guardrails.models.{name}: no model or route of that name"
+                    for name in g.models if name not in self.models and name not in self.routes]
+        mod = g.moderation
+        if mod is not None and mod.model is not None and mod.model not in self.models:
+            problems.append(f"guardrails.moderation.model: {mod.model!r} is not a model "
+                            "declared under models")
+        return problems
 
     def _routes_known(self) -> list[str]:
         problems = []
@@ -883,6 +989,8 @@ class Settings(_Strict):
         problems = []
         taken: dict[str, str] = {}
         for name, e in self.experiments.items():
+            if name.startswith("_seawall"):
+                problems.append(f"experiments.{name}: names starting with _seawall are reserved")
             if e.model not in self.models and e.model not in self.routes:
                 problems.append(f"experiments.{name}.model: {e.model!r} is not a model "
                                 "declared under models or routes")

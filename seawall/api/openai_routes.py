@@ -41,6 +41,7 @@ from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.permissions import may_use_model
 from seawall.pipeline.pipeline import Serving
+from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER
 from seawall.providers.base import Chunk, RawBatch, StreamItem, make_chunk, usage_chunk
 
 if TYPE_CHECKING:
@@ -69,6 +70,14 @@ def _context(request: Request, endpoint: str) -> RequestContext:
     )
 
 
+def shows_experiment(ctx: RequestContext) -> bool:
+    """Only an operator learns which arm served a request: an arm a client can
+    see is an arm it can aim at (docs/experiments.md). The master key, or a
+    keyless loopback caller when anonymous loopback is on (the laptop setup).
+    TODO(scopes): admin:experiments."""
+    return ctx.key is MASTER or (ctx.key is None and ctx.tenant == ANONYMOUS_TENANT)
+
+
 def _headers(ctx: RequestContext) -> dict[str, str]:
     out = {"x-request-id": ctx.trace_id}
     if ctx.deployment is not None:
@@ -77,7 +86,7 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
         out["x-seawall-attempts"] = str(ctx.attempts_started)
     if ctx.degraded is not None:
         out["x-seawall-degraded"] = ctx.degraded
-    if ctx.experiment is not None:
+    if ctx.experiment is not None and shows_experiment(ctx):
         out["x-seawall-experiment"] = ctx.experiment.label
     if ctx.prompt_version is not None:
         out["x-seawall-prompt-version"] = header_value(ctx.prompt_version)
@@ -165,7 +174,7 @@ async def _chat(request: Request, ctx: RequestContext, svc: Services,
         if "usage" not in completion:
             completion["usage"] = await svc.estimate_usage(ctx)
         if ctx.rag is not None:  # an extension field: the OpenAI SDK keeps unknown fields
-            completion["citations"] = ctx.rag.citations(ctx.gatherer.text)
+            completion["citations"] = await ctx.rag.answer_citations(ctx.gatherer.text)
         return Response(orjson.dumps(completion), media_type="application/json",
                         headers=_headers(ctx))
 

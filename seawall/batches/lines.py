@@ -83,7 +83,7 @@ async def answer(svc: Services, path: str, body: dict[str, Any],
             if "usage" not in completion:
                 completion["usage"] = await svc.estimate_usage(ctx)
             if ctx.rag is not None:
-                completion["citations"] = ctx.rag.citations(ctx.gatherer.text)
+                completion["citations"] = await ctx.rag.answer_citations(ctx.gatherer.text)
             return 200, completion, ctx.trace_id
     except SeawallError as e:
         return e.status, orjson.loads(e.body()), ctx.trace_id

@@ -247,9 +247,22 @@ class OpenAIProvider(Provider):
         resp = await self._post(self._embed_url, orjson.dumps({"model": model, "input": inputs}),
                                 connect_timeout_s)
         try:
-            data = orjson.loads(await resp.read())
+            # Bounded like a chat answer: an embeddings body grows with the
+            # batch (about 20 KB per 1536-d vector), so it is parsed off the
+            # loop when large.
+            body = await read_bounded(resp, self.limits.body_bytes, f"Provider {self.name!r}")
         finally:
             resp.release()
-        vectors = [d["embedding"] for d in sorted(data["data"], key=lambda d: d["index"])]
+        try:
+            data = (orjson.loads(body) if len(body) <= _PARSE_OFF_LOOP_BYTES else
+                    await asyncio.to_thread(orjson.loads, body))
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"Provider {self.name!r} sent invalid JSON",
+                                code="upstream_bad_response") from None
+        try:
+            vectors = [d["embedding"] for d in sorted(data["data"], key=lambda d: d["index"])]
+        except (KeyError, TypeError):
+            raise UpstreamError(f"Provider {self.name!r} sent no embeddings",
+                                code="upstream_bad_response") from None
         return Embeddings(vectors=vectors,
                           prompt_tokens=int((data.get("usage") or {}).get("prompt_tokens", 0)))
