@@ -12,11 +12,21 @@ from typing import Any
 
 import click
 
+from seawall.audit.record import budget_state, key_state
 from seawall.cli_common import config_option, run_on_store, settings_from
 from seawall.config import Settings
 from seawall.pipeline.budgets import PERIODS, BudgetLimit
 
 MAX_GRACE_S = 30 * 86400
+
+
+def _audit(settings: Settings, action: str, tenant: str, target: str,
+           before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    """The change in the audit log (a failed write: exit 1, the change applied)."""
+    from seawall.audit.cli import cli_auditor
+
+    with cli_auditor(settings) as audit:
+        audit.record(action, tenant=tenant, target=target, before=before, after=after)
 
 
 def _told(settings: Settings, event: dict[str, Any]) -> str:
@@ -120,6 +130,8 @@ def keys_rotate(config: str | None, key: str, grace: str) -> None:
     if rotated is None:
         raise click.ClickException(f"no active key with id or name {key!r}")
     told = _told(settings, {"kind": "key_changed", "id": found.id})
+    _audit(settings, "key.rotate", found.tenant, found.id, key_state(found),
+           key_state(rotated))
     click.echo(f"rotated {found.id} ({found.name}); the old secret works until "
                f"{_when(until)}; {told}", err=True)
     click.echo("the new secret is shown once; store it now:", err=True)
@@ -155,6 +167,9 @@ def keys_budget(config: str | None, key: str, usd: float | None, period: str | N
         changes["budget_reset_at"] = time.time()
     updated = run_on_store(lambda s: s.update_key(found.id, **changes), settings)
     told = _told(settings, {"kind": "key_changed", "id": found.id})
+    _audit(settings, "key.budget", found.tenant, found.id,
+           budget_state(found.budget_usd, found.budget_period, found.budget_reset_at),
+           budget_state(updated.budget_usd, updated.budget_period, updated.budget_reset_at))
     what = ("no budget" if updated.budget_usd is None
             else f"${updated.budget_usd:g} per {updated.budget_period}")
     click.echo(f"key {updated.name}: {what}{'; spend counted from now' if reset else ''}; "
@@ -219,6 +234,8 @@ def tenants_budget(config: str | None, tenant: str, usd: float | None, period: s
     if not 0 < len(tenant) <= 200:
         raise click.BadParameter("1 to 200 characters", param_hint="TENANT")
 
+    before: dict[str, Any] = {}
+
     async def go(store: Any) -> TenantBudget:
         now = time.time()
         old = await store.tenant_budget(tenant)
@@ -230,12 +247,15 @@ def tenants_budget(config: str | None, tenant: str, usd: float | None, period: s
         if new_usd is None and not clear:
             raise click.UsageError(f"tenant {tenant} has no budget yet: give --usd")
         reset_at = now if reset else old.reset_at if old is not None else None
+        before.update(budget_state(base_usd, base_period, old.reset_at if old else None))
         b = TenantBudget(tenant, new_usd, period or base_period, reset_at, now)
         await store.set_tenant_budget(b)
         return b
 
     b = run_on_store(go, settings)
     told = _told(settings, {"kind": "tenant_budget", "tenant": tenant})
+    _audit(settings, "tenant.budget", tenant, tenant, before,
+           budget_state(b.budget_usd, b.budget_period, b.reset_at))
     what = "no budget" if b.budget_usd is None else f"${b.budget_usd:g} per {b.budget_period}"
     click.echo(f"tenant {tenant}: {what}{'; spend counted from now' if reset else ''}; {told}")
 

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from seawall.api.http import error_response, json_response, peer_host, read_body
 from seawall.api.wire import convert, decode_json_object
-from seawall.audit.record import key_state, purge_audit
+from seawall.audit.record import AuditWriteFailed, budget_state, key_state, purge_audit
 from seawall.cache.store import Purge
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.keys import make_key, parse_duration, parse_expires, public, rotated_secret
@@ -204,6 +204,8 @@ async def key_rotate(request: Request) -> Response:
         if rotated is None:
             raise NotFound(f"No active key with id or name {key.id!r}.")
         await svc.bus.publish({"kind": "key_changed", "id": key.id})
+        await svc.audit.record(ctx, "key.rotate", tenant=key.tenant, target=key.id,
+                               before=key_state(key), after=key_state(rotated))
         return json_response({**public(rotated), "secret": secret})
     return await serve_tenant_admin(request, "admin.keys.rotate", handle)
 
@@ -244,6 +246,12 @@ async def key_create(request: Request) -> Response:
             raise InvalidRequest(str(e)) from None
         grantable(ctx, key.role, key.tenant, key.scopes or ())
         await svc.store.create_key(key)
+        try:
+            await svc.audit.record(ctx, "key.create", tenant=key.tenant, target=key.id,
+                                   after=key_state(key))
+        except AuditWriteFailed:  # unrecorded: take it back before anyone sees the secret
+            await svc.store.revoke_key(key.id)
+            raise
         return json_response({**public(key), "secret": secret}, status=201)
     return await serve_tenant_admin(request, "admin.keys.create", handle)
 
@@ -303,6 +311,11 @@ async def key_budget(request: Request) -> Response:
         if updated is None:
             raise NotFound(f"No active key with id or name {key.id!r}.")
         await svc.bus.publish({"kind": "key_changed", "id": key.id})
+        await svc.audit.record(
+            ctx, "key.budget", tenant=key.tenant, target=key.id,
+            before=budget_state(key.budget_usd, key.budget_period, key.budget_reset_at),
+            after=budget_state(updated.budget_usd, updated.budget_period,
+                               updated.budget_reset_at))
         budgets = [await spend_line(svc.budgets, lim)
                    for lim in await svc.budget_limits.for_key(updated)]
         return json_response({**public(updated), "budgets": budgets})
@@ -352,10 +365,14 @@ async def tenant_budget(request: Request) -> Response:
             base_period = current.period if current is not None else None
         usd, period = _budget_changes(req, base_usd, base_period)
         reset_at = now if req.reset else old.reset_at if old is not None else None
-        await svc.store.set_tenant_budget(TenantBudget(tenant, usd, period or "month",
-                                                       reset_at, now))
+        new = TenantBudget(tenant, usd, period or "month", reset_at, now)
+        await svc.store.set_tenant_budget(new)
         svc.budget_limits.changed({"tenant": tenant})
         await svc.bus.publish({"kind": "tenant_budget", "tenant": tenant})
+        await svc.audit.record(
+            request.state.ctx, "tenant.budget", tenant=tenant, target=tenant,
+            before=budget_state(base_usd, base_period, old.reset_at if old else None),
+            after=budget_state(new.budget_usd, new.budget_period, new.reset_at))
         return json_response(await _tenant_doc(svc, tenant))
     return await _serve(request, "admin.keys.tenant_budget", handle)
 

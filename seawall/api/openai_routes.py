@@ -39,9 +39,8 @@ from seawall.api.wire import (
 from seawall.errors import ModelNotFound, SeawallError, ShuttingDown
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
-from seawall.pipeline.permissions import may_use_model
+from seawall.pipeline.permissions import may_use_model, role_of
 from seawall.pipeline.pipeline import Serving
-from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER
 from seawall.providers.base import Chunk, RawBatch, StreamItem, make_chunk, usage_chunk
 
 if TYPE_CHECKING:
@@ -74,8 +73,8 @@ def shows_experiment(ctx: RequestContext) -> bool:
     """Only an operator learns which arm served a request: an arm a client can
     see is an arm it can aim at (docs/experiments.md). The master key, or a
     keyless loopback caller when anonymous loopback is on (the laptop setup).
-    TODO(scopes): admin:experiments."""
-    return ctx.key is MASTER or (ctx.key is None and ctx.tenant == ANONYMOUS_TENANT)
+    Not a tenant_admin: experiments are gateway-wide, not its tenant's."""
+    return role_of(ctx) == "operator"
 
 
 def _headers(ctx: RequestContext) -> dict[str, str]:

@@ -223,6 +223,14 @@ def test_budgets_through_the_admin_api(gw: Running) -> None:
     assert _admin(gw, "GET", "/admin/tenants/globex", boss).status_code == 404
     _admin(gw, "POST", "/admin/tenants/budgeta/budget", json={"none": True})
     assert chat(gw, app)
+    # Every change is in the audit log; the tenant_admin reads its tenant's part.
+    log = _admin(gw, "GET", "/admin/audit?tenant=budgeta&limit=100", boss).json()["data"]
+    seen = [(e["action"], e["actor"]["role"]) for e in reversed(log)]
+    assert seen == [("key.create", "operator"), ("key.create", "tenant_admin"),
+                    ("key.budget", "tenant_admin"), ("key.budget", "tenant_admin"),
+                    ("tenant.budget", "operator"), ("tenant.budget", "operator")]
+    assert log[0]["before"]["budget_usd"] == 0 and log[0]["after"]["budget_usd"] is None
+    assert _admin(gw, "GET", "/admin/audit?tenant=acme", boss).status_code == 403
 
 
 def test_trace_records_of_another_tenant_are_not_found(gw: Running) -> None:
@@ -255,6 +263,10 @@ def test_rotation_keeps_both_secrets_for_the_grace_then_only_the_new(gw: Running
     assert chat(gw, third)
     r = _admin(gw, "POST", f"/admin/keys/{key['id']}/rotate", json={"grace": "31d"})
     assert r.status_code == 400
+    log = _admin(gw, "GET", "/admin/audit?action=key.rotate").json()["data"]
+    mine = [e for e in log if e["target"] == key["id"]]
+    assert len(mine) == 2 and mine[0]["after"]["prefix"] == third[:10]
+    assert all(third not in str(e) and second not in str(e) for e in log)  # no secrets
 
 
 def test_expired_and_revoked_keys_are_refused_at_once(gw: Running) -> None:
