@@ -374,3 +374,13 @@ def test_the_key_lifecycle_on_postgres(pg_url: str, redis_url: str, tmp_path: Pa
         assert _admin(pg, "POST", "/admin/keys/pg-app/revoke", boss).status_code == 200
         with pytest.raises(openai.AuthenticationError):
             chat(pg, r.json()["secret"], "other")
+
+
+def test_the_audit_log_says_when_an_admin_request_came_through_a_proxy(gw: Running) -> None:
+    r = httpx.post(gw.url + "/admin/keys", json={"name": "proxied", "tenant": "acme"},
+                   headers={"authorization": f"Bearer {MASTER}", "x-forwarded-for": "10.9.8.7"},
+                   timeout=30)
+    assert r.status_code == 201
+    log = _admin(gw, "GET", "/admin/audit?action=key.create").json()["data"]
+    row = next(e for e in log if e["target"] == r.json()["id"])
+    assert row["source"] == "forwarded:127.0.0.1"  # the proxy's address, not the claim
