@@ -55,7 +55,9 @@ from seawall.observe.retention import keep_for, keep_traces_for
 from seawall.observe.tracing import SpanExport
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.admission import AdmissionStage
+from seawall.pipeline.budget_admin import BudgetLimits
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import PermissionStage
 from seawall.pipeline.pipeline import Pipeline
 from seawall.pipeline.spend import BudgetStage
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
@@ -117,6 +119,7 @@ class Services:
         self.redis = self.stores.redis
         self.bus: ChangeBus = self.stores.bus()
         self.bus.subscribe("key_revoked", self.auth.key_revoked, resync=self.auth.forget_keys)
+        self.bus.subscribe("key_changed", self.auth.key_revoked, resync=self.auth.forget_keys)
         self.cooldowns = (SharedCooldowns(self.registry, self.bus, self.redis)
                           if self.redis is not None else None)
         self.admission = AdmissionStage(settings.admission, self.metrics)
@@ -158,6 +161,12 @@ class Services:
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
+        # Budgets: spend counters, and which budgets apply (key's, tenant's).
+        self.budgets = self.stores.budgets()
+        self.budget_limits = BudgetLimits(settings.limits, self.key_store,
+                                          settings.auth.key_cache_ttl_s)
+        self.bus.subscribe("tenant_budget", self.budget_limits.changed,
+                           resync=self.budget_limits.changed)
         # PII and secret guardrails (docs/guardrails.md): a stage after retrieval
         # and before the cache, and the redaction of every trace record.
         guard = settings.guardrails
@@ -166,6 +175,7 @@ class Services:
                            if guard.moderation is not None else None)
         redact = RecordRedactor(guard, self.guard_policies) if guard.redact_traces else None
         self.pipeline = Pipeline([self.auth, self.admission], [
+            PermissionStage(),  # the endpoint's scope and the model, before anything else
             LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics,
                        self.count_tokens_async),
             ExperimentStage(self.experiments),
@@ -175,8 +185,8 @@ class Services:
             GuardrailStage(guard, self.guard_policies, self.metrics, self.moderation,
                            settings.server.max_answer_chars),
             CacheStage(self.cache),
-            BudgetStage(settings.limits, self.stores.budgets(), self.registry,
-                        self.metrics, self.count_tokens_async),
+            BudgetStage(settings.limits, self.budgets, self.registry,
+                        self.metrics, self.count_tokens_async, self.budget_limits),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer, self.count_tokens_async, redact),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)

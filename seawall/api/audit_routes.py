@@ -1,9 +1,9 @@
 """``GET /admin/audit``: the audit log, newest first (docs/security.md#audit-log).
 
-Guarded by the admin check every /admin route uses today; :data:`SCOPE` is
-the permission it will need once keys carry scopes. Only the operator may
-look across tenants: any other caller's tenant filter is its own tenant,
-whatever it asks for (a request naming another tenant gets a 403).
+Needs :data:`SCOPE` (an endpoint ``admin.audit.*``: seawall/pipeline/
+permissions.py). Only the operator may look across tenants: a tenant_admin
+key's tenant filter is its own tenant, whatever it asks for (a request
+naming another tenant gets a 403).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.admin_routes import _serve as serve_admin
+from seawall.api.admin_routes import serve_tenant_admin
 from seawall.api.http import json_response
 from seawall.audit.query import build_query
 from seawall.audit.record import actor_of
@@ -46,8 +46,7 @@ def tenant_filter(ctx: RequestContext, asked: str | None) -> str | None:
 
 
 async def audit_list(request: Request) -> Response:
-    async def handle(request: Request, svc: Services) -> Response:
-        ctx: RequestContext = request.state.ctx
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         params = request.query_params
         unknown = sorted(set(params.keys()) - _PARAMS)
         if unknown:
@@ -66,7 +65,7 @@ async def audit_list(request: Request) -> Response:
         return json_response({"object": "list", "data": [e.to_json() for e in rows],
                               "has_more": len(rows) == q.limit,
                               "last_id": rows[-1].id if rows else None})
-    return await serve_admin(request, "admin.audit.list", handle)
+    return await serve_tenant_admin(request, "admin.audit.list", handle)
 
 
 routes = [Route("/admin/audit", audit_list, methods=["GET"])]

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from seawall.api.http import error_response, json_response, read_body
+from seawall.api.http import error_response, json_response, peer_host, read_body
 from seawall.api.uploads import bounded_stream
 from seawall.api.wire import decode_json_object
 from seawall.batches.lines import auth_of
@@ -40,8 +40,7 @@ def _svc(request: Request) -> Services:
 def _ctx(request: Request, endpoint: str) -> RequestContext:
     h = request.headers
     ctx = RequestContext(endpoint=endpoint, authorization=h.get("authorization"),
-                         client_host=request.client.host if request.client else None,
-                         traceparent=h.get("traceparent"))
+                         client_host=peer_host(request), traceparent=h.get("traceparent"))
     current_trace_id.set(ctx.trace_id)
     return ctx
 
@@ -57,7 +56,7 @@ async def _served(request: Request, endpoint: str, work: Work) -> Response:
     ctx = _ctx(request, endpoint)
     headers = {"x-request-id": ctx.trace_id}
     try:
-        async with svc.pipeline.scope(ctx):
+        async with svc.pipeline.scope(ctx):  # the scope "jobs", the key's rate limits
             response = await work(svc, ctx, request)
     except SeawallError as e:
         return error_response(e, headers)

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.http import DisconnectWatch, error_response, json_response, read_body
+from seawall.api.http import DisconnectWatch, error_response, json_response, peer_host, read_body
 from seawall.api.limits import depth_exceeds
 from seawall.api.uploads import File, read_form, read_upload
 from seawall.api.wire import convert, decode_json_object
@@ -33,6 +33,11 @@ from seawall.audit.record import collection_state
 from seawall.errors import InvalidRequest, SeawallError
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import (
+    WRITE_ENDPOINTS,
+    may_read_collection,
+    require_collection,
+)
 from seawall.pipeline.pipeline import ClientClosed
 from seawall.rag.documents import LoadedDocument
 from seawall.rag.ingest import check_cancel
@@ -95,7 +100,7 @@ async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
     svc = _svc(request)
     h = request.headers
     ctx = RequestContext(endpoint=endpoint, authorization=h.get("authorization"),
-                         client_host=request.client.host if request.client else None,
+                         client_host=peer_host(request),
                          traceparent=h.get("traceparent"))
     current_trace_id.set(ctx.trace_id)
     headers = {"x-request-id": ctx.trace_id}
@@ -141,14 +146,18 @@ def _doc_id(request: Request) -> int:
 
 
 def _note(ctx: RequestContext, collection: str) -> None:
-    """The collection in the trace record's ``rag`` field."""
+    """May the caller read (or, for a writing endpoint, write) ``collection``?
+    (its key's scopes and --collections-read/-write); then the collection in
+    the trace record's ``rag`` field."""
+    require_collection(ctx, collection, write=ctx.endpoint in WRITE_ENDPOINTS)
     ctx.rag = RagState(collection=collection, query="", top_k=0, sources=[], candidates=0,
                        system="")
 
 
 async def list_collections(request: Request) -> Response:
     async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
-        rows = await svc.rag.collections(ctx.tenant)
+        rows = [c for c in await svc.rag.collections(ctx.tenant)
+                if may_read_collection(ctx, c.name)]
         return json_response({"object": "list", "data": [c.public() for c in rows]})
     return await _serve(request, "rag.collections.list", handle)
 

@@ -50,9 +50,23 @@ def _failed(event: AuditEvent, exc: BaseException) -> AuditWriteFailed:
 def key_state(key: ApiKey) -> dict[str, Any]:
     """What the log keeps of a key: everything but its hash (the prefix names it)."""
     return {"id": key.id, "name": key.name, "tenant": key.tenant, "prefix": key.prefix,
+            "role": key.role, "scopes": None if key.scopes is None else list(key.scopes),
+            "models": None if key.models is None else list(key.models),
+            "collections_read": (None if key.collections_read is None
+                                 else list(key.collections_read)),
+            "collections_write": (None if key.collections_write is None
+                                  else list(key.collections_write)),
             "rpm": key.rpm, "tpm": key.tpm, "priority": key.priority, "cache": key.cache,
             "budget_usd": key.budget_usd, "budget_period": key.budget_period,
+            "budget_reset_at": key.budget_reset_at, "expires_at": key.expires_at,
+            "previous_secret_valid_until": key.prev_expires_at,
             "created_at": key.created_at, "revoked_at": key.revoked_at}
+
+
+def budget_state(usd: float | None, period: str | None, reset_at: float | None
+                 ) -> dict[str, Any]:
+    """A key's or tenant's budget as the log keeps it."""
+    return {"budget_usd": usd, "budget_period": period, "budget_reset_at": reset_at}
 
 
 def collection_state(info: Any) -> dict[str, Any]:

@@ -92,6 +92,10 @@ class Metrics:
                                      "could not keep up.", registry=r)
         self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit "
                                     "or by admission control.", ("limit",), registry=r)
+        self.budget_thresholds = Counter(
+            "seawall_budget_thresholds", "Budgets that passed 50, 80 or 100% of their limit "
+            "in a period, by kind (key, tenant); each budget counted once per threshold "
+            "and period per process.", ("kind", "threshold"), registry=r)
         self.redis_errors = Counter("seawall_redis_errors", "Redis calls that failed or timed "
                                     "out, by what needed them (limits, budgets).", ("what",),
                                     registry=r)

@@ -20,6 +20,7 @@ from seawall.api.wire import Message, RagOptions
 from seawall.config import Settings
 from seawall.errors import InvalidRequest
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
+from seawall.pipeline.permissions import require_collection
 from seawall.rag.packing import Source, cited_numbers, pack, render
 from seawall.rag.service import RagService, SearchRequest
 
@@ -113,6 +114,7 @@ class RetrieveStage:
         opts = self._options(ctx)
         if opts is None:
             return None
+        require_collection(ctx, opts.collection)  # the key may read it (--collections-read)
         t0 = time.time_ns()
         req = ctx.request
         assert req is not None and ctx.raw is not None

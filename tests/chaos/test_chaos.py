@@ -109,7 +109,8 @@ def gateway(fakes: dict[str, FakeUpstreamClient], tmp_path: Any
 
 
 def sdk(gw: Running) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=10)
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-on-loopback",
+                         max_retries=0, timeout=10)
 
 
 def calls(f: FakeUpstreamClient) -> int:

@@ -126,7 +126,7 @@ def test_thumbs_down_on_a_cached_answer_quarantines_it(upstream: FakeUpstreamCli
         # The operator releases it: served again.
         url = f"{gw.url}/admin/cache/entries/{entry}/release"
         assert httpx.post(url, headers={"authorization": f"Bearer {acme}"},
-                          timeout=30).status_code == 401  # not for tenants
+                          timeout=30).status_code == 403  # not for tenants' keys
         r = httpx.post(url, headers={"authorization": f"Bearer {MASTER}"}, timeout=30)
         assert r.status_code == 200 and r.json() == {"entry": entry, "released": True}
         assert httpx.post(url, headers={"authorization": f"Bearer {MASTER}"},
