@@ -186,7 +186,8 @@ class Services:
                            settings.server.max_answer_chars),
             CacheStage(self.cache),
             BudgetStage(settings.limits, self.budgets, self.registry,
-                        self.metrics, self.count_tokens_async, self.budget_limits),
+                        self.metrics, self.count_tokens_async, self.budget_limits,
+                        self.alerts),
             InvokeStage(self.registry, self.router),
             RecordStage(obs.traces, self.writer, self.count_tokens_async, redact),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)

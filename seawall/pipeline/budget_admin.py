@@ -23,6 +23,7 @@ from seawall.pipeline.budgets import BudgetLimit, Budgets, period_bounds
 if TYPE_CHECKING:
     from seawall.observe.metrics import Metrics
     from seawall.pipeline.context import RequestContext
+    from seawall.quality.alerts import AlertSink
     from seawall.store.base import ApiKey, KeyStore, TenantBudget
 
 log = logging.getLogger("seawall.budgets")
@@ -124,9 +125,11 @@ class Thresholds:
     """Logs and counts a budget passing 50, 80 and 100% of its limit, once
     per budget, threshold and period in this process."""
 
-    def __init__(self, budgets: Budgets, metrics: Metrics) -> None:
+    def __init__(self, budgets: Budgets, metrics: Metrics,
+                 alerts: AlertSink | None = None) -> None:
         self.budgets = budgets
         self.metrics = metrics
+        self.alerts = alerts  # the alert webhooks (alerts.webhooks), when configured
         self._seen: dict[str, float] = {}  # bucket -> highest threshold logged
 
     async def check(self, lim: BudgetLimit) -> None:
@@ -148,7 +151,33 @@ class Thresholds:
         kind = lim.scope.split(":", 1)[0]
         for t in passed:
             self.metrics.budget_thresholds.labels(kind, f"{t:.0%}").inc()
-        # TODO(lead): also AlertSink.send (seawall/quality/alerts.py) to the alert webhooks.
         log.warning("budget of %s passed %.0f%%: $%.4f of $%g per %s spent", lim.label,
                     passed[-1] * 100, spent, lim.usd, lim.period,
                     extra={"budget": lim.scope, "threshold": passed[-1], "spent_usd": spent})
+        if self.alerts is not None and self.alerts.enabled:
+            await self._alert(lim, bucket, passed[-1], spent)
+
+    async def _alert(self, lim: BudgetLimit, bucket: str, threshold: float,
+                     spent: float) -> None:
+        """One alert per budget, period and threshold: keyed by the period's
+        bucket, so the shared alert state (Postgres) sends it once however many
+        replicas saw the crossing; a failure is logged, never raised."""
+        from seawall.quality.alerts import Alert
+
+        assert self.alerts is not None
+        alert = Alert(
+            key=f"budget:{bucket}:{threshold:.0%}",
+            title=f"Budget of {lim.label} passed {threshold:.0%}",
+            severity="page" if threshold >= 1.0 else "ticket", source="budget",
+            summary=(f"${spent:.4f} of ${lim.usd:g} per {lim.period} spent"
+                     + ("; requests are refused with 429 budget_exceeded until it resets"
+                        if threshold >= 1.0 else "")),
+            labels={"budget": lim.scope, "period": lim.period},
+            values={"threshold": threshold, "spent_usd": round(spent, 6), "budget_usd": lim.usd})
+        try:
+            if self.alerts.state is not None:
+                await self.alerts.update(alert)
+            else:
+                self.alerts.send(alert)
+        except Exception:
+            log.exception("budget alert for %s not sent", lim.label)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seawall.config import LimitSettings
 from seawall.errors import BudgetExceeded
@@ -26,6 +26,9 @@ from seawall.pipeline.budgets import BudgetLimit, Budgets, Refusal, Reservation
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 from seawall.pipeline.ratelimit import Charge
 from seawall.providers.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from seawall.quality.alerts import AlertSink
 
 # (messages, output, request body bytes) -> (prompt, completion) tokens
 TokenCount = Callable[[list[Any], str, int], Awaitable[tuple[int, int]]]
@@ -109,7 +112,7 @@ class BudgetStage:
 
     def __init__(self, settings: LimitSettings, budgets: Budgets, registry: ModelRegistry,
                  metrics: Metrics, count: TokenCount | None = None,
-                 limits: BudgetLimits | None = None) -> None:
+                 limits: BudgetLimits | None = None, alerts: AlertSink | None = None) -> None:
         self.settings = settings
         self.budgets = budgets
         self.registry = registry
@@ -117,7 +120,7 @@ class BudgetStage:
         self._refused = metrics.rate_limited.labels("budget")
         # Key budgets and tenant budgets (stored ones first, then the config's).
         self.budget_limits = limits if limits is not None else BudgetLimits(settings, None)
-        self.thresholds = Thresholds(budgets, metrics)
+        self.thresholds = Thresholds(budgets, metrics, alerts)
 
     async def limits(self, ctx: RequestContext) -> list[BudgetLimit]:
         return await self.budget_limits.for_request(ctx)

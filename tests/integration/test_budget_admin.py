@@ -21,6 +21,7 @@ import yaml
 
 from seawall.keys import make_key
 from tests.gateway import Running, run_gateway
+from tests.servers import WebhookReceiver
 
 MASTER = "sk-master-budget-admin-01"
 TTL_S = 0.2  # how long the gateway caches keys and tenant budgets (changes from the CLI)
@@ -132,11 +133,14 @@ def test_tenant_budget_overrides_the_config_and_is_shared_by_its_keys(
     assert "no budget" in cli(f, "tenants", "show", "globex").stdout
 
 
-def test_soft_thresholds_are_counted_once_each(tmp_path: Path) -> None:
+def test_soft_thresholds_are_counted_and_alerted_once_each(tmp_path: Path) -> None:
     # Estimates below the real cost (a 1-token completion allowance, no
     # max_tokens), so the spend itself reaches the limit: $0.015 an answer.
-    cheap = {**config(), "limits": {"completion_allowance": 1}}
-    with run_gateway(cheap, tmp_path) as gw:
+    hook = WebhookReceiver()
+    cheap = {**config(), "limits": {"completion_allowance": 1},
+             "alerts": {"backoff_s": 0.05, "webhooks": [
+                 {"url": hook.url + "/generic", "format": "generic"}]}}
+    with hook, run_gateway(cheap, tmp_path) as gw:
         key, secret = make_key("marks", "acme", budget_usd=0.045, budget_period="month")
         gw.on_server(gw.services.store.create_key(key))
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
@@ -152,6 +156,16 @@ def test_soft_thresholds_are_counted_once_each(tmp_path: Path) -> None:
         r'^seawall_budget_thresholds_total\{kind="key",threshold="(\d+%)"\} (\S+)$', metrics,
         re.M))
     assert counts == {"50%": "1.0", "80%": "1.0", "100%": "1.0"}
+    # The webhook got one alert per crossing: the highest one of each request
+    # (the third passed 80% and 100% together), the last one a page.
+    deadline = time.monotonic() + 10
+    while len(hook.alerts("/generic")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    got = [b["alert"] for b in hook.alerts("/generic")]
+    assert [(a["values"]["threshold"], a["severity"], a["source"]) for a in got] == [
+        (0.5, "ticket", "budget"), (1.0, "page", "budget")]
+    assert all(a["labels"]["budget"] == f"key:{key.id}" for a in got)
+    assert "budget_exceeded" in got[1]["summary"] and secret not in str(got)
 
 
 def test_rotation_and_scopes_from_the_cli(setup: tuple[Running, Path]) -> None:

@@ -8,11 +8,9 @@ after recovery, each change sent once."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -24,48 +22,9 @@ from seawall.cli import main as cli
 from seawall.quality.score_store import Score, SqliteScoreStore
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
+from tests.servers import WebhookReceiver as Receiver
 
 MASTER = "sk-master-quality"
-
-
-class Receiver:
-    """A webhook endpoint on loopback: keeps every JSON body by path; the
-    first POST to /flaky gets a 503."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-        self.flaky_left = 1
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                with outer.lock:
-                    if self.path == "/flaky" and outer.flaky_left:
-                        outer.flaky_left -= 1
-                        self.send_response(503)
-                        self.end_headers()
-                        return
-                    outer.got.append((self.path, json.loads(body)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def alerts(self, path: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [b for p, b in self.got if p == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
