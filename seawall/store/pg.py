@@ -10,10 +10,15 @@ adapters; asyncpg would be a little faster on the loop but has no sync side.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 from typing import Any
 
 import psycopg
+from psycopg.adapt import AdaptersMap
+from psycopg.types import string
+from psycopg.types.json import set_json_dumps
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from seawall.config import StoreSettings
@@ -21,8 +26,43 @@ from seawall.config import StoreSettings
 log = logging.getLogger("seawall.store")
 
 
+# Postgres text and jsonb cannot hold NUL (U+0000), which any client can put in
+# a model name, a user id, a file name or a message: a query or a trace batch
+# with one failed (a 500, and a trace writer stuck journaling for good). Every
+# string sent to Postgres has NUL replaced by U+FFFD, as RAG's store did alone.
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+class _StrDumper(string.StrDumperUnknown):
+    def dump(self, obj: str) -> Any:
+        return super().dump(_no_nul(obj))
+
+
+class _StrBinaryDumper(string.StrBinaryDumper):
+    def dump(self, obj: str) -> Any:
+        return super().dump(_no_nul(obj))
+
+
+def _json_dumps(obj: Any) -> str:
+    text = json.dumps(obj)
+    return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+def nul_safe(adapters: AdaptersMap, context: Any = None) -> None:
+    """Dump strings (parameters and COPY rows) and JSON without NUL."""
+    adapters.register_dumper(str, _StrDumper)
+    adapters.register_dumper(str, _StrBinaryDumper)
+    set_json_dumps(_json_dumps, context)
+
+
 async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
     from pgvector.psycopg import register_vector_async
+
+    nul_safe(conn.adapters, conn)
 
     # No vector extension yet (before `seawall migrate`): vectors are unused then.
     with contextlib.suppress(psycopg.ProgrammingError):
@@ -31,6 +71,8 @@ async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
 
 def _configure_sync(conn: psycopg.Connection[Any]) -> None:
     from pgvector.psycopg import register_vector
+
+    nul_safe(conn.adapters, conn)
 
     with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)
