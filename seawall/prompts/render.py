@@ -79,11 +79,16 @@ def _bounded(f: Any, name: str) -> Any:
 def environment() -> ImmutableSandboxedEnvironment:
     """The one template dialect: no HTML escaping (prompts are not HTML), and
     block tags eat their own line so ``{% if %}`` does not leave blank lines;
-    bounded as :class:`BoundedSandbox` says, without ``lipsum`` (whose
-    paragraph count is unbounded)."""
+    bounded as :class:`BoundedSandbox` says, and ``lipsum`` to MAX_ARG words."""
     env = BoundedSandbox(
         undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True)
-    env.globals.pop("lipsum", None)
+    lipsum: Any = env.globals["lipsum"]
+
+    def bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:
+        if n * max > MAX_ARG:
+            raise SecurityError(f"lipsum of {n} paragraphs of up to {max} words is too long")
+        return lipsum(n, html, min, max)
+    env.globals["lipsum"] = bounded_lipsum
     env.filters = {name: _bounded(f, name) for name, f in env.filters.items()}
     return env
 
