@@ -32,6 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 
 ECHO_KEY = "sk-echoed-upstream-9e8d7c6b5a"
 ANTHROPIC_KEY = "sk-ant-upstream-1a2b3c4d5e"
+CLIENT_KEY: list[str] = []  # made by `seawall keys create` in the fixture
 
 
 async def _echo_error(request: Request) -> JSONResponse:
@@ -78,6 +79,11 @@ def served(upstream: FakeUpstreamClient, echo_upstream: str,
                    **{f"e{s}": {"provider": "echo", "model": f"x{s}"} for s in (400, 401, 500)},
                    **{f"a{s}": {"provider": "echo-ant", "model": f"x{s}"} for s in (400, 500)}},
     }))
+    made = subprocess.run([sys.executable, "-m", "seawall.cli", "keys", "create", "--name",
+                           "app", "--tenant", "acme", "-c", str(conf)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "SEAWALL_CONFIG": ""})
+    assert made.returncode == 0, made.stderr
+    CLIENT_KEY.append(made.stdout.strip())
     log = tmp / "gateway.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "seawall.cli", "serve", "--config",
@@ -108,11 +114,22 @@ def test_no_secret_in_logs_traces_metrics_or_errors(
             ids.append(r.headers["x-request-id"])
         return r
 
+    client = CLIENT_KEY[-1]
+    secrets["client"] = client
     chat = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
     assert call("POST", "/v1/chat/completions", MASTER, json=chat).status_code == 200
+    for key in (client, MASTER):  # answers, refusals and upstream errors for both
+        assert call("POST", "/v1/chat/completions", key, json=chat).status_code == 200
+        assert call("POST", "/v1/chat/completions", key,
+                    json={**chat, "model": "e500"}).status_code == 502
+        assert call("POST", "/v1/chat/completions", key,
+                    json={**chat, "model": "nope"}).status_code == 404
+    assert call("GET", "/admin/cache", client).status_code == 401
+    assert call("POST", "/v1/feedback", client, json={"request_id": "x" * 10, "score": 1}
+                ).status_code == 404
     # Wrong keys of every shape: refused, not echoed.
     wrong = ["sk-sw-" + uuid.uuid4().hex * 2, MASTER + "x", MASTER[:-1], "x" * 40,
-             UPSTREAM_KEY, "sk-sw-" + MASTER]
+             UPSTREAM_KEY, "sk-sw-" + MASTER, CLIENT_KEY[-1] + "x", CLIENT_KEY[-1][:-2]]
     secrets.update({f"wrong{i}": w for i, w in enumerate(wrong)})
     for w in wrong:
         r = call("POST", "/v1/chat/completions", w, json=chat)
