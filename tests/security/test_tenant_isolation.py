@@ -144,11 +144,13 @@ def test_rag_model_retrieves_from_the_callers_tenant(
             {"source": "vault.md", "text": SECRET_FACT}]}).status_code == 200
         assert b.http.post("/v1/collections/vault/documents", json={"documents": [
             {"source": "mine.md", "text": "Globex vault notes."}]}).status_code == 200
-        upstream.reset()
-        chat(b, "What is the vault code?", model="vault-bot")
-        sent = str(upstream.calls()["requests"])
-        assert "Globex vault notes" in sent  # the test can fail: retrieval did run
-        assert "7731" not in sent
+        for extra in ({"model": "vault-bot"},  # the model's collection
+                      {"model": "m", "extra_body": {"rag": {"collection": "vault"}}}):
+            upstream.reset()
+            chat(b, "What is the vault code?", **extra)
+            sent = str(upstream.calls()["requests"])
+            assert "Globex vault notes" in sent  # the test can fail: retrieval did run
+            assert "7731" not in sent
 
 
 # -- traces and feedback ----------------------------------------------------
