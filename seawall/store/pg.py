@@ -28,8 +28,12 @@ log = logging.getLogger("seawall.store")
 
 # Postgres text and jsonb cannot hold NUL (U+0000), which any client can put in
 # a model name, a user id, a file name or a message: a query or a trace batch
-# with one failed (a 500, and a trace writer stuck journaling for good). Every
-# string sent to Postgres has NUL replaced by U+FFFD, as RAG's store did alone.
+# with one failed (a 500, and a trace writer stuck journaling for good). On the
+# async pool (the request path's queries: few strings each) every string and
+# JSON value is sent with NUL replaced by U+FFFD. The sync pool keeps psycopg's
+# C string dumpers for the trace COPY (bench/trace_ingest.py; a Python dumper
+# runs once per string of every row): its users scrub themselves (RAG's store;
+# the trace writer retries a batch that had a NUL with :func:`no_nul_row`).
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
@@ -47,15 +51,22 @@ class _StrBinaryDumper(string.StrBinaryDumper):
         return super().dump(_no_nul(obj))
 
 
+def no_nul_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with NUL replaced in its strings."""
+    return tuple(_no_nul(v) if isinstance(v, str) else v for v in row)
+
+
 def _json_dumps(obj: Any) -> str:
     text = json.dumps(obj)
     return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
-def nul_safe(adapters: AdaptersMap, context: Any = None) -> None:
-    """Dump strings (parameters and COPY rows) and JSON without NUL."""
-    adapters.register_dumper(str, _StrDumper)
-    adapters.register_dumper(str, _StrBinaryDumper)
+def nul_safe(adapters: AdaptersMap, context: Any = None, strings: bool = True) -> None:
+    """Dump JSON, and strings (parameters and COPY rows) unless ``strings``
+    is false, without NUL."""
+    if strings:
+        adapters.register_dumper(str, _StrDumper)
+        adapters.register_dumper(str, _StrBinaryDumper)
     set_json_dumps(_json_dumps, context)
 
 
@@ -72,7 +83,7 @@ async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
 def _configure_sync(conn: psycopg.Connection[Any]) -> None:
     from pgvector.psycopg import register_vector
 
-    nul_safe(conn.adapters, conn)
+    nul_safe(conn.adapters, conn, strings=False)
 
     with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)
