@@ -170,6 +170,11 @@ def test_no_secret_in_logs_traces_metrics_or_errors(
     assert "POST /v1/chat/completions" in out or "chat" in out  # the log was captured
     places = {"responses": "\n".join(bodies), "traces": "\n".join(traces),
               "metrics": metrics, "log": out}
+    # Nor at rest: every file under the data directory (databases, WAL, journals).
+    for path in sorted((log.parent / "data").rglob("*")):
+        if path.is_file():
+            places[str(path)] = path.read_bytes().decode("latin-1")
+    assert len(places) > 5
     leaks = [(what, where) for what, secret in secrets.items() for where, text in places.items()
              if secret in text or secret[8:] in text]
     assert not leaks, leaks
