@@ -8,6 +8,7 @@ nothing: the state is checked afterwards, not only the status."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,6 +20,24 @@ from tests.security.conftest import MASTER, Tenant, master_http, settle, trace
 from tests.servers import FakeUpstreamClient
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def gw(request: pytest.FixtureRequest, upstream: FakeUpstreamClient,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The shared gateway, once on each store backend: the stores' tenant
+    filters are separate code on each."""
+    from tests.gateway import run_gateway
+    from tests.security.conftest import config
+    from tests.services import create_database
+
+    cfg = config(upstream)
+    if request.param == "postgres":
+        url = create_database(request.getfixturevalue("pg_server"),
+                              template=request.getfixturevalue("pg_template"))
+        cfg["store"] = {"kind": "postgres", "url": url}
+    with run_gateway(cfg, tmp_path_factory.mktemp(f"iso-{request.param}")) as running:
+        yield running
 
 SECRET_FACT = "The acme vault code is 7731-alpha-kilo."
 
