@@ -130,6 +130,11 @@ def test_sql_metacharacters_in_names_and_filters(backend: tuple[Running, Path],
             ("purpose", v))
         _ok(h.post("/v1/batches", json={"input_file_id": v, "endpoint": "/v1/chat/completions",
                                         "completion_window": "24h"}), ("batch", v))
+        if v.isascii() and v.isprintable():  # what a header can carry
+            _ok(h.post("/v1/chat/completions", headers={
+                "x-seawall-prompt-version": v, "traceparent": v, "x-request-id": v},
+                json={"model": "m", "messages": [{"role": "user", "content": "h"}]}),
+                ("headers", v))
         _ok(master_http(gw).post(f"/admin/keys/{q}/revoke"), ("revoke", v))
         _ok(master_http(gw).get(f"/admin/traces/{q}"), ("trace", v))
         _ok(master_http(gw).post("/admin/cache/purge", json={"tenant": v}), ("purge", v))
