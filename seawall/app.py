@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from seawall.api import (
     admin_routes,
+    audit_routes,
     batch_routes,
     messages_routes,
     openai_routes,
@@ -32,6 +33,7 @@ from seawall.api import (
     responses_routes,
 )
 from seawall.api.http import LiveStreams, error_response
+from seawall.audit.record import Auditor
 from seawall.batches.service import KIND as BATCH_KIND
 from seawall.batches.service import BatchService
 from seawall.cache.service import ResponseCache
@@ -40,6 +42,10 @@ from seawall.config import Settings
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.experiments.service import Experiments
 from seawall.experiments.stage import ExperimentStage
+from seawall.guardrails.moderation import Moderation
+from seawall.guardrails.policy import Policies
+from seawall.guardrails.redact import RecordRedactor
+from seawall.guardrails.stage import GuardrailStage
 from seawall.jobs.runner import JobRunner
 from seawall.ml.tokens import TokenCounter, is_long
 from seawall.observe.logs import current_trace_id
@@ -57,6 +63,9 @@ from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
 from seawall.providers.embedder import EmbedderProvider
 from seawall.providers.registry import ModelRegistry
+from seawall.quality.alerts import AlertSink
+from seawall.quality.evaluator import QualityEvaluator
+from seawall.quality.loop import QualityLoop
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
 from seawall.responses.service import ResponseService
@@ -134,9 +143,28 @@ class Services:
         self.prompts = PromptRegistry(self.stores.prompt_store())
         self.responses = ResponseService(settings.responses, self.stores.responses(), self.tokens)
         self.feedback = self.stores.feedback()
+        # Alerts to webhooks (any part may send one) and the quality evaluator:
+        # SLOs, drift (docs/quality.md).
+        self.slo_store = self.stores.slo_store()
+        self.alerts = AlertSink(settings.alerts, self.metrics, state=self.slo_store)
+        self.quality = (QualityEvaluator(
+            settings, self.slo_store, self.alerts, self.metrics, self.cache.embedder,
+            lease=None if self.redis is None else self.stores.lease("quality"))
+            if settings.quality.evaluate else None)
+        # Ratings and judge scores act: quarantine cached answers, guard canaries.
+        self.quality_loop = QualityLoop(settings, self.cache_store, self.experiments,
+                                        self.store, self.metrics)
+        self.audit = Auditor(self.stores.audit())  # admin actions (docs/security.md)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
+        # PII and secret guardrails (docs/guardrails.md): a stage after retrieval
+        # and before the cache, and the redaction of every trace record.
+        guard = settings.guardrails
+        self.guard_policies = Policies(guard)
+        self.moderation = (Moderation(guard.moderation, self._ask_model)
+                           if guard.moderation is not None else None)
+        redact = RecordRedactor(guard, self.guard_policies) if guard.redact_traces else None
         self.pipeline = Pipeline([self.auth, self.admission], [
             LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics,
                        self.count_tokens_async),
@@ -144,11 +172,13 @@ class Services:
             PromptStage(self.prompts),
             RouteStage(settings, self.cache.embedder, self.metrics),
             RetrieveStage(settings, self.rag),
+            GuardrailStage(guard, self.guard_policies, self.metrics, self.moderation,
+                           settings.server.max_answer_chars),
             CacheStage(self.cache),
             BudgetStage(settings.limits, self.stores.budgets(), self.registry,
                         self.metrics, self.count_tokens_async),
             InvokeStage(self.registry, self.router),
-            RecordStage(obs.traces, self.writer, self.count_tokens_async),
+            RecordStage(obs.traces, self.writer, self.count_tokens_async, redact),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)
         # The durable job queue (docs/jobs.md); its runner works here unless
         # jobs.run_in_server is false (then `seawall worker` processes run them).
@@ -203,6 +233,22 @@ class Services:
             # gauge never shows a stale "open".
             self.metrics.circuit_state.labels(name).set(int(dep.health.breaker.state))
 
+    async def _ask_model(self, ctx: RequestContext, model: str) -> str:
+        """The text of ``model``'s answer to ``ctx`` (the moderation hook), through
+        the router (retries, fallbacks, breakers), without the pipeline."""
+        parts: list[str] = []
+        stream = self.router.chat(ctx, self.registry.resolve(model, "chat"))
+        try:
+            async for item in stream:
+                for chunk in item if isinstance(item, list) else (item,):
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            parts.append(text)
+        finally:
+            await stream.aclose()
+        return "".join(parts)
+
     def count_tokens(self, messages: list[Any], output: str) -> tuple[int, int]:
         """(prompt, completion) tokens, for when the upstream reported none."""
         return self.tokens.count_messages(messages), self.tokens.count(output)
@@ -235,6 +281,10 @@ class Services:
             if dep is not None:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
 
+    async def _close_moderation(self) -> None:
+        if self.moderation is not None:
+            await self.moderation.close()
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.stores.open()
@@ -251,6 +301,11 @@ class Services:
         await asyncio.to_thread(self.prompts.store.open)
         await self.responses.start()
         await self.feedback.open()
+        await self.slo_store.open()
+        await self.alerts.start()
+        if self.quality is not None:
+            await self.quality.start()
+        await self.audit.open()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -261,6 +316,12 @@ class Services:
                 self.metrics)))
         if self.job_runner is not None:
             await self.job_runner.start()
+
+    async def _close_quality(self) -> None:
+        if self.quality is not None:
+            await self.quality.close()
+        await self.alerts.close()
+        await self.slo_store.close()
 
     async def close(self) -> None:
         """Every step runs, each bounded, whatever the others do: a failing
@@ -281,6 +342,7 @@ class Services:
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
             ("jobs", jobs, CLOSE_STEP_S + 3),
             ("change bus", self.bus.close, CLOSE_STEP_S),
+            ("quality loop", self.quality_loop.settle, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
             ("rag", self.rag.aclose, CLOSE_STEP_S),
@@ -288,6 +350,9 @@ class Services:
             ("prompts", prompts, CLOSE_STEP_S),
             ("responses", self.responses.close, CLOSE_STEP_S),
             ("feedback", self.feedback.close, CLOSE_STEP_S),
+            ("quality", self._close_quality, CLOSE_STEP_S),
+            ("audit log", self.audit.close, CLOSE_STEP_S),
+            ("moderation", self._close_moderation, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
@@ -391,7 +456,7 @@ def create_app(settings: Settings) -> FastPath:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
-                            *quality_routes.routes,
+                            *quality_routes.routes, *audit_routes.routes,
                             *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,

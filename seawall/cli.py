@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -234,6 +235,16 @@ def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | No
                  priority=priority, cache=cache, tpm=tpm, budget_usd=budget_usd,
                  budget_period=budget_period if budget_usd is not None else None)
     run_on_store(lambda s: s.create_key(key), settings)
+    from seawall.audit.cli import cli_auditor
+    from seawall.audit.record import key_state
+
+    try:
+        with cli_auditor(settings) as audit:
+            audit.record("key.create", tenant=key.tenant, target=key.id, after=key_state(key))
+    except click.ClickException as e:  # unrecorded: take it back before anyone sees the secret
+        run_on_store(lambda s: s.revoke_key(key.id), settings)
+        raise click.ClickException(f"key {key.id} was not issued (revoked again, its secret "
+                                   f"never shown): {e.message}") from None
     click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
                f"{f', {rpm} rpm' if rpm else ''}{f', {tpm} tpm' if tpm else ''}"
                f"{'' if budget_usd is None else ', budget ' + _budget(budget_usd, budget_period)}"
@@ -341,6 +352,13 @@ def keys_revoke(config: str | None, key: str) -> None:
     if revoked is None:
         raise click.ClickException(f"no active key with id or name {key!r}")
     told = publish_once(settings, {"kind": "key_revoked", "id": revoked.id})
+    from seawall.audit.cli import cli_auditor
+    from seawall.audit.record import key_state
+
+    with cli_auditor(settings) as audit:
+        audit.record("key.revoke", tenant=revoked.tenant, target=revoked.id,
+                     before={**key_state(revoked), "revoked_at": None},
+                     after=key_state(revoked))
     click.echo(f"revoked {revoked.id} ({revoked.name}); servers refuse it "
                + ("now" if told else f"within {settings.auth.key_cache_ttl_s:g}s"))
 
@@ -561,13 +579,47 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
     publish_once(settings, {"kind": "cache_purge", "tenant": tenant, "model": model,
                             "prompt_version": prompt_version, "entry": entry,
                             "all": everything})
+    from seawall.audit.cli import cli_auditor
+    from seawall.audit.record import purge_audit
+
+    with cli_auditor(settings) as audit:
+        audit.record("cache.purge", **purge_audit(SimpleNamespace(
+            tenant=tenant, model=model, prompt_version=prompt_version, entry=entry,
+            all=everything), purged))
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 
+@cache.command("release")
+@config_option
+@click.argument("entry", type=int)
+def cache_release(config: str | None, entry: int) -> None:
+    """Serve a quarantined entry again (ENTRY: its id, from a trace's cache_entry)."""
+    settings = _settings(config)
+    if settings.store.kind == "postgres":
+        from seawall.cache.pg_store import RELEASE_SQL as PG_RELEASE_SQL
+
+        rows = _on_shared_cache(settings, PG_RELEASE_SQL, [entry])
+    else:
+        from seawall.cache.sqlite_store import RELEASE_SQL
+
+        with contextlib.closing(_cache_db(settings)) as db, db:
+            rows = db.execute(RELEASE_SQL, (entry,)).fetchall()
+    if not rows:
+        raise click.ClickException(f"no quarantined entry {entry}")
+    from seawall.audit.cli import cli_auditor
+
+    with cli_auditor(settings) as audit:
+        audit.record("cache.release", tenant=str(rows[0][0]), target=f"entry={entry}",
+                     before={"quarantined": True}, after={"quarantined": False})
+    click.echo(f"released entry {entry}: it is served again")
+
+
 def _add_feature_commands() -> None:
+    from seawall.audit import cli as audit_cli
     from seawall.experiments import cli as experiments_cli
     from seawall.jobs import cli as jobs_cli
     from seawall.prompts import cli as prompts_cli
+    from seawall.quality import status_cli as quality_cli
     from seawall.rag import cli as rag_cli
     from seawall.routing.complexity import cli as router_cli
 
@@ -578,6 +630,8 @@ def _add_feature_commands() -> None:
     main.add_command(prompts_cli.prompts)
     main.add_command(router_cli.router)
     main.add_command(jobs_cli.jobs)
+    main.add_command(quality_cli.quality)
+    main.add_command(audit_cli.audit)
 
 
 _add_feature_commands()

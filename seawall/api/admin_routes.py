@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from seawall.api.http import error_response, json_response, read_body
 from seawall.api.wire import convert, decode_json_object
+from seawall.audit.record import key_state, purge_audit
 from seawall.cache.store import Purge
 from seawall.errors import AuthenticationFailed, InvalidRequest, NotFound, SeawallError
 from seawall.observe.logs import current_trace_id
@@ -54,6 +55,7 @@ async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
                          client_host=request.client.host if request.client else None,
                          traceparent=request.headers.get("traceparent"))
     current_trace_id.set(ctx.trace_id)
+    request.state.ctx = ctx  # for the handler's audit record
     headers = {"x-request-id": ctx.trace_id}
     try:
         async with svc.pipeline.scope(ctx):
@@ -91,8 +93,25 @@ async def cache_purge(request: Request) -> Response:
         await svc.bus.publish({"kind": "cache_purge", "tenant": req.tenant, "model": req.model,
                                "prompt_version": req.prompt_version, "entry": req.entry,
                                "all": req.all})
+        await svc.audit.record(request.state.ctx, "cache.purge", **purge_audit(req, purged))
         return json_response({"purged": purged})
     return await _serve(request, "admin.cache.purge", handle)
+
+
+async def cache_release(request: Request) -> Response:
+    """Serve a quarantined entry again (docs/caching.md, quarantine)."""
+    async def handle(request: Request, svc: Services) -> Response:
+        raw = request.path_params["entry"]
+        if not (raw.isdigit() and len(raw) <= 19):
+            raise InvalidRequest("An entry id is a number (a trace's cache_entry).")
+        tenant = await svc.cache_store.release(int(raw))
+        if tenant is None:
+            raise NotFound(f"No quarantined cache entry {raw}.")
+        await svc.audit.record(request.state.ctx, "cache.release", tenant=tenant,
+                               target=f"entry={raw}", before={"quarantined": True},
+                               after={"quarantined": False})
+        return json_response({"entry": int(raw), "released": True})
+    return await _serve(request, "admin.cache.release", handle)  # TODO(scopes): admin:cache
 
 
 async def key_revoke(request: Request) -> Response:
@@ -108,6 +127,9 @@ async def key_revoke(request: Request) -> Response:
         if key is None:
             raise NotFound(f"No active key with id or name {which!r}.")
         await svc.bus.publish({"kind": "key_revoked", "id": key.id})
+        await svc.audit.record(request.state.ctx, "key.revoke", tenant=key.tenant,
+                               target=key.id, before={**key_state(key), "revoked_at": None},
+                               after=key_state(key))
         return json_response({"id": key.id, "name": key.name, "revoked_at": key.revoked_at})
     return await _serve(request, "admin.keys.revoke", handle)
 
@@ -115,5 +137,6 @@ async def key_revoke(request: Request) -> Response:
 routes = [
     Route("/admin/cache", cache_stats, methods=["GET"]),
     Route("/admin/cache/purge", cache_purge, methods=["POST"]),
+    Route("/admin/cache/entries/{entry}/release", cache_release, methods=["POST"]),
     Route("/admin/keys/{key}/revoke", key_revoke, methods=["POST"]),
 ]

@@ -39,6 +39,7 @@ from seawall.errors import ModelNotFound, SeawallError, ShuttingDown
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
 from seawall.pipeline.pipeline import Serving
+from seawall.pipeline.stages import ANONYMOUS_TENANT, MASTER
 from seawall.providers.base import Chunk, RawBatch, StreamItem, make_chunk, usage_chunk
 
 if TYPE_CHECKING:
@@ -67,6 +68,14 @@ def _context(request: Request, endpoint: str) -> RequestContext:
     )
 
 
+def shows_experiment(ctx: RequestContext) -> bool:
+    """Only an operator learns which arm served a request: an arm a client can
+    see is an arm it can aim at (docs/experiments.md). The master key, or a
+    keyless loopback caller when anonymous loopback is on (the laptop setup).
+    TODO(scopes): admin:experiments."""
+    return ctx.key is MASTER or (ctx.key is None and ctx.tenant == ANONYMOUS_TENANT)
+
+
 def _headers(ctx: RequestContext) -> dict[str, str]:
     out = {"x-request-id": ctx.trace_id}
     if ctx.deployment is not None:
@@ -75,7 +84,7 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
         out["x-seawall-attempts"] = str(ctx.attempts_started)
     if ctx.degraded is not None:
         out["x-seawall-degraded"] = ctx.degraded
-    if ctx.experiment is not None:
+    if ctx.experiment is not None and shows_experiment(ctx):
         out["x-seawall-experiment"] = ctx.experiment.label
     if ctx.prompt_version is not None:
         out["x-seawall-prompt-version"] = header_value(ctx.prompt_version)

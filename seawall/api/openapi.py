@@ -269,11 +269,24 @@ def _paths() -> dict[str, Schema]:
             {JSON: {"schema": _OBJECT}},
             params=[_path_param("request_id", {"type": "string",
                                                "maxLength": MAX_REQUEST_ID})])},
+        "/admin/audit": {"get": _op(
+            "The audit log of admin actions, newest first (master key; docs/security.md)",
+            {JSON: {"schema": _OBJECT}}, params=[
+                _query_param("tenant", {"type": "string", "minLength": 1, "maxLength": 1000}),
+                _query_param("action", {"type": "string", "maxLength": 100,
+                                        "pattern": r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$"}),
+                _query_param("since", {"type": "string", "maxLength": 40}),
+                _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                _query_param("before_id", {"type": "integer", "minimum": 1})])},
         "/admin/cache": {"get": _op("Response cache statistics (master key)",
                                     {JSON: {"schema": _OBJECT}})},
         "/admin/cache/purge": {"post": _op("Purge cache entries (master key)",
                                            {JSON: {"schema": _OBJECT}},
                                            body=_json("PurgeRequest"))},
+        "/admin/cache/entries/{entry}/release": {"post": _op(
+            "Serve a quarantined cache entry again (master key; docs/caching.md)",
+            {JSON: {"schema": _OBJECT}},
+            params=[_path_param("entry", {"type": "string", "pattern": "^[0-9]{1,19}$"})])},
         "/admin/keys/{key}/revoke": {"post": _op(
             "Revoke a virtual key by id or name (master key); every replica refuses it "
             "within a second", {JSON: {"schema": _OBJECT}},

@@ -66,15 +66,15 @@ def _check(req: FeedbackIn, svc: Services) -> None:
         raise InvalidRequest(f"user is 1 to {fb.max_user_chars} characters.", param="user")
 
 
-async def _record_tenant(svc: Services, trace_id: str) -> str | None:
-    """The tenant of the stored record, waiting up to ``feedback.trace_wait_s``
-    for a record not stored yet; None when it never appears."""
+async def _record(svc: Services, trace_id: str) -> dict[str, Any] | None:
+    """The stored record, waiting up to ``feedback.trace_wait_s`` for a record
+    not stored yet; None when it never appears."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + svc.settings.feedback.trace_wait_s
     while True:
         row = await svc.store.get_trace(trace_id)
         if row is not None:
-            return str(row["tenant"])
+            return row
         left = deadline - loop.time()
         if left <= 0:
             return None
@@ -99,7 +99,8 @@ async def feedback(request: Request) -> Response:
             req = convert(decode_json_object(body), FeedbackIn)
             _check(req, svc)
             trace_id = trace_id_of(req.request_id)
-            if await _record_tenant(svc, trace_id) != ctx.tenant:
+            record = await _record(svc, trace_id)
+            if record is None or record["tenant"] != ctx.tenant:
                 raise NotFound(f"No answer with id {req.request_id!r}.", param="request_id")
             fb = Feedback(trace_id=trace_id, user=req.user or "", tenant=ctx.tenant,
                           score=req.score, key_id=ctx.key.id if ctx.key else None,
@@ -107,6 +108,7 @@ async def feedback(request: Request) -> Response:
             first = await svc.feedback.put(fb)
             if first:
                 svc.metrics.feedback.labels(_sign(req.score)).inc()
+            await svc.quality_loop.submit(fb, record, first)  # quarantine, canary: background
             out: dict[str, Any] = {"object": "feedback", "request_id": req.request_id,
                                    "trace_id": trace_id, "user": req.user, "score": req.score,
                                    "replaced": not first, "created_at": time.time()}

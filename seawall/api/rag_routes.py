@@ -12,6 +12,7 @@ thread under the tenant's ingestion quota, and stop when the client leaves.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -28,6 +29,7 @@ from seawall.api.http import DisconnectWatch, error_response, json_response, rea
 from seawall.api.limits import depth_exceeds
 from seawall.api.uploads import File, read_form, read_upload
 from seawall.api.wire import convert, decode_json_object
+from seawall.audit.record import collection_state
 from seawall.errors import InvalidRequest, SeawallError
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
@@ -163,8 +165,11 @@ async def delete_collection(request: Request) -> Response:
     async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
         _note(ctx, name)
+        info = await svc.rag.collection(ctx.tenant, name)  # raises the 404
         if not await svc.rag.delete_collection(ctx.tenant, name):
-            await svc.rag.collection(ctx.tenant, name)  # raises the 404
+            await svc.rag.collection(ctx.tenant, name)  # deleted meanwhile: the 404
+        await svc.audit.record(ctx, "collection.delete", tenant=ctx.tenant, target=name,
+                               before=collection_state(info))
         return json_response({"object": "collection.deleted", "name": name, "deleted": True})
     return await _serve(request, "rag.collections.delete", handle)
 
@@ -256,12 +261,17 @@ async def add_documents(request: Request) -> Response:
         name = _name(request.path_params["name"])
         _note(ctx, name)
         quota = svc.rag.quota
+        existed = await asyncio.to_thread(svc.rag.store.collection_id, ctx.tenant, name)
         with quota.tenant_slot(ctx.tenant):  # before the body: a refusal costs nothing
             load, size = await _read_documents(request, svc)
             quota.charge(ctx.tenant, size)
             with quota.work_slot():
                 async with DisconnectWatch(request.receive) as watch:
                     results = await svc.rag.ingest(ctx.tenant, name, load)
+            if existed is None:
+                info = await svc.rag.collection(ctx.tenant, name)
+                await svc.audit.record(ctx, "collection.create", tenant=ctx.tenant,
+                                       target=name, after=collection_state(info))
             if watch.disconnected:
                 raise ClientClosed("The client closed the connection during the ingestion; "
                                    "documents stored before it left stay stored.")

@@ -127,7 +127,8 @@ class Metrics:
                                 "counted again.", ("score_sign",), registry=r)
         # Response cache.
         self.cache_requests = Counter("seawall_cache_requests", "Chat requests by what the "
-                                      "cache did: hit, semantic_hit, coalesced, miss, bypass.",
+                                      "cache did: hit, semantic_hit, coalesced, miss, quarantined, "
+                                      "bypass.",
                                       ("model", "result"), registry=r)
         self.cache_guard_rejections = Counter(
             "seawall_cache_guard_rejections", "Semantic candidates the false-hit guard or "
@@ -144,6 +145,9 @@ class Metrics:
                                        ("model",), registry=r)
         self.cache_entries = Gauge("seawall_cache_entries", "Entries in the response cache.",
                                    registry=r)
+        self.cache_quarantined = Counter("seawall_cache_quarantined", "Cache entries "
+                                         "quarantined (no longer served), by reason: "
+                                         "feedback, judge.", ("reason",), registry=r)
         self.cache_evictions = Counter("seawall_cache_evictions", "Cache entries removed, by "
                                        "reason: lru, expired.", ("reason",), registry=r)
         self.rag_search = Histogram("seawall_rag_search_seconds", "RAG search time by phase: "

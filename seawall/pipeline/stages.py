@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from seawall.api.wire import embedding_inputs
@@ -302,6 +302,11 @@ def truncate_strings(value: Any, limit: int) -> Any:
     return value
 
 
+# Cleans the stored (input, output, rag) of a record (seawall/guardrails/redact.py).
+Redact = Callable[[Any, str | None, dict[str, Any] | None],
+                  Awaitable[tuple[Any, str | None, dict[str, Any] | None]]]
+
+
 class RecordStage:
     """Turns the finished context into a trace record and hands it to the
     writer; never waits on storage. Stored text is cut at
@@ -313,10 +318,11 @@ class RecordStage:
     traced = True
 
     def __init__(self, settings: TraceSettings, writer: TraceWriter,
-                 count: TokenCount | None = None) -> None:
+                 count: TokenCount | None = None, redact: Redact | None = None) -> None:
         self.settings = settings
         self.writer = writer
         self.count = count
+        self.redact = redact  # guardrails.redact_traces
 
     def _content(self, ctx: RequestContext, messages: Any) -> tuple[Any, str | None]:
         """(input, output) as stored: None when content is not kept, cut when long."""
@@ -340,6 +346,12 @@ class RecordStage:
         req = ctx.request
         messages = ctx.raw.get("messages") if ctx.raw else None
         stored_input, stored_output = self._content(ctx, messages)
+        rag = ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None
+        if self.redact is not None:
+            stored_input, stored_output, rag = await self.redact(stored_input, stored_output, rag)
+        route = ctx.route.record() if ctx.route is not None else None
+        if ctx.guard is not None:  # no column of its own yet: kept beside the route
+            route = {**(route or {}), "guardrails": ctx.guard.record()}
         rec = TraceRecord(
             trace_id=ctx.trace_id, endpoint=ctx.endpoint, started_at=ctx.started_at,
             tenant=ctx.tenant, key_id=ctx.key.id if ctx.key else None, model=ctx.model,
@@ -352,10 +364,10 @@ class RecordStage:
             user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
             finish_reason=ctx.gatherer.finish_reason,
             attempts=ctx.attempts, degraded=ctx.degraded,
-            rag=ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None,
+            rag=rag,
             experiment=ctx.experiment.label if ctx.experiment is not None else None,
             prompt_version=ctx.prompt_version,
-            route=ctx.route.record() if ctx.route is not None else None,
+            route=route,
         )
         cache = ctx.cache
         if cache is not None:
@@ -369,6 +381,9 @@ class RecordStage:
                     rec.cache_similarity = cache.answer.similarity
                 self.writer.submit(rec)
                 return
+            if cache.quarantined is not None:  # what it would have served, and why not
+                rec.cache_entry = cache.quarantined.id
+                rec.cache_guard = f"quarantined: {cache.quarantined.quarantined}"[:200]
         if usage:
             rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             rec.completion_tokens = int(usage.get("completion_tokens") or 0)

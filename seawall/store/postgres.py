@@ -167,7 +167,9 @@ class PostgresStore:
     # -- experiments --
     async def experiment_states(self) -> dict[str, dict[str, Any]]:
         rows = await self._fetch("SELECT name, state FROM experiments")
-        return {r["name"]: orjson.loads(r["state"]) for r in rows}
+        # Rows named _seawall* are internal (the arm salt): never listed.
+        return {r["name"]: orjson.loads(r["state"]) for r in rows
+                if not r["name"].startswith("_seawall")}
 
     async def experiment_state(self, name: str) -> tuple[dict[str, Any] | None, int]:
         rows = await self._fetch("SELECT state, revision FROM experiments WHERE name = %s",

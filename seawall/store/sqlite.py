@@ -256,7 +256,9 @@ class SqliteStore:
 
     async def experiment_states(self) -> dict[str, dict[str, Any]]:
         async with self.db.execute("SELECT name, state FROM experiments") as c:
-            return {r[0]: orjson.loads(r[1]) for r in await c.fetchall()}
+            # Rows named _seawall* are internal (the arm salt): never listed.
+            return {r[0]: orjson.loads(r[1]) for r in await c.fetchall()
+                    if not r[0].startswith("_seawall")}
 
     async def experiment_state(self, name: str) -> tuple[dict[str, Any] | None, int]:
         async with self.db.execute(
