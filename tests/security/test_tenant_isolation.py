@@ -365,10 +365,8 @@ def test_a_client_cannot_choose_its_arm_by_header(exp_gw: Running) -> None:
     assert len(arms) == 1 and next(iter(arms)), arms
 
 
-@pytest.mark.xfail(strict=True, reason="experiments-loop branch (issue 17, 'a tenant can roll "
-                   "back the operator's canary'): the experiment's name and arm are shown to "
-                   "every caller in x-seawall-experiment; only admins should see them")
 def test_the_experiment_name_is_not_shown_to_an_app_key(exp_gw: Running) -> None:
+    """Issue 17: a tenant that sees the experiment and its arm can steer it."""
     from tests.security.conftest import make_tenant
 
     b = make_tenant(exp_gw, "globex2")
