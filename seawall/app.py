@@ -421,6 +421,14 @@ class FastPath:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"]
+                                        or b"%00" in scope["query_string"]):
+            # No id, name or cursor contains NUL, and Postgres text cannot hold
+            # one: refused here once, rather than a 500 from every store query.
+            await error_response(InvalidRequest(
+                "The URL contains a NUL character (%00), which no id, name or "
+                "parameter may contain.", code="invalid_url"))(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self.routes.get(scope["path"])
             if handler is not None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+import psycopg
 from psycopg.rows import dict_row
 
 from seawall.observe.records import ROW_COLUMNS, TraceRecord
 from seawall.store.base import KEY_COLUMNS, ApiKey, TenantBudget, key_changes, key_of, key_row
-from seawall.store.pg import Postgres
+from seawall.store.pg import Postgres, no_nul_row
 
 _COLUMNS = ", ".join(f'"{c}"' for c in ROW_COLUMNS)
 _STAGING = ("CREATE TEMP TABLE IF NOT EXISTS traces_in ON COMMIT DELETE ROWS AS "
@@ -170,11 +172,20 @@ class PostgresStore:
         await asyncio.to_thread(self._write_traces, records)
 
     def _write_traces(self, records: list[TraceRecord]) -> None:
+        try:
+            self._copy_traces(records, lambda row: row)
+        except psycopg.DataError:
+            # A NUL in a field (any client can send one in a model name or
+            # user): Postgres text cannot hold it. Rare, so checked only now.
+            self._copy_traces(records, no_nul_row)
+
+    def _copy_traces(self, records: list[TraceRecord],
+                     clean: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> None:
         with self.pg.sync_pool().connection() as conn, conn.transaction():
             conn.execute(_STAGING)
             with conn.cursor().copy(_COPY) as copy:
                 for r in records:
-                    copy.write_row(r.row())
+                    copy.write_row(clean(r.row()))
             conn.execute(_MOVE)
 
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
