@@ -2,7 +2,7 @@
 of tenant globex) tries to read or change what tenant A (``alice``, acme)
 made, through every client route of a real gateway. Each attempt must get
 the documented answer (404 for another tenant's object, as for an unknown
-one, so ids cannot be probed; 401 for an admin route) and must change
+one, so ids cannot be probed; 403 naming the scope for an admin route) and must change
 nothing: the state is checked afterwards, not only the status."""
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def test_traces_and_feedback(gw: Running, alice: Tenant, mallory: Tenant) -> Non
     assert trace(gw, rid) is not None
     b = mallory.http
     for path in (f"/admin/traces/{rid}",):
-        assert b.get(path).status_code == 401
+        assert b.get(path).status_code == 403  # an app key lacks admin:traces
     r = b.post("/v1/feedback", json={"request_id": rid, "score": -1, "comment": "bad",
                                      "categories": ["spam"]})
     assert r.status_code == 404, r.text
