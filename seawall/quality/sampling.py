@@ -116,26 +116,33 @@ def transcript(messages: Any, limit: int) -> str:
 def payload(ctx: RequestContext, rec: TraceRecord, judges: list[str],
             max_chars: int) -> dict[str, Any]:
     """What a judge job carries: the answer, bounded, and the traffic fields
-    of its Score rows. Only built for a sampled answer."""
-    messages = ctx.raw.get("messages") if ctx.raw else None
+    of its Score rows. Only built for a sampled answer. The record's stored
+    content is used when there is some (redacted by the guardrails, as the
+    job row keeps it); the live request's only when content is not stored."""
+    messages = rec.input if rec.input is not None else (
+        ctx.raw.get("messages") if ctx.raw else None)
+    output = rec.output if rec.output is not None else ctx.gatherer.text
     reference = None
     opts = ctx.request.seawall if ctx.request is not None else None
     if opts is not None and opts.reference:
         reference = cut(opts.reference, max_chars)
+    stored = [c.get("text") for c in ((rec.rag or {}).get("chunks") or [])[:MAX_SOURCES]
+              if isinstance(c, dict)]
+    texts = ([t for t in stored if isinstance(t, str)] if any(stored)
+             else [x.chunk.text for x in ctx.rag.sources[:MAX_SOURCES]]
+             if ctx.rag is not None else [])
     sources: list[str] = []
-    if ctx.rag is not None:
-        left = max_chars
-        for s in ctx.rag.sources[:MAX_SOURCES]:
-            if left <= 0:
-                break
-            text = cut(s.chunk.text, left)
-            sources.append(text)
-            left -= len(text)
+    left = max_chars
+    for t in texts:
+        if left <= 0:
+            break
+        sources.append(cut(t, left))
+        left -= len(sources[-1])
     return {
         "trace_id": rec.trace_id, "judges": judges, "tenant": rec.tenant, "model": rec.model,
         "route": ctx.route.route if ctx.route is not None else None,
         "prompt_version": rec.prompt_version, "experiment": rec.experiment,
         "input": transcript(messages, max_chars),
-        "output": cut(ctx.gatherer.text, max_chars),
+        "output": cut(output, max_chars),
         "reference": reference, "sources": sources,
     }

@@ -35,7 +35,7 @@ class Score:
     judge_model: str = ""
     route: str | None = None
     prompt_version: str | None = None  # "name@version" as in the trace record
-    experiment: str | None = None  # "experiment:arm" as in the trace record
+    experiment: str | None = None  # "name=variant", the trace record's experiment label
     reasoning: str | None = None
     status: str = "ok"  # ok | failed
     attempts: int = 1

@@ -28,7 +28,7 @@ def _s(trace: str = "t1", rubric: str = "helpfulness", score: float | None = 4.0
 
 async def test_put_then_read_every_field(store: ScoreStore) -> None:
     full = _s(rubric_version="3", judge_model="strong", route="auto", prompt_version="faq@2",
-              experiment="exp:canary", reasoning="clear é", attempts=2, cost_usd=0.001,
+              experiment="exp=canary", reasoning="clear é", attempts=2, cost_usd=0.001,
               scale_max=5.0)
     await store.put(full)
     [got] = await store.for_trace("t1")
@@ -49,12 +49,12 @@ async def test_a_second_score_of_the_same_rubric_replaces_the_first(store: Score
 async def test_window_filters_and_orders_newest_first(store: ScoreStore) -> None:
     await store.put(_s("a", at=100.0))
     await store.put(_s("b", at=200.0, model="strong"))
-    await store.put(_s("c", at=300.0, experiment="exp:canary"))
+    await store.put(_s("c", at=300.0, experiment="exp=canary"))
     await store.put(_s("d", at=400.0, score=None, status="failed"))
     assert [s.trace_id for s in await store.window(150.0)] == ["d", "c", "b"]
     assert [s.trace_id for s in await store.window(0.0, 300.0)] == ["b", "a"]
     assert [s.trace_id for s in await store.window(0.0, model="strong")] == ["b"]
-    assert [s.trace_id for s in await store.window(0.0, experiment="exp:canary")] == ["c"]
+    assert [s.trace_id for s in await store.window(0.0, experiment="exp=canary")] == ["c"]
     assert [s.trace_id for s in await store.window(0.0, status="ok", model=None)] == ["c", "b", "a"]
     assert [s.trace_id for s in await store.window(0.0, limit=2)] == ["d", "c"]
     with pytest.raises(ValueError):

@@ -109,3 +109,14 @@ def test_config_checks_judges() -> None:
     with pytest.raises(ConfigError, match="share a name"):
         parse_settings({**base, "quality": {"judges": [
             {"name": "j", "judge_model": "m"}, {"name": "j", "judge_model": "m"}]}})
+
+
+def test_the_payload_takes_the_records_redacted_content_when_stored() -> None:
+    ctx, rec = _ctx_rec(text="mail me at a@b.example")
+    rec.input = [{"role": "user", "content": "write to [EMAIL]"}]
+    rec.output = "mail me at [EMAIL]"
+    p = payload(ctx, rec, ["j"], 1000)
+    assert p["input"] == "user: write to [EMAIL]" and p["output"] == "mail me at [EMAIL]"
+    rec.input = rec.output = None  # content not stored: the live request's
+    p = payload(ctx, rec, ["j"], 1000)
+    assert p["input"] == "user: question" and p["output"] == "mail me at a@b.example"
