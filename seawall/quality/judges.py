@@ -77,9 +77,9 @@ class DayBudget:
         now = time.time()
         day = _day_start(now)
         if day != self.day or now - self.read_at >= BUDGET_REFRESH_S:
-            rows = await self.scores.window(day, judge=self.judge)
+            stored = await self.scores.cost_since(day, judge=self.judge)
             self.day, self.read_at = day, now
-            self.stored, self.local = sum(s.cost_usd for s in rows), 0.0
+            self.stored, self.local = stored, 0.0
         return self.stored + self.local
 
     async def exceeded(self) -> bool:

@@ -64,6 +64,11 @@ class ScoreStore(Protocol):
         """Every score of one answer, oldest first."""
         ...
 
+    async def cost_since(self, since: float, judge: str | None = None) -> float:
+        """USD spent judging since ``since`` (by one judge, or all): a sum in
+        the database, exact however many answers were judged."""
+        ...
+
     async def window(self, since: float, until: float | None = None, *,
                      limit: int = MAX_WINDOW_ROWS, **filters: str | None) -> list[Score]:
         """Scores created in [since, until), newest first, at most ``limit``;
@@ -131,6 +136,13 @@ def _window_sql(since: float, until: float | None, limit: int,
     return f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT ?", args
 
 
+def _cost_sql(since: float, judge: str | None) -> tuple[str, list[Any]]:
+    sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM quality_scores WHERE created_at >= ?"
+    if judge is None:
+        return sql, [since]
+    return sql + " AND judge = ?", [since, judge]
+
+
 def _row(s: Score) -> tuple[Any, ...]:
     d = asdict(s)
     d["created_at"] = s.created_at or time.time()
@@ -161,6 +173,11 @@ class SqliteScoreStore(AsyncSqlite):
     async def for_trace(self, trace_id: str) -> list[Score]:
         async with self.db.execute(_FOR_TRACE, (trace_id,)) as c:
             return [_score(r) for r in await c.fetchall()]
+
+    async def cost_since(self, since: float, judge: str | None = None) -> float:
+        async with self.db.execute(*_cost_sql(since, judge)) as c:
+            row = await c.fetchone()
+        return float(row[0]) if row else 0.0
 
     async def window(self, since: float, until: float | None = None, *,
                      limit: int = MAX_WINDOW_ROWS, **filters: str | None) -> list[Score]:
@@ -194,6 +211,14 @@ class PostgresScoreStore:
 
     async def for_trace(self, trace_id: str) -> list[Score]:
         return await self._query(_FOR_TRACE, (trace_id,))
+
+    async def cost_since(self, since: float, judge: str | None = None) -> float:
+        sql, args = _cost_sql(since, judge)
+        pool = await self.pg.pool()
+        async with pool.connection() as conn:
+            cur = await conn.execute(sql.replace("?", "%s"), args)
+            row = await cur.fetchone()
+        return float(row[0]) if row else 0.0
 
     async def window(self, since: float, until: float | None = None, *,
                      limit: int = MAX_WINDOW_ROWS, **filters: str | None) -> list[Score]:

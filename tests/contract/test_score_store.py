@@ -59,3 +59,13 @@ async def test_window_filters_and_orders_newest_first(store: ScoreStore) -> None
     assert [s.trace_id for s in await store.window(0.0, limit=2)] == ["d", "c"]
     with pytest.raises(ValueError):
         await store.window(0.0, **{"1=1; --": "x"})
+
+
+async def test_cost_since_sums_in_the_database(store: ScoreStore) -> None:
+    await store.put(_s("a", at=100.0, cost_usd=0.25))
+    await store.put(_s("b", at=200.0, cost_usd=0.5))
+    await store.put(Score(trace_id="c", judge="other", rubric="r", tenant="t", model="m",
+                          score=1.0, created_at=300.0, cost_usd=2.0))
+    assert await store.cost_since(0.0) == 2.75
+    assert await store.cost_since(150.0, judge="j") == 0.5
+    assert await store.cost_since(0.0, judge="nobody") == 0.0
