@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from seawall.api import (
     admin_routes,
+    audit_routes,
     batch_routes,
     messages_routes,
     openai_routes,
@@ -32,6 +33,7 @@ from seawall.api import (
     responses_routes,
 )
 from seawall.api.http import LiveStreams, error_response
+from seawall.audit.record import Auditor
 from seawall.batches.service import KIND as BATCH_KIND
 from seawall.batches.service import BatchService
 from seawall.cache.service import ResponseCache
@@ -44,6 +46,10 @@ from seawall.console.service import Console
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.experiments.service import Experiments
 from seawall.experiments.stage import ExperimentStage
+from seawall.guardrails.moderation import Moderation
+from seawall.guardrails.policy import Policies
+from seawall.guardrails.redact import RecordRedactor
+from seawall.guardrails.stage import GuardrailStage
 from seawall.jobs.runner import JobRunner
 from seawall.ml.tokens import TokenCounter, is_long
 from seawall.observe.logs import current_trace_id
@@ -53,7 +59,9 @@ from seawall.observe.retention import keep_for, keep_traces_for
 from seawall.observe.tracing import SpanExport
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.admission import AdmissionStage
+from seawall.pipeline.budget_admin import BudgetLimits
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import PermissionStage
 from seawall.pipeline.pipeline import Pipeline
 from seawall.pipeline.spend import BudgetStage
 from seawall.pipeline.stages import AuthStage, InvokeStage, LimitStage, RecordStage
@@ -61,6 +69,12 @@ from seawall.prompts.registry import PromptRegistry
 from seawall.prompts.stage import PromptStage
 from seawall.providers.embedder import EmbedderProvider
 from seawall.providers.registry import ModelRegistry
+from seawall.quality.alerts import AlertSink
+from seawall.quality.evaluator import QualityEvaluator
+from seawall.quality.judge_call import JudgeCaller
+from seawall.quality.judges import KIND as JUDGE_KIND
+from seawall.quality.judges import Judges
+from seawall.quality.loop import QualityLoop
 from seawall.rag.service import RagService
 from seawall.rag.stage import RetrieveStage
 from seawall.responses.service import ResponseService
@@ -112,6 +126,7 @@ class Services:
         self.redis = self.stores.redis
         self.bus: ChangeBus = self.stores.bus()
         self.bus.subscribe("key_revoked", self.auth.key_revoked, resync=self.auth.forget_keys)
+        self.bus.subscribe("key_changed", self.auth.key_revoked, resync=self.auth.forget_keys)
         self.cooldowns = (SharedCooldowns(self.registry, self.bus, self.redis)
                           if self.redis is not None else None)
         self.admission = AdmissionStage(settings.admission, self.metrics)
@@ -140,25 +155,61 @@ class Services:
         self.feedback = self.stores.feedback()
         # The web console at /ui (docs/console.md): its reads, rollups and sessions.
         self.console = Console(settings, self.stores.pg)
+        # Alerts to webhooks (any part may send one) and the quality evaluator:
+        # SLOs, drift (docs/quality.md).
+        self.slo_store = self.stores.slo_store()
+        self.alerts = AlertSink(settings.alerts, self.metrics, state=self.slo_store)
+        self.quality = (QualityEvaluator(
+            settings, self.slo_store, self.alerts, self.metrics, self.cache.embedder,
+            lease=None if self.redis is None else self.stores.lease("quality"))
+            if settings.quality.evaluate else None)
+        # Ratings and judge scores act: quarantine cached answers, guard canaries.
+        self.quality_loop = QualityLoop(settings, self.cache_store, self.experiments,
+                                        self.store, self.metrics)
+        self.audit = Auditor(self.stores.audit())  # admin actions (docs/security.md)
+        self.scores = self.stores.scores()
+        # The durable job queue (docs/jobs.md); its runner works here unless
+        # jobs.run_in_server is false (then `seawall worker` processes run them).
+        self.jobs = self.stores.jobs()
+        # Judges (docs/quality.md): sampled on the record stage, scored as jobs;
+        # each stored score goes to the quality loop (on_score).
+        self.judges = Judges(settings.quality, self.jobs, self.scores,
+                             JudgeCaller(self.registry, self.router), self.prompts,
+                             self.metrics, hook=self.quality_loop)
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)
+        # Budgets: spend counters, and which budgets apply (key's, tenant's).
+        self.budgets = self.stores.budgets()
+        self.budget_limits = BudgetLimits(settings.limits, self.key_store,
+                                          settings.auth.key_cache_ttl_s)
+        self.bus.subscribe("tenant_budget", self.budget_limits.changed,
+                           resync=self.budget_limits.changed)
+        # PII and secret guardrails (docs/guardrails.md): a stage after retrieval
+        # and before the cache, and the redaction of every trace record.
+        guard = settings.guardrails
+        self.guard_policies = Policies(guard)
+        self.moderation = (Moderation(guard.moderation, self._ask_model)
+                           if guard.moderation is not None else None)
+        redact = RecordRedactor(guard, self.guard_policies) if guard.redact_traces else None
         self.pipeline = Pipeline([self.auth, self.admission], [
+            PermissionStage(),  # the endpoint's scope and the model, before anything else
             LimitStage(settings.limits, self.stores.rate_limiter(), self.metrics,
                        self.count_tokens_async),
             ExperimentStage(self.experiments),
             PromptStage(self.prompts),
             RouteStage(settings, self.cache.embedder, self.metrics),
             RetrieveStage(settings, self.rag),
+            GuardrailStage(guard, self.guard_policies, self.metrics, self.moderation,
+                           settings.server.max_answer_chars),
             CacheStage(self.cache),
-            BudgetStage(settings.limits, self.stores.budgets(), self.registry,
-                        self.metrics, self.count_tokens_async),
+            BudgetStage(settings.limits, self.budgets, self.registry,
+                        self.metrics, self.count_tokens_async, self.budget_limits,
+                        self.alerts),
             InvokeStage(self.registry, self.router),
-            RecordStage(obs.traces, self.writer, self.count_tokens_async),
+            RecordStage(obs.traces, self.writer, self.count_tokens_async, redact,
+                        on_record=self.judges.sampler),
         ], self.metrics, max_answer_chars=settings.server.max_answer_chars)
-        # The durable job queue (docs/jobs.md); its runner works here unless
-        # jobs.run_in_server is false (then `seawall worker` processes run them).
-        self.jobs = self.stores.jobs()
         run_jobs = settings.jobs.run_in_server if run_jobs is None else run_jobs
         self.job_runner = JobRunner(self.jobs, settings.jobs, self.metrics) if run_jobs else None
         from seawall.api.responses_background import KIND, BackgroundResponses
@@ -173,6 +224,7 @@ class Services:
             stopping=lambda: self.job_runner is not None and self.job_runner.stopping)
         if self.job_runner:
             self.job_runner.register(BATCH_KIND, self.batches.run)
+            self.job_runner.register(JUDGE_KIND, self.judges.run)
 
     def begin_drain(self) -> None:
         """Shutdown started: refuse new work, keep serving what is in flight
@@ -209,6 +261,22 @@ class Services:
             # gauge never shows a stale "open".
             self.metrics.circuit_state.labels(name).set(int(dep.health.breaker.state))
 
+    async def _ask_model(self, ctx: RequestContext, model: str) -> str:
+        """The text of ``model``'s answer to ``ctx`` (the moderation hook), through
+        the router (retries, fallbacks, breakers), without the pipeline."""
+        parts: list[str] = []
+        stream = self.router.chat(ctx, self.registry.resolve(model, "chat"))
+        try:
+            async for item in stream:
+                for chunk in item if isinstance(item, list) else (item,):
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            parts.append(text)
+        finally:
+            await stream.aclose()
+        return "".join(parts)
+
     def count_tokens(self, messages: list[Any], output: str) -> tuple[int, int]:
         """(prompt, completion) tokens, for when the upstream reported none."""
         return self.tokens.count_messages(messages), self.tokens.count(output)
@@ -241,6 +309,10 @@ class Services:
             if dep is not None:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
 
+    async def _close_moderation(self) -> None:
+        if self.moderation is not None:
+            await self.moderation.close()
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.stores.open()
@@ -258,6 +330,12 @@ class Services:
         await self.responses.start()
         await self.feedback.open()
         await self.console.start()
+        await self.scores.open()
+        await self.slo_store.open()
+        await self.alerts.start()
+        if self.quality is not None:
+            await self.quality.start()
+        await self.audit.open()
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()
@@ -266,8 +344,15 @@ class Services:
             self._retention.append(asyncio.create_task(keep_for(
                 "batch", self.batch_store.expire, self.settings.batches.retention_days,
                 self.metrics)))
+        await self.judges.start()
         if self.job_runner is not None:
             await self.job_runner.start()
+
+    async def _close_quality(self) -> None:
+        if self.quality is not None:
+            await self.quality.close()
+        await self.alerts.close()
+        await self.slo_store.close()
 
     async def close(self) -> None:
         """Every step runs, each bounded, whatever the others do: a failing
@@ -282,12 +367,14 @@ class Services:
         async def jobs() -> None:
             if self.job_runner is not None:  # unfinished jobs are released, not lost
                 await self.job_runner.stop(drain_s=CLOSE_STEP_S - 2)
+            await self.judges.close()  # sampled answers still pending become jobs
             await self.jobs.close()
             await self.batch_store.close()
 
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
             ("jobs", jobs, CLOSE_STEP_S + 3),
             ("change bus", self.bus.close, CLOSE_STEP_S),
+            ("quality loop", self.quality_loop.settle, CLOSE_STEP_S),
             ("providers", self.registry.close, CLOSE_STEP_S),
             ("cache", self.cache.close, CLOSE_STEP_S),
             ("rag", self.rag.aclose, CLOSE_STEP_S),
@@ -296,6 +383,10 @@ class Services:
             ("responses", self.responses.close, CLOSE_STEP_S),
             ("feedback", self.feedback.close, CLOSE_STEP_S),
             ("console", self.console.close, CLOSE_STEP_S),
+            ("scores", self.scores.close, CLOSE_STEP_S),
+            ("quality", self._close_quality, CLOSE_STEP_S),
+            ("audit log", self.audit.close, CLOSE_STEP_S),
+            ("moderation", self._close_moderation, CLOSE_STEP_S),
             ("trace writer", lambda: self.writer.stop(within_s=WRITER_STOP_S), WRITER_STOP_S + 2),
             ("stores", self.stores.close, CLOSE_STEP_S),
         ]
@@ -354,6 +445,14 @@ class FastPath:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"]
+                                        or b"%00" in scope["query_string"]):
+            # No id, name or cursor contains NUL, and Postgres text cannot hold
+            # one: refused here once, rather than a 500 from every store query.
+            await error_response(InvalidRequest(
+                "The URL contains a NUL character (%00), which no id, name or "
+                "parameter may contain.", code="invalid_url"))(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self.routes.get(scope["path"])
             if handler is not None:
@@ -392,7 +491,7 @@ def create_app(settings: Settings) -> ConsoleBridge:
 
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
-                            *quality_routes.routes, *console_api.routes,
+                            *quality_routes.routes, *audit_routes.routes, *console_api.routes,
                             *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import sqlite3
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -206,7 +205,22 @@ def keys() -> None:
 @keys.command("create")
 @config_option
 @click.option("--name", required=True, help="A name to recognise the key by.")
-@click.option("--tenant", default=None, help="Tenant the key belongs to (default: its name).")
+@click.option("--tenant", default=None,
+              help="Tenant the key belongs to (default: its name). Reserved names "
+                   "(default, anonymous, ...) are refused.")
+@click.option("--role", type=click.Choice(["app", "tenant_admin"]), default="app",
+              show_default=True, help="tenant_admin: manages its own tenant (docs/security.md).")
+@click.option("--scopes", default=None,
+              help="Comma-separated scopes (default for app: chat,embeddings,rag:read,"
+                   "feedback,jobs; tenant_admin: all).")
+@click.option("--models", default=None,
+              help="Comma-separated models/routes it may use (default: any).")
+@click.option("--collections-read", default=None,
+              help="Comma-separated RAG collections it may read (default: any of its tenant).")
+@click.option("--collections-write", default=None,
+              help="Comma-separated RAG collections it may write (with scope rag:write).")
+@click.option("--expires", default=None,
+              help="Expiry: a duration (30d, 12h) or an ISO date (2027-01-31; UTC).")
 @click.option("--rpm", type=click.IntRange(min=1), default=None,
               help="Requests per minute allowed (default: limits.default_rpm).")
 @click.option("--tpm", type=click.IntRange(min=1), default=None,
@@ -221,24 +235,42 @@ def keys() -> None:
 @click.option("--cache/--no-cache", "cache", default=None,
               help="Turn the response cache on or off for this key's requests "
                    "(default: as configured per model).")
-def keys_create(config: str | None, name: str, tenant: str | None, rpm: int | None,
+def keys_create(config: str | None, name: str, tenant: str | None, role: str,
+                scopes: str | None, models: str | None, collections_read: str | None,
+                collections_write: str | None, expires: str | None, rpm: int | None,
                 tpm: int | None, budget_usd: float | None, budget_period: str,
                 priority: int | None, cache: bool | None) -> None:
-    from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX, hash_key
-    from seawall.store.base import ApiKey
+    from seawall.keys import make_key, names, parse_expires
 
     settings = _settings(config)
-    secret = VIRTUAL_KEY_PREFIX + secrets.token_urlsafe(24)
-    key = ApiKey(id="key_" + uuid.uuid4().hex[:12], name=name, tenant=tenant or name,
-                 key_hash=hash_key(secret), prefix=secret[:10], rpm=rpm, created_at=time.time(),
-                 priority=priority, cache=cache, tpm=tpm, budget_usd=budget_usd,
-                 budget_period=budget_period if budget_usd is not None else None)
+    try:
+        key, secret = make_key(
+            name, tenant, role=role, scopes=names(scopes, "--scopes"), models=models,
+            collections_read=collections_read, collections_write=collections_write,
+            expires_at=parse_expires(expires) if expires else None, rpm=rpm, priority=priority,
+            cache=cache, tpm=tpm, budget_usd=budget_usd,
+            budget_period=budget_period if budget_usd is not None else None)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     run_on_store(lambda s: s.create_key(key), settings)
-    click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}"
+    from seawall.audit.cli import cli_auditor
+    from seawall.audit.record import key_state
+
+    try:
+        with cli_auditor(settings) as audit:
+            audit.record("key.create", tenant=key.tenant, target=key.id, after=key_state(key))
+    except click.ClickException as e:  # unrecorded: take it back before anyone sees the secret
+        run_on_store(lambda s: s.revoke_key(key.id), settings)
+        raise click.ClickException(f"key {key.id} was not issued (revoked again, its secret "
+                                   f"never shown): {e.message}") from None
+    click.echo(f"created key {key.id} (name {name}, tenant {key.tenant}, role {role}"
                f"{f', {rpm} rpm' if rpm else ''}{f', {tpm} tpm' if tpm else ''}"
                f"{'' if budget_usd is None else ', budget ' + _budget(budget_usd, budget_period)}"
                f"{f', priority {priority}' if priority is not None else ''}"
-               f"{'' if cache is None else ', cache on' if cache else ', cache off'})", err=True)
+               f"{'' if cache is None else ', cache on' if cache else ', cache off'}"
+               f"{f', models {models}' if models else ''}"
+               f"{', expires ' + time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(key.expires_at)) if key.expires_at else ''}"  # noqa: E501
+               f"; scopes {','.join(key.scopes or ())})", err=True)
     click.echo("the secret is shown once; store it now:", err=True)
     click.echo(secret)
 
@@ -253,7 +285,8 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
         click.echo("no keys", err=True)
         return
     click.echo(f"{'id':18} {'name':20} {'tenant':16} {'prefix':12} {'rpm':>6} {'prio':>4} "
-               f"{'cache':5} {'tpm':>8} {'budget':>14}  created              revoked")
+               f"{'cache':5} {'tpm':>8} {'budget':>14}  created              revoked"
+               "              role          expires")
     for k in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.created_at))
         revoked = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.revoked_at))
@@ -262,7 +295,11 @@ def keys_list(config: str | None, include_revoked: bool) -> None:
                    f"{k.rpm or '-':>6} {'-' if k.priority is None else k.priority:>4} "
                    f"{'-' if k.cache is None else 'on' if k.cache else 'off':5} "
                    f"{k.tpm or '-':>8} {_budget(k.budget_usd, k.budget_period):>14}  "
-                   f"{created}  {revoked}")
+                   f"{created}  {revoked:19}  {k.role:12}  {_day(k.expires_at)}")
+
+
+def _day(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d", time.gmtime(t))
 
 
 def _budget(usd: float | None, period: str | None) -> str:
@@ -276,53 +313,20 @@ def keys_spend(config: str | None, key: str) -> None:
     """Show what KEY (id or name) and its tenant spent of their budgets this
     period: from Redis when redis.url is set, else from the trace records
     (what the server starts from; it may be a few seconds ahead)."""
-    settings = _settings(config)
-    found = [k for k in run_on_store(lambda s: s.list_keys(True), settings)
-             if key in (k.id, k.name)]
-    if not found:
-        raise click.ClickException(f"no key with id or name {key!r}")
-    k = found[0]
-    from seawall.pipeline.budgets import BudgetLimit, period_of
+    from seawall.keys_cli import _find, _limits, spend_lines
 
-    limits = []
-    if k.budget_usd is not None:
-        limits.append(BudgetLimit(f"key:{k.id}", k.budget_usd, k.budget_period or "month",
-                                  f"key {k.name}", k.tenant, k.id))
-    tenant = settings.limits.tenants.get(k.tenant)
-    if tenant is not None and tenant.budget_usd is not None:
-        limits.append(BudgetLimit(f"tenant:{k.tenant}", tenant.budget_usd,
-                                  tenant.budget_period, f"tenant {k.tenant}", k.tenant))
+    settings = _settings(config)
+    k = _find(settings, key)
+    limits = _limits(settings, key=k)
     if not limits:
         click.echo(f"key {k.name} and tenant {k.tenant} have no budget")
         return
-    from seawall.pipeline.budgets import period_bounds
-    from seawall.store.factory import Stores
-
-    async def from_redis() -> list[tuple[float, float]]:
-        stores = Stores(settings)
-        try:
-            return [await stores.budgets().spent(lim) for lim in limits]
-        finally:
-            assert stores.redis is not None
-            await stores.redis.close()
-
-    async def from_traces(store: Any) -> list[tuple[float, float]]:
-        if not hasattr(store, "spent_since"):
-            raise click.ClickException("this store cannot sum spend from trace records; "
-                                       "set redis.url (docs/limits.md)")
-        return [(await store.spent_since(lim.tenant, lim.key_id,
-                                         period_bounds(lim.period, time.time())[1]), 0.0)
-                for lim in limits]
-
-    found_spend = (asyncio.run(from_redis()) if settings.redis.url
-                   else run_on_store(from_traces, settings))
-    for lim, (spent, reserved) in zip(limits, found_spend, strict=True):
-        pid, end = period_of(lim.period, time.time())
-        resets = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
-        where = (f"${reserved:.4f} held by requests in flight" if settings.redis.url
-                 else "from the trace records")
-        click.echo(f"{lim.label}: ${spent:.4f} of ${lim.usd:g} spent in {pid} ({where}); "
-                   f"resets {resets}")
+    where = "held by requests in flight" if settings.redis.url else "from the trace records"
+    for b in spend_lines(settings, limits):
+        reserved = f"${b['reserved_usd'] or 0:.4f} {where}" if settings.redis.url else where
+        click.echo(f"{b['budget'].replace(chr(39), '')}: ${b['spent_usd'] or 0:.4f} of "
+                   f"${b['usd']:g} spent in {b['period_id']} ({reserved}); resets "
+                   f"{b['resets_at'].replace('T', ' ').replace(':00Z', ' UTC')}")
 
 
 @keys.command("revoke")
@@ -341,6 +345,13 @@ def keys_revoke(config: str | None, key: str) -> None:
     if revoked is None:
         raise click.ClickException(f"no active key with id or name {key!r}")
     told = publish_once(settings, {"kind": "key_revoked", "id": revoked.id})
+    from seawall.audit.cli import cli_auditor
+    from seawall.audit.record import key_state
+
+    with cli_auditor(settings) as audit:
+        audit.record("key.revoke", tenant=revoked.tenant, target=revoked.id,
+                     before={**key_state(revoked), "revoked_at": None},
+                     after=key_state(revoked))
     click.echo(f"revoked {revoked.id} ({revoked.name}); servers refuse it "
                + ("now" if told else f"within {settings.auth.key_cache_ttl_s:g}s"))
 
@@ -394,7 +405,8 @@ def traces_tail(config: str | None, count: int, follow: bool, as_json: bool) -> 
 @config_option
 @click.argument("request_id")
 def traces_show(config: str | None, request_id: str) -> None:
-    """Print one whole record (an x-request-id or resp_ id) with its feedback, as JSON."""
+    """Print one whole record (an x-request-id or resp_ id) with its feedback and
+    judge scores, as JSON."""
     import orjson
 
     from seawall.quality.trace_view import trace_with_feedback
@@ -402,12 +414,14 @@ def traces_show(config: str | None, request_id: str) -> None:
     settings = _settings(config)
 
     async def go(stores: Any) -> dict[str, Any] | None:
-        feedback = stores.feedback()
+        feedback, scores = stores.feedback(), stores.scores()
         await feedback.open()
+        await scores.open()
         try:
-            return await trace_with_feedback(stores.main, feedback, request_id)
+            return await trace_with_feedback(stores.main, feedback, request_id, scores)
         finally:
             await feedback.close()
+            await scores.close()
 
     doc = run_on_store(go, settings, whole=True)
     if doc is None:
@@ -561,13 +575,48 @@ def cache_purge(config: str | None, tenant: str | None, model: str | None,
     publish_once(settings, {"kind": "cache_purge", "tenant": tenant, "model": model,
                             "prompt_version": prompt_version, "entry": entry,
                             "all": everything})
+    from seawall.audit.cli import cli_auditor
+    from seawall.audit.record import purge_audit
+
+    with cli_auditor(settings) as audit:
+        audit.record("cache.purge", **purge_audit(SimpleNamespace(
+            tenant=tenant, model=model, prompt_version=prompt_version, entry=entry,
+            all=everything), purged))
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 
+@cache.command("release")
+@config_option
+@click.argument("entry", type=int)
+def cache_release(config: str | None, entry: int) -> None:
+    """Serve a quarantined entry again (ENTRY: its id, from a trace's cache_entry)."""
+    settings = _settings(config)
+    if settings.store.kind == "postgres":
+        from seawall.cache.pg_store import RELEASE_SQL as PG_RELEASE_SQL
+
+        rows = _on_shared_cache(settings, PG_RELEASE_SQL, [entry])
+    else:
+        from seawall.cache.sqlite_store import RELEASE_SQL
+
+        with contextlib.closing(_cache_db(settings)) as db, db:
+            rows = db.execute(RELEASE_SQL, (entry,)).fetchall()
+    if not rows:
+        raise click.ClickException(f"no quarantined entry {entry}")
+    from seawall.audit.cli import cli_auditor
+
+    with cli_auditor(settings) as audit:
+        audit.record("cache.release", tenant=str(rows[0][0]), target=f"entry={entry}",
+                     before={"quarantined": True}, after={"quarantined": False})
+    click.echo(f"released entry {entry}: it is served again")
+
+
 def _add_feature_commands() -> None:
+    from seawall.audit import cli as audit_cli
     from seawall.experiments import cli as experiments_cli
     from seawall.jobs import cli as jobs_cli
     from seawall.prompts import cli as prompts_cli
+    from seawall.quality import eval_cli
+    from seawall.quality import status_cli as quality_cli
     from seawall.rag import cli as rag_cli
     from seawall.routing.complexity import cli as router_cli
 
@@ -578,6 +627,15 @@ def _add_feature_commands() -> None:
     main.add_command(prompts_cli.prompts)
     main.add_command(router_cli.router)
     main.add_command(jobs_cli.jobs)
+    main.add_command(eval_cli.eval_group)
+    main.add_command(quality_cli.quality)
+    main.add_command(audit_cli.audit)
+    from seawall import keys_cli
+
+    keys.add_command(keys_cli.keys_rotate)
+    keys.add_command(keys_cli.keys_budget)
+    keys.add_command(keys_cli.keys_show)
+    main.add_command(keys_cli.tenants)
 
 
 _add_feature_commands()

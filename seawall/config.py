@@ -46,7 +46,8 @@ class ServerSettings(_Strict):
                                   "of text, tool arguments and refusal) taken from an "
                                   "upstream; beyond it the request fails with 502")
     max_upstream_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest "
-                                         "non-streamed upstream chat response body; 502 beyond")
+                                         "non-streamed upstream chat or embeddings response body; "
+                                         "502 beyond")
     max_sse_line_bytes: int = Field(1024 * 1024, gt=0, description="longest line of an "
                                     "upstream event stream; 502 beyond")
     # Connection limits (seawall/serving.py; docs/operations.md "Connections and limits").
@@ -570,6 +571,19 @@ class CanarySettings(_Strict):
                                            "error rate may exceed the baseline's by this much")
     max_p95_ratio: float = Field(1.5, ge=1, description="the candidate's p95 latency may be "
                                  "at most this times the baseline's")
+    per_token: bool = Field(True, description="compare latency per output token (a long "
+                            "answer is not a slow model)")
+    min_tenants: int = Field(1, ge=1, description="tenants the candidate arm needs before a "
+                             "latency or quality breach counts (more than half must see it)")
+    max_quality_drop: float = Field(0.1, ge=0, le=1, description="the candidate's mean judge "
+                                    "score (0..1) may fall this far below the baseline's")
+    min_judged: int = Field(20, ge=0, description="judged answers each arm needs before "
+                            "quality is compared (0: judge scores are not used)")
+    max_negative_rate_increase: float = Field(0.1, ge=0, le=1, description="the candidate's "
+                                              "thumbs-down rate may exceed the baseline's by "
+                                              "this much")
+    min_rated: int = Field(20, ge=0, description="rated answers each arm needs before "
+                           "thumbs-down rates are compared (0: feedback is not used)")
 
     @model_validator(mode="after")
     def _steps_rise(self) -> CanarySettings:
@@ -589,6 +603,9 @@ class ExperimentSettings(_Strict):
                             "key), the key, or nothing (each request drawn anew)")
     canary: CanarySettings = CanarySettings()
     enabled: bool = True
+    salt: str | None = Field(None, min_length=16, description="secret mixed into the arm "
+                             "draw (default: one generated and kept in the store), so a "
+                             "client cannot pick its arm by picking `user`")
 
     @model_validator(mode="after")
     def _arms(self) -> ExperimentSettings:
@@ -699,6 +716,64 @@ class FeedbackScale(_Strict):
         return self
 
 
+Detector = Literal["email", "phone", "credit_card", "iban", "national_id", "secret", "ip"]
+GuardAction = Literal["off", "flag", "mask", "block"]
+
+
+class GuardrailPolicy(_Strict):
+    """Detector -> action, per direction (docs/guardrails.md). A model's or
+    key's policy overrides the global one detector by detector (``off``
+    removes one)."""
+
+    input: dict[Detector, GuardAction] = Field({}, description="on the request's messages: "
+                                               "flag, mask (restored in the answer) or block")
+    output: dict[Detector, GuardAction] = Field({}, description="on the answer: flag, mask "
+                                                "(redacted) or block; mask/block buffer a stream")
+    moderate: bool | None = Field(None, description="ask guardrails.moderation (None: "
+                                  "inherit; the global default is on when it is configured)")
+
+
+class ModerationSettings(_Strict):
+    """A moderation hook asked about each request's input (and optionally its answer)."""
+
+    model: str | None = Field(None, description="a logical chat model of this gateway; its "
+                              "answer starting with 'unsafe' (Llama Guard style) flags")
+    url: str | None = Field(None, description="or an OpenAI-compatible /v1/moderations URL")
+    api_key: str | None = Field(None, description="bearer token for url")
+    prompt: str | None = Field(None, description="model: system message put before the "
+                               "conversation (None: none, as Llama Guard expects)")
+    action: Literal["block", "flag"] = Field("block", description="what a flagged input does")
+    check_output: bool = Field(False, description="also ask about the answer (flag only)")
+    timeout_s: float = Field(5.0, gt=0, description="longest wait for the verdict")
+    fail_open: bool = Field(True, description="hook failed or timed out: true = serve "
+                            "(recorded as moderation_error), false = 503")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ModerationSettings:
+        if (self.model is None) == (self.url is None):
+            raise ValueError("guardrails.moderation: set exactly one of model or url")
+        return self
+
+
+class GuardrailSettings(GuardrailPolicy):
+    """PII and secret guardrails (docs/guardrails.md)."""
+
+    redact_traces: bool = Field(True, description="trace records keep [REDACTED:<detector>] "
+                                "instead of detected values")
+    redact_detectors: list[Detector] | None = Field(None, description="detectors used for "
+                                                    "trace redaction (None: all)")
+    phone_region: str = Field("US", min_length=2, max_length=2, description="country whose "
+                              "local number format is assumed without a +country code")
+    max_scan_chars: int = Field(1_000_000, gt=0, description="most text scanned per request "
+                                "and direction; more is refused with 413 when a mask or block "
+                                "policy applies (flag and redaction cut it)")
+    thread_chars: int = Field(16_384, ge=0, description="texts longer than this are scanned "
+                              "in a worker thread, not on the event loop")
+    models: dict[str, GuardrailPolicy] = Field({}, description="per logical model")
+    keys: dict[str, GuardrailPolicy] = Field({}, description="per key name (wins over models)")
+    moderation: ModerationSettings | None = None
+
+
 class FeedbackSettings(_Strict):
     """Ratings of answers, ``POST /v1/feedback`` (docs/quality.md)."""
 
@@ -724,6 +799,193 @@ class ConsoleSettings(_Strict):
     scan_rows: int = Field(20_000, ge=100, le=1_000_000, description="trace records one list "
                            "page examines at most for filters no index serves (text, status, "
                            "cache); the next page continues where it stopped")
+BUILTIN_RUBRICS = ("helpfulness", "correctness", "groundedness", "safety")
+
+
+class JudgeMatch(_Strict):
+    """Which answers a judge scores: every listed dimension must match; an empty
+    list matches anything. Prompts and experiments match by name or exactly
+    (``name@version``, ``experiment=arm``)."""
+
+    models: list[str] = Field([], description="logical models (or route names) asked for")
+    routes: list[str] = Field([], description="cost-router routes that chose the model")
+    prompts: list[str] = Field([], description="registry prompts: name or name@version")
+    experiments: list[str] = Field([], description="experiment, or experiment=arm")
+    tenants: list[str] = Field([], description="tenants")
+
+
+class RubricRef(_Strict):
+    """A custom rubric: a prompt template in the registry (docs/quality.md)."""
+
+    prompt: str = Field(..., pattern=r"^[^@\s]+(@[^@\s]+)?$", description="name@label (or "
+                        "name@version number); the version judged with is the rubric_version")
+    name: str | None = Field(None, description="the rubric's name in scores (default: the "
+                             "prompt's name)")
+    scale_max: float = Field(5.0, gt=0, description="the highest score the template asks for")
+
+    @property
+    def rubric(self) -> str:
+        return self.name or self.prompt.split("@", 1)[0]
+
+
+class JudgeSettings(_Strict):
+    """One LLM-as-judge: which traffic, which model, which rubrics (docs/quality.md)."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9_.:-]{1,64}$", description="in scores and metrics")
+    match: JudgeMatch = JudgeMatch()
+    sample_rate: float = Field(0.1, ge=0, le=1, description="share of matching answers judged")
+    judge_model: str = Field(..., description="a chat model declared under models")
+    rubrics: list[str | RubricRef] = Field(["helpfulness"], min_length=1, description=(
+        "built-in: helpfulness, correctness, groundedness, safety; or {prompt: name@label}"))
+    max_usd_per_day: float | None = Field(None, ge=0, description="judging stops for the "
+                                          "rest of the UTC day once its calls cost this much")
+    timeout_s: float = Field(60.0, gt=0, description="one judge call, retries included")
+    max_attempts: int = Field(3, ge=1, le=20, description="job runs before a score is stored "
+                              "as failed")
+    max_tokens: int = Field(512, ge=16, description="the judge's answer length")
+    json_schema: bool = Field(False, description="ask for the verdict as structured output "
+                              "(response_format json_schema): for models that support it "
+                              "(the local model, OpenAI, vLLM); small models need it")
+    max_chars: int = Field(16_000, ge=256, le=1_000_000, description="longest input, output "
+                           "or reference carried to the judge (longer is cut, marked)")
+
+
+class QualityLoopSettings(_Strict):
+    """What scores and feedback change (docs/quality.md, "Closing the loop")."""
+
+    quarantine_on_feedback: bool = Field(True, description="a cached answer rated below "
+                                         "feedback_threshold is no longer served")
+    feedback_threshold: float | None = Field(None, description="ratings below this quarantine "
+                                             "(default: the middle of feedback.scale, 0 on "
+                                             "-1..1)")
+    quarantine_on_score: bool = Field(True, description="a cached answer a judge scored below "
+                                      "cache_min_score is no longer served")
+    cache_min_score: float = Field(0.5, ge=0, le=1, description="judge scores (as a fraction "
+                                   "of their scale) below this quarantine")
+
+
+class BurnAlertSettings(_Strict):
+    """One multi-window burn-rate alert (Google SRE workbook, ch. 5): fires
+    while the burn rate over both windows is at least ``burn_rate``."""
+
+    severity: Literal["page", "ticket"]
+    long_s: float = Field(gt=0, description="the long window, e.g. 3600 (1 h)")
+    short_s: float = Field(gt=0, description="the short window, e.g. 300 (5 min); 1/12 of "
+                           "the long one in the workbook")
+    burn_rate: float = Field(gt=0, description="times faster than the budget allows")
+
+    @model_validator(mode="after")
+    def _short_within_long(self) -> BurnAlertSettings:
+        if self.short_s > self.long_s:
+            raise ValueError("short_s must not be longer than long_s")
+        return self
+
+
+# The workbook's recommended set (99.9% over 30 days) with its 1 d ticket.
+DEFAULT_BURN_ALERTS = [
+    BurnAlertSettings(severity="page", long_s=3600, short_s=300, burn_rate=14.4),
+    BurnAlertSettings(severity="page", long_s=21600, short_s=1800, burn_rate=6),
+    BurnAlertSettings(severity="ticket", long_s=86400, short_s=7200, burn_rate=3),
+    BurnAlertSettings(severity="ticket", long_s=259200, short_s=21600, burn_rate=1),
+]
+
+
+class SloSettings(_Strict):
+    """A service level objective (docs/quality.md#slos-and-alerts)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$", description="its metric label")
+    kind: Literal["judge", "feedback", "availability", "latency"]
+    objective: float = Field(gt=0, lt=1, description="share of good events, e.g. 0.95")
+    period_s: float = Field(30 * 86400.0, gt=0, description="the error budget's window")
+    threshold: float | None = Field(None, description="judge: good when score >= this "
+                                    "(default 4); feedback: bad when score < this (default: "
+                                    "the middle of feedback.scale); latency: good when "
+                                    "latency_ms <= this (required)")
+    model: str | None = Field(None, description="only this model (or route) name")
+    prompt_version: str | None = Field(None, description="only this prompt version "
+                                       "(name@version)")
+    tenant: str | None = Field(None, description="only this tenant")
+    judge: str | None = Field(None, description="judge kind: only this judge")
+    rubric: str | None = Field(None, description="judge kind: only this rubric")
+    alerts: list[BurnAlertSettings] = Field(DEFAULT_BURN_ALERTS, description="multi-window "
+                                            "burn-rate alerts; [] = metrics only")
+
+    @model_validator(mode="after")
+    def _threshold(self) -> SloSettings:
+        if self.kind == "latency" and self.threshold is None:
+            raise ValueError("a latency SLO needs threshold (milliseconds)")
+        return self
+
+
+class DriftSettings(_Strict):
+    """Recent traffic vs a reference window, per model x prompt version."""
+
+    enabled: bool = Field(True, description="run drift tests (they need traffic in both "
+                          "windows)")
+    interval_s: float = Field(600.0, gt=0, description="how often the tests run")
+    recent_s: float = Field(3600.0, gt=0, description="the recent window")
+    reference_s: float = Field(7 * 86400.0, gt=0, description="the reference window, just "
+                               "before the recent one")
+    sample: int = Field(200, ge=10, le=2000, description="most requests drawn from each "
+                        "window")
+    min_samples: int = Field(50, ge=5, description="fewer in either window: no test")
+    alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm rate of one evaluation "
+                         "of a group, all its tests together (Bonferroni)")
+    permutations: int = Field(2000, ge=100, le=20000, description="MMD permutation test")
+    embeddings: bool = Field(True, description="test input and output embeddings (MiniLM)")
+    consecutive: int = Field(2, ge=1, le=10, description="evaluations in a row that must "
+                             "alarm before the alert fires (and be clean before it resolves)")
+    max_groups: int = Field(20, ge=1, le=1000, description="model x prompt version groups "
+                            "tested, busiest first")
+
+
+class QualitySettings(_Strict):
+    """Judges, quality SLOs and drift, and what scores and feedback change
+    (docs/quality.md)."""
+
+    judges: list[JudgeSettings] = Field([], description="LLM-as-judge, scored in the background")
+    max_pending: int = Field(1000, ge=1, description="sampled answers waiting to be enqueued "
+                             "as judge jobs in one process; more are dropped (counted)")
+    loop: QualityLoopSettings = QualityLoopSettings()
+    evaluate: bool = Field(True, description="run the evaluator in `seawall serve` and "
+                           "`seawall worker` (on Postgres + Redis one replica alerts)")
+    interval_s: float = Field(60.0, gt=0, description="how often SLOs are evaluated")
+    slos: list[SloSettings] = Field([], description="quality, availability and latency SLOs")
+    drift: DriftSettings = DriftSettings()
+    evidence: int = Field(5, ge=0, le=50, description="worst traces attached to an alert")
+
+    @model_validator(mode="after")
+    def _unique(self) -> QualitySettings:
+        names = [s.name for s in self.slos]
+        if len(set(names)) != len(names):
+            raise ValueError("quality.slos: names must be unique")
+        judges = [j.name for j in self.judges]
+        if len(judges) != len(set(judges)):
+            raise ValueError("quality.judges: two judges share a name")
+        for j in self.judges:
+            for r in j.rubrics:
+                if isinstance(r, str) and r not in BUILTIN_RUBRICS:
+                    raise ValueError(f"quality.judges.{j.name}.rubrics: unknown rubric {r!r} "
+                                     f"(built-in: {', '.join(BUILTIN_RUBRICS)}; or "
+                                     "{prompt: name@label})")
+        return self
+
+
+class WebhookSettings(_Strict):
+    url: str = Field(pattern=r"^https?://", description="where alerts are POSTed")
+    format: Literal["slack", "generic"] = Field("generic", description="slack: `text` + "
+                                                "blocks; generic: the whole alert as JSON")
+    timeout_s: float = Field(5.0, gt=0, le=120)
+
+
+class AlertSettings(_Strict):
+    """Alert delivery (docs/quality.md#slos-and-alerts)."""
+
+    webhooks: list[WebhookSettings] = []
+    queue_size: int = Field(1000, ge=1, le=100_000, description="alerts waiting to be sent; "
+                            "beyond, new ones are dropped (counted)")
+    max_attempts: int = Field(5, ge=1, le=20, description="tries per webhook and alert")
+    backoff_s: float = Field(1.0, ge=0, description="wait before the first retry; doubles")
 
 
 class ModelCacheSettings(_Strict):
@@ -845,6 +1107,9 @@ class Settings(_Strict):
     responses: ResponsesSettings = ResponsesSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     console: ConsoleSettings = ConsoleSettings()
+    quality: QualitySettings = QualitySettings()
+    alerts: AlertSettings = AlertSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelSettings] = {}
 
@@ -878,9 +1143,24 @@ class Settings(_Strict):
         problems += self._guard_checks_known()
         problems += self._experiments_known()
         problems += self._routes_known()
+        problems += [f"quality.judges.{j.name}.judge_model: {j.judge_model!r} is not a chat "
+                     "model declared under models" for j in self.quality.judges
+                     if j.judge_model not in self.models
+                     or self.models[j.judge_model].kind != "chat"]
+        problems += self._guardrails_known()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _guardrails_known(self) -> list[str]:
+        g = self.guardrails
+        problems = [f"guardrails.models.{name}: no model or route of that name"
+                    for name in g.models if name not in self.models and name not in self.routes]
+        mod = g.moderation
+        if mod is not None and mod.model is not None and mod.model not in self.models:
+            problems.append(f"guardrails.moderation.model: {mod.model!r} is not a model "
+                            "declared under models")
+        return problems
 
     def _routes_known(self) -> list[str]:
         problems = []
@@ -898,6 +1178,8 @@ class Settings(_Strict):
         problems = []
         taken: dict[str, str] = {}
         for name, e in self.experiments.items():
+            if name.startswith("_seawall"):
+                problems.append(f"experiments.{name}: names starting with _seawall are reserved")
             if e.model not in self.models and e.model not in self.routes:
                 problems.append(f"experiments.{name}.model: {e.model!r} is not a model "
                                 "declared under models or routes")

@@ -5,6 +5,7 @@ says what to fix. Nothing else (no stack trace, no secret) reaches the wire."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import orjson
@@ -105,8 +106,16 @@ class BudgetExceeded(RateLimited):
     type = "budget_exceeded"
     code = "budget_exceeded"
 
+    def __init__(self, message: str, *, resets_at: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.resets_at = resets_at
+
     def headers(self) -> dict[str, str]:
-        return {**super().headers(), "x-should-retry": "false"}
+        out = {**super().headers(), "x-should-retry": "false"}
+        if self.resets_at is not None:  # when the period ends, for clients and dashboards
+            out["x-seawall-budget-reset"] = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.resets_at))
+        return out
 
 
 class UpstreamError(SeawallError):

@@ -367,6 +367,10 @@ def uvicorn_options(settings: Settings, metrics: Metrics | None = None) -> dict[
         "loop": "uvloop",
         "http": protocol_class(settings.server, metrics),
         "lifespan": "on",
+        # The peer address is the TCP peer's: X-Forwarded-For / Forwarded never
+        # change it (uvicorn would trust them from FORWARDED_ALLOW_IPS), so no
+        # header can make a remote client look local (docs/security.md).
+        "proxy_headers": False,
         "backlog": 4096,
         "timeout_keep_alive": settings.server.keep_alive_s,
         # Streams still open at drain_timeout_s are ended by the app with an

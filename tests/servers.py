@@ -19,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +272,49 @@ def serve_process(tmp: Path, fake: FakeUpstreamClient, args: tuple[str, ...] = (
     url = f"http://127.0.0.1:{port}"
     wait_until_ready(url, proc, within_s=60)
     return url, proc, conf
+
+
+class WebhookReceiver:
+    """A webhook endpoint on loopback: keeps every JSON body by path; the
+    first POST to /flaky gets a 503."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        self.flaky_left = 1
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with outer.lock:
+                    if self.path == "/flaky" and outer.flaky_left:
+                        outer.flaky_left -= 1
+                        self.send_response(503)
+                        self.end_headers()
+                        return
+                    outer.got.append((self.path, json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def alerts(self, path: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [b for p, b in self.got if p == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> WebhookReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

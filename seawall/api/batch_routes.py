@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from seawall.api.http import error_response, json_response, read_body
+from seawall.api.http import error_response, json_response, peer_host, read_body
 from seawall.api.uploads import bounded_stream
 from seawall.api.wire import decode_json_object
 from seawall.batches.lines import auth_of
@@ -38,8 +38,9 @@ def _svc(request: Request) -> Services:
 
 
 def _ctx(request: Request, endpoint: str) -> RequestContext:
-    ctx = RequestContext(endpoint=endpoint, authorization=request.headers.get("authorization"),
-                         client_host=request.client.host if request.client else None)
+    h = request.headers
+    ctx = RequestContext(endpoint=endpoint, authorization=h.get("authorization"),
+                         client_host=peer_host(request), traceparent=h.get("traceparent"))
     current_trace_id.set(ctx.trace_id)
     return ctx
 
@@ -48,15 +49,19 @@ Work = Callable[["Services", RequestContext, Request], Awaitable[Response]]
 
 
 async def _served(request: Request, endpoint: str, work: Work) -> Response:
-    """``work`` inside the pipeline's scope (auth, admission, limits, a trace
-    record); its errors as the OpenAI error envelope."""
+    """``work`` inside the pipeline's scope (auth, admission, the key's rate
+    limits, a trace record), answered with ``x-request-id`` like every other
+    route; its errors as the OpenAI error envelope."""
     svc = _svc(request)
     ctx = _ctx(request, endpoint)
+    headers = {"x-request-id": ctx.trace_id}
     try:
-        async with svc.pipeline.serve(ctx):
-            return await work(svc, ctx, request)
+        async with svc.pipeline.scope(ctx):  # the scope "jobs", the key's rate limits
+            response = await work(svc, ctx, request)
     except SeawallError as e:
-        return error_response(e)
+        return error_response(e, headers)
+    response.headers.update(headers)
+    return response
 
 
 def _page(request: Request) -> tuple[int, str | None]:

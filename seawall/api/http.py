@@ -19,6 +19,23 @@ from seawall.errors import BodyTooLarge, InvalidRequest, SeawallError
 JSON = "application/json"
 
 
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host",
+                      "x-client-ip", "true-client-ip")
+
+
+def peer_host(request: Request) -> str | None:
+    """The caller's address as the gateway trusts it, for loopback decisions
+    (anonymous access, /metrics) and the audit log: the TCP peer, never a
+    header. A request that carries a forwarding header came through a proxy,
+    so whoever sent it is not known to be local: ``forwarded:<proxy address>``,
+    which is never loopback."""
+    host = request.client.host if request.client else None
+    headers = request.headers
+    if any(h in headers for h in FORWARDING_HEADERS):
+        return f"forwarded:{host or 'unknown'}"
+    return host
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, headers=headers, media_type=JSON)
 

@@ -34,7 +34,7 @@ from seawall.api.anthropic_wire import (
     error_status,
     model_of,
 )
-from seawall.api.http import JSON, LastEvent, read_body
+from seawall.api.http import JSON, LastEvent, peer_host, read_body
 from seawall.api.openai_routes import _headers, first_item, run_to_end, sse_answer
 from seawall.api.wire import ChatCompletionRequest, convert, decode_json_object
 from seawall.errors import SeawallError, ShuttingDown
@@ -61,7 +61,7 @@ def _context(request: Request, endpoint: str) -> RequestContext:
         endpoint=endpoint,
         # Anthropic's SDK sends x-api-key (api_key) or a bearer token (auth_token).
         authorization=f"Bearer {key}" if key else h.get("authorization"),
-        client_host=request.client.host if request.client else None,
+        client_host=peer_host(request),
         traceparent=h.get("traceparent"),
         cache_control=h.get("cache-control"),
         prompt_version=h.get("x-seawall-prompt-version"),

@@ -26,6 +26,7 @@ from seawall.api.http import (
     error_response,
     header_value,
     json_response,
+    peer_host,
     read_body,
 )
 from seawall.api.wire import (
@@ -38,6 +39,7 @@ from seawall.api.wire import (
 from seawall.errors import ModelNotFound, SeawallError, ShuttingDown
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import may_use_model, role_of
 from seawall.pipeline.pipeline import Serving
 from seawall.providers.base import Chunk, RawBatch, StreamItem, make_chunk, usage_chunk
 
@@ -60,11 +62,19 @@ def _context(request: Request, endpoint: str) -> RequestContext:
     return RequestContext(
         endpoint=endpoint,
         authorization=h.get("authorization"),
-        client_host=request.client.host if request.client else None,
+        client_host=peer_host(request),
         traceparent=h.get("traceparent"),
         cache_control=h.get("cache-control"),
         prompt_version=h.get("x-seawall-prompt-version"),
     )
+
+
+def shows_experiment(ctx: RequestContext) -> bool:
+    """Only an operator learns which arm served a request: an arm a client can
+    see is an arm it can aim at (docs/experiments.md). The master key, or a
+    keyless loopback caller when anonymous loopback is on (the laptop setup).
+    Not a tenant_admin: experiments are gateway-wide, not its tenant's."""
+    return role_of(ctx) == "operator"
 
 
 def _headers(ctx: RequestContext) -> dict[str, str]:
@@ -75,7 +85,7 @@ def _headers(ctx: RequestContext) -> dict[str, str]:
         out["x-seawall-attempts"] = str(ctx.attempts_started)
     if ctx.degraded is not None:
         out["x-seawall-degraded"] = ctx.degraded
-    if ctx.experiment is not None:
+    if ctx.experiment is not None and shows_experiment(ctx):
         out["x-seawall-experiment"] = ctx.experiment.label
     if ctx.prompt_version is not None:
         out["x-seawall-prompt-version"] = header_value(ctx.prompt_version)
@@ -163,7 +173,7 @@ async def _chat(request: Request, ctx: RequestContext, svc: Services,
         if "usage" not in completion:
             completion["usage"] = await svc.estimate_usage(ctx)
         if ctx.rag is not None:  # an extension field: the OpenAI SDK keeps unknown fields
-            completion["citations"] = ctx.rag.citations(ctx.gatherer.text)
+            completion["citations"] = await ctx.rag.answer_citations(ctx.gatherer.text)
         return Response(orjson.dumps(completion), media_type="application/json",
                         headers=_headers(ctx))
 
@@ -288,15 +298,16 @@ def embedding_body(ctx: RequestContext, req: EmbeddingRequest) -> dict[str, Any]
                       "total_tokens": ctx.result.prompt_tokens}}
 
 
-def _model_entries(svc: Services) -> list[dict[str, Any]]:
-    """Every model and route a client may name, as OpenAI's model objects."""
+def _model_entries(svc: Services, ctx: RequestContext) -> list[dict[str, Any]]:
+    """Every model and route the caller may name (its key's --models), as
+    OpenAI's model objects."""
     data = [{"id": name, "object": "model", "created": svc.started_at,
              "owned_by": m.deployments[0].provider.name}
             for name, m in svc.registry.models.items()]
     data += [{"id": name, "object": "model", "created": svc.started_at,
               "owned_by": "seawall", "tiers": r.tiers}
              for name, r in svc.settings.routes.items()]
-    return data
+    return [m for m in data if may_use_model(ctx, str(m["id"]))]
 
 
 async def list_models(request: Request) -> Response:
@@ -304,7 +315,7 @@ async def list_models(request: Request) -> Response:
     ctx = _context(request, "models")
     try:
         async with svc.pipeline.serve(ctx):
-            data = _model_entries(svc)
+            data = _model_entries(svc, ctx)
     except SeawallError as e:
         return _fail(ctx, e)
     return json_response({"object": "list", "data": data}, headers=_headers(ctx))
@@ -317,7 +328,7 @@ async def retrieve_model(request: Request) -> Response:
     model_id: str = request.path_params["model_id"]
     try:
         async with svc.pipeline.serve(ctx):
-            found = next((m for m in _model_entries(svc) if m["id"] == model_id), None)
+            found = next((m for m in _model_entries(svc, ctx) if m["id"] == model_id), None)
             if found is None:
                 shown = model_id[:MAX_MODEL_NAME]
                 raise ModelNotFound(f"The model {shown!r} does not exist on this gateway; "

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.admin_routes import PurgeRequest
+from seawall.api.admin_routes import BudgetIn, KeyIn, PurgeRequest, RotateRequest
 from seawall.api.anthropic_wire import CountTokensRequest, MessagesRequest
 from seawall.api.http import JSON
 from seawall.api.quality_routes import MAX_REQUEST_ID, FeedbackIn
@@ -31,7 +31,8 @@ Schema = dict[str, Any]
 
 _REQUESTS: tuple[type[msgspec.Struct], ...] = (
     ChatCompletionRequest, EmbeddingRequest, MessagesRequest, CountTokensRequest,
-    DocumentsIn, SearchIn, DeleteIn, PurgeRequest, ResponsesRequest, FeedbackIn)
+    DocumentsIn, SearchIn, DeleteIn, PurgeRequest, ResponsesRequest, FeedbackIn, KeyIn,
+    RotateRequest, BudgetIn)
 
 _NULLABLE_STR: Schema = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 _OBJECT: Schema = {"type": "object"}
@@ -156,6 +157,9 @@ def _query_param(name: str, schema: Schema) -> Schema:
 _COLLECTION = _path_param("name", {"type": "string", "pattern": COLLECTION_NAME.pattern,
                                    "description": "the collection, inside the caller's tenant"})
 _RESPONSE_ID = _path_param("response_id", {"type": "string", "maxLength": 128})
+_KEY = _path_param("key", {"type": "string", "minLength": 1, "maxLength": 200,
+                           "description": "a key's id or name"})
+_TENANT = _path_param("tenant", {"type": "string", "minLength": 1, "maxLength": 200})
 _DOC_ID = _path_param("doc_id", {"type": "integer", "minimum": 0, "maximum": MAX_ID})
 _UPLOAD: Schema = {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "format": "binary",
@@ -291,15 +295,48 @@ def _paths() -> dict[str, Schema]:
             {JSON: {"schema": _OBJECT}},
             params=[_path_param("request_id", {"type": "string",
                                                "maxLength": MAX_REQUEST_ID})])},
+        "/admin/audit": {"get": _op(
+            "The audit log of admin actions, newest first (master key; docs/security.md)",
+            {JSON: {"schema": _OBJECT}}, params=[
+                _query_param("tenant", {"type": "string", "minLength": 1, "maxLength": 1000}),
+                _query_param("action", {"type": "string", "maxLength": 100,
+                                        "pattern": r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$"}),
+                _query_param("since", {"type": "string", "maxLength": 40}),
+                _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                _query_param("before_id", {"type": "integer", "minimum": 1})])},
         "/admin/cache": {"get": _op("Response cache statistics (master key)",
                                     {JSON: {"schema": _OBJECT}})},
         "/admin/cache/purge": {"post": _op("Purge cache entries (master key)",
                                            {JSON: {"schema": _OBJECT}},
                                            body=_json("PurgeRequest"))},
+        "/admin/cache/entries/{entry}/release": {"post": _op(
+            "Serve a quarantined cache entry again (master key; docs/caching.md)",
+            {JSON: {"schema": _OBJECT}},
+            params=[_path_param("entry", {"type": "string", "pattern": "^[0-9]{1,19}$"})])},
+        "/admin/keys": {
+            "get": _op("Keys (a tenant_admin: of its tenant), never a secret; ?all=true "
+                       "includes revoked ones (docs/security.md)", {JSON: {"schema": _OBJECT}},
+                       params=[_query_param("all", {"type": "string"})]),
+            "post": _op("Make a key; the answer holds its secret, once", {JSON: {
+                "schema": _OBJECT}}, body=_json("KeyIn"), ok_status="201")},
+        "/admin/keys/{key}": {"get": _op(
+            "One key with its spend against its budgets", {JSON: {"schema": _OBJECT}},
+            params=[_KEY])},
         "/admin/keys/{key}/revoke": {"post": _op(
-            "Revoke a virtual key by id or name (master key); every replica refuses it "
-            "within a second", {JSON: {"schema": _OBJECT}},
-            params=[_path_param("key", {"type": "string", "maxLength": 200})])},
+            "Revoke a virtual key by id or name; every replica refuses it within a second",
+            {JSON: {"schema": _OBJECT}}, params=[_KEY])},
+        "/admin/keys/{key}/rotate": {"post": _op(
+            "A new secret (in the answer, once); the old one works for grace",
+            {JSON: {"schema": _OBJECT}}, body=_json("RotateRequest"), params=[_KEY])},
+        "/admin/keys/{key}/budget": {"post": _op(
+            "Set, remove or reset a key's budget", {JSON: {"schema": _OBJECT}},
+            body=_json("BudgetIn"), params=[_KEY])},
+        "/admin/tenants/{tenant}": {"get": _op(
+            "A tenant's budget, spend this period and number of keys",
+            {JSON: {"schema": _OBJECT}}, params=[_TENANT])},
+        "/admin/tenants/{tenant}/budget": {"post": _op(
+            "Set, remove or reset a tenant's budget (master key)", {JSON: {"schema": _OBJECT}},
+            body=_json("BudgetIn"), params=[_TENANT])},
         "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
             "200": {"description": "OK", "content": _json("Status")}}}},
         "/ready": {"get": {"summary": "Readiness, with each check's reason", "security": [],

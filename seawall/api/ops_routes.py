@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.http import error_response, json_response
+from seawall.api.http import error_response, json_response, peer_host
 from seawall.errors import AuthenticationFailed
 from seawall.pipeline.stages import AuthStage, is_loopback
 
@@ -110,7 +110,7 @@ def metrics_allowed(request: Request, svc: Services) -> bool:
     secret = AuthStage.secret_of(request.headers.get("authorization"))
     if master and secret is not None and hmac.compare_digest(secret.encode(), master.encode()):
         return True
-    local = is_loopback(request.client.host if request.client else None)
+    local = is_loopback(peer_host(request))
     return local and (not master or auth.allow_anonymous_loopback)
 
 

@@ -23,12 +23,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.admin_routes import _serve as serve_admin
-from seawall.api.http import error_response, json_response, read_body
+from seawall.api.admin_routes import serve_tenant_admin
+from seawall.api.http import error_response, json_response, peer_host, read_body
 from seawall.api.wire import convert, decode_json_object
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import admin_tenant
 from seawall.quality.feedback_store import Feedback
 from seawall.quality.trace_view import trace_id_of, trace_with_feedback
 
@@ -66,15 +67,15 @@ def _check(req: FeedbackIn, svc: Services) -> None:
         raise InvalidRequest(f"user is 1 to {fb.max_user_chars} characters.", param="user")
 
 
-async def _record_tenant(svc: Services, trace_id: str) -> str | None:
-    """The tenant of the stored record, waiting up to ``feedback.trace_wait_s``
-    for a record not stored yet; None when it never appears."""
+async def _record(svc: Services, trace_id: str) -> dict[str, Any] | None:
+    """The stored record, waiting up to ``feedback.trace_wait_s`` for a record
+    not stored yet; None when it never appears."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + svc.settings.feedback.trace_wait_s
     while True:
         row = await svc.store.get_trace(trace_id)
         if row is not None:
-            return str(row["tenant"])
+            return row
         left = deadline - loop.time()
         if left <= 0:
             return None
@@ -89,7 +90,7 @@ def _sign(score: float) -> str:
 async def feedback(request: Request) -> Response:
     svc: Services = request.app.state.services
     ctx = RequestContext(endpoint="feedback", authorization=request.headers.get("authorization"),
-                         client_host=request.client.host if request.client else None,
+                         client_host=peer_host(request),
                          traceparent=request.headers.get("traceparent"))
     current_trace_id.set(ctx.trace_id)
     headers = {"x-request-id": ctx.trace_id}
@@ -99,7 +100,8 @@ async def feedback(request: Request) -> Response:
             req = convert(decode_json_object(body), FeedbackIn)
             _check(req, svc)
             trace_id = trace_id_of(req.request_id)
-            if await _record_tenant(svc, trace_id) != ctx.tenant:
+            record = await _record(svc, trace_id)
+            if record is None or record["tenant"] != ctx.tenant:
                 raise NotFound(f"No answer with id {req.request_id!r}.", param="request_id")
             fb = Feedback(trace_id=trace_id, user=req.user or "", tenant=ctx.tenant,
                           score=req.score, key_id=ctx.key.id if ctx.key else None,
@@ -107,6 +109,7 @@ async def feedback(request: Request) -> Response:
             first = await svc.feedback.put(fb)
             if first:
                 svc.metrics.feedback.labels(_sign(req.score)).inc()
+            await svc.quality_loop.submit(fb, record, first)  # quarantine, canary: background
             out: dict[str, Any] = {"object": "feedback", "request_id": req.request_id,
                                    "trace_id": trace_id, "user": req.user, "score": req.score,
                                    "replaced": not first, "created_at": time.time()}
@@ -118,16 +121,18 @@ async def feedback(request: Request) -> Response:
 
 
 async def trace_show(request: Request) -> Response:
-    """The whole record with its feedback and scores (master key)."""
-    async def handle(request: Request, svc: Services) -> Response:
+    """The whole record with its feedback and scores (the operator; a
+    tenant_admin key: its own tenant's records, others are "not found")."""
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         request_id = request.path_params["request_id"]
         if not 0 < len(request_id) <= MAX_REQUEST_ID:
             raise InvalidRequest(f"A request id is 1 to {MAX_REQUEST_ID} characters.")
-        doc = await trace_with_feedback(svc.store, svc.feedback, request_id)
-        if doc is None:
+        mine = admin_tenant(ctx, "admin:traces")
+        doc = await trace_with_feedback(svc.store, svc.feedback, request_id, svc.scores)
+        if doc is None or (mine is not None and doc.get("tenant") != mine):
             raise NotFound(f"No trace record {request_id!r}.")
         return json_response(doc)
-    return await serve_admin(request, "admin.traces.show", handle)
+    return await serve_tenant_admin(request, "admin.traces.show", handle)
 
 
 routes = [

@@ -12,6 +12,7 @@ thread under the tenant's ingestion quota, and stop when the client leaves.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -24,13 +25,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from seawall.api.http import DisconnectWatch, error_response, json_response, read_body
+from seawall.api.http import DisconnectWatch, error_response, json_response, peer_host, read_body
 from seawall.api.limits import depth_exceeds
 from seawall.api.uploads import File, read_form, read_upload
 from seawall.api.wire import convert, decode_json_object
+from seawall.audit.record import collection_state
 from seawall.errors import InvalidRequest, SeawallError
 from seawall.observe.logs import current_trace_id
 from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import (
+    WRITE_ENDPOINTS,
+    may_read_collection,
+    require_collection,
+)
 from seawall.pipeline.pipeline import ClientClosed
 from seawall.rag.documents import LoadedDocument
 from seawall.rag.ingest import check_cancel
@@ -93,7 +100,7 @@ async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
     svc = _svc(request)
     h = request.headers
     ctx = RequestContext(endpoint=endpoint, authorization=h.get("authorization"),
-                         client_host=request.client.host if request.client else None,
+                         client_host=peer_host(request),
                          traceparent=h.get("traceparent"))
     current_trace_id.set(ctx.trace_id)
     headers = {"x-request-id": ctx.trace_id}
@@ -139,14 +146,18 @@ def _doc_id(request: Request) -> int:
 
 
 def _note(ctx: RequestContext, collection: str) -> None:
-    """The collection in the trace record's ``rag`` field."""
+    """May the caller read (or, for a writing endpoint, write) ``collection``?
+    (its key's scopes and --collections-read/-write); then the collection in
+    the trace record's ``rag`` field."""
+    require_collection(ctx, collection, write=ctx.endpoint in WRITE_ENDPOINTS)
     ctx.rag = RagState(collection=collection, query="", top_k=0, sources=[], candidates=0,
                        system="")
 
 
 async def list_collections(request: Request) -> Response:
     async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
-        rows = await svc.rag.collections(ctx.tenant)
+        rows = [c for c in await svc.rag.collections(ctx.tenant)
+                if may_read_collection(ctx, c.name)]
         return json_response({"object": "list", "data": [c.public() for c in rows]})
     return await _serve(request, "rag.collections.list", handle)
 
@@ -163,8 +174,11 @@ async def delete_collection(request: Request) -> Response:
     async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         name = _name(request.path_params["name"])
         _note(ctx, name)
+        info = await svc.rag.collection(ctx.tenant, name)  # raises the 404
         if not await svc.rag.delete_collection(ctx.tenant, name):
-            await svc.rag.collection(ctx.tenant, name)  # raises the 404
+            await svc.rag.collection(ctx.tenant, name)  # deleted meanwhile: the 404
+        await svc.audit.record(ctx, "collection.delete", tenant=ctx.tenant, target=name,
+                               before=collection_state(info))
         return json_response({"object": "collection.deleted", "name": name, "deleted": True})
     return await _serve(request, "rag.collections.delete", handle)
 
@@ -256,12 +270,17 @@ async def add_documents(request: Request) -> Response:
         name = _name(request.path_params["name"])
         _note(ctx, name)
         quota = svc.rag.quota
+        existed = await asyncio.to_thread(svc.rag.store.collection_id, ctx.tenant, name)
         with quota.tenant_slot(ctx.tenant):  # before the body: a refusal costs nothing
             load, size = await _read_documents(request, svc)
             quota.charge(ctx.tenant, size)
             with quota.work_slot():
                 async with DisconnectWatch(request.receive) as watch:
                     results = await svc.rag.ingest(ctx.tenant, name, load)
+            if existed is None:
+                info = await svc.rag.collection(ctx.tenant, name)
+                await svc.audit.record(ctx, "collection.create", tenant=ctx.tenant,
+                                       target=name, after=collection_state(info))
             if watch.disconnected:
                 raise ClientClosed("The client closed the connection during the ingestion; "
                                    "documents stored before it left stay stored.")

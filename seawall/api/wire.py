@@ -60,6 +60,8 @@ class SeawallOptions(Struct, omit_defaults=True, forbid_unknown_fields=True):
 
     cache: CacheControl | bool | None = None  # false = no_store
     prompt_version: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    # The correct answer, for a judge's correctness rubric (docs/quality.md).
+    reference: Annotated[str, Meta(max_length=100_000)] | None = None
 
 
 class RagOptions(Struct, omit_defaults=True, forbid_unknown_fields=True):

@@ -8,6 +8,7 @@ resilience and records all apply. Streaming is forced off.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ async def _identify(svc: Services, ctx: RequestContext, auth: dict[str, Any]) ->
         key = await svc.key_store.key_by_hash(auth["key_hash"])
         if key is None or not key.active:
             raise AuthenticationFailed("The API key that created this batch has been revoked.")
+        if key.expired(time.time()):
+            raise AuthenticationFailed("The API key that created this batch has expired.")
         ctx.key = key
 
 
@@ -80,7 +83,7 @@ async def answer(svc: Services, path: str, body: dict[str, Any],
             if "usage" not in completion:
                 completion["usage"] = await svc.estimate_usage(ctx)
             if ctx.rag is not None:
-                completion["citations"] = ctx.rag.citations(ctx.gatherer.text)
+                completion["citations"] = await ctx.rag.answer_citations(ctx.gatherer.text)
             return 200, completion, ctx.trace_id
     except SeawallError as e:
         return e.status, orjson.loads(e.body()), ctx.trace_id

@@ -61,16 +61,23 @@ LOOKUP_SETTINGS = (
     "set_config('statement_timeout', %s, true)")
 
 _ANSWER = "e.id, e.completion, e.created_at, e.prompt_tokens, e.completion_tokens, " \
-          "e.cost_usd, e.text"
+          "e.cost_usd, e.text, e.quarantined"
+_QUARANTINE = ("UPDATE cache_entries SET quarantined = %s, quarantined_at = %s WHERE tenant = %s "
+               "AND (id = %s OR trace_id = %s) AND quarantined IS NULL RETURNING id")
+RELEASE_SQL = ("UPDATE cache_entries SET quarantined = NULL, quarantined_at = NULL "
+               "WHERE id = %s AND quarantined IS NOT NULL RETURNING tenant")
 
 _PUT = """
 INSERT INTO cache_entries AS e (key, scope, tenant, model, prompt_version, text, embedding,
-    completion, prompt_tokens, completion_tokens, cost_usd, created_at, expires_at, last_used_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    completion, prompt_tokens, completion_tokens, cost_usd, created_at, expires_at, last_used_at,
+    trace_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (key) DO UPDATE SET completion = excluded.completion,
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
     cost_usd = excluded.cost_usd, created_at = excluded.created_at,
-    expires_at = excluded.expires_at, last_used_at = excluded.last_used_at
+    expires_at = excluded.expires_at, last_used_at = excluded.last_used_at,
+    trace_id = excluded.trace_id
+WHERE e.quarantined IS NULL
 RETURNING e.id, (e.xmax = 0) AS inserted"""
 
 # One statement: count the scope's vectors (up to the exact-scan limit), then
@@ -115,7 +122,7 @@ def purge_sql(what: Purge) -> tuple[str, list[Any]]:
 def _answer(row: Any, similarity: float | None = None) -> CachedAnswer:
     return CachedAnswer(id=row[0], completion=orjson.loads(row[1]), created_at=row[2],
                         prompt_tokens=row[3], completion_tokens=row[4], cost_usd=row[5],
-                        text=row[6], similarity=similarity)
+                        text=row[6], quarantined=row[7], similarity=similarity)
 
 
 class PostgresCacheStore:
@@ -287,7 +294,7 @@ class PostgresCacheStore:
             self._lookup_failed(e)
             return []
         self._lookups_failing = False
-        return [_answer(r, float(r[7])) for r in rows]
+        return [_answer(r, float(r[8])) for r in rows]
 
     def _lookup_failed(self, e: Exception) -> None:
         if not self._lookups_failing:
@@ -304,9 +311,11 @@ class PostgresCacheStore:
             cur = await conn.execute(_PUT, (
                 entry.key, entry.scope, entry.tenant, entry.model, entry.prompt_version,
                 entry.text, vector, orjson.dumps(entry.completion), entry.prompt_tokens,
-                entry.completion_tokens, entry.cost_usd, now, now + entry.ttl_s, now))
+                entry.completion_tokens, entry.cost_usd, now, now + entry.ttl_s, now,
+                entry.trace_id))
             row = await cur.fetchone()
-        assert row is not None
+        if row is None:
+            return  # the key's entry is quarantined: kept as it is
         if row[1]:
             self._count += 1
         if vector is not None and self._scopes is not None:
@@ -364,6 +373,23 @@ class PostgresCacheStore:
         self._count = max(0, self._count - n)
         return n
 
+    async def quarantine(self, tenant: str, reason: str, entry_id: int | None = None,
+                         trace_id: str | None = None) -> list[int]:
+        if entry_id is None and trace_id is None:
+            return []
+        pool = await self.pg.pool()
+        async with pool.connection() as conn:
+            cur = await conn.execute(_QUARANTINE, (reason, time.time(), tenant, entry_id,
+                                                   trace_id))
+            return [int(r[0]) for r in await cur.fetchall()]
+
+    async def release(self, entry_id: int) -> str | None:
+        pool = await self.pg.pool()
+        async with pool.connection() as conn:
+            cur = await conn.execute(RELEASE_SQL, (entry_id,))
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
     async def sweep(self, now: float) -> int:
         await self._flush_touched()
         pool = await self.pg.pool()
@@ -390,8 +416,9 @@ class PostgresCacheStore:
         pool = await self.pg.pool()
         async with pool.connection() as conn:
             row = await (await conn.execute(
-                "SELECT count(*), COALESCE(sum(hits), 0), count(embedding) "
+                "SELECT count(*), COALESCE(sum(hits), 0), count(embedding), count(quarantined) "
                 "FROM cache_entries")).fetchone()
         assert row is not None
         return {"entries": row[0], "hits": row[1], "semantic_entries": row[2],
+                "quarantined": row[3],
                 "evicted": self.evicted, "expired": self.expired, "store": "postgres"}

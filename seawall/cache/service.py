@@ -44,7 +44,7 @@ _STORABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
 class CacheState:
     """What the cache did for one request (read by the headers and the record)."""
 
-    status: str  # hit | semantic-hit | coalesced | stale | miss | bypass
+    status: str  # hit | semantic-hit | coalesced | stale | miss | quarantined | bypass
     policy: ModelCachePolicy
     controls: Controls
     keys: CacheKeys | None = None
@@ -54,6 +54,7 @@ class CacheState:
     flight: Flight | None = None
     leader: bool = False
     guard_failed: str | None = None  # the guard/verifier check that refused the best candidate
+    quarantined: CachedAnswer | None = None  # the entry it would have served, refused
     saved_tokens: int = 0
     saved_usd: float = 0.0
 
@@ -159,14 +160,15 @@ class ResponseCache:
             now = time.time()
             max_age = state.controls.max_age_s
             answer = await self.store.get(keys.exact, now, max_age)
-            if answer is not None:
+            if answer is not None and answer.quarantined is None:
                 return self._serve(state, "hit", answer)
+            state.quarantined = answer  # rejected by feedback or a judge: not served
             flight = self.flights.get(keys.exact) if self.settings.coalesce else None
             if flight is not None:
                 state.status, state.flight = "coalesced", flight
                 return flight.read()
             text = self._semantic_text(ctx, state)
-            if text is not None and self.store.may_have_scope(keys.scope):
+            if text is not None and answer is None and self.store.may_have_scope(keys.scope):
                 state.vector = await self.embed(text)
                 found = await self.store.nearest(
                     keys.scope, state.vector, self.settings.semantic.candidates,
@@ -174,6 +176,9 @@ class ResponseCache:
                 guard = self.guards[state.policy.guard]
                 verifier = self.verifiers[state.policy.verify]
                 for candidate in found:
+                    if candidate.quarantined is not None:
+                        state.quarantined = state.quarantined or candidate
+                        continue
                     failed = guard.check(text, candidate.text or "")
                     if failed is None and verifier.checks:
                         started = time.perf_counter()
@@ -185,7 +190,7 @@ class ResponseCache:
                     state.guard_failed = state.guard_failed or failed
                     self.metrics.cache_guard_rejections.labels(
                         self.metrics.model_label(ctx.model), failed).inc()
-            state.status = "miss"
+            state.status = "miss" if state.quarantined is None else "quarantined"
         else:
             state.reason = "no-cache"
         if self.settings.coalesce and keys.exact not in self.flights:
@@ -201,7 +206,7 @@ class ResponseCache:
             return None  # no cache for this request, or no-store
         answer = await self.store.get(state.keys.exact,
                                       time.time() - self.settings.stale_if_error_s, None)
-        if answer is None:
+        if answer is None or answer.quarantined is not None:
             return None
         state.status, state.answer = "stale", answer
         return replay_chunks(answer.completion)
@@ -238,7 +243,12 @@ class ResponseCache:
             # finish) the answer for others: keep what they got.
             self._spawn(self._store_when_landed(ctx, state, flight))
             return
-        entry = self._entry(ctx, state, ctx.gatherer, failed=ctx.error is not None)
+        # With guardrails masking, the answer as the upstream gave it (placeholders),
+        # not as this client got it (its values put back): never store those.
+        guard = ctx.guard
+        answer = guard.upstream if guard is not None and guard.upstream is not None \
+            else ctx.gatherer
+        entry = self._entry(ctx, state, answer, failed=ctx.error is not None)
         if entry is not None:
             self._spawn(self._put(*entry, flight))
         elif flight is not None:
@@ -292,7 +302,8 @@ class ResponseCache:
             key=state.keys.exact, scope=state.keys.scope, tenant=ctx.tenant, model=ctx.model,
             prompt_version=ctx.prompt_version, text=text,
             vector=state.vector if text is not None else None, completion=completion,
-            prompt_tokens=0, completion_tokens=0, cost_usd=0.0, ttl_s=state.policy.ttl_s)
+            prompt_tokens=0, completion_tokens=0, cost_usd=0.0, ttl_s=state.policy.ttl_s,
+            trace_id=ctx.trace_id)
 
         def account(prompt: int, output: int) -> None:
             entry.prompt_tokens, entry.completion_tokens = prompt, output

@@ -55,13 +55,21 @@ CREATE INDEX IF NOT EXISTS cache_entries_lru ON cache_entries (last_used_at);
 CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries (expires_at);
 CREATE INDEX IF NOT EXISTS cache_entries_tenant ON cache_entries (tenant, model);
 """
+# Added by the quality loop (the Postgres twin: migration 0015): the answer's
+# request, and why the entry is quarantined (NULL: served).
+_LOOP_COLUMNS = (("trace_id", "TEXT"), ("quarantined", "TEXT"), ("quarantined_at", "REAL"))
 
 # The index's proposals within this of the threshold are re-scored from the
 # stored vectors (its own scores are float32, so this only absorbs rounding).
 PROPOSAL_SLACK = 0.02
 _LOAD_BATCH = 65_536  # entries converted and indexed at a time when loading
 
-_ANSWER = "id, completion, created_at, prompt_tokens, completion_tokens, cost_usd, text"
+_ANSWER = ("id, completion, created_at, prompt_tokens, completion_tokens, cost_usd, text, "
+           "quarantined")
+_QUARANTINE = ("UPDATE cache_entries SET quarantined = ?, quarantined_at = ? WHERE tenant = ? "
+               "AND (id = ? OR trace_id = ?) AND quarantined IS NULL RETURNING id")
+RELEASE_SQL = ("UPDATE cache_entries SET quarantined = NULL, quarantined_at = NULL "
+               "WHERE id = ? AND quarantined IS NOT NULL RETURNING tenant")
 
 
 def purge_sql(what: Purge) -> tuple[str, list[Any]]:
@@ -80,7 +88,7 @@ def purge_sql(what: Purge) -> tuple[str, list[Any]]:
 def _answer(row: Any, similarity: float | None = None) -> CachedAnswer:
     return CachedAnswer(id=row[0], completion=orjson.loads(row[1]), created_at=row[2],
                         prompt_tokens=row[3], completion_tokens=row[4], cost_usd=row[5],
-                        text=row[6], similarity=similarity)
+                        text=row[6], quarantined=row[7], similarity=similarity)
 
 
 class SqliteCacheStore:
@@ -112,6 +120,13 @@ class SqliteCacheStore:
     async def open(self) -> None:
         self._db = await connect(self.path)
         await self._db.executescript(_SCHEMA)
+        async with self._db.execute("PRAGMA table_info(cache_entries)") as c:
+            have = {r[1] async for r in c}
+        for column, kind in _LOOP_COLUMNS:
+            if column not in have:
+                await self._db.execute(f"ALTER TABLE cache_entries ADD COLUMN {column} {kind}")
+        await self._db.execute("CREATE INDEX IF NOT EXISTS cache_entries_trace ON "
+                               "cache_entries (trace_id) WHERE trace_id IS NOT NULL")
         await self._db.commit()
         async with self._db.execute("SELECT key FROM cache_entries") as c:
             self._keys = {bytes(r[0]) async for r in c}
@@ -198,7 +213,7 @@ class SqliteCacheStore:
             rows = list(await c.fetchall())
         out = []
         for r in rows:
-            similarity = float(np.frombuffer(r[7], dtype=np.float16).astype(np.float32) @ vector)
+            similarity = float(np.frombuffer(r[8], dtype=np.float16).astype(np.float32) @ vector)
             if similarity >= min_similarity:
                 out.append(_answer(r, similarity))
         out.sort(key=lambda a: -(a.similarity or 0.0))
@@ -220,19 +235,21 @@ class SqliteCacheStore:
             async with self.db.execute(
                     "INSERT INTO cache_entries (key, scope, tenant, model, prompt_version, text, "
                     "vector, completion, prompt_tokens, completion_tokens, cost_usd, created_at, "
-                    "expires_at, last_used_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "expires_at, last_used_at, trace_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(key) DO UPDATE SET completion=excluded.completion, "
                     "prompt_tokens=excluded.prompt_tokens, "
                     "completion_tokens=excluded.completion_tokens, cost_usd=excluded.cost_usd, "
                     "created_at=excluded.created_at, expires_at=excluded.expires_at, "
-                    "last_used_at=excluded.last_used_at RETURNING id",
+                    "last_used_at=excluded.last_used_at, trace_id=excluded.trace_id "
+                    "WHERE cache_entries.quarantined IS NULL RETURNING id",
                     (entry.key, entry.scope, entry.tenant, entry.model, entry.prompt_version,
                      entry.text, blob, orjson.dumps(entry.completion), entry.prompt_tokens,
                      entry.completion_tokens, entry.cost_usd, now, now + entry.ttl_s,
-                     now)) as c:
+                     now, entry.trace_id)) as c:
                 row = await c.fetchone()
             await self.db.commit()
-            assert row is not None
+            if row is None:
+                return  # the key's entry is quarantined: kept as it is
             self._keys.add(entry.key)
             if entry.vector is not None:
                 self.vectors.add(entry.scope, row[0], entry.vector)
@@ -277,6 +294,24 @@ class SqliteCacheStore:
             self._forget(rows)
         return len(rows)
 
+    async def quarantine(self, tenant: str, reason: str, entry_id: int | None = None,
+                         trace_id: str | None = None) -> list[int]:
+        if entry_id is None and trace_id is None:
+            return []
+        async with self._write:
+            async with self.db.execute(_QUARANTINE, (reason, time.time(), tenant, entry_id,
+                                                     trace_id)) as c:
+                ids = [int(r[0]) for r in await c.fetchall()]
+            await self.db.commit()
+        return ids
+
+    async def release(self, entry_id: int) -> str | None:
+        async with self._write:
+            async with self.db.execute(RELEASE_SQL, (entry_id,)) as c:
+                row = await c.fetchone()
+            await self.db.commit()
+        return None if row is None else str(row[0])
+
     async def sweep(self, now: float) -> int:
         async with self._write:
             await self._flush_touched()
@@ -292,9 +327,10 @@ class SqliteCacheStore:
 
     async def stats(self) -> dict[str, Any]:
         async with self.db.execute("SELECT COUNT(*), COALESCE(SUM(hits), 0), "
-                                   "COUNT(vector) FROM cache_entries") as c:
+                                   "COUNT(vector), COUNT(quarantined) FROM cache_entries") as c:
             row = await c.fetchone()
         assert row is not None
         return {"entries": row[0], "hits": row[1], "semantic_entries": row[2],
+                "quarantined": row[3],
                 "vector_graphs": self.vectors.graphs, "evicted": self.evicted,
                 "expired": self.expired, "path": str(self.path)}

@@ -33,6 +33,7 @@ class NewEntry:
     completion_tokens: int
     cost_usd: float
     ttl_s: float
+    trace_id: str | None = None  # the request whose answer this is (quarantine by feedback)
 
 
 @dataclass(slots=True)
@@ -45,6 +46,7 @@ class CachedAnswer:
     cost_usd: float
     text: str | None = None
     similarity: float | None = None  # set by :meth:`CacheStore.nearest`
+    quarantined: str | None = None  # why it is no longer served (None: servable)
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,7 +82,8 @@ class CacheStore(Protocol):
     async def close(self) -> None: ...
 
     async def get(self, key: bytes, now: float, max_age_s: float | None) -> CachedAnswer | None:
-        """The live entry stored under ``key``, if any."""
+        """The live entry stored under ``key``, if any (quarantined ones too,
+        marked: the caller says why it is not served)."""
         ...
 
     async def nearest(self, scope: bytes, vector: Vector, k: int, min_similarity: float,
@@ -89,7 +92,22 @@ class CacheStore(Protocol):
         best first, with their text and similarity."""
         ...
 
-    async def put(self, entry: NewEntry) -> None: ...
+    async def put(self, entry: NewEntry) -> None:
+        """Store ``entry``, replacing the answer under its key unless that one
+        is quarantined (a rejected answer's request stays uncached until
+        released or expired)."""
+        ...
+
+    async def quarantine(self, tenant: str, reason: str, entry_id: int | None = None,
+                         trace_id: str | None = None) -> list[int]:
+        """Stop serving the tenant's entry ``entry_id`` and the one stored from
+        the answer of ``trace_id``; the ids newly quarantined."""
+        ...
+
+    async def release(self, entry_id: int) -> str | None:
+        """Serve a quarantined entry again; its tenant, or None if none such."""
+        ...
+
     async def purge(self, what: Purge, all_entries: bool = False) -> int: ...
     async def sweep(self, now: float) -> int:
         """Delete expired entries (and apply deferred bookkeeping); returns how many."""

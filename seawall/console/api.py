@@ -21,11 +21,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from seawall.api.admin_routes import _serve as serve_admin
+from seawall.api.admin_routes import serve_tenant_admin
 from seawall.api.http import json_response, read_body
 from seawall.api.wire import convert, decode_json_object
 from seawall.console.queries import TraceFilter
 from seawall.console.session import CSRF_HEADER
 from seawall.errors import InvalidRequest
+from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import admin_tenant
 from seawall.prompts.errors import LabelError
 
 if TYPE_CHECKING:
@@ -42,13 +45,16 @@ class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
 
 async def trace_list(request: Request) -> Response:
     """Newest first; ``cursor`` from the previous page's ``next_cursor``."""
-    async def handle(request: Request, svc: Services) -> Response:
+    async def handle(request: Request, svc: Services, ctx: RequestContext) -> Response:
         f = TraceFilter.parse(request.query_params)
+        mine = admin_tenant(ctx, TRACES_SCOPE)
+        if mine is not None:
+            f.tenant = mine  # a tenant admin sees its own tenant, whatever the URL says
         page = await svc.console.queries.page(f)
         return json_response({"object": "list", "data": page.rows,
                               "next_cursor": page.next_cursor,
                               "scanned_to": page.scanned_to})
-    return await serve_admin(request, "admin.traces.list", handle)
+    return await serve_tenant_admin(request, "admin.traces.list", handle)
 
 
 async def prompt_rollback(request: Request) -> Response:

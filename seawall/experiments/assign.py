@@ -1,9 +1,11 @@
 """Deterministic, sticky assignment of a request to an experiment's arm.
 
-A caller's arm is a pure function of (experiment, sticky id, weights): the
-same user lands in the same arm on every replica and after every restart,
-with no shared state. The draw is a SHA-256 of the experiment's name and the
-id, read as a number in [0, 1); arms own consecutive slices of that interval
+A caller's arm is a pure function of (secret salt, experiment, sticky id,
+weights): the same user lands in the same arm on every replica and after
+every restart. The draw is an HMAC-SHA-256 keyed by the salt (kept in the
+store, or set in config) of the experiment's name and the id, read as a
+number in [0, 1): without the salt a client cannot compute which ``user``
+values land in which arm (so cannot pick its arm). Arms own consecutive slices of that interval
 in their order, sized by weight. Raising the candidate's weight (a canary
 step) moves only callers from the baseline to the candidate, never back.
 """
@@ -11,17 +13,20 @@ step) moves only callers from the baseline to the candidate, never back.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
 
 __all__ = ["draw", "pick"]
 
 
-def draw(experiment: str, sticky_id: str | None) -> float:
-    """A number in [0, 1): fixed for a sticky id, random without one."""
+def draw(experiment: str, sticky_id: str | None, salt: str = "") -> float:
+    """A number in [0, 1): fixed for a sticky id (and salt), random without one."""
     if sticky_id is None:
         return secrets.randbelow(1 << 53) / float(1 << 53)
-    digest = hashlib.sha256(f"{experiment}\x00{sticky_id}".encode()).digest()
+    msg = f"{experiment}\x00{sticky_id}".encode()
+    digest = (hmac.new(salt.encode(), msg, hashlib.sha256).digest() if salt
+              else hashlib.sha256(msg).digest())
     return int.from_bytes(digest[:8], "big") / float(1 << 64)
 
 

@@ -4,18 +4,27 @@ first breach, and say why.
 
 Each step collects a fresh window per arm. Once both arms have
 ``min_requests`` in the window, the step is judged: the candidate's error
-rate may exceed the baseline's by at most ``max_error_rate_increase``, and
-its p95 latency may be at most ``max_p95_ratio`` times the baseline's. A
-pass moves to the next step (at 100% the candidate has won: "promoted"); a
-breach sends all traffic back to the baseline ("rolled_back") and records the
-numbers that broke the bound. Judge scores and negative feedback join the
-guard metrics when the evaluation issue lands (``observe`` takes them then).
+rate may exceed the baseline's by at most ``max_error_rate_increase``; its
+p95 latency (per output token by default) may be at most ``max_p95_ratio``
+times the baseline's; once enough answers are judged or rated, its mean
+judge score may fall at most ``max_quality_drop`` below the baseline's and
+its thumbs-down rate rise at most ``max_negative_rate_increase`` above it.
+Quality figures arrive after the answers (judges and users take time), so
+they are also checked as they arrive: a quality breach rolls back at once.
+
+Not steerable by one caller (docs/experiments.md): latency and quality are
+figured per tenant first (a client picks its ``user`` but not its tenant).
+The baseline's figure is the median of its tenants'; a breach counts only
+when more than half of the candidate arm's tenants (and at least
+``min_tenants``) see it, so one tenant's outliers (long prompts, unfair
+ratings) cannot roll back a rollout that serves others too.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -23,12 +32,36 @@ import numpy as np
 
 from seawall.config import CanarySettings
 
-__all__ = ["Canary", "CanaryState", "Window"]
+__all__ = ["Canary", "CanaryState", "Quality", "Window", "robust_breach"]
 
 Status = Literal["running", "promoted", "rolled_back"]
 
 # Latencies kept per arm and step for the p95 (a bounded sample is enough).
 MAX_LATENCIES = 20_000
+MAX_TENANTS = 1_000  # per arm and step; more are counted together as OTHER
+OTHER = "~other"
+
+
+def per_token(latency_ms: float, output_tokens: int, normalise: bool) -> float:
+    """What latency is compared as: per output token, so a long answer (or a
+    caller asking for long ones) is not a slow model."""
+    return latency_ms / max(1, output_tokens) if normalise else latency_ms
+
+
+@dataclass(slots=True)
+class Quality:
+    """One tenant's judged and rated answers in one arm and step."""
+
+    judged: int = 0
+    score_sum: float = 0.0  # of score fractions (0..1)
+    rated: int = 0
+    negative: int = 0
+
+    def add(self, other: Quality) -> None:
+        self.judged += other.judged
+        self.score_sum += other.score_sum
+        self.rated += other.rated
+        self.negative += other.negative
 
 
 class Outcomes(Protocol):
@@ -39,24 +72,39 @@ class Outcomes(Protocol):
     def requests(self) -> int: ...
     @property
     def error_rate(self) -> float: ...
-    @property
-    def p95_ms(self) -> float: ...
+    def tenant_p95(self) -> dict[str, float]: ...
+    def quality(self) -> dict[str, Quality]: ...
     def summary(self) -> dict[str, Any]: ...
+
+
+def tenant_slot(known: dict[str, Any], tenant: str) -> str:
+    """The tenant's own slot, or OTHER once an arm has MAX_TENANTS (bounded memory)."""
+    return tenant if tenant in known or len(known) < MAX_TENANTS else OTHER
 
 
 @dataclass(slots=True)
 class Window:
-    """One arm's outcomes in the current step."""
+    """One arm's outcomes in the current step (this process)."""
 
     requests: int = 0
     errors: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # all tenants, for the summary
+    by_tenant: dict[str, list[float]] = field(default_factory=dict)  # normalised
+    qualities: dict[str, Quality] = field(default_factory=dict)
+    kept: int = 0
 
-    def add(self, error: bool, latency_ms: float) -> None:
+    def add(self, error: bool, latency_ms: float, tenant: str = "",
+            normalised_ms: float | None = None) -> None:
         self.requests += 1
         self.errors += error
-        if not error and len(self.latencies) < MAX_LATENCIES:
+        if not error and self.kept < MAX_LATENCIES:
+            self.kept += 1
             self.latencies.append(latency_ms)
+            own = self.by_tenant.setdefault(tenant_slot(self.by_tenant, tenant), [])
+            own.append(latency_ms if normalised_ms is None else normalised_ms)
+
+    def add_quality(self, tenant: str, q: Quality) -> None:
+        self.qualities.setdefault(tenant_slot(self.qualities, tenant), Quality()).add(q)
 
     @property
     def error_rate(self) -> float:
@@ -66,9 +114,42 @@ class Window:
     def p95_ms(self) -> float:
         return float(np.percentile(self.latencies, 95)) if self.latencies else 0.0
 
+    def tenant_p95(self) -> dict[str, float]:
+        return {t: float(np.percentile(v, 95)) for t, v in self.by_tenant.items() if v}
+
+    def quality(self) -> dict[str, Quality]:
+        return self.qualities
+
     def summary(self) -> dict[str, Any]:
         return {"requests": self.requests, "errors": self.errors,
-                "error_rate": round(self.error_rate, 4), "p95_ms": round(self.p95_ms, 1)}
+                "error_rate": round(self.error_rate, 4), "p95_ms": round(self.p95_ms, 1),
+                "tenants": len(self.by_tenant), **quality_summary(self.qualities)}
+
+
+def quality_summary(q: dict[str, Quality]) -> dict[str, Any]:
+    judged = sum(x.judged for x in q.values())
+    rated = sum(x.rated for x in q.values())
+    out: dict[str, Any] = {"judged": judged, "rated": rated}
+    if judged:
+        out["mean_score"] = round(sum(x.score_sum for x in q.values()) / judged, 4)
+    if rated:
+        out["negative_rate"] = round(sum(x.negative for x in q.values()) / rated, 4)
+    return out
+
+
+def robust_breach(candidate: dict[str, float], worse: Callable[[float], bool],
+                  min_tenants: int) -> tuple[bool, int, int]:
+    """(breach, tenants that see it, tenants): a breach needs at least
+    ``min_tenants`` tenants in the candidate arm and more than half of them
+    seeing it, so one tenant of several never decides alone."""
+    n = len(candidate)
+    bad = sum(1 for v in candidate.values() if worse(v))
+    return n >= min_tenants and bad > n // 2 and bad > 0, bad, n
+
+
+def median(values: Iterable[float]) -> float:
+    vals = list(values)
+    return float(statistics.median(vals)) if vals else 0.0
 
 
 @dataclass(slots=True)
@@ -120,37 +201,102 @@ class Canary:
     def weights(self) -> tuple[float, float]:
         return 100.0 - self.share, self.share
 
-    def observe(self, arm: int, error: bool, latency_ms: float) -> None:
+    def observe(self, arm: int, error: bool, latency_ms: float, tenant: str = "",
+                output_tokens: int = 0) -> None:
         if self.state.status != "running":
             return
-        self.windows[arm].add(error, latency_ms)
+        self.windows[arm].add(error, latency_ms, tenant,
+                              per_token(latency_ms, output_tokens, self.settings.per_token))
         base, cand = self.windows
         if min(base.requests, cand.requests) >= self.settings.min_requests and \
                 self.may_decide():
             self._judge(base, cand)
 
+    def observe_quality(self, arm: int, tenant: str, q: Quality) -> None:
+        """A judge score or a rating of an answer of ``arm`` arrived: a quality
+        breach rolls back at once (a pass waits for the step's requests)."""
+        if self.state.status != "running":
+            return
+        self.windows[arm].add_quality(tenant, q)
+        if self.may_decide():
+            self.check_quality(*self.windows)
+
     def judge(self, base: Outcomes, cand: Outcomes) -> bool:
         """Judge the step on outcomes gathered elsewhere (every replica's);
         True if it was judged (enough requests on both arms)."""
-        if self.state.status != "running" or \
-                min(base.requests, cand.requests) < self.settings.min_requests:
+        if self.state.status != "running":
+            return False
+        if min(base.requests, cand.requests) < self.settings.min_requests:
+            self.check_quality(base, cand)
             return False
         self._judge(base, cand)
         return True
 
+    def check_quality(self, base: Outcomes, cand: Outcomes) -> bool:
+        """Roll back on a quality breach; True if it did."""
+        if self.state.status != "running":
+            return False
+        breach = self._quality_breach(base, cand)
+        if breach is None:
+            return False
+        self._move("rolled_back", self.state.step, breach, self._measured(base, cand))
+        return True
+
+    def _measured(self, base: Outcomes, cand: Outcomes) -> dict[str, Any]:
+        return {"baseline": base.summary(), "candidate": cand.summary(), "share": self.share}
+
+    def _latency_breach(self, base: Outcomes, cand: Outcomes) -> str | None:
+        s = self.settings
+        base_fig = median(base.tenant_p95().values())
+        if base_fig <= 0:
+            return None
+        limit = s.max_p95_ratio * base_fig
+        cand_p95 = cand.tenant_p95()
+        hit, bad, n = robust_breach(cand_p95, lambda v: v > limit, s.min_tenants)
+        if not hit:
+            return None
+        worst = median(v for v in cand_p95.values() if v > limit)
+        unit = "ms per output token" if s.per_token else "ms"
+        return (f"p95 latency {worst:.0f} {unit} against the baseline's {base_fig:.0f} {unit} "
+                f"(allowed x{s.max_p95_ratio:g}) in {bad} of {n} tenants at {self.share:g}%")
+
+    def _quality_breach(self, base: Outcomes, cand: Outcomes) -> str | None:
+        s = self.settings
+        bq, cq = base.quality(), cand.quality()
+        judged = (sum(q.judged for q in bq.values()), sum(q.judged for q in cq.values()))
+        if s.min_judged and min(judged) >= s.min_judged:
+            base_fig = median(q.score_sum / q.judged for q in bq.values() if q.judged)
+            cand_means = {t: q.score_sum / q.judged for t, q in cq.items() if q.judged}
+            floor = base_fig - s.max_quality_drop
+            hit, bad, n = robust_breach(cand_means, lambda v: v < floor, s.min_tenants)
+            if hit:
+                mean = sum(q.score_sum for q in cq.values()) / judged[1]
+                return (f"judged quality {mean:.2f} against the baseline's {base_fig:.2f} "
+                        f"(allowed -{s.max_quality_drop:g}) in {bad} of {n} tenants over "
+                        f"{judged[1]} judged answers at {self.share:g}%")
+        rated = (sum(q.rated for q in bq.values()), sum(q.rated for q in cq.values()))
+        if s.min_rated and min(rated) >= s.min_rated:
+            base_fig = median(q.negative / q.rated for q in bq.values() if q.rated)
+            cand_rates = {t: q.negative / q.rated for t, q in cq.items() if q.rated}
+            ceiling = base_fig + s.max_negative_rate_increase
+            hit, bad, n = robust_breach(cand_rates, lambda v: v > ceiling, s.min_tenants)
+            if hit:
+                rate = sum(q.negative for q in cq.values()) / rated[1]
+                return (f"thumbs-down rate {rate:.1%} against the baseline's {base_fig:.1%} "
+                        f"(allowed +{s.max_negative_rate_increase:.1%}) in {bad} of {n} "
+                        f"tenants over {rated[1]} rated answers at {self.share:g}%")
+        return None
+
     def _judge(self, base: Outcomes, cand: Outcomes) -> None:
         s = self.settings
-        measured = {"baseline": base.summary(), "candidate": cand.summary(),
-                    "share": self.share}
+        measured = self._measured(base, cand)
         breach = None
         if cand.error_rate - base.error_rate > s.max_error_rate_increase:
             breach = (f"error rate {cand.error_rate:.1%} against the baseline's "
                       f"{base.error_rate:.1%} (allowed +{s.max_error_rate_increase:.1%}) over "
                       f"{cand.requests} requests at {self.share:g}%")
-        elif base.p95_ms > 0 and cand.p95_ms > s.max_p95_ratio * base.p95_ms:
-            breach = (f"p95 latency {cand.p95_ms:.0f} ms against the baseline's "
-                      f"{base.p95_ms:.0f} ms (allowed x{s.max_p95_ratio:g}) at "
-                      f"{self.share:g}%")
+        else:
+            breach = self._latency_breach(base, cand) or self._quality_breach(base, cand)
         if breach is not None:
             self._move("rolled_back", self.state.step, breach, measured)
         elif self.state.step + 1 >= len(s.steps) or s.steps[self.state.step + 1] >= 100:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ import orjson
 
 from seawall.config import ExperimentSettings, Settings
 from seawall.experiments.assign import draw, pick
-from seawall.experiments.canary import Canary, CanaryState
+from seawall.experiments.canary import Canary, CanaryState, Quality
 from seawall.experiments.shared_window import SharedWindows
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
@@ -42,6 +43,28 @@ __all__ = ["Assignment", "Experiments"]
 
 log = logging.getLogger("seawall.experiments")
 
+SALT_NAME = "_seawall_salt"  # the generated assignment salt's row in the experiments table
+
+
+def parse_label(label: str) -> tuple[str, str] | None:
+    """(experiment, variant) of a trace record's ``experiment`` ("name=variant";
+    a variant name never holds "=" or ":", an experiment's name may)."""
+    for sep in ("=", ":"):
+        name, found, variant = label.rpartition(sep)
+        if found and name and variant:
+            return name, variant
+    return None
+
+
+def output_tokens(ctx: RequestContext) -> int:
+    """The answer's output tokens as reported, else estimated from its length
+    (characters / 4: cheap, and only used to normalise latency)."""
+    usage = ctx.usage or ctx.gatherer.usage or {}
+    n = usage.get("completion_tokens")
+    if isinstance(n, int) and n > 0:
+        return n
+    return len(ctx.gatherer.text) // 4
+
 
 @dataclass(slots=True, frozen=True)
 class Assignment:
@@ -54,10 +77,22 @@ class Assignment:
         return f"{self.experiment}={self.variant}"
 
 
+# Canary settings added after rollouts were already running: left out of the
+# fingerprint while at their defaults, so an upgrade does not restart (or
+# re-run a rolled-back) rollout.
+_LATER_CANARY_FIELDS = ("per_token", "min_tenants", "max_quality_drop", "min_judged",
+                        "max_negative_rate_increase", "min_rated")
+
+
 def fingerprint(exp: ExperimentSettings) -> str:
     """A canary restarts from its first step when what it compares changes."""
     arms = [v.model_dump() for v in exp.variants]
-    blob = orjson.dumps([exp.model, arms, exp.canary.model_dump()], option=orjson.OPT_SORT_KEYS)
+    canary = exp.canary.model_dump()
+    defaults = type(exp.canary)()
+    for name in _LATER_CANARY_FIELDS:
+        if canary[name] == getattr(defaults, name):
+            del canary[name]
+    blob = orjson.dumps([exp.model, arms, canary], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -73,6 +108,7 @@ class Experiments:
         self.by_model: dict[str, tuple[str, ExperimentSettings]] = {
             e.model: (name, e) for name, e in settings.experiments.items() if e.enabled}
         self.canaries: dict[str, Canary] = {}
+        self.salt = ""  # loaded (or made) at start: see _load_salt
         self.revisions: dict[str, int] = {}  # of each canary's state as this process has it
         self._save_locks: dict[str, asyncio.Lock] = {}
         self._unsaved: set[str] = set()  # moved here, CAS not done yet: not judged again
@@ -92,7 +128,23 @@ class Experiments:
                                      f"{v.deployment!r} is not a deployment of "
                                      f"{target.name!r} ({known})")
 
+    async def _load_salt(self) -> None:
+        """The secret the arm draw is keyed with: one for every replica, made
+        by whichever starts first (compare-and-set) and kept in the store."""
+        saved, revision = await self.store.experiment_state(SALT_NAME)
+        if saved is None or not isinstance(saved.get("salt"), str):
+            fresh = {"salt": secrets.token_hex(32)}
+            if await self.store.save_experiment_state(
+                    SALT_NAME, fresh, expect_revision=revision) is not None:
+                saved = fresh
+            else:  # another replica made it first
+                saved, _ = await self.store.experiment_state(SALT_NAME)
+        assert saved is not None
+        self.salt = str(saved["salt"])
+
     async def start(self) -> None:
+        if any(e.enabled and e.salt is None for e in self.settings.experiments.values()):
+            await self._load_salt()
         for name, e in self.settings.experiments.items():
             if e.kind != "canary":
                 continue
@@ -161,7 +213,7 @@ class Experiments:
         sticky = (None if exp.sticky == "request" else
                   key_id if exp.sticky == "key" else
                   (req.user if req is not None and req.user else key_id))
-        arm = pick(weights, draw(name, sticky))
+        arm = pick(weights, draw(name, sticky, exp.salt or self.salt))
         return Assignment(name, arm, exp.variants[arm].name), exp
 
     def observe(self, ctx: RequestContext) -> None:
@@ -174,9 +226,31 @@ class Experiments:
         self.metrics.experiment_requests.labels(a.experiment, a.variant, outcome).inc()
         canary = self.canaries.get(a.experiment)
         if canary is not None and not hung_up:
-            canary.observe(a.arm, failed, ctx.latency_ms)
+            tokens = output_tokens(ctx)
+            canary.observe(a.arm, failed, ctx.latency_ms, ctx.tenant, tokens)
             if self.shared is not None:
-                self.shared.add(a.experiment, a.arm, failed, ctx.latency_ms)
+                self.shared.add(a.experiment, a.arm, failed, ctx.latency_ms, ctx.tenant,
+                                canary.settings.per_token, tokens)
+
+    def observe_quality(self, label: str | None, tenant: str, q: Quality) -> bool:
+        """A judge score or rating of an answer served in arm ``label`` (the
+        trace record's ``experiment``); True if a running canary took it."""
+        found = parse_label(label) if label else None
+        if found is None:
+            return False
+        name, variant = found
+        canary = self.canaries.get(name)
+        exp = self.settings.experiments.get(name)
+        if canary is None or exp is None or canary.state.status != "running":
+            return False
+        arms = [v.name for v in exp.variants]
+        if variant not in arms:
+            return False
+        arm = arms.index(variant)
+        canary.observe_quality(arm, tenant, q)
+        if self.shared is not None:
+            self.shared.add_quality(name, arm, tenant, q)
+        return True
 
     def _gauge(self, name: str) -> None:
         canary = self.canaries[name]

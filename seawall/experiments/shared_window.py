@@ -3,7 +3,8 @@ the one replica that decides (the lease holder) judges all the traffic,
 not only its own share.
 
 Each replica counts its outcomes in memory (requests, errors, a latency
-histogram: no Redis call per request) and adds them every ``FLUSH_S`` to one
+histogram, per tenant too, and judge scores and ratings as they arrive:
+no Redis call per request) and adds them every ``FLUSH_S`` to one
 Redis hash per canary, step revision and arm
 (``<prefix>canary:<name>:<revision>:<arm>``: a new step has a new revision,
 so it starts from zero by construction). After its flush, the lease holder
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
+
+from seawall.experiments.canary import Quality, per_token, quality_summary, tenant_slot
 
 if TYPE_CHECKING:
     from seawall.experiments.canary import Canary
@@ -48,21 +51,60 @@ def bucket(ms: float) -> int:
     return min(BUCKETS - 1, int(math.log(ms) / _LOG) + 1)
 
 
+NORM_SCALE = 1000.0  # per-token latencies are bucketed in microseconds (often under 1 ms)
+SCORE_SCALE = 1_000_000  # score fractions are summed as integers (HINCRBY) in millionths
+
+
+def _p95(hist: dict[int, int]) -> float:
+    n = sum(hist.values())
+    if not n:
+        return 0.0
+    rank, seen = math.ceil(0.95 * n), 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= rank:
+            return RATIO ** b if b else 1.0
+    return 0.0  # pragma: no cover
+
+
 @dataclass(slots=True)
 class Counts:
-    """One arm's outcomes in one step (errors carry no latency, as in Window)."""
+    """One arm's outcomes in one step (errors carry no latency, as in Window):
+    totals, and per tenant a histogram of the compared latency and the
+    quality counts (docs/experiments.md: decisions are per tenant first)."""
 
     requests: int = 0
     errors: int = 0
     hist: dict[int, int] = field(default_factory=dict)
+    tenant_hist: dict[str, dict[int, int]] = field(default_factory=dict)
+    qualities: dict[str, Quality] = field(default_factory=dict)
 
-    def add(self, error: bool, latency_ms: float) -> None:
+    def add(self, error: bool, latency_ms: float, tenant: str = "",
+            normalised_ms: float | None = None) -> None:
         self.requests += 1
         if error:
             self.errors += 1
-        else:
-            b = bucket(latency_ms)
-            self.hist[b] = self.hist.get(b, 0) + 1
+            return
+        b = bucket(latency_ms)
+        self.hist[b] = self.hist.get(b, 0) + 1
+        own = self.tenant_hist.setdefault(tenant_slot(self.tenant_hist, tenant), {})
+        nb = bucket((latency_ms if normalised_ms is None else normalised_ms) * NORM_SCALE)
+        own[nb] = own.get(nb, 0) + 1
+
+    def add_quality(self, tenant: str, q: Quality) -> None:
+        self.qualities.setdefault(tenant_slot(self.qualities, tenant), Quality()).add(q)
+
+    def merge(self, other: Counts) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        for b, c in other.hist.items():
+            self.hist[b] = self.hist.get(b, 0) + c
+        for t, h in other.tenant_hist.items():
+            mine = self.tenant_hist.setdefault(t, {})
+            for b, c in h.items():
+                mine[b] = mine.get(b, 0) + c
+        for t, q in other.qualities.items():
+            self.add_quality(t, q)
 
     @property
     def error_rate(self) -> float:
@@ -70,36 +112,59 @@ class Counts:
 
     @property
     def p95_ms(self) -> float:
-        n = sum(self.hist.values())
-        if not n:
-            return 0.0
-        rank, seen = math.ceil(0.95 * n), 0
-        for b in sorted(self.hist):
-            seen += self.hist[b]
-            if seen >= rank:
-                return RATIO ** b if b else 1.0
-        return 0.0  # pragma: no cover
+        return _p95(self.hist)
+
+    def tenant_p95(self) -> dict[str, float]:
+        return {t: _p95(h) / NORM_SCALE for t, h in self.tenant_hist.items() if h}
+
+    def quality(self) -> dict[str, Quality]:
+        return self.qualities
 
     def summary(self) -> dict[str, Any]:
         return {"requests": self.requests, "errors": self.errors,
                 "error_rate": round(self.error_rate, 4), "p95_ms": round(self.p95_ms, 1),
+                "tenants": len(self.tenant_hist), **quality_summary(self.qualities),
                 "replicas": "all"}
 
     def fields(self) -> dict[str, int]:
-        return {"n": self.requests, "e": self.errors,
-                **{f"b{b}": c for b, c in self.hist.items()}}
+        out = {"n": self.requests, "e": self.errors,
+               **{f"b{b}": c for b, c in self.hist.items()}}
+        for t, h in self.tenant_hist.items():
+            out.update({f"t{b}|{t}": c for b, c in h.items()})
+        for t, q in self.qualities.items():
+            out.update({f"qn|{t}": q.judged, f"qs|{t}": round(q.score_sum * SCORE_SCALE),
+                        f"rn|{t}": q.rated, f"rx|{t}": q.negative})
+        return {k: v for k, v in out.items() if v or k in ("n", "e")}
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> Counts:
         c = cls()
         for k, v in raw.items():
-            name, n = k.decode(), int(v)
+            try:
+                name, n = k.decode(), int(v)
+            except ValueError:
+                continue
+            head, sep, tenant = name.partition("|")
             if name == "n":
                 c.requests = n
             elif name == "e":
                 c.errors = n
-            elif name.startswith("b") and name[1:].isdigit() and int(name[1:]) < BUCKETS:
+            elif not sep and name.startswith("b") and name[1:].isdigit() \
+                    and int(name[1:]) < BUCKETS:
                 c.hist[int(name[1:])] = n
+            elif sep and head.startswith("t") and head[1:].isdigit() \
+                    and int(head[1:]) < BUCKETS:
+                c.tenant_hist.setdefault(tenant, {})[int(head[1:])] = n
+            elif sep and head in ("qn", "qs", "rn", "rx"):
+                q = c.qualities.setdefault(tenant, Quality())
+                if head == "qn":
+                    q.judged = n
+                elif head == "qs":
+                    q.score_sum = n / SCORE_SCALE
+                elif head == "rn":
+                    q.rated = n
+                else:
+                    q.negative = n
         return c
 
 
@@ -121,13 +186,22 @@ class SharedWindows:
     def _key(self, name: str, revision: int, arm: int) -> str:
         return self.link.key("canary", name, str(revision), str(arm))
 
-    def add(self, name: str, arm: int, error: bool, latency_ms: float) -> None:
-        """On the request path: memory only."""
+    def _counts(self, name: str, arm: int) -> Counts:
         k = (name, self.revision(name), arm)
         counts = self._pending.get(k)
         if counts is None:
             counts = self._pending[k] = Counts()
-        counts.add(error, latency_ms)
+        return counts
+
+    def add(self, name: str, arm: int, error: bool, latency_ms: float, tenant: str = "",
+            normalise: bool = False, output_tokens: int = 0) -> None:
+        """On the request path: memory only."""
+        self._counts(name, arm).add(error, latency_ms, tenant,
+                                    per_token(latency_ms, output_tokens, normalise))
+
+    def add_quality(self, name: str, arm: int, tenant: str, q: Quality) -> None:
+        """A judge score or rating: memory only, added to Redis with the rest."""
+        self._counts(name, arm).add_quality(tenant, q)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="seawall-canary-windows")
@@ -183,11 +257,7 @@ class SharedWindows:
                 await pipe.execute()
         except BaseException:
             for k, counts in pending.items():  # not added: keep them for the next round
-                mine = self._pending.setdefault(k, Counts())
-                mine.requests += counts.requests
-                mine.errors += counts.errors
-                for b, c in counts.hist.items():
-                    mine.hist[b] = mine.hist.get(b, 0) + c
+                self._pending.setdefault(k, Counts()).merge(counts)
             raise
 
     async def read(self, name: str, revision: int) -> tuple[Counts, Counts]:

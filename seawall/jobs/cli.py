@@ -35,6 +35,16 @@ def _on_queue(config: str | None, work: Callable[[JobQueue], Awaitable[Any]]) ->
     return asyncio.run(go())
 
 
+def _audit(config: str | None, action: str, job: Job) -> None:
+    """One operator action on a job, in the audit log."""
+    from seawall.audit.cli import cli_auditor
+
+    with cli_auditor(settings_from(config, announce=False)) as audit:
+        audit.record(action, tenant=job.tenant, target=job.id,
+                     after={"state": str(job.state), "kind": job.kind,
+                            "attempts": job.attempts, "max_attempts": job.max_attempts})
+
+
 def _ago(t: float | None) -> str:
     if t is None:
         return "-"
@@ -99,6 +109,7 @@ def retry(config: str | None, job_id: str) -> None:
     job = _on_queue(config, lambda q: q.retry(job_id))
     if job is None:
         raise click.ClickException(f"no dead, failed or cancelled job {job_id}")
+    _audit(config, "job.retry", job)
     click.echo(_line(job))
 
 
@@ -112,6 +123,7 @@ def cancel(config: str | None, job_id: str) -> None:
         raise click.ClickException(f"no job {job_id}")
     if job.state in FINISHED and job.state is not JobState.CANCELLED:
         raise click.ClickException(f"job {job_id} already ended: {job.state}")
+    _audit(config, "job.cancel", job)
     note = "  (its runner stops it)" if job.state is JobState.RUNNING else ""
     click.echo(_line(job) + note)
 
@@ -135,4 +147,5 @@ def enqueue(config: str | None, kind: str, payload: str, tenant: str, priority: 
             kind, data, tenant=tenant, priority=priority, run_after=time.time() + delay_s))
     except QueueFull as e:
         raise click.ClickException(str(e)) from None
+    _audit(config, "job.enqueue", job)
     click.echo(job.id)

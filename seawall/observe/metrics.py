@@ -92,6 +92,10 @@ class Metrics:
                                      "could not keep up.", registry=r)
         self.rate_limited = Counter("seawall_rate_limited", "Requests refused by a rate limit "
                                     "or by admission control.", ("limit",), registry=r)
+        self.budget_thresholds = Counter(
+            "seawall_budget_thresholds", "Budgets that passed 50, 80 or 100% of their limit "
+            "in a period, by kind (key, tenant); each budget counted once per threshold "
+            "and period per process.", ("kind", "threshold"), registry=r)
         self.redis_errors = Counter("seawall_redis_errors", "Redis calls that failed or timed "
                                     "out, by what needed them (limits, budgets).", ("what",),
                                     registry=r)
@@ -125,9 +129,24 @@ class Metrics:
         self.feedback = Counter("seawall_feedback", "Answers rated (POST /v1/feedback), "
                                 "by the sign of the score; a user's replacement is not "
                                 "counted again.", ("score_sign",), registry=r)
+        # Judges (docs/quality.md): labels are configured judge and rubric names.
+        self.judge_sampled = Counter("seawall_judge_sampled", "Answers sampled for a judge.",
+                                     ("judge",), registry=r)
+        self.judge_scores = Counter("seawall_judge_scores", "Judge verdicts stored, by "
+                                    "status: ok, failed (after its retries), not_applicable.",
+                                    ("judge", "rubric", "status"), registry=r)
+        self.judge_score = Histogram("seawall_judge_score", "Judge scores as a fraction of "
+                                     "the rubric's scale (1.0 = best).", ("judge", "rubric"),
+                                     buckets=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0), registry=r)
+        self.judge_cost = Counter("seawall_judge_cost_usd", "What judge calls cost, apart "
+                                  "from clients' spend.", ("judge",), registry=r)
+        self.judge_skipped = Counter("seawall_judge_skipped", "Sampled answers not judged: "
+                                     "over_budget, queue_full, pending_full.",
+                                     ("judge", "reason"), registry=r)
         # Response cache.
         self.cache_requests = Counter("seawall_cache_requests", "Chat requests by what the "
-                                      "cache did: hit, semantic_hit, coalesced, miss, bypass.",
+                                      "cache did: hit, semantic_hit, coalesced, miss, quarantined, "
+                                      "bypass.",
                                       ("model", "result"), registry=r)
         self.cache_guard_rejections = Counter(
             "seawall_cache_guard_rejections", "Semantic candidates the false-hit guard or "
@@ -144,6 +163,9 @@ class Metrics:
                                        ("model",), registry=r)
         self.cache_entries = Gauge("seawall_cache_entries", "Entries in the response cache.",
                                    registry=r)
+        self.cache_quarantined = Counter("seawall_cache_quarantined", "Cache entries "
+                                         "quarantined (no longer served), by reason: "
+                                         "feedback, judge.", ("reason",), registry=r)
         self.cache_evictions = Counter("seawall_cache_evictions", "Cache entries removed, by "
                                        "reason: lru, expired.", ("reason",), registry=r)
         self.rag_search = Histogram("seawall_rag_search_seconds", "RAG search time by phase: "

@@ -66,11 +66,18 @@ class BudgetLimit:
     label: str = ""  # for people: "key ci-bot", "tenant acme"
     tenant: str = ""  # whose trace records hold this spend (seeding after a restart)
     key_id: str | None = None  # None: the whole tenant
+    since: float = 0.0  # reset at this time: spend before it does not count
+
+    def start(self, now: float) -> float:
+        """When this period's counted spend starts (its start, or the reset)."""
+        return max(period_bounds(self.period, now)[1], self.since)
 
     def bucket(self, now: float) -> tuple[str, float]:
-        """(the name of this period's spend, when the period ends)."""
-        pid, end = period_of(self.period, now)
-        return f"{self.scope}:{self.period}:{pid}", end
+        """(the name of this period's spend, when the period ends). A reset
+        starts a new bucket (seeded from the records after the reset)."""
+        pid, start, end = period_bounds(self.period, now)
+        reset = f":r{int(self.since)}" if self.since > start else ""
+        return f"{self.scope}:{self.period}:{pid}{reset}", end
 
 
 @dataclass(slots=True)
@@ -135,9 +142,8 @@ class InMemoryBudgets:
             return
         read = self._seeding.get(bucket)
         if read is None:
-            _, start, _ = period_bounds(lim.period, now)
             read = self._seeding[bucket] = asyncio.ensure_future(
-                self._read(lim.tenant, lim.key_id, start))
+                self._read(lim.tenant, lim.key_id, lim.start(now)))
             read.add_done_callback(lambda _: self._seeding.pop(bucket, None))
         usd = await asyncio.shield(read)
         if bucket not in self._b:
@@ -297,8 +303,7 @@ class RedisBudgets:
         usd = 0.0
         if lim.tenant:
             try:
-                usd = await self.ledger.spent_since(lim.tenant, lim.key_id,
-                                                    period_bounds(lim.period, now)[1])
+                usd = await self.ledger.spent_since(lim.tenant, lim.key_id, lim.start(now))
             except Exception:
                 log.warning("could not read past spend for tenant %s; counting from 0",
                             lim.tenant, exc_info=True)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from seawall.api.wire import ChatCompletionRequest
     from seawall.cache.service import CacheState
     from seawall.experiments.service import Assignment
+    from seawall.guardrails.stage import GuardState
     from seawall.observe.records import AttemptRecord
     from seawall.pipeline.spend import Spend
     from seawall.providers.registry import Deployment
@@ -84,6 +85,7 @@ class RequestContext:
     route: RouteDecision | None = None  # the tier a routed request ("auto") was sent to
     prefer_deployment: str | None = None  # try this deployment first (an experiment arm)
     spend: Spend | None = None  # tokens and budget taken before the call, settled after
+    guard: GuardState | None = None  # what the guardrails found and did, when a policy applies
     spans: list[tuple[str, int, int]] = field(default_factory=list)
 
     def span(self, name: str, start_ns: int) -> None:

@@ -68,9 +68,11 @@ class Pipeline:
 
     @contextlib.asynccontextmanager
     async def scope(self, ctx: RequestContext,
-                    stages: Collection[str] = ("limits",)) -> AsyncIterator[RequestContext]:
+                    stages: Collection[str] = ("permissions", "limits")
+                    ) -> AsyncIterator[RequestContext]:
         """A request that is not a model call (RAG, admin): :meth:`serve`, then
-        the named ``stages`` (rate limits by default), then the body of the
+        the named ``stages`` (the endpoint's scope and the rate limits by
+        default), then the body of the
         ``async with``; finished (slot released, request recorded) however it
         ends."""
         async with self.serve(ctx):

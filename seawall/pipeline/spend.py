@@ -16,15 +16,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seawall.config import LimitSettings
 from seawall.errors import BudgetExceeded
 from seawall.observe.metrics import Metrics
+from seawall.pipeline.budget_admin import BudgetLimits, Thresholds
 from seawall.pipeline.budgets import BudgetLimit, Budgets, Refusal, Reservation
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 from seawall.pipeline.ratelimit import Charge
 from seawall.providers.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from seawall.quality.alerts import AlertSink
 
 # (messages, output, request body bytes) -> (prompt, completion) tokens
 TokenCount = Callable[[list[Any], str, int], Awaitable[tuple[int, int]]]
@@ -41,6 +45,7 @@ class Spend:
     tpm: list[Charge] = field(default_factory=list)  # token buckets charged the estimate
     tpm_local: bool = False
     reservation: Reservation | None = None
+    limits: list[BudgetLimit] = field(default_factory=list)  # the budgets reserved against
     real: tuple[int, int] | None = None  # (prompt, completion) once known
 
 
@@ -106,25 +111,19 @@ class BudgetStage:
     traced = False  # a span only when a budget applied (added in before)
 
     def __init__(self, settings: LimitSettings, budgets: Budgets, registry: ModelRegistry,
-                 metrics: Metrics, count: TokenCount | None = None) -> None:
+                 metrics: Metrics, count: TokenCount | None = None,
+                 limits: BudgetLimits | None = None, alerts: AlertSink | None = None) -> None:
         self.settings = settings
         self.budgets = budgets
         self.registry = registry
         self.count = count
         self._refused = metrics.rate_limited.labels("budget")
+        # Key budgets and tenant budgets (stored ones first, then the config's).
+        self.budget_limits = limits if limits is not None else BudgetLimits(settings, None)
+        self.thresholds = Thresholds(budgets, metrics, alerts)
 
-    def limits(self, ctx: RequestContext) -> list[BudgetLimit]:
-        out = []
-        key = ctx.key
-        if key is not None and key.budget_usd is not None:
-            out.append(BudgetLimit(f"key:{key.id}", key.budget_usd,
-                                   key.budget_period or "month", f"key {key.name!r}",
-                                   ctx.tenant, key.id))
-        tenant = self.settings.tenants.get(ctx.tenant)
-        if tenant is not None and tenant.budget_usd is not None:
-            out.append(BudgetLimit(f"tenant:{ctx.tenant}", tenant.budget_usd,
-                                   tenant.budget_period, f"tenant {ctx.tenant!r}", ctx.tenant))
-        return out
+    async def limits(self, ctx: RequestContext) -> list[BudgetLimit]:
+        return await self.budget_limits.for_request(ctx)
 
     def _prices(self, model: str) -> tuple[float, float]:
         """The dearest (input, output) price per million tokens among the
@@ -152,7 +151,7 @@ class BudgetStage:
         return (prompt * pin + completion * pout) / 1e6
 
     async def before(self, ctx: RequestContext) -> None:
-        limits = self.limits(ctx)
+        limits = await self.limits(ctx)
         if not limits:
             return
         t0 = time.time_ns()
@@ -168,8 +167,10 @@ class BudgetStage:
                 f"The budget of ${lim.usd:.2f} per {lim.period} for {lim.label} is spent "
                 f"(${found.spent_usd:.4f} spent, ${found.reserved_usd:.4f} held by requests "
                 f"in flight, this one needs about ${usd:.4f}); it resets at "
-                f"{_when(found.resets_at)}.", retry_after=found.resets_at - time.time())
-        spend_of(ctx).reservation = found
+                f"{_when(found.resets_at)}.", retry_after=found.resets_at - time.time(),
+                resets_at=found.resets_at)
+        spend = spend_of(ctx)
+        spend.reservation, spend.limits = found, limits
 
     async def after(self, ctx: RequestContext) -> None:
         spend = ctx.spend
@@ -187,3 +188,7 @@ class BudgetStage:
             prompt, completion = await real_usage(ctx, self.count)
             cost = dep.cost(prompt, completion)
         await self.budgets.settle(reservation, cost)
+        spend = ctx.spend
+        if cost and spend is not None:
+            for lim in spend.limits:
+                await self.thresholds.check(lim)

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from seawall.api.wire import embedding_inputs
@@ -24,6 +24,7 @@ from seawall.observe.metrics import Metrics
 from seawall.observe.records import TraceRecord, hash_input
 from seawall.observe.writer import TraceWriter
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
+from seawall.pipeline.permissions import MASTER, RESERVED_TENANTS, key_usable
 from seawall.pipeline.ratelimit import Charge, RateLimiter
 from seawall.pipeline.spend import (
     TOKEN_ENDPOINTS,
@@ -39,8 +40,17 @@ from seawall.store.base import ApiKey, KeyStore
 
 VIRTUAL_KEY_PREFIX = "sk-sw-"
 ANONYMOUS_TENANT = "anonymous"
-MASTER = ApiKey(id="master", name="master", tenant="default", key_hash="", prefix="",
-                rpm=None, created_at=0.0, priority=0)
+# What a client sends to mean "no key" (the official SDKs refuse an empty
+# one): anonymous on loopback when allowed, else a 401 "Missing API key".
+# Any other token is a key, and must be valid (docs/security.md).
+NO_KEY = "unused-on-loopback"
+_REFUSED = {
+    "revoked": "The API key {name!r} has been revoked.",
+    "expired": "The API key {name!r} has expired; ask for a new one (seawall keys create "
+               "--expires ...).",
+    "rotated": "This secret of the API key {name!r} was rotated out and its grace period "
+               "has ended; use the new secret.",
+}
 
 
 class Stage(Protocol):
@@ -81,8 +91,9 @@ class AuthStage:
         self._epoch = 0
 
     def key_revoked(self, event: dict[str, Any]) -> None:
-        """A ``key_revoked`` change notice (any replica, seawall/store/bus.py):
-        forget that key now rather than when its cache entry expires."""
+        """A ``key_revoked`` or ``key_changed`` (rotated, expiry or budget
+        changed) notice from any replica (seawall/store/bus.py): forget that
+        key now rather than when its cache entry expires."""
         self._epoch += 1
         key_id = event.get("id")
         for h, (key, _, _) in list(self._cache.items()):
@@ -98,11 +109,15 @@ class AuthStage:
 
     @staticmethod
     def secret_of(authorization: str | None) -> str | None:
+        """The presented secret; None when the request carries no key (no
+        header, an empty bearer, or the documented placeholder the SDKs need
+        because they refuse an empty key: :data:`NO_KEY`)."""
         if not authorization:
             return None
         scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+        value = value.strip()
+        if scheme.lower() == "bearer" and value and value != NO_KEY:
+            return value
         return None
 
     async def _lookup(self, secret: str) -> ApiKey | None:
@@ -137,29 +152,39 @@ class AuthStage:
         if ctx.authenticated:  # a background response: its caller was checked at enqueue
             return
         secret = self.secret_of(ctx.authorization)
-        anonymous_ok = self.settings.allow_anonymous_loopback and is_loopback(ctx.client_host)
         master = self.settings.master_key
         if secret is not None:
+            # A presented key must be valid: only a request with no key at
+            # all may be anonymous (a garbage token is never "anonymous").
             if master and hmac.compare_digest(secret.encode(), master.encode()):
                 ctx.key, ctx.tenant = MASTER, MASTER.tenant
                 return
             if secret.startswith(VIRTUAL_KEY_PREFIX):
+                # Looked up by its SHA-256: the comparison is of hashes in an
+                # index, so timing tells nothing about the secret.
                 key = await self._lookup(secret)
                 if key is None:
                     raise AuthenticationFailed(
                         "This API key is not valid or has been revoked. "
                         "Create one with `seawall keys create --name NAME`.")
+                why = key_usable(key, hash_key(secret))
+                if why is not None:
+                    raise AuthenticationFailed(_REFUSED[why].format(name=key.name))
+                if key.tenant.lower() in RESERVED_TENANTS:
+                    raise AuthenticationFailed(
+                        f"The API key {key.name!r} belongs to the reserved tenant "
+                        f"{key.tenant!r} (made before tenant names were reserved); make a "
+                        "new key with `seawall keys create --name N --tenant T`.")
                 ctx.key, ctx.tenant = key, key.tenant
                 return
-        if anonymous_ok:
+            raise AuthenticationFailed("Incorrect API key provided." + self._loopback_hint(ctx))
+        if self.settings.allow_anonymous_loopback and is_loopback(ctx.client_host):
             ctx.tenant = ANONYMOUS_TENANT
             return
         why = self._loopback_hint(ctx)
-        if secret is None:
-            raise AuthenticationFailed(
-                "Missing API key." + (why or " Send `Authorization: Bearer <key>` "
-                "(the master key from config, or one made with `seawall keys create`)."))
-        raise AuthenticationFailed("Incorrect API key provided." + why)
+        raise AuthenticationFailed(
+            "Missing API key." + (why or " Send `Authorization: Bearer <key>` "
+            "(the master key from config, or one made with `seawall keys create`)."))
 
     def _loopback_hint(self, ctx: RequestContext) -> str:
         """Why a loopback caller that worked without a key (the quickstart)
@@ -302,6 +327,11 @@ def truncate_strings(value: Any, limit: int) -> Any:
     return value
 
 
+# Cleans the stored (input, output, rag) of a record (seawall/guardrails/redact.py).
+Redact = Callable[[Any, str | None, dict[str, Any] | None],
+                  Awaitable[tuple[Any, str | None, dict[str, Any] | None]]]
+
+
 class RecordStage:
     """Turns the finished context into a trace record and hands it to the
     writer; never waits on storage. Stored text is cut at
@@ -313,10 +343,16 @@ class RecordStage:
     traced = True
 
     def __init__(self, settings: TraceSettings, writer: TraceWriter,
-                 count: TokenCount | None = None) -> None:
+                 count: TokenCount | None = None, redact: Redact | None = None,
+                 on_record: Callable[[RequestContext, TraceRecord], None] | None = None
+                 ) -> None:
+        """``on_record``: sees each record of an answer not served from the cache,
+        after redaction (the judges' sampler); must be cheap and never raise."""
         self.settings = settings
         self.writer = writer
         self.count = count
+        self.redact = redact  # guardrails.redact_traces
+        self.on_record = on_record
 
     def _content(self, ctx: RequestContext, messages: Any) -> tuple[Any, str | None]:
         """(input, output) as stored: None when content is not kept, cut when long."""
@@ -340,6 +376,12 @@ class RecordStage:
         req = ctx.request
         messages = ctx.raw.get("messages") if ctx.raw else None
         stored_input, stored_output = self._content(ctx, messages)
+        rag = ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None
+        if self.redact is not None:
+            stored_input, stored_output, rag = await self.redact(stored_input, stored_output, rag)
+        route = ctx.route.record() if ctx.route is not None else None
+        if ctx.guard is not None:  # no column of its own yet: kept beside the route
+            route = {**(route or {}), "guardrails": ctx.guard.record()}
         rec = TraceRecord(
             trace_id=ctx.trace_id, endpoint=ctx.endpoint, started_at=ctx.started_at,
             tenant=ctx.tenant, key_id=ctx.key.id if ctx.key else None, model=ctx.model,
@@ -352,10 +394,10 @@ class RecordStage:
             user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
             finish_reason=ctx.gatherer.finish_reason,
             attempts=ctx.attempts, degraded=ctx.degraded,
-            rag=ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None,
+            rag=rag,
             experiment=ctx.experiment.label if ctx.experiment is not None else None,
             prompt_version=ctx.prompt_version,
-            route=ctx.route.record() if ctx.route is not None else None,
+            route=route,
         )
         cache = ctx.cache
         if cache is not None:
@@ -369,6 +411,9 @@ class RecordStage:
                     rec.cache_similarity = cache.answer.similarity
                 self.writer.submit(rec)
                 return
+            if cache.quarantined is not None:  # what it would have served, and why not
+                rec.cache_entry = cache.quarantined.id
+                rec.cache_guard = f"quarantined: {cache.quarantined.quarantined}"[:200]
         if usage:
             rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             rec.completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -387,4 +432,6 @@ class RecordStage:
                 rec.cost_usd = dep.cost(rec.prompt_tokens, rec.completion_tokens)
             else:
                 rec.messages_for_count = (messages, text)
+        if self.on_record is not None:
+            self.on_record(ctx, rec)
         self.writer.submit(rec)

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import click
 
+from seawall.audit.cli import cli_auditor
+from seawall.audit.model import ALL_TENANTS
+from seawall.audit.record import CliAuditor
 from seawall.cli_common import config_option, open_stores, settings_from
 from seawall.errors import SeawallError
 from seawall.prompts.errors import LabelError, SpecError
@@ -35,14 +38,22 @@ def _actor() -> str:
 
 @contextlib.contextmanager
 def _registry(config: str | None, changes: str | None = None) -> Iterator[PromptRegistry]:
-    """The registry of this configuration; registry errors become one clean line.
+    with _session(config, changes) as (registry, _):
+        yield registry
+
+@contextlib.contextmanager
+def _session(config: str | None, changes: str | None = None
+             ) -> Iterator[tuple[PromptRegistry, CliAuditor]]:
+    """The registry of this configuration and the audit log its changes are
+    recorded in; registry errors become one clean line.
     ``changes`` (a prompt name): labels may move, so every replica is told
     (through Redis; each also notices by itself within half a second)."""
     settings = settings_from(config)
     with open_stores(settings) as stores:
         registry = PromptRegistry(stores.prompt_store())
         try:
-            yield registry
+            with cli_auditor(settings, stores) as audit:
+                yield registry, audit
             if changes is not None:
                 from seawall.store.bus import publish_once
 
@@ -53,6 +64,13 @@ def _registry(config: str | None, changes: str | None = None) -> Iterator[Prompt
             raise click.ClickException(str(e)) from None
         finally:
             registry.close()
+
+def _record_move(audit: CliAuditor, m: LabelMove) -> None:
+    """A label move in the audit log: ``prompt.label``, or ``prompt.rollback``."""
+    action = "prompt.rollback" if m.action == "rollback" else "prompt.label"
+    audit.record(action, tenant=ALL_TENANTS, target=f"{m.name}:{m.label}",
+                 before={"label": m.label, "version": m.from_version},
+                 after={"label": m.label, "version": m.to_version})
 
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
@@ -92,11 +110,20 @@ def push(config: str | None, paths: tuple[Path, ...], labels: tuple[str, ...],
         click.echo(f"{len(files)} prompt file(s) valid: " + ", ".join(f.name for f in files))
         return
     actor = _actor()
-    with _registry(config, changes=",".join(f.name for f in files)[:1000]) as registry:
+    with _session(config, changes=",".join(f.name for f in files)[:1000]) as (registry, audit):
         for f in files:
             out = registry.push(f.name, f.spec, labels,
                                 label_new=() if no_production else (PRODUCTION,),
                                 source=f.path.as_posix(), actor=actor)
+            if out.created:
+                audit.record("prompt.create", tenant=ALL_TENANTS, target=out.version.ref,
+                             after={"version": out.version.version,
+                                    "content_hash": out.version.content_hash,
+                                    "source": out.version.source,
+                                    "labels": {m.label: m.to_version for m in out.moves}})
+            else:
+                for m in out.moves:
+                    _record_move(audit, m)
             state = "new" if out.created else "unchanged"
             moved = "; ".join(f"{m.label} → v{m.to_version}" for m in out.moves)
             click.echo(f"{f.name}: v{out.version.version} {state}"
@@ -180,8 +207,10 @@ def label(config: str | None, name: str, version: int, label: str) -> None:
 
     For example `seawall prompts label support-answer 4 production`.
     """
-    with _registry(config, changes=name) as registry:
+    with _session(config, changes=name) as (registry, audit):
         move = registry.label(name, version, label, actor=_actor())
+        if move is not None:
+            _record_move(audit, move)
     click.echo(_move(move) if move else f"{name}: {label} already points at v{version}")
 
 @prompts.command("rollback")
@@ -191,8 +220,9 @@ def label(config: str | None, name: str, version: int, label: str) -> None:
 def rollback(config: str | None, name: str, label: str) -> None:
     """Move a label back to where it pointed before its last move (repeat to
     go further back)."""
-    with _registry(config, changes=name) as registry:
+    with _session(config, changes=name) as (registry, audit):
         move = registry.rollback(name, label, actor=_actor())
+        _record_move(audit, move)
     click.echo(_move(move))
 
 if __name__ == "__main__":  # python -m seawall.prompts.cli, before it is wired into seawall.cli

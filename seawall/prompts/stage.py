@@ -28,6 +28,7 @@ import msgspec
 from seawall.api.wire import ChatCompletionRequest, Message
 from seawall.errors import InvalidRequest
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
+from seawall.pipeline.permissions import require_model
 from seawall.prompts.model import PARAMS
 from seawall.prompts.registry import PromptRegistry
 
@@ -64,6 +65,7 @@ class PromptStage:
                 raise InvalidRequest(f"Prompt {prompt.ref} sets no model; send a model name "
                                      f"instead of {MODEL_FROM_PROMPT!r}.", param="model",
                                      code="prompt_model_missing")
+            require_model(ctx, model)  # the key's --models apply to the prompt's model too
         rendered = prompt.render(ref.variables)  # before any change: a 400 leaves ctx as it was
 
         changes: dict[str, Any] = {

@@ -44,6 +44,8 @@ from seawall.providers.base import (
     ProviderStatus,
     completion_id,
     make_chunk,
+    redact,
+    secrets_of,
     usage_chunk,
 )
 from seawall.providers.upstream import (
@@ -305,9 +307,11 @@ class StreamTranslator:
     """Anthropic stream events -> OpenAI chunks, one event at a time (no I/O, so
     the mapping is testable on its own)."""
 
-    def __init__(self, model: str, what: str = "provider") -> None:
+    def __init__(self, model: str, what: str = "provider",
+                 secrets: tuple[str, ...] = ()) -> None:
         self.id, self.created, self.model = completion_id(), int(time.time()), model
         self.what = what
+        self.secrets = secrets  # redacted from an error event's message
         self.role_sent = False
         self.finished = False
         self.tool_slots: dict[int, int] = {}  # Anthropic block index -> tool_calls index
@@ -368,8 +372,9 @@ class StreamTranslator:
             return []
         if etype == "error":
             err = event.get("error") or {}
+            message = redact(str(err.get("message", "")), self.secrets)
             raise UpstreamError(f"{self.what} failed mid-stream: "
-                                f"{err.get('type', 'error')}: {err.get('message', '')}",
+                                f"{err.get('type', 'error')}: {message}",
                                 code="upstream_stream_error")
         return []  # ping, content_block_stop, message_stop, future event types
 
@@ -513,7 +518,8 @@ class AnthropicProvider(Provider):
 
     async def _translate(self, resp: aiohttp.ClientResponse, model: str
                          ) -> AsyncGenerator[Chunk, None]:
-        translator = StreamTranslator(model, self._what())
+        translator = StreamTranslator(model, self._what(),
+                                      secrets_of(self.settings.api_key, self.settings.headers))
         async with aclosing(self._events(resp)) as events:
             async for event in events:
                 for chunk in translator.feed(event):
@@ -536,6 +542,7 @@ class AnthropicProvider(Provider):
                 message = str(parsed["error"].get("message") or message)
         except orjson.JSONDecodeError:
             pass
+        message = redact(message, secrets_of(self.settings.api_key, self.settings.headers))
         message = message or resp.reason or f"HTTP {status}"
         retry_after = retry_after_header_s(resp.headers)
         what = self._what()

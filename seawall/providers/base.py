@@ -64,6 +64,24 @@ class Embeddings:
     prompt_tokens: int
 
 
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` from an upstream (an error message) with the credentials we
+    sent it replaced by ``***``: some upstreams and proxies echo the key they
+    were given ("Incorrect API key provided: sk-..."), and the message goes on
+    to the client, the trace record and the log."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def secrets_of(api_key: str | None, headers: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The values to :func:`redact`: the API key and any configured header
+    value long enough to be a credential (8+ characters)."""
+    values = [api_key or "", *(headers or {}).values()]
+    return tuple(v for v in values if len(v) >= 8)
+
+
 @dataclass(slots=True)
 class ProviderStatus:
     ready: bool

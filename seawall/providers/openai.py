@@ -34,6 +34,8 @@ from seawall.providers.base import (
     RawBatch,
     StreamItem,
     completion_to_chunk,
+    redact,
+    secrets_of,
 )
 from seawall.providers.upstream import (
     DEFAULT_CONNECT_S,
@@ -60,9 +62,11 @@ def _upstream_message(body: bytes) -> str:
         return body[:500].decode(errors="replace")
 
 
-def http_error(provider: str, status: int, body: bytes, headers: Any) -> SeawallError:
-    """Map an upstream HTTP error to what the client should see."""
-    msg = _upstream_message(body)
+def http_error(provider: str, status: int, body: bytes, headers: Any,
+               secrets: tuple[str, ...] = ()) -> SeawallError:
+    """Map an upstream HTTP error to what the client should see (without
+    ``secrets``, the credentials the upstream was sent)."""
+    msg = redact(_upstream_message(body), secrets)
     if status == 429:
         return RateLimited(f"Provider {provider!r} is rate limiting: {msg}",
                            retry_after=retry_after_header_s(headers),
@@ -99,6 +103,7 @@ class OpenAIProvider(Provider):
         self._headers = {"content-type": "application/json", **settings.headers}
         if settings.api_key:
             self._headers["authorization"] = "Bearer " + settings.api_key
+        self._secrets = secrets_of(settings.api_key, settings.headers)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -158,7 +163,7 @@ class OpenAIProvider(Provider):
                 pass
             finally:
                 resp.release() if resp.content.at_eof() else resp.close()
-            raise http_error(self.name, resp.status, body, resp.headers)
+            raise http_error(self.name, resp.status, body, resp.headers, self._secrets)
         return resp
 
     async def chat(self, call: ChatCall) -> AsyncGenerator[StreamItem, None]:
@@ -200,7 +205,8 @@ class OpenAIProvider(Provider):
                                 "object", code="upstream_bad_response")
         if "error" in chunk:
             raise UpstreamError(
-                f"Provider {self.name!r} failed mid-stream: {_upstream_message(payload)}",
+                f"Provider {self.name!r} failed mid-stream: "
+                f"{redact(_upstream_message(payload), self._secrets)}",
                 code="upstream_stream_error")
         return chunk
 
@@ -247,9 +253,22 @@ class OpenAIProvider(Provider):
         resp = await self._post(self._embed_url, orjson.dumps({"model": model, "input": inputs}),
                                 connect_timeout_s)
         try:
-            data = orjson.loads(await resp.read())
+            # Bounded like a chat answer: an embeddings body grows with the
+            # batch (about 20 KB per 1536-d vector), so it is parsed off the
+            # loop when large.
+            body = await read_bounded(resp, self.limits.body_bytes, f"Provider {self.name!r}")
         finally:
             resp.release()
-        vectors = [d["embedding"] for d in sorted(data["data"], key=lambda d: d["index"])]
+        try:
+            data = (orjson.loads(body) if len(body) <= _PARSE_OFF_LOOP_BYTES else
+                    await asyncio.to_thread(orjson.loads, body))
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"Provider {self.name!r} sent invalid JSON",
+                                code="upstream_bad_response") from None
+        try:
+            vectors = [d["embedding"] for d in sorted(data["data"], key=lambda d: d["index"])]
+        except (KeyError, TypeError):
+            raise UpstreamError(f"Provider {self.name!r} sent no embeddings",
+                                code="upstream_bad_response") from None
         return Embeddings(vectors=vectors,
                           prompt_tokens=int((data.get("usage") or {}).get("prompt_tokens", 0)))

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from seawall.quality.feedback_store import FeedbackStore
+from seawall.quality.score_store import ScoreStore
 
 # Columns stored as JSON text: given back as the values they hold.
 _JSON_COLUMNS = ("input", "attempts", "rag", "route")
@@ -33,15 +34,16 @@ def document(row: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-async def trace_with_feedback(store: Any, feedback: FeedbackStore,
-                              request_id: str) -> dict[str, Any] | None:
-    """The whole record of ``request_id`` with its feedback and scores (judges'
-    scores: none yet), or None when no such record is stored."""
+async def trace_with_feedback(store: Any, feedback: FeedbackStore, request_id: str,
+                              scores: ScoreStore | None = None) -> dict[str, Any] | None:
+    """The whole record of ``request_id`` with its feedback and its judges'
+    scores, or None when no such record is stored."""
     trace_id = trace_id_of(request_id)
     row = await store.get_trace(trace_id)
     if row is None:
         return None
     doc = document(row)
     doc["feedback"] = [f.to_json() for f in await feedback.for_trace(trace_id)]
-    doc["scores"] = []
+    doc["scores"] = ([s.to_json() for s in await scores.for_trace(trace_id)]
+                     if scores is not None else [])
     return doc

@@ -14,6 +14,8 @@ from typing import Any
 import click
 import orjson
 
+from seawall.audit.cli import cli_auditor
+from seawall.audit.record import collection_state
 from seawall.cli_common import config_option, open_stores, settings_from, walk_files
 from seawall.config import Settings
 from seawall.ml.tokens import TokenCounter
@@ -113,8 +115,13 @@ def ingest(config: str | None, paths: tuple[Path, ...], collection: str, tenant:
     settings = settings_from(config)
     files = list(walk_files(paths, SUFFIXES))
     counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0, "chunks": 0}
-    with _service(settings) as rag:
-        info = rag.store.ensure_collection(_tenant(settings, tenant), collection)
+    with _service(settings) as rag, cli_auditor(settings) as audit:
+        owner = _tenant(settings, tenant)
+        existed = rag.store.collection_id(owner, collection) is not None
+        info = rag.store.ensure_collection(owner, collection)
+        if not existed:
+            audit.record("collection.create", tenant=owner, target=collection,
+                         after=collection_state(info))
         known = rag.store.sources(info.id)
         seen: set[str] = set()
         batch: list[LoadedDocument] = []
@@ -276,17 +283,22 @@ def collections_show(config: str | None, tenant: str | None, name: str, limit: i
 def collections_delete(config: str | None, tenant: str | None, name: str,
                        sources: tuple[str, ...]) -> None:
     settings = settings_from(config)
-    with _service(settings) as rag:
+    with _service(settings) as rag, cli_auditor(settings) as audit:
         t = _tenant(settings, tenant)
         info = rag.store.collection(t, name)
         if info is None:
             raise click.ClickException(f"no collection named {name!r}")
         if sources:
             n = rag.store.delete_documents(info.id, sources=sources)
+            audit.record("collection.documents.delete", tenant=t, target=name,
+                         before=collection_state(info),
+                         after={"sources": list(sources), "deleted": n})
             click.echo(f"deleted {n} of {len(sources)} documents from {name}", err=True)
         else:
             rag.store.delete_collection(t, name)
             rag.forget_index(info.id)
+            audit.record("collection.delete", tenant=t, target=name,
+                         before=collection_state(info))
             click.echo(f"deleted collection {name} ({info.documents} documents)", err=True)
 
 

@@ -9,6 +9,7 @@ context, hence the key).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +20,13 @@ from seawall.api.wire import Message, RagOptions
 from seawall.config import Settings
 from seawall.errors import InvalidRequest
 from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
+from seawall.pipeline.permissions import require_collection
 from seawall.rag.packing import Source, cited_numbers, pack, render
 from seawall.rag.service import RagService, SearchRequest
 
 __all__ = ["RagState", "RetrieveStage"]
+
+_SCAN_ON_LOOP_CHARS = 64 * 1024  # a regex pass over this takes well under 1 ms
 
 
 @dataclass(slots=True)
@@ -41,6 +45,13 @@ class RagState:
         cited = cited_numbers(answer) if answer is not None else None
         return [s.citation(None if cited is None else s.number in cited)
                 for s in self.sources]
+
+    async def answer_citations(self, answer: str) -> list[dict[str, Any]]:
+        """:meth:`citations` of a finished answer; a long answer (up to
+        ``server.max_answer_chars``) is scanned on a thread, not the loop."""
+        if len(answer) <= _SCAN_ON_LOOP_CHARS:
+            return self.citations(answer)
+        return await asyncio.to_thread(self.citations, answer)
 
     def record(self, with_text: bool) -> dict[str, Any]:
         """The trace record's ``rag`` field."""
@@ -103,6 +114,7 @@ class RetrieveStage:
         opts = self._options(ctx)
         if opts is None:
             return None
+        require_collection(ctx, opts.collection)  # the key may read it (--collections-read)
         t0 = time.time_ns()
         req = ctx.request
         assert req is not None and ctx.raw is not None

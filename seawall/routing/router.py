@@ -464,7 +464,10 @@ def _resumed(ctx: RequestContext) -> tuple[ChatCompletionRequest, dict[str, Any]
     if ctx.request is not None and ctx.request.choices > 1:
         return None  # one continuation prompt cannot carry several answers
     raw = dict(ctx.raw)
-    raw["messages"] = [*raw["messages"], {"role": "assistant", "content": ctx.gatherer.text},
+    partial = ctx.gatherer.text  # as the client saw it: masked values put back
+    if ctx.guard is not None and ctx.guard.vault:
+        partial = ctx.guard.vault.remask(partial)  # the upstream must not see them
+    raw["messages"] = [*raw["messages"], {"role": "assistant", "content": partial},
                        {"role": "user", "content": RESUME_PROMPT}]
     return convert(raw, ChatCompletionRequest), raw
 

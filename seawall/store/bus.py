@@ -1,6 +1,6 @@
 """Change notices: what one process changed that every replica must act on
-within a second (a key revoked, a canary step, a prompt label moved, a cache
-purge, an upstream cool-down).
+within a second (a key revoked or rotated, a budget changed, a canary step,
+a prompt label moved, a cache purge, an upstream cool-down).
 
 A notice is a small JSON object, ``{"kind": ..., ...}``. The bus only says
 "something changed"; the store stays the truth, so a subscriber either acts
@@ -49,7 +49,8 @@ Event = dict[str, Any]
 OnEvent = Callable[[Event], "None | Awaitable[None]"]
 OnResync = Callable[[], "None | Awaitable[None]"]
 
-KINDS = frozenset({"key_revoked", "prompt_label", "experiment", "cache_purge", "cooldown"})
+KINDS = frozenset({"key_revoked", "key_changed", "tenant_budget", "prompt_label", "experiment",
+                   "cache_purge", "cooldown"})
 MAX_EVENT_BYTES = 16 * 1024  # notices are small; anything bigger on the channel is ignored
 CHANNEL = "changes"
 RECONNECT_MIN_S = 0.1

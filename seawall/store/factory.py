@@ -19,6 +19,7 @@ from seawall.config import Settings
 from seawall.store.base import Store
 
 if TYPE_CHECKING:
+    from seawall.audit.model import AuditLog, SyncAuditLog
     from seawall.batches.store_api import BatchStore
     from seawall.cache.store import CacheStore
     from seawall.jobs.queue import JobQueue
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
     from seawall.quality.feedback_store import FeedbackStore
+    from seawall.quality.score_store import ScoreStore
+    from seawall.quality.slo_store import SloStore
     from seawall.rag.store_api import RagStore
     from seawall.responses.store_api import ResponseStore
     from seawall.store.bus import ChangeBus
@@ -147,6 +150,44 @@ class Stores:
         from seawall.quality.feedback_store import SqliteFeedbackStore
 
         return SqliteFeedbackStore(self.settings.db_path)
+
+    def scores(self) -> ScoreStore:
+        """Judge scores of answers (in seawall.db next to the traces, or
+        Postgres); opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.score_store import PostgresScoreStore
+
+            return PostgresScoreStore(self.pg)
+        from seawall.quality.score_store import SqliteScoreStore
+
+        return SqliteScoreStore(self.settings.db_path)
+
+    def slo_store(self) -> SloStore:
+        """SLO counts, drift samples and alert state (seawall/quality/); opened
+        and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.slo_store import PostgresSloStore
+
+            return PostgresSloStore(self.pg)
+        from seawall.quality.slo_store import SqliteSloStore
+
+        return SqliteSloStore(self.settings.db_path)
+    def audit(self) -> AuditLog:
+        """The append-only audit log of admin actions (in seawall.db, or
+        Postgres); opened and closed by its user. :meth:`audit_sync` is the
+        same table for sync callers (CLI commands)."""
+        from seawall.audit import store as audit
+
+        if self.pg is not None:
+            return audit.PostgresAuditLog(self.pg)
+        return audit.SqliteAuditLog(self.settings.db_path)
+
+    def audit_sync(self) -> SyncAuditLog:
+        from seawall.audit import store as audit
+
+        if self.pg is not None:
+            return audit.PostgresSyncAuditLog(self.pg)
+        return audit.SqliteSyncAuditLog(self.settings.db_path)
 
     def files(self) -> BatchStore:
         """Uploaded files, batches and their per-line outcomes (opened and

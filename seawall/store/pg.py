@@ -10,10 +10,15 @@ adapters; asyncpg would be a little faster on the loop but has no sync side.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 from typing import Any
 
 import psycopg
+from psycopg.adapt import AdaptersMap
+from psycopg.types import string
+from psycopg.types.json import set_json_dumps
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from seawall.config import StoreSettings
@@ -21,8 +26,54 @@ from seawall.config import StoreSettings
 log = logging.getLogger("seawall.store")
 
 
+# Postgres text and jsonb cannot hold NUL (U+0000), which any client can put in
+# a model name, a user id, a file name or a message: a query or a trace batch
+# with one failed (a 500, and a trace writer stuck journaling for good). On the
+# async pool (the request path's queries: few strings each) every string and
+# JSON value is sent with NUL replaced by U+FFFD. The sync pool keeps psycopg's
+# C string dumpers for the trace COPY (bench/trace_ingest.py; a Python dumper
+# runs once per string of every row): its users scrub themselves (RAG's store;
+# the trace writer retries a batch that had a NUL with :func:`no_nul_row`).
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+class _StrDumper(string.StrDumperUnknown):
+    def dump(self, obj: str) -> Any:
+        return super().dump(_no_nul(obj))
+
+
+class _StrBinaryDumper(string.StrBinaryDumper):
+    def dump(self, obj: str) -> Any:
+        return super().dump(_no_nul(obj))
+
+
+def no_nul_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with NUL replaced in its strings."""
+    return tuple(_no_nul(v) if isinstance(v, str) else v for v in row)
+
+
+def _json_dumps(obj: Any) -> str:
+    text = json.dumps(obj)
+    return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+def nul_safe(adapters: AdaptersMap, context: Any = None, strings: bool = True) -> None:
+    """Dump JSON, and strings (parameters and COPY rows) unless ``strings``
+    is false, without NUL."""
+    if strings:
+        adapters.register_dumper(str, _StrDumper)
+        adapters.register_dumper(str, _StrBinaryDumper)
+    set_json_dumps(_json_dumps, context)
+
+
 async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
     from pgvector.psycopg import register_vector_async
+
+    nul_safe(conn.adapters, conn)
 
     # No vector extension yet (before `seawall migrate`): vectors are unused then.
     with contextlib.suppress(psycopg.ProgrammingError):
@@ -31,6 +82,8 @@ async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
 
 def _configure_sync(conn: psycopg.Connection[Any]) -> None:
     from pgvector.psycopg import register_vector
+
+    nul_safe(conn.adapters, conn, strings=False)
 
     with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)

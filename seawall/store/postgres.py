@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+import psycopg
 from psycopg.rows import dict_row
 
 from seawall.observe.records import ROW_COLUMNS, TraceRecord
-from seawall.store.base import ApiKey
-from seawall.store.pg import Postgres
+from seawall.store.base import KEY_COLUMNS, ApiKey, TenantBudget, key_changes, key_of, key_row
+from seawall.store.pg import Postgres, no_nul_row
 
-_KEY_COLUMNS = ("id", "name", "tenant", "key_hash", "prefix", "rpm", "created_at", "revoked_at",
-                "priority", "cache", "tpm", "budget_usd", "budget_period")
 _COLUMNS = ", ".join(f'"{c}"' for c in ROW_COLUMNS)
 _STAGING = ("CREATE TEMP TABLE IF NOT EXISTS traces_in ON COMMIT DELETE ROWS AS "
             f"SELECT {_COLUMNS} FROM traces WITH NO DATA")
@@ -32,8 +32,9 @@ _MOVE = (f"INSERT INTO traces ({_COLUMNS}) SELECT {_COLUMNS} FROM traces_in "
 _RETENTION_BATCH = 5000
 
 
-def _key(row: dict[str, Any]) -> ApiKey:
-    return ApiKey(**{c: row[c] for c in _KEY_COLUMNS})
+_key = key_of
+_INSERT_KEY = (f"INSERT INTO api_keys ({', '.join(KEY_COLUMNS)}) "
+               f"VALUES ({', '.join('%s' for _ in KEY_COLUMNS)})")
 
 
 class PostgresStore:
@@ -66,28 +67,60 @@ class PostgresStore:
     async def create_key(self, key: ApiKey) -> None:
         pool = await self.pg.pool()
         async with pool.connection() as conn:
-            await conn.execute(
-                f"INSERT INTO api_keys ({', '.join(_KEY_COLUMNS)}) "
-                f"VALUES ({', '.join('%s' for _ in _KEY_COLUMNS)})",
-                tuple(getattr(key, c) for c in _KEY_COLUMNS))
+            await conn.execute(_INSERT_KEY, key_row(key))
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        rows = await self._fetch("SELECT * FROM api_keys WHERE key_hash = %s", (key_hash,))
+        rows = await self._fetch("SELECT * FROM api_keys WHERE key_hash = %s UNION ALL "
+                                 "SELECT * FROM api_keys WHERE prev_hash = %s LIMIT 1",
+                                 (key_hash, key_hash))
         return _key(rows[0]) if rows else None
 
-    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
-        sql = "SELECT * FROM api_keys"
+    async def list_keys(self, include_revoked: bool = False,
+                        tenant: str | None = None) -> list[ApiKey]:
+        where, args = [], []
         if not include_revoked:
-            sql += " WHERE revoked_at IS NULL"
-        return [_key(r) for r in await self._fetch(sql + " ORDER BY created_at")]
+            where.append("revoked_at IS NULL")
+        if tenant is not None:
+            where.append("tenant = %s")
+            args.append(tenant)
+        sql = "SELECT * FROM api_keys" + (" WHERE " + " AND ".join(where) if where else "")
+        return [_key(r) for r in await self._fetch(sql + " ORDER BY created_at", tuple(args))]
 
-    async def revoke_key(self, id_or_name: str) -> ApiKey | None:
+    @staticmethod
+    def _matching_sql(by: str, tenant: str | None, include_revoked: bool,
+                      lock: bool = False) -> str:
+        sql = f"SELECT * FROM api_keys WHERE {by} = %s"
+        if tenant is not None:
+            sql += " AND tenant = %s"
+        if not include_revoked:
+            sql += " AND revoked_at IS NULL"
+        return sql + (" FOR UPDATE" if lock else "")
+
+    async def _matching(self, cur: Any, id_or_name: str, tenant: str | None,
+                        include_revoked: bool, lock: bool = False) -> list[dict[str, Any]]:
+        args = (id_or_name,) if tenant is None else (id_or_name, tenant)
+        await cur.execute(self._matching_sql("id", tenant, include_revoked, lock), args)
+        rows = list(await cur.fetchall())
+        if not rows:
+            await cur.execute(self._matching_sql("name", tenant, include_revoked, lock), args)
+            rows = list(await cur.fetchall())
+        return rows
+
+    async def find_key(self, id_or_name: str, tenant: str | None = None,
+                       include_revoked: bool = False) -> ApiKey | None:
+        pool = await self.pg.pool()
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = await self._matching(cur, id_or_name, tenant, include_revoked)
+        if len(rows) > 1:
+            raise ValueError(f"{len(rows)} {'' if include_revoked else 'active '}keys are "
+                             f"named {id_or_name!r}; use the id instead")
+        return _key(rows[0]) if rows else None
+
+    async def revoke_key(self, id_or_name: str, tenant: str | None = None) -> ApiKey | None:
         pool = await self.pg.pool()
         async with pool.connection() as conn, conn.transaction(), \
                 conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT * FROM api_keys WHERE (id = %s OR name = %s) "
-                              "AND revoked_at IS NULL FOR UPDATE", (id_or_name, id_or_name))
-            rows = await cur.fetchall()
+            rows = await self._matching(cur, id_or_name, tenant, False, lock=True)
             if len(rows) != 1:
                 if len(rows) > 1:
                     raise ValueError(f"{len(rows)} active keys are named {id_or_name!r}; "
@@ -98,6 +131,40 @@ class PostgresStore:
                               (now, rows[0]["id"]))
         return _key({**rows[0], "revoked_at": now})
 
+    async def rotate_key(self, key_id: str, key_hash: str, prefix: str,
+                         old_valid_until: float) -> ApiKey | None:
+        rows = await self._fetch(
+            "UPDATE api_keys SET prev_hash = key_hash, prev_expires_at = %s, key_hash = %s, "
+            "prefix = %s WHERE id = %s AND revoked_at IS NULL RETURNING *",
+            (old_valid_until, key_hash, prefix, key_id))
+        return _key(rows[0]) if rows else None
+
+    async def update_key(self, key_id: str, **changes: Any) -> ApiKey | None:
+        cols = key_changes(changes)
+        if not cols:
+            return await self.find_key(key_id, include_revoked=True)
+        sets = ", ".join(f"{c} = %s" for c in cols)
+        rows = await self._fetch(f"UPDATE api_keys SET {sets} WHERE id = %s RETURNING *",
+                                 (*cols.values(), key_id))
+        return _key(rows[0]) if rows else None
+
+    async def tenant_budget(self, tenant: str) -> TenantBudget | None:
+        rows = await self._fetch("SELECT * FROM tenant_budgets WHERE tenant = %s", (tenant,))
+        return TenantBudget(**rows[0]) if rows else None
+
+    async def tenant_budgets(self) -> list[TenantBudget]:
+        return [TenantBudget(**r)
+                for r in await self._fetch("SELECT * FROM tenant_budgets ORDER BY tenant")]
+
+    async def set_tenant_budget(self, budget: TenantBudget) -> None:
+        await self._fetch(
+            "INSERT INTO tenant_budgets (tenant, budget_usd, budget_period, reset_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant) DO UPDATE SET budget_usd = "
+            "excluded.budget_usd, budget_period = excluded.budget_period, reset_at = "
+            "excluded.reset_at, updated_at = excluded.updated_at RETURNING tenant",
+            (budget.tenant, budget.budget_usd, budget.budget_period, budget.reset_at,
+             budget.updated_at))
+
     # -- traces --
     async def write_traces(self, records: list[TraceRecord]) -> None:
         """One batch, on a thread: turning records into rows and COPY's encoding
@@ -105,11 +172,20 @@ class PostgresStore:
         await asyncio.to_thread(self._write_traces, records)
 
     def _write_traces(self, records: list[TraceRecord]) -> None:
+        try:
+            self._copy_traces(records, lambda row: row)
+        except psycopg.DataError:
+            # A NUL in a field (any client can send one in a model name or
+            # user): Postgres text cannot hold it. Rare, so checked only now.
+            self._copy_traces(records, no_nul_row)
+
+    def _copy_traces(self, records: list[TraceRecord],
+                     clean: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> None:
         with self.pg.sync_pool().connection() as conn, conn.transaction():
             conn.execute(_STAGING)
             with conn.cursor().copy(_COPY) as copy:
                 for r in records:
-                    copy.write_row(r.row())
+                    copy.write_row(clean(r.row()))
             conn.execute(_MOVE)
 
     async def recent_traces(self, limit: int = 20, after_rowid: int = 0) -> list[dict[str, Any]]:
@@ -156,7 +232,9 @@ class PostgresStore:
     # -- experiments --
     async def experiment_states(self) -> dict[str, dict[str, Any]]:
         rows = await self._fetch("SELECT name, state FROM experiments")
-        return {r["name"]: orjson.loads(r["state"]) for r in rows}
+        # Rows named _seawall* are internal (the arm salt): never listed.
+        return {r["name"]: orjson.loads(r["state"]) for r in rows
+                if not r["name"].startswith("_seawall")}
 
     async def experiment_state(self, name: str) -> tuple[dict[str, Any] | None, int]:
         rows = await self._fetch("SELECT state, revision FROM experiments WHERE name = %s",

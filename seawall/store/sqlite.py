@@ -12,7 +12,7 @@ import aiosqlite
 import orjson
 
 from seawall.observe.records import ROW_COLUMNS, TraceRecord, rows_of
-from seawall.store.base import ApiKey
+from seawall.store.base import KEY_COLUMNS, ApiKey, TenantBudget, key_changes, key_of, key_row
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -28,7 +28,23 @@ CREATE TABLE IF NOT EXISTS api_keys (
     cache INTEGER,
     tpm INTEGER,
     budget_usd REAL,
-    budget_period TEXT
+    budget_period TEXT,
+    role TEXT NOT NULL DEFAULT 'app',
+    scopes TEXT,
+    models TEXT,
+    collections_read TEXT,
+    collections_write TEXT,
+    expires_at REAL,
+    prev_hash TEXT,
+    prev_expires_at REAL,
+    budget_reset_at REAL
+);
+CREATE TABLE IF NOT EXISTS tenant_budgets (
+    tenant TEXT PRIMARY KEY,
+    budget_usd REAL,
+    budget_period TEXT NOT NULL,
+    reset_at REAL,
+    updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS traces (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,7 +104,11 @@ _ADDED_COLUMNS = {
                ("rag", "TEXT"), ("experiment", "TEXT"), ("prompt_version", "TEXT"),
                ("route", "TEXT")],
     "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER"), ("tpm", "INTEGER"),
-                 ("budget_usd", "REAL"), ("budget_period", "TEXT")],
+                 ("budget_usd", "REAL"), ("budget_period", "TEXT"),
+                 ("role", "TEXT NOT NULL DEFAULT 'app'"), ("scopes", "TEXT"), ("models", "TEXT"),
+                 ("collections_read", "TEXT"), ("collections_write", "TEXT"),
+                 ("expires_at", "REAL"), ("prev_hash", "TEXT"), ("prev_expires_at", "REAL"),
+                 ("budget_reset_at", "REAL")],
     "experiments": [("revision", "INTEGER NOT NULL DEFAULT 0")],
 }
 
@@ -113,10 +133,11 @@ async def connect(path: Path, cache_mib: int = 0) -> aiosqlite.Connection:
 
 
 def _key(row: aiosqlite.Row) -> ApiKey:
-    d = dict(row)
-    if d.get("cache") is not None:
-        d["cache"] = bool(d["cache"])
-    return ApiKey(**d)
+    return key_of(dict(row))
+
+
+_INSERT_KEY = (f"INSERT INTO api_keys ({', '.join(KEY_COLUMNS)}) "
+               f"VALUES ({', '.join('?' for _ in KEY_COLUMNS)})")
 
 
 class SqliteStore:
@@ -136,6 +157,8 @@ class SqliteStore:
         self._db.row_factory = aiosqlite.Row
         await self._db.executescript(_SCHEMA)
         await self._add_missing_columns()
+        await self._db.execute(
+            "CREATE INDEX IF NOT EXISTS api_keys_prev_hash ON api_keys (prev_hash)")
         await self._db.commit()
 
     async def open_reader(self) -> None:
@@ -167,32 +190,53 @@ class SqliteStore:
 
     # -- keys --
     async def create_key(self, key: ApiKey) -> None:
-        await self.db.execute(
-            "INSERT INTO api_keys (id, name, tenant, key_hash, prefix, rpm, created_at, revoked_at,"
-            " priority, cache, tpm, budget_usd, budget_period)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key.id, key.name, key.tenant, key.key_hash, key.prefix, key.rpm, key.created_at,
-             key.revoked_at, key.priority, key.cache, key.tpm, key.budget_usd,
-             key.budget_period))
+        await self.db.execute(_INSERT_KEY, key_row(key))
         await self.db.commit()
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        async with self.db.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)) as c:
+        async with self.db.execute("SELECT * FROM api_keys WHERE key_hash = ? OR prev_hash = ? "
+                                   "LIMIT 1", (key_hash, key_hash)) as c:
             row = await c.fetchone()
         return _key(row) if row else None
 
-    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
-        sql = "SELECT * FROM api_keys"
+    async def list_keys(self, include_revoked: bool = False,
+                        tenant: str | None = None) -> list[ApiKey]:
+        where, args = [], []
         if not include_revoked:
-            sql += " WHERE revoked_at IS NULL"
-        async with self.db.execute(sql + " ORDER BY created_at") as c:
+            where.append("revoked_at IS NULL")
+        if tenant is not None:
+            where.append("tenant = ?")
+            args.append(tenant)
+        sql = "SELECT * FROM api_keys" + (" WHERE " + " AND ".join(where) if where else "")
+        async with self.db.execute(sql + " ORDER BY created_at", args) as c:
             return [_key(r) for r in await c.fetchall()]
 
-    async def revoke_key(self, id_or_name: str) -> ApiKey | None:
-        async with self.db.execute(
-            "SELECT * FROM api_keys WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
-            (id_or_name, id_or_name)) as c:
+    async def _matching(self, id_or_name: str, tenant: str | None,
+                        include_revoked: bool) -> list[aiosqlite.Row]:
+        sql = "SELECT * FROM api_keys WHERE id = ?"
+        args: list[Any] = [id_or_name]
+        if tenant is not None:
+            sql += " AND tenant = ?"
+            args.append(tenant)
+        if not include_revoked:
+            sql += " AND revoked_at IS NULL"
+        async with self.db.execute(sql, args) as c:
             rows = list(await c.fetchall())
+        if rows:
+            return rows
+        async with self.db.execute(sql.replace("id = ?", "name = ?", 1), args) as c:
+            return list(await c.fetchall())
+
+    async def find_key(self, id_or_name: str, tenant: str | None = None,
+                       include_revoked: bool = False) -> ApiKey | None:
+        rows = await self._matching(id_or_name, tenant, include_revoked)
+        if len(rows) > 1:
+            raise ValueError(f"{len(rows)} {'' if include_revoked else 'active '}keys are "
+                             f"named {id_or_name!r}; use the id instead")
+        return _key(rows[0]) if rows else None
+
+    async def revoke_key(self, id_or_name: str, tenant: str | None = None) -> ApiKey | None:
+        rows = await self._matching(id_or_name, tenant, False)
         if len(rows) != 1:
             if len(rows) > 1:
                 raise ValueError(f"{len(rows)} active keys are named {id_or_name!r}; "
@@ -202,7 +246,48 @@ class SqliteStore:
         await self.db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?",
                               (now, rows[0]["id"]))
         await self.db.commit()
-        return ApiKey(**{**dict(rows[0]), "revoked_at": now})
+        return key_of({**dict(rows[0]), "revoked_at": now})
+
+    async def rotate_key(self, key_id: str, key_hash: str, prefix: str,
+                         old_valid_until: float) -> ApiKey | None:
+        async with self.db.execute(
+                "UPDATE api_keys SET prev_hash = key_hash, prev_expires_at = ?, key_hash = ?, "
+                "prefix = ? WHERE id = ? AND revoked_at IS NULL RETURNING *",
+                (old_valid_until, key_hash, prefix, key_id)) as c:
+            row = await c.fetchone()
+        await self.db.commit()
+        return _key(row) if row else None
+
+    async def update_key(self, key_id: str, **changes: Any) -> ApiKey | None:
+        cols = key_changes(changes)
+        if not cols:
+            return await self.find_key(key_id, include_revoked=True)
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        async with self.db.execute(f"UPDATE api_keys SET {sets} WHERE id = ? RETURNING *",
+                                   (*cols.values(), key_id)) as c:
+            row = await c.fetchone()
+        await self.db.commit()
+        return _key(row) if row else None
+
+    async def tenant_budget(self, tenant: str) -> TenantBudget | None:
+        async with self.db.execute("SELECT * FROM tenant_budgets WHERE tenant = ?",
+                                   (tenant,)) as c:
+            row = await c.fetchone()
+        return TenantBudget(**dict(row)) if row else None
+
+    async def tenant_budgets(self) -> list[TenantBudget]:
+        async with self.db.execute("SELECT * FROM tenant_budgets ORDER BY tenant") as c:
+            return [TenantBudget(**dict(r)) for r in await c.fetchall()]
+
+    async def set_tenant_budget(self, budget: TenantBudget) -> None:
+        await self.db.execute(
+            "INSERT INTO tenant_budgets (tenant, budget_usd, budget_period, reset_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET budget_usd = "
+            "excluded.budget_usd, budget_period = excluded.budget_period, reset_at = "
+            "excluded.reset_at, updated_at = excluded.updated_at",
+            (budget.tenant, budget.budget_usd, budget.budget_period, budget.reset_at,
+             budget.updated_at))
+        await self.db.commit()
 
     # -- traces --
     async def write_traces(self, records: list[TraceRecord]) -> None:
@@ -256,7 +341,9 @@ class SqliteStore:
 
     async def experiment_states(self) -> dict[str, dict[str, Any]]:
         async with self.db.execute("SELECT name, state FROM experiments") as c:
-            return {r[0]: orjson.loads(r[1]) for r in await c.fetchall()}
+            # Rows named _seawall* are internal (the arm salt): never listed.
+            return {r[0]: orjson.loads(r[1]) for r in await c.fetchall()
+                    if not r[0].startswith("_seawall")}
 
     async def experiment_state(self, name: str) -> tuple[dict[str, Any] | None, int]:
         async with self.db.execute(

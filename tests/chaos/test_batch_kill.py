@@ -66,7 +66,7 @@ def test_kill_9_mid_batch_then_restart(upstream: FakeUpstreamClient, tmp_path: P
         "jobs": {"poll_s": 0.05, "lease_s": 2.0},
         "batches": {"concurrency": CONCURRENCY}, **store}))
     url = f"http://127.0.0.1:{port}"
-    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=2)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused-on-loopback", max_retries=2)
     proc = _serve(conf)
     try:
         _ready(url, proc)

@@ -48,7 +48,7 @@ def fakes() -> Iterator[dict[str, FakeUpstreamClient]]:
 
 def _config(fakes: dict[str, FakeUpstreamClient], *, providers: dict[str, Any] | None = None,
             resilience: dict[str, Any] | None = None, admission: dict[str, Any] | None = None,
-            ) -> dict[str, Any]:
+            guardrails: dict[str, Any] | None = None) -> dict[str, Any]:
     prov: dict[str, Any] = {n: {"type": "openai", "base_url": f.base_url + "/v1"}
                             for n, f in fakes.items()}
     prov["pa"] = {"type": "anthropic", "base_url": fakes["p"].base_url, "api_key": "k"}
@@ -74,6 +74,7 @@ def _config(fakes: dict[str, FakeUpstreamClient], *, providers: dict[str, Any] |
         "observe": {"traces": {"flush_interval_s": 0.01}},
         "resilience": res,
         "admission": admission or {},
+        "guardrails": guardrails or {},
         "providers": prov,
         "models": {
             "pair": pair("pair"),
@@ -108,7 +109,8 @@ def gateway(fakes: dict[str, FakeUpstreamClient], tmp_path: Any
 
 
 def sdk(gw: Running) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=10)
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-on-loopback",
+                         max_retries=0, timeout=10)
 
 
 def calls(f: FakeUpstreamClient) -> int:
@@ -391,6 +393,22 @@ def test_resume_streams_continues_on_another_deployment(
     rec = traces(gw, 1)[0]
     assert rec["status"] == 200 and rec["finish_reason"] == "stop"
     assert outcomes(rec) == [("p/pair-p", "upstream_disconnected"), ("s/pair-s", "ok")]
+
+
+def test_resumed_stream_keeps_masked_values_from_the_next_upstream(
+        gateway: Callable[..., Running], fakes: dict[str, FakeUpstreamClient]) -> None:
+    """The partial answer sent back on resumption is the client's (values
+    restored): the guardrails put the placeholders back before it goes."""
+    gw = gateway(resilience={"resume_streams": True},
+                 guardrails={"input": {"email": "mask"}})
+    fakes["p"].script(default={"disconnect_after_chunks": 2})  # echoes the masked prompt
+    fakes["s"].script(default={"text": " now"})
+    prompt = [{"role": "user", "content": "mail ana@example.com now"}]
+    status, _, events = sse(gw, "pair", prompt)
+    assert status == 200 and text_of(events) == "mail ana@example.com now"
+    sent = fakes["s"].calls()["requests"][-1]["messages"]
+    assert sent[-2] == {"role": "assistant", "content": "mail <EMAIL_1>"}
+    assert "ana@example.com" not in str(sent)
 
 
 # -- fallbacks, degraded answers, honest errors --------------------------------

@@ -248,7 +248,8 @@ def test_hung_upstream_answers_by_the_request_deadline_not_per_attempt(
         "timeouts": {"total_s": 1.5, "first_token_s": 1.5, "request_s": 2},
         "retries": {"max_attempts": 4, "base_delay_s": 0.01, "budget_min_per_s": 100}})
     with run_gateway(config, tmp_path) as gw:
-        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=30)
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-on-loopback",
+                               max_retries=0, timeout=30)
         for stream in (False, True):
             t0 = time.monotonic()
             with pytest.raises(openai.APIStatusError) as e:

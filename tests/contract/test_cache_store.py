@@ -329,6 +329,49 @@ async def test_stats_count_entries_vectors_and_hits(make_store: MakeStore) -> No
 
 # -- the shared store only: what one replica does, every replica sees --
 
+# -- quarantine (the quality loop: seawall/quality/loop.py) --
+
+async def test_quarantined_entries_are_marked_kept_and_not_replaced(
+        make_store: MakeStore) -> None:
+    store = await make_store()
+    rng = np.random.default_rng(3)
+    v = unit(rng)[0]
+    first, second = entry("a", vector=v), entry("b")
+    first.trace_id, second.trace_id = "trace-a", "trace-b"
+    await store.put(first)
+    await store.put(second)
+    a = await store.get(key("a"), time.time(), None)
+    assert a is not None and a.quarantined is None
+    # By the request that produced it (a miss that stored its answer); another
+    # tenant's rating finds nothing; quarantining twice is a no-op.
+    assert await store.quarantine("other", "feedback -1", trace_id="trace-a") == []
+    assert await store.quarantine("t", "feedback -1", trace_id="trace-a") == [a.id]
+    assert await store.quarantine("t", "feedback -1", trace_id="trace-a") == []
+    got = await store.get(key("a"), time.time(), None)
+    assert got is not None and got.quarantined == "feedback -1"
+    found = await store.nearest(b"S" * 16, v, 5, 0.5, time.time(), None)
+    assert [(x.id, x.quarantined) for x in found] == [(a.id, "feedback -1")]
+    # A new answer for the quarantined key is not stored over it.
+    again = entry("a", vector=v)
+    again.completion = {"id": "fresh"}
+    await store.put(again)
+    got = await store.get(key("a"), time.time(), None)
+    assert got is not None and got.completion["id"] == "a" and got.quarantined
+    # By entry id (a hit's record names the entry served).
+    b = await store.get(key("b"), time.time(), None)
+    assert b is not None
+    assert await store.quarantine("t", "judge helpfulness 1/5", entry_id=b.id) == [b.id]
+    assert (await store.stats())["quarantined"] == 2
+    # Released: served again, and replaceable again.
+    assert await store.release(a.id) == "t" and await store.release(a.id) is None
+    got = await store.get(key("a"), time.time(), None)
+    assert got is not None and got.quarantined is None
+    await store.put(again)
+    got = await store.get(key("a"), time.time(), None)
+    assert got is not None and got.completion["id"] == "fresh"
+    assert await store.quarantine("t", "x") == []  # nothing named: nothing done
+
+
 async def test_replicas_share_entries_and_purges(pg_url: str) -> None:
     from seawall.cache.pg_store import PostgresCacheStore
     from seawall.config import StoreSettings
@@ -352,6 +395,11 @@ async def test_replicas_share_entries_and_purges(pg_url: str) -> None:
         while not two.may_have_scope(b"S" * 16):
             assert time.monotonic() < deadline, "the other replica's scope never showed"
             await asyncio.sleep(0.05)
+        assert got.quarantined is None
+        assert await one.quarantine("t", "feedback -1", entry_id=got.id) == [got.id]
+        again = await two.get(key("a"), time.time(), None)  # quarantined everywhere at once
+        assert again is not None and again.quarantined == "feedback -1"
+        assert await two.release(got.id)
         assert await two.purge(Purge(tenant="t")) == 1  # purged through the other one
         assert await one.get(key("a"), time.time(), None) is None
         assert await one.nearest(b"S" * 16, v, 5, 0.5, time.time(), None) == []

@@ -43,6 +43,15 @@ async def test_compare_and_set_on_the_revision(store: Store) -> None:
     assert await store.save_experiment_state("d", {"step": 0}) == 1
 
 
+async def test_internal_rows_are_kept_but_never_listed(store: Store) -> None:
+    """The arm salt (seawall/experiments/service.py) must not leak through a listing."""
+    assert await store.save_experiment_state("_seawall_salt", {"salt": "s" * 64},
+                                             expect_revision=0) == 1
+    assert await store.experiment_state("_seawall_salt") == ({"salt": "s" * 64}, 1)
+    await store.save_experiment_state("c", {"step": 1})
+    assert await store.experiment_states() == {"c": {"step": 1}}
+
+
 async def test_an_older_sqlite_database_gains_the_revision(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:

@@ -323,7 +323,7 @@ async def test_budget_stage_refuses_with_the_limit_and_the_reset(backend: Backen
     await stage.before(ctx)
     answered(ctx, reg, 10, 300)  # $0.61
     await stage.after(ctx)
-    assert await stage.budgets.spent(stage.limits(ctx)[0]) == (pytest.approx(0.61), 0.0)
+    assert await stage.budgets.spent((await stage.limits(ctx))[0]) == (pytest.approx(0.61), 0.0)
     with pytest.raises(BudgetExceeded) as e:
         await stage.before(chat(k, max_tokens=200))  # ~$0.41 more would pass $1
     err = e.value
@@ -344,7 +344,7 @@ async def test_budget_stage_releases_a_failed_request(backend: Backend) -> None:
     with pytest.raises(BudgetExceeded, match="tenant 'acme'"):
         await stage.before(chat(key("b"), max_tokens=200))
     await stage.after(ctx)  # no deployment answered: nothing spent, all released
-    assert await stage.budgets.spent(stage.limits(ctx)[0]) == (0.0, 0.0)
+    assert await stage.budgets.spent((await stage.limits(ctx))[0]) == (0.0, 0.0)
     await stage.before(chat(key("b"), max_tokens=200))
 
 
@@ -369,7 +369,7 @@ async def test_settling_survives_the_request_being_cancelled(backend: Backend) -
     with pytest.raises(asyncio.CancelledError):
         await settling
     await asyncio.sleep(0.2)
-    spent, reserved = await stage.budgets.spent(stage.limits(ctx)[0])
+    spent, reserved = await stage.budgets.spent((await stage.limits(ctx))[0])
     assert ctx.spend is not None and ctx.spend.real == (ctx.spend.prompt_estimate, 3)
     assert reserved == 0
     assert spent == pytest.approx((ctx.spend.prompt_estimate or 0) * 0.001 + 3 * 0.002)

@@ -319,3 +319,17 @@ def test_lines_run_as_the_creating_key_and_stop_when_it_is_revoked(
 
 async def _read(gw: Running, file_id: str) -> bytes:
     return b"".join([p async for p in gw.services.batch_store.read_file(file_id)])
+
+
+def test_files_and_batches_routes_are_rate_limited_and_carry_a_request_id(gw: Running) -> None:
+    """Like RAG and admin routes: the key's rpm counts these requests too."""
+    secret = "sk-sw-" + uuid.uuid4().hex
+    gw.on_server(gw.services.store.create_key(ApiKey(
+        id="key_" + uuid.uuid4().hex[:8], name="limited", tenant="limited",
+        key_hash=hash_key(secret), prefix=secret[:10], rpm=2, created_at=time.time())))
+    auth = {"authorization": f"Bearer {secret}"}
+    got = [httpx.get(gw.url + path, headers=auth)
+           for path in ("/v1/files", "/v1/batches", "/v1/files")]
+    assert [r.status_code for r in got] == [200, 200, 429], [r.text for r in got]
+    assert all(r.headers.get("x-request-id") for r in got)
+    assert got[2].json()["error"]["code"] == "rate_limit_exceeded"

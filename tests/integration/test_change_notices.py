@@ -104,11 +104,11 @@ def test_a_key_revoked_through_one_replica_is_refused_by_the_other(
         took = _refused_within(gw2, secret, BOUND_S)
         assert took is not None, f"replica 2 still honours the key after {BOUND_S}s"
         print(f"replica 2 refused the revoked key after {took * 1000:.0f} ms")
-        # Only the master key may revoke; an unknown key is a 404.
+        # An app key may not revoke (403 naming the scope); an unknown key is a 404.
         _, other = _make_key(gw1)
         r = httpx.post(f"{gw1.url}/admin/keys/{key_id}/revoke",
                        headers={"authorization": f"Bearer {other}"})
-        assert r.status_code == 401
+        assert r.status_code == 403 and "'admin:keys'" in r.text
         r = httpx.post(f"{gw1.url}/admin/keys/{key_id}/revoke",
                        headers={"authorization": f"Bearer {MASTER}"})
         assert r.status_code == 404  # already revoked
@@ -131,6 +131,42 @@ def test_a_key_revoked_with_the_cli_is_refused_by_every_replica(
         assert "servers refuse it now" in out.stdout
         for gw in (gw1, gw2):
             assert _refused_within(gw, secret, BOUND_S) is not None
+
+
+def test_a_key_rotated_through_one_replica_drops_the_old_secret_on_the_other(
+        upstream: FakeUpstreamClient, redis_url: str, tmp_path: Path) -> None:
+    upstream.script(default={})
+    one, two = _pair(upstream, redis_url, tmp_path)
+    with run_gateway(one, tmp_path) as gw1, run_gateway(two, tmp_path) as gw2:
+        key_id, secret = _make_key(gw1)
+        assert _ask(gw1, secret) == 200 and _ask(gw2, secret) == 200  # both cache the key
+        r = httpx.post(f"{gw1.url}/admin/keys/{key_id}/rotate", json={"grace": "0s"},
+                       headers={"authorization": f"Bearer {MASTER}"})
+        assert r.status_code == 200
+        assert _ask(gw1, secret) == 401  # the replica that rotated: at once
+        assert _refused_within(gw2, secret, BOUND_S) is not None, "old secret still honoured"
+        assert _ask(gw2, r.json()["secret"]) == 200
+
+
+def test_a_tenant_budget_set_with_the_cli_applies_on_every_replica(
+        upstream: FakeUpstreamClient, redis_url: str, tmp_path: Path) -> None:
+    upstream.script(default={})
+    one, two = _pair(upstream, redis_url, tmp_path)
+    with run_gateway(one, tmp_path) as gw1, run_gateway(two, tmp_path) as gw2:
+        _, secret = _make_key(gw1)  # tenant "team"
+        assert _ask(gw1, secret) == 200 and _ask(gw2, secret) == 200
+        path = tmp_path / "seawall.yaml"
+        path.write_text(yaml.safe_dump(one))
+        out = subprocess.run([sys.executable, "-m", "seawall.cli", "tenants", "budget", "team",
+                              "--usd", "0", "-c", str(path)], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "SEAWALL_CONFIG": ""})
+        assert out.returncode == 0, out.stderr
+        assert "servers apply it now" in out.stdout
+        for gw in (gw1, gw2):  # a $0 budget: spent from the first request
+            t0 = time.monotonic()
+            while _ask(gw, secret) != 429 and time.monotonic() - t0 < BOUND_S:
+                time.sleep(0.02)
+            assert _ask(gw, secret) == 429
 
 
 def test_an_upstream_429_cools_the_deployment_down_on_every_replica(

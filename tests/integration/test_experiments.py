@@ -51,7 +51,8 @@ def _config(upstream: FakeUpstreamClient, flaky: FakeUpstreamClient,
 
 
 def _ask(gw: Running, user: str | None = None) -> tuple[int, dict[str, str]]:
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=10)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-on-loopback",
+                           max_retries=0, timeout=10)
     kw: dict[str, Any] = {"user": user} if user else {}
     try:
         raw = client.chat.completions.with_raw_response.create(
@@ -159,7 +160,7 @@ def test_prompt_version_arms(upstream: FakeUpstreamClient, flaky: FakeUpstreamCl
         prompts = gw.services.prompts
         prompts.push("greet", {"template": "Be brief."})
         prompts.push("greet", {"template": "Be warm and brief."}, labels=["staging"])
-        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-on-loopback", max_retries=0)
         seen = {}
         for i in range(16):
             raw = client.chat.completions.with_raw_response.create(

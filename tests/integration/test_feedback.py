@@ -118,8 +118,10 @@ def _whole_flow(gw: Running, data_dir: Path, **store: Any) -> None:
         -1.0, "wrong after all", [])
     assert fb["u2"]["score"] == 0.5 and fb["u2"]["tenant"] == "alice"
     assert _cli_show(data_dir, rid, **store) == doc
-    # Only the master key reads whole records.
-    assert _trace(gw, rid, alice).status_code == 401
+    # Only the master key (or a tenant_admin key of the tenant) reads whole
+    # records; an app key is refused with the scope it lacks (403).
+    denied = _trace(gw, rid, alice)
+    assert denied.status_code == 403 and "'admin:traces'" in denied.text
     assert _trace(gw, "0" * 32).status_code == 404
 
 

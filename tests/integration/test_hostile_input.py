@@ -365,3 +365,22 @@ def test_a_big_answer_below_the_caps_is_served_with_counted_usage(
 def test_one_tenant_cannot_take_every_slot(gw: Running) -> None:
     s = gw.services.settings.admission
     assert 0 < s.max_inflight_per_tenant < s.max_inflight
+
+
+def test_an_embeddings_body_over_the_cap_is_a_502(
+        upstream: FakeUpstreamClient, tmp_path: Path) -> None:
+    """The upstream embeddings body is read under the same cap as a chat body."""
+    cfg = _config(upstream.base_url, max_upstream_body_bytes=4096)
+    cfg["models"]["up-embed"] = {"provider": "up", "model": "fake-embedding",
+                                 "kind": "embedding"}
+    with run_gateway(cfg, tmp_path) as small:
+        ok = httpx.post(small.url + "/v1/embeddings", headers=AUTH,
+                        json={"model": "up-embed", "input": ["a", "b"]}, timeout=30)
+        assert ok.status_code == 200 and len(ok.json()["data"]) == 2
+        r = httpx.post(small.url + "/v1/embeddings", headers=AUTH,
+                       json={"model": "up-embed", "input": [f"text {i}" for i in range(200)]},
+                       timeout=30)
+    assert r.status_code == 502, r.text[:300]
+    err = r.json()["error"]
+    assert err["code"] == "upstream_response_too_large"
+    assert "server.max_upstream_body_bytes" in err["message"]

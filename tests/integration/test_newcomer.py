@@ -113,7 +113,8 @@ def test_a_401_on_loopback_says_the_master_key_turned_anonymous_access_off(
         quickstart.chat.completions.create(model="m",
                                            messages=[{"role": "user", "content": "hi"}])
     message = e.value.body["message"]  # type: ignore[index]
-    assert message.startswith("Incorrect API key provided.")
+    # The quickstart's placeholder means "no key" (seawall.pipeline.stages.NO_KEY).
+    assert message.startswith("Missing API key.")
     assert "auth.master_key set, so anonymous loopback access is off" in message
     assert "auth.allow_anonymous_loopback: true" in message
     r = httpx.post(locked.url + "/v1/chat/completions", json={"model": "m", "messages": []})

@@ -41,7 +41,8 @@ def _config(upstream: FakeUpstreamClient, **route: Any) -> dict[str, Any]:
 
 
 def _ask(gw: Running, text: str) -> Any:
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=10)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-on-loopback",
+                           max_retries=0, timeout=10)
     return client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": text}])
 

@@ -45,7 +45,7 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture
 def client(gw: Running, upstream: FakeUpstreamClient) -> openai.OpenAI:
     upstream.reset()
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="anything", max_retries=0)
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-on-loopback", max_retries=0)
 
 
 @pytest.mark.parametrize("model", ["gpt-x", "claude"])

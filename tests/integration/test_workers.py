@@ -46,7 +46,7 @@ def test_workers_share_a_port_are_replaced_when_killed_and_drain_on_sigterm(
                                  store={"kind": "postgres", "url": db},
                                  redis={"url": redis_server.url(9)})
     try:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused-on-loopback", max_retries=0)
         workers = _children(proc.pid)
         assert len(workers) == 2, workers
         for i in range(20):

@@ -13,6 +13,7 @@ from seawall.rag.filters import FilterError, compile_filter
 from seawall.rag.fusion import reciprocal_rank, weighted_scores
 from seawall.rag.index import CollectionIndex
 from seawall.rag.packing import cited_numbers, pack, render
+from seawall.rag.stage import RagState
 from seawall.rag.store import ChunkRow, DocumentInfo, SqliteRagStore
 
 # Fusion.
@@ -118,6 +119,18 @@ def test_render_numbers_sources_and_citations_parse() -> None:
     assert render("{context}", []) == "(no sources found)"
     assert cited_numbers("Plug it in [1], then wait [3][12]. See [x].") == {1, 3, 12}
     assert chosen[0].citation(cited=True)["cited"] is True
+
+
+async def test_answer_citations_of_short_and_long_answers_agree() -> None:
+    """A long answer is scanned on a thread: same result as on the loop."""
+    chosen = pack([(_row(1, "a b", 0, 3), 0.9), (_row(2, "c d", 10, 13), 0.8)], 100, 5, words)
+    state = RagState(collection="c", query="q", top_k=2, sources=chosen, candidates=2,
+                     system="s")
+    short = "see [2]"
+    long = "x" * 200_000 + " see [2]"
+    want = [False, True]
+    assert [c["cited"] for c in await state.answer_citations(short)] == want
+    assert [c["cited"] for c in await state.answer_citations(long)] == want
 
 
 # Store + index.

@@ -1,0 +1,1 @@
+"""The append-only audit log of admin actions (docs/security.md#audit-log)."""

@@ -1,0 +1,123 @@
+"""The judge job on both store backends: sampled answer -> job on the durable
+queue -> verdict from the (in-process, scripted) fake model -> Score row ->
+the quality hook; and a malformed verdict retried, then stored failed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seawall.api.wire import ChatCompletionRequest, convert
+from seawall.config import Settings
+from seawall.jobs.queue import JobState
+from seawall.jobs.runner import JobRunner
+from seawall.observe.metrics import Metrics
+from seawall.observe.records import TraceRecord
+from seawall.pipeline.context import RequestContext
+from seawall.providers.registry import ModelRegistry
+from seawall.quality.judge_call import JUDGE_TENANT, JudgeCaller
+from seawall.quality.judges import KIND, Judges
+from seawall.quality.score_store import Score
+from seawall.routing.router import Router
+from seawall.store.factory import Stores
+from tests.contract.conftest import backend_settings
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _settings(kind: str, tmp: Path, request: pytest.FixtureRequest, verdict: str) -> Settings:
+    pg = request.getfixturevalue("pg_url") if kind == "postgres" else None
+    rd = request.getfixturevalue("redis_url") if kind == "postgres" else None
+    return backend_settings(
+        kind, tmp, pg, rd,
+        providers={"judge": {"type": "fake", "text": verdict}},
+        models={"judge": {"provider": "judge",
+                          "price": {"input_per_mtok": 100.0, "output_per_mtok": 100.0}}},
+        jobs={"backoff_s": 0.0, "poll_s": 0.05},
+        quality={"judges": [{"name": "j", "judge_model": "judge", "sample_rate": 1.0,
+                             "rubrics": ["helpfulness", "groundedness"],
+                             "max_attempts": 2}]})
+
+
+class Hook:
+    def __init__(self) -> None:
+        self.seen: list[Score] = []
+
+    async def on_score(self, score: Score) -> None:
+        self.seen.append(score)
+
+
+def _answer(trace_id: str) -> tuple[RequestContext, TraceRecord]:
+    raw = {"model": "chat", "messages": [{"role": "user", "content": "what is 2+2?"}]}
+    ctx = RequestContext(endpoint="chat.completions", trace_id=trace_id)
+    ctx.raw, ctx.request = raw, convert(raw, ChatCompletionRequest)
+    ctx.gatherer.add({"choices": [{"index": 0, "delta": {"content": "4"}}]})
+    rec = TraceRecord(trace_id=trace_id, endpoint="chat.completions", started_at=0,
+                      tenant="acme", model="chat", experiment="exp=b")
+    return ctx, rec
+
+
+async def _judge_one_answer(settings: Settings) -> tuple[list[Score], Hook, Any]:
+    stores = Stores(settings)
+    await stores.open()
+    queue, scores = stores.jobs(), stores.scores()
+    await queue.open()
+    await scores.open()
+    registry = ModelRegistry(settings)
+    await registry.start()
+    hook = Hook()
+    judges = Judges(settings.quality, queue, scores,
+                    JudgeCaller(registry, Router(registry, settings.resilience)), None,
+                    Metrics(), hook)
+    runner = JobRunner(queue, settings.jobs, Metrics())
+    runner.register(KIND, judges.run)
+    try:
+        judges.consider(*_answer("trace-1"))
+        await judges.flush()
+        await runner.start()
+
+        async def finished() -> Any:
+            while True:
+                job = await queue.get("judge_trace-1", JUDGE_TENANT)
+                if job is not None and job.state in (JobState.SUCCEEDED, JobState.DEAD):
+                    return job
+                await asyncio.sleep(0.05)
+
+        job = await asyncio.wait_for(finished(), 30)
+        return await scores.for_trace("trace-1"), hook, job
+    finally:
+        await runner.stop(drain_s=0)
+        await registry.close()
+        await queue.close()
+        await scores.close()
+        await stores.close()
+
+
+async def test_a_verdict_becomes_a_score_and_reaches_the_hook(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    settings = _settings(kind, tmp_path, request, 'ok: {"score": 5, "reasoning": "right"}')
+    stored, hook, job = await _judge_one_answer(settings)
+    [s] = stored  # groundedness: no sources, not applicable, not stored
+    assert (s.judge, s.rubric, s.score, s.reasoning, s.status) == (
+        "j", "helpfulness", 5.0, "right", "ok")
+    assert (s.tenant, s.model, s.experiment, s.judge_model) == ("acme", "chat", "exp=b", "judge")
+    assert s.cost_usd > 0
+    assert hook.seen == [s]
+    assert job.state is JobState.SUCCEEDED and job.tenant == JUDGE_TENANT
+    assert job.result["scores"] == {"j/helpfulness": "ok", "j/groundedness": "not_applicable"}
+
+
+async def test_a_malformed_verdict_is_retried_then_stored_failed(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    settings = _settings(kind, tmp_path, request, "five stars")
+    stored, hook, job = await _judge_one_answer(settings)
+    [s] = stored
+    assert s.status == "failed" and s.score is None and s.attempts == 2
+    assert "malformed verdict" in (s.reasoning or "")
+    assert hook.seen == [s] and job.state is JobState.SUCCEEDED
