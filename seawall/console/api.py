@@ -24,6 +24,7 @@ from seawall.api.admin_routes import _serve as serve_admin
 from seawall.api.admin_routes import serve_tenant_admin
 from seawall.api.http import json_response, read_body
 from seawall.api.wire import convert, decode_json_object
+from seawall.audit.model import ALL_TENANTS
 from seawall.console.queries import TraceFilter
 from seawall.console.session import CSRF_HEADER
 from seawall.errors import InvalidRequest
@@ -69,6 +70,10 @@ async def prompt_rollback(request: Request) -> Response:
             raise InvalidRequest(str(e), code="rollback_refused") from None
         svc.prompts.invalidate()
         await svc.bus.publish({"kind": "prompt_label", "prompt": name})
+        await svc.audit.record(request.state.ctx, "prompt.rollback", tenant=ALL_TENANTS,
+                               target=f"{name}:{req.label}",
+                               before={"version": move.from_version},
+                               after={"version": move.to_version})
         return json_response(dataclasses.asdict(move))
     return await serve_admin(request, "admin.prompts.rollback", handle)
 
