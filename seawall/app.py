@@ -33,6 +33,7 @@ from seawall.api import (
     responses_routes,
 )
 from seawall.api.http import LiveStreams, error_response
+from seawall.audit.config_changes import record_config_changes
 from seawall.audit.record import Auditor
 from seawall.batches.service import KIND as BATCH_KIND
 from seawall.batches.service import BatchService
@@ -336,6 +337,7 @@ class Services:
         if self.quality is not None:
             await self.quality.start()
         await self.audit.open()
+        await record_config_changes(self.settings, self.audit)
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
         await self.jobs.open()

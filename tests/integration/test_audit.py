@@ -288,3 +288,42 @@ def test_an_unrecordable_cli_action_fails_and_a_new_key_is_taken_back(tmp_path: 
     r = sw(conf, "keys", "revoke", "first", ok=False)
     assert r.returncode == 1 and "key.revoke was applied" in r.stderr
     assert '"action":"key.revoke"' in r.stderr and "audit write failed" in r.stderr
+
+
+def test_config_file_changes_are_audited_at_start(tmp_path: Path) -> None:
+    """Experiments and guardrails change by editing the config file: each start
+    records a section that changed since the last recorded one, once."""
+    base: dict[str, Any] = {
+        "auth": {"master_key": "sk-master-config-audit"},
+        "providers": {"fake": {"type": "fake"}},
+        "models": {"echo": {"provider": "fake"}, "next": {"provider": "fake"}},
+        "experiments": {"ab": {"model": "echo", "variants": [
+            {"name": "a", "weight": 90}, {"name": "b", "model": "next", "weight": 10}]}},
+    }
+
+    def rows(gw: Running, action: str) -> list[Any]:
+        r = httpx.get(gw.url + "/admin/audit", params={"action": action}, timeout=10,
+                      headers={"authorization": "Bearer sk-master-config-audit"})
+        assert r.status_code == 200, r.text
+        return r.json()["data"]
+
+    with run_gateway(base, tmp_path) as gw:
+        [first] = rows(gw, "experiment.config")
+        assert first["actor"]["id"] == "config-file" and first["source"] == "startup"
+        assert first["before"] is None
+        assert first["after"]["experiments"]["ab"]["variants"][0]["weight"] == 90
+        models = rows(gw, "model.config")
+        assert len(models) == 1
+        assert rows(gw, "guardrail.config") == []  # still the defaults: nothing recorded
+    with run_gateway(base, tmp_path) as gw:  # the same file: nothing new
+        assert len(rows(gw, "experiment.config")) == 1
+    changed = json.loads(json.dumps(base))
+    changed["experiments"]["ab"]["variants"][0]["weight"] = 50
+    changed["guardrails"] = {"input": {"email": "block"}}
+    with run_gateway(changed, tmp_path) as gw:
+        latest, _ = rows(gw, "experiment.config")
+        assert latest["before"]["experiments"]["ab"]["variants"][0]["weight"] == 90
+        assert latest["after"]["experiments"]["ab"]["variants"][0]["weight"] == 50
+        [guard] = rows(gw, "guardrail.config")
+        assert guard["after"]["guardrails"]["input"] == {"email": "block"}
+        assert len(rows(gw, "model.config")) == 1  # unchanged
