@@ -275,7 +275,15 @@ async def prompts(request: Request, svc: Services, ident: Identity) -> Response:
 
 
 async def quality(request: Request, svc: Services, ident: Identity) -> Response:
-    return render(request, "quality.html", ident, active="quality")
+    """The quality evaluator's last round (SLOs with budget and burn rates,
+    drift per model x prompt version) and the alert states: read, never
+    recomputed, so the page costs nothing however much traffic there is."""
+    q = svc.settings.quality
+    last = svc.quality.last if svc.quality is not None else None
+    alerts = await svc.slo_store.alerts() if (q.slos or q.drift.enabled) else []
+    return render(request, "quality.html", ident, active="quality",
+                  configured=bool(q.slos or q.judges or q.drift.enabled), last=last,
+                  judges=[j.name for j in q.judges], alerts=alerts[:50])
 
 
 async def home(request: Request) -> Response:

@@ -47,7 +47,7 @@ def _config(fake: FakeUpstreamClient, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _ask(url: str, n: int, *, stream: bool = False, key: str = "unused") -> list[str]:
+def _ask(url: str, n: int, *, stream: bool = False, key: str = "unused-on-loopback") -> list[str]:
     """``n`` requests with the official SDK; their request ids. Any error fails."""
     client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=30)
     ids = []

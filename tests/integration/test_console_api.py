@@ -5,6 +5,7 @@ redirects to sign-in, every response carries the CSP."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -92,3 +93,33 @@ def test_pages_redirect_to_sign_in_with_the_csp(gw: Running) -> None:
     # Only console paths are followed after sign-in: no open redirect.
     r = httpx.get(gw.url + "/ui/signin?next=//evil.example/x", timeout=30)
     assert 'name="next" value="/ui/overview"' in r.text
+
+
+def test_the_quality_page_shows_slos_and_alerts_or_what_enables_them(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Anonymous loopback (the laptop setup) opens the console straight away."""
+    base = {"auth": {"allow_anonymous_loopback": True}, "providers": {"fake": {"type": "fake"}},
+            "models": {"echo": {"provider": "fake"}}}
+    with run_gateway(base, tmp_path_factory.mktemp("q0")) as plain:
+        page = httpx.get(plain.url + "/ui/quality", timeout=30)
+        assert page.status_code == 200 and "quality.slos" in page.text
+        assert 'id="slos"' not in page.text
+    slo = {"name": "up", "kind": "availability", "objective": 0.99, "period_s": 3600,
+           "model": "echo"}
+    with run_gateway({**base, "quality": {"interval_s": 0.1, "drift": {"enabled": False},
+                                          "slos": [slo]}},
+                     tmp_path_factory.mktemp("q1")) as gw:
+        for _ in range(3):
+            r = httpx.post(gw.url + "/v1/chat/completions", timeout=30, json={
+                "model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200
+        deadline = time.monotonic() + 30
+        while True:
+            gw.on_server(gw.services.writer.flush())
+            page = httpx.get(gw.url + "/ui/quality", timeout=30)
+            if "3 (0)" in page.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert page.status_code == 200 and 'id="slos"' in page.text
+        assert ">up<" in page.text and "3 (0)" in page.text  # 3 events, none bad
+        assert "100.0%" in page.text  # the whole error budget left

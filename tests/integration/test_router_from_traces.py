@@ -48,7 +48,7 @@ def test_router_trains_on_rated_and_judged_answers_of_the_cheap_model(
     config = _config(upstream, tmp_path)
     prompts = [(t.format(n), 1 if t in EASY else -1) for t in EASY + HARD for n in NAMES]
     with run_gateway(config, tmp_path) as gw:
-        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-on-loopback", max_retries=0)
         answered = []
         for text, rating in prompts:
             raw = client.chat.completions.with_raw_response.create(
