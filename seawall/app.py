@@ -43,6 +43,7 @@ from seawall.config import Settings
 from seawall.console import api as console_api
 from seawall.console import routes as console_routes
 from seawall.console.bridge import ConsoleBridge
+from seawall.console.keyauth import ConsoleKeys
 from seawall.console.service import Console
 from seawall.errors import InvalidRequest, NotFound, SeawallError
 from seawall.experiments.service import Experiments
@@ -156,6 +157,9 @@ class Services:
         self.feedback = self.stores.feedback()
         # The web console at /ui (docs/console.md): its reads, rollups and sessions.
         self.console = Console(settings, self.stores.pg)
+        # Console sessions of virtual keys act as their key (seawall/console/keyauth.py).
+        self.console_keys = ConsoleKeys(self.console.secret, self.auth)
+        self.auth.console = self.console_keys.from_token
         # Alerts to webhooks (any part may send one) and the quality evaluator:
         # SLOs, drift (docs/quality.md).
         self.slo_store = self.stores.slo_store()
@@ -506,4 +510,5 @@ def create_app(settings: Settings) -> ConsoleBridge:
     # The console at /ui is an app of its own; a signed-in console calls the
     # public API with its session (seawall/console/bridge.py).
     console = console_routes.console_app(app.state) if settings.console.enabled else None
-    return ConsoleBridge(fast, console, services.console.sessions, settings.auth.master_key)
+    return ConsoleBridge(fast, console, services.console.sessions, settings.auth.master_key,
+                         services.console_keys)

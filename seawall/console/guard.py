@@ -1,25 +1,29 @@
 """Who may see what in the console: one permission check for every page
 and action, and the security headers every console response carries.
 
-The scope each page needs is written once, in ``SCOPES``. Until the scopes
-branch lands, the check is the admin API's (seawall/api/admin_routes.py):
-the master key (role operator) or anonymous loopback; a tenant admin (a key
-with admin scopes, later) will see its own tenant only, as a filter forced
-from the identity (``Identity.tenant``), never from the URL.
+The scope each page needs is written once, in ``SCOPES``, and checked as
+the API checks it (seawall/pipeline/permissions.py): the operator (master
+key, anonymous loopback) holds every scope; a key's session holds its key's
+scopes, read again on every page (``key_of``), for its own tenant only: a
+filter forced from the identity (``Identity.tenant``), never from the URL.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from seawall.console.session import COOKIE, Identity, Sessions, cookie_value
 from seawall.errors import SeawallError
+from seawall.pipeline.permissions import scopes_of
 from seawall.pipeline.stages import is_loopback
+from seawall.store.base import ApiKey
 
 if TYPE_CHECKING:
     from seawall.config import Settings
+    from seawall.console.keyauth import ConsoleKeys
 
 # The scope each console page or action needs (wave-3 vocabulary).
 SCOPES = {
@@ -52,13 +56,25 @@ class Forbidden(SeawallError):
     code = "forbidden"
 
 
-def allowed(ident: Identity, scope: str) -> bool:
-    """Whether ``ident`` holds ``scope``. Operators (master key, anonymous
-    loopback) hold every scope; a tenant admin holds every admin scope and
-    chat, for its own tenant (the lead switches this to the scopes module)."""
-    if ident.role == "operator":
-        return True
-    return ident.role == "tenant_admin" and (scope.startswith("admin:") or scope == "chat")
+def allowed(ident: Identity, scope: str, key: ApiKey | None = None) -> bool:
+    """Whether ``ident`` holds ``scope``: the operator (master key, anonymous
+    loopback) every scope; a key's session the scopes of its key as it is
+    now (``key``, from :func:`key_of`), as the API's permission check."""
+    if not ident.is_key:
+        return ident.role == "operator"
+    return key is not None and scope in scopes_of(key)
+
+
+async def key_of(ident: Identity, keys: ConsoleKeys) -> tuple[Identity, ApiKey | None] | None:
+    """For a key's session, the key as it is now (and the identity with the
+    key's tenant); None when the session has ended (revoked, expired, rotated
+    out, no admin scope left). Other sessions pass through with no key."""
+    if not ident.is_key:
+        return ident, None
+    key = await keys.current(ident.sub, ident.kf)
+    if key is None:
+        return None
+    return dataclasses.replace(ident, tenant=key.tenant), key
 
 
 def identify(request: Request, sessions: Sessions, settings: Settings) -> Identity | None:

@@ -10,7 +10,6 @@ an answer, chat) are calls from the page to the public HTTP API itself
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,7 +25,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from seawall.api.http import read_body
-from seawall.console.guard import SCOPES, SECURITY_HEADERS, allowed, identify
+from seawall.console.guard import SCOPES, SECURITY_HEADERS, allowed, identify, key_of
+from seawall.console.keyauth import may_sign_in
 from seawall.console.queries import RANGES, TraceFilter
 from seawall.console.session import (
     COOKIE,
@@ -38,7 +38,11 @@ from seawall.console.session import (
     csrf_ok,
 )
 from seawall.errors import SeawallError
-from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX
+from seawall.pipeline.budget_admin import key_limit, spend_line
+from seawall.pipeline.context import RequestContext
+from seawall.pipeline.permissions import DEFAULT_APP_SCOPES, MASTER, scopes_of
+from seawall.pipeline.permissions import SCOPES as PERMISSION_SCOPES
+from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX, AuthStage, hash_key
 from seawall.quality.trace_view import trace_with_feedback
 
 if TYPE_CHECKING:
@@ -121,10 +125,19 @@ def page(name: str, handler: Page) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         svc = _svc(request)
         ident = identify(request, svc.console.sessions, svc.settings)
-        if ident is None:
-            target = "/ui/signin?" + urlencode({"next": request.url.path})
-            return _finish(request, RedirectResponse(target, status_code=303), None)
-        if not allowed(ident, scope):
+        current = await key_of(ident, svc.console_keys) if ident is not None else None
+        if current is None:
+            query = {"next": request.url.path}
+            if ident is not None:  # a key's session whose key was revoked, expired...
+                query["ended"] = "1"
+            target = "/ui/signin?" + urlencode(query)
+            response = RedirectResponse(target, status_code=303)
+            if ident is not None:
+                response.headers.append("set-cookie",
+                                        cookie_header(COOKIE, "", 0, _secure(request)))
+            return _finish(request, response, None)
+        ident, key = current
+        if not allowed(ident, scope, key):
             return render(request, "error.html", ident, status=403, active=name,
                           message=f"This page needs the {scope} scope.")
         try:
@@ -147,7 +160,9 @@ def _next(value: str | None) -> str:
 async def signin_form(request: Request) -> Response:
     svc = _svc(request)
     token = svc.console.sessions.pre_token()
-    response = render(request, "signin.html", None, pre=token, error=None,
+    ended = request.query_params.get("ended") == "1"
+    response = render(request, "signin.html", None, pre=token,
+                      error=ENDED if ended else None,
                       next=_next(request.query_params.get("next")))
     response.headers.append("set-cookie", cookie_header(PRE_COOKIE, token, 900,
                                                         _secure(request)))
@@ -164,14 +179,8 @@ async def signin(request: Request) -> Response:
         return _finish(request, HTMLResponse("Sign-in form expired or forged (CSRF); reload "
                                              "the sign-in page.", status_code=403), None)
     secret = (form.get("key") or "").strip()
-    master = svc.settings.auth.master_key
-    ident = None
-    if master and secret and hmac.compare_digest(secret.encode(), master.encode()):
-        ident = sessions.new("operator", "operator", None)
+    ident, why = await _signed_in(request, svc, secret)
     if ident is None:
-        why = ("Keys made with `seawall keys create` cannot sign in to the console yet (they "
-               "need an admin scope); use the master key." if
-               secret.startswith(VIRTUAL_KEY_PREFIX) else "That key is not the master key.")
         token = sessions.pre_token()
         response = render(request, "signin.html", None, status=401, pre=token, error=why,
                           next=nxt)
@@ -183,6 +192,38 @@ async def signin(request: Request) -> Response:
         COOKIE, sessions.cookie(ident), int(svc.settings.console.session_ttl_s),
         _secure(request)))
     return _finish(request, response, None)
+
+
+ENDED = "Your session has ended: its key was revoked, expired or rotated out. Sign in again."
+
+
+async def _signed_in(request: Request, svc: Services, secret: str
+                     ) -> tuple[Identity | None, str]:
+    """Check ``secret`` as the API does (seawall/pipeline/stages.py AuthStage):
+    the master key, or a virtual key holding an admin scope. The session
+    remembers a key by id and fingerprint, never the secret."""
+    if not secret or AuthStage.secret_of("Bearer " + secret) is None:
+        return None, "Enter the master key or an admin key."
+    ctx = RequestContext(endpoint="console.signin", authorization="Bearer " + secret,
+                         client_host=request.client.host if request.client else None)
+    try:
+        await svc.auth.before(ctx)
+    except SeawallError as e:
+        if not secret.startswith(VIRTUAL_KEY_PREFIX):
+            return None, "That key is not the master key."
+        return None, e.message
+    sessions = svc.console.sessions
+    key = ctx.key
+    if key is MASTER:
+        return sessions.new("operator", "operator", None), ""
+    if key is None:  # not reachable with a non-empty secret; refuse rather than assume
+        return None, "That key is not the master key."
+    if not may_sign_in(key):
+        return None, (f"The key {key.name!r} (role {key.role}) holds no admin scope "
+                      f"({', '.join(scopes_of(key)) or 'none'}), so it cannot sign in to the "
+                      "console; use a tenant_admin key or the master key.")
+    return sessions.new(key.id, key.role, key.tenant, name=key.name,
+                        kf=svc.console_keys.fingerprint(hash_key(secret))), ""
 
 
 async def signout(request: Request) -> Response:
@@ -260,11 +301,26 @@ async def playground(request: Request, svc: Services, ident: Identity) -> Respon
                   replay=replay, scale_min=scale.min, scale_max=scale.max)
 
 
+MAX_SPEND_ROWS = 200  # keys whose spend the page reads (one budget read each)
+
+
 async def keys(request: Request, svc: Services, ident: Identity) -> Response:
-    rows = await svc.store.list_keys(include_revoked=False)
-    if ident.tenant is not None:
-        rows = [k for k in rows if k.tenant == ident.tenant]
-    return render(request, "keys.html", ident, active="keys", keys=rows)
+    """Active keys (a tenant's view: its own), each key's own budget with its
+    spend this period (as ``GET /admin/keys/{id}``), and the form that makes
+    a key through ``POST /admin/keys`` (static/keys.js)."""
+    rows = await svc.store.list_keys(include_revoked=False, tenant=ident.tenant)
+    spend: dict[str, dict[str, Any]] = {}
+    for k in rows:
+        lim = key_limit(k)
+        if lim is not None and len(spend) < MAX_SPEND_ROWS:
+            spend[k.id] = await spend_line(svc.budgets, lim)
+    held: tuple[str, ...] = PERMISSION_SCOPES  # what the signed-in identity may grant
+    if ident.is_key:
+        me = await svc.auth.key_by_id(ident.sub)
+        held = scopes_of(me) if me is not None else ()
+    return render(request, "keys.html", ident, active="keys", keys=rows, spend=spend,
+                  scopes=held, default_scopes=DEFAULT_APP_SCOPES,
+                  models=sorted(svc.settings.models) + sorted(svc.settings.routes))
 
 
 async def prompts(request: Request, svc: Services, ident: Identity) -> Response:

@@ -44,7 +44,8 @@ class Console:
     def __init__(self, settings: Settings, pg: Postgres | None) -> None:
         self.settings = settings
         self.pg = pg
-        self.sessions = Sessions(session_secret(settings), settings.console.session_ttl_s)
+        self.secret = session_secret(settings)
+        self.sessions = Sessions(self.secret, settings.console.session_ttl_s)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one statement at a time on the SQLite connection
         self.queries = TraceQueries(self._fetch, pg is not None, settings.console.scan_rows)

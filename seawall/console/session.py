@@ -1,6 +1,7 @@
 """Console sign-in: a signed session cookie and its CSRF token.
 
-The cookie holds who signed in (``sub``, ``role``, ``tenant``), when it
+The cookie holds who signed in (``sub``, ``role``, ``tenant``; for a key,
+its id and a fingerprint, never the secret: seawall/console/keyauth.py), when it
 expires and a random CSRF token, signed with HMAC-SHA256; nothing secret is
 in it. Every replica derives the same signing secret (``console.session_secret``,
 else from ``auth.master_key``, else a random one kept in ``data_dir``), so a
@@ -34,11 +35,18 @@ MAX_COOKIE = 4096
 class Identity:
     """Who is using the console. ``tenant`` None: every tenant (the operator)."""
 
-    sub: str  # "operator" (master key), "anonymous" (loopback), or a key id later
-    role: str  # operator | tenant_admin
+    sub: str  # "operator" (master key), "anonymous" (loopback), or a key id
+    role: str  # operator | tenant_admin | app (a key with an admin scope)
     tenant: str | None
     csrf: str
     exp: float
+    name: str = ""  # a key's name, for the page header
+    kf: str = ""  # a key's fingerprint (seawall/console/keyauth.py); "" for the operator
+
+    @property
+    def is_key(self) -> bool:
+        """Signed in with a virtual key (checked again on every use)."""
+        return bool(self.kf)
 
     @property
     def anonymous(self) -> bool:
@@ -88,9 +96,10 @@ class Sessions:
     def _mac(self, payload: bytes) -> str:
         return _b64(hmac.new(self._secret, payload, hashlib.sha256).digest())
 
-    def new(self, sub: str, role: str, tenant: str | None) -> Identity:
+    def new(self, sub: str, role: str, tenant: str | None, name: str = "",
+            kf: str = "") -> Identity:
         return Identity(sub=sub, role=role, tenant=tenant, csrf=secrets.token_urlsafe(24),
-                        exp=time.time() + self.ttl_s)
+                        exp=time.time() + self.ttl_s, name=name, kf=kf)
 
     def cookie(self, ident: Identity) -> str:
         payload = orjson.dumps(asdict(ident))

@@ -39,6 +39,9 @@ from seawall.routing.router import Router
 from seawall.store.base import ApiKey, KeyStore
 
 VIRTUAL_KEY_PREFIX = "sk-sw-"
+# The credential the console's bridge adds for a key's session: minted and
+# checked in-process only (seawall/console/keyauth.py), never sent to a browser.
+CONSOLE_TOKEN_PREFIX = "swc-"
 ANONYMOUS_TENANT = "anonymous"
 # What a client sends to mean "no key" (the official SDKs refuse an empty
 # one): anonymous on loopback when allowed, else a 401 "Missing API key".
@@ -86,6 +89,11 @@ class AuthStage:
         self.settings = settings
         self.keys = keys
         self._cache: dict[str, tuple[ApiKey | None, float, float]] = {}
+        # Keys by id, for console sessions (which hold a key id, never a secret).
+        self._by_id: dict[str, tuple[ApiKey | None, float]] = {}
+        # Resolves a console session's credential (seawall/console/keyauth.py,
+        # set by the app): the key it acts as, or None when the session ended.
+        self.console: Callable[[str], Awaitable[ApiKey | None]] | None = None
         # Bumped by every revocation notice: a lookup begun before it must not
         # put back what the notice dropped.
         self._epoch = 0
@@ -96,6 +104,7 @@ class AuthStage:
         key now rather than when its cache entry expires."""
         self._epoch += 1
         key_id = event.get("id")
+        self._by_id.pop(str(key_id), None)
         for h, (key, _, _) in list(self._cache.items()):
             if key is not None and key.id == key_id:
                 del self._cache[h]
@@ -105,6 +114,7 @@ class AuthStage:
         up again. Entries stay as the stale fallback for a store that is down
         at that moment (``auth.stale_key_s``, as for any expired entry)."""
         self._epoch += 1
+        self._by_id.clear()
         self._cache = {h: (key, 0.0, stale) for h, (key, _, stale) in self._cache.items()}
 
     @staticmethod
@@ -148,6 +158,31 @@ class AuthStage:
             self._cache[h] = (key, now + s.key_cache_ttl_s, now + s.stale_key_s)
         return key
 
+    async def key_by_id(self, key_id: str) -> ApiKey | None:
+        """The active key ``key_id`` (None: unknown or revoked), cached like
+        lookups by secret and dropped by the same change notices."""
+        now = time.monotonic()
+        hit = self._by_id.get(key_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        epoch = self._epoch
+        try:
+            key = await asyncio.wait_for(self.keys.find_key(key_id),
+                                         self.settings.lookup_timeout_s)
+        except ValueError:  # several keys named like this id (and none with it)
+            key = None
+        except Exception as e:
+            raise ServiceUnavailable(
+                "The key store is unavailable, so this session's key cannot be checked; "
+                "retry shortly.", code="key_store_unavailable", retry_after=1.0) from e
+        if key is not None and (key.id != key_id or not key.active):
+            key = None  # find_key also matches names: only the id counts here
+        if len(self._by_id) > 10_000:
+            self._by_id.clear()
+        if epoch == self._epoch:
+            self._by_id[key_id] = (key, now + self.settings.key_cache_ttl_s)
+        return key
+
     async def before(self, ctx: RequestContext) -> None:
         if ctx.authenticated:  # a background response: its caller was checked at enqueue
             return
@@ -175,6 +210,15 @@ class AuthStage:
                         f"The API key {key.name!r} belongs to the reserved tenant "
                         f"{key.tenant!r} (made before tenant names were reserved); make a "
                         "new key with `seawall keys create --name N --tenant T`.")
+                ctx.key, ctx.tenant = key, key.tenant
+                return
+            if secret.startswith(CONSOLE_TOKEN_PREFIX) and self.console is not None:
+                # A signed-in console acting as its key (seawall/console/bridge.py).
+                key = await self.console(secret)
+                if key is None:
+                    raise AuthenticationFailed(
+                        "This console session has ended: its key was revoked, expired or "
+                        "rotated out. Sign in again.")
                 ctx.key, ctx.tenant = key, key.tenant
                 return
             raise AuthenticationFailed("Incorrect API key provided." + self._loopback_hint(ctx))
