@@ -37,6 +37,10 @@ SCOPES = {
     "quality": "admin:quality",
 }
 
+# Pages of gateway-wide figures (every tenant's): the operator's only, as the
+# admin API's routes that are not tenant-aware (e.g. GET /admin/cache).
+OPERATOR_PAGES = frozenset({"quality"})
+
 # No inline script or style anywhere: every script and stylesheet is a file under /ui/static.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "

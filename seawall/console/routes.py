@@ -25,7 +25,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from seawall.api.http import read_body
-from seawall.console.guard import SCOPES, SECURITY_HEADERS, allowed, identify, key_of
+from seawall.console.guard import (
+    OPERATOR_PAGES,
+    SCOPES,
+    SECURITY_HEADERS,
+    allowed,
+    identify,
+    key_of,
+)
 from seawall.console.keyauth import may_sign_in
 from seawall.console.queries import RANGES, TraceFilter
 from seawall.console.session import (
@@ -137,6 +144,10 @@ def page(name: str, handler: Page) -> Callable[[Request], Awaitable[Response]]:
                                         cookie_header(COOKIE, "", 0, _secure(request)))
             return _finish(request, response, None)
         ident, key = current
+        if ident.is_key and name in OPERATOR_PAGES:
+            return render(request, "error.html", ident, status=403, active=name,
+                          message="This page shows figures of every tenant: the operator's "
+                                  "(master key) only.")
         if not allowed(ident, scope, key):
             return render(request, "error.html", ident, status=403, active=name,
                           message=f"This page needs the {scope} scope.")

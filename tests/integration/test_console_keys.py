@@ -90,6 +90,7 @@ def test_a_tenant_admin_acts_as_its_key_on_pages_and_api_calls(gw: Running) -> N
     assert rid_a not in page.text
     assert browser.get(f"/ui/traces/{rid_a}").status_code == 404
     assert browser.get(f"/ui/traces/{rid_b}").status_code == 200
+    assert browser.get("/ui/quality").status_code == 403  # every tenant's figures
     keys_page = browser.get("/ui/keys").text
     assert admin_b["id"] in keys_page and app_a["id"] not in keys_page
 
