@@ -113,8 +113,13 @@ def test_a_tenant_admin_acts_as_its_key_on_pages_and_api_calls(gw: Running) -> N
     # A key made from the console's session lands in its tenant; another tenant is refused.
     r = browser.post("/admin/keys", json={"name": "made-by-b"}, headers=hdr)
     assert r.status_code == 201 and r.json()["tenant"] == "globex"
+    made = r.json()["id"]
     r = browser.post("/admin/keys", json={"name": "x", "tenant": "acme"}, headers=hdr)
     assert r.status_code == 403
+    # The audit log names the key as the one who acted.
+    audit = _admin(gw).get("/admin/audit?tenant=globex&action=key.create").json()["data"]
+    row = next(e for e in audit if e["target"] == made)
+    assert row["actor"]["id"] == admin_b["id"] and row["actor"]["role"] == "tenant_admin"
 
     # Revoked: the next page and the next API call are refused.
     assert _admin(gw).post(f"/admin/keys/{admin_b['id']}/revoke").status_code == 200
