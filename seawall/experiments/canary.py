@@ -32,7 +32,7 @@ import numpy as np
 
 from seawall.config import CanarySettings
 
-__all__ = ["Canary", "CanaryState", "Quality", "Window", "robust_breach"]
+__all__ = ["Canary", "CanaryState", "Quality", "Status", "Window", "robust_breach"]
 
 Status = Literal["running", "promoted", "rolled_back"]
 
@@ -306,6 +306,12 @@ class Canary:
             self._move("running", self.state.step + 1,
                        f"passed {self.share:g}%: now {s.steps[self.state.step + 1]:g}%",
                        measured)
+
+    def override(self, status: Status, reason: str, by: str) -> None:
+        """An operator's decision (``POST /admin/experiments/{name}/rollback``
+        or ``/promote``): moved like a verdict, with this step's figures so far."""
+        step = self.state.step if status == "rolled_back" else len(self.settings.steps) - 1
+        self._move(status, step, reason, {**self._measured(*self.windows), "by": by})
 
     def _move(self, status: Status, step: int, reason: str, measured: dict[str, Any]) -> None:
         st = self.state
