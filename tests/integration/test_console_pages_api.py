@@ -5,6 +5,7 @@ refusals, and the job and batch lists paged by cursor."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,8 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
+from seawall.config import parse_settings
+from seawall.experiments.service import Experiments, OverrideRefused
+from seawall.observe.metrics import Metrics
 from seawall.pipeline.stages import hash_key
+from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ApiKey
+from seawall.store.bus import RedisBus
+from seawall.store.lease import RedisLease
+from seawall.store.redis_link import RedisLink
+from seawall.store.sqlite import SqliteStore
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
@@ -152,3 +161,50 @@ def test_job_list_pages_by_cursor(gw: Running) -> None:
         assert api.get("/admin/jobs", params=bad).status_code == 400, bad
     batches = api.get("/admin/batches", params={"limit": 5}).json()
     assert batches["data"] == [] and batches["has_more"] is False
+
+
+async def test_a_hand_rollback_on_one_replica_reaches_the_other(redis_url: str,
+                                                               tmp_path: Path) -> None:
+    """Made on the replica that does not hold the lease: saved with
+    compare-and-set, announced, and the other replica (the decider) follows."""
+    settings = parse_settings({
+        "data_dir": str(tmp_path),
+        "providers": {"up": {"type": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+        "models": {"chat": {"provider": "up", "model": "a"},
+                   "candidate": {"provider": "up", "model": "b"}},
+        "experiments": {"rollout": {
+            "model": "chat", "kind": "canary", "canary": {"steps": [10, 50, 100]},
+            "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}},
+    }, env={})
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    replicas = []
+    for _ in range(2):
+        store = SqliteStore(tmp_path / "seawall.db")
+        await store.open()
+        link = RedisLink(parse_settings({"redis": {"url": redis_url, "prefix": prefix}},
+                                        env={}).redis)
+        bus = RedisBus(link)
+        exp = Experiments(settings, ModelRegistry(settings), store, Metrics(), bus=bus,
+                          lease=RedisLease(link, "experiments", ttl_s=30), redis=link)
+        await bus.start()
+        await exp.start()
+        replicas.append((exp, bus, link, store))
+    first, second = replicas[0][0], replicas[1][0]
+    try:
+        assert first.lease.held and not second.lease.held
+        moved = await second.override("rollout", "rolled_back", "by hand", "master")
+        assert moved["before"]["share"] == 10 and moved["after"]["share"] == 0
+        for _ in range(500):
+            if first.canaries["rollout"].share == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert first.canaries["rollout"].state.status == "rolled_back"
+        assert first.revisions["rollout"] == second.revisions["rollout"] == 1
+        with pytest.raises(OverrideRefused, match="already rolled back"):
+            await first.override("rollout", "promoted", "by hand", "master")
+    finally:
+        for exp, bus, link, store in replicas:
+            await exp.close()
+            await bus.close()
+            await link.close()
+            await store.close()
