@@ -27,9 +27,22 @@ if TYPE_CHECKING:
 NAV = [("experiments", "Experiments"), ("collections", "Collections"), ("jobs", "Jobs")]
 
 
+def _operators_only(request: Request, ident: Identity, active: str) -> Response | None:
+    """Experiments and jobs are gateway-wide, so (like their admin endpoints)
+    the operator's only: a tenant admin gets a 403 page, not another tenant's rows."""
+    from seawall.console.routes import render
+
+    if ident.role == "operator":
+        return None
+    return render(request, "error.html", ident, status=403, active=active,
+                  message="This page shows every tenant's data: the operator's only.")
+
+
 async def experiments(request: Request, svc: Services, ident: Identity) -> Response:
     from seawall.console.routes import render
 
+    if (refused := _operators_only(request, ident, "experiments")) is not None:
+        return refused
     rows = experiments_status(svc)
     for row in rows:  # newest first, the last 20 moves
         row["recent"] = list(reversed(row.get("history") or []))[:20]
@@ -46,6 +59,8 @@ async def collections(request: Request, svc: Services, ident: Identity) -> Respo
 async def jobs(request: Request, svc: Services, ident: Identity) -> Response:
     from seawall.console.routes import render
 
+    if (refused := _operators_only(request, ident, "jobs")) is not None:
+        return refused
     job_page = await list_jobs(svc, request)
     batch_page = await list_batches(svc, request)
     params = {k: v for k, v in request.query_params.items() if k in ("state", "kind", "tenant")

@@ -155,3 +155,15 @@ def test_jobs_page_shows_a_queued_job_and_a_batch(page: Any, gw: Running) -> Non
     page.wait_for_url(re.compile(r"state=queued"))
     states = page.locator("#jobs .state").all_text_contents()
     assert states and set(states) == {"queued"}
+
+
+def test_a_tenant_admin_session_cannot_see_every_tenants_jobs_or_experiments(
+        gw: Running) -> None:
+    sessions = gw.services.console.sessions
+    cookie = sessions.cookie(sessions.new("key_acme_admin", "tenant_admin", "acme"))
+    client = httpx.Client(base_url=gw.url, cookies={"sw_session": cookie}, timeout=30)
+    for path in ("/ui/jobs", "/ui/experiments"):
+        r = client.get(path)
+        assert r.status_code == 403 and "operator&#39;s only" in r.text, path
+        assert "data-job" not in r.text and "data-experiment" not in r.text
+    assert client.get("/ui/collections").status_code == 200
