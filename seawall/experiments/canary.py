@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -307,11 +307,14 @@ class Canary:
                        f"passed {self.share:g}%: now {s.steps[self.state.step + 1]:g}%",
                        measured)
 
-    def override(self, status: Status, reason: str, by: str) -> None:
+    def override(self, status: Status, reason: str, by: str,
+                 seen: Sequence[Outcomes] | None = None) -> None:
         """An operator's decision (``POST /admin/experiments/{name}/rollback``
-        or ``/promote``): moved like a verdict, with this step's figures so far."""
+        or ``/promote``): moved like a verdict, with this step's figures so far
+        (``seen``: every replica's, when shared; else this process's window)."""
         step = self.state.step if status == "rolled_back" else len(self.settings.steps) - 1
-        self._move(status, step, reason, {**self._measured(*self.windows), "by": by})
+        base, cand = seen or self.windows
+        self._move(status, step, reason, {**self._measured(base, cand), "by": by})
 
     def _move(self, status: Status, step: int, reason: str, measured: dict[str, Any]) -> None:
         st = self.state

@@ -318,7 +318,8 @@ class Experiments:
                                                         and status == "rolled_back")):
             raise OverrideRefused(f"canary {name!r} is already {now.replace('_', ' ')}.")
         before = {"status": now, "share": canary.share, "step": canary.state.step}
-        canary.override(status, reason, by)  # -> _changed -> _save
+        seen = self.shared.seen.get(name) if self.shared is not None else None
+        canary.override(status, reason, by, seen)  # -> _changed -> _save
         await self.settle()
         if canary.state.status != status:
             raise OverrideRefused(f"another replica moved canary {name!r} at the same moment "
