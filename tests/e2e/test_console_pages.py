@@ -151,7 +151,7 @@ def test_jobs_page_shows_a_queued_job_and_a_batch(page: Any, gw: Running) -> Non
     batch = page.locator(f"tr[data-batch='{b.json()['id']}']")
     assert batch.count() == 1 and "/v1/chat/completions" in batch.text_content()
     page.select_option("#j-state", "queued")
-    page.click("form.inline button[type=submit]")
+    page.click("form.filters button[type=submit]")
     page.wait_for_url(re.compile(r"state=queued"))
     states = page.locator("#jobs .state").all_text_contents()
     assert states and set(states) == {"queued"}
