@@ -41,6 +41,7 @@ from seawall.cache.service import ResponseCache
 from seawall.cache.stage import CacheStage
 from seawall.config import Settings
 from seawall.console import api as console_api
+from seawall.console import api_more as console_api_more
 from seawall.console import routes as console_routes
 from seawall.console.bridge import ConsoleBridge
 from seawall.console.keyauth import ConsoleKeys
@@ -498,6 +499,7 @@ def create_app(settings: Settings) -> ConsoleBridge:
     app = Starlette(routes=[*openai_routes.routes, *messages_routes.routes, *ops_routes.routes,
                             *admin_routes.routes, *rag_routes.routes, *responses_routes.routes,
                             *quality_routes.routes, *audit_routes.routes, *console_api.routes,
+                            *console_api_more.routes,
                             *batch_routes.routes,
                             *openapi.routes],
                     lifespan=lifespan,

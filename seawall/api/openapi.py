@@ -290,6 +290,34 @@ def _paths() -> dict[str, Schema]:
                                                              "minLength": 1,
                                                              "maxLength": 64}}}}},
             params=[_path_param("name", {"type": "string", "maxLength": 200})])},
+        "/admin/experiments": {"get": _op(
+            "Every experiment: arms and weights now; a canary's share, step, status, reason, "
+            "window and history (master key; docs/experiments.md)",
+            {JSON: {"schema": _OBJECT}})},
+        **{f"/admin/experiments/{{name}}/{verb}": {"post": _op(
+            f"{what} a canary by hand on every replica, audited as experiment.{verb} "
+            "(master key; docs/experiments.md)", {JSON: {"schema": _OBJECT}},
+            body={JSON: {"schema": {"type": "object", "additionalProperties": False,
+                                    "properties": {"reason": {"type": "string",
+                                                              "minLength": 1,
+                                                              "maxLength": 500}}}}},
+            params=[_path_param("name", {"type": "string", "maxLength": 200})])}
+           for verb, what in (("rollback", "Roll back (every request to the baseline)"),
+                              ("promote", "Promote (every request to the candidate)"))},
+        "/admin/jobs": {"get": _op(
+            "Jobs of every tenant, newest first, without payload or result; page with "
+            "next_cursor (master key; docs/console.md)", {JSON: {"schema": _OBJECT}},
+            params=[*(_query_param(n, {"type": "string", "maxLength": 200})
+                      for n in ("kind", "tenant", "cursor")),
+                    _query_param("state", {"type": "string", "enum": [
+                        "queued", "running", "succeeded", "failed", "dead", "cancelled"]}),
+                    _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100})])},
+        "/admin/batches": {"get": _op(
+            "Batches of every tenant (or one), newest first; page with after=last_id "
+            "(master key; docs/console.md)", {JSON: {"schema": _OBJECT}},
+            params=[*(_query_param(n, {"type": "string", "maxLength": 200})
+                      for n in ("tenant", "after")),
+                    _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100})])},
         "/admin/traces/{request_id}": {"get": _op(
             "One whole trace record with its feedback and scores (master key)",
             {JSON: {"schema": _OBJECT}},

@@ -155,12 +155,13 @@ class PostgresBatchStore:
                                "(%s::text IS NULL OR tenant = %s)", (batch_id, tenant, tenant))
         return Batch(*rows[0]) if rows else None
 
-    async def list_batches(self, tenant: str, after: str | None = None,
+    async def list_batches(self, tenant: str | None, after: str | None = None,
                            limit: int = 20) -> list[Batch]:
         rows = await self._all(
-            f"SELECT {_BATCHES} FROM batches WHERE tenant = %s AND (%s::text IS NULL OR "
+            f"SELECT {_BATCHES} FROM batches WHERE (%s::text IS NULL OR tenant = %s) AND "
+            "(%s::text IS NULL OR "
             "(created_at, id) < (SELECT created_at, id FROM batches WHERE id = %s)) "
-            "ORDER BY created_at DESC, id DESC LIMIT %s", (tenant, after, after, limit))
+            "ORDER BY created_at DESC, id DESC LIMIT %s", (tenant, tenant, after, after, limit))
         return [Batch(*r) for r in rows]
 
     async def update_batch(self, batch_id: str, **values: Any) -> None:

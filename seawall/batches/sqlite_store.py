@@ -195,10 +195,10 @@ class SqliteBatchStore:
             row = await cur.fetchone()
         return None if row is None else _batch(row)
 
-    async def list_batches(self, tenant: str, after: str | None = None,
+    async def list_batches(self, tenant: str | None, after: str | None = None,
                            limit: int = 20) -> list[Batch]:
-        sql = f"SELECT {', '.join(BATCH_COLUMNS)} FROM batches WHERE tenant = ?"
-        args: list[Any] = [tenant]
+        sql = f"SELECT {', '.join(BATCH_COLUMNS)} FROM batches WHERE (? IS NULL OR tenant = ?)"
+        args: list[Any] = [tenant, tenant]
         if after is not None:
             sql += " AND (created_at, id) < (SELECT created_at, id FROM batches WHERE id = ?)"
             args.append(after)

@@ -139,9 +139,10 @@ class BatchStore(Protocol):
 
     async def get_batch(self, batch_id: str, tenant: str | None = None) -> Batch | None: ...
 
-    async def list_batches(self, tenant: str, after: str | None = None,
+    async def list_batches(self, tenant: str | None, after: str | None = None,
                            limit: int = 20) -> list[Batch]:
-        """Newest first; ``after``: the last id of the previous page."""
+        """Newest first; ``after``: the last id of the previous page;
+        ``tenant`` None: every tenant's (the operator's admin list)."""
         ...
 
     async def update_batch(self, batch_id: str, **values: Any) -> None: ...

@@ -33,6 +33,7 @@ SCOPES = {
     "prompts": "admin:prompts",
     "keys": "admin:keys",
     "collections": "admin:collections",
+    "experiments": "admin:experiments",
     "jobs": "admin:traces",
     "quality": "admin:quality",
 }

@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from seawall.api.http import read_body
+from seawall.console import pages_more
 from seawall.console.guard import (
     OPERATOR_PAGES,
     SCOPES,
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 MAX_FORM = 16 * 1024
 NAV = [("overview", "Overview"), ("traces", "Traces"), ("playground", "Playground"),
-       ("keys", "Keys"), ("prompts", "Prompts"), ("quality", "Quality")]
+       ("keys", "Keys"), ("prompts", "Prompts"), ("quality", "Quality"), *pages_more.NAV]
 
 
 def _when(ts: float | None) -> str:
@@ -387,6 +388,7 @@ def routes() -> list[Any]:
         Route("/ui/keys", page("keys", keys), methods=["GET"]),
         Route("/ui/prompts", page("prompts", prompts), methods=["GET"]),
         Route("/ui/quality", page("quality", quality), methods=["GET"]),
+        *pages_more.routes(page),
         Mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static"),
     ]
 

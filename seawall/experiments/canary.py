@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from seawall.config import CanarySettings
 
-__all__ = ["Canary", "CanaryState", "Quality", "Window", "robust_breach"]
+__all__ = ["Canary", "CanaryState", "Quality", "Status", "Window", "robust_breach"]
 
 Status = Literal["running", "promoted", "rolled_back"]
 
@@ -306,6 +306,15 @@ class Canary:
             self._move("running", self.state.step + 1,
                        f"passed {self.share:g}%: now {s.steps[self.state.step + 1]:g}%",
                        measured)
+
+    def override(self, status: Status, reason: str, by: str,
+                 seen: Sequence[Outcomes] | None = None) -> None:
+        """An operator's decision (``POST /admin/experiments/{name}/rollback``
+        or ``/promote``): moved like a verdict, with this step's figures so far
+        (``seen``: every replica's, when shared; else this process's window)."""
+        step = self.state.step if status == "rolled_back" else len(self.settings.steps) - 1
+        base, cand = seen or self.windows
+        self._move(status, step, reason, {**self._measured(base, cand), "by": by})
 
     def _move(self, status: Status, step: int, reason: str, measured: dict[str, Any]) -> None:
         st = self.state

@@ -27,7 +27,7 @@ import orjson
 
 from seawall.config import ExperimentSettings, Settings
 from seawall.experiments.assign import draw, pick
-from seawall.experiments.canary import Canary, CanaryState, Quality
+from seawall.experiments.canary import Canary, CanaryState, Quality, Status
 from seawall.experiments.shared_window import SharedWindows
 from seawall.observe.metrics import Metrics
 from seawall.pipeline.context import RequestContext
@@ -44,6 +44,10 @@ __all__ = ["Assignment", "Experiments"]
 log = logging.getLogger("seawall.experiments")
 
 SALT_NAME = "_seawall_salt"  # the generated assignment salt's row in the experiments table
+
+
+class OverrideRefused(Exception):
+    """A hand rollback or promotion that cannot apply (the message says why)."""
 
 
 def parse_label(label: str) -> tuple[str, str] | None:
@@ -298,6 +302,30 @@ class Experiments:
                               name, delay, extra={"experiment": name})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    async def override(self, name: str, status: Status, reason: str, by: str) -> dict[str, Any]:
+        """Roll back or promote canary ``name`` by hand: from the newest stored
+        state, moved and saved like a verdict (compare-and-set, then the change
+        notice every replica reloads on). Raises OverrideRefused when there is
+        nothing to move (not a canary, already ended, or another replica moved
+        it at the same moment)."""
+        canary = self.canaries.get(name)
+        if canary is None:
+            raise OverrideRefused(f"{name!r} is not a running canary experiment here.")
+        await self.reload(name)
+        now = canary.state.status
+        if now == status or (now != "running" and not (now == "promoted"
+                                                        and status == "rolled_back")):
+            raise OverrideRefused(f"canary {name!r} is already {now.replace('_', ' ')}.")
+        before = {"status": now, "share": canary.share, "step": canary.state.step}
+        seen = self.shared.seen.get(name) if self.shared is not None else None
+        canary.override(status, reason, by, seen)  # -> _changed -> _save
+        await self.settle()
+        if canary.state.status != status:
+            raise OverrideRefused(f"another replica moved canary {name!r} at the same moment "
+                                  f"(now {canary.state.status}); look again and retry.")
+        return {"before": before, "after": {"status": status, "share": canary.share,
+                                             "step": canary.state.step}}
 
     async def settle(self) -> None:
         """Wait for state writes in flight (tests, shutdown)."""

@@ -210,14 +210,19 @@ class PostgresJobQueue:
         return await self._one(f"{_SELECT} WHERE {where}", args)
 
     async def list(self, *, state: str | None = None, kind: str | None = None,
-                   tenant: str | None = None, limit: int = 100) -> list[Job]:
-        conds, args = [], []
+                   tenant: str | None = None, limit: int = 100,
+                   before: tuple[float, str] | None = None) -> list[Job]:
+        conds: list[str] = []
+        args: list[Any] = []
         for col, value in (("state", state), ("kind", kind), ("tenant", tenant)):
             if value is not None:
                 conds.append(f"{col} = %s")
                 args.append(value)
+        if before is not None:
+            conds.append("(created_at < %s OR (created_at = %s AND id < %s))")
+            args.extend([before[0], before[0], before[1]])
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
-        return await self._rows(f"{_SELECT}{where} ORDER BY created_at DESC LIMIT %s",
+        return await self._rows(f"{_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT %s",
                                 [*args, limit])
 
     async def purge(self, finished_before: float, batch: int = 5000) -> int:

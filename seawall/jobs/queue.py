@@ -166,8 +166,10 @@ class JobQueue(Protocol):
     async def get(self, job_id: str, tenant: str | None = None) -> Job | None: ...
 
     async def list(self, *, state: str | None = None, kind: str | None = None,
-                   tenant: str | None = None, limit: int = 100) -> list[Job]:
-        """Newest first."""
+                   tenant: str | None = None, limit: int = 100,
+                   before: tuple[float, str] | None = None) -> list[Job]:
+        """Newest first (then by id); ``before``: the (created_at, id) of the
+        previous page's last job."""
         ...
 
     async def stats(self) -> QueueStats: ...

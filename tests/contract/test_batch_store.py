@@ -71,6 +71,7 @@ async def test_batches_and_lines_are_stored_once(store: BatchStore) -> None:
     assert got.in_progress_at is not None
     assert [x.id for x in await store.list_batches("t1")] == ["batch_1"]
     assert await store.list_batches("t2") == []
+    assert [x.id for x in await store.list_batches(None)] == ["batch_1"]  # every tenant's
 
     assert await store.put_line("batch_1", LineResult(0, "a", True, b'{"n":0}'))
     assert not await store.put_line("batch_1", LineResult(0, "a", False, b'{"n":"again"}'))

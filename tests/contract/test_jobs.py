@@ -239,6 +239,19 @@ async def test_get_list_and_stats(queue: JobQueue) -> None:
     assert stats.oldest_queued_s >= 0
 
 
+async def test_list_pages_by_created_at_then_id(queue: JobQueue) -> None:
+    """The admin list's cursor: (created_at, id) of the last job shown."""
+    made = [await queue.enqueue("k", None, job_id=f"job_{i}") for i in range(5)]
+    newest = await queue.list()
+    seen: list[str] = []
+    before = None
+    while page := await queue.list(limit=2, before=before):
+        seen += [j.id for j in page]
+        before = (page[-1].created_at, page[-1].id)
+    assert seen == [j.id for j in newest] and sorted(seen) == [j.id for j in made]
+    assert await queue.list(before=(0.0, "")) == []
+
+
 async def test_total_limit_below_the_tenant_limit(queue: JobQueue) -> None:
     queue.settings = _settings(max_depth=2, max_depth_per_tenant=5)
     await queue.enqueue("k", None, tenant="a")
