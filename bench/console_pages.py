@@ -68,7 +68,7 @@ def rows(n: int, now: float, seed: int = 7) -> Iterator[tuple[Any, ...]]:
                text.decode(), f"answer {i}: sunny with a chance of rain", "h", 120,
                rnd.randint(20, 400), False, 0.0002, latency, latency * 0.3, "stop",
                f"user-{i % 1000}", attempts, None, "hit" if hit else "miss", None, None,
-               0, 0.0002 if hit else 0.0, None, None, None, None, None)
+               0, 0.0002 if hit else 0.0, None, None, None, None, None, None)
 
 
 def fill_sqlite(path: Path, n: int, now: float) -> None:
