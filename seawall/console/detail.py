@@ -46,16 +46,17 @@ def waterfall(spans: Any) -> list[Bar]:
     return bars
 
 
-def attempt_bars(attempts: Any, latency_ms: Any) -> list[Bar]:
-    """Upstream attempts in the order made, against the request's latency.
-    Each starts where the previous one ended, except a hedge, which runs
-    alongside the attempt before it (its own start is not recorded)."""
+def attempt_bars(attempts: Any, latency_ms: Any, origin_ms: float = 0.0) -> list[Bar]:
+    """Upstream attempts in the order made, against the request's latency,
+    the first at ``origin_ms`` (where the upstream stage began). Each starts
+    where the previous one ended, except a hedge, which runs alongside the
+    attempt before it (its own start is not recorded)."""
     if not isinstance(attempts, list):
         return []
     rows = [a for a in attempts[:MAX_BARS] if isinstance(a, dict)]
     ms_of = [float(a.get("ms") or 0.0) for a in rows]
-    total = max(float(latency_ms or 0.0), sum(ms_of), 1e-9)
-    bars, at, prev = [], 0.0, 0.0
+    total = max(float(latency_ms or 0.0), origin_ms + sum(ms_of), 1e-9)
+    bars, at, prev = [], origin_ms, origin_ms
     for a, ms in zip(rows, ms_of, strict=True):
         start = prev if a.get("hedge") else at
         bars.append(Bar(str(a.get("deployment", ""))[:200], start, ms, *_place(start, ms, total),

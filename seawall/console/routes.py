@@ -241,9 +241,10 @@ async def trace(request: Request, svc: Services, ident: Identity) -> Response:
     if doc is None or (ident.tenant is not None and doc["tenant"] != ident.tenant):
         return render(request, "error.html", ident, status=404, active="traces",
                       message=f"No trace record {trace_id!r}.")
-    return render(request, "trace.html", ident, active="traces", t=doc,
-                  spans=waterfall(doc.get("spans")),
-                  attempts=attempt_bars(doc.get("attempts"), doc.get("latency_ms")),
+    spans = waterfall(doc.get("spans"))
+    upstream = next((b.start_ms for b in spans if b.name == "upstream"), 0.0)
+    return render(request, "trace.html", ident, active="traces", t=doc, spans=spans,
+                  attempts=attempt_bars(doc.get("attempts"), doc.get("latency_ms"), upstream),
                   replay="/ui/playground?" + urlencode({"replay": doc["trace_id"]}))
 
 

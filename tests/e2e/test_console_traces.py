@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -49,7 +50,10 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
         "providers": {"oa": {"type": "openai", "base_url": upstream.base_url + "/v1"},
                       "local": {"type": "local", "default_max_tokens": 48}},
         "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt"},
+                   "gpt-big": {"provider": "oa", "model": "upstream-big"},
                    "small": {"provider": "local", "cache": {"enabled": False}}},
+        "routes": {"auto": {"tiers": ["gpt-x", "gpt-big"], "router": "rules",
+                            "thresholds": [0.5]}},
     }
     with run_gateway(config, tmp_path_factory.mktemp("console-traces")) as running:
         yield running
@@ -134,6 +138,7 @@ def test_rag_answer_shows_citations_and_the_trace_its_chunks_and_exact_prompt(
     page.wait_for_url(re.compile(r"/ui/playground\?replay="))
     assert page.input_value("#p-model") == "gpt-x"
     assert page.input_value("#p-collection") == collection
+    assert page.input_value("#p-via") == ""
     assert page.input_value("#p-message") == "Why do otters hold hands?"
 
 
@@ -173,6 +178,25 @@ def test_trace_list_filters_by_feedback_score_and_route(page: Any, gw: Running) 
     assert listed() == set()
     page.fill("#f-above", "")
     assert listed() == set(ids)
+
+
+def test_playground_sends_through_a_route_and_the_list_filters_by_it(
+        page: Any, gw: Running) -> None:
+    marker = uuid.uuid4().hex[:10]
+    page.goto(gw.url + "/ui/playground")
+    page.select_option("#p-via", "auto")
+    page.fill("#p-message", f"say {marker}")
+    page.click("#p-send")
+    page.wait_for_selector("#p-rate", state="visible")
+    assert page.text_content("#p-route").startswith("auto → ")  # the router's decision
+    request_id = page.text_content("#p-trace")
+    gw.on_server(gw.services.writer.flush())
+    page.goto(gw.url + "/ui/traces?" + urlencode({"route": "auto", "q": marker}))
+    assert page.input_value("#f-route") == "auto"
+    links = page.locator("table.traces tbody a")
+    assert links.count() == 1 and links.first.text_content() == request_id[:12]
+    page.goto(gw.url + "/ui/traces?" + urlencode({"route": "auto", "q": "no such text"}))
+    assert page.locator("table.traces tbody a").count() == 0
 
 
 @pytest.mark.skipif(not _local_model_installed(),

@@ -46,7 +46,8 @@
     list.textContent = "";
     citations.forEach(function (c) {
       var li = document.createElement("li");
-      var where = [c.title, (c.heading_path || []).join(" > ")].filter(Boolean).join(": ");
+      // The heading path starts at the document's title; the title alone otherwise.
+      var where = (c.heading_path || []).length ? c.heading_path.join(" > ") : (c.title || "");
       li.textContent = "[" + c.index + "] " + (where ? where + " " : "") + "(" + c.source +
         (c.page != null ? ", page " + c.page : "") + ") ";
       var score = document.createElement("span");
