@@ -6,6 +6,7 @@ inline style, and a percent is finer than the eye reads a bar."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,15 +55,26 @@ def attempt_bars(attempts: Any, latency_ms: Any, origin_ms: float = 0.0) -> list
     if not isinstance(attempts, list):
         return []
     rows = [a for a in attempts[:MAX_BARS] if isinstance(a, dict)]
-    ms_of = [float(a.get("ms") or 0.0) for a in rows]
-    total = max(float(latency_ms or 0.0), origin_ms + sum(ms_of), 1e-9)
-    bars, at, prev = [], origin_ms, origin_ms
-    for a, ms in zip(rows, ms_of, strict=True):
+    laid: list[tuple[dict[str, Any], float, float]] = []
+    at = prev = origin_ms
+    for a in rows:
+        ms = _ms(a.get("ms"))
         start = prev if a.get("hedge") else at
-        bars.append(Bar(str(a.get("deployment", ""))[:200], start, ms, *_place(start, ms, total),
-                        note=f"{a.get('outcome', '')}{' (hedge)' if a.get('hedge') else ''}"))
+        laid.append((a, start, ms))
         prev, at = start, max(at, start + ms)
-    return bars
+    total = max(_ms(latency_ms), at, 1e-9)
+    return [Bar(str(a.get("deployment", ""))[:200], start, ms, *_place(start, ms, total),
+                note=f"{a.get('outcome', '')}{' (hedge)' if a.get('hedge') else ''}")
+            for a, start, ms in laid]
+
+
+def _ms(v: Any) -> float:
+    """A duration from a stored record; anything else counts as 0."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return f if math.isfinite(f) and f > 0 else 0.0
 
 
 def replay_of(doc: dict[str, Any]) -> dict[str, Any]:
