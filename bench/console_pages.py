@@ -2,11 +2,11 @@
 
 Fills the store with ``--records`` trace records spread over the last 30
 days (5 models, 20 tenants, 3% errors, 20% cache hits, a rare word in 0.1%
-of the inputs), folds them into the overview's hourly rollups (timed: the
-one-off catch-up a fresh console does in the background), starts the real
-gateway on loopback and asks each page ``--requests`` times over HTTP with a
-signed-in session. Prints p50/p95 per page (whole round trip: query,
-template, HTTP).
+of the inputs, a thumbs-down and a judge score on one record in 500), folds
+them into the overview's hourly rollups (timed: the one-off catch-up a fresh
+console does in the background), starts the real gateway on loopback and
+asks each page ``--requests`` times over HTTP with a signed-in session.
+Prints p50/p95 per page (whole round trip: query, template, HTTP).
 
     .venv/bin/python bench/console_pages.py [--records 1000000] [--backends sqlite,postgres]
 
@@ -68,18 +68,43 @@ def rows(n: int, now: float, seed: int = 7) -> Iterator[tuple[Any, ...]]:
                text.decode(), f"answer {i}: sunny with a chance of rain", "h", 120,
                rnd.randint(20, 400), False, 0.0002, latency, latency * 0.3, "stop",
                f"user-{i % 1000}", attempts, None, "hit" if hit else "miss", None, None,
-               0, 0.0002 if hit else 0.0, None, None, None, None, None)
+               0, 0.0002 if hit else 0.0, None, None, None, None, None, None)
+
+
+RATED_EVERY = 500  # one record in 500 has a thumbs-down and a judge score
+
+
+def said_about(row: tuple[Any, ...], i: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """A thumbs-down (feedback row) and a judge score (quality_scores row) of a record."""
+    tid, at, tenant, model = row[0], row[2], row[3], row[5]
+    fb = (tid, "u", tenant, None, -1.0, None, "[]", at, at)
+    score = (tid, "j", "r", "builtin", "judge", tenant, model, None, None, None,
+             float(i % 5 + 1), 5.0, "why", "ok", 1, 0.0, at)
+    return fb, score
+
+
+FEEDBACK_SQL = ("INSERT INTO feedback (trace_id, user_id, tenant, key_id, score, comment, "
+                "categories, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+SCORE_SQL = f"INSERT INTO quality_scores VALUES ({', '.join('?' * 17)})"
 
 
 def fill_sqlite(path: Path, n: int, now: float) -> None:
+    from seawall.quality.feedback_store import SCHEMA as FEEDBACK_SCHEMA
+    from seawall.quality.score_store import SCHEMA as SCORE_SCHEMA
+
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
+    db.executescript(FEEDBACK_SCHEMA + SCORE_SCHEMA)
     sql = (f"INSERT INTO traces ({', '.join(ROW_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in ROW_COLUMNS)})")
     batch: list[tuple[Any, ...]] = []
-    for row in rows(n, now):
+    for i, row in enumerate(rows(n, now)):
         batch.append(row)
+        if i % RATED_EVERY == 0:
+            fb, score = said_about(row, i)
+            db.execute(FEEDBACK_SQL, fb)
+            db.execute(SCORE_SQL, score)
         if len(batch) == 50_000:
             db.executemany(sql, batch)
             batch.clear()
@@ -93,11 +118,19 @@ def fill_postgres(url: str, n: int, now: float) -> None:
     import psycopg
 
     cols = ", ".join(f'"{c}"' for c in ROW_COLUMNS)
+    said: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.cursor() as cur, cur.copy(f"COPY traces ({cols}) FROM STDIN") as copy:
-            for row in rows(n, now):
+            for i, row in enumerate(rows(n, now)):
                 copy.write_row(row)
+                if i % RATED_EVERY == 0:
+                    said.append(said_about(row, i))
+        with conn.cursor() as cur:
+            cur.executemany(FEEDBACK_SQL.replace("?", "%s"), [fb for fb, _ in said])
+            cur.executemany(SCORE_SQL.replace("?", "%s"), [s for _, s in said])
         conn.execute("VACUUM ANALYZE traces")
+        conn.execute("VACUUM ANALYZE feedback")
+        conn.execute("VACUUM ANALYZE quality_scores")
 
 
 async def prepare(settings: Settings) -> float:
@@ -130,6 +163,9 @@ def measure(url: str, settings: Settings, requests: int, now: float) -> list[tup
         ("traces: errors", "/ui/traces?status=error"),
         ("traces: cache hits", "/ui/traces?cache=hit"),
         (f"traces: text '{RARE}' (bounded scan)", f"/ui/traces?q={RARE}"),
+        ("traces: thumbs-down (bounded scan)", "/ui/traces?feedback=down"),
+        ("traces: judged below 3 (bounded scan)", "/ui/traces?score_below=3"),
+        ("traces: route (bounded scan)", "/ui/traces?route=auto"),
         ("traces: 15 days back (cursor)", f"/ui/traces?cursor={deep}"),
         ("trace: one record", f"/ui/traces/{first['trace_id']}"),
         ("GET /admin/traces (JSON)", "/admin/traces?limit=50&model=gpt-4o"),

@@ -22,6 +22,7 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from seawall.pipeline.stages import hash_key  # noqa: E402
+from seawall.quality.score_store import Score  # noqa: E402
 from seawall.store.base import ApiKey  # noqa: E402
 from tests.gateway import run_gateway  # noqa: E402
 from tests.servers import FakeUpstreamClient, start_fake_upstream  # noqa: E402
@@ -70,9 +71,17 @@ def main(out: Path) -> None:
             for text in ("You are a support agent.", "You are a concise support agent."):
                 gw.services.prompts.push("support-answer", {"messages": [
                     {"role": "system", "content": text}]}, labels=["production"])
+            r = httpx.post(gw.url + "/v1/collections/handbook/documents", timeout=120, headers={
+                "authorization": f"Bearer {MASTER}"}, json={"documents": [
+                    {"source": "eiffel.md", "text": "# Eiffel Tower\n\n## Height\n\nThe "
+                     "tower is 330 metres tall, antennas included."},
+                    {"source": "eiffel-history.md", "text": "# Eiffel Tower\n\n## History"
+                     "\n\nBuilt for the 1889 World's Fair, finished in March 1889."}]})
+            assert r.status_code < 300, r.text
             gw.on_server(gw.services.writer.flush())
             upstream.script(default={"text": "The Eiffel Tower is 330 metres tall, antennas "
-                                     "included; it was finished in 1889.", "tokens_per_s": 30})
+                                     "included [1]; it was finished in 1889 [2].",
+                                     "tokens_per_s": 30})
             with sync_playwright() as p:
                 ctx = p.chromium.launch_persistent_context(
                     str(Path(tmp) / "profile"), executable_path="/usr/bin/chromium",
@@ -86,6 +95,7 @@ def main(out: Path) -> None:
                 page.wait_for_timeout(500)  # the chart draws after load
                 page.screenshot(path=str(out / "console-overview.png"), full_page=True)
                 page.goto(gw.url + "/ui/playground")
+                page.select_option("#p-collection", "handbook")
                 page.fill("#p-message", "How tall is the Eiffel Tower?")
                 page.click("#p-send")
                 page.wait_for_selector("#p-rate", state="visible")
@@ -93,6 +103,13 @@ def main(out: Path) -> None:
                 page.wait_for_selector("#p-rated:has-text('Thanks')")
                 page.wait_for_timeout(1200)  # cost from the stored record
                 page.screenshot(path=str(out / "console-playground.png"), full_page=True)
+                rid = page.text_content("#p-trace")
+                gw.on_server(gw.services.writer.flush())
+                gw.on_server(gw.services.scores.put(Score(
+                    trace_id=rid, judge="faithfulness", rubric="faithfulness", tenant="default",
+                    model="gpt-4o-mini", score=5.0, judge_model="gpt-4o",
+                    reasoning="Both claims are supported by the cited sources.",
+                    created_at=time.time())))
                 page.click("#p-trace")
                 page.wait_for_selector("#trace-output")
                 page.screenshot(path=str(out / "console-trace.png"), full_page=True)

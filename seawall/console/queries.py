@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from seawall.errors import InvalidRequest
 
 Fetch = Callable[[str, tuple[Any, ...]], Awaitable[list[dict[str, Any]]]]
@@ -34,6 +36,7 @@ PAGE_MAX = 200
 MAX_TEXT = 200
 CACHE_RESULTS = ("hit", "semantic-hit", "coalesced", "miss", "bypass")
 HITS = ("hit", "semantic-hit", "coalesced")
+FEEDBACK = ("down", "up", "any")
 
 
 @dataclass
@@ -51,6 +54,10 @@ class TraceFilter:
     cache: str | None = None
     prompt_version: str | None = None
     experiment: str | None = None
+    route: str | None = None  # the route a routed request went through
+    score_below: float | None = None  # a judge scored it below this (raw score)
+    score_above: float | None = None  # a judge scored it above this
+    feedback: str | None = None  # down | up | any: has such a rating
     q: str | None = None
     limit: int = 50
     cursor: tuple[float, int] | None = None
@@ -59,7 +66,8 @@ class TraceFilter:
     def parse(cls, params: Any) -> TraceFilter:
         """From query parameters; a bad value is a 400 naming it."""
         f = cls()
-        for name in ("model", "tenant", "key_id", "user", "prompt_version", "experiment", "q"):
+        for name in ("model", "tenant", "key_id", "user", "prompt_version", "experiment", "route",
+                     "q"):
             v = (params.get(name) or "").strip()
             if len(v) > MAX_TEXT:
                 raise InvalidRequest(f"{name} is at most {MAX_TEXT} characters.", param=name)
@@ -74,7 +82,11 @@ class TraceFilter:
         if cache not in (None, *CACHE_RESULTS):
             raise InvalidRequest(f"cache is one of {', '.join(CACHE_RESULTS)}.", param="cache")
         f.cache = cache
-        for name in ("since", "until"):
+        feedback = params.get("feedback") or None
+        if feedback not in (None, *FEEDBACK):
+            raise InvalidRequest(f"feedback is one of {', '.join(FEEDBACK)}.", param="feedback")
+        f.feedback = feedback
+        for name in ("since", "until", "score_below", "score_above"):
             v = params.get(name)
             if v:
                 setattr(f, name, _number(v, name))
@@ -134,10 +146,12 @@ class TracePage:
 class TraceQueries:
     """Reads for the console on either backend (``fetch`` runs one query)."""
 
-    def __init__(self, fetch: Fetch, postgres: bool, scan_rows: int) -> None:
+    def __init__(self, fetch: Fetch, postgres: bool, scan_rows: int,
+                 feedback_mid: float = 0.0) -> None:
         self._fetch = fetch
         self.postgres = postgres
         self.scan_rows = scan_rows
+        self.feedback_mid = feedback_mid  # below: a thumbs-down; above: a thumbs-up
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.postgres else sql
@@ -214,9 +228,26 @@ class TraceQueries:
             if v is not None:
                 conds.append(f"{_col(name)} = ?")
                 args.append(v)
+        if f.route:
+            # The stored route decision is JSON whose first key is the route's name.
+            conds.append("route LIKE ? ESCAPE '\\'")
+            args.append(_escape_like('{"route":' + orjson.dumps(f.route).decode() + ",") + "%")
+        # Judge scores and feedback: one primary-key probe per record walked
+        # (both tables are keyed by trace_id first).
+        for op, v in (("<", f.score_below), (">", f.score_above)):
+            if v is not None:
+                conds.append("EXISTS (SELECT 1 FROM quality_scores s WHERE "
+                             f"s.trace_id = traces.trace_id AND s.score {op} ?)")
+                args.append(v)
+        if f.feedback:
+            cond = {"down": " AND fb.score < ?", "up": " AND fb.score > ?", "any": ""}[f.feedback]
+            conds.append("EXISTS (SELECT 1 FROM feedback fb WHERE "
+                         f"fb.trace_id = traces.trace_id{cond})")
+            if cond:
+                args.append(self.feedback_mid)
         if f.q:
             like = "ILIKE" if self.postgres else "LIKE"
-            pattern = "%" + f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = "%" + _escape_like(f.q) + "%"
             conds.append(f"(input {like} ? ESCAPE '\\' OR output {like} ? ESCAPE '\\')")
             args += [pattern, pattern]
         return conds, args
@@ -227,10 +258,15 @@ class TraceQueries:
             return {}
         marks = ", ".join("?" for _ in trace_ids)
         rows = await self.fetch(
-            f"SELECT trace_id, SUM(CASE WHEN score > 0 THEN 1 ELSE 0 END) AS up, "
-            f"SUM(CASE WHEN score < 0 THEN 1 ELSE 0 END) AS down FROM feedback "
-            f"WHERE trace_id IN ({marks}) GROUP BY trace_id", tuple(trace_ids))
+            f"SELECT trace_id, SUM(CASE WHEN score > ? THEN 1 ELSE 0 END) AS up, "
+            f"SUM(CASE WHEN score < ? THEN 1 ELSE 0 END) AS down FROM feedback "
+            f"WHERE trace_id IN ({marks}) GROUP BY trace_id",
+            (self.feedback_mid, self.feedback_mid, *trace_ids))
         return {r["trace_id"]: (int(r["up"]), int(r["down"])) for r in rows}
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _col(name: str) -> str:

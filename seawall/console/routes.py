@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from seawall.api.http import read_body
 from seawall.console import pages_more
+from seawall.console.detail import attempt_bars, replay_of, waterfall
 from seawall.console.guard import (
     OPERATOR_PAGES,
     SCOPES,
@@ -281,36 +282,42 @@ async def traces(request: Request, svc: Services, ident: Identity) -> Response:
     older = ("?" + urlencode({**params, "cursor": result.next_cursor})
              if result.next_cursor else None)
     return render(request, "traces.html", ident, active="traces", page=result, counts=counts,
-                  params=defaultdict(str, params), older=older, models=sorted(svc.settings.models))
+                  params=defaultdict(str, params), older=older, models=sorted(svc.settings.models),
+                  routes=sorted(svc.settings.routes))
 
 
 async def trace(request: Request, svc: Services, ident: Identity) -> Response:
     trace_id = request.path_params["trace_id"]
     doc = None
     if 0 < len(trace_id) <= 200:
-        doc = await trace_with_feedback(svc.store, svc.feedback, trace_id)
+        doc = await trace_with_feedback(svc.store, svc.feedback, trace_id, svc.scores)
     if doc is None or (ident.tenant is not None and doc["tenant"] != ident.tenant):
         return render(request, "error.html", ident, status=404, active="traces",
                       message=f"No trace record {trace_id!r}.")
-    return render(request, "trace.html", ident, active="traces", t=doc,
+    spans = waterfall(doc.get("spans"))
+    upstream = next((b.start_ms for b in spans if b.name == "upstream"), 0.0)
+    return render(request, "trace.html", ident, active="traces", t=doc, spans=spans,
+                  attempts=attempt_bars(doc.get("attempts"), doc.get("latency_ms"), upstream),
                   replay="/ui/playground?" + urlencode({"replay": doc["trace_id"]}))
 
 
 async def playground(request: Request, svc: Services, ident: Identity) -> Response:
+    import asyncio
+
     models = sorted(n for n, m in svc.settings.models.items() if m.kind == "chat")
-    models += sorted(svc.settings.routes)
-    replay = ""
+    replay: dict[str, Any] = {}
     rid = request.query_params.get("replay")
     if rid and len(rid) <= 200:
         doc = await trace_with_feedback(svc.store, svc.feedback, rid)
         if doc and (ident.tenant is None or doc["tenant"] == ident.tenant):
-            msgs = doc.get("input")
-            if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict):
-                content = msgs[-1].get("content")
-                replay = content if isinstance(content, str) else ""
+            replay = replay_of(doc)
+    prompts = [p.name for p in await asyncio.to_thread(svc.prompts.list)]
+    collections = sorted(c.name for c in await svc.rag.collections(ident.tenant or "default"))
     scale = svc.settings.feedback.scale
     return render(request, "playground.html", ident, active="playground", models=models,
-                  replay=replay, scale_min=scale.min, scale_max=scale.max)
+                  routes=sorted(svc.settings.routes), prompts=prompts, collections=collections,
+                  replay=replay,
+                  scale_min=scale.min, scale_max=scale.max)
 
 
 MAX_SPEND_ROWS = 200  # keys whose spend the page reads (one budget read each)

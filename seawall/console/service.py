@@ -48,7 +48,9 @@ class Console:
         self.sessions = Sessions(self.secret, settings.console.session_ttl_s)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one statement at a time on the SQLite connection
-        self.queries = TraceQueries(self._fetch, pg is not None, settings.console.scan_rows)
+        scale = settings.feedback.scale
+        self.queries = TraceQueries(self._fetch, pg is not None, settings.console.scan_rows,
+                                    feedback_mid=(scale.min + scale.max) / 2)
         self._task: asyncio.Task[None] | None = None
 
     # -- life cycle --

@@ -23,6 +23,7 @@ ROW_COLUMNS = (
     "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms",
     "finish_reason", "user", "attempts", "degraded", "cache", "cache_entry", "cache_similarity",
     "saved_tokens", "saved_usd", "cache_guard", "rag", "experiment", "prompt_version", "route",
+    "spans",
 )
 
 
@@ -103,6 +104,7 @@ class TraceRecord:
             self.saved_usd, self.cache_guard,
             None if self.rag is None else _dumps(self.rag), self.experiment,
             self.prompt_version, None if self.route is None else _dumps(self.route),
+            _dumps(self.spans) if self.spans else None,
         )
 
     def to_json(self) -> bytes:

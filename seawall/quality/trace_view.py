@@ -12,7 +12,7 @@ from seawall.quality.feedback_store import FeedbackStore
 from seawall.quality.score_store import ScoreStore
 
 # Columns stored as JSON text: given back as the values they hold.
-_JSON_COLUMNS = ("input", "attempts", "rag", "route")
+_JSON_COLUMNS = ("input", "attempts", "rag", "route", "spans")
 _BOOL_COLUMNS = ("stream", "usage_estimated")
 RESPONSE_PREFIX = "resp_"  # a Responses API id is "resp_" + the trace id
 

@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS traces (
     rag TEXT,
     experiment TEXT,
     prompt_version TEXT,
-    route TEXT
+    route TEXT,
+    spans TEXT
 );
 CREATE TABLE IF NOT EXISTS experiments (
     name TEXT PRIMARY KEY,
@@ -102,7 +103,7 @@ _ADDED_COLUMNS = {
                ("saved_tokens", "INTEGER NOT NULL DEFAULT 0"),
                ("saved_usd", "REAL NOT NULL DEFAULT 0"), ("cache_guard", "TEXT"),
                ("rag", "TEXT"), ("experiment", "TEXT"), ("prompt_version", "TEXT"),
-               ("route", "TEXT")],
+               ("route", "TEXT"), ("spans", "TEXT")],
     "api_keys": [("priority", "INTEGER"), ("cache", "INTEGER"), ("tpm", "INTEGER"),
                  ("budget_usd", "REAL"), ("budget_period", "TEXT"),
                  ("role", "TEXT NOT NULL DEFAULT 'app'"), ("scopes", "TEXT"), ("models", "TEXT"),

@@ -14,12 +14,18 @@ from seawall.config import Settings
 from seawall.console.queries import TraceFilter
 from seawall.console.rollup import EDGES, HOUR, SETTLE_S, bucket_of
 from seawall.console.service import Console
+from seawall.errors import InvalidRequest
 from seawall.observe.records import TraceRecord
 from seawall.quality.feedback_store import Feedback
+from seawall.quality.score_store import Score
 from seawall.store.factory import Stores
 
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % HOUR)  # an hour boundary
 N = 240
+# (trace, judge score, judge): two judges on t0020, a failed judging on t0030.
+SCORES = [("t0012", 1.0, "j1"), ("t0020", 2.0, "j1"), ("t0020", 5.0, "j2"),
+          ("t0021", 4.5, "j1"), ("t0030", None, "j1")]
+FEEDBACK = {"t0003": [-1.0], "t0010": [1.0], "t0011": [1.0, -1.0]}
 
 
 def _records() -> list[TraceRecord]:
@@ -34,7 +40,11 @@ def _records() -> list[TraceRecord]:
                               else f"question {i}"}],
             output=f"answer {i}", prompt_tokens=10, completion_tokens=i, cost_usd=0.001 * i,
             latency_ms=10.0 + i, ttft_ms=5.0 + i / 2, cache="hit" if i % 4 == 0 else "miss",
-            saved_usd=0.01 if i % 4 == 0 else 0.0, user=f"u{i % 5}"))
+            saved_usd=0.01 if i % 4 == 0 else 0.0, user=f"u{i % 5}",
+            key_id=f"k{i % 3}", prompt_version=f"greet@{i % 4}",
+            experiment=("exp=a", "exp=b")[i % 2] if i % 3 else None,
+            route={"route": ("auto", "auto_x")[i % 2], "tier": "small", "model": "gpt-a",
+                   "reason": "score"} if i % 5 == 0 else None))
     return out
 
 
@@ -44,6 +54,15 @@ async def console(stores: Stores, backend: Settings) -> AsyncIterator[Console]:
     fb = stores.feedback()
     await fb.open()
     await fb.put(Feedback(trace_id="t0003", user="", tenant="globex", score=-1.0))
+    await fb.put(Feedback(trace_id="t0010", user="", tenant="acme", score=1.0))
+    await fb.put(Feedback(trace_id="t0011", user="a", tenant="globex", score=1.0))
+    await fb.put(Feedback(trace_id="t0011", user="b", tenant="globex", score=-1.0))
+    sc = stores.scores()
+    await sc.open()
+    for tid, score, judge in SCORES:
+        await sc.put(Score(trace_id=tid, judge=judge, rubric="r", tenant="acme", model="gpt-a",
+                           score=score, created_at=T0))
+    await sc.close()
     c = Console(backend, stores.pg)
     await c.start(roll=False)
     try:
@@ -88,6 +107,24 @@ async def test_pages_walk_every_record_once_newest_first(console: Console) -> No
     ({"q": "100%"}, lambda r: False),  # LIKE wildcards are matched literally
     ({"user": "u3", "since": T0 + 3600, "until": T0 + 9000},
      lambda r: r.user == "u3" and T0 + 3600 <= r.started_at < T0 + 9000),
+    ({"key_id": "k1"}, lambda r: r.key_id == "k1"),
+    ({"key_id": "k1", "model": "gpt-b"}, lambda r: r.key_id == "k1" and r.model == "gpt-b"),
+    ({"prompt_version": "greet@2"}, lambda r: r.prompt_version == "greet@2"),
+    ({"experiment": "exp=b"}, lambda r: r.experiment == "exp=b"),
+    ({"route": "auto"}, lambda r: r.route is not None and r.route["route"] == "auto"),
+    ({"route": "auto_x", "tenant": "globex"}, lambda r: r.route is not None
+     and r.route["route"] == "auto_x" and r.tenant == "globex"),
+    ({"route": "aut%"}, lambda r: False),  # no wildcard: the route's exact name
+    ({"score_below": 3.0}, lambda r: any(t == r.trace_id and s is not None and s < 3.0
+                                         for t, s, _ in SCORES)),
+    ({"score_above": 4.0}, lambda r: any(t == r.trace_id and s is not None and s > 4.0
+                                         for t, s, _ in SCORES)),
+    ({"score_above": 1.5, "score_below": 2.5}, lambda r: r.trace_id == "t0020"),
+    ({"feedback": "down"}, lambda r: any(v < 0 for v in FEEDBACK.get(r.trace_id, []))),
+    ({"feedback": "up"}, lambda r: any(v > 0 for v in FEEDBACK.get(r.trace_id, []))),
+    ({"feedback": "any"}, lambda r: r.trace_id in FEEDBACK),
+    ({"feedback": "down", "model": "gpt-a"}, lambda r: r.model == "gpt-a"
+     and any(v < 0 for v in FEEDBACK.get(r.trace_id, []))),
 ])
 async def test_filters_match_the_records(console: Console, filters: dict[str, Any],
                                          pred: Any) -> None:
@@ -106,8 +143,17 @@ async def test_unindexed_filters_scan_a_bounded_window_and_continue(console: Con
 
 
 async def test_feedback_counts_of_a_page(console: Console) -> None:
-    counts = await console.queries.feedback_counts(["t0003", "t0004"])
-    assert counts == {"t0003": (0, 1)}
+    counts = await console.queries.feedback_counts(["t0003", "t0004", "t0011"])
+    assert counts == {"t0003": (0, 1), "t0011": (1, 1)}
+
+
+def test_new_filters_parse_and_refuse_bad_values() -> None:
+    f = TraceFilter.parse({"route": "auto", "score_below": "3", "feedback": "down"})
+    assert (f.route, f.score_below, f.feedback) == ("auto", 3.0, "down")
+    for bad in ({"feedback": "sideways"}, {"score_below": "nan"}, {"score_above": "x"},
+                {"route": "r" * 201}):
+        with pytest.raises(InvalidRequest):
+            TraceFilter.parse(bad)
 
 
 async def test_overview_from_rollups_equals_the_records(console: Console) -> None:

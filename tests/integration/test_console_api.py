@@ -73,12 +73,22 @@ def test_filters(gw: Running) -> None:
     assert len(rows) == 1 and rows[0]["model"] == "gpt-y"
     assert _get(gw, "?status=error&model=gpt-x").json()["data"] == []
     assert len(_get(gw, "?status=ok&model=gpt-x").json()["data"]) == 4
+    # Feedback, judge scores and route: none given yet, so none match.
+    for query in ("?feedback=any", "?score_below=10", "?route=auto"):
+        assert _get(gw, query).json()["data"] == []
+    one = _get(gw, "?q=number%203").json()["data"][0]["trace_id"]
+    api = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {MASTER}"}, timeout=30)
+    assert api.post("/v1/feedback", json={"request_id": one, "score": -1}).status_code < 300
+    assert [r["trace_id"] for r in _get(gw, "?feedback=down").json()["data"]] == [one]
+    assert _get(gw, "?feedback=up").json()["data"] == []
 
 
 @pytest.mark.parametrize(("query", "param"), [
     ("?status=broken", "status"), ("?limit=0", "limit"), ("?limit=1000", "limit"),
     ("?cursor=nonsense", "cursor"), ("?since=nan", "since"), ("?range=9y", "range"),
     ("?cache=sometimes", "cache"), ("?q=" + "x" * 201, "q"),
+    ("?feedback=sideways", "feedback"), ("?score_below=inf", "score_below"),
+    ("?score_above=high", "score_above"), ("?route=" + "r" * 201, "route"),
 ])
 def test_bad_parameters_are_a_400_naming_them(gw: Running, query: str, param: str) -> None:
     r = _get(gw, query)

@@ -40,14 +40,44 @@
     look();
   }
 
+  function cite(citations) {
+    // The sources retrieval gave the model (on the stream's first chunk).
+    var list = $("p-citations");
+    list.textContent = "";
+    citations.forEach(function (c) {
+      var li = document.createElement("li");
+      // The heading path starts at the document's title; the title alone otherwise.
+      var where = (c.heading_path || []).length ? c.heading_path.join(" > ") : (c.title || "");
+      li.textContent = "[" + c.index + "] " + (where ? where + " " : "") + "(" + c.source +
+        (c.page != null ? ", page " + c.page : "") + ") ";
+      var score = document.createElement("span");
+      score.className = "score";
+      score.textContent = "score " + Number(c.score).toFixed(3);
+      li.appendChild(score);
+      list.appendChild(li);
+    });
+    $("p-sources").hidden = citations.length === 0;
+  }
+
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     if (controller) controller.abort();
     controller = new AbortController();
     var data = new FormData(form);
+    var messages = [];
+    var history = (data.get("history") || "").trim();
+    if (history) {
+      try { messages = JSON.parse(history); } catch (e) { messages = null; }
+      if (!Array.isArray(messages)) {
+        card.hidden = false;
+        fail("Earlier messages must be a JSON list of {role, content}.");
+        return;
+      }
+    }
+    messages.push({role: "user", content: data.get("message")});
     var body = {
-      model: data.get("model"), stream: true, stream_options: {include_usage: true},
-      messages: [{role: "user", content: data.get("message")}]
+      model: data.get("route") || data.get("model"), stream: true,
+      stream_options: {include_usage: true}, messages: messages
     };
     var prompt = (data.get("prompt") || "").trim(), version = (data.get("version") || "").trim();
     if (prompt) {
@@ -66,6 +96,8 @@
     facts.hidden = true;
     rate.hidden = true;
     rated.textContent = "";
+    $("p-sources").hidden = true;
+    $("p-citations").textContent = "";
     $("p-stop").disabled = false;
     var started = performance.now(), firstToken = null, text = "";
     api("/v1/chat/completions", body, controller.signal).then(function (r) {
@@ -93,6 +125,7 @@
               if (payload === "[DONE]") return;
               var chunk = JSON.parse(payload);
               if (chunk.error) { fail(chunk.error.message); return; }
+              if (chunk.citations) cite(chunk.citations);
               var choice = chunk.choices && chunk.choices[0];
               var delta = choice && choice.delta && choice.delta.content;
               if (delta) {
