@@ -159,9 +159,16 @@ def test_jobs_page_shows_a_queued_job_and_a_batch(page: Any, gw: Running) -> Non
 
 def test_a_tenant_admin_session_cannot_see_every_tenants_jobs_or_experiments(
         gw: Running) -> None:
-    sessions = gw.services.console.sessions
-    cookie = sessions.cookie(sessions.new("key_acme_admin", "tenant_admin", "acme"))
-    client = httpx.Client(base_url=gw.url, cookies={"sw_session": cookie}, timeout=30)
+    made = httpx.post(gw.url + "/admin/keys", timeout=30,
+                      headers={"authorization": f"Bearer {MASTER}"},
+                      json={"name": f"acme-admin-{uuid.uuid4().hex[:6]}", "tenant": "acme",
+                            "role": "tenant_admin"})
+    assert made.status_code == 201, made.text
+    client = httpx.Client(base_url=gw.url, timeout=30)  # signs in as that key
+    client.get("/ui/signin")
+    signed = client.post("/ui/signin", data={"csrf": client.cookies["sw_signin"],
+                                             "key": made.json()["secret"], "next": "/ui/traces"})
+    assert signed.status_code == 303, signed.text
     for path in ("/ui/jobs", "/ui/experiments"):
         r = client.get(path)
         assert r.status_code == 403 and "operator&#39;s only" in r.text, path
