@@ -266,7 +266,8 @@ def test_http_and_cli_on_postgres_share_one_log(tmp_path: Path, pg_url: str) -> 
         sw(conf, "cache", "purge", "--all")
         got = [(x["action"], x["source"], x["tenant"]) for x in rows(gw)]
         assert got == [("cache.purge", "cli", "*"), ("key.create", "cli", "team"),
-                       ("key.revoke", "127.0.0.1", "team")]
+                       ("key.revoke", "127.0.0.1", "team"),
+                       ("model.config", "startup", "*")]  # the config file's models
         out = [json.loads(x) for x in sw(conf, "audit", "--json").stdout.splitlines()]
         assert [x["id"] for x in out] == [x["id"] for x in rows(gw)]
 
