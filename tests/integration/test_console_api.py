@@ -161,8 +161,8 @@ def test_a_prompt_page_shows_its_versions_and_a_diff(gw: Running) -> None:
     assert 'data-label="production"' in rows[0][1] and 'data-label="staging"' in rows[1][1]
     removed = re.findall(r'<span class="d-del">(.*?)\n</span>', page.text)
     added = re.findall(r'<span class="d-add">(.*?)\n</span>', page.text)
-    assert removed == ["-    content: Be &lt;brief&gt;."], page.text
-    assert added == ["+    content: Be thorough."], page.text
+    assert removed == ["-template: Be &lt;brief&gt;."], page.text
+    assert added == ["+template: Be thorough."], page.text
     # Without a and b: the newest two, the same diff.
     assert re.findall(r'class="d-add">(.*?)\n', browser.get("/ui/prompts/diffed").text) == added
     same = browser.get("/ui/prompts/diffed?a=2&b=2")
