@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from seawall.api.http import read_body
-from seawall.console import pages_more
+from seawall.console import pages_more, prompt_page
 from seawall.console.detail import attempt_bars, replay_of, waterfall
 from seawall.console.guard import (
     OPERATOR_PAGES,
@@ -394,6 +394,7 @@ def routes() -> list[Any]:
         Route("/ui/playground", page("playground", playground), methods=["GET"]),
         Route("/ui/keys", page("keys", keys), methods=["GET"]),
         Route("/ui/prompts", page("prompts", prompts), methods=["GET"]),
+        *prompt_page.routes(page),
         Route("/ui/quality", page("quality", quality), methods=["GET"]),
         *pages_more.routes(page),
         Mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static"),

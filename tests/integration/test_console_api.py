@@ -5,6 +5,7 @@ redirects to sign-in, every response carries the CSP."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -133,3 +134,47 @@ def test_the_quality_page_shows_slos_and_alerts_or_what_enables_them(
         assert page.status_code == 200 and 'id="slos"' in page.text
         assert ">up<" in page.text and "3 (0)" in page.text  # 3 events, none bad
         assert "100.0%" in page.text  # the whole error budget left
+
+
+def test_a_prompt_page_shows_its_versions_and_a_diff(gw: Running) -> None:
+    """Two versions pushed: the prompt's page lists both with their labels
+    and the diff shows the changed line as removed and added (escaped);
+    unknown names and versions are 404s, malformed versions 400s."""
+    prompts = gw.services.prompts
+    for text in ("Be <brief>.", "Be thorough."):  # v2 takes production
+        prompts.push("diffed", {"messages": [{"role": "system", "content": text}]},
+                     labels=["production"])
+    prompts.label("diffed", 1, "staging")
+    browser = httpx.Client(base_url=gw.url, timeout=30)
+    browser.get("/ui/signin")
+    r = browser.post("/ui/signin", data={"csrf": browser.cookies["sw_signin"], "key": MASTER,
+                                         "next": "/ui/prompts"})
+    assert r.status_code == 303
+    listing = browser.get("/ui/prompts")
+    assert listing.status_code == 200 and 'href="/ui/prompts/diffed"' in listing.text
+
+    page = browser.get("/ui/prompts/diffed?a=1&b=2")
+    assert page.status_code == 200, page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    rows = re.findall(r'<tr data-version="(\d+)">(.*?)</tr>', page.text, re.S)
+    assert [v for v, _ in rows] == ["2", "1"]  # newest first
+    assert 'data-label="production"' in rows[0][1] and 'data-label="staging"' in rows[1][1]
+    removed = re.findall(r'<span class="d-del">(.*?)\n</span>', page.text)
+    added = re.findall(r'<span class="d-add">(.*?)\n</span>', page.text)
+    assert removed == ["-template: Be &lt;brief&gt;."], page.text
+    assert added == ["+template: Be thorough."], page.text
+    # Without a and b: the newest two, the same diff.
+    assert re.findall(r'class="d-add">(.*?)\n', browser.get("/ui/prompts/diffed").text) == added
+    same = browser.get("/ui/prompts/diffed?a=2&b=2")
+    assert same.status_code == 200 and 'id="same"' in same.text
+
+    for bad in ("?a=1&b=3", "?a=99999&b=1"):
+        assert browser.get("/ui/prompts/diffed" + bad).status_code == 404
+    for path in ("/ui/prompts/no-such-prompt", "/ui/prompts/" + "p" * 101,
+                 "/ui/prompts/bad%20name"):
+        assert browser.get(path).status_code == 404
+    for bad in ("?a=x&b=1", "?a=0&b=1", "?a=1&b=" + "9" * 11, "?a=-1&b=2"):
+        assert browser.get("/ui/prompts/diffed" + bad).status_code == 400
+    # Signed out, the page is behind sign-in like the others.
+    anon = httpx.get(gw.url + "/ui/prompts/diffed", timeout=30)
+    assert anon.status_code == 303 and anon.headers["location"].startswith("/ui/signin")
