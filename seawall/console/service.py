@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("seawall.console")
 ROLLUP_EVERY_S = 30.0
 TOP_N = 20  # rows shown per deployment / key / user table
+# The deployment / key / user tables cover at most the last day: with many
+# users their rollup holds up to a row per record, and a 30-day GROUP BY of
+# it took ~1 s at 1M records (bench/console_pages.py).
+DIM_WINDOW_S = 86400.0
 
 
 class Console:
@@ -197,9 +201,13 @@ class Console:
             args_t.append(tenant)
             raw_t.append(tenant)
         raw = await q.fetch(raw_select(raw_where), tuple(raw_args))
+        dim_hour = max(first_hour, math.floor((now - DIM_WINDOW_S) / HOUR) * HOUR)
         dim_sums = await q.fetch(f"SELECT dim, value, {SUMS} FROM trace_rollup_dim "
-                                 f"WHERE {where} GROUP BY dim, value", tuple(args))
-        by_dim = await asyncio.to_thread(_top_dims, dim_sums, raw, self.dim_cap)
+                                 f"WHERE {where} GROUP BY dim, value",
+                                 (dim_hour, *args[1:]))
+        dim_raw = [r for r in raw if r["started_at"] >= dim_hour]
+        by_dim = await asyncio.to_thread(_top_dims, dim_sums, dim_raw, self.dim_cap)
+        by_dim["since"] = dim_hour
         if tenant is not None:  # a few models' rows per hour: read them whole
             rolled = await q.fetch(f"SELECT * FROM trace_rollup WHERE {where}", tuple(args))
             out = await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
@@ -228,13 +236,13 @@ def _sums(r: dict[str, Any]) -> Agg:
 
 
 def _top_dims(rows: list[dict[str, Any]], raw: list[dict[str, Any]],
-              cap: int) -> dict[str, dict[str, dict[str, Any]]]:
+              cap: int) -> dict[str, Any]:
     """Per dimension, the TOP_N values by cost over the range: the rolled
     sums plus the records not folded yet (capped the same way)."""
     sums: dict[tuple[str, str], Agg] = {(r["dim"], r["value"]): _sums(r) for r in rows}
     for (_h, _tenant, dim, value), agg in fold_dims(raw, cap, hour=False).items():
         sums.setdefault((dim, value), Agg()).merge(agg)
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+    out: dict[str, Any] = {}
     for dim, _col in DIMS:
         ranked = sorted(((v, a) for (d, v), a in sums.items() if d == dim),
                         key=lambda va: (-va[1].cost_usd, -va[1].requests, va[0]))

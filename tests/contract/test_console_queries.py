@@ -220,6 +220,9 @@ async def test_breakdowns_by_deployment_key_and_user_equal_the_records(
             k: v[0] for k, v in mine.items()}
     costs = [s["cost_usd"] for s in after["by_dim"]["user"].values()]
     assert costs == sorted(costs, reverse=True)  # costliest first
+    # Over a longer range the tables cover the last day only.
+    later = await console.overview("7d", None, now=T0 + 30 * HOUR)
+    assert later["total"]["requests"] == N and later["by_dim"]["user"] == {}
 
 
 async def test_each_hour_keeps_its_costliest_values_and_sums_the_rest(
