@@ -1,12 +1,14 @@
 """Hourly rollups of the trace records, so the overview reads a few
 thousand rows instead of millions.
 
-Three tables, one row per hour and: (model, tenant) with counts, tokens,
+Four tables, one row per hour and: (model, tenant) with counts, tokens,
 cost, cache hits and savings, and latency / time-to-first-token histograms
 (geometric buckets, 20% wide: a percentile is exact to within one bucket),
 read whole for one tenant's view; (model) with the same over all tenants,
 for the operator's totals and per-model table; (tenant) with the sums
-only, for the operator's per-tenant table. 30 days of 5 models is 3,600
+only, for the operator's per-tenant table; (tenant, dimension, value) with
+the sums, for the deployment / key / user tables, capped per hour (see
+:func:`fold_dims`). 30 days of 5 models is 3,600
 model rows whatever the traffic. (Per-tenant percentiles are in a tenant's
 own view.) A background task
 folds each hour in once it is ``SETTLE_S`` old (a record is written when its
@@ -76,7 +78,8 @@ def hist_matrix(texts: list[str]) -> np.ndarray:
 ROLLUP_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd",
                  "cache_hits", "saved_usd")
 RAW_COLUMNS = ("model", "tenant", "status", "latency_ms", "ttft_ms", "prompt_tokens",
-               "completion_tokens", "cost_usd", "cache", "saved_usd", "deployment")
+               "completion_tokens", "cost_usd", "cache", "saved_usd", "deployment", "key_id",
+               '"user"')
 HITS = frozenset({"hit", "semantic-hit", "coalesced"})
 
 
@@ -96,6 +99,13 @@ class Agg:
     ttft: np.ndarray = field(default_factory=_zeros)
 
     def add_record(self, r: dict[str, Any]) -> None:
+        self.add_sums(r)
+        self.latency[bucket_of(r["latency_ms"] or 0.0)] += 1
+        if r["ttft_ms"] is not None:
+            self.ttft[bucket_of(r["ttft_ms"])] += 1
+
+    def add_sums(self, r: dict[str, Any]) -> None:
+        """The sums of :meth:`add_record`, without the histograms."""
         self.requests += 1
         self.errors += r["status"] >= 400
         self.prompt_tokens += r["prompt_tokens"] or 0
@@ -103,9 +113,6 @@ class Agg:
         self.cost_usd += r["cost_usd"] or 0.0
         self.cache_hits += r["cache"] in HITS
         self.saved_usd += r["saved_usd"] or 0.0
-        self.latency[bucket_of(r["latency_ms"] or 0.0)] += 1
-        if r["ttft_ms"] is not None:
-            self.ttft[bucket_of(r["ttft_ms"])] += 1
 
     def merge(self, other: Agg) -> None:
         for f in ROLLUP_FIELDS:
@@ -144,6 +151,44 @@ def fold(records: Iterable[dict[str, Any]], hour: bool = True) -> dict[tuple[Any
         if agg is None:
             agg = out[key] = Agg()
         agg.add_record(r)
+    return out
+
+
+# The generic breakdowns: (dimension, the record's column).
+DIMS = (("deployment", "deployment"), ("key", "key_id"), ("user", "user"))
+DIM_CAP = 200  # values kept per (hour, tenant, dimension); the rest sum into OTHER
+VALUE_MAX = 64  # characters of a value kept (``user`` is the client's own text)
+OTHER = "(other)"
+NONE = "(none)"
+
+
+def dim_value(v: Any) -> str:
+    text = NONE if v is None or v == "" else str(v)
+    return text if len(text) <= VALUE_MAX else text[:VALUE_MAX - 1] + "\u2026"
+
+
+def fold_dims(records: Iterable[dict[str, Any]], cap: int = DIM_CAP,
+              hour: bool = True) -> dict[tuple[Any, ...], Agg]:
+    """Sums by (hour, tenant, dimension, value), each (hour, tenant,
+    dimension) capped at its ``cap`` costliest values, the rest summed into
+    OTHER: a client cycling user ids cannot grow the table. Sums only (no
+    histograms). Runs in a worker thread."""
+    full: dict[tuple[Any, ...], dict[str, Agg]] = {}
+    for r in records:
+        h = math.floor(r["started_at"] / HOUR) * HOUR if hour else 0.0
+        for dim, col in DIMS:
+            values = full.setdefault((h, r["tenant"], dim), {})
+            agg = values.get(key := dim_value(r[col]))
+            if agg is None:
+                agg = values[key] = Agg()
+            agg.add_sums(r)
+    out: dict[tuple[Any, ...], Agg] = {}
+    for (h, tenant, dim), values in full.items():
+        ranked = sorted(values.items(), key=lambda kv: (-kv[1].cost_usd, -kv[1].requests, kv[0]))
+        for value, agg in ranked[:cap]:
+            out[(h, tenant, dim, value)] = agg
+        for _value, agg in ranked[cap:]:
+            out.setdefault((h, tenant, dim, OTHER), Agg()).merge(agg)
     return out
 
 
@@ -191,6 +236,21 @@ CREATE TABLE IF NOT EXISTS trace_rollup_tenant (
     saved_usd REAL NOT NULL,
     PRIMARY KEY (hour, tenant)
 );
+CREATE TABLE IF NOT EXISTS trace_rollup_dim (
+    hour REAL NOT NULL,
+    tenant TEXT NOT NULL,
+    dim TEXT NOT NULL,
+    value TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cache_hits INTEGER NOT NULL,
+    saved_usd REAL NOT NULL,
+    PRIMARY KEY (hour, tenant, dim, value)
+);
+CREATE INDEX IF NOT EXISTS trace_rollup_dim_by_tenant ON trace_rollup_dim (tenant, hour);
 CREATE TABLE IF NOT EXISTS trace_rollup_state (
     name TEXT PRIMARY KEY,
     upto REAL NOT NULL
@@ -208,11 +268,14 @@ HIST = ("latency", "ttft")
 UPSERT_ALL = _upsert("trace_rollup", ("hour", "model", "tenant"), (*ROLLUP_FIELDS, *HIST))
 UPSERT_MODEL = _upsert("trace_rollup_model", ("hour", "model"), (*ROLLUP_FIELDS, *HIST))
 UPSERT_TENANT = _upsert("trace_rollup_tenant", ("hour", "tenant"), ROLLUP_FIELDS)
+UPSERT_DIM = _upsert("trace_rollup_dim", ("hour", "tenant", "dim", "value"), ROLLUP_FIELDS)
 SUMS = ", ".join(f"SUM({f}) AS {f}" for f in ROLLUP_FIELDS)
 
 
-def rollup_rows(groups: dict[tuple[Any, ...], Agg]) -> dict[str, list[tuple[Any, ...]]]:
-    """One fold's rows for each rollup table (upsert statement -> rows)."""
+def rollup_rows(groups: dict[tuple[Any, ...], Agg],
+                dims: dict[tuple[Any, ...], Agg] | None = None) -> dict[str, list[tuple[Any, ...]]]:
+    """One fold's rows for each rollup table (upsert statement -> rows);
+    ``dims`` from :func:`fold_dims`."""
     models: dict[tuple[Any, ...], Agg] = {}
     tenants: dict[tuple[Any, ...], Agg] = {}
     for (hour, model, tenant), agg in groups.items():
@@ -222,6 +285,7 @@ def rollup_rows(groups: dict[tuple[Any, ...], Agg]) -> dict[str, list[tuple[Any,
         UPSERT_ALL: [(*k, *a.row_values()) for k, a in groups.items()],
         UPSERT_MODEL: [(*k, *a.row_values()) for k, a in models.items()],
         UPSERT_TENANT: [(*k, *a.row_values()[:-2]) for k, a in tenants.items()],
+        UPSERT_DIM: [(*k, *a.row_values()[:-2]) for k, a in (dims or {}).items()],
     }
 
 

@@ -18,6 +18,8 @@ import numpy as np
 from seawall.config import Settings
 from seawall.console.queries import TraceQueries, range_seconds
 from seawall.console.rollup import (
+    DIM_CAP,
+    DIMS,
     HOUR,
     ROLLUP_FIELDS,
     SETTLE_S,
@@ -26,6 +28,7 @@ from seawall.console.rollup import (
     SUMS,
     Agg,
     fold,
+    fold_dims,
     hist_matrix,
     raw_select,
     rollup_rows,
@@ -38,6 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("seawall.console")
 ROLLUP_EVERY_S = 30.0
+TOP_N = 20  # rows shown per deployment / key / user table
+# The deployment / key / user tables cover at most the last day: with many
+# users their rollup holds up to a row per record, and a 30-day GROUP BY of
+# it took ~1 s at 1M records (bench/console_pages.py).
+DIM_WINDOW_S = 86400.0
 
 
 class Console:
@@ -52,6 +60,7 @@ class Console:
         self.queries = TraceQueries(self._fetch, pg is not None, settings.console.scan_rows,
                                     feedback_mid=(scale.min + scale.max) / 2)
         self._task: asyncio.Task[None] | None = None
+        self.dim_cap = DIM_CAP  # values per (hour, tenant, dimension) rollup
 
     # -- life cycle --
     async def start(self, roll: bool = True) -> None:
@@ -156,9 +165,11 @@ class Console:
         start = min(start, target)
         end = min(target, start + STEP_HOURS * HOUR)
         groups: dict[tuple[Any, ...], Agg] = {}
+        dims: dict[tuple[Any, ...], Agg] = {}
         if end > start:
             rows = await q.fetch(raw_select("started_at >= ? AND started_at < ?"), (start, end))
             groups = await asyncio.to_thread(fold, rows)
+            dims = await asyncio.to_thread(fold_dims, rows, self.dim_cap)
         async with self._transaction() as (run, many):
             if upto is None:
                 await run("INSERT INTO trace_rollup_state (name, upto) VALUES ('traces', ?) "
@@ -167,7 +178,7 @@ class Console:
             if not await run("UPDATE trace_rollup_state SET upto = ? WHERE name = 'traces' "
                              "AND upto = ?", (end, upto)):
                 return False  # another process moved it meanwhile: its round
-            for sql, values in rollup_rows(groups).items():
+            for sql, values in rollup_rows(groups, dims).items():
                 if values:
                     await many(sql, values)
         return end < target
@@ -190,9 +201,17 @@ class Console:
             args_t.append(tenant)
             raw_t.append(tenant)
         raw = await q.fetch(raw_select(raw_where), tuple(raw_args))
+        dim_hour = max(first_hour, math.floor((now - DIM_WINDOW_S) / HOUR) * HOUR)
+        dim_sums = await q.fetch(f"SELECT dim, value, {SUMS} FROM trace_rollup_dim "
+                                 f"WHERE {where} GROUP BY dim, value",
+                                 (dim_hour, *args[1:]))
+        dim_raw = [r for r in raw if r["started_at"] >= dim_hour]
+        by_dim = await asyncio.to_thread(_top_dims, dim_sums, dim_raw, self.dim_cap)
+        by_dim["since"] = dim_hour
         if tenant is not None:  # a few models' rows per hour: read them whole
             rolled = await q.fetch(f"SELECT * FROM trace_rollup WHERE {where}", tuple(args))
-            return await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
+            out = await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
+            return {**out, "by_dim": by_dim}
         # Every tenant: sums in SQL, the per-model histograms summed as one matrix.
         hists = await q.fetch(f"SELECT model, latency, ttft FROM trace_rollup_model "
                               f"WHERE {where}", tuple(args))
@@ -203,8 +222,9 @@ class Console:
                               tuple(args))
         tenants = await q.fetch(f"SELECT tenant, {SUMS} FROM trace_rollup_tenant WHERE {where} "
                                 "GROUP BY tenant", tuple(args))
-        return await asyncio.to_thread(_summarise_all, hists, sums, hours, tenants, raw,
-                                       first_hour, now)
+        out = await asyncio.to_thread(_summarise_all, hists, sums, hours, tenants, raw,
+                                      first_hour, now)
+        return {**out, "by_dim": by_dim}
 
 
 def _sums(r: dict[str, Any]) -> Agg:
@@ -213,6 +233,21 @@ def _sums(r: dict[str, Any]) -> Agg:
     values: dict[str, Any] = {f: (float if f.endswith("usd") else int)(r[f] or 0)
                               for f in ROLLUP_FIELDS}
     return Agg(**values)
+
+
+def _top_dims(rows: list[dict[str, Any]], raw: list[dict[str, Any]],
+              cap: int) -> dict[str, Any]:
+    """Per dimension, the TOP_N values by cost over the range: the rolled
+    sums plus the records not folded yet (capped the same way)."""
+    sums: dict[tuple[str, str], Agg] = {(r["dim"], r["value"]): _sums(r) for r in rows}
+    for (_h, _tenant, dim, value), agg in fold_dims(raw, cap, hour=False).items():
+        sums.setdefault((dim, value), Agg()).merge(agg)
+    out: dict[str, Any] = {}
+    for dim, _col in DIMS:
+        ranked = sorted(((v, a) for (d, v), a in sums.items() if d == dim),
+                        key=lambda va: (-va[1].cost_usd, -va[1].requests, va[0]))
+        out[dim] = {v: a.summary() for v, a in ranked[:TOP_N]}
+    return out
 
 
 def _summarise_all(hists: list[dict[str, Any]], sums: list[dict[str, Any]],

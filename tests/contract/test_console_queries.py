@@ -187,3 +187,66 @@ def _approx(d: Any) -> Any:
     if isinstance(d, dict):
         return {k: _approx(v) for k, v in d.items()}
     return round(d, 9) if isinstance(d, float) else d
+
+
+def _by(recs: list[TraceRecord], attr: str) -> dict[str, tuple[int, int, float]]:
+    """(requests, completion tokens, cost) per value of ``attr``, from the records."""
+    out: dict[str, tuple[int, int, float]] = {}
+    for r in recs:
+        n, tok, cost = out.get(getattr(r, attr), (0, 0, 0.0))
+        out[getattr(r, attr)] = (n + 1, tok + r.completion_tokens, cost + r.cost_usd)
+    return out
+
+
+def _table(view: dict[str, Any], dim: str) -> dict[str, tuple[int, int, float]]:
+    return {k: (s["requests"], s["completion_tokens"], round(s["cost_usd"], 9))
+            for k, s in view["by_dim"][dim].items()}
+
+
+async def test_breakdowns_by_deployment_key_and_user_equal_the_records(
+        console: Console) -> None:
+    now = T0 + 4 * HOUR + SETTLE_S + 1
+    before = await console.overview("24h", None, now=now)  # from the raw records
+    while await console.roll_step(now=now):
+        pass
+    after = await console.overview("24h", None, now=now)  # from trace_rollup_dim
+    acme = await console.overview("24h", "acme", now=now)
+    recs = _records()
+    for dim, attr in (("deployment", "deployment"), ("key", "key_id"), ("user", "user")):
+        want = {k: (n, tok, round(cost, 9)) for k, (n, tok, cost) in _by(recs, attr).items()}
+        assert _table(before, dim) == want and _table(after, dim) == want
+        mine = _by([r for r in recs if r.tenant == "acme"], attr)
+        assert {k: v[0] for k, v in _table(acme, dim).items()} == {
+            k: v[0] for k, v in mine.items()}
+    costs = [s["cost_usd"] for s in after["by_dim"]["user"].values()]
+    assert costs == sorted(costs, reverse=True)  # costliest first
+    # Over a longer range the tables cover the last day only.
+    later = await console.overview("7d", None, now=T0 + 30 * HOUR)
+    assert later["total"]["requests"] == N and later["by_dim"]["user"] == {}
+
+
+async def test_each_hour_keeps_its_costliest_values_and_sums_the_rest(
+        console: Console) -> None:
+    console.dim_cap = 3
+    now = T0 + 4 * HOUR + SETTLE_S + 1
+    while await console.roll_step(now=now):
+        pass
+    rows = await console.queries.fetch(
+        "SELECT hour, tenant, value, requests, cost_usd FROM trace_rollup_dim "
+        "WHERE dim = 'user'")
+    recs = _records()
+    groups = {(float(r["hour"]), r["tenant"]) for r in rows}
+    assert len(groups) == 8  # four hours, two tenants
+    for hour, tenant in groups:
+        mine = [r for r in recs if r.tenant == tenant and hour <= r.started_at < hour + HOUR]
+        users = _by(mine, "user")
+        assert len(users) == 5  # five users each hour: two fold into "(other)"
+        top = sorted(users, key=lambda u: (-users[u][2], -users[u][0], u))[:3]
+        got = {r["value"]: r for r in rows if (float(r["hour"]), r["tenant"]) == (hour, tenant)}
+        assert set(got) == {*top, "(other)"}
+        assert int(got["(other)"]["requests"]) == sum(users[u][0] for u in users
+                                                       if u not in top)
+        assert sum(int(r["requests"]) for r in got.values()) == len(mine)
+    view = await console.overview("24h", None, now=now)
+    assert sum(s["requests"] for s in view["by_dim"]["user"].values()) == N
+    assert "(other)" in view["by_dim"]["user"]

@@ -178,3 +178,26 @@ def test_a_prompt_page_shows_its_versions_and_a_diff(gw: Running) -> None:
     # Signed out, the page is behind sign-in like the others.
     anon = httpx.get(gw.url + "/ui/prompts/diffed", timeout=30)
     assert anon.status_code == 303 and anon.headers["location"].startswith("/ui/signin")
+
+
+def test_the_overview_shows_deployment_key_and_user_tables(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The client's own ``user`` text is shown escaped and cut to 64 characters."""
+    base = {"auth": {"allow_anonymous_loopback": True}, "providers": {"fake": {"type": "fake"}},
+            "models": {"echo": {"provider": "fake"}}}
+    with run_gateway(base, tmp_path_factory.mktemp("dims")) as gw:
+        for user in ("<b>bob</b>", "alice", "z" * 500):
+            r = httpx.post(gw.url + "/v1/chat/completions", timeout=30, json={
+                "model": "echo", "user": user,
+                "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200
+        gw.on_server(gw.services.writer.flush())
+        page = httpx.get(gw.url + "/ui/overview?range=24h", timeout=30)
+        assert page.status_code == 200
+        for dim in ("deployment", "key", "user"):
+            assert f'id="by-{dim}"' in page.text
+        users = page.text.split('id="by-user"')[1].split("</section>")[0]
+        assert "&lt;b&gt;bob&lt;/b&gt;" in users and "<b>bob" not in users
+        assert ">alice<" in users and "z" * 63 + "\u2026" in users and "z" * 64 not in users
+        keys = page.text.split('id="by-key"')[1].split("</section>")[0]
+        assert "(none)" in keys  # anonymous: no key
