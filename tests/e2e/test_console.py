@@ -18,16 +18,12 @@ import pytest
 
 from seawall.pipeline.stages import hash_key
 from seawall.store.base import ApiKey
+from tests.e2e.chromium import needs_chromium, open_browser, signed_in
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed at /usr/bin/chromium "
-                                "(scripts/setup.sh --dev installs it)")
+pytestmark = needs_chromium
 MASTER = "sk-master-console-tests"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WORDS = "The tower is three hundred and thirty metres tall and was finished in eighteen eighty nine"
 
 
@@ -48,33 +44,16 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            headless=True, args=ARGS, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(15_000)
-        try:
-            yield context
-        finally:
-            context.close()
+    with open_browser(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 @pytest.fixture
 def page(browser: Any, gw: Running) -> Iterator[Any]:
-    """A signed-in page (the sign-in form, as a person uses it)."""
-    browser.clear_cookies()
-    pg = browser.new_page()
-    pg.goto(gw.url + "/ui/traces")
-    assert "/ui/signin" in pg.url  # not signed in yet
-    pg.fill("#key", MASTER)
-    pg.click("button[type=submit]")
-    pg.wait_for_url(re.compile(r"/ui/traces$"))
-    try:
+    """A signed-in page (the sign-in form, as a person uses it, reached by
+    asking for the traces page: the form sends the user back there)."""
+    with signed_in(browser, gw.url, MASTER, start="/ui/traces", lands="/ui/traces") as pg:
         yield pg
-    finally:
-        pg.close()
 
 
 def test_sign_in_with_a_wrong_key_is_refused_then_the_master_key_works(browser: Any,

@@ -11,23 +11,18 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from tests.e2e.chromium import needs_chromium, open_browser, sign_in
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed at /usr/bin/chromium "
-                                "(scripts/setup.sh --dev installs it)")
+pytestmark = needs_chromium
 MASTER = "sk-master-console-key-tests"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Expensive on purpose, so that a few tokens show as spend against a budget.
 PRICE = {"input_per_mtok": 1_000.0, "output_per_mtok": 1_000.0}
 
@@ -47,17 +42,8 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            headless=True, args=ARGS, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(15_000)
-        try:
-            yield context
-        finally:
-            context.close()
+    with open_browser(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 def _admin(gw: Running) -> httpx.Client:
@@ -72,14 +58,7 @@ def _make_key(gw: Running, **fields: Any) -> dict[str, Any]:
 
 
 def _sign_in(browser: Any, gw: Running, secret: str, path: str) -> Any:
-    browser.clear_cookies()
-    pg = browser.new_page()
-    pg.goto(gw.url + path)
-    assert "/ui/signin" in pg.url
-    pg.fill("#key", secret)
-    pg.click("button[type=submit]")
-    pg.wait_for_url(re.compile(re.escape(path) + "$"))
-    return pg
+    return sign_in(browser, gw.url, secret, start=path, lands=path)
 
 
 def test_a_tenant_admin_sees_only_its_tenant_and_is_out_once_revoked(

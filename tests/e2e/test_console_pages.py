@@ -10,19 +10,17 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.test_console import ARGS, CHROMIUM, MASTER
+from tests.e2e.chromium import needs_chromium, open_browser, signed_in
+from tests.e2e.test_console import MASTER
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian's chromium is not installed at /usr/bin/chromium "
-                                "(scripts/setup.sh --dev installs it)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -45,31 +43,14 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            headless=True, args=ARGS, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(15_000)
-        try:
-            yield context
-        finally:
-            context.close()
+    with open_browser(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 @pytest.fixture
 def page(browser: Any, gw: Running) -> Iterator[Any]:
-    browser.clear_cookies()
-    pg = browser.new_page()
-    pg.goto(gw.url + "/ui/signin")
-    pg.fill("#key", MASTER)
-    pg.click("button[type=submit]")
-    pg.wait_for_url(re.compile(r"/ui/overview$"))
-    try:
+    with signed_in(browser, gw.url, MASTER) as pg:
         yield pg
-    finally:
-        pg.close()
 
 
 def _api(gw: Running) -> httpx.Client:
