@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from seawall.store.async_sqlite import AsyncSqlite
@@ -162,9 +161,6 @@ class SqliteScoreStore(AsyncSqlite):
 
     SCHEMA = SCHEMA
     WHAT = "score store"
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
 
     async def put(self, score: Score) -> None:
         await self.db.execute(_UPSERT, _row(score))

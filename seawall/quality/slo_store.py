@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -229,19 +228,12 @@ def _fire_args(key: str, severity: str, source: str, title: str,
     return (key, severity, source, title, orjson.dumps(detail or {}).decode(), now, now)
 
 
-class SqliteSloStore(AsyncSqlite):
-    """Its own connection on ``seawall.db`` (reads never queue behind trace
-    writes). Creates the tables it reads if no other store has yet."""
-
-    SCHEMA = ALERTS_SCHEMA + score_store.SCHEMA + feedback_store.SCHEMA
-    WHAT = "SLO store"
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+class _Queries:
+    """The read queries, the same SQL on both backends; each store runs them
+    through its own ``_all``."""
 
     async def _all(self, sql: str, args: Any) -> list[Any]:
-        async with self.db.execute(sql, args) as c:
-            return list(await c.fetchall())
+        raise NotImplementedError
 
     async def counts(self, q: EventQuery, windows: list[float],
                      now: float) -> dict[float, tuple[int, int]]:
@@ -260,6 +252,21 @@ class SqliteSloStore(AsyncSqlite):
         rows = await self._all(*sample_sql(kind, model, prompt_version, since, until, n))
         return [tuple(r) for r in rows]
 
+    async def alerts(self) -> list[dict[str, Any]]:
+        return [_alert(r) for r in await self._all(_ALERTS, ())]
+
+
+class SqliteSloStore(_Queries, AsyncSqlite):
+    """Its own connection on ``seawall.db`` (reads never queue behind trace
+    writes). Creates the tables it reads if no other store has yet."""
+
+    SCHEMA = ALERTS_SCHEMA + score_store.SCHEMA + feedback_store.SCHEMA
+    WHAT = "SLO store"
+
+    async def _all(self, sql: str, args: Any) -> list[Any]:
+        async with self.db.execute(sql, args) as c:
+            return list(await c.fetchall())
+
     async def transition(self, key: str, status: str, *, severity: str = "", source: str = "",
                          title: str = "", detail: dict[str, Any] | None = None) -> bool:
         now = time.time()
@@ -274,11 +281,8 @@ class SqliteSloStore(AsyncSqlite):
         await self.db.commit()
         return changed
 
-    async def alerts(self) -> list[dict[str, Any]]:
-        return [_alert(r) for r in await self._all(_ALERTS, ())]
 
-
-class PostgresSloStore:
+class PostgresSloStore(_Queries):
     """The shared database (``quality_alerts``: migration 0013)."""
 
     def __init__(self, pg: Postgres) -> None:
@@ -296,23 +300,6 @@ class PostgresSloStore:
             cur = await conn.execute(sql.replace("?", "%s"), args)
             return list(await cur.fetchall())
 
-    async def counts(self, q: EventQuery, windows: list[float],
-                     now: float) -> dict[float, tuple[int, int]]:
-        return _counts((await self._all(*counts_sql(q, windows, now)))[0], windows)
-
-    async def worst(self, q: EventQuery, since: float, until: float,
-                    n: int) -> list[dict[str, Any]]:
-        return [_evidence(q.kind, r) for r in await self._all(*worst_sql(q, since, until, n))]
-
-    async def groups(self, since: float, until: float,
-                     limit: int) -> list[tuple[str, str | None, int]]:
-        return [(r[0], r[1], int(r[2])) for r in await self._all(_GROUPS, (since, until, limit))]
-
-    async def sample(self, kind: str, model: str, prompt_version: str | None, since: float,
-                     until: float, n: int) -> list[tuple[Any, ...]]:
-        rows = await self._all(*sample_sql(kind, model, prompt_version, since, until, n))
-        return [tuple(r) for r in rows]
-
     async def transition(self, key: str, status: str, *, severity: str = "", source: str = "",
                          title: str = "", detail: dict[str, Any] | None = None) -> bool:
         now = time.time()
@@ -323,6 +310,3 @@ class PostgresSloStore:
             sql = _RESOLVE + " RETURNING key"
             args = (orjson.dumps(detail or {}).decode(), now, now, key)
         return bool(await self._all(sql, args))
-
-    async def alerts(self) -> list[dict[str, Any]]:
-        return [_alert(r) for r in await self._all(_ALERTS, ())]
