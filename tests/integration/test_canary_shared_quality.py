@@ -6,18 +6,12 @@ by two services in one process, as tests/integration/test_change_notices.py)."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from seawall.config import parse_settings
 from seawall.experiments.canary import Quality
-from seawall.experiments.service import SALT_NAME, Experiments
-from seawall.observe.metrics import Metrics
-from seawall.providers.registry import ModelRegistry
-from seawall.store.bus import RedisBus
-from seawall.store.lease import RedisLease
-from seawall.store.redis_link import RedisLink
-from seawall.store.sqlite import SqliteStore
+from seawall.experiments.service import SALT_NAME
+from tests.replicas import experiment_replicas
 
 
 async def test_quality_reaching_any_replica_rolls_the_canary_back(redis_url: str,
@@ -33,22 +27,9 @@ async def test_quality_reaching_any_replica_rolls_the_canary_back(redis_url: str
                        "max_quality_drop": 0.2},
             "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}},
     }, env={})
-    prefix = f"t{uuid.uuid4().hex[:8]}:"
-    replicas = []
-    for _ in range(2):
-        store = SqliteStore(tmp_path / "seawall.db")
-        await store.open()
-        link = RedisLink(parse_settings({"redis": {"url": redis_url, "prefix": prefix}},
-                                        env={}).redis)
-        bus = RedisBus(link)
-        exp = Experiments(settings, ModelRegistry(settings), store, Metrics(), bus=bus,
-                          lease=RedisLease(link, "experiments", ttl_s=30), redis=link)
-        await bus.start()
-        await exp.start()
-        replicas.append((exp, bus, link, store))
-    first, second = replicas[0][0], replicas[1][0]
-    assert first.shared is not None and second.shared is not None
-    try:
+    async with experiment_replicas(settings, tmp_path / "seawall.db",
+                                   redis_url) as (first, second):
+        assert first.shared is not None and second.shared is not None
         # One salt for every replica, made by the first and kept in the store.
         assert len(first.salt) == 64 and first.salt == second.salt
         saved, _ = await first.store.experiment_state(SALT_NAME)
@@ -70,9 +51,3 @@ async def test_quality_reaching_any_replica_rolls_the_canary_back(redis_url: str
             "judged quality 0.30 against the baseline's 0.90")
         assert state.history[-1]["candidate"]["judged"] == 6
         assert state.history[-1]["candidate"]["replicas"] == "all"
-    finally:
-        for exp, bus, link, store in replicas:
-            await exp.close()
-            await bus.close()
-            await link.close()
-            await store.close()

@@ -26,11 +26,9 @@ from seawall.pipeline.context import RequestContext
 from seawall.pipeline.stages import hash_key
 from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ApiKey
-from seawall.store.bus import RedisBus
-from seawall.store.lease import RedisLease
-from seawall.store.redis_link import RedisLink
 from seawall.store.sqlite import SqliteStore
 from tests.gateway import Running, run_gateway
+from tests.replicas import experiment_replicas
 from tests.servers import FakeUpstreamClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -215,22 +213,9 @@ async def test_the_lease_holder_judges_every_replicas_outcomes_and_the_other_fol
             "canary": {"steps": [10, 50, 100], "min_requests": 6, "max_p95_ratio": 1.5},
             "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}},
     }, env={})
-    prefix = f"t{uuid.uuid4().hex[:8]}:"
-    replicas = []
-    for _ in range(2):
-        store = SqliteStore(tmp_path / "seawall.db")
-        await store.open()
-        link = RedisLink(parse_settings({"redis": {"url": redis_url, "prefix": prefix}},
-                                        env={}).redis)
-        bus = RedisBus(link)
-        exp = Experiments(settings, ModelRegistry(settings), store, Metrics(), bus=bus,
-                          lease=RedisLease(link, "experiments", ttl_s=30), redis=link)
-        await bus.start()
-        await exp.start()
-        replicas.append((exp, bus, link, store))
-    first, second = replicas[0][0], replicas[1][0]
-    assert first.shared is not None and second.shared is not None
-    try:
+    async with experiment_replicas(settings, tmp_path / "seawall.db",
+                                   redis_url) as (first, second):
+        assert first.shared is not None and second.shared is not None
         assert first.lease.held and not second.lease.held
         # Each replica sees half of what a step needs; neither alone could judge.
         for exp in (second, first):
@@ -269,12 +254,6 @@ async def test_the_lease_holder_judges_every_replicas_outcomes_and_the_other_fol
         assert "p95 latency" in (follower.state.reason or "")
         assert second.revisions["rollout"] == 2
         assert follower.state.history[-1]["candidate"]["requests"] == 6
-    finally:
-        for exp, bus, link, store in replicas:
-            await exp.close()
-            await bus.close()
-            await link.close()
-            await store.close()
 
 
 async def test_a_canary_move_is_stored_once_the_store_is_back(tmp_path: Path) -> None:

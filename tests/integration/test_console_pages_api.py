@@ -16,16 +16,11 @@ import httpx
 import pytest
 
 from seawall.config import parse_settings
-from seawall.experiments.service import Experiments, OverrideRefused
-from seawall.observe.metrics import Metrics
+from seawall.experiments.service import OverrideRefused
 from seawall.pipeline.stages import hash_key
-from seawall.providers.registry import ModelRegistry
 from seawall.store.base import ApiKey
-from seawall.store.bus import RedisBus
-from seawall.store.lease import RedisLease
-from seawall.store.redis_link import RedisLink
-from seawall.store.sqlite import SqliteStore
 from tests.gateway import Running, run_gateway
+from tests.replicas import experiment_replicas
 from tests.servers import FakeUpstreamClient
 
 MASTER = "sk-master-console-pages"
@@ -176,21 +171,8 @@ async def test_a_hand_rollback_on_one_replica_reaches_the_other(redis_url: str,
             "model": "chat", "kind": "canary", "canary": {"steps": [10, 50, 100]},
             "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}},
     }, env={})
-    prefix = f"t{uuid.uuid4().hex[:8]}:"
-    replicas = []
-    for _ in range(2):
-        store = SqliteStore(tmp_path / "seawall.db")
-        await store.open()
-        link = RedisLink(parse_settings({"redis": {"url": redis_url, "prefix": prefix}},
-                                        env={}).redis)
-        bus = RedisBus(link)
-        exp = Experiments(settings, ModelRegistry(settings), store, Metrics(), bus=bus,
-                          lease=RedisLease(link, "experiments", ttl_s=30), redis=link)
-        await bus.start()
-        await exp.start()
-        replicas.append((exp, bus, link, store))
-    first, second = replicas[0][0], replicas[1][0]
-    try:
+    async with experiment_replicas(settings, tmp_path / "seawall.db",
+                                   redis_url) as (first, second):
         assert first.lease.held and not second.lease.held
         moved = await second.override("rollout", "rolled_back", "by hand", "master")
         assert moved["before"]["share"] == 10 and moved["after"]["share"] == 0
@@ -202,9 +184,3 @@ async def test_a_hand_rollback_on_one_replica_reaches_the_other(redis_url: str,
         assert first.revisions["rollout"] == second.revisions["rollout"] == 1
         with pytest.raises(OverrideRefused, match="already rolled back"):
             await first.override("rollout", "promoted", "by hand", "master")
-    finally:
-        for exp, bus, link, store in replicas:
-            await exp.close()
-            await bus.close()
-            await link.close()
-            await store.close()
