@@ -1,22 +1,27 @@
-"""Hourly rollups of the trace records, so the overview reads a few
-thousand rows instead of millions.
+"""Rollups of the trace records, so the overview reads a few thousand rows
+instead of millions.
 
-Four tables, one row per hour and: (model, tenant) with counts, tokens,
-cost, cache hits and savings, and latency / time-to-first-token histograms
-(geometric buckets, 20% wide: a percentile is exact to within one bucket),
-read whole for one tenant's view; (model) with the same over all tenants,
-for the operator's totals and per-model table; (tenant) with the sums
-only, for the operator's per-tenant table; (tenant, dimension, value) with
-the sums, for the deployment / key / user tables, capped per hour (see
-:func:`fold_dims`). 30 days of 5 models is 3,600
-model rows whatever the traffic. (Per-tenant percentiles are in a tenant's
-own view.) A background task
-folds each hour in once it is ``SETTLE_S`` old (a record is written when its
-request ends, so an hour is complete a little after it closes); the overview
-adds the hours not folded yet from the raw records. Folding an hour and
-moving the watermark are one transaction, taken by one process at a time
+Five rollups, each an hourly table and a daily one (``<table>_day``), all
+with the same columns (:data:`SUM_COLUMNS` and :data:`HIST_COLUMNS`, one
+definition): counts, tokens, cost, cache hits and savings, and latency /
+time-to-first-token histograms (geometric buckets, 20% wide: a percentile is
+exact to within one bucket). Keyed by the period and:
+
+- (model, tenant): a tenant's own view, read whole;
+- (model) and (tenant): the operator's totals, per-model and per-tenant tables;
+- (tenant, dimension, value): the deployment / key / user tables, capped per
+  period (see :func:`cap_dims`);
+- (tenant, route, model): the routing shares, with ``strong_usd``, what the
+  same requests would have cost on the route's strongest tier.
+
+A background task folds each hour in once it is ``SETTLE_S`` old (a record
+is written when its request ends, so an hour is complete a little after it
+closes), and each UTC day from its 24 hourly rows once its last hour is
+folded; the overview reads days for ranges over a day, hours for the rest,
+and adds the hours not folded yet from the raw records. Folding a period and
+moving its watermark are one transaction, taken by one process at a time
 (``FOR UPDATE SKIP LOCKED`` on Postgres, ``BEGIN IMMEDIATE`` on SQLite), so
-replicas never count an hour twice. A record stored after its hour was
+replicas never count a period twice. A record stored after its hour was
 folded (replayed from a journal much later) is in the list but not in the
 overview; said in docs/console.md.
 """
@@ -32,15 +37,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 log = logging.getLogger("seawall.console")
 
 HOUR = 3600.0
+DAY = 86400.0
 SETTLE_S = 300.0
 STEP_HOURS = 24  # hours folded per round, so one round stays short
 
 # Bucket i holds values up to EDGES[i] ms; the last one, everything above.
 EDGES = [0.5 * 1.2**i for i in range(80)]  # 0.5 ms .. ~1.0e6 ms
+_EMPTY = bytes(8 * len(EDGES))
 
 
 def bucket_of(ms: float) -> int:
@@ -67,19 +75,93 @@ def hist_text(hist: np.ndarray) -> str:
     return base64.b64encode(hist.astype("<i8").tobytes()).decode()
 
 
-def hist_matrix(texts: list[str]) -> np.ndarray:
-    """Stored histograms -> one (rows x buckets) matrix."""
+def hist_matrix(texts: list[str | None]) -> np.ndarray:
+    """Stored histograms -> one (rows x buckets) matrix; an empty text (a
+    row folded before its table kept histograms) counts as no values."""
     if not texts:
         return np.zeros((0, len(EDGES)), dtype=np.int64)
-    raw = b"".join(base64.b64decode(t) for t in texts)
+    raw = b"".join(base64.b64decode(t) if t else _EMPTY for t in texts)
     return np.frombuffer(raw, dtype="<i8").reshape(len(texts), len(EDGES)).astype(np.int64)
 
 
-ROLLUP_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd",
-                 "cache_hits", "saved_usd")
+# -- the columns, defined once --
+# (name, kind): every rollup table has these, after its keys.
+SUM_COLUMNS = (("requests", "int"), ("errors", "int"), ("prompt_tokens", "int"),
+               ("completion_tokens", "int"), ("cost_usd", "real"), ("cache_hits", "int"),
+               ("saved_usd", "real"))
+HIST_COLUMNS = ("latency", "ttft")
+ROLLUP_FIELDS = tuple(n for n, _ in SUM_COLUMNS)
+EXTRA_FIELDS = ("strong_usd",)  # the route rollup's
+SUM_FIELDS = (*ROLLUP_FIELDS, *EXTRA_FIELDS)
+_TYPES = {"int": ("INTEGER", "BIGINT"), "real": ("REAL", "DOUBLE PRECISION"),
+          "text": ("TEXT", "TEXT")}
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """One rollup: its hourly table (``hour`` first), its daily table
+    (``<name>_day``, ``day`` first), its keys and any extra sums."""
+
+    name: str
+    keys: tuple[str, ...]
+    extra: tuple[str, ...] = ()
+
+    def table(self, daily: bool) -> str:
+        return f"{self.name}_day" if daily else self.name
+
+    @property
+    def sums(self) -> tuple[str, ...]:
+        return (*ROLLUP_FIELDS, *self.extra)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The value columns, in row order (see :meth:`Agg.row`)."""
+        return (*self.sums, *HIST_COLUMNS)
+
+    def column_def(self, name: str, postgres: bool = False) -> str:
+        """One value column's definition (also what an upgrade adds)."""
+        p = int(postgres)
+        kinds = dict(SUM_COLUMNS)
+        if name in kinds:
+            return f"{name} {_TYPES[kinds[name]][p]} NOT NULL"
+        if name in self.extra:
+            return f"{name} {_TYPES['real'][p]} NOT NULL DEFAULT 0"
+        return f"{name} TEXT NOT NULL DEFAULT ''"  # a histogram; '' = none kept
+
+    def ddl(self, daily: bool, postgres: bool = False) -> str:
+        """CREATE TABLE and its tenant index (the Postgres migrations say the
+        same; tests/contract/test_console_queries.py checks it)."""
+        period = "day" if daily else "hour"
+        cols = [f"{period} {_TYPES['real'][int(postgres)]} NOT NULL",
+                *(f"{k} TEXT NOT NULL" for k in self.keys),
+                *(self.column_def(n, postgres) for n in self.columns),
+                f"PRIMARY KEY ({period}, {', '.join(self.keys)})"]
+        table = self.table(daily)
+        sql = f"CREATE TABLE IF NOT EXISTS {table} (\n    " + ",\n    ".join(cols) + "\n);\n"
+        if "tenant" in self.keys:
+            sql += (f"CREATE INDEX IF NOT EXISTS {table}_by_tenant ON {table} "
+                    f"(tenant, {period});\n")
+        return sql
+
+    def upsert(self, daily: bool) -> str:
+        keys = ("day" if daily else "hour", *self.keys)
+        allc = (*keys, *self.columns)
+        return (f"INSERT INTO {self.table(daily)} ({', '.join(allc)}) "
+                f"VALUES ({', '.join('?' for _ in allc)}) "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in self.columns))
+
+
+BY_MODEL_TENANT = Rollup("trace_rollup", ("model", "tenant"))
+BY_MODEL = Rollup("trace_rollup_model", ("model",))
+BY_TENANT = Rollup("trace_rollup_tenant", ("tenant",))
+BY_DIM = Rollup("trace_rollup_dim", ("tenant", "dim", "value"))
+BY_ROUTE = Rollup("trace_rollup_route", ("tenant", "route", "model"), EXTRA_FIELDS)
+ROLLUPS = (BY_MODEL_TENANT, BY_MODEL, BY_TENANT, BY_DIM, BY_ROUTE)
+
 RAW_COLUMNS = ("model", "tenant", "status", "latency_ms", "ttft_ms", "prompt_tokens",
                "completion_tokens", "cost_usd", "cache", "saved_usd", "deployment", "key_id",
-               '"user"')
+               '"user"', "route")
 HITS = frozenset({"hit", "semantic-hit", "coalesced"})
 
 
@@ -94,18 +176,12 @@ class Agg:
     cost_usd: float = 0.0
     cache_hits: int = 0
     saved_usd: float = 0.0
+    strong_usd: float = 0.0  # routed: the cost on the route's strongest tier
     # Counts per bucket of EDGES (stored by hist_text); merged with numpy.
     latency: np.ndarray = field(default_factory=_zeros)
     ttft: np.ndarray = field(default_factory=_zeros)
 
-    def add_record(self, r: dict[str, Any]) -> None:
-        self.add_sums(r)
-        self.latency[bucket_of(r["latency_ms"] or 0.0)] += 1
-        if r["ttft_ms"] is not None:
-            self.ttft[bucket_of(r["ttft_ms"])] += 1
-
-    def add_sums(self, r: dict[str, Any]) -> None:
-        """The sums of :meth:`add_record`, without the histograms."""
+    def add_record(self, r: dict[str, Any], strong_usd: float = 0.0) -> None:
         self.requests += 1
         self.errors += r["status"] >= 400
         self.prompt_tokens += r["prompt_tokens"] or 0
@@ -113,25 +189,24 @@ class Agg:
         self.cost_usd += r["cost_usd"] or 0.0
         self.cache_hits += r["cache"] in HITS
         self.saved_usd += r["saved_usd"] or 0.0
+        self.strong_usd += strong_usd
+        self.latency[bucket_of(r["latency_ms"] or 0.0)] += 1
+        if r["ttft_ms"] is not None:
+            self.ttft[bucket_of(r["ttft_ms"])] += 1
 
     def merge(self, other: Agg) -> None:
-        for f in ROLLUP_FIELDS:
+        for f in SUM_FIELDS:
             setattr(self, f, getattr(self, f) + getattr(other, f))
-        self.latency += other.latency
-        self.ttft += other.ttft
+        self.latency = self.latency + other.latency
+        self.ttft = self.ttft + other.ttft
 
-    def row_values(self) -> tuple[Any, ...]:
-        return (*(getattr(self, f) for f in ROLLUP_FIELDS),
+    def row(self, rollup: Rollup) -> tuple[Any, ...]:
+        """The values of ``rollup.columns``."""
+        return (*(getattr(self, f) for f in rollup.sums),
                 hist_text(self.latency), hist_text(self.ttft))
 
-    @classmethod
-    def from_row(cls, r: dict[str, Any]) -> Agg:
-        a = cls(**{f: r[f] for f in ROLLUP_FIELDS})
-        a.latency, a.ttft = hist_matrix([r["latency"]])[0], hist_matrix([r["ttft"]])[0]
-        return a
-
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f: getattr(self, f) for f in ROLLUP_FIELDS}
+        out: dict[str, Any] = {f: getattr(self, f) for f in SUM_FIELDS}
         out["hit_rate"] = self.cache_hits / self.requests if self.requests else None
         out["error_rate"] = self.errors / self.requests if self.requests else None
         for name, hist in (("latency", self.latency), ("ttft", self.ttft)):
@@ -140,26 +215,46 @@ class Agg:
         return out
 
 
-def fold(records: Iterable[dict[str, Any]], hour: bool = True) -> dict[tuple[Any, ...], Agg]:
-    """Records grouped by (hour, model, tenant) (``hour`` False: by
-    (model, tenant) with the hour 0). Runs in a worker thread."""
+def merge_rows(rows: list[dict[str, Any]], keys: tuple[str, ...],
+               hists: bool = True) -> dict[tuple[Any, ...], Agg]:
+    """Rollup rows (or SQL sums) grouped by ``keys``: the sums added, the
+    histograms decoded as one matrix and summed per group with numpy
+    (thousands of rows: not one by one). SUM() of integers is numeric, a
+    Decimal, on Postgres: back to int/float."""
     out: dict[tuple[Any, ...], Agg] = {}
-    for r in records:
-        key = (math.floor(r["started_at"] / HOUR) * HOUR if hour else 0.0,
-               r["model"], r["tenant"])
+    groups = np.empty(len(rows), dtype=np.int64)
+    order: dict[tuple[Any, ...], int] = {}
+    for i, r in enumerate(rows):
+        key = tuple(r[k] for k in keys)
         agg = out.get(key)
         if agg is None:
             agg = out[key] = Agg()
-        agg.add_record(r)
+            order[key] = len(order)
+        groups[i] = order[key]
+        for f in SUM_FIELDS:
+            v = r.get(f)
+            if v:
+                setattr(agg, f, getattr(agg, f) + (float(v) if f.endswith("usd") else int(v)))
+    if hists and rows:
+        aggs = list(out.values())
+        for h in HIST_COLUMNS:
+            summed = np.zeros((len(aggs), len(EDGES)), dtype=np.int64)
+            np.add.at(summed, groups, hist_matrix([r[h] for r in rows]))
+            for agg, hist in zip(aggs, summed, strict=True):
+                setattr(agg, h, hist)
     return out
 
 
+# -- folding records --
 # The generic breakdowns: (dimension, the record's column).
 DIMS = (("deployment", "deployment"), ("key", "key_id"), ("user", "user"))
-DIM_CAP = 200  # values kept per (hour, tenant, dimension); the rest sum into OTHER
+DIM_CAP = 200  # values kept per (period, tenant, dimension); the rest sum into OTHER
 VALUE_MAX = 64  # characters of a value kept (``user`` is the client's own text)
 OTHER = "(other)"
 NONE = "(none)"
+
+# route name -> (its strongest tier, USD per prompt token, per completion token)
+StrongPrices = dict[str, tuple[str, float, float]]
 
 
 def dim_value(v: Any) -> str:
@@ -167,126 +262,111 @@ def dim_value(v: Any) -> str:
     return text if len(text) <= VALUE_MAX else text[:VALUE_MAX - 1] + "\u2026"
 
 
-def fold_dims(records: Iterable[dict[str, Any]], cap: int = DIM_CAP,
-              hour: bool = True) -> dict[tuple[Any, ...], Agg]:
-    """Sums by (hour, tenant, dimension, value), each (hour, tenant,
-    dimension) capped at its ``cap`` costliest values, the rest summed into
-    OTHER: a client cycling user ids cannot grow the table. Sums only (no
-    histograms). Runs in a worker thread."""
-    full: dict[tuple[Any, ...], dict[str, Agg]] = {}
+def strong_cost(r: dict[str, Any], route: str, strong: StrongPrices) -> float:
+    """What a routed record would have cost on its route's strongest tier:
+    its own cost when it went there, was a cache hit (the cache is not the
+    router's saving) or the route is no longer configured; otherwise its
+    tokens at the strong tier's price (the same tokens: an estimate)."""
+    s = strong.get(route)
+    cost = float(r["cost_usd"] or 0.0)
+    if s is None or r["model"] == s[0] or r["cache"] in HITS:
+        return cost
+    return (r["prompt_tokens"] or 0) * s[1] + (r["completion_tokens"] or 0) * s[2]
+
+
+def fold(records: Iterable[dict[str, Any]], cap: int = DIM_CAP, strong: StrongPrices | None = None,
+         period: float | None = HOUR) -> dict[Rollup, dict[tuple[Any, ...], Agg]]:
+    """Raw records -> each rollup's groups, keyed (period start, *keys)
+    (``period`` None: start 0.0, the whole set). Runs in a worker thread."""
+    out: dict[Rollup, dict[tuple[Any, ...], Agg]] = {r: {} for r in ROLLUPS}
+    strong = strong or {}
+
+    def add(rollup: Rollup, key: tuple[Any, ...], r: dict[str, Any], extra: float = 0.0) -> None:
+        groups = out[rollup]
+        agg = groups.get(key)
+        if agg is None:
+            agg = groups[key] = Agg()
+        agg.add_record(r, extra)
+
     for r in records:
-        h = math.floor(r["started_at"] / HOUR) * HOUR if hour else 0.0
+        p = math.floor(r["started_at"] / period) * period if period else 0.0
+        tenant = r["tenant"]
+        add(BY_MODEL_TENANT, (p, r["model"], tenant), r)
         for dim, col in DIMS:
-            values = full.setdefault((h, r["tenant"], dim), {})
-            agg = values.get(key := dim_value(r[col]))
-            if agg is None:
-                agg = values[key] = Agg()
-            agg.add_sums(r)
-    out: dict[tuple[Any, ...], Agg] = {}
-    for (h, tenant, dim), values in full.items():
-        ranked = sorted(values.items(), key=lambda kv: (-kv[1].cost_usd, -kv[1].requests, kv[0]))
-        for value, agg in ranked[:cap]:
-            out[(h, tenant, dim, value)] = agg
-        for _value, agg in ranked[cap:]:
-            out.setdefault((h, tenant, dim, OTHER), Agg()).merge(agg)
+            add(BY_DIM, (p, tenant, dim, dim_value(r[col])), r)
+        if r.get("route"):
+            route = _route_name(r["route"])
+            if route is not None:
+                add(BY_ROUTE, (p, tenant, route, r["model"]), r, strong_cost(r, route, strong))
+    for (p, model, tenant), agg in out[BY_MODEL_TENANT].items():  # coarser: merged
+        out[BY_MODEL].setdefault((p, model), Agg()).merge(agg)
+        out[BY_TENANT].setdefault((p, tenant), Agg()).merge(agg)
+    out[BY_DIM] = cap_dims(out[BY_DIM], cap)
     return out
 
 
-SQLITE_SCHEMA = """
-CREATE INDEX IF NOT EXISTS traces_errors_time ON traces (started_at) WHERE status >= 400;
-CREATE TABLE IF NOT EXISTS trace_rollup (
-    hour REAL NOT NULL,
-    model TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    cache_hits INTEGER NOT NULL,
-    saved_usd REAL NOT NULL,
-    latency TEXT NOT NULL,
-    ttft TEXT NOT NULL,
-    PRIMARY KEY (hour, model, tenant)
-);
-CREATE INDEX IF NOT EXISTS trace_rollup_by_tenant ON trace_rollup (tenant, hour);
-CREATE TABLE IF NOT EXISTS trace_rollup_model (
-    hour REAL NOT NULL,
-    model TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    cache_hits INTEGER NOT NULL,
-    saved_usd REAL NOT NULL,
-    latency TEXT NOT NULL,
-    ttft TEXT NOT NULL,
-    PRIMARY KEY (hour, model)
-);
-CREATE TABLE IF NOT EXISTS trace_rollup_tenant (
-    hour REAL NOT NULL,
-    tenant TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    cache_hits INTEGER NOT NULL,
-    saved_usd REAL NOT NULL,
-    PRIMARY KEY (hour, tenant)
-);
-CREATE TABLE IF NOT EXISTS trace_rollup_dim (
-    hour REAL NOT NULL,
-    tenant TEXT NOT NULL,
-    dim TEXT NOT NULL,
-    value TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    cache_hits INTEGER NOT NULL,
-    saved_usd REAL NOT NULL,
-    PRIMARY KEY (hour, tenant, dim, value)
-);
-CREATE INDEX IF NOT EXISTS trace_rollup_dim_by_tenant ON trace_rollup_dim (tenant, hour);
-CREATE TABLE IF NOT EXISTS trace_rollup_state (
-    name TEXT PRIMARY KEY,
-    upto REAL NOT NULL
-);
-"""
-
-def _upsert(table: str, keys: tuple[str, ...], cols: tuple[str, ...]) -> str:
-    allc = (*keys, *cols)
-    return (f"INSERT INTO {table} ({', '.join(allc)}) VALUES ({', '.join('?' for _ in allc)}) "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in cols))
+def _route_name(stored: Any) -> str | None:
+    """The route's name from a stored decision (JSON text, or a dict)."""
+    try:
+        d = orjson.loads(stored) if isinstance(stored, str | bytes) else stored
+    except orjson.JSONDecodeError:
+        return None
+    name = d.get("route") if isinstance(d, dict) else None
+    return dim_value(name) if name else None
 
 
-HIST = ("latency", "ttft")
-UPSERT_ALL = _upsert("trace_rollup", ("hour", "model", "tenant"), (*ROLLUP_FIELDS, *HIST))
-UPSERT_MODEL = _upsert("trace_rollup_model", ("hour", "model"), (*ROLLUP_FIELDS, *HIST))
-UPSERT_TENANT = _upsert("trace_rollup_tenant", ("hour", "tenant"), ROLLUP_FIELDS)
-UPSERT_DIM = _upsert("trace_rollup_dim", ("hour", "tenant", "dim", "value"), ROLLUP_FIELDS)
-SUMS = ", ".join(f"SUM({f}) AS {f}" for f in ROLLUP_FIELDS)
+def cap_dims(groups: dict[tuple[Any, ...], Agg], cap: int) -> dict[tuple[Any, ...], Agg]:
+    """Each (period, tenant, dimension) keeps its ``cap`` costliest values;
+    the rest are summed into OTHER: a client cycling user ids cannot grow the
+    table."""
+    full: dict[tuple[Any, ...], list[tuple[str, Agg]]] = {}
+    for (p, tenant, dim, value), agg in groups.items():
+        full.setdefault((p, tenant, dim), []).append((value, agg))
+    out: dict[tuple[Any, ...], Agg] = {}
+    for (p, tenant, dim), values in full.items():
+        if len(values) <= cap:
+            out.update({(p, tenant, dim, v): a for v, a in values})
+            continue
+        ranked = sorted(values, key=lambda va: (-va[1].cost_usd, -va[1].requests, va[0]))
+        out.update({(p, tenant, dim, v): a for v, a in ranked[:cap]})
+        other = out.setdefault((p, tenant, dim, OTHER), Agg())
+        for _v, agg in ranked[cap:]:
+            other.merge(agg)
+    return out
 
 
-def rollup_rows(groups: dict[tuple[Any, ...], Agg],
-                dims: dict[tuple[Any, ...], Agg] | None = None) -> dict[str, list[tuple[Any, ...]]]:
-    """One fold's rows for each rollup table (upsert statement -> rows);
-    ``dims`` from :func:`fold_dims`."""
-    models: dict[tuple[Any, ...], Agg] = {}
-    tenants: dict[tuple[Any, ...], Agg] = {}
-    for (hour, model, tenant), agg in groups.items():
-        models.setdefault((hour, model), Agg()).merge(agg)
-        tenants.setdefault((hour, tenant), Agg()).merge(agg)
-    return {
-        UPSERT_ALL: [(*k, *a.row_values()) for k, a in groups.items()],
-        UPSERT_MODEL: [(*k, *a.row_values()) for k, a in models.items()],
-        UPSERT_TENANT: [(*k, *a.row_values()[:-2]) for k, a in tenants.items()],
-        UPSERT_DIM: [(*k, *a.row_values()[:-2]) for k, a in (dims or {}).items()],
-    }
+def fold_days(rows: dict[Rollup, list[dict[str, Any]]],
+              cap: int) -> dict[Rollup, dict[tuple[Any, ...], Agg]]:
+    """Hourly rollup rows -> the daily rows (UTC days). Runs in a worker thread."""
+    out: dict[Rollup, dict[tuple[Any, ...], Agg]] = {}
+    for rollup, hourly in rows.items():
+        for r in hourly:
+            r["day"] = math.floor(float(r["hour"]) / DAY) * DAY
+        out[rollup] = merge_rows(hourly, ("day", *rollup.keys))
+    out[BY_DIM] = cap_dims(out.get(BY_DIM, {}), cap)
+    return out
+
+
+def upserts(folded: dict[Rollup, dict[tuple[Any, ...], Agg]],
+            daily: bool = False) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows to write: upsert statement -> rows."""
+    return {rollup.upsert(daily): [(*k, *a.row(rollup)) for k, a in groups.items()]
+            for rollup, groups in folded.items()}
+
+
+def schema(postgres: bool = False) -> str:
+    """Every rollup table, hourly and daily, and the watermarks (SQLite
+    creates them at open; Postgres migrations 0014, 0017 and 0018 hold the
+    same)."""
+    sql = ("CREATE INDEX IF NOT EXISTS traces_errors_time ON traces (started_at) "
+           "WHERE status >= 400;\n")
+    for rollup in ROLLUPS:
+        sql += rollup.ddl(False, postgres) + rollup.ddl(True, postgres)
+    return sql + ("CREATE TABLE IF NOT EXISTS trace_rollup_state (\n    name TEXT PRIMARY KEY,\n"
+                  f"    upto {_TYPES['real'][int(postgres)]} NOT NULL\n);\n")
+
+
+SQLITE_SCHEMA = schema()
 
 
 def raw_select(where: str) -> str:

@@ -7,32 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
-import numpy as np
 
 from seawall.config import Settings
-from seawall.console.queries import TraceQueries, range_seconds
-from seawall.console.rollup import (
-    DIM_CAP,
-    DIMS,
-    HOUR,
-    ROLLUP_FIELDS,
-    SETTLE_S,
-    SQLITE_SCHEMA,
-    STEP_HOURS,
-    SUMS,
-    Agg,
-    fold,
-    fold_dims,
-    hist_matrix,
-    raw_select,
-    rollup_rows,
-)
+from seawall.console import overview as ov
+from seawall.console.queries import TraceQueries
+from seawall.console.rollup import DIM_CAP, ROLLUPS, SQLITE_SCHEMA
 from seawall.console.session import Sessions, session_secret
 from seawall.store.sqlite import connect
 
@@ -41,11 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("seawall.console")
 ROLLUP_EVERY_S = 30.0
-TOP_N = 20  # rows shown per deployment / key / user table
-# The deployment / key / user tables cover at most the last day: with many
-# users their rollup holds up to a row per record, and a 30-day GROUP BY of
-# it took ~1 s at 1M records (bench/console_pages.py).
-DIM_WINDOW_S = 86400.0
 
 
 class Console:
@@ -60,7 +39,8 @@ class Console:
         self.queries = TraceQueries(self._fetch, pg is not None, settings.console.scan_rows,
                                     feedback_mid=(scale.min + scale.max) / 2)
         self._task: asyncio.Task[None] | None = None
-        self.dim_cap = DIM_CAP  # values per (hour, tenant, dimension) rollup
+        self.dim_cap = DIM_CAP  # values per (period, tenant, dimension) rollup
+        self.strong = ov.strong_prices(settings)  # routes' strongest tiers, for the savings
 
     # -- life cycle --
     async def start(self, roll: bool = True) -> None:
@@ -69,9 +49,27 @@ class Console:
             self._db = await connect(self.settings.db_path)
             self._db.row_factory = aiosqlite.Row
             await self._db.executescript(SQLITE_SCHEMA)
+            await self._upgrade_sqlite()
             await self._db.commit()
         if roll:
             self._task = asyncio.create_task(self._roll_forever())
+
+    async def _upgrade_sqlite(self) -> None:
+        """Columns a table made by an older version lacks (the histograms
+        of the tenant and dimension rollups): added, '' in the old rows."""
+        assert self._db is not None
+        for rollup in ROLLUPS:
+            table = rollup.table(False)
+            async with self._db.execute(f"PRAGMA table_info({table})") as c:
+                have = {r[1] for r in await c.fetchall()}
+            for col in rollup.columns:
+                if col not in have:
+                    try:
+                        await self._db.execute(
+                            f"ALTER TABLE {table} ADD COLUMN {rollup.column_def(col)}")
+                    except aiosqlite.OperationalError as e:  # another process added it
+                        if "duplicate column" not in str(e):
+                            raise
 
     async def close(self) -> None:
         if self._task is not None:
@@ -142,172 +140,20 @@ class Console:
                             extra={"error": repr(e)[:200]})
             await asyncio.sleep(ROLLUP_EVERY_S)
 
-    async def rollup_upto(self) -> float | None:
-        rows = await self.queries.fetch(
-            "SELECT upto FROM trace_rollup_state WHERE name = 'traces'")
-        return float(rows[0]["upto"]) if rows else None
+    async def rollup_upto(self, name: str = "traces") -> float | None:
+        """How far the hourly ("traces") or daily ("traces_day") rollup has folded."""
+        return await ov.watermark(self.queries, name)
 
     async def roll_step(self, now: float | None = None) -> bool:
-        """Fold up to ``STEP_HOURS`` settled hours; True when more are waiting."""
+        """Fold up to a day of settled hours, then a day of folded hours into
+        the daily rollup; True when more are waiting."""
         now = time.time() if now is None else now
-        target = math.floor((now - SETTLE_S) / HOUR) * HOUR
-        q = self.queries
-        upto = await self.rollup_upto()
-        first = await q.fetch("SELECT MIN(started_at) AS m FROM traces WHERE started_at >= ?",
-                              (upto if upto is not None else 0.0,))
-        start = upto
-        if first and first[0]["m"] is not None:
-            begin = math.floor(float(first[0]["m"]) / HOUR) * HOUR
-            start = begin if upto is None else max(upto, begin)
-        elif upto is None:
-            start = target
-        assert start is not None
-        start = min(start, target)
-        end = min(target, start + STEP_HOURS * HOUR)
-        groups: dict[tuple[Any, ...], Agg] = {}
-        dims: dict[tuple[Any, ...], Agg] = {}
-        if end > start:
-            rows = await q.fetch(raw_select("started_at >= ? AND started_at < ?"), (start, end))
-            groups = await asyncio.to_thread(fold, rows)
-            dims = await asyncio.to_thread(fold_dims, rows, self.dim_cap)
-        async with self._transaction() as (run, many):
-            if upto is None:
-                await run("INSERT INTO trace_rollup_state (name, upto) VALUES ('traces', ?) "
-                          "ON CONFLICT (name) DO NOTHING", (-1.0,))
-                upto = -1.0
-            if not await run("UPDATE trace_rollup_state SET upto = ? WHERE name = 'traces' "
-                             "AND upto = ?", (end, upto)):
-                return False  # another process moved it meanwhile: its round
-            for sql, values in rollup_rows(groups, dims).items():
-                if values:
-                    await many(sql, values)
-        return end < target
+        more = await ov.roll_hours(self.queries, self._transaction, now, self.dim_cap,
+                                   self.strong)
+        return await ov.roll_days(self.queries, self._transaction, self.dim_cap) or more
 
     async def overview(self, range_name: str, tenant: str | None,
                        now: float | None = None) -> dict[str, Any]:
-        """Totals, per model and per tenant, and an hourly series over the range."""
-        now = time.time() if now is None else now
-        since = now - range_seconds(range_name)
-        q = self.queries
-        upto = await self.rollup_upto() or 0.0
-        first_hour = math.floor(since / HOUR) * HOUR
-        where, args = "hour >= ? AND hour < ?", [first_hour, upto]
-        raw_where, raw_args = "started_at >= ?", [max(since, upto)]
-        args_t: list[Any] = args
-        raw_t: list[Any] = raw_args
-        if tenant is not None:
-            where += " AND tenant = ?"
-            raw_where += " AND tenant = ?"
-            args_t.append(tenant)
-            raw_t.append(tenant)
-        raw = await q.fetch(raw_select(raw_where), tuple(raw_args))
-        dim_hour = max(first_hour, math.floor((now - DIM_WINDOW_S) / HOUR) * HOUR)
-        dim_sums = await q.fetch(f"SELECT dim, value, {SUMS} FROM trace_rollup_dim "
-                                 f"WHERE {where} GROUP BY dim, value",
-                                 (dim_hour, *args[1:]))
-        dim_raw = [r for r in raw if r["started_at"] >= dim_hour]
-        by_dim = await asyncio.to_thread(_top_dims, dim_sums, dim_raw, self.dim_cap)
-        by_dim["since"] = dim_hour
-        if tenant is not None:  # a few models' rows per hour: read them whole
-            rolled = await q.fetch(f"SELECT * FROM trace_rollup WHERE {where}", tuple(args))
-            out = await asyncio.to_thread(_summarise, rolled, raw, first_hour, now)
-            return {**out, "by_dim": by_dim}
-        # Every tenant: sums in SQL, the per-model histograms summed as one matrix.
-        hists = await q.fetch(f"SELECT model, latency, ttft FROM trace_rollup_model "
-                              f"WHERE {where}", tuple(args))
-        sums = await q.fetch(f"SELECT model, {SUMS} FROM trace_rollup_model WHERE {where} "
-                             "GROUP BY model", tuple(args))
-        hours = await q.fetch(f"SELECT hour, SUM(requests) AS requests, SUM(errors) AS errors "
-                              f"FROM trace_rollup_model WHERE {where} GROUP BY hour",
-                              tuple(args))
-        tenants = await q.fetch(f"SELECT tenant, {SUMS} FROM trace_rollup_tenant WHERE {where} "
-                                "GROUP BY tenant", tuple(args))
-        out = await asyncio.to_thread(_summarise_all, hists, sums, hours, tenants, raw,
-                                      first_hour, now)
-        return {**out, "by_dim": by_dim}
-
-
-def _sums(r: dict[str, Any]) -> Agg:
-    """An Agg of one row of SQL sums (SUM() of integers is numeric, a
-    Decimal, on Postgres: back to int/float)."""
-    values: dict[str, Any] = {f: (float if f.endswith("usd") else int)(r[f] or 0)
-                              for f in ROLLUP_FIELDS}
-    return Agg(**values)
-
-
-def _top_dims(rows: list[dict[str, Any]], raw: list[dict[str, Any]],
-              cap: int) -> dict[str, Any]:
-    """Per dimension, the TOP_N values by cost over the range: the rolled
-    sums plus the records not folded yet (capped the same way)."""
-    sums: dict[tuple[str, str], Agg] = {(r["dim"], r["value"]): _sums(r) for r in rows}
-    for (_h, _tenant, dim, value), agg in fold_dims(raw, cap, hour=False).items():
-        sums.setdefault((dim, value), Agg()).merge(agg)
-    out: dict[str, Any] = {}
-    for dim, _col in DIMS:
-        ranked = sorted(((v, a) for (d, v), a in sums.items() if d == dim),
-                        key=lambda va: (-va[1].cost_usd, -va[1].requests, va[0]))
-        out[dim] = {v: a.summary() for v, a in ranked[:TOP_N]}
-    return out
-
-
-def _summarise_all(hists: list[dict[str, Any]], sums: list[dict[str, Any]],
-                   hours: list[dict[str, Any]], tenants: list[dict[str, Any]],
-                   raw: list[dict[str, Any]], first_hour: float, now: float) -> dict[str, Any]:
-    by_model = {r["model"]: _sums(r) for r in sums}
-    by_tenant = {r["tenant"]: _sums(r) for r in tenants}
-    by_hour: dict[float, Agg] = {}
-    for r in hours:
-        by_hour[float(r["hour"])] = Agg(requests=int(r["requests"]), errors=int(r["errors"]))
-    # Thousands of rows for 30 days: sum the histograms as one matrix, not row by row.
-    matrices = {h: hist_matrix([r[h] for r in hists]) for h in ("latency", "ttft")}
-    names = np.array([r["model"] for r in hists])
-    for model in set(names.tolist()):
-        mask = names == model
-        agg = by_model.setdefault(model, Agg())
-        agg.latency = matrices["latency"][mask].sum(axis=0)
-        agg.ttft = matrices["ttft"][mask].sum(axis=0)
-    for (hour, model, tenant), agg in fold(raw).items():
-        by_model.setdefault(model, Agg()).merge(agg)
-        hourly = by_hour.setdefault(hour, Agg())
-        hourly.requests += agg.requests
-        hourly.errors += agg.errors
-        sums_only = Agg(**{f: getattr(agg, f) for f in ROLLUP_FIELDS})
-        by_tenant.setdefault(tenant, Agg()).merge(sums_only)
-    total = Agg()
-    for agg in by_model.values():
-        total.merge(agg)
-    return _result(total, by_model, by_tenant, by_hour, first_hour, now)
-
-
-def _result(total: Agg, by_model: dict[str, Agg], by_tenant: dict[str, Agg],
-            by_hour: dict[float, Agg], first_hour: float, now: float) -> dict[str, Any]:
-    grid = [first_hour + i * HOUR for i in range(int((now - first_hour) // HOUR) + 1)]
-    return {
-        "total": total.summary(),
-        "by_model": {k: v.summary() for k, v in sorted(by_model.items())},
-        "by_tenant": {k: v.summary() for k, v in sorted(by_tenant.items())},
-        "series": {"hour": grid,
-                   "requests": [by_hour[h].requests if h in by_hour else 0 for h in grid],
-                   "errors": [by_hour[h].errors if h in by_hour else 0 for h in grid]},
-    }
-
-
-def _summarise(rolled: list[dict[str, Any]], raw: list[dict[str, Any]], first_hour: float,
-               now: float) -> dict[str, Any]:
-    groups: dict[tuple[Any, ...], Agg] = {
-        (r["hour"], r["model"], r["tenant"]): Agg.from_row(r) for r in rolled}
-    for key, agg in fold(raw).items():
-        if key in groups:
-            groups[key].merge(agg)
-        else:
-            groups[key] = agg
-    total = Agg()
-    by_model: dict[str, Agg] = {}
-    by_tenant: dict[str, Agg] = {}
-    by_hour: dict[float, Agg] = {}
-    for (hour, model, tenant), agg in groups.items():
-        total.merge(agg)
-        by_model.setdefault(model, Agg()).merge(agg)
-        by_tenant.setdefault(tenant, Agg()).merge(agg)
-        by_hour.setdefault(hour, Agg()).merge(agg)
-    return _result(total, by_model, by_tenant, by_hour, first_hour, now)
+        """Totals; per model, tenant, deployment, key, user and route; an
+        hourly series; over the range (seawall/console/overview.py)."""
+        return await ov.read(self.queries, range_name, tenant, now, self.strong, self.dim_cap)

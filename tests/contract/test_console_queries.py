@@ -12,7 +12,7 @@ import pytest
 
 from seawall.config import Settings
 from seawall.console.queries import TraceFilter
-from seawall.console.rollup import EDGES, HOUR, SETTLE_S, bucket_of
+from seawall.console.rollup import DAY, EDGES, HOUR, ROLLUPS, SETTLE_S, bucket_of
 from seawall.console.service import Console
 from seawall.errors import InvalidRequest
 from seawall.observe.records import TraceRecord
@@ -220,9 +220,16 @@ async def test_breakdowns_by_deployment_key_and_user_equal_the_records(
             k: v[0] for k, v in mine.items()}
     costs = [s["cost_usd"] for s in after["by_dim"]["user"].values()]
     assert costs == sorted(costs, reverse=True)  # costliest first
-    # Over a longer range the tables cover the last day only.
-    later = await console.overview("7d", None, now=T0 + 30 * HOUR)
-    assert later["total"]["requests"] == N and later["by_dim"]["user"] == {}
+    # Longer ranges: whole days from the daily rollup, complete.
+    for rng, at in (("7d", now), ("7d", T0 + 3 * DAY), ("30d", T0 + 20 * DAY)):
+        while await console.roll_step(now=at):
+            pass
+        later = await console.overview(rng, None, now=at)
+        assert later["total"]["requests"] == N
+        for dim, attr in (("deployment", "deployment"), ("key", "key_id"), ("user", "user")):
+            want = {k: (n, tok, round(cost, 9)) for k, (n, tok, cost) in _by(recs, attr).items()}
+            assert _table(later, dim) == want
+    assert await console.rollup_upto("traces_day") == _day(T0 + 20 * DAY)
 
 
 async def test_each_hour_keeps_its_costliest_values_and_sums_the_rest(
@@ -250,3 +257,100 @@ async def test_each_hour_keeps_its_costliest_values_and_sums_the_rest(
     view = await console.overview("24h", None, now=now)
     assert sum(s["requests"] for s in view["by_dim"]["user"].values()) == N
     assert "(other)" in view["by_dim"]["user"]
+
+
+def _day(t: float) -> float:
+    return math.floor(t / DAY) * DAY
+
+
+def _p95(values: list[float]) -> float:
+    """The p95 a histogram gives: the upper edge of the true value's bucket."""
+    v = sorted(values)
+    return EDGES[bucket_of(v[math.ceil(0.95 * len(v)) - 1])]
+
+
+async def test_percentiles_by_tenant_deployment_key_and_user_in_every_period(
+        console: Console) -> None:
+    """Latency and TTFT percentiles per tenant (operator's view) and per
+    deployment / key / user: from the records, the hourly rollups and the
+    daily ones alike (the records cross a UTC midnight)."""
+    recs = _records()
+    assert _day(recs[0].started_at) != _day(recs[-1].started_at)
+    views = [await console.overview("24h", None, now=T0 + 4 * HOUR + SETTLE_S + 1)]
+    for at in (T0 + 4 * HOUR + SETTLE_S + 1, T0 + 3 * DAY):
+        while await console.roll_step(now=at):
+            pass
+        views.append(await console.overview("7d", None, now=at))
+    views.append(await console.overview("24h", None, now=T0 + 4 * HOUR + SETTLE_S + 1))
+    assert await console.rollup_upto("traces_day") == _day(T0 + 3 * DAY)
+    for view in views:
+        for tenant in ("acme", "globex"):
+            mine = [r for r in recs if r.tenant == tenant]
+            s = view["by_tenant"][tenant]
+            assert s["latency_p95"] == _p95([r.latency_ms for r in mine])
+            assert s["ttft_p95"] == _p95([r.ttft_ms for r in mine])
+        for dim, attr in (("deployment", "deployment"), ("key", "key_id"), ("user", "user")):
+            for value, s in view["by_dim"][dim].items():
+                mine = [r for r in recs if getattr(r, attr) == value]
+                assert s["latency_p95"] == _p95([r.latency_ms for r in mine]), (dim, value)
+                assert s["ttft_p95"] == _p95([r.ttft_ms for r in mine])
+                assert s["latency_p50"] is not None and s["latency_p99"] is not None
+    acme = await console.overview("7d", "acme", now=T0 + 3 * DAY)
+    assert set(acme["by_tenant"]) == {"acme"}
+    assert acme["by_dim"]["key"]["k1"]["latency_p95"] == _p95(
+        [r.latency_ms for r in recs if r.tenant == "acme" and r.key_id == "k1"])
+
+
+async def test_routing_shares_and_savings_against_all_strong(console: Console) -> None:
+    """Per route, each model's share of its requests, and the cost saved
+    against the route's strongest tier (cache hits and the strong tier's own
+    requests count at their cost): from the records and from the rollups."""
+    console.strong = {"auto": ("gpt-c", 2e-6, 4e-6)}  # gpt-c is auto's strongest tier
+    recs = [r for r in _records() if r.route is not None]
+    views = [await console.overview("24h", None, now=T0 + 4 * HOUR + SETTLE_S + 1)]
+    while await console.roll_step(now=T0 + 3 * DAY):
+        pass
+    views.append(await console.overview("7d", None, now=T0 + 3 * DAY))
+    for view in views:
+        assert set(view["routes"]) == {"auto", "auto_x"}
+        for name in ("auto", "auto_x"):
+            mine = [r for r in recs if r.route is not None and r.route["route"] == name]
+            got = view["routes"][name]
+            assert got["requests"] == len(mine)
+            for model in ("gpt-a", "gpt-b", "gpt-c"):
+                n = sum(r.model == model for r in mine)
+                assert got["models"][model]["requests"] == n
+                assert math.isclose(got["models"][model]["share"], n / len(mine))
+        auto = [r for r in recs if r.route is not None and r.route["route"] == "auto"]
+        strong = sum(r.cost_usd if r.model == "gpt-c" or r.cache == "hit"
+                     else r.prompt_tokens * 2e-6 + r.completion_tokens * 4e-6 for r in auto)
+        got = view["routes"]["auto"]
+        assert math.isclose(got["strong_usd"], strong)
+        assert math.isclose(got["saved_usd"], strong - sum(r.cost_usd for r in auto))
+        x = view["routes"]["auto_x"]  # not configured now: no saving claimed
+        assert math.isclose(x["saved_usd"], 0.0, abs_tol=1e-12)
+    tenant = await console.overview("7d", "globex", now=T0 + 3 * DAY)
+    assert set(tenant["routes"]) == {"auto_x"}  # odd records: globex, all auto_x
+
+
+async def test_rollup_tables_match_their_one_definition(console: Console) -> None:
+    """Every rollup table, hourly and daily, on this backend (Postgres: the
+    migrations; SQLite: made at open) has the columns rollup.py defines."""
+    pg = console.pg is not None
+    for rollup in ROLLUPS:
+        for daily in (False, True):
+            table = rollup.table(daily)
+            if pg:
+                rows = await console.queries.fetch(
+                    "SELECT column_name AS name, data_type AS type FROM "
+                    "information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                    (table,))
+            else:
+                rows = await console.queries.fetch(
+                    "SELECT name, type FROM pragma_table_info(?) ORDER BY cid", (table,))
+            want = ["day" if daily else "hour", *rollup.keys, *rollup.columns]
+            assert [r["name"] for r in rows] == want, table
+            types = {r["name"]: r["type"].lower() for r in rows}
+            assert types["requests"] in ("integer", "bigint")
+            assert types["cost_usd"] in ("real", "double precision")
+            assert types["latency"] == "text"
