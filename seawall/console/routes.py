@@ -268,8 +268,18 @@ async def overview(request: Request, svc: Services, ident: Identity) -> Response
     breakers = {name: dep.health.breaker.state.label
                 for name, dep in svc.registry.by_name.items()}
     return render(request, template, ident, active="overview", data=data, range=rng,
-                  ranges=list(RANGES), breakers=breakers,
+                  ranges=list(RANGES), breakers=breakers, tiers=_tiers(svc.settings),
                   series=orjson.dumps(data["series"]).decode())
+
+
+def _tiers(settings: Any) -> dict[str, dict[str, str]]:
+    """Each configured route's tiers named: cheapest, strongest, or tier i."""
+    out: dict[str, dict[str, str]] = {}
+    for name, route in settings.routes.items():
+        last = len(route.tiers) - 1
+        out[name] = {m: "cheapest" if i == 0 else "strongest" if i == last else f"tier {i}"
+                     for i, m in enumerate(route.tiers)}
+    return out
 
 
 async def traces(request: Request, svc: Services, ident: Identity) -> Response:
