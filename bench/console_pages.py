@@ -1,10 +1,11 @@
 """Console page latency over a million trace records, on each store backend.
 
 Fills the store with ``--records`` trace records spread over the last 30
-days (5 models, 20 tenants, 3% errors, 20% cache hits, a rare word in 0.1%
-of the inputs, a thumbs-down and a judge score on one record in 500), folds
-them into the overview's hourly rollups (timed: the one-off catch-up a fresh
-console does in the background), starts the real gateway on loopback and
+days (5 models, 20 tenants, 1,000 users, 3% errors, 20% cache hits, a
+third through a route, a rare word in 0.1% of the inputs, a thumbs-down and
+a judge score on one record in 500), folds them into the overview's hourly
+and daily rollups (timed: the one-off catch-up a fresh console does in the
+background), starts the real gateway on loopback and
 asks each page ``--requests`` times over HTTP with a signed-in session.
 Prints p50/p95 per page (whole round trip: query, template, HTTP).
 
@@ -68,7 +69,16 @@ def rows(n: int, now: float, seed: int = 7) -> Iterator[tuple[Any, ...]]:
                text.decode(), f"answer {i}: sunny with a chance of rain", "h", 120,
                rnd.randint(20, 400), False, 0.0002, latency, latency * 0.3, "stop",
                f"user-{i % 1000}", attempts, None, "hit" if hit else "miss", None, None,
-               0, 0.0002 if hit else 0.0, None, None, None, None, None, None)
+               0, 0.0002 if hit else 0.0, None, None, None, None,
+               routed(i, MODELS[i % len(MODELS)]), None)
+
+
+def routed(i: int, model: str) -> str | None:
+    """One record in three went through route ``auto`` (the routing shares)."""
+    if i % 3:
+        return None
+    return orjson.dumps({"route": "auto", "tier": 0, "model": model, "score": 0.7,
+                         "threshold": 0.5, "reason": "short", "router": "rules"}).decode()
 
 
 RATED_EVERY = 500  # one record in 500 has a thumbs-down and a judge score
@@ -148,8 +158,8 @@ async def prepare(settings: Settings) -> float:
     return took
 
 
-def measure(url: str, settings: Settings, requests: int, now: float) -> list[tuple[str, float,
-                                                                                    float]]:
+def measure(url: str, settings: Settings, requests: int, now: float,
+            only: str = "") -> list[tuple[str, float, float]]:
     sessions = Sessions(session_secret(settings), 3600)
     cookie = sessions.cookie(sessions.new("operator", "operator", None))
     client = httpx.Client(base_url=url, cookies={COOKIE: cookie}, timeout=60)
@@ -175,6 +185,8 @@ def measure(url: str, settings: Settings, requests: int, now: float) -> list[tup
     ]
     out = []
     for name, path in pages:
+        if only not in name:
+            continue
         headers = {"authorization": f"Bearer {MASTER}"} if path.startswith("/admin") else {}
         r = client.get(path, headers=headers)
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
@@ -190,7 +202,7 @@ def measure(url: str, settings: Settings, requests: int, now: float) -> list[tup
 
 
 def run_backend(name: str, settings: Settings, fill: Any, n: int, requests: int,
-                now: float) -> list[tuple[str, float, float]]:
+                now: float, only: str = "") -> list[tuple[str, float, float]]:
     t = time.perf_counter()
     fill(n, now)
     print(f"[{name}] filled {n:,} records in {time.perf_counter() - t:.0f} s", flush=True)
@@ -200,7 +212,7 @@ def run_backend(name: str, settings: Settings, fill: Any, n: int, requests: int,
     thread = ServerThread(app, **uvicorn_options(settings, app.state.services.metrics))
     thread.start(timeout=120)
     try:
-        return measure(thread.url, settings, requests, now)
+        return measure(thread.url, settings, requests, now, only)
     finally:
         thread.stop(timeout=30)
 
@@ -210,6 +222,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--pages", default="", help="only the pages whose name contains this "
+                    "(e.g. overview)")
     args = ap.parse_args()
     now = time.time()
     results: dict[str, list[tuple[str, float, float]]] = {}
@@ -221,7 +235,7 @@ def main() -> None:
             asyncio.run(_schema(settings))
             results["sqlite"] = run_backend(
                 "sqlite", settings, lambda n, t: fill_sqlite(settings.db_path, n, t),
-                args.records, args.requests, now)
+                args.records, args.requests, now, args.pages)
         if "postgres" in args.backends:
             from seawall.store.migrate import migrate
             from tests.services import create_database, postgres_server
@@ -233,7 +247,7 @@ def main() -> None:
                                            "store": {"kind": "postgres", "url": url}}, env={})
                 results["postgres"] = run_backend(
                     "postgres", settings, lambda n, t: fill_postgres(url, n, t),
-                    args.records, args.requests, now)
+                    args.records, args.requests, now, args.pages)
     names = [n for n, _, _ in next(iter(results.values()))]
     print(f"\nConsole page latency, {args.records:,} trace records, {args.requests} requests "
           "per page (ms, whole HTTP round trip)\n")

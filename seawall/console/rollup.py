@@ -28,11 +28,10 @@ overview; said in docs/console.md.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import logging
 import math
-from collections.abc import Iterable
+from binascii import a2b_base64, b2a_base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +47,6 @@ STEP_HOURS = 24  # hours folded per round, so one round stays short
 
 # Bucket i holds values up to EDGES[i] ms; the last one, everything above.
 EDGES = [0.5 * 1.2**i for i in range(80)]  # 0.5 ms .. ~1.0e6 ms
-_EMPTY = bytes(8 * len(EDGES))
 
 
 def bucket_of(ms: float) -> int:
@@ -70,18 +68,31 @@ def percentile(hist: np.ndarray, q: float) -> float | None:
 
 
 def hist_text(hist: np.ndarray) -> str:
-    """A histogram as stored: base64 of little-endian int64 counts (decodes
-    thousands at once in C, see :func:`hist_matrix`)."""
-    return base64.b64encode(hist.astype("<i8").tobytes()).decode()
+    """A histogram as stored: ``"<first bucket>:<base64 of the little-endian
+    int64 counts from it to the last non-zero one>"`` (an hour of one user
+    fills a bucket or two: a few bytes, not all 80 buckets); ``""`` when
+    empty. Rows written before this format hold all 80 counts, no colon."""
+    nz = np.flatnonzero(hist)
+    if not len(nz):
+        return ""
+    lo, hi = int(nz[0]), int(nz[-1]) + 1
+    return f"{lo}:" + b2a_base64(hist[lo:hi].astype("<i8").tobytes(), newline=False).decode()
 
 
 def hist_matrix(texts: list[str | None]) -> np.ndarray:
-    """Stored histograms -> one (rows x buckets) matrix; an empty text (a
-    row folded before its table kept histograms) counts as no values."""
-    if not texts:
-        return np.zeros((0, len(EDGES)), dtype=np.int64)
-    raw = b"".join(base64.b64decode(t) if t else _EMPTY for t in texts)
-    return np.frombuffer(raw, dtype="<i8").reshape(len(texts), len(EDGES)).astype(np.int64)
+    """Stored histograms -> one (rows x buckets) matrix; an empty text (no
+    values, or a row folded before its table kept histograms) is zeros."""
+    out = np.zeros((len(texts), len(EDGES)), dtype=np.int64)
+    for i, t in enumerate(texts):
+        if not t:
+            continue
+        lo, sep, b64 = t.partition(":")
+        if not sep:  # the older full form
+            lo, b64 = "0", t
+        counts = np.frombuffer(a2b_base64(b64), dtype="<i8")
+        start = int(lo)
+        out[i, start:start + len(counts)] = counts
+    return out
 
 
 # -- the columns, defined once --
@@ -105,6 +116,7 @@ class Rollup:
     name: str
     keys: tuple[str, ...]
     extra: tuple[str, ...] = ()
+    covering: bool = False  # an index holding the sums: GROUP BY reads no histograms
 
     def table(self, daily: bool) -> str:
         return f"{self.name}_day" if daily else self.name
@@ -141,6 +153,9 @@ class Rollup:
         if "tenant" in self.keys:
             sql += (f"CREATE INDEX IF NOT EXISTS {table}_by_tenant ON {table} "
                     f"(tenant, {period});\n")
+        if self.covering:
+            sql += (f"CREATE INDEX IF NOT EXISTS {table}_sums ON {table} "
+                    f"({', '.join((period, *self.keys[1:], self.keys[0], *self.sums))});\n")
         return sql
 
     def upsert(self, daily: bool) -> str:
@@ -155,7 +170,7 @@ class Rollup:
 BY_MODEL_TENANT = Rollup("trace_rollup", ("model", "tenant"))
 BY_MODEL = Rollup("trace_rollup_model", ("model",))
 BY_TENANT = Rollup("trace_rollup_tenant", ("tenant",))
-BY_DIM = Rollup("trace_rollup_dim", ("tenant", "dim", "value"))
+BY_DIM = Rollup("trace_rollup_dim", ("tenant", "dim", "value"), covering=True)
 BY_ROUTE = Rollup("trace_rollup_route", ("tenant", "route", "model"), EXTRA_FIELDS)
 ROLLUPS = (BY_MODEL_TENANT, BY_MODEL, BY_TENANT, BY_DIM, BY_ROUTE)
 
@@ -180,19 +195,6 @@ class Agg:
     # Counts per bucket of EDGES (stored by hist_text); merged with numpy.
     latency: np.ndarray = field(default_factory=_zeros)
     ttft: np.ndarray = field(default_factory=_zeros)
-
-    def add_record(self, r: dict[str, Any], strong_usd: float = 0.0) -> None:
-        self.requests += 1
-        self.errors += r["status"] >= 400
-        self.prompt_tokens += r["prompt_tokens"] or 0
-        self.completion_tokens += r["completion_tokens"] or 0
-        self.cost_usd += r["cost_usd"] or 0.0
-        self.cache_hits += r["cache"] in HITS
-        self.saved_usd += r["saved_usd"] or 0.0
-        self.strong_usd += strong_usd
-        self.latency[bucket_of(r["latency_ms"] or 0.0)] += 1
-        if r["ttft_ms"] is not None:
-            self.ttft[bucket_of(r["ttft_ms"])] += 1
 
     def merge(self, other: Agg) -> None:
         for f in SUM_FIELDS:
@@ -223,24 +225,25 @@ def merge_rows(rows: list[dict[str, Any]], keys: tuple[str, ...],
     Decimal, on Postgres: back to int/float."""
     out: dict[tuple[Any, ...], Agg] = {}
     groups = np.empty(len(rows), dtype=np.int64)
-    order: dict[tuple[Any, ...], int] = {}
+    index: dict[tuple[Any, ...], int] = {}
     for i, r in enumerate(rows):
         key = tuple(r[k] for k in keys)
         agg = out.get(key)
         if agg is None:
             agg = out[key] = Agg()
-            order[key] = len(order)
-        groups[i] = order[key]
+            index[key] = len(index)
+        groups[i] = index[key]
         for f in SUM_FIELDS:
             v = r.get(f)
             if v:
                 setattr(agg, f, getattr(agg, f) + (float(v) if f.endswith("usd") else int(v)))
     if hists and rows:
         aggs = list(out.values())
+        order = np.argsort(groups, kind="stable")
+        starts = np.searchsorted(groups[order], np.arange(len(aggs)))
         for h in HIST_COLUMNS:
-            summed = np.zeros((len(aggs), len(EDGES)), dtype=np.int64)
-            np.add.at(summed, groups, hist_matrix([r[h] for r in rows]))
-            for agg, hist in zip(aggs, summed, strict=True):
+            matrix = hist_matrix([rows[i][h] for i in order])
+            for agg, hist in zip(aggs, np.add.reduceat(matrix, starts, axis=0), strict=True):
                 setattr(agg, h, hist)
     return out
 
@@ -274,35 +277,68 @@ def strong_cost(r: dict[str, Any], route: str, strong: StrongPrices) -> float:
     return (r["prompt_tokens"] or 0) * s[1] + (r["completion_tokens"] or 0) * s[2]
 
 
-def fold(records: Iterable[dict[str, Any]], cap: int = DIM_CAP, strong: StrongPrices | None = None,
+def fold(records: list[dict[str, Any]], cap: int = DIM_CAP, strong: StrongPrices | None = None,
          period: float | None = HOUR) -> dict[Rollup, dict[tuple[Any, ...], Agg]]:
     """Raw records -> each rollup's groups, keyed (period start, *keys)
-    (``period`` None: start 0.0, the whole set). Runs in a worker thread."""
-    out: dict[Rollup, dict[tuple[Any, ...], Agg]] = {r: {} for r in ROLLUPS}
+    (``period`` None: start 0.0, the whole set). The sums and histograms are
+    counted with numpy (bincount per group), so Python only builds the keys.
+    Runs in a worker thread."""
     strong = strong or {}
+    n = len(records)
+    col = {f: np.fromiter(((r[f] or 0) for r in records), dtype=np.float64, count=n)
+           for f in ("prompt_tokens", "completion_tokens", "cost_usd", "saved_usd")}
+    col["requests"] = np.ones(n)
+    col["errors"] = np.fromiter((r["status"] >= 400 for r in records), dtype=np.float64, count=n)
+    col["cache_hits"] = np.fromiter((r["cache"] in HITS for r in records), dtype=np.float64,
+                                    count=n)
+    lat = np.fromiter((r["latency_ms"] or 0.0 for r in records), dtype=np.float64, count=n)
+    ttft = np.fromiter((np.nan if r["ttft_ms"] is None else r["ttft_ms"] for r in records),
+                       dtype=np.float64, count=n)
+    buckets = {"latency": _buckets(lat), "ttft": _buckets(np.nan_to_num(ttft))}
+    has = {"latency": np.ones(n, dtype=bool), "ttft": ~np.isnan(ttft)}
+    per = [math.floor(r["started_at"] / period) * period if period else 0.0 for r in records]
+    tenants = [r["tenant"] for r in records]
+    models = [r["model"] for r in records]
+    everyone = np.arange(n)
 
-    def add(rollup: Rollup, key: tuple[Any, ...], r: dict[str, Any], extra: float = 0.0) -> None:
-        groups = out[rollup]
-        agg = groups.get(key)
-        if agg is None:
-            agg = groups[key] = Agg()
-        agg.add_record(r, extra)
+    def group(keys: list[tuple[Any, ...]], rows: np.ndarray,
+              strong_usd: np.ndarray | None = None) -> dict[tuple[Any, ...], Agg]:
+        index: dict[tuple[Any, ...], int] = {}
+        g = np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64,
+                        count=len(keys))
+        size = len(index)
+        sums = {f: np.bincount(g, weights=col[f][rows], minlength=size) for f in ROLLUP_FIELDS}
+        if strong_usd is not None:
+            sums["strong_usd"] = np.bincount(g, weights=strong_usd, minlength=size)
+        hists = {h: np.bincount((g * len(EDGES) + buckets[h][rows])[has[h][rows]],
+                                minlength=size * len(EDGES)).reshape(size, len(EDGES))
+                 for h in HIST_COLUMNS}
+        out: dict[tuple[Any, ...], Agg] = {}
+        for key, i in index.items():
+            agg = out[key] = Agg()
+            for f, v in sums.items():
+                setattr(agg, f, float(v[i]) if f.endswith("usd") else int(round(v[i])))
+            agg.latency, agg.ttft = hists["latency"][i], hists["ttft"][i]
+        return out
 
-    for r in records:
-        p = math.floor(r["started_at"] / period) * period if period else 0.0
-        tenant = r["tenant"]
-        add(BY_MODEL_TENANT, (p, r["model"], tenant), r)
-        for dim, col in DIMS:
-            add(BY_DIM, (p, tenant, dim, dim_value(r[col])), r)
-        if r.get("route"):
-            route = _route_name(r["route"])
-            if route is not None:
-                add(BY_ROUTE, (p, tenant, route, r["model"]), r, strong_cost(r, route, strong))
-    for (p, model, tenant), agg in out[BY_MODEL_TENANT].items():  # coarser: merged
-        out[BY_MODEL].setdefault((p, model), Agg()).merge(agg)
-        out[BY_TENANT].setdefault((p, tenant), Agg()).merge(agg)
-    out[BY_DIM] = cap_dims(out[BY_DIM], cap)
+    out = {BY_MODEL_TENANT: group(list(zip(per, models, tenants, strict=True)), everyone),
+           BY_MODEL: group(list(zip(per, models, strict=True)), everyone),
+           BY_TENANT: group(list(zip(per, tenants, strict=True)), everyone)}
+    dim_keys = [(p, t, dim, dim_value(r[c]))
+                for dim, c in DIMS for p, t, r in zip(per, tenants, records, strict=True)]
+    out[BY_DIM] = cap_dims(group(dim_keys, np.tile(everyone, len(DIMS))), cap)
+    routed = [(i, name) for i, r in enumerate(records)
+              if r.get("route") and (name := _route_name(r["route"])) is not None]
+    idx = np.array([i for i, _ in routed], dtype=np.int64)
+    out[BY_ROUTE] = group(
+        [(per[i], tenants[i], name, models[i]) for i, name in routed], idx,
+        np.array([strong_cost(records[i], name, strong) for i, name in routed])) if routed else {}
     return out
+
+
+def _buckets(ms: np.ndarray) -> np.ndarray:
+    """:func:`bucket_of` of many values at once."""
+    return np.minimum(np.searchsorted(EDGES, ms, side="left"), len(EDGES) - 1)
 
 
 def _route_name(stored: Any) -> str | None:

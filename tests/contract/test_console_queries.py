@@ -354,3 +354,51 @@ async def test_rollup_tables_match_their_one_definition(console: Console) -> Non
             assert types["requests"] in ("integer", "bigint")
             assert types["cost_usd"] in ("real", "double precision")
             assert types["latency"] == "text"
+
+
+OLD_DIM_TABLE = """CREATE TABLE trace_rollup_dim (
+    hour REAL NOT NULL, tenant TEXT NOT NULL, dim TEXT NOT NULL, value TEXT NOT NULL,
+    requests INTEGER NOT NULL, errors INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, cache_hits INTEGER NOT NULL,
+    saved_usd REAL NOT NULL, PRIMARY KEY (hour, tenant, dim, value));
+CREATE TABLE trace_rollup_state (name TEXT PRIMARY KEY, upto REAL NOT NULL);
+INSERT INTO trace_rollup_dim VALUES (?, 'acme', 'user', 'old-user', 3, 0, 30, 6, 0.5, 0, 0);
+INSERT INTO trace_rollup_state VALUES ('traces', ?);"""
+
+
+async def test_sqlite_tables_of_an_older_version_gain_the_new_columns(tmp_path: Any) -> None:
+    """A SQLite store whose dimension rollup was made before it kept
+    histograms: opening adds them ('' in the old rows), the old hours fold
+    into the daily rollup, and a 7-day overview shows their sums (no
+    percentiles: none were kept)."""
+    import sqlite3
+
+    from tests.contract.conftest import backend_settings
+
+    settings = backend_settings("sqlite", tmp_path)
+    stores = Stores(settings)
+    await stores.open()
+    await stores.close()
+    db = sqlite3.connect(settings.db_path)
+    for stmt, args in zip(OLD_DIM_TABLE.split(";")[:4], ((), (), (T0,), (T0 + HOUR,)),
+                          strict=True):
+        db.execute(stmt, args)
+    db.commit()
+    db.close()
+    c = Console(settings, None)
+    await c.start(roll=False)
+    try:
+        cols = [r["name"] for r in await c.queries.fetch(
+            "SELECT name FROM pragma_table_info('trace_rollup_dim') ORDER BY cid")]
+        assert cols[-2:] == ["latency", "ttft"]
+        async with c._transaction() as (run, _many):  # every folded hour has its model row
+            await run("INSERT INTO trace_rollup_model (hour, model, requests, errors, "
+                      "prompt_tokens, completion_tokens, cost_usd, cache_hits, saved_usd, "
+                      "latency, ttft) VALUES (?, 'm', 3, 0, 30, 6, 0.5, 0, 0, '', '')", (T0,))
+        while await c.roll_step(now=T0 + 3 * DAY):
+            pass
+        view = await c.overview("7d", None, now=T0 + 3 * DAY)
+        old = view["by_dim"]["user"]["old-user"]
+        assert (old["requests"], old["cost_usd"], old["latency_p95"]) == (3, 0.5, None)
+    finally:
+        await c.close()
