@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -44,7 +45,33 @@ from seawall.console.rollup import (
 )
 
 TOP_N = 20  # rows shown per deployment / key / user table
+MEMO_SIZE = 64  # rollup reads remembered (see Memo)
 Transaction = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+class Memo:
+    """The answers of rollup reads, by their exact SQL and arguments. Every
+    such read is bounded below the watermarks (its arguments hold them), and
+    rows below a watermark never change once folded, so an answer stays
+    right until the watermark moves, which changes the arguments: the live
+    overview, asked every 10 s, reads only the records not folded yet. Least
+    recently used first out."""
+
+    def __init__(self, q: TraceQueries, size: int = MEMO_SIZE) -> None:
+        self.q = q
+        self.size = size
+        self._rows: OrderedDict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = (
+            OrderedDict())
+
+    async def fetch(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        key = (sql, args)
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = self._rows[key] = await self.q.fetch(sql, args)
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+        self._rows.move_to_end(key)
+        return rows
 
 
 def strong_prices(settings: Settings) -> StrongPrices:
@@ -186,8 +213,8 @@ async def make_span(q: TraceQueries, range_name: str, tenant: str | None, now: f
     return Span(first, day_end, hour_end, max(first, hour_end), tenant)
 
 
-async def read(q: TraceQueries, range_name: str, tenant: str | None, now: float | None,
-               strong: StrongPrices, cap: int) -> dict[str, Any]:
+async def read(q: TraceQueries, memo: Memo, range_name: str, tenant: str | None,
+               now: float | None, strong: StrongPrices, cap: int) -> dict[str, Any]:
     """Totals; per model, tenant, deployment, key and user; routing shares;
     an hourly series, over the range."""
     now = time.time() if now is None else now
@@ -203,26 +230,27 @@ async def read(q: TraceQueries, range_name: str, tenant: str | None, now: float 
     for rollup in (models, BY_TENANT, BY_ROUTE):
         cols = ", ".join((*rollup.keys, *rollup.columns))
         src, args = span.source(rollup, cols)
-        rows[rollup] = await q.fetch(f"SELECT {cols} FROM {src}", args)
+        rows[rollup] = await memo.fetch(f"SELECT {cols} FROM {src}", args)
     # The series: requests and errors per hour from the hourly table, whole range.
     hw, ha = "hour >= ? AND hour < ?", list[Any]([span.first, span.hour_end])
     if tenant is not None:
         hw += " AND tenant = ?"
         ha.append(tenant)
-    hours = await q.fetch(f"SELECT hour, SUM(requests) AS requests, SUM(errors) AS errors "
+    hours = await memo.fetch(f"SELECT hour, SUM(requests) AS requests, SUM(errors) AS errors "
                           f"FROM {models.table(False)} WHERE {hw} GROUP BY hour", tuple(ha))
-    by_dim = await _dims(q, span, folded[BY_DIM])
+    by_dim = await _dims(memo, span, folded[BY_DIM])
     return await asyncio.to_thread(_result, rows, folded, hours, by_dim, models, span, now)
 
 
-async def _dims(q: TraceQueries, span: Span,
+async def _dims(memo: Memo, span: Span,
                 raw: dict[tuple[Any, ...], Agg]) -> dict[str, dict[str, Agg]]:
     """Per dimension, the TOP_N values by cost over the range, with their
     histograms: sums in SQL pick them (with many users the rollup holds many
     rows per period), then only their rows' histograms are read."""
     sums_cols = ", ".join(f"SUM({f}) AS {f}" for f in BY_DIM.sums)
     src, args = span.source(BY_DIM, "dim, value, " + ", ".join(BY_DIM.sums))
-    rows = await q.fetch(f"SELECT dim, value, {sums_cols} FROM {src} GROUP BY dim, value", args)
+    rows = await memo.fetch(f"SELECT dim, value, {sums_cols} FROM {src} GROUP BY dim, value",
+                            args)
     totals = merge_rows(rows, ("dim", "value"), hists=False)
     for (_p, _tenant, dim, value), agg in raw.items():
         totals.setdefault((dim, value), Agg()).merge(agg)
@@ -238,7 +266,8 @@ async def _dims(q: TraceQueries, span: Span,
                             for _d, vs in wanted)
         wargs = tuple(x for d, vs in wanted for x in (d, *vs))
         src, args = span.source(BY_DIM, "dim, value, " + ", ".join(HIST_COLUMNS), where, wargs)
-        hrows = await q.fetch(f"SELECT dim, value, {', '.join(HIST_COLUMNS)} FROM {src}", args)
+        hrows = await memo.fetch(f"SELECT dim, value, {', '.join(HIST_COLUMNS)} FROM {src}",
+                                 args)
         hists = await asyncio.to_thread(merge_rows, hrows, ("dim", "value"))
     out: dict[str, dict[str, Agg]] = {}
     for dim, values in top.items():

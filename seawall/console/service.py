@@ -40,6 +40,7 @@ class Console:
                                     feedback_mid=(scale.min + scale.max) / 2)
         self._task: asyncio.Task[None] | None = None
         self.dim_cap = DIM_CAP  # values per (period, tenant, dimension) rollup
+        self.memo = ov.Memo(self.queries)  # rollup reads, until the watermarks move
         self.strong = ov.strong_prices(settings)  # routes' strongest tiers, for the savings
 
     # -- life cycle --
@@ -156,4 +157,5 @@ class Console:
                        now: float | None = None) -> dict[str, Any]:
         """Totals; per model, tenant, deployment, key, user and route; an
         hourly series; over the range (seawall/console/overview.py)."""
-        return await ov.read(self.queries, range_name, tenant, now, self.strong, self.dim_cap)
+        return await ov.read(self.queries, self.memo, range_name, tenant, now, self.strong,
+                             self.dim_cap)
