@@ -60,18 +60,23 @@ class Memo:
     def __init__(self, q: TraceQueries, size: int = MEMO_SIZE) -> None:
         self.q = q
         self.size = size
-        self._rows: OrderedDict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = (
-            OrderedDict())
+        self._rows: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
-    async def fetch(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        key = (sql, args)
-        rows = self._rows.get(key)
-        if rows is None:
-            rows = self._rows[key] = await self.q.fetch(sql, args)
+    async def fetch(self, sql: str, args: tuple[Any, ...],
+                    keys: tuple[str, ...] | None = None, hists: bool = True) -> Any:
+        """The rows; with ``keys``, :func:`merge_rows` of them (remembered
+        merged, so a repeat costs nothing; callers never change them)."""
+        key = (sql, args, keys, hists)
+        got = self._rows.get(key)
+        if got is None:
+            rows = await self.q.fetch(sql, args)
+            got = rows if keys is None else await asyncio.to_thread(merge_rows, rows, keys,
+                                                                     hists)
+            self._rows[key] = got
             while len(self._rows) > self.size:
                 self._rows.popitem(last=False)
         self._rows.move_to_end(key)
-        return rows
+        return got
 
 
 def strong_prices(settings: Settings) -> StrongPrices:
@@ -226,20 +231,60 @@ async def read(q: TraceQueries, memo: Memo, range_name: str, tenant: str | None,
     raw = await q.fetch(raw_select(raw_where), tuple(raw_args))
     folded = await asyncio.to_thread(fold, raw, cap, strong)  # by hour: for the series
     models = BY_MODEL if tenant is None else BY_MODEL_TENANT
-    rows: dict[Rollup, list[dict[str, Any]]] = {}
-    for rollup in (models, BY_TENANT, BY_ROUTE):
-        cols = ", ".join((*rollup.keys, *rollup.columns))
+    grouped: dict[str, dict[tuple[Any, ...], Agg]] = {}
+    for name, rollup, keys in (("model", models, ("model",)), ("tenant", BY_TENANT, ("tenant",)),
+                               ("route", BY_ROUTE, ("route", "model"))):
+        cols = ", ".join((*keys, *rollup.columns))
         src, args = span.source(rollup, cols)
-        rows[rollup] = await memo.fetch(f"SELECT {cols} FROM {src}", args)
+        rolled = await memo.fetch(f"SELECT {cols} FROM {src}", args, keys)
+        idx = [rollup.keys.index(k) + 1 for k in keys]  # +1: the period comes first
+        fresh: dict[tuple[Any, ...], Agg] = {}
+        for k, agg in folded[rollup].items():
+            fresh.setdefault(tuple(k[i] for i in idx), Agg()).merge(agg)
+        grouped[name] = plus(rolled, fresh)
     # The series: requests and errors per hour from the hourly table, whole range.
     hw, ha = "hour >= ? AND hour < ?", list[Any]([span.first, span.hour_end])
     if tenant is not None:
         hw += " AND tenant = ?"
         ha.append(tenant)
     hours = await memo.fetch(f"SELECT hour, SUM(requests) AS requests, SUM(errors) AS errors "
-                          f"FROM {models.table(False)} WHERE {hw} GROUP BY hour", tuple(ha))
+                             f"FROM {models.table(False)} WHERE {hw} GROUP BY hour", tuple(ha))
+    by_hour = {float(r["hour"]): [int(r["requests"]), int(r["errors"])] for r in hours}
+    for (hour, _model, _tenant), agg in folded[BY_MODEL_TENANT].items():
+        cell = by_hour.setdefault(hour, [0, 0])
+        cell[0] += agg.requests
+        cell[1] += agg.errors
     by_dim = await _dims(memo, span, folded[BY_DIM])
-    return await asyncio.to_thread(_result, rows, folded, hours, by_dim, models, span, now)
+    total = Agg()
+    for agg in grouped["model"].values():
+        total.merge(agg)
+    grid = [span.first + i * HOUR for i in range(int((now - span.first) // HOUR) + 1)]
+    return {
+        "total": total.summary(),
+        "by_model": {k[0]: v.summary() for k, v in sorted(grouped["model"].items())},
+        "by_tenant": {k[0]: v.summary() for k, v in sorted(grouped["tenant"].items())},
+        "by_dim": {dim: {v: a.summary() for v, a in values.items()}
+                   for dim, values in by_dim.items()},
+        "routes": _routes(grouped["route"]),
+        "since": span.first,
+        "series": {"hour": grid,
+                   "requests": [by_hour.get(h, [0, 0])[0] for h in grid],
+                   "errors": [by_hour.get(h, [0, 0])[1] for h in grid]},
+    }
+
+
+def plus(base: dict[tuple[Any, ...], Agg],
+         extra: dict[tuple[Any, ...], Agg]) -> dict[tuple[Any, ...], Agg]:
+    """``base`` with ``extra`` merged in, ``base``'s Aggs left as they are
+    (they are remembered: see Memo)."""
+    out = dict(base)
+    for key, agg in extra.items():
+        merged = Agg()
+        if key in out:
+            merged.merge(out[key])
+        merged.merge(agg)
+        out[key] = merged
+    return out
 
 
 async def _dims(memo: Memo, span: Span,
@@ -249,11 +294,12 @@ async def _dims(memo: Memo, span: Span,
     rows per period), then only their rows' histograms are read."""
     sums_cols = ", ".join(f"SUM({f}) AS {f}" for f in BY_DIM.sums)
     src, args = span.source(BY_DIM, "dim, value, " + ", ".join(BY_DIM.sums))
-    rows = await memo.fetch(f"SELECT dim, value, {sums_cols} FROM {src} GROUP BY dim, value",
-                            args)
-    totals = merge_rows(rows, ("dim", "value"), hists=False)
+    rolled = await memo.fetch(f"SELECT dim, value, {sums_cols} FROM {src} GROUP BY dim, value",
+                              args, ("dim", "value"), hists=False)
+    fresh: dict[tuple[Any, ...], Agg] = {}
     for (_p, _tenant, dim, value), agg in raw.items():
-        totals.setdefault((dim, value), Agg()).merge(agg)
+        fresh.setdefault((dim, value), Agg()).merge(agg)
+    totals = plus(rolled, fresh)
     top: dict[str, list[str]] = {}
     for dim, _col in DIMS:
         ranked = sorted(((v, a) for (d, v), a in totals.items() if d == dim),
@@ -266,57 +312,19 @@ async def _dims(memo: Memo, span: Span,
                             for _d, vs in wanted)
         wargs = tuple(x for d, vs in wanted for x in (d, *vs))
         src, args = span.source(BY_DIM, "dim, value, " + ", ".join(HIST_COLUMNS), where, wargs)
-        hrows = await memo.fetch(f"SELECT dim, value, {', '.join(HIST_COLUMNS)} FROM {src}",
-                                 args)
-        hists = await asyncio.to_thread(merge_rows, hrows, ("dim", "value"))
+        hists = await memo.fetch(f"SELECT dim, value, {', '.join(HIST_COLUMNS)} FROM {src}",
+                                 args, ("dim", "value"))
     out: dict[str, dict[str, Agg]] = {}
     for dim, values in top.items():
         out[dim] = {}
         for v in values:
-            agg = totals[(dim, v)]
+            agg = Agg()  # the sums (and the raw part's histograms), plus the rolled histograms
+            agg.merge(totals[(dim, v)])
             h = hists.get((dim, v))
-            for name in HIST_COLUMNS:  # the raw part's histograms are in agg already
-                setattr(agg, name, getattr(agg, name) + (getattr(h, name) if h else 0))
+            if h is not None:
+                agg.latency, agg.ttft = agg.latency + h.latency, agg.ttft + h.ttft
             out[dim][v] = agg
     return out
-
-
-def _result(rows: dict[Rollup, list[dict[str, Any]]],
-            folded: dict[Rollup, dict[tuple[Any, ...], Agg]], hours: list[dict[str, Any]],
-            by_dim: dict[str, dict[str, Agg]], models: Rollup, span: Span,
-            now: float) -> dict[str, Any]:
-    def grouped(rollup: Rollup, keys: tuple[str, ...]) -> dict[tuple[Any, ...], Agg]:
-        out = merge_rows(rows[rollup], keys)
-        idx = [rollup.keys.index(k) + 1 for k in keys]  # +1: the period comes first
-        for key, agg in folded[rollup].items():
-            out.setdefault(tuple(key[i] for i in idx), Agg()).merge(agg)
-        return out
-
-    by_model = {k[0]: a for k, a in grouped(models, ("model",)).items()}
-    by_tenant = {k[0]: a for k, a in grouped(BY_TENANT, ("tenant",)).items()}
-    total = Agg()
-    for agg in by_model.values():
-        total.merge(agg)
-    by_hour: dict[float, list[int]] = {}
-    for r in hours:
-        by_hour[float(r["hour"])] = [int(r["requests"]), int(r["errors"])]
-    for (hour, _model, _tenant), agg in folded[BY_MODEL_TENANT].items():
-        cell = by_hour.setdefault(hour, [0, 0])
-        cell[0] += agg.requests
-        cell[1] += agg.errors
-    grid = [span.first + i * HOUR for i in range(int((now - span.first) // HOUR) + 1)]
-    return {
-        "total": total.summary(),
-        "by_model": {k: v.summary() for k, v in sorted(by_model.items())},
-        "by_tenant": {k: v.summary() for k, v in sorted(by_tenant.items())},
-        "by_dim": {dim: {v: a.summary() for v, a in values.items()}
-                   for dim, values in by_dim.items()},
-        "routes": _routes(grouped(BY_ROUTE, ("route", "model"))),
-        "since": span.first,
-        "series": {"hour": grid,
-                   "requests": [by_hour.get(h, [0, 0])[0] for h in grid],
-                   "errors": [by_hour.get(h, [0, 0])[1] for h in grid]},
-    }
 
 
 def _routes(groups: dict[tuple[Any, ...], Agg]) -> dict[str, dict[str, Any]]:

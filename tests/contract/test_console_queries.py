@@ -402,3 +402,27 @@ async def test_sqlite_tables_of_an_older_version_gain_the_new_columns(tmp_path: 
         assert (old["requests"], old["cost_usd"], old["latency_p95"]) == (3, 0.5, None)
     finally:
         await c.close()
+
+
+async def test_repeated_reads_of_partly_folded_hours_stay_right(console: Console) -> None:
+    """Half the hours folded, half still raw: the overview is the records'
+    truth, and stays so when asked again (the rolled part is remembered; the
+    raw part must be added to a copy, never into what is remembered)."""
+    now = T0 + 2 * HOUR + SETTLE_S + 1
+    while await console.roll_step(now=now):
+        pass
+    assert await console.rollup_upto() == T0 + 2 * HOUR
+    recs = _records()
+    views = [await console.overview(rng, None, now=now) for rng in ("24h", "7d", "24h", "7d")]
+    for view in views:
+        assert view["total"]["requests"] == N
+        assert view["by_tenant"]["acme"]["latency_p95"] == _p95(
+            [r.latency_ms for r in recs if r.tenant == "acme"])
+        for dim, attr in (("deployment", "deployment"), ("key", "key_id"), ("user", "user")):
+            want = {k: (n, tok, round(cost, 9)) for k, (n, tok, cost) in _by(recs, attr).items()}
+            assert _table(view, dim) == want
+        assert view["by_dim"]["key"]["k1"]["latency_p95"] == _p95(
+            [r.latency_ms for r in recs if r.key_id == "k1"])
+        assert view["routes"]["auto"]["requests"] == sum(
+            r.route is not None and r.route["route"] == "auto" for r in recs)
+    assert views[0] == views[2] and views[1] == views[3]
