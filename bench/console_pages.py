@@ -188,8 +188,10 @@ def measure(url: str, settings: Settings, requests: int, now: float,
         if only not in name:
             continue
         headers = {"authorization": f"Bearer {MASTER}"} if path.startswith("/admin") else {}
+        t = time.perf_counter()
         r = client.get(path, headers=headers)
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        print(f"  {name}: first request {(time.perf_counter() - t) * 1000:.1f} ms", flush=True)
         times = []
         for _ in range(requests):
             t = time.perf_counter()

@@ -187,23 +187,32 @@ class Span:
     def hour_from(self) -> float:
         return max(self.first, self.day_end)
 
-    def source(self, rollup: Rollup, cols: str, where: str = "",
-               args: tuple[Any, ...] = ()) -> tuple[str, tuple[Any, ...]]:
-        """A FROM clause over the daily and hourly rows of ``rollup`` (the
-        period as ``hour``), each filtered by ``where``/``args`` too."""
-        parts: list[str] = []
-        out: list[Any] = []
+    def parts(self, rollup: Rollup, where: str = "",
+              args: tuple[Any, ...] = ()) -> list[tuple[str, tuple[Any, ...]]]:
+        """``FROM ... WHERE ...`` over the daily rows of ``rollup``, then over
+        its hourly rows, each filtered by ``where``/``args`` too. Read apart
+        (and remembered apart, see Memo): the hourly part changes every hour,
+        the daily part once a day."""
         extra = (" AND tenant = ?" if self.tenant is not None else "") + (
             f" AND ({where})" if where else "")
         tenant = (self.tenant,) if self.tenant is not None else ()
+        out = []
         if self.day_end > self.first:
-            parts.append(f"SELECT day AS hour, {cols} FROM {rollup.table(True)} "
-                         f"WHERE day >= ? AND day < ?{extra}")
-            out += [self.first, self.day_end, *tenant, *args]
-        parts.append(f"SELECT hour, {cols} FROM {rollup.table(False)} "
-                     f"WHERE hour >= ? AND hour < ?{extra}")
-        out += [self.hour_from, self.hour_end, *tenant, *args]
-        return f"({' UNION ALL '.join(parts)}) AS r", tuple(out)
+            out.append((f"FROM {rollup.table(True)} WHERE day >= ? AND day < ?{extra}",
+                        (self.first, self.day_end, *tenant, *args)))
+        out.append((f"FROM {rollup.table(False)} WHERE hour >= ? AND hour < ?{extra}",
+                    (self.hour_from, self.hour_end, *tenant, *args)))
+        return out
+
+    async def read(self, memo: Memo, rollup: Rollup, select: str, keys: tuple[str, ...],
+                   hists: bool = True, group: bool = False, where: str = "",
+                   args: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], Agg]:
+        """Each part's rows merged by ``keys`` (``group``: summed in SQL)."""
+        out: dict[tuple[Any, ...], Agg] = {}
+        tail = f" GROUP BY {', '.join(keys)}" if group else ""
+        for src, a in self.parts(rollup, where, args):
+            out = plus(out, await memo.fetch(f"SELECT {select} {src}{tail}", a, keys, hists))
+        return out
 
 
 async def make_span(q: TraceQueries, range_name: str, tenant: str | None, now: float) -> Span:
@@ -234,9 +243,7 @@ async def read(q: TraceQueries, memo: Memo, range_name: str, tenant: str | None,
     grouped: dict[str, dict[tuple[Any, ...], Agg]] = {}
     for name, rollup, keys in (("model", models, ("model",)), ("tenant", BY_TENANT, ("tenant",)),
                                ("route", BY_ROUTE, ("route", "model"))):
-        cols = ", ".join((*keys, *rollup.columns))
-        src, args = span.source(rollup, cols)
-        rolled = await memo.fetch(f"SELECT {cols} FROM {src}", args, keys)
+        rolled = await span.read(memo, rollup, ", ".join((*keys, *rollup.columns)), keys)
         idx = [rollup.keys.index(k) + 1 for k in keys]  # +1: the period comes first
         fresh: dict[tuple[Any, ...], Agg] = {}
         for k, agg in folded[rollup].items():
@@ -275,15 +282,16 @@ async def read(q: TraceQueries, memo: Memo, range_name: str, tenant: str | None,
 
 def plus(base: dict[tuple[Any, ...], Agg],
          extra: dict[tuple[Any, ...], Agg]) -> dict[tuple[Any, ...], Agg]:
-    """``base`` with ``extra`` merged in, ``base``'s Aggs left as they are
-    (they are remembered: see Memo)."""
+    """``base`` and ``extra`` together. No Agg of either is changed (they
+    may be remembered, see Memo): a key in both gets a new one."""
     out = dict(base)
     for key, agg in extra.items():
-        merged = Agg()
         if key in out:
+            merged = Agg()
             merged.merge(out[key])
-        merged.merge(agg)
-        out[key] = merged
+            merged.merge(agg)
+            agg = merged
+        out[key] = agg
     return out
 
 
@@ -293,9 +301,8 @@ async def _dims(memo: Memo, span: Span,
     histograms: sums in SQL pick them (with many users the rollup holds many
     rows per period), then only their rows' histograms are read."""
     sums_cols = ", ".join(f"SUM({f}) AS {f}" for f in BY_DIM.sums)
-    src, args = span.source(BY_DIM, "dim, value, " + ", ".join(BY_DIM.sums))
-    rolled = await memo.fetch(f"SELECT dim, value, {sums_cols} FROM {src} GROUP BY dim, value",
-                              args, ("dim", "value"), hists=False)
+    rolled = await span.read(memo, BY_DIM, f"dim, value, {sums_cols}", ("dim", "value"),
+                             hists=False, group=True)
     fresh: dict[tuple[Any, ...], Agg] = {}
     for (_p, _tenant, dim, value), agg in raw.items():
         fresh.setdefault((dim, value), Agg()).merge(agg)
@@ -311,9 +318,8 @@ async def _dims(memo: Memo, span: Span,
         where = " OR ".join(f"(dim = ? AND value IN ({', '.join('?' for _ in vs)}))"
                             for _d, vs in wanted)
         wargs = tuple(x for d, vs in wanted for x in (d, *vs))
-        src, args = span.source(BY_DIM, "dim, value, " + ", ".join(HIST_COLUMNS), where, wargs)
-        hists = await memo.fetch(f"SELECT dim, value, {', '.join(HIST_COLUMNS)} FROM {src}",
-                                 args, ("dim", "value"))
+        hists = await span.read(memo, BY_DIM, "dim, value, " + ", ".join(HIST_COLUMNS),
+                                ("dim", "value"), where=where, args=wargs)
     out: dict[str, dict[str, Agg]] = {}
     for dim, values in top.items():
         out[dim] = {}
