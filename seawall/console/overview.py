@@ -45,7 +45,7 @@ from seawall.console.rollup import (
 )
 
 TOP_N = 20  # rows shown per deployment / key / user table
-MEMO_SIZE = 64  # rollup reads remembered (see Memo)
+MEMO_ROWS = 100_000  # rollup rows whose reads are remembered, at most (see Memo)
 Transaction = Callable[[], AbstractAsyncContextManager[Any]]
 
 
@@ -54,28 +54,31 @@ class Memo:
     such read is bounded below the watermarks (its arguments hold them), and
     rows below a watermark never change once folded, so an answer stays
     right until the watermark moves, which changes the arguments: the live
-    overview, asked every 10 s, reads only the records not folded yet. Least
-    recently used first out."""
+    overview, asked every 10 s, reads only the records not folded yet.
+    Bounded by the rows behind the answers kept (least recently used out; an
+    answer of more than a quarter of them is not kept)."""
 
-    def __init__(self, q: TraceQueries, size: int = MEMO_SIZE) -> None:
+    def __init__(self, q: TraceQueries, max_rows: int = MEMO_ROWS) -> None:
         self.q = q
-        self.size = size
-        self._rows: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self.max_rows = max_rows
+        self._kept: OrderedDict[tuple[Any, ...], tuple[int, Any]] = OrderedDict()
+        self._rows = 0
 
     async def fetch(self, sql: str, args: tuple[Any, ...],
                     keys: tuple[str, ...] | None = None, hists: bool = True) -> Any:
-        """The rows; with ``keys``, :func:`merge_rows` of them (remembered
-        merged, so a repeat costs nothing; callers never change them)."""
+        """The rows; with ``keys``, :func:`merge_rows` of them (kept merged,
+        so a repeat costs nothing; callers never change them)."""
         key = (sql, args, keys, hists)
-        got = self._rows.get(key)
-        if got is None:
-            rows = await self.q.fetch(sql, args)
-            got = rows if keys is None else await asyncio.to_thread(merge_rows, rows, keys,
-                                                                     hists)
-            self._rows[key] = got
-            while len(self._rows) > self.size:
-                self._rows.popitem(last=False)
-        self._rows.move_to_end(key)
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key][1]
+        rows = await self.q.fetch(sql, args)
+        got = rows if keys is None else await asyncio.to_thread(merge_rows, rows, keys, hists)
+        if len(rows) <= self.max_rows // 4:
+            self._kept[key] = (len(rows), got)
+            self._rows += len(rows)
+            while self._rows > self.max_rows:
+                self._rows -= self._kept.popitem(last=False)[1][0]
         return got
 
 
@@ -89,7 +92,7 @@ def strong_prices(settings: Settings) -> StrongPrices:
         if m is None:
             continue
         deps = m.all_deployments
-        price = (deps[0].price if deps and deps[0].price is not None else m.price)
+        price = deps[0].price if deps and deps[0].price is not None else m.price
         out[name] = (strong, price.input_per_mtok / 1e6, price.output_per_mtok / 1e6)
     return out
 

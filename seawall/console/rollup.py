@@ -53,8 +53,12 @@ def bucket_of(ms: float) -> int:
     return min(bisect.bisect_left(EDGES, ms), len(EDGES) - 1)
 
 
+_ZEROS = np.zeros(len(EDGES), dtype=np.int64)
+_ZEROS.flags.writeable = False  # shared by every Agg without a histogram: never added to in place
+
+
 def _zeros() -> np.ndarray:
-    return np.zeros(len(EDGES), dtype=np.int64)
+    return _ZEROS
 
 
 def percentile(hist: np.ndarray, q: float) -> float | None:
