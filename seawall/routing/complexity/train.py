@@ -37,6 +37,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from seawall.routing.complexity.features import FEATURE_NAMES, routing_text, text_features
+from seawall.routing.complexity.kind import fit_kind
 from seawall.routing.complexity.model import DEFAULT_EMBEDDER_ID, RouterModel
 from seawall.routing.complexity.ood import fit_reference
 
@@ -101,6 +102,9 @@ class TrainSettings(BaseModel):
         "Centroids of the training embeddings kept for out-of-distribution checks (0: none)."))
     ood_quantile: float = Field(0.05, ge=0.0, lt=1.0, description=(
         "Share of held-out training prompts that fall below the OOD cut-off."))
+    task_kind: bool = Field(True, description=(
+        "Store the training prompts' feature ranges, so `router: combined` also falls back "
+        "to the rules on other kinds of task (seawall/routing/complexity/kind.py)."))
     seed: int = 0
 
 
@@ -430,6 +434,10 @@ def train_router(examples: Sequence[Example], settings: TrainSettings | None = N
         ood = fit_reference(vectors[fit] if fit.any() else vectors, calibration,
                             centroids=settings.ood_centroids, quantile=settings.ood_quantile,
                             seed=settings.seed)
+    kind_ref = None
+    if settings.task_kind:
+        kind_ref = fit_kind(features[fit] if fit.any() else features,
+                            features[dev] if dev.sum() >= 20 else features)
     summary = {
         "data": data_name,
         "sources": {name: sources.count(name) for name in sorted(set(sources))},
@@ -447,9 +455,12 @@ def train_router(examples: Sequence[Example], settings: TrainSettings | None = N
     summary["train_seconds"] = round(time.perf_counter() - started - embed_seconds, 2)
     if ood is not None:
         summary["ood"] = ood.summary()
+    if kind_ref is not None:
+        summary["task_kind"] = kind_ref.summary()
     return RouterModel(kind=model.kind, dim=model.dim, params=model.params,
                        feature_mean=model.feature_mean, feature_scale=model.feature_scale,
-                       embedder=embedder, hyper=model.hyper, training=summary, ood=ood)
+                       embedder=embedder, hyper=model.hyper, training=summary, ood=ood,
+                       kind_ref=kind_ref)
 
 
 def examples_from_records(records: Iterable[Mapping[str, Any]], *, margin: float = 0.0,
