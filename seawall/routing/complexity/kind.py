@@ -43,11 +43,11 @@ class KindReference:
 
     def __post_init__(self) -> None:
         if self.low.shape != self.high.shape or self.low.ndim != 1:
-            raise ValueError("kind ranges need two 1-d arrays of the same length")
+            raise ValueError("task-kind ranges need two 1-d arrays of the same length")
         if np.any(self.low > self.high):
-            raise ValueError("kind ranges need low <= high")
+            raise ValueError("task-kind ranges need low <= high")
         if self.allowance < 0:
-            raise ValueError("kind allowance must be >= 0")
+            raise ValueError("task-kind allowance must be >= 0")
 
     def outside(self, features: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """(n, features) mask: which features of each row lie outside the range."""

@@ -182,6 +182,8 @@ class RouterModel:
         else:
             hidden = np.maximum(x @ p["w1"] + p["b1"], 0.0)
             logits = hidden @ p["w2"] + p["b2"][0]
+        if "calib_a" in self.hyper:  # Platt scaling fitted on held-out rows (train.calibrate)
+            logits = self.hyper["calib_a"] * logits + self.hyper.get("calib_b", 0.0)
         out: Array = (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
         return out
 

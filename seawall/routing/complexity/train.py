@@ -45,6 +45,7 @@ __all__ = [
     "Example",
     "ExampleError",
     "TrainSettings",
+    "calibrate",
     "evaluate_scores",
     "source_weights",
     "examples_from_records",
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 F64 = npt.NDArray[np.float64]
+# held-out rows below which the scores are left uncalibrated (Platt on fewer is noise)
+MIN_CALIBRATION_ROWS = 100
 Embed = Callable[[list[str]], npt.NDArray[np.float32]]
 
 
@@ -376,6 +379,39 @@ def fit_router(vectors: npt.ArrayLike, features: npt.ArrayLike, labels: npt.Arra
                        embedder=embedder, hyper=hyper, training=dict(training or {}))
 
 
+def calibrate(model: RouterModel, scores: npt.ArrayLike, labels: npt.ArrayLike) -> RouterModel:
+    """Platt scaling: ``model`` with its logit mapped by a, b fitted so that
+    sigmoid(a * logit + b) matches ``labels`` on held-out ``scores`` (the
+    model's scores of rows it was not fitted on). Why: balanced source weights
+    centre a model's scores on 0.5, while the rules' score and the cut points
+    mean P(cheap is good enough); after this the learned score means it too, at
+    the training data's own base rate. Logistic and MLP routers only."""
+    if model.kind not in ("logistic", "mlp"):
+        return model
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+    z = np.log(p / (1 - p))
+    y = np.asarray(labels, dtype=np.float64)
+    x = np.column_stack([z, np.ones_like(z)])
+    coef = np.array([1.0, 0.0])
+    for _ in range(50):  # Newton's method on two parameters
+        q = _sigmoid(x @ coef)
+        grad = x.T @ (q - y)
+        hess = (x * (q * (1 - q))[:, None]).T @ x + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        coef -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    if "calib_a" in model.hyper:  # compose with an earlier calibration
+        a0, b0 = model.hyper["calib_a"], model.hyper.get("calib_b", 0.0)
+        coef = np.array([coef[0] * a0, coef[0] * b0 + coef[1]])
+    hyper = {**model.hyper, "calib_a": float(coef[0]), "calib_b": float(coef[1])}
+    return RouterModel(kind=model.kind, dim=model.dim, params=model.params,
+                       feature_mean=model.feature_mean, feature_scale=model.feature_scale,
+                       feature_names=model.feature_names, embedder=model.embedder,
+                       hyper=hyper, training=model.training, ood=model.ood,
+                       kind_ref=model.kind_ref, created_at=model.created_at)
+
+
 # -------------------------------------------------------------- pipeline
 
 
@@ -449,9 +485,13 @@ def train_router(examples: Sequence[Example], settings: TrainSettings | None = N
         "refit_on_all": bool(settings.refit or not dev_metrics),
         "embed_seconds": round(embed_seconds, 2),
     }
+    dev_scores = model.score_batch(vectors[dev], features[dev]) if dev_metrics else None
     rows = slice(None) if summary["refit_on_all"] else fit
     model = fit_router(vectors[rows], features[rows], labels[rows], settings,
                        weights=weights[rows], embedder=embedder, training=summary)
+    if dev_scores is not None and len(dev_scores) >= MIN_CALIBRATION_ROWS:
+        model = calibrate(model, dev_scores, labels[dev])
+        summary["calibrated_on"] = len(dev_scores)
     summary["train_seconds"] = round(time.perf_counter() - started - embed_seconds, 2)
     if ood is not None:
         summary["ood"] = ood.summary()
