@@ -598,7 +598,8 @@ def plot(path: Path, panels: Sequence[tuple[str, Bench, Sequence[Result]]]) -> N
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 6.4), squeeze=False)
     colours = {"random": "#999999", "rules (defaults)": "#e07b39",
-               "oracle (upper bound)": "#5b9a5b"}
+               "oracle (upper bound)": "#5b9a5b", "learned": "#8fb8de",
+               "combined (topic check only, as before)": "#a98bd0"}
     for ax, (title, bench, results) in zip(axes[0], panels, strict=True):
         w, s = bench.weak.mean(), bench.strong.mean()
         for r in results:
