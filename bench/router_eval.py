@@ -26,17 +26,20 @@ under the curve above the weak model over the area between the two models
 (trapezoids). Cost saving: where that curve reaches 95% of the strong model's
 quality (interpolated like CPT), priced with the pair's token prices.
 
-Flow: a dev study (inner-train -> inner-val of MMLU and AlpacaEval dev, and
-leave-one-source-out) picks the training data (MMLU alone, or with AlpacaEval
-under the concise-Mixtral label or the 57-model signal) and the OOD cut-off
-quantile of ``router: combined``; the chosen routers are then fitted on the
-full dev splits and every test set is evaluated once: random, rules,
-learned, combined (and the variant not chosen, for information).
+Flow: a dev study (inner-train -> inner-val of MMLU and AlpacaEval dev)
+compares training data (MMLU alone, or with AlpacaEval's 57-model signal)
+and picks the topic cut-off quantile of ``router: combined``, with and
+without the task-kind check; then the router that may ship (MMLU dev alone:
+MIT questions, Apache-2.0 labels; float16, Platt-calibrated) is fitted on
+the full MMLU dev split and every test set is evaluated once: random, rules,
+learned, combined (topic check only) and the shipped default (topic + task
+kind).
 
 Usage (from the repo root)::
 
-    .venv/bin/python bench/router_eval.py            # full run, ~1 min with cached embeddings
-    .venv/bin/python bench/router_eval.py --out router.json   # keep the combined router
+    .venv/bin/python bench/router_eval.py --ship     # full run; rebuilds the shipped router
+    .venv/bin/python bench/router_eval.py --dev-only # dev study only, no test set scored
+    .venv/bin/python bench/router_eval.py --out router.json   # write the router elsewhere
     .venv/bin/python bench/router_eval.py --select   # also rerun the model-kind selection
     .venv/bin/python bench/router_eval.py --embed-only
 

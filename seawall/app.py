@@ -345,6 +345,8 @@ class Services:
         await record_config_changes(self.settings, self.audit)
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
+        if any(r.router != "rules" for r in self.settings.routes.values()):
+            await asyncio.to_thread(self.cache.embedder.warm_up)  # routes embed each prompt
         await self.jobs.open()
         await self.batch_store.open()
         if self.settings.batches.retention_days is not None:

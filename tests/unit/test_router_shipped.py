@@ -139,6 +139,18 @@ def test_shipped_default_decisions_on_hand_written_prompts(
     assert topic_only.decide(vector, text_features(user(WORD_PROBLEM))).source == "learned"
 
 
+def test_cli_inspect_without_a_path_shows_the_shipped_router() -> None:
+    from click.testing import CliRunner
+
+    from seawall.routing.complexity.cli import router as router_cli
+
+    result = CliRunner().invoke(router_cli, ["inspect"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["version"] == load_shipped().version
+    assert shown["task_kind"]["allowance"] == 0 and shown["ood"]["centroids"] == 512
+
+
 # ------------------------------------------------------ task-kind reference
 
 def _features(n: int, rng: np.random.Generator, multiple_choice: float) -> np.ndarray:
