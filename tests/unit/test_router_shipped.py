@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tomllib
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,31 @@ def test_route_config_defaults_to_the_shipped_combined_router() -> None:
     assert parse_settings(_config(router="rules"), env={}).routes["auto"].router == "rules"
     with pytest.raises(ConfigError, match="router learned needs model_path"):
         parse_settings(_config(router="learned"), env={})
+
+
+def test_train_router_calibrates_when_enough_rows_are_held_out() -> None:
+    from seawall.routing.complexity.train import Example, TrainSettings, train_router
+
+    rng = np.random.default_rng(3)
+    texts = [f"question {i} about topic {i % 7}" for i in range(700)]
+    direction = rng.normal(size=8)
+
+    def embed(batch: list[str]) -> np.ndarray:
+        x = np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=8)
+                      for t in batch]).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    vectors = embed(texts)
+    ok = (vectors @ direction + 0.5 * rng.normal(size=len(texts))) > -0.6  # ~70% ok
+    examples = [Example(messages=tuple(user(t)), cheap_ok=float(o)) for t, o in zip(
+        texts, ok, strict=True)]
+    model = train_router(examples, TrainSettings(kind="logistic", balance_sources=True),
+                         embed=embed, embedder="test")
+    assert model.training["calibrated_on"] >= 100 and "calib_a" in model.hyper
+    assert model.kind_ref is not None  # stored by default
+    feats = np.stack([text_features(user(t)) for t in texts])
+    mean = float(model.score_batch(vectors, feats).mean())
+    assert abs(mean - ok.mean()) < 0.08  # the base rate, not the balanced 0.5
+    few = train_router(examples[:200], TrainSettings(kind="logistic"), embed=embed,
+                       embedder="test")
+    assert "calib_a" not in few.hyper  # ~40 held out: too few to calibrate on
