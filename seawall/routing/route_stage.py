@@ -94,9 +94,12 @@ class RouteStage:
         assert ctx.raw is not None
         messages = ctx.raw["messages"]
         features = text_features(messages)
+        by_kind = route.combined.decide_by_kind(features) if route.combined else None
         if route.model is None:
             ruled = route.rules.decide_features(features)
             score, reason = ruled.score, ruled.reason
+        elif by_kind is not None:  # another kind of task: the rules, no embedding needed
+            score, reason = by_kind.score, by_kind.reason
         else:
             vector = (await asyncio.to_thread(self.embedder.embed, [routing_text(messages)]))[0]
             if route.combined is not None:  # learned if familiar, else the rules

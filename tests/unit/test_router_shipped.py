@@ -135,7 +135,15 @@ def test_shipped_default_decisions_on_hand_written_prompts(
     assert word.source == "rules" and not word.kind_ok
     assert "other kind of task" in word.reason and "multiple_choice" in word.reason
     router, embedder = shipped
+    # the kind check needs no embedding: the route stage asks it first
+    for text in (GREETING, PROOF, WORD_PROBLEM):
+        early = router.decide_by_kind(text_features(user(text)))
+        assert early is not None and early.source == "rules"
+        assert early.score == _decide(shipped, text).score
+        assert early.reason.startswith("rules (unfamiliar, other kind of task")
+    assert router.decide_by_kind(text_features(user(MC_EASY))) is None
     topic_only = CombinedRouter(router.model, RulesRouter(), check_kind=False)
+    assert topic_only.decide_by_kind(text_features(user(GREETING))) is None
     vector = embedder.embed([WORD_PROBLEM])[0]
     assert topic_only.decide(vector, text_features(user(WORD_PROBLEM))).source == "learned"
 

@@ -55,6 +55,21 @@ class CombinedRouter:
         self.cutoff = self.ood.cutoff if cutoff is None else float(cutoff)
         self.kind = model.kind_ref if check_kind else None
 
+    def decide_by_kind(self, features: npt.NDArray[np.float32],
+                       prompt_tokens: int | None = None) -> CombinedDecision | None:
+        """The rules' decision when the prompt is another kind of task than
+        the training prompts, else None (then embed it and call :meth:`decide`).
+        Why first: most traffic fails this check, and it needs no embedding."""
+        if self.kind is None:
+            return None
+        odd = self.kind.explain(features, FEATURE_NAMES)
+        if len(odd) <= self.kind.allowance:
+            return None
+        ruled = self.rules.decide_features(features, prompt_tokens)
+        return CombinedDecision(ruled.score, "rules", float("nan"), False,
+                                f"rules (unfamiliar, other kind of task: "
+                                f"{', '.join(odd[:3])}): {ruled.reason}")
+
     def decide(self, vector: npt.NDArray[Any], features: npt.NDArray[np.float32],
                prompt_tokens: int | None = None) -> CombinedDecision:
         """One request: its embedding and :func:`text_features`."""
