@@ -937,6 +937,8 @@ class DriftSettings(_Strict):
                              "alarm before the alert fires (and be clean before it resolves)")
     max_groups: int = Field(20, ge=1, le=1000, description="model x prompt version groups "
                             "tested, busiest first")
+    history_days: float = Field(30.0, gt=0, le=3650, description="how long each round's "
+                                "results are kept for the console's drift charts")
 
 
 class QualitySettings(_Strict):

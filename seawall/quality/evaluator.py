@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from seawall.config import DriftSettings, Settings
 from seawall.quality import drift
 from seawall.quality.alerts import Alert, AlertSink
+from seawall.quality.drift_history import DriftHistory, DriftPoint
 from seawall.quality.slo import SloEvaluator, SloStatus
 from seawall.quality.slo_store import SloStore
 
@@ -217,7 +218,7 @@ class QualityEvaluator:
 
     def __init__(self, settings: Settings, store: SloStore, sink: AlertSink,
                  metrics: Metrics | None = None, embedder: Embedder | None = None,
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None, history: DriftHistory | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.store = store
@@ -226,6 +227,10 @@ class QualityEvaluator:
         d = settings.quality.drift
         self.drift = DriftEvaluator(d, store, embedder, metrics) if d.enabled else None
         self.lease = lease
+        # Drift rounds over time (the console's charts): opened by start(),
+        # written by the process that runs the tests.
+        self.history = history if self.drift is not None else None
+        self._history_open = False
         self.last = Snapshot()
         self._task: asyncio.Task[None] | None = None
 
@@ -234,6 +239,9 @@ class QualityEvaluator:
         return self.lease is None or self.lease.held
 
     async def start(self) -> None:
+        if self.history is not None:
+            await self.history.open()
+            self._history_open = True
         if self.lease is not None:
             await self.lease.start()
         self._task = asyncio.create_task(self._supervise(), name="seawall-quality")
@@ -246,6 +254,9 @@ class QualityEvaluator:
             self._task = None
         if self.lease is not None:
             await self.lease.close()
+        if self.history is not None and self._history_open:
+            self._history_open = False
+            await self.history.close()
 
     async def evaluate_slos(self, send: bool = True) -> list[SloStatus]:
         now = time.time()
@@ -261,10 +272,30 @@ class QualityEvaluator:
             return []
         reports = await self.drift.evaluate()
         self.last.drift, self.last.drift_at = reports, time.time()
+        await self._remember(reports, self.last.drift_at)
         if send and self.deciding:
             for alert in self.drift.alerts(reports, self.settings.quality.evidence):
                 await self.sink.update(alert)
         return reports
+
+    async def _remember(self, reports: list[DriftReport], at: float) -> None:
+        """This round's results in the drift history (when it is open)."""
+        if self.history is None or not self._history_open or not reports:
+            return
+        points = [DriftPoint(at=at, model=r.model, prompt_version=r.prompt_version,
+                             requests=r.requests,
+                             min_p=min((t.p_value for t in r.tests), default=None),
+                             drifted=r.drifted, alpha_each=r.alpha_each,
+                             tests={t.name: t.p_value for t in r.tests})
+                  for r in reports]
+        keep_after = at - self.settings.quality.drift.history_days * 86400
+        await self.history.add(points, keep_after)
+
+    async def drift_points(self, since: float) -> list[DriftPoint]:
+        """The drift history from ``since`` on, oldest first ([] without one)."""
+        if self.history is None or not self._history_open:
+            return []
+        return await self.history.since(since)
 
     async def snapshot(self, drift_too: bool = True) -> Snapshot:
         """Evaluate everything now without sending (the CLI)."""

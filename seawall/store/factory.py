@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
+    from seawall.quality.drift_history import DriftHistory
     from seawall.quality.feedback_store import FeedbackStore
     from seawall.quality.score_store import ScoreStore
     from seawall.quality.slo_store import SloStore
@@ -172,6 +173,18 @@ class Stores:
         from seawall.quality.slo_store import SqliteSloStore
 
         return SqliteSloStore(self.settings.db_path)
+
+    def drift_history(self) -> DriftHistory:
+        """Drift rounds over time (seawall/quality/drift_history.py); opened
+        and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.drift_history import PostgresDriftHistory
+
+            return PostgresDriftHistory(self.pg)
+        from seawall.quality.drift_history import SqliteDriftHistory
+
+        return SqliteDriftHistory(self.settings.db_path)
+
     def audit(self) -> AuditLog:
         """The append-only audit log of admin actions (in seawall.db, or
         Postgres); opened and closed by its user. :meth:`audit_sync` is the

@@ -1,0 +1,40 @@
+"""The Quality page's charts over time: the drift history
+(seawall/quality/drift_history.py) as one series per model x prompt
+version, ready for uPlot (``static/quality.js``) as a JSON data attribute
+(the CSP allows no inline script)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from seawall.quality.drift_history import DriftPoint
+
+RANGES = {"24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
+MAX_CHARTS = 20  # groups drawn (the ones with the most recent rounds)
+FLOOR_P = 1e-12  # a p-value of 0 drawn here (a log scale has no 0)
+
+
+def drift_series(points: Sequence[DriftPoint]) -> list[dict[str, Any]]:
+    """Per group (oldest point first): times, lowest p-values (None where no
+    test ran), the corrected alpha and the drifted flags, and each test's
+    p-values (None where it did not run)."""
+    groups: dict[tuple[str, str | None], list[DriftPoint]] = {}
+    for p in points:
+        groups.setdefault((p.model, p.prompt_version), []).append(p)
+    ranked = sorted(groups.items(), key=lambda kv: (-kv[1][-1].at, kv[0][0], kv[0][1] or ""))
+    out = []
+    for (model, pv), pts in ranked[:MAX_CHARTS]:
+        names = sorted({n for p in pts for n in p.tests})
+        out.append({
+            "model": model, "prompt_version": pv,
+            "at": [p.at for p in pts],
+            "min_p": [None if p.min_p is None else max(p.min_p, FLOOR_P) for p in pts],
+            "alpha": [p.alpha_each or None for p in pts],
+            "drifted": [int(p.drifted) for p in pts],
+            "tests": {n: [None if n not in p.tests else max(p.tests[n], FLOOR_P) for p in pts]
+                      for n in names},
+            "rounds": len(pts), "drifted_rounds": sum(p.drifted for p in pts),
+            "last_drifted": pts[-1].drifted,
+        })
+    return out

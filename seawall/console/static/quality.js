@@ -1,0 +1,42 @@
+// Quality page: drift rounds over time, one uPlot chart per model x prompt version
+// (data from the element's data-series: no inline script under the CSP).
+"use strict";
+(function () {
+  var COLOURS = ["#8250df", "#1a7f37", "#bc4c00", "#0969da", "#6e7781", "#bf3989",
+                 "#116329", "#953800"];
+
+  function noLine() { return null; }
+
+  function draw(el) {
+    if (el.dataset.drawn) return;
+    var g = JSON.parse(el.dataset.series);
+    var drifted = g.min_p.map(function (p, i) { return g.drifted[i] ? p : null; });
+    var series = [{},
+      {label: "lowest p", stroke: "#1f6feb", width: 2, spanGaps: true,
+       points: {show: true, size: 7}},
+      {label: "drifted", stroke: "#cf222e", fill: "#cf222e", paths: noLine,
+       points: {show: true, size: 10, fill: "#cf222e"}},
+      {label: "alpha", stroke: "#57606a", width: 1, dash: [6, 4], points: {show: false}}];
+    var data = [g.at, g.min_p, drifted, g.alpha];
+    Object.keys(g.tests).forEach(function (name, i) {
+      series.push({label: name, stroke: COLOURS[i % COLOURS.length], width: 1, show: false,
+                   spanGaps: true, points: {show: true, size: 4}});
+      data.push(g.tests[name]);
+    });
+    var width = Math.max(280, Math.min(el.clientWidth || 600, 1100));
+    var plot = new window.uPlot({
+      width: width, height: 220,
+      scales: {y: {distr: 3}},  // log: p-values span many orders of magnitude
+      series: series,
+      axes: [{}, {label: "p-value", size: 70}]
+    }, data, el);
+    el.dataset.drawn = "1";
+    el.dataset.points = String(g.min_p.filter(function (p) { return p !== null; }).length);
+    el.uplot = plot;
+  }
+
+  window.addEventListener("load", function () {
+    if (!window.uPlot) return;
+    document.querySelectorAll(".drift-chart[data-series]").forEach(draw);
+  });
+})();
