@@ -12,17 +12,21 @@ from seawall.quality.drift_history import DriftPoint
 
 RANGES = {"24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 MAX_CHARTS = 20  # groups drawn (the ones with the most recent rounds)
-FLOOR_P = 1e-12  # a p-value of 0 drawn here (a log scale has no 0)
+FLOOR_P = 1e-10  # smaller p-values (and 0) are drawn here: a log scale has no 0
 
 
-def drift_series(points: Sequence[DriftPoint]) -> list[dict[str, Any]]:
-    """Per group (oldest point first): times, lowest p-values (None where no
-    test ran), the corrected alpha and the drifted flags, and each test's
-    p-values (None where it did not run)."""
+def drift_series(points: Sequence[DriftPoint]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per group that some test ran on (oldest point first): times, lowest
+    p-values (None where no test ran), the corrected alpha and the drifted
+    flags, and each test's p-values (None where it did not run); drifted
+    groups first. Also the groups never tested (too little traffic)."""
     groups: dict[tuple[str, str | None], list[DriftPoint]] = {}
     for p in points:
         groups.setdefault((p.model, p.prompt_version), []).append(p)
-    ranked = sorted(groups.items(), key=lambda kv: (-kv[1][-1].at, kv[0][0], kv[0][1] or ""))
+    tested = {k: v for k, v in groups.items() if any(p.min_p is not None for p in v)}
+    untested = sorted(f"{m} · {pv or 'none'}" for (m, pv) in groups if (m, pv) not in tested)
+    ranked = sorted(tested.items(), key=lambda kv: (not kv[1][-1].drifted, kv[0][0],
+                                                    kv[0][1] or ""))
     out = []
     for (model, pv), pts in ranked[:MAX_CHARTS]:
         names = sorted({n for p in pts for n in p.tests})
@@ -37,4 +41,4 @@ def drift_series(points: Sequence[DriftPoint]) -> list[dict[str, Any]]:
             "rounds": len(pts), "drifted_rounds": sum(p.drifted for p in pts),
             "last_drifted": pts[-1].drifted,
         })
-    return out
+    return out, untested

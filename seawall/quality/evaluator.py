@@ -272,13 +272,13 @@ class QualityEvaluator:
             return []
         reports = await self.drift.evaluate()
         self.last.drift, self.last.drift_at = reports, time.time()
-        await self._remember(reports, self.last.drift_at)
+        await self.remember(reports, self.last.drift_at)
         if send and self.deciding:
             for alert in self.drift.alerts(reports, self.settings.quality.evidence):
                 await self.sink.update(alert)
         return reports
 
-    async def _remember(self, reports: list[DriftReport], at: float) -> None:
+    async def remember(self, reports: list[DriftReport], at: float) -> None:
         """This round's results in the drift history (when it is open)."""
         if self.history is None or not self._history_open or not reports:
             return

@@ -7,6 +7,16 @@
 
   function noLine() { return null; }
 
+  // Log-scale ticks: 1, 0.1, 0.01, 0.001, then 1e-4...; one label a decade.
+  function pLabels(u, splits) {
+    return splits.map(function (v) {
+      if (v === null || v <= 0) return "";
+      var exp = Math.round(Math.log10(v));
+      if (Math.abs(Math.log10(v) - exp) > 1e-9) return "";
+      return exp >= -3 ? String(Number(v.toPrecision(1))) : "1e" + exp;
+    });
+  }
+
   function draw(el) {
     if (el.dataset.drawn) return;
     var g = JSON.parse(el.dataset.series);
@@ -26,9 +36,14 @@
     var width = Math.max(280, Math.min(el.clientWidth || 600, 1100));
     var plot = new window.uPlot({
       width: width, height: 220,
-      scales: {y: {distr: 3}},  // log: p-values span many orders of magnitude
+      scales: {
+        x: {time: true, range: function (u, lo, hi) {  // one round: an hour either side
+          return lo === hi ? [lo - 3600, hi + 3600] : [lo, hi];
+        }},
+        y: {distr: 3}  // log: p-values span many orders of magnitude
+      },
       series: series,
-      axes: [{}, {label: "p-value", size: 70}]
+      axes: [{}, {label: "p-value", size: 70, values: pLabels, space: 18}]
     }, data, el);
     el.dataset.drawn = "1";
     el.dataset.points = String(g.min_p.filter(function (p) { return p !== null; }).length);
