@@ -937,8 +937,6 @@ class DriftSettings(_Strict):
                              "alarm before the alert fires (and be clean before it resolves)")
     max_groups: int = Field(20, ge=1, le=1000, description="model x prompt version groups "
                             "tested, busiest first")
-    history_days: float = Field(30.0, gt=0, le=3650, description="how long each round's "
-                                "results are kept for the console's drift charts")
 
 
 class QualitySettings(_Strict):
@@ -955,6 +953,8 @@ class QualitySettings(_Strict):
     slos: list[SloSettings] = Field([], description="quality, availability and latency SLOs")
     drift: DriftSettings = DriftSettings()
     evidence: int = Field(5, ge=0, le=50, description="worst traces attached to an alert")
+    history_days: float = Field(30.0, gt=0, le=3650, description="how long drift rounds and "
+                                "SLO burn rates are kept for the console's charts")
 
     @model_validator(mode="after")
     def _unique(self) -> QualitySettings:

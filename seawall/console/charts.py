@@ -1,14 +1,15 @@
-"""The Quality page's charts over time: the drift history
-(seawall/quality/drift_history.py) as one series per model x prompt
-version, ready for uPlot (``static/quality.js``) as a JSON data attribute
-(the CSP allows no inline script)."""
+"""The Quality page's charts over time, from the evaluator's history
+(seawall/quality/history.py): drift as one series per model x prompt
+version, SLOs as one per SLO (burn rate per window, error budget left),
+ready for uPlot (``static/quality.js``) as a JSON data attribute (the CSP
+allows no inline script)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from seawall.quality.drift_history import DriftPoint
+from seawall.quality.history import DriftPoint, SloPoint
 
 RANGES = {"24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 MAX_CHARTS = 20  # groups drawn (the ones with the most recent rounds)
@@ -42,3 +43,23 @@ def drift_series(points: Sequence[DriftPoint]) -> tuple[list[dict[str, Any]], li
             "last_drifted": pts[-1].drifted,
         })
     return out, untested
+
+
+def slo_series(points: Sequence[SloPoint]) -> list[dict[str, Any]]:
+    """Per SLO (oldest point first, by name): times, error budget left, the
+    level, and each window's burn rate (None where a round lacked it)."""
+    by: dict[str, list[SloPoint]] = {}
+    for p in points:
+        by.setdefault(p.name, []).append(p)
+    out = []
+    for name in sorted(by)[:MAX_CHARTS]:
+        pts = by[name]
+        windows = sorted({w for p in pts for w in p.burn_rates})
+        out.append({
+            "name": name, "at": [p.at for p in pts],
+            "budget": [p.budget_remaining for p in pts],
+            "current": [p.current for p in pts],
+            "burn": {w: [p.burn_rates.get(w) for p in pts] for w in windows},
+            "points": len(pts), "budget_now": pts[-1].budget_remaining,
+        })
+    return out

@@ -375,15 +375,19 @@ async def quality(request: Request, svc: Services, ident: Identity) -> Response:
     if rng not in charts.RANGES:
         rng = "7d"
     series: list[dict[str, Any]] = []
+    slo_series: list[dict[str, Any]] = []
     untested: list[str] = []
     if svc.quality is not None:
-        series, untested = charts.drift_series(
-            await svc.quality.drift_points(time.time() - charts.RANGES[rng]))
+        since = time.time() - charts.RANGES[rng]
+        series, untested = charts.drift_series(await svc.quality.drift_points(since))
+        slo_series = charts.slo_series(await svc.quality.slo_points(since))
     return render(request, "quality.html", ident, active="quality",
                   configured=bool(q.slos or q.judges or q.drift.enabled), last=last,
                   judges=[j.name for j in q.judges], alerts=alerts[:50],
                   drift_series=series, untested=untested, range=rng, ranges=list(charts.RANGES),
-                  series_json=[orjson.dumps(g).decode() for g in series])
+                  series_json=[orjson.dumps(g).decode() for g in series],
+                  slo_series=slo_series,
+                  slo_json=[orjson.dumps(g).decode() for g in slo_series])
 
 
 async def home(request: Request) -> Response:

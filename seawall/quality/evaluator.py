@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from seawall.config import DriftSettings, Settings
 from seawall.quality import drift
 from seawall.quality.alerts import Alert, AlertSink
-from seawall.quality.drift_history import DriftHistory, DriftPoint
+from seawall.quality.history import SLO_EVERY_S, DriftPoint, QualityHistory, SloPoint
 from seawall.quality.slo import SloEvaluator, SloStatus
 from seawall.quality.slo_store import SloStore
 
@@ -218,7 +218,7 @@ class QualityEvaluator:
 
     def __init__(self, settings: Settings, store: SloStore, sink: AlertSink,
                  metrics: Metrics | None = None, embedder: Embedder | None = None,
-                 lease: Lease | None = None, history: DriftHistory | None = None) -> None:
+                 lease: Lease | None = None, history: QualityHistory | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.store = store
@@ -227,10 +227,11 @@ class QualityEvaluator:
         d = settings.quality.drift
         self.drift = DriftEvaluator(d, store, embedder, metrics) if d.enabled else None
         self.lease = lease
-        # Drift rounds over time (the console's charts): opened by start(),
-        # written by the process that runs the tests.
-        self.history = history if self.drift is not None else None
+        # Drift rounds and SLO burn rates over time (the console's charts):
+        # opened by start(), written by the process that decides.
+        self.history = history
         self._history_open = False
+        self._slo_kept_at = 0.0
         self.last = Snapshot()
         self._task: asyncio.Task[None] | None = None
 
@@ -262,6 +263,9 @@ class QualityEvaluator:
         now = time.time()
         statuses = await self.slo.evaluate(now)
         self.last.slos, self.last.at = statuses, now
+        if self.deciding and now - self._slo_kept_at >= SLO_EVERY_S:
+            self._slo_kept_at = now
+            await self.remember_slos(statuses, now)
         if send and self.deciding:
             for alert in await self.slo.alerts(statuses, self.settings.quality.evidence, now):
                 await self.sink.update(alert)
@@ -288,14 +292,28 @@ class QualityEvaluator:
                              drifted=r.drifted, alpha_each=r.alpha_each,
                              tests={t.name: t.p_value for t in r.tests})
                   for r in reports]
-        keep_after = at - self.settings.quality.drift.history_days * 86400
-        await self.history.add(points, keep_after)
+        await self.history.add(points, at - self.settings.quality.history_days * 86400)
+
+    async def remember_slos(self, statuses: list[SloStatus], at: float) -> None:
+        """This round's SLO levels and burn rates in the history (when open)."""
+        if self.history is None or not self._history_open or not statuses:
+            return
+        points = [SloPoint(at=at, name=s.name, current=s.current,
+                           budget_remaining=s.budget_remaining, burn_rates=dict(s.burn_rates))
+                  for s in statuses]
+        await self.history.add_slo(points, at - self.settings.quality.history_days * 86400)
 
     async def drift_points(self, since: float) -> list[DriftPoint]:
         """The drift history from ``since`` on, oldest first ([] without one)."""
         if self.history is None or not self._history_open:
             return []
         return await self.history.since(since)
+
+    async def slo_points(self, since: float) -> list[SloPoint]:
+        """The SLO history from ``since`` on, oldest first ([] without one)."""
+        if self.history is None or not self._history_open:
+            return []
+        return await self.history.slo_since(since)
 
     async def snapshot(self, drift_too: bool = True) -> Snapshot:
         """Evaluate everything now without sending (the CLI)."""

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from seawall.pipeline.budgets import Budgets
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
-    from seawall.quality.drift_history import DriftHistory
     from seawall.quality.feedback_store import FeedbackStore
+    from seawall.quality.history import QualityHistory
     from seawall.quality.score_store import ScoreStore
     from seawall.quality.slo_store import SloStore
     from seawall.rag.store_api import RagStore
@@ -174,16 +174,16 @@ class Stores:
 
         return SqliteSloStore(self.settings.db_path)
 
-    def drift_history(self) -> DriftHistory:
-        """Drift rounds over time (seawall/quality/drift_history.py); opened
-        and closed by its user."""
+    def quality_history(self) -> QualityHistory:
+        """Drift rounds and SLO burn rates over time (seawall/quality/history.py);
+        opened and closed by its user."""
         if self.pg is not None:
-            from seawall.quality.drift_history import PostgresDriftHistory
+            from seawall.quality.history import PostgresQualityHistory
 
-            return PostgresDriftHistory(self.pg)
-        from seawall.quality.drift_history import SqliteDriftHistory
+            return PostgresQualityHistory(self.pg)
+        from seawall.quality.history import SqliteQualityHistory
 
-        return SqliteDriftHistory(self.settings.db_path)
+        return SqliteQualityHistory(self.settings.db_path)
 
     def audit(self) -> AuditLog:
         """The append-only audit log of admin actions (in seawall.db, or

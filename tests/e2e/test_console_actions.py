@@ -37,8 +37,12 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
         "auth": {"master_key": MASTER, "allow_anonymous_loopback": False},
         "providers": {"oa": {"type": "openai", "base_url": upstream.base_url + "/v1"}},
         "models": {"gpt-x": {"provider": "oa", "model": "upstream-gpt", "price": PRICE}},
-        # Drift rounds run when the test says (the first timed one is an hour away).
-        "quality": {"drift": {"interval_s": 3600, "embeddings": False, "min_samples": 10,
+        # Drift rounds run when the test says (the first timed one is an hour away);
+        # the SLOs once at start, then when the test says.
+        "quality": {"interval_s": 3600,
+                    "slos": [{"name": "avail", "kind": "availability", "objective": 0.99,
+                              "period_s": 3600}],
+                    "drift": {"interval_s": 3600, "embeddings": False, "min_samples": 10,
                               "sample": 40, "recent_s": 3600, "reference_s": 7200}},
     }
     with run_gateway(config, tmp_path_factory.mktemp("console-actions")) as running:
@@ -221,7 +225,8 @@ def test_navigation_shows_only_what_the_identity_may_open(browser: Any, gw: Runn
         pg.close()
 
 
-def test_drift_chart_has_a_point_per_evaluation_round(browser: Any, gw: Running) -> None:
+def test_drift_and_slo_charts_have_a_point_per_evaluation_round(browser: Any,
+                                                                 gw: Running) -> None:
     now = time.time()
     # A reference window of short answers, then a recent window of long ones.
     recs = [TraceRecord(
@@ -249,3 +254,11 @@ def test_drift_chart_has_a_point_per_evaluation_round(browser: Any, gw: Running)
         # The points are drawn where the data puts them (the plot's own arrays).
         lowest = chart.evaluate("el => el.uplot.data[1]")
         assert len(lowest) == 2 and all(0 < p < 0.01 for p in lowest)
+        # The SLO's burn rates: the round at start, and one more kept now.
+        statuses = gw.on_server(quality.evaluate_slos(send=False))
+        gw.on_server(quality.remember_slos(statuses, time.time()))
+        pg.goto(gw.url + "/ui/quality")
+        slo_chart = pg.locator("figure[data-slo='avail'] .slo-chart[data-drawn='1']")
+        slo_chart.wait_for()
+        assert slo_chart.get_attribute("data-points") == "2"
+        assert slo_chart.evaluate("el => el.uplot.data.length") >= 3  # time, budget, a window

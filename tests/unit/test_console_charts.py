@@ -4,7 +4,7 @@ first, p-values floored for a log scale, untested groups named apart."""
 from __future__ import annotations
 
 from seawall.console.charts import FLOOR_P, drift_series
-from seawall.quality.drift_history import DriftPoint
+from seawall.quality.history import DriftPoint
 
 
 def _pt(at: float, pv: str | None, min_p: float | None, drifted: bool = False) -> DriftPoint:

@@ -37,9 +37,7 @@
     var plot = new window.uPlot({
       width: width, height: 220,
       scales: {
-        x: {time: true, range: function (u, lo, hi) {  // one round: an hour either side
-          return lo === hi ? [lo - 3600, hi + 3600] : [lo, hi];
-        }},
+        x: {time: true, range: timeRange},
         y: {distr: 3}  // log: p-values span many orders of magnitude
       },
       series: series,
@@ -50,8 +48,40 @@
     el.uplot = plot;
   }
 
+  function timeRange(u, lo, hi) {  // one point: an hour either side
+    return lo === hi ? [lo - 3600, hi + 3600] : [lo, hi];
+  }
+
+  // An SLO: burn rate per window (left axis) and error budget left (right, %).
+  function drawSlo(el) {
+    if (el.dataset.drawn) return;
+    var g = JSON.parse(el.dataset.series);
+    var series = [{}, {label: "budget left", scale: "budget", stroke: "#57606a", width: 1,
+                       dash: [6, 4], value: function (u, v) {
+                         return v === null ? "--" : (100 * v).toFixed(1) + "%"; }}];
+    var data = [g.at, g.budget];
+    Object.keys(g.burn).forEach(function (w, i) {
+      series.push({label: "burn " + w, stroke: COLOURS[i % COLOURS.length], width: 2,
+                   spanGaps: true, points: {show: true, size: 5}});
+      data.push(g.burn[w]);
+    });
+    var width = Math.max(280, Math.min(el.clientWidth || 600, 1100));
+    el.uplot = new window.uPlot({
+      width: width, height: 200,
+      scales: {x: {time: true, range: timeRange}, budget: {range: [0, 1]}},
+      series: series,
+      axes: [{}, {label: "burn rate", size: 60},
+             {scale: "budget", side: 1, size: 50, grid: {show: false},
+              values: function (u, splits) {
+                return splits.map(function (v) { return Math.round(100 * v) + "%"; }); }}]
+    }, data, el);
+    el.dataset.drawn = "1";
+    el.dataset.points = String(g.at.length);
+  }
+
   window.addEventListener("load", function () {
     if (!window.uPlot) return;
     document.querySelectorAll(".drift-chart[data-series]").forEach(draw);
+    document.querySelectorAll(".slo-chart[data-series]").forEach(drawSlo);
   });
 })();
