@@ -35,18 +35,21 @@ QUESTIONS = ["How tall is the Eiffel Tower?", "Summarise our refund policy.",
              "Write a haiku about the sea.", "Which plan includes SSO?"]
 
 
-def drift_rounds(gw: Running) -> None:
-    """Twelve hours of traffic of two groups, one of which starts answering at
-    length six hours ago, and an hourly drift round over it (the evaluator's
-    own tests, run at each past hour), for the Quality page's charts."""
+def quality_rounds(gw: Running) -> None:
+    """Twenty hours of traffic of two groups, one of which starts answering at
+    length six hours ago (and fails one request in eight from nine to seven
+    hours ago), and the evaluator's own drift and SLO rounds over it at each
+    of the last twelve hours, for the Quality page's charts."""
     now = time.time()
     recs = []
     for i in range(2400):
         at = now - 20 * 3600 + i * 30
         longer = at > now - 6 * 3600 and i % 2 == 0
+        failing = now - 9 * 3600 < at < now - 7 * 3600 and i % 8 == 0
         recs.append(TraceRecord(
             trace_id=f"drift-{i}", endpoint="chat.completions", started_at=at,
-            tenant="acme", model="gpt-4o-mini", deployment="gpt-4o-mini", status=200,
+            tenant="acme", model="gpt-4o-mini", deployment="gpt-4o-mini",
+            status=503 if failing else 200,
             latency_ms=300.0, input=[{"role": "user", "content": f"question {i}"}],
             output="answer", prompt_tokens=40 + i % 13,
             completion_tokens=(90 + i % 17) * (3 if longer else 1),
@@ -58,7 +61,11 @@ def drift_rounds(gw: Running) -> None:
         at = now - hour * 3600
         reports = gw.on_server(quality.drift.evaluate(now=at), timeout=120)
         gw.on_server(quality.remember(reports, at))
-    gw.on_server(quality.evaluate_drift(send=False), timeout=120)  # now: the table too
+        for quarter in range(4):  # SLO rounds every 15 minutes
+            t = at + quarter * 900
+            gw.on_server(quality.remember_slos(gw.on_server(quality.slo.evaluate(t)), t))
+    gw.on_server(quality.evaluate_drift(send=False), timeout=120)  # now: the tables too
+    gw.on_server(quality.evaluate_slos(send=False))
 
 
 def main(out: Path) -> None:
@@ -73,8 +80,12 @@ def main(out: Path) -> None:
                    "gpt-4o": {"provider": "oa", "model": "large",
                               "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}}},
         "cache": {"enabled": True},
-        # Drift rounds are run by this script over made-up history (drift_rounds).
-        "quality": {"drift": {"interval_s": 86400, "embeddings": False, "min_samples": 20,
+        # Drift and SLO rounds are run by this script over made-up history
+        # (quality_rounds).
+        "quality": {"interval_s": 86400,
+                    "slos": [{"name": "availability", "kind": "availability",
+                              "objective": 0.99, "period_s": 86400}],
+                    "drift": {"interval_s": 86400, "embeddings": False, "min_samples": 20,
                               "sample": 60, "recent_s": 3600, "reference_s": 6 * 3600}},
     }
     try:
@@ -111,7 +122,7 @@ def main(out: Path) -> None:
             upstream.script(default={"text": "The Eiffel Tower is 330 metres tall, antennas "
                                      "included [1]; it was finished in 1889 [2].",
                                      "tokens_per_s": 30})
-            drift_rounds(gw)
+            quality_rounds(gw)
             made = httpx.post(gw.url + "/admin/keys", timeout=30, headers={
                 "authorization": f"Bearer {MASTER}"}, json={
                 "name": "acme-batch", "tenant": "acme", "budget_usd": 20.0,
