@@ -199,6 +199,41 @@ def test_a_budget_change_on_the_page_refuses_the_next_request_over_it(
     assert any(e["target"] == made["id"] for e in audit)
 
 
+def test_a_tenant_admin_rotates_and_budgets_its_own_tenants_keys_only(
+        browser: Any, gw: Running) -> None:
+    admin = _make_key(gw, name="hooli-admin-" + uuid.uuid4().hex[:4], tenant="hooli",
+                      role="tenant_admin")
+    own = _make_key(gw, name="hooli-app-" + uuid.uuid4().hex[:4], tenant="hooli")
+    other = _make_key(gw, name="acme-app-" + uuid.uuid4().hex[:4], tenant="acme")
+    pg = sign_in(browser, gw.url, admin["secret"], start="/ui/signin?next=/ui/keys",
+                 lands="/ui/keys")
+    try:
+        assert pg.locator(f"tr[data-key='{other['id']}']").count() == 0
+        row = pg.locator(f"tr[data-key='{own['id']}']")
+        row.locator("details:has(summary:text-is('Rotate')) summary").click()
+        row.locator("input[name=grace]").fill("0s")
+        pg.once("dialog", lambda d: d.accept())
+        row.locator("form[data-api-form$='/rotate'] button[type=submit]").click()
+        pg.wait_for_selector("#rotated", state="visible")
+        assert _ask(gw, pg.input_value("#r-secret")).choices[0].message.content
+        with pytest.raises(openai.AuthenticationError):  # no grace: the old one ends now
+            _ask(gw, own["secret"])
+        # The page's own calls act as the admin's key: another tenant's key is not found.
+        for action, body in (("rotate", {}), ("budget", {"usd": 0})):
+            status = pg.evaluate("""([url, body]) => fetch(url, {method: "POST",
+                credentials: "same-origin", body: JSON.stringify(body),
+                headers: {"content-type": "application/json", "x-csrf-token":
+                  document.querySelector('meta[name="csrf-token"]').content}})
+                .then(r => r.status)""", [f"/admin/keys/{other['id']}/{action}", body])
+            assert status == 404, action
+    finally:
+        pg.close()
+    assert _ask(gw, other["secret"]).choices[0].message.content  # untouched
+    audit = _admin(gw).get("/admin/audit", params={"action": "key.rotate"}).json()["data"]
+    entry = next(e for e in audit if e["target"] == own["id"])
+    assert admin["name"] in str(entry)  # recorded as the tenant admin's key
+
+
 def test_navigation_shows_only_what_the_identity_may_open(browser: Any, gw: Running) -> None:
     with signed_in(browser, gw.url, MASTER) as pg:
         assert _nav(pg) == ALL_PAGES
