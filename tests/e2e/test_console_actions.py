@@ -119,24 +119,6 @@ def test_moving_a_label_forward_changes_the_version_the_next_request_gets(
     assert (entry["before"]["version"], entry["after"]["version"]) == (1, 3)
 
 
-def test_moving_a_label_is_the_operators_and_checks_its_input(gw: Running) -> None:
-    name = "guarded-" + uuid.uuid4().hex[:6]
-    gw.services.prompts.push(name, {"messages": [{"role": "system", "content": "x"}]})
-    admin = _make_key(gw, name="prompt-admin-" + uuid.uuid4().hex[:4], tenant="acme",
-                      role="tenant_admin")
-    url = f"/admin/prompts/{name}/label"
-    as_admin = httpx.post(gw.url + url, json={"version": 1, "label": "beta"}, timeout=30,
-                          headers={"authorization": f"Bearer {admin['secret']}"})
-    assert as_admin.status_code == 403
-    api = _admin(gw)
-    assert api.post(url, json={"version": 9, "label": "beta"}).status_code == 404
-    assert api.post(url, json={"version": 1, "label": "latest"}).status_code == 400
-    assert api.post(url, json={"version": 0}).status_code == 400
-    assert api.post(f"/admin/prompts/nope-{name}/label", json={"version": 1}).status_code == 404
-    r = api.post(url, json={"version": 1})  # production is there already
-    assert r.status_code == 200 and r.json()["moved"] is False
-
-
 def test_rotating_a_key_shows_the_new_secret_once_and_the_old_one_ends_after_grace(
         browser: Any, gw: Running) -> None:
     made = _make_key(gw, name="rotate-me-" + uuid.uuid4().hex[:4], tenant="acme")
