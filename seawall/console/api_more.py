@@ -34,8 +34,8 @@ from seawall.console.session import CSRF_HEADER
 from seawall.errors import InvalidRequest, NotFound
 from seawall.experiments.service import OverrideRefused
 from seawall.jobs.queue import JobState
-from seawall.prompts.errors import SpecError
-from seawall.prompts.model import check_label
+from seawall.prompts.errors import PromptNotFound, SpecError
+from seawall.prompts.model import NAME_RE, check_label
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -61,6 +61,8 @@ async def prompt_label(request: Request) -> Response:
     gateway-wide, so (as the rollback) the operator's only."""
     async def handle(request: Request, svc: Services) -> Response:
         name = request.path_params["name"]
+        if not NAME_RE.match(name):  # as the registry names prompts (at most 100 characters)
+            raise PromptNotFound("No prompt by that name.", param="name")
         req = convert(decode_json_object(await read_body(request, 4096)), LabelIn)
         try:
             check_label(req.label)

@@ -78,6 +78,8 @@ def test_refusals(gw: Running) -> None:
     api = _api(gw)
     assert api.post(url, json={"version": 9, "label": "beta"}).status_code == 404
     assert api.post(f"/admin/prompts/nope-{name}/label", json={"version": 1}).status_code == 404
+    long = api.post(f"/admin/prompts/{'n' * 3000}/label", json={"version": 1})
+    assert long.status_code == 404 and len(long.text) < 1000  # the name is not echoed back
     for bad in ({"version": 1, "label": "latest"}, {"version": 1, "label": "Has Caps"},
                 {"version": 0}, {"label": "beta"}, {"version": 1, "extra": True}):
         r = api.post(url, json=bad)
