@@ -263,12 +263,12 @@ class QualityEvaluator:
         now = time.time()
         statuses = await self.slo.evaluate(now)
         self.last.slos, self.last.at = statuses, now
-        if self.deciding and now - self._slo_kept_at >= SLO_EVERY_S:
-            self._slo_kept_at = now
-            await self.remember_slos(statuses, now)
         if send and self.deciding:
             for alert in await self.slo.alerts(statuses, self.settings.quality.evidence, now):
                 await self.sink.update(alert)
+        if self.deciding and now - self._slo_kept_at >= SLO_EVERY_S:
+            self._slo_kept_at = now
+            await self._keep(self.remember_slos(statuses, now))
         return statuses
 
     async def evaluate_drift(self, send: bool = True) -> list[DriftReport]:
@@ -276,11 +276,19 @@ class QualityEvaluator:
             return []
         reports = await self.drift.evaluate()
         self.last.drift, self.last.drift_at = reports, time.time()
-        await self.remember(reports, self.last.drift_at)
         if send and self.deciding:
             for alert in self.drift.alerts(reports, self.settings.quality.evidence):
                 await self.sink.update(alert)
+        await self._keep(self.remember(reports, self.last.drift_at))
         return reports
+
+    async def _keep(self, writing: Awaitable[None]) -> None:
+        """A history write that fails is logged: the charts miss a point, the
+        round and its alerts stand."""
+        try:
+            await writing
+        except Exception:
+            log.warning("could not keep the quality history of this round", exc_info=True)
 
     async def remember(self, reports: list[DriftReport], at: float) -> None:
         """This round's results in the drift history (when it is open)."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from seawall.config import DriftSettings, Settings, SloSettings
+from seawall.config import DriftSettings, Settings, SloSettings, parse_settings
 from seawall.observe.records import TraceRecord
 from seawall.quality.alerts import AlertSink
 from seawall.quality.evaluator import QualityEvaluator
@@ -144,3 +145,26 @@ async def test_evaluator_keeps_slo_rounds_every_five_minutes_at_most(
     assert [p.name for p in points] == ["avail"]
     assert points[0].current == 0.75 and points[0].burn_rates
     assert max(points[0].burn_rates.values()) > 1  # a quarter failed: burning fast
+
+
+async def test_a_failed_history_write_leaves_the_round_standing(tmp_path: Path) -> None:
+    """The history's connection gone (SQLite: closed under the evaluator):
+    the round still answers and alerts; only the chart misses a point."""
+    settings = parse_settings({"data_dir": str(tmp_path), "quality": {"slos": [
+        {"name": "avail", "kind": "availability", "objective": 0.99, "period_s": 3600}]}})
+    stores = Stores(settings)
+    await stores.open()
+    slo = stores.slo_store()
+    await slo.open()
+    history = stores.quality_history()
+    ev = QualityEvaluator(settings, slo, AlertSink(settings.alerts, state=slo),
+                          history=history)
+    await ev.start()
+    try:
+        await history.close()  # every write now fails
+        statuses = await ev.evaluate_slos()
+        assert [s.name for s in statuses] == ["avail"] and ev.last.slos == statuses
+    finally:
+        await ev.close()
+        await slo.close()
+        await stores.close()
