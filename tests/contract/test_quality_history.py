@@ -149,11 +149,16 @@ async def test_evaluator_keeps_slo_rounds_every_five_minutes_at_most(
 
 async def test_a_failed_history_write_leaves_the_round_standing(tmp_path: Path) -> None:
     """The history's connection gone (SQLite: closed under the evaluator):
-    the round still answers and alerts; only the chart misses a point."""
-    settings = parse_settings({"data_dir": str(tmp_path), "quality": {"slos": [
-        {"name": "avail", "kind": "availability", "objective": 0.99, "period_s": 3600}]}})
+    the drift round still answers; only the chart misses a point."""
+    settings = parse_settings({"data_dir": str(tmp_path), "quality": {"drift": {
+        "embeddings": False}}})
     stores = Stores(settings)
     await stores.open()
+    now = time.time()
+    await stores.main.write_traces([TraceRecord(
+        trace_id=f"f{i}", endpoint="chat.completions", started_at=now - 60 - i, tenant="acme",
+        model="m", deployment="d", status=200, latency_ms=10.0, input=[], output="",
+        prompt_tokens=1, completion_tokens=1) for i in range(3)])
     slo = stores.slo_store()
     await slo.open()
     history = stores.quality_history()
@@ -162,8 +167,9 @@ async def test_a_failed_history_write_leaves_the_round_standing(tmp_path: Path) 
     await ev.start()
     try:
         await history.close()  # every write now fails
-        statuses = await ev.evaluate_slos()
-        assert [s.name for s in statuses] == ["avail"] and ev.last.slos == statuses
+        reports = await ev.evaluate_drift()
+        assert [(r.model, r.requests) for r in reports] == [("m", 3)]
+        assert ev.last.drift == reports
     finally:
         await ev.close()
         await slo.close()
