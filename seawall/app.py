@@ -167,7 +167,8 @@ class Services:
         self.alerts = AlertSink(settings.alerts, self.metrics, state=self.slo_store)
         self.quality = (QualityEvaluator(
             settings, self.slo_store, self.alerts, self.metrics, self.cache.embedder,
-            lease=None if self.redis is None else self.stores.lease("quality"))
+            lease=None if self.redis is None else self.stores.lease("quality"),
+            history=self.stores.quality_history())
             if settings.quality.evaluate else None)
         # Ratings and judge scores act: quarantine cached answers, guard canaries.
         self.quality_loop = QualityLoop(settings, self.cache_store, self.experiments,

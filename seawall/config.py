@@ -955,6 +955,8 @@ class QualitySettings(_Strict):
     slos: list[SloSettings] = Field([], description="quality, availability and latency SLOs")
     drift: DriftSettings = DriftSettings()
     evidence: int = Field(5, ge=0, le=50, description="worst traces attached to an alert")
+    history_days: float = Field(30.0, gt=0, le=3650, description="how long drift rounds and "
+                                "SLO burn rates are kept for the console's charts")
 
     @model_validator(mode="after")
     def _unique(self) -> QualitySettings:
