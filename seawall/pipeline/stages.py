@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from seawall.api.wire import embedding_inputs
+from seawall.api.wire import MAX_USER, embedding_inputs
 from seawall.config import AuthSettings, LimitSettings, TraceSettings
 from seawall.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
 from seawall.ml.tokens import is_long
@@ -376,6 +376,16 @@ Redact = Callable[[Any, str | None, dict[str, Any] | None],
                   Awaitable[tuple[Any, str | None, dict[str, Any] | None]]]
 
 
+def _end_user(ctx: RequestContext) -> str | None:
+    """The request's ``user``: from the parsed chat request, else (embeddings)
+    from the body, when it is a string within the limit (a refused body may
+    carry anything there)."""
+    if ctx.request is not None:
+        return ctx.request.user
+    user = ctx.raw.get("user") if ctx.raw else None
+    return user if isinstance(user, str) and len(user) <= MAX_USER else None
+
+
 class RecordStage:
     """Turns the finished context into a trace record and hands it to the
     writer; never waits on storage. Stored text is cut at
@@ -435,7 +445,7 @@ class RecordStage:
             error_message=err.message if err else None,
             input=stored_input, output=stored_output,
             input_hash=hash_input(ctx.body), latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms,
-            user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
+            user=_end_user(ctx), spans=ctx.spans, parent=ctx.traceparent,
             finish_reason=ctx.gatherer.finish_reason,
             attempts=ctx.attempts, degraded=ctx.degraded,
             rag=rag,
