@@ -100,12 +100,13 @@ class Window:
     kept: int = 0
 
     def add(self, error: bool, latency_ms: float, tenant: str = "",
-            normalised_ms: float | None = None) -> None:
+            normalised_ms: float | None = None, attempted: bool = True) -> None:
         self.requests += 1
         self.errors += error
-        mine = self.outcomes.setdefault(tenant_slot(self.outcomes, tenant), [0, 0])
-        mine[0] += 1
-        mine[1] += error
+        if attempted:  # see Canary.observe
+            mine = self.outcomes.setdefault(tenant_slot(self.outcomes, tenant), [0, 0])
+            mine[0] += 1
+            mine[1] += error
         if not error and self.kept < MAX_LATENCIES:
             self.kept += 1
             self.latencies.append(latency_ms)
@@ -214,11 +215,17 @@ class Canary:
         return 100.0 - self.share, self.share
 
     def observe(self, arm: int, error: bool, latency_ms: float, tenant: str = "",
-                output_tokens: int = 0) -> None:
+                output_tokens: int = 0, attempted: bool = True) -> None:
+        """One request's outcome. ``attempted``: it reached an upstream. One
+        refused before that (the deployment's circuit breaker open, which one
+        tenant's failing requests can do to every tenant) counts in the step's
+        requests but not in its tenant's error rate: it says nothing new about
+        the candidate, and would let that tenant's failures speak for others."""
         if self.state.status != "running":
             return
         self.windows[arm].add(error, latency_ms, tenant,
-                              per_token(latency_ms, output_tokens, self.settings.per_token))
+                              per_token(latency_ms, output_tokens, self.settings.per_token),
+                              attempted)
         base, cand = self.windows
         if min(base.requests, cand.requests) >= self.settings.min_requests and \
                 self.may_decide():
@@ -320,6 +327,8 @@ class Canary:
                   or self._quality_breach(base, cand))
         if breach is not None:
             self._move("rolled_back", self.state.step, breach, measured)
+        elif sum(1 for n, _ in cand.tenant_errors().values() if n) < s.min_tenants:
+            return  # too few tenants' requests reached the candidate to pass it: wait
         elif self.state.step + 1 >= len(s.steps) or s.steps[self.state.step + 1] >= 100:
             self._move("promoted", len(s.steps) - 1,
                        f"passed every step up to {self.share:g}%", measured)

@@ -85,11 +85,12 @@ class Counts:
         return self.outcomes.setdefault(tenant_slot(self.outcomes, tenant), [0, 0])
 
     def add(self, error: bool, latency_ms: float, tenant: str = "",
-            normalised_ms: float | None = None) -> None:
+            normalised_ms: float | None = None, attempted: bool = True) -> None:
         self.requests += 1
-        mine = self._outcome(tenant)
-        mine[0] += 1
-        mine[1] += error
+        if attempted:  # as Window.add (Canary.observe says why)
+            mine = self._outcome(tenant)
+            mine[0] += 1
+            mine[1] += error
         if error:
             self.errors += 1
             return
@@ -213,10 +214,10 @@ class SharedWindows:
         return counts
 
     def add(self, name: str, arm: int, error: bool, latency_ms: float, tenant: str = "",
-            normalise: bool = False, output_tokens: int = 0) -> None:
+            normalise: bool = False, output_tokens: int = 0, attempted: bool = True) -> None:
         """On the request path: memory only."""
         self._counts(name, arm).add(error, latency_ms, tenant,
-                                    per_token(latency_ms, output_tokens, normalise))
+                                    per_token(latency_ms, output_tokens, normalise), attempted)
 
     def add_quality(self, name: str, arm: int, tenant: str, q: Quality) -> None:
         """A judge score or rating: memory only, added to Redis with the rest."""

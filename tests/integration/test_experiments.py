@@ -201,20 +201,21 @@ def _ask_as(gw: Running, secret: str, user: str) -> tuple[int, dict[str, str]]:
 
 def _tenants_config(upstream: FakeUpstreamClient, flaky: FakeUpstreamClient
                     ) -> dict[str, Any]:
-    config = _config(upstream, flaky, {"rollout": {
+    return _config(upstream, flaky, {"rollout": {
         "model": "chat", "kind": "canary",  # sticky per user (the default)
-        "canary": {"steps": [50, 100], "min_requests": 40,
+        # A shared gateway: no single tenant decides (docs/experiments.md).
+        "canary": {"steps": [50, 100], "min_requests": 40, "min_tenants": 2,
                    "max_error_rate_increase": 0.05, "max_p95_ratio": 20},
         "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}})
-    # The circuit breaker is shared by every tenant of a deployment: one
-    # tenant's failing requests open it and then everyone's requests fail
-    # (docs/experiments.md names this limit). Not under test here: it stays shut.
-    config["resilience"]["breaker"] = {"consecutive_failures": 1000, "min_requests": 1000}
-    return config
 
 
 def _until_judged(gw: Running, secrets: list[str]) -> dict[str, Any]:
-    for i in range(400):
+    import time
+
+    deadline = time.monotonic() + 60  # the breaker lets a probe through within seconds
+    for i in range(2000):
+        if time.monotonic() > deadline:
+            break
         _ask_as(gw, secrets[i % len(secrets)], f"u{i}")
         if gw.services.experiments.status()[0]["history"]:
             break
@@ -227,7 +228,10 @@ def test_one_tenants_failing_requests_do_not_roll_back_a_healthy_canary(
     """Mallory finds users that land on the candidate (the deployment header
     shows it) and sends requests that make it fail: by the request-level
     error rate of old that rolled the canary back; per tenant it is one of
-    three tenants, and the canary goes on."""
+    three tenants, and the canary goes on. Its failures also open the
+    candidate's circuit breaker, so the others' requests are refused for a
+    while: refused before reaching the candidate, they do not count as theirs,
+    and the step waits until two tenants' requests reach it again."""
     upstream.script(default={})
     flaky.script(default={})
     with run_gateway(_tenants_config(upstream, flaky), tmp_path) as gw:
@@ -236,13 +240,14 @@ def test_one_tenants_failing_requests_do_not_roll_back_a_healthy_canary(
                         if _ask_as(gw, mallory, u)[1].get("x-seawall-deployment")
                         == "flaky/fake-new"]
         assert len(on_candidate) >= 5
-        for i in range(30):  # each one fails on the candidate
+        for i in range(30):  # each one fails on the candidate (or meets its open breaker)
             flaky.script(default={}, queue=[{"error_status": 500}])
             assert _ask_as(gw, mallory, on_candidate[i % len(on_candidate)])[0] >= 500
+        flaky.script(default={}, queue=[])  # a leftover the breaker kept from its request
         state = _until_judged(gw, [app, ops])
         assert state["status"] == "promoted", state
         judged = state["history"][0]
-        assert judged["candidate"]["errors"] == 30
+        assert judged["candidate"]["errors"] >= 30
         assert judged["candidate"]["error_rate"] > judged["baseline"]["error_rate"] + 0.05
 
 

@@ -200,6 +200,23 @@ def test_one_tenants_errors_do_not_roll_back_the_canary() -> None:
     assert judged["candidate"]["error_rate"] == 0.75 and judged["baseline"]["error_rate"] == 0
 
 
+def test_requests_refused_before_the_candidate_are_nobodys_errors() -> None:
+    """One tenant's failures open the candidate's circuit breaker; the others'
+    requests refused by it say nothing about the candidate: not their errors,
+    and a step with too few tenants reaching the candidate waits."""
+    c, _ = _canary(steps=[50, 100], min_requests=40, min_tenants=2)
+    for i in range(40):
+        c.observe(0, False, 14.0, "app" if i % 2 else "ops", 10)
+    for _ in range(10):
+        c.observe(1, True, 14.0, "mallory", 0)
+    for i in range(30):  # refused by the open breaker: never reached an upstream
+        c.observe(1, True, 1.0, "app" if i % 2 else "ops", 0, attempted=False)
+    assert c.state.status == "running" and not c.state.history  # one tenant reached it
+    c.observe(1, False, 14.0, "app", 10)  # a second tenant: mallory's breach is no majority
+    assert c.state.status == "promoted", c.state.reason
+    assert c.state.history[-1]["candidate"]["errors"] == 40  # all counted in the figures
+
+
 def test_errors_across_tenants_roll_back_the_canary() -> None:
     c, _ = _canary(steps=[50, 100], min_requests=40, max_error_rate_increase=0.02)
     for i in range(40):
