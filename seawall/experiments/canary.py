@@ -216,11 +216,12 @@ class Canary:
 
     def observe(self, arm: int, error: bool, latency_ms: float, tenant: str = "",
                 output_tokens: int = 0, attempted: bool = True) -> None:
-        """One request's outcome. ``attempted``: it reached an upstream. One
-        refused before that (the deployment's circuit breaker open, which one
-        tenant's failing requests can do to every tenant) counts in the step's
-        requests but not in its tenant's error rate: it says nothing new about
-        the candidate, and would let that tenant's failures speak for others."""
+        """One request's outcome. ``attempted``: it was answered or reached
+        an upstream. A failure refused before that (the deployment's circuit
+        breaker open, which one tenant's failing requests can do to every
+        tenant) counts in the step's requests but not in its tenant's error
+        rate: it says nothing new about the candidate, and would let that
+        tenant's failures speak for others."""
         if self.state.status != "running":
             return
         self.windows[arm].add(error, latency_ms, tenant,

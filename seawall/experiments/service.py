@@ -231,7 +231,9 @@ class Experiments:
         canary = self.canaries.get(a.experiment)
         if canary is not None and not hung_up:
             tokens = output_tokens(ctx)
-            attempted = bool(ctx.attempts)  # reached an upstream (not refused by a breaker)
+            # A failure that never reached an upstream (refused by an open
+            # breaker) is not its tenant's: Canary.observe. An answer always is.
+            attempted = not failed or bool(ctx.attempts)
             canary.observe(a.arm, failed, ctx.latency_ms, ctx.tenant, tokens, attempted)
             if self.shared is not None:
                 self.shared.add(a.experiment, a.arm, failed, ctx.latency_ms, ctx.tenant,
