@@ -573,8 +573,9 @@ class CanarySettings(_Strict):
                                  "at most this times the baseline's")
     per_token: bool = Field(True, description="compare latency per output token (a long "
                             "answer is not a slow model)")
-    min_tenants: int = Field(1, ge=1, description="tenants the candidate arm needs before a "
-                             "latency or quality breach counts (more than half must see it)")
+    min_tenants: int = Field(1, ge=1, description="tenants the candidate arm needs before an "
+                             "error-rate, latency or quality breach counts (more than half "
+                             "must see it)")
     max_quality_drop: float = Field(0.1, ge=0, le=1, description="the candidate's mean judge "
                                     "score (0..1) may fall this far below the baseline's")
     min_judged: int = Field(20, ge=0, description="judged answers each arm needs before "
