@@ -1,5 +1,6 @@
 """Screenshots of every console page for docs/img/, taken with the same
-headless Chromium the browser tests drive (Debian's /usr/bin/chromium).
+headless Chromium the browser tests drive (Debian's /usr/bin/chromium,
+launched by tests/e2e/chromium.py).
 
     PYTHONPATH=. .venv/bin/python scripts/console_screenshots.py [OUT_DIR]
 
@@ -17,22 +18,54 @@ import uuid
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from seawall.observe.records import TraceRecord  # noqa: E402
 from seawall.pipeline.stages import hash_key  # noqa: E402
 from seawall.quality.score_store import Score  # noqa: E402
 from seawall.store.base import ApiKey  # noqa: E402
-from tests.gateway import run_gateway  # noqa: E402
+from tests.e2e.chromium import open_browser  # noqa: E402
+from tests.gateway import Running, run_gateway  # noqa: E402
 from tests.servers import FakeUpstreamClient, start_fake_upstream  # noqa: E402
 
 MASTER = "sk-master-screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 QUESTIONS = ["How tall is the Eiffel Tower?", "Summarise our refund policy.",
              "Translate 'good morning' into French.", "What is a circuit breaker?",
              "Write a haiku about the sea.", "Which plan includes SSO?"]
+
+
+def quality_rounds(gw: Running) -> None:
+    """Twenty hours of traffic of two groups, one of which starts answering at
+    length six hours ago (and fails one request in eight from nine to seven
+    hours ago), and the evaluator's own drift and SLO rounds over it at each
+    of the last twelve hours, for the Quality page's charts."""
+    now = time.time()
+    recs = []
+    for i in range(2400):
+        at = now - 20 * 3600 + i * 30
+        longer = at > now - 6 * 3600 and i % 2 == 0
+        failing = now - 9 * 3600 < at < now - 7 * 3600 and i % 8 == 0
+        recs.append(TraceRecord(
+            trace_id=f"drift-{i}", endpoint="chat.completions", started_at=at,
+            tenant="acme", model="gpt-4o-mini", deployment="gpt-4o-mini",
+            status=503 if failing else 200,
+            latency_ms=300.0, input=[{"role": "user", "content": f"question {i}"}],
+            output="answer", prompt_tokens=40 + i % 13,
+            completion_tokens=(90 + i % 17) * (3 if longer else 1),
+            prompt_version="support-answer@" + ("2" if i % 2 == 0 else "1")))
+    gw.on_server(gw.services.store.write_traces(recs))
+    quality = gw.services.quality
+    assert quality is not None and quality.drift is not None
+    for hour in range(12, 0, -1):
+        at = now - hour * 3600
+        reports = gw.on_server(quality.drift.evaluate(now=at), timeout=120)
+        gw.on_server(quality.remember(reports, at))
+        for quarter in range(4):  # SLO rounds every 15 minutes
+            t = at + quarter * 900
+            gw.on_server(quality.remember_slos(gw.on_server(quality.slo.evaluate(t)), t))
+    gw.on_server(quality.evaluate_drift(send=False), timeout=120)  # now: the tables too
+    gw.on_server(quality.evaluate_slos(send=False))
 
 
 def main(out: Path) -> None:
@@ -47,6 +80,13 @@ def main(out: Path) -> None:
                    "gpt-4o": {"provider": "oa", "model": "large",
                               "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}}},
         "cache": {"enabled": True},
+        # Drift and SLO rounds are run by this script over made-up history
+        # (quality_rounds).
+        "quality": {"interval_s": 86400,
+                    "slos": [{"name": "availability", "kind": "availability",
+                              "objective": 0.99, "period_s": 86400}],
+                    "drift": {"interval_s": 86400, "embeddings": False, "min_samples": 20,
+                              "sample": 60, "recent_s": 3600, "reference_s": 6 * 3600}},
     }
     try:
         with tempfile.TemporaryDirectory() as tmp, run_gateway(config, Path(tmp)) as gw:
@@ -82,10 +122,12 @@ def main(out: Path) -> None:
             upstream.script(default={"text": "The Eiffel Tower is 330 metres tall, antennas "
                                      "included [1]; it was finished in 1889 [2].",
                                      "tokens_per_s": 30})
-            with sync_playwright() as p:
-                ctx = p.chromium.launch_persistent_context(
-                    str(Path(tmp) / "profile"), executable_path="/usr/bin/chromium",
-                    headless=True, args=ARGS, viewport={"width": 1280, "height": 860})
+            quality_rounds(gw)
+            made = httpx.post(gw.url + "/admin/keys", timeout=30, headers={
+                "authorization": f"Bearer {MASTER}"}, json={
+                "name": "acme-batch", "tenant": "acme", "budget_usd": 20.0,
+                "budget_period": "day"}).json()
+            with open_browser(Path(tmp) / "profile") as ctx:
                 page = ctx.new_page()
                 page.goto(gw.url + "/ui/overview")
                 page.screenshot(path=str(out / "console-signin.png"))
@@ -117,13 +159,34 @@ def main(out: Path) -> None:
                 page.screenshot(path=str(out / "console-traces.png"), full_page=True)
                 page.goto(gw.url + "/ui/keys")
                 page.screenshot(path=str(out / "console-keys.png"), full_page=True)
+                row = page.locator(f"tr[data-key='{made['id']}']")
+                row.locator("details:has(summary:text-is('Budget')) summary").click()
+                row.locator("details:has(summary:text-is('Rotate')) summary").click()
+                page.once("dialog", lambda d: d.accept())
+                row.locator("form[data-api-form$='/rotate'] button[type=submit]").click()
+                page.wait_for_selector("#rotated", state="visible")
+                # Masked in the picture, so that no secret-shaped text lands in docs/.
+                page.eval_on_selector("#r-secret", "el => el.value = el.value.slice(0, 10) "
+                                      "+ '•'.repeat(32)")
+                page.screenshot(path=str(out / "console-keys-rotate.png"), full_page=True)
                 page.goto(gw.url + "/ui/prompts")
                 page.screenshot(path=str(out / "console-prompts.png"), full_page=True)
+                gw.services.prompts.push("support-answer", {"messages": [  # not labelled
+                    {"role": "system", "content": "You are a concise, friendly support "
+                     "agent."}]}, labels=[])
+                page.goto(gw.url + "/ui/prompts/support-answer")
+                page.locator("#versions tr[data-version='3'] select").select_option("production")
+                page.once("dialog", lambda d: d.accept())
+                page.click("#versions button[data-move='3']")
+                page.wait_for_selector("#versions tr[data-version='3'] li[data-label='production']")
+                page.screenshot(path=str(out / "console-prompt-diff.png"), full_page=True)
+                page.goto(gw.url + "/ui/quality")
+                page.wait_for_selector(".drift-chart[data-drawn='1']")
+                page.screenshot(path=str(out / "console-quality.png"), full_page=True)
                 page.set_viewport_size({"width": 390, "height": 844})
                 page.goto(gw.url + "/ui/overview")
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(out / "console-phone.png"))
-                ctx.close()
     finally:
         stop()
     print("\n".join(str(p) for p in sorted(out.glob("console-*.png"))))

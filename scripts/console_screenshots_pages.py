@@ -1,6 +1,7 @@
 """Screenshots of the console's Experiments, Collections and Jobs pages for
 docs/img/ (the rest: scripts/console_screenshots.py), with Debian's
-/usr/bin/chromium:
+/usr/bin/chromium launched as the browser tests launch it
+(tests/e2e/chromium.py):
 
     PYTHONPATH=. .venv/bin/python scripts/console_screenshots_pages.py [OUT_DIR]
 
@@ -18,16 +19,14 @@ from pathlib import Path
 
 import httpx
 import orjson
-from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.e2e.chromium import open_browser, signed_in  # noqa: E402
 from tests.gateway import run_gateway  # noqa: E402
 from tests.servers import start_fake_upstream  # noqa: E402
 
 MASTER = "sk-master-screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DOCS = [("refunds.md", "# Refunds\n\nRefunds are paid within 14 days of a return, to the card "
          "that paid. Sale items can be exchanged but not refunded."),
         ("plans.md", "# Plans\n\nThe Team plan includes SSO and audit logs; the Starter plan "
@@ -82,15 +81,8 @@ def main(out: Path) -> None:
                                           "endpoint": "/v1/chat/completions",
                                           "completion_window": "24h"})
             time.sleep(2)  # the batch runs
-            with sync_playwright() as p:
-                ctx = p.chromium.launch_persistent_context(
-                    str(Path(tmp) / "profile"), executable_path="/usr/bin/chromium",
-                    headless=True, args=ARGS, viewport={"width": 1280, "height": 860})
-                page = ctx.new_page()
-                page.goto(gw.url + "/ui/signin")
-                page.fill("#key", MASTER)
-                page.click("button[type=submit]")
-                page.wait_for_url("**/ui/overview")
+            with open_browser(Path(tmp) / "profile") as ctx, \
+                    signed_in(ctx, gw.url, MASTER) as page:
                 page.goto(gw.url + "/ui/experiments")
                 page.screenshot(path=str(out / "console-experiments.png"), full_page=True)
                 page.goto(gw.url + "/ui/collections")
@@ -101,7 +93,6 @@ def main(out: Path) -> None:
                 page.screenshot(path=str(out / "console-collections.png"), full_page=True)
                 page.goto(gw.url + "/ui/jobs")
                 page.screenshot(path=str(out / "console-jobs.png"), full_page=True)
-                ctx.close()
     finally:
         stop()
     print("\n".join(str(p) for p in sorted(out.glob("console-*.png"))))

@@ -167,7 +167,8 @@ class Services:
         self.alerts = AlertSink(settings.alerts, self.metrics, state=self.slo_store)
         self.quality = (QualityEvaluator(
             settings, self.slo_store, self.alerts, self.metrics, self.cache.embedder,
-            lease=None if self.redis is None else self.stores.lease("quality"))
+            lease=None if self.redis is None else self.stores.lease("quality"),
+            history=self.stores.quality_history())
             if settings.quality.evaluate else None)
         # Ratings and judge scores act: quarantine cached answers, guard canaries.
         self.quality_loop = QualityLoop(settings, self.cache_store, self.experiments,
@@ -345,6 +346,8 @@ class Services:
         await record_config_changes(self.settings, self.audit)
         # Load the token encoder now rather than on the first request that needs it.
         await asyncio.to_thread(self.tokens.warm_up)
+        if any(r.router != "rules" for r in self.settings.routes.values()):
+            await asyncio.to_thread(self.cache.embedder.warm_up)  # routes embed each prompt
         await self.jobs.open()
         await self.batch_store.open()
         if self.settings.batches.retention_days is not None:

@@ -573,8 +573,9 @@ class CanarySettings(_Strict):
                                  "at most this times the baseline's")
     per_token: bool = Field(True, description="compare latency per output token (a long "
                             "answer is not a slow model)")
-    min_tenants: int = Field(1, ge=1, description="tenants the candidate arm needs before a "
-                             "latency or quality breach counts (more than half must see it)")
+    min_tenants: int = Field(1, ge=1, description="tenants the candidate arm needs before an "
+                             "error-rate, latency or quality breach counts (more than half "
+                             "must see it)")
     max_quality_drop: float = Field(0.1, ge=0, le=1, description="the candidate's mean judge "
                                     "score (0..1) may fall this far below the baseline's")
     min_judged: int = Field(20, ge=0, description="judged answers each arm needs before "
@@ -627,11 +628,13 @@ class RouteSettings(_Strict):
     tiers: list[str] = Field(min_length=2, description="chat models under `models`, "
                              "cheapest first")
     router: Literal["rules", "learned", "combined"] = Field(
-        "rules", description="rules; learned (model_path); combined: learned on prompts like "
-        "its training data, rules on the others (docs/routing.md)")
-    # learned/combined: the file `seawall router train` wrote (no router file ships with
-    # Seawall: the only labelled data at hand is research-licensed; docs/routing.md)
-    model_path: str | None = None
+        "combined", description="combined (default): a learned router where the prompt is "
+        "like its training data (topic and kind of task), the rules elsewhere; without "
+        "model_path, the router shipped with Seawall. rules: no embedding; learned: the "
+        "model_path file alone (docs/routing.md)")
+    model_path: str | None = Field(None, description="learned/combined: a router file from "
+                                   "`seawall router train` (combined without it: the shipped "
+                                   "router, trained on MMLU exam questions)")
     ood_cutoff: float | None = Field(None, ge=-1, le=1, description="combined: similarity to "
                                      "the training prompts below which the rules decide "
                                      "(default: the router file's)")
@@ -668,9 +671,9 @@ class RouteSettings(_Strict):
             raise ValueError(f"shares: {n} values >= 0 that sum to 1")
         if self.min_samples > self.window:
             raise ValueError("min_samples must not exceed window")
-        if self.router != "rules" and not self.model_path:
-            raise ValueError(f"router {self.router} needs model_path (a file from "
-                             "`seawall router train`)")
+        if self.router == "learned" and not self.model_path:
+            raise ValueError("router learned needs model_path (a file from `seawall router "
+                             "train`); router combined uses the shipped one without it")
         if self.router != "rules" and self.model_path and not Path(self.model_path).is_file():
             raise ValueError(f"model_path: no file at {self.model_path}")
         return self
@@ -953,6 +956,8 @@ class QualitySettings(_Strict):
     slos: list[SloSettings] = Field([], description="quality, availability and latency SLOs")
     drift: DriftSettings = DriftSettings()
     evidence: int = Field(5, ge=0, le=50, description="worst traces attached to an alert")
+    history_days: float = Field(30.0, gt=0, le=3650, description="how long drift rounds and "
+                                "SLO burn rates are kept for the console's charts")
 
     @model_validator(mode="after")
     def _unique(self) -> QualitySettings:

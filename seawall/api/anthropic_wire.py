@@ -37,7 +37,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from msgspec import Meta, Struct
 
-from seawall.api.wire import MAX_MODEL_NAME, ModelName
+from seawall.api.wire import MAX_MODEL_NAME, ModelName, UserId
 from seawall.errors import InvalidRequest, SeawallError
 
 MAX_MESSAGES = 10_000  # Claude Code sessions reach hundreds; a body cap bounds bytes
@@ -113,7 +113,7 @@ class ToolChoice(Struct, omit_defaults=True):
 
 
 class Metadata(Struct, omit_defaults=True):
-    user_id: Annotated[str, Meta(max_length=1024)] | None = None
+    user_id: UserId | None = None
 
 
 class OutputFormat(Struct, omit_defaults=True):

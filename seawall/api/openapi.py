@@ -290,6 +290,17 @@ def _paths() -> dict[str, Schema]:
                                                              "minLength": 1,
                                                              "maxLength": 64}}}}},
             params=[_path_param("name", {"type": "string", "maxLength": 200})])},
+        "/admin/prompts/{name}/label": {"post": _op(
+            "Point a prompt's label (default production) at any version, forward or back "
+            "(master key; audited as prompt.label; docs/console.md)", {JSON: {"schema": _OBJECT}},
+            body={JSON: {"schema": {"type": "object", "additionalProperties": False,
+                                    "required": ["version"],
+                                    "properties": {"version": {"type": "integer", "minimum": 1,
+                                                               "maximum": 10**9},
+                                                   "label": {"type": "string",
+                                                             "minLength": 1,
+                                                             "maxLength": 64}}}}},
+            params=[_path_param("name", {"type": "string", "maxLength": 200})])},
         "/admin/experiments": {"get": _op(
             "Every experiment: arms and weights now; a canary's share, step, status, reason, "
             "window and history (master key; docs/experiments.md)",

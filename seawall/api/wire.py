@@ -30,7 +30,14 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's own bound
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's bound on the inputs of one request
 MAX_INPUT_TOKEN_IDS = 8192  # one input given as token ids (OpenAI's embedding context)
 MAX_DIMENSIONS = 16_384  # ``dimensions``: the largest embedding models give 4,096
+# ``user`` (``metadata.user_id`` on /v1/messages): a stable id of the caller's end
+# user. OpenAI documents no bound for ``user`` (64 for its successor
+# ``safety_identifier``); Anthropic documents 256 for ``user_id``. Ours is 256 on
+# every API: room for hashed ids and Claude Code's composite user ids.
+MAX_USER = 256
 ModelName = Annotated[str, Meta(min_length=1, max_length=MAX_MODEL_NAME)]
+UserId = Annotated[str, Meta(max_length=MAX_USER)]
+USER_PARAMS = frozenset({"user", "metadata.user_id"})
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -89,7 +96,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     seed: int | None = None
     stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
-    user: str | None = None
+    user: UserId | None = None
     n: Annotated[int, Meta(ge=1, le=MAX_CHOICES)] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -138,7 +145,7 @@ class EmbeddingRequest(Struct, omit_defaults=True):
                            Meta(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Meta(ge=1, le=MAX_DIMENSIONS)] | None = None
-    user: str | None = None
+    user: UserId | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.input, list):
@@ -209,5 +216,9 @@ def convert(raw: dict[str, Any], typ: type[T]) -> T:
         raise too_deep(DEFAULT_MAX_DEPTH) from None
     except msgspec.ValidationError as e:
         text = str(e)
-        raise InvalidRequest(f"Invalid request: {text}", param=_param_of(text),
+        param = _param_of(text)
+        if param in USER_PARAMS and "length" in text:
+            text = (f"`{param}` is at most {MAX_USER} characters: a stable id of your end "
+                    "user (hash a longer one)")
+        raise InvalidRequest(f"Invalid request: {text}", param=param,
                              code="invalid_value") from None

@@ -7,11 +7,16 @@ operator only: master key, or anonymous loopback when allowed):
   by hand, saved like the canary's own verdicts (compare-and-set, then the
   change notice every replica reloads on) and audited;
 - ``GET /admin/jobs`` and ``GET /admin/batches``: the newest jobs and batches
-  of every tenant, filtered, paged by cursor, bounded.
+  of every tenant, filtered, paged by cursor, bounded;
+- ``POST /admin/prompts/{name}/label``: point a prompt's label at any
+  version, forward or back (``seawall prompts label``), tell every replica,
+  audited as ``prompt.label``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -25,9 +30,12 @@ from seawall.api.http import json_response, read_body
 from seawall.api.wire import convert, decode_json_object
 from seawall.audit.model import ALL_TENANTS
 from seawall.audit.record import actor_of
+from seawall.console.session import CSRF_HEADER
 from seawall.errors import InvalidRequest, NotFound
 from seawall.experiments.service import OverrideRefused
 from seawall.jobs.queue import JobState
+from seawall.prompts.errors import PromptNotFound, SpecError
+from seawall.prompts.model import NAME_RE, check_label
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -40,6 +48,40 @@ MAX_CURSOR = 200
 
 class OverrideIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, Meta(min_length=1, max_length=500)] | None = None
+
+
+class LabelIn(msgspec.Struct, forbid_unknown_fields=True):
+    version: Annotated[int, Meta(ge=1, le=10**9)]
+    label: Annotated[str, Meta(min_length=1, max_length=64)] = "production"
+
+
+async def prompt_label(request: Request) -> Response:
+    """Move ``label`` to ``version`` (either way); a label already there is
+    answered ``{"moved": false}`` and recorded nowhere. Prompts are
+    gateway-wide, so (as the rollback) the operator's only."""
+    async def handle(request: Request, svc: Services) -> Response:
+        name = request.path_params["name"]
+        if not NAME_RE.match(name):  # as the registry names prompts (at most 100 characters)
+            raise PromptNotFound("No prompt by that name.", param="name")
+        req = convert(decode_json_object(await read_body(request, 4096)), LabelIn)
+        try:
+            check_label(req.label)
+        except SpecError as e:
+            raise InvalidRequest(str(e), param="label") from None
+        actor = "console" if request.headers.get(CSRF_HEADER) else "admin-api"
+        # An unknown prompt or version is PromptNotFound (404).
+        move = await asyncio.to_thread(svc.prompts.label, name, req.version, req.label, actor)
+        if move is None:
+            return json_response({"name": name, "label": req.label, "version": req.version,
+                                  "moved": False})
+        svc.prompts.invalidate()
+        await svc.bus.publish({"kind": "prompt_label", "prompt": name})
+        await svc.audit.record(request.state.ctx, "prompt.label", tenant=ALL_TENANTS,
+                               target=f"{name}:{req.label}",
+                               before={"label": req.label, "version": move.from_version},
+                               after={"label": req.label, "version": move.to_version})
+        return json_response({**dataclasses.asdict(move), "moved": True})
+    return await serve_admin(request, "admin.prompts.label", handle)
 
 
 def experiments_status(svc: Services) -> list[dict[str, Any]]:
@@ -158,5 +200,6 @@ routes = [Route("/admin/experiments", experiment_list, methods=["GET"]),
                 methods=["POST"]),
           Route("/admin/experiments/{name}/promote", _override("promoted", "promote"),
                 methods=["POST"]),
+          Route("/admin/prompts/{name}/label", prompt_label, methods=["POST"]),
           Route("/admin/jobs", job_list, methods=["GET"]),
           Route("/admin/batches", batch_list, methods=["GET"])]

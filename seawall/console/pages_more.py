@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from seawall.app import Services
 
 NAV = [("experiments", "Experiments"), ("collections", "Collections"), ("jobs", "Jobs")]
+# Gateway-wide pages (every tenant's rows): the operator's only, so a key's
+# navigation leaves them out (the pages refuse it anyway: _operators_only).
+OPERATOR_ONLY = frozenset({"experiments", "jobs"})
 
 
 def _operators_only(request: Request, ident: Identity, active: str) -> Response | None:

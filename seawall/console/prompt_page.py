@@ -1,6 +1,8 @@
 """One prompt on the console: its versions (number, created, content hash,
-the labels pointing at each) and a diff between any two of them, the same
-unified diff ``seawall prompts diff`` prints (``PromptRegistry.diff``).
+the labels pointing at each), moving a label to any version (``POST
+/admin/prompts/{name}/label``, operator), the label history (every move,
+newest first) and a diff between any two versions, the same unified diff
+``seawall prompts diff`` prints (``PromptRegistry.diff``).
 
 The diff is rendered as escaped lines with a class each (added, removed,
 hunk header), so the page needs no inline style or script (the CSP).
@@ -12,13 +14,14 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from seawall.console.session import Identity
 from seawall.errors import InvalidRequest
-from seawall.prompts.model import NAME_RE
+from seawall.prompts.model import NAME_RE, PRODUCTION
 from seawall.prompts.registry import PromptHistory
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 MAX_VERSIONS_SHOWN = 200  # newest first; older ones stay reachable by ?a=&b=
 MAX_DIFF_LINES = 5000  # a diff longer than this is cut, saying so
 MAX_VERSION = 10**9
+MAX_MOVES_SHOWN = 100  # the label history, newest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +91,15 @@ async def prompt(request: Request, svc: Services, ident: Identity) -> Response:
     for label, number in sorted(history.labels.items()):
         at.setdefault(number, []).append(label)
     shown = list(reversed(history.versions))[:MAX_VERSIONS_SHOWN]
+    moves = sorted(history.moves, key=lambda m: (m.at, m.id), reverse=True)
+    # The labels one may move: those the prompt has (production first), or production.
+    names = sorted(history.labels, key=lambda n: (n != PRODUCTION, n)) or [PRODUCTION]
     return render(request, "prompt.html", ident, active="prompts", name=name,
                   versions=shown, total=len(history.versions), labels_at=at, a=a, b=b,
-                  lines=lines[:MAX_DIFF_LINES], cut=len(lines) > MAX_DIFF_LINES)
+                  lines=lines[:MAX_DIFF_LINES], cut=len(lines) > MAX_DIFF_LINES,
+                  moves=moves[:MAX_MOVES_SHOWN], moves_total=len(moves),
+                  may_move=ident.role == "operator", label_names=names,
+                  labels_json=orjson.dumps(history.labels).decode())
 
 
 def routes(page: Any) -> list[Route]:

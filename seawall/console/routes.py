@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from seawall.api.http import read_body
-from seawall.console import pages_more, prompt_page
+from seawall.console import charts, pages_more, prompt_page
 from seawall.console.detail import attempt_bars, replay_of, waterfall
 from seawall.console.guard import (
     OPERATOR_PAGES,
@@ -53,6 +53,7 @@ from seawall.pipeline.permissions import DEFAULT_APP_SCOPES, MASTER, scopes_of
 from seawall.pipeline.permissions import SCOPES as PERMISSION_SCOPES
 from seawall.pipeline.stages import VIRTUAL_KEY_PREFIX, AuthStage, hash_key
 from seawall.quality.trace_view import trace_with_feedback
+from seawall.store.base import ApiKey
 
 if TYPE_CHECKING:
     from seawall.app import Services
@@ -116,10 +117,21 @@ def _finish(request: Request, response: Response, ident: Identity | None) -> Res
     return response
 
 
+def nav_for(ident: Identity, key: ApiKey | None) -> list[tuple[str, str]]:
+    """The sections ``ident`` may open: the page's scope held (as the page
+    checks it) and, for a key, no operator-only page. Hiding a link is a
+    courtesy: each page still checks on its own."""
+    operator_only = OPERATOR_PAGES | pages_more.OPERATOR_ONLY
+    return [(name, label) for name, label in NAV
+            if allowed(ident, SCOPES[name], key)
+            and (ident.role == "operator" or name not in operator_only)]
+
+
 def render(request: Request, template: str, ident: Identity | None, status: int = 200,
            **ctx: Any) -> Response:
+    nav = nav_for(ident, getattr(request.state, "console_key", None)) if ident else []
     html = templates.get_template(template).render(
-        ident=ident, nav=NAV, csrf=ident.csrf if ident else "", **ctx)
+        ident=ident, nav=nav, csrf=ident.csrf if ident else "", **ctx)
     return _finish(request, HTMLResponse(html, status_code=status), ident)
 
 
@@ -146,6 +158,7 @@ def page(name: str, handler: Page) -> Callable[[Request], Awaitable[Response]]:
                                         cookie_header(COOKIE, "", 0, _secure(request)))
             return _finish(request, response, None)
         ident, key = current
+        request.state.console_key = key  # the navigation shows what it may open
         if ident.is_key and name in OPERATOR_PAGES:
             return render(request, "error.html", ident, status=403, active=name,
                           message="This page shows figures of every tenant: the operator's "
@@ -363,12 +376,28 @@ async def quality(request: Request, svc: Services, ident: Identity) -> Response:
     """The quality evaluator's last round (SLOs with budget and burn rates,
     drift per model x prompt version) and the alert states: read, never
     recomputed, so the page costs nothing however much traffic there is."""
+    import time
+
     q = svc.settings.quality
     last = svc.quality.last if svc.quality is not None else None
     alerts = await svc.slo_store.alerts() if (q.slos or q.drift.enabled) else []
+    rng = request.query_params.get("range", "7d")
+    if rng not in charts.RANGES:
+        rng = "7d"
+    series: list[dict[str, Any]] = []
+    slo_series: list[dict[str, Any]] = []
+    untested: list[str] = []
+    if svc.quality is not None:
+        since = time.time() - charts.RANGES[rng]
+        series, untested = charts.drift_series(await svc.quality.drift_points(since))
+        slo_series = charts.slo_series(await svc.quality.slo_points(since))
     return render(request, "quality.html", ident, active="quality",
                   configured=bool(q.slos or q.judges or q.drift.enabled), last=last,
-                  judges=[j.name for j in q.judges], alerts=alerts[:50])
+                  judges=[j.name for j in q.judges], alerts=alerts[:50],
+                  drift_series=series, untested=untested, range=rng, ranges=list(charts.RANGES),
+                  series_json=[orjson.dumps(g).decode() for g in series],
+                  slo_series=slo_series,
+                  slo_json=[orjson.dumps(g).decode() for g in slo_series])
 
 
 async def home(request: Request) -> Response:

@@ -12,12 +12,13 @@ its thumbs-down rate rise at most ``max_negative_rate_increase`` above it.
 Quality figures arrive after the answers (judges and users take time), so
 they are also checked as they arrive: a quality breach rolls back at once.
 
-Not steerable by one caller (docs/experiments.md): latency and quality are
-figured per tenant first (a client picks its ``user`` but not its tenant).
-The baseline's figure is the median of its tenants'; a breach counts only
+Not steerable by one caller (docs/experiments.md): error rates, latency and
+quality are figured per tenant first (a client picks its ``user`` but not its
+tenant). The baseline's figure is the median of its tenants'; a breach counts only
 when more than half of the candidate arm's tenants (and at least
 ``min_tenants``) see it, so one tenant's outliers (long prompts, unfair
-ratings) cannot roll back a rollout that serves others too.
+ratings, requests that make the model fail) cannot roll back a rollout that
+serves others too.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class Outcomes(Protocol):
     def requests(self) -> int: ...
     @property
     def error_rate(self) -> float: ...
+    def tenant_errors(self) -> dict[str, tuple[int, int]]:
+        """(requests, errors) per tenant."""
+        ...
+
     def tenant_p95(self) -> dict[str, float]: ...
     def quality(self) -> dict[str, Quality]: ...
     def summary(self) -> dict[str, Any]: ...
@@ -91,12 +96,17 @@ class Window:
     latencies: list[float] = field(default_factory=list)  # all tenants, for the summary
     by_tenant: dict[str, list[float]] = field(default_factory=dict)  # normalised
     qualities: dict[str, Quality] = field(default_factory=dict)
+    outcomes: dict[str, list[int]] = field(default_factory=dict)  # tenant -> [requests, errors]
     kept: int = 0
 
     def add(self, error: bool, latency_ms: float, tenant: str = "",
-            normalised_ms: float | None = None) -> None:
+            normalised_ms: float | None = None, attempted: bool = True) -> None:
         self.requests += 1
         self.errors += error
+        if attempted:  # see Canary.observe
+            mine = self.outcomes.setdefault(tenant_slot(self.outcomes, tenant), [0, 0])
+            mine[0] += 1
+            mine[1] += error
         if not error and self.kept < MAX_LATENCIES:
             self.kept += 1
             self.latencies.append(latency_ms)
@@ -113,6 +123,9 @@ class Window:
     @property
     def p95_ms(self) -> float:
         return float(np.percentile(self.latencies, 95)) if self.latencies else 0.0
+
+    def tenant_errors(self) -> dict[str, tuple[int, int]]:
+        return {t: (n, e) for t, (n, e) in self.outcomes.items()}
 
     def tenant_p95(self) -> dict[str, float]:
         return {t: float(np.percentile(v, 95)) for t, v in self.by_tenant.items() if v}
@@ -202,11 +215,18 @@ class Canary:
         return 100.0 - self.share, self.share
 
     def observe(self, arm: int, error: bool, latency_ms: float, tenant: str = "",
-                output_tokens: int = 0) -> None:
+                output_tokens: int = 0, attempted: bool = True) -> None:
+        """One request's outcome. ``attempted``: it was answered or reached
+        an upstream. A failure refused before that (the deployment's circuit
+        breaker open, which one tenant's failing requests can do to every
+        tenant) counts in the step's requests but not in its tenant's error
+        rate: it says nothing new about the candidate, and would let that
+        tenant's failures speak for others."""
         if self.state.status != "running":
             return
         self.windows[arm].add(error, latency_ms, tenant,
-                              per_token(latency_ms, output_tokens, self.settings.per_token))
+                              per_token(latency_ms, output_tokens, self.settings.per_token),
+                              attempted)
         base, cand = self.windows
         if min(base.requests, cand.requests) >= self.settings.min_requests and \
                 self.may_decide():
@@ -244,6 +264,20 @@ class Canary:
 
     def _measured(self, base: Outcomes, cand: Outcomes) -> dict[str, Any]:
         return {"baseline": base.summary(), "candidate": cand.summary(), "share": self.share}
+
+    def _error_breach(self, base: Outcomes, cand: Outcomes) -> str | None:
+        """The candidate's error rate, per tenant, above the baseline's (the
+        median of its tenants') by more than ``max_error_rate_increase``."""
+        s = self.settings
+        base_fig = median(e / n for n, e in base.tenant_errors().values() if n)
+        cand_rates = {t: e / n for t, (n, e) in cand.tenant_errors().items() if n}
+        ceiling = base_fig + s.max_error_rate_increase
+        hit, bad, n = robust_breach(cand_rates, lambda v: v > ceiling, s.min_tenants)
+        if not hit:
+            return None
+        return (f"error rate {cand.error_rate:.1%} against the baseline's {base_fig:.1%} "
+                f"(allowed +{s.max_error_rate_increase:.1%}) in {bad} of {n} tenants over "
+                f"{cand.requests} requests at {self.share:g}%")
 
     def _latency_breach(self, base: Outcomes, cand: Outcomes) -> str | None:
         s = self.settings
@@ -290,15 +324,12 @@ class Canary:
     def _judge(self, base: Outcomes, cand: Outcomes) -> None:
         s = self.settings
         measured = self._measured(base, cand)
-        breach = None
-        if cand.error_rate - base.error_rate > s.max_error_rate_increase:
-            breach = (f"error rate {cand.error_rate:.1%} against the baseline's "
-                      f"{base.error_rate:.1%} (allowed +{s.max_error_rate_increase:.1%}) over "
-                      f"{cand.requests} requests at {self.share:g}%")
-        else:
-            breach = self._latency_breach(base, cand) or self._quality_breach(base, cand)
+        breach = (self._error_breach(base, cand) or self._latency_breach(base, cand)
+                  or self._quality_breach(base, cand))
         if breach is not None:
             self._move("rolled_back", self.state.step, breach, measured)
+        elif sum(1 for n, _ in cand.tenant_errors().values() if n) < s.min_tenants:
+            return  # too few tenants' requests reached the candidate to pass it: wait
         elif self.state.step + 1 >= len(s.steps) or s.steps[self.state.step + 1] >= 100:
             self._move("promoted", len(s.steps) - 1,
                        f"passed every step up to {self.share:g}%", measured)

@@ -231,10 +231,13 @@ class Experiments:
         canary = self.canaries.get(a.experiment)
         if canary is not None and not hung_up:
             tokens = output_tokens(ctx)
-            canary.observe(a.arm, failed, ctx.latency_ms, ctx.tenant, tokens)
+            # A failure that never reached an upstream (refused by an open
+            # breaker) is not its tenant's: Canary.observe. An answer always is.
+            attempted = not failed or bool(ctx.attempts)
+            canary.observe(a.arm, failed, ctx.latency_ms, ctx.tenant, tokens, attempted)
             if self.shared is not None:
                 self.shared.add(a.experiment, a.arm, failed, ctx.latency_ms, ctx.tenant,
-                                canary.settings.per_token, tokens)
+                                canary.settings.per_token, tokens, attempted)
 
     def observe_quality(self, label: str | None, tenant: str, q: Quality) -> bool:
         """A judge score or rating of an answer served in arm ``label`` (the

@@ -70,18 +70,27 @@ def _p95(hist: dict[int, int]) -> float:
 @dataclass(slots=True)
 class Counts:
     """One arm's outcomes in one step (errors carry no latency, as in Window):
-    totals, and per tenant a histogram of the compared latency and the
-    quality counts (docs/experiments.md: decisions are per tenant first)."""
+    totals, and per tenant its requests and errors, a histogram of the
+    compared latency and the quality counts (docs/experiments.md: decisions
+    are per tenant first)."""
 
     requests: int = 0
     errors: int = 0
     hist: dict[int, int] = field(default_factory=dict)
     tenant_hist: dict[str, dict[int, int]] = field(default_factory=dict)
     qualities: dict[str, Quality] = field(default_factory=dict)
+    outcomes: dict[str, list[int]] = field(default_factory=dict)  # tenant -> [requests, errors]
+
+    def _outcome(self, tenant: str) -> list[int]:
+        return self.outcomes.setdefault(tenant_slot(self.outcomes, tenant), [0, 0])
 
     def add(self, error: bool, latency_ms: float, tenant: str = "",
-            normalised_ms: float | None = None) -> None:
+            normalised_ms: float | None = None, attempted: bool = True) -> None:
         self.requests += 1
+        if attempted:  # as Window.add (Canary.observe says why)
+            mine = self._outcome(tenant)
+            mine[0] += 1
+            mine[1] += error
         if error:
             self.errors += 1
             return
@@ -105,6 +114,10 @@ class Counts:
                 mine[b] = mine.get(b, 0) + c
         for t, q in other.qualities.items():
             self.add_quality(t, q)
+        for t, (n, e) in other.outcomes.items():
+            own = self._outcome(t)
+            own[0] += n
+            own[1] += e
 
     @property
     def error_rate(self) -> float:
@@ -113,6 +126,9 @@ class Counts:
     @property
     def p95_ms(self) -> float:
         return _p95(self.hist)
+
+    def tenant_errors(self) -> dict[str, tuple[int, int]]:
+        return {t: (n, e) for t, (n, e) in self.outcomes.items()}
 
     def tenant_p95(self) -> dict[str, float]:
         return {t: _p95(h) / NORM_SCALE for t, h in self.tenant_hist.items() if h}
@@ -131,6 +147,8 @@ class Counts:
                **{f"b{b}": c for b, c in self.hist.items()}}
         for t, h in self.tenant_hist.items():
             out.update({f"t{b}|{t}": c for b, c in h.items()})
+        for t, (n, e) in self.outcomes.items():
+            out.update({f"n|{t}": n, f"e|{t}": e})
         for t, q in self.qualities.items():
             out.update({f"qn|{t}": q.judged, f"qs|{t}": round(q.score_sum * SCORE_SCALE),
                         f"rn|{t}": q.rated, f"rx|{t}": q.negative})
@@ -155,6 +173,8 @@ class Counts:
             elif sep and head.startswith("t") and head[1:].isdigit() \
                     and int(head[1:]) < BUCKETS:
                 c.tenant_hist.setdefault(tenant, {})[int(head[1:])] = n
+            elif sep and head in ("n", "e"):
+                c.outcomes.setdefault(tenant, [0, 0])[head == "e"] = n
             elif sep and head in ("qn", "qs", "rn", "rx"):
                 q = c.qualities.setdefault(tenant, Quality())
                 if head == "qn":
@@ -194,10 +214,10 @@ class SharedWindows:
         return counts
 
     def add(self, name: str, arm: int, error: bool, latency_ms: float, tenant: str = "",
-            normalise: bool = False, output_tokens: int = 0) -> None:
+            normalise: bool = False, output_tokens: int = 0, attempted: bool = True) -> None:
         """On the request path: memory only."""
         self._counts(name, arm).add(error, latency_ms, tenant,
-                                    per_token(latency_ms, output_tokens, normalise))
+                                    per_token(latency_ms, output_tokens, normalise), attempted)
 
     def add_quality(self, name: str, arm: int, tenant: str, q: Quality) -> None:
         """A judge score or rating: memory only, added to Redis with the rest."""

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from seawall.config import LimitSettings
-from seawall.pipeline.budgets import BudgetLimit, Budgets, period_bounds
+from seawall.pipeline.budgets import BudgetLimit, Budgets, micros, period_bounds
 
 if TYPE_CHECKING:
     from seawall.observe.metrics import Metrics
@@ -122,32 +122,40 @@ async def spend_line(budgets: Budgets, lim: BudgetLimit) -> dict[str, Any]:
 
 
 class Thresholds:
-    """Logs and counts a budget passing 50, 80 and 100% of its limit, once
-    per budget, threshold and period in this process."""
+    """Logs, counts and alerts a budget passing 50, 80 and 100% of its limit.
+
+    Fed by :meth:`Budgets.settle`, which answers the spend right after each
+    cost was added in the same atomic step that added it: a threshold is
+    passed by the one settle whose cost spans it (spend before < mark <= spend
+    after), so each budget, period and threshold is marked exactly once
+    across every replica sharing the spend, without reading the spend back.
+    """
 
     def __init__(self, budgets: Budgets, metrics: Metrics,
                  alerts: AlertSink | None = None) -> None:
         self.budgets = budgets
         self.metrics = metrics
         self.alerts = alerts  # the alert webhooks (alerts.webhooks), when configured
-        self._seen: dict[str, float] = {}  # bucket -> highest threshold logged
 
-    async def check(self, lim: BudgetLimit) -> None:
-        if lim.usd <= 0:
+    @staticmethod
+    def passed(lim: BudgetLimit, spent: float, cost: float) -> list[float]:
+        """The thresholds that adding ``cost`` to reach ``spent`` passed
+        (in whole micro-dollars: exact, whatever the float sums)."""
+        limit, after = micros(lim.usd), micros(spent)
+        before = after - micros(cost)
+        return [t for t in THRESHOLDS if before < t * limit <= after]
+
+    async def check(self, lim: BudgetLimit, spent: float, cost: float,
+                    bucket: str | None = None) -> None:
+        """``spent``: the budget's spend right after ``cost`` was added to
+        ``bucket`` (the period it was reserved in; default: the current one)."""
+        if lim.usd <= 0 or cost <= 0:
             return
-        bucket, _ = lim.bucket(time.time())
-        try:
-            spent, _ = await self.budgets.spent(lim)
-        except Exception:
-            return  # Redis away: the refusal path still protects the budget
-        used = spent / lim.usd
-        done = self._seen.get(bucket, 0.0)
-        passed = [t for t in THRESHOLDS if done < t <= used]
+        passed = self.passed(lim, spent, cost)
         if not passed:
             return
-        if len(self._seen) > 10_000:
-            self._seen.clear()
-        self._seen[bucket] = passed[-1]
+        if bucket is None:
+            bucket = lim.bucket(time.time())[0]
         kind = lim.scope.split(":", 1)[0]
         for t in passed:
             self.metrics.budget_thresholds.labels(kind, f"{t:.0%}").inc()

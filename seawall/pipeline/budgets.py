@@ -103,8 +103,12 @@ class Budgets(Protocol):
         """Hold ``usd`` against every limit, or against none if one would pass."""
         ...
 
-    async def settle(self, reservation: Reservation, usd: float) -> None:
-        """Release ``reservation`` and add the real cost ``usd`` to what was spent."""
+    async def settle(self, reservation: Reservation, usd: float) -> list[float | None]:
+        """Release ``reservation`` and add the real cost ``usd`` to what was
+        spent. Returns each budget's spend (USD) right after this cost was
+        added, in the order of the reservation's budgets (``None`` where it
+        was not counted: Redis away, or a budget not started yet), so the
+        50/80/100% marks are read from the same step that counted the cost."""
         ...
 
     async def spent(self, limit: BudgetLimit) -> tuple[float, float]:
@@ -179,12 +183,15 @@ class InMemoryBudgets:
             self._b.setdefault(b, [0, 0, end])[1] += amount
         return Reservation(buckets, amount)
 
-    async def settle(self, reservation: Reservation, usd: float) -> None:
+    async def settle(self, reservation: Reservation, usd: float) -> list[float | None]:
+        after: list[float | None] = []
         for b, end in reservation.buckets:
             row = self._b.setdefault(b, [0, 0, end])
             row[1] = max(0, row[1] - reservation.amount)
             row[0] += micros(usd)
+            after.append(row[0] / 1e6)
         reservation.amount = 0
+        return after
 
     async def spent(self, limit: BudgetLimit) -> tuple[float, float]:
         b, _ = limit.bucket(time.time())
@@ -244,10 +251,12 @@ return {0, 0, 0}
 
 # ARGV: id, real cost, seeded, then per budget: expire-at. A budget not
 # started from the ledger (Redis restarted mid-request) is left for the ledger
-# to count when it is started.
+# to count when it is started. Answers each budget's spend after this cost
+# (-1: not counted), so the caller needs no second read.
 _SETTLE = _PURGE + """
 local id = ARGV[1]
 local n = #KEYS / 3
+local out = {}
 for b = 0, n - 1 do
   local k, h, z = KEYS[3 * b + 1], KEYS[3 * b + 2], KEYS[3 * b + 3]
   local v = redis.call('HGET', h, id)
@@ -256,12 +265,13 @@ for b = 0, n - 1 do
     redis.call('HDEL', h, id)
     redis.call('ZREM', z, id)
   end
+  out[b + 1] = -1
   if ARGV[3] ~= '1' or redis.call('HEXISTS', k, 'seeded') == 1 then
-    redis.call('HINCRBY', k, 'spent', ARGV[2])
+    out[b + 1] = redis.call('HINCRBY', k, 'spent', ARGV[2])
     redis.call('EXPIREAT', k, ARGV[4 + b])
   end
 end
-return 0
+return out
 """
 
 # KEYS: one budget; ARGV: spend found in the ledger, expire-at. The first
@@ -349,18 +359,20 @@ class RedisBudgets:
             found.local = True
         return found
 
-    async def settle(self, reservation: Reservation, usd: float) -> None:
+    async def settle(self, reservation: Reservation, usd: float) -> list[float | None]:
         if reservation.local:
-            await self.fallback.settle(reservation, usd)
-            return
+            return await self.fallback.settle(reservation, usd)
+        unknown: list[float | None] = [None] * len(reservation.buckets)
         if not self.guard.up:
-            return  # the reservation expires in Redis; this cost is not counted there
+            return unknown  # the reservation expires in Redis; this cost is not counted there
         args: list[int | str] = [reservation.id, micros(usd), int(self.ledger is not None)]
         args += [int(end) + self.GRACE_S for _, end in reservation.buckets]
         try:
-            await self._settle(keys=self._keys(reservation.buckets), args=args)
+            after = await self._settle(keys=self._keys(reservation.buckets), args=args)
         except REDIS_ERRORS as e:
             self.guard.lost(e)
+            return unknown
+        return [int(v) / 1e6 if int(v) >= 0 else None for v in after]
 
     async def spent(self, limit: BudgetLimit) -> tuple[float, float]:
         b, _ = limit.bucket(time.time())

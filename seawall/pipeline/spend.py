@@ -187,8 +187,10 @@ class BudgetStage:
         if dep is not None:
             prompt, completion = await real_usage(ctx, self.count)
             cost = dep.cost(prompt, completion)
-        await self.budgets.settle(reservation, cost)
+        after = await self.budgets.settle(reservation, cost)
         spend = ctx.spend
         if cost and spend is not None:
-            for lim in spend.limits:
-                await self.thresholds.check(lim)
+            for lim, (bucket, _), spent in zip(spend.limits, reservation.buckets, after,
+                                               strict=False):
+                if spent is not None:  # Redis away: the refusals still hold the budget
+                    await self.thresholds.check(lim, spent, cost, bucket)

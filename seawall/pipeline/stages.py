@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from seawall.api.wire import embedding_inputs
+from seawall.api.wire import MAX_CHOICES, MAX_USER, embedding_inputs
 from seawall.config import AuthSettings, LimitSettings, TraceSettings
 from seawall.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
 from seawall.ml.tokens import is_long
@@ -376,6 +376,16 @@ Redact = Callable[[Any, str | None, dict[str, Any] | None],
                   Awaitable[tuple[Any, str | None, dict[str, Any] | None]]]
 
 
+def _end_user(ctx: RequestContext) -> str | None:
+    """The request's ``user``: from the parsed chat request, else (embeddings)
+    from the body, when it is a string within the limit (a refused body may
+    carry anything there)."""
+    if ctx.request is not None:
+        return ctx.request.user
+    user = ctx.raw.get("user") if ctx.raw else None
+    return user if isinstance(user, str) and len(user) <= MAX_USER else None
+
+
 class RecordStage:
     """Turns the finished context into a trace record and hands it to the
     writer; never waits on storage. Stored text is cut at
@@ -410,6 +420,15 @@ class RecordStage:
             messages = truncate_strings(messages, limit)  # only a long body can hold long text
         return messages, output
 
+    def _other_choices(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        """The choices after the first (``n`` > 1; at most ``MAX_CHOICES`` in
+        all, whatever an upstream sends), each cut like ``output``; only their
+        finish reasons when content is not kept."""
+        keep, limit = self.settings.store_content, self.settings.max_content_chars
+        return [{"index": i, "finish_reason": finish,
+                 **({"output": truncate(text, limit)} if keep else {})}
+                for i, text, finish in ctx.gatherer.other_choices()[:MAX_CHOICES - 1]]
+
     async def before(self, ctx: RequestContext) -> None:
         return None
 
@@ -421,11 +440,20 @@ class RecordStage:
         messages = ctx.raw.get("messages") if ctx.raw else None
         stored_input, stored_output = self._content(ctx, messages)
         rag = ctx.rag.record(self.settings.store_content) if ctx.rag is not None else None
+        more = self._other_choices(ctx)
         if self.redact is not None:
-            stored_input, stored_output, rag = await self.redact(stored_input, stored_output, rag)
+            if more:  # one pass over the whole record (max_scan_chars is per record)
+                stored_input, stored_output, both = await self.redact(
+                    stored_input, stored_output, {"rag": rag, "choices": more})
+                rag, more = (both or {}).get("rag"), (both or {}).get("choices") or []
+            else:
+                stored_input, stored_output, rag = await self.redact(stored_input,
+                                                                     stored_output, rag)
         route = ctx.route.record() if ctx.route is not None else None
         if ctx.guard is not None:  # no column of its own yet: kept beside the route
             route = {**(route or {}), "guardrails": ctx.guard.record()}
+        if more:  # likewise: ``output`` is the first choice's, these are the others
+            route = {**(route or {}), "choices": more}
         rec = TraceRecord(
             trace_id=ctx.trace_id, endpoint=ctx.endpoint, started_at=ctx.started_at,
             tenant=ctx.tenant, key_id=ctx.key.id if ctx.key else None, model=ctx.model,
@@ -435,7 +463,7 @@ class RecordStage:
             error_message=err.message if err else None,
             input=stored_input, output=stored_output,
             input_hash=hash_input(ctx.body), latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms,
-            user=req.user if req else None, spans=ctx.spans, parent=ctx.traceparent,
+            user=_end_user(ctx), spans=ctx.spans, parent=ctx.traceparent,
             finish_reason=ctx.gatherer.finish_reason,
             attempts=ctx.attempts, degraded=ctx.degraded,
             rag=rag,

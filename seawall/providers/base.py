@@ -307,6 +307,12 @@ class Gatherer:
         slot = self._choices.get(0)
         return slot["finish"] if slot else None
 
+    def other_choices(self) -> list[tuple[int, str, str | None]]:
+        """(index, text, finish reason) of every choice after the first
+        (``n`` > 1; at most ``n`` of them, which the request limits)."""
+        return [(i, _joined(self._choices[i], "content") or "", self._choices[i]["finish"])
+                for i in sorted(self._choices) if i != 0]
+
     def completion(self) -> dict[str, Any]:
         choices = []
         for index in sorted(self._choices):

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from seawall.config import DriftSettings, Settings
 from seawall.quality import drift
 from seawall.quality.alerts import Alert, AlertSink
+from seawall.quality.history import SLO_EVERY_S, DriftPoint, QualityHistory, SloPoint
 from seawall.quality.slo import SloEvaluator, SloStatus
 from seawall.quality.slo_store import SloStore
 
@@ -217,7 +218,7 @@ class QualityEvaluator:
 
     def __init__(self, settings: Settings, store: SloStore, sink: AlertSink,
                  metrics: Metrics | None = None, embedder: Embedder | None = None,
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None, history: QualityHistory | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.store = store
@@ -226,6 +227,11 @@ class QualityEvaluator:
         d = settings.quality.drift
         self.drift = DriftEvaluator(d, store, embedder, metrics) if d.enabled else None
         self.lease = lease
+        # Drift rounds and SLO burn rates over time (the console's charts):
+        # opened by start(), written by the process that decides.
+        self.history = history
+        self._history_open = False
+        self._slo_kept_at = 0.0
         self.last = Snapshot()
         self._task: asyncio.Task[None] | None = None
 
@@ -234,6 +240,9 @@ class QualityEvaluator:
         return self.lease is None or self.lease.held
 
     async def start(self) -> None:
+        if self.history is not None:
+            await self.history.open()
+            self._history_open = True
         if self.lease is not None:
             await self.lease.start()
         self._task = asyncio.create_task(self._supervise(), name="seawall-quality")
@@ -246,6 +255,9 @@ class QualityEvaluator:
             self._task = None
         if self.lease is not None:
             await self.lease.close()
+        if self.history is not None and self._history_open:
+            self._history_open = False
+            await self.history.close()
 
     async def evaluate_slos(self, send: bool = True) -> list[SloStatus]:
         now = time.time()
@@ -254,6 +266,9 @@ class QualityEvaluator:
         if send and self.deciding:
             for alert in await self.slo.alerts(statuses, self.settings.quality.evidence, now):
                 await self.sink.update(alert)
+        if self.deciding and now - self._slo_kept_at >= SLO_EVERY_S:
+            self._slo_kept_at = now
+            await self._keep(self.remember_slos(statuses, now))
         return statuses
 
     async def evaluate_drift(self, send: bool = True) -> list[DriftReport]:
@@ -264,7 +279,49 @@ class QualityEvaluator:
         if send and self.deciding:
             for alert in self.drift.alerts(reports, self.settings.quality.evidence):
                 await self.sink.update(alert)
+        await self._keep(self.remember(reports, self.last.drift_at))
         return reports
+
+    async def _keep(self, writing: Awaitable[None]) -> None:
+        """A history write that fails is logged: the charts miss a point, the
+        round and its alerts stand."""
+        try:
+            await writing
+        except Exception:
+            log.warning("could not keep the quality history of this round", exc_info=True)
+
+    async def remember(self, reports: list[DriftReport], at: float) -> None:
+        """This round's results in the drift history (when it is open)."""
+        if self.history is None or not self._history_open or not reports:
+            return
+        points = [DriftPoint(at=at, model=r.model, prompt_version=r.prompt_version,
+                             requests=r.requests,
+                             min_p=min((t.p_value for t in r.tests), default=None),
+                             drifted=r.drifted, alpha_each=r.alpha_each,
+                             tests={t.name: t.p_value for t in r.tests})
+                  for r in reports]
+        await self.history.add(points, at - self.settings.quality.history_days * 86400)
+
+    async def remember_slos(self, statuses: list[SloStatus], at: float) -> None:
+        """This round's SLO levels and burn rates in the history (when open)."""
+        if self.history is None or not self._history_open or not statuses:
+            return
+        points = [SloPoint(at=at, name=s.name, current=s.current,
+                           budget_remaining=s.budget_remaining, burn_rates=dict(s.burn_rates))
+                  for s in statuses]
+        await self.history.add_slo(points, at - self.settings.quality.history_days * 86400)
+
+    async def drift_points(self, since: float) -> list[DriftPoint]:
+        """The drift history from ``since`` on, oldest first ([] without one)."""
+        if self.history is None or not self._history_open:
+            return []
+        return await self.history.since(since)
+
+    async def slo_points(self, since: float) -> list[SloPoint]:
+        """The SLO history from ``since`` on, oldest first ([] without one)."""
+        if self.history is None or not self._history_open:
+            return []
+        return await self.history.slo_since(since)
 
     async def snapshot(self, drift_too: bool = True) -> Snapshot:
         """Evaluate everything now without sending (the CLI)."""

@@ -5,7 +5,9 @@ Reads: aggregate counts of good and bad events per window straight in SQL
 trace records for the model and prompt version a rating lacks,
 ``quality_scores`` for judges), the worst events as evidence, and bounded
 random samples of traffic for the drift tests. Nothing here loads a window
-into memory: counts are sums, samples and evidence have a LIMIT.
+into memory: counts are sums, samples and evidence have a LIMIT, and a
+sample of a long window costs about its size (index probes at random
+instants, :meth:`_Queries.sample`), not a sort of the window.
 
 Remembers: the state of every alert (``quality_alerts``, migration 0013),
 so a restart neither re-fires an alert that is firing nor forgets to
@@ -15,6 +17,7 @@ see the same change, one sends it.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -160,21 +163,31 @@ _GROUPS = (f"SELECT model, prompt_version, COUNT(*) AS n FROM traces WHERE start
            "GROUP BY model, prompt_version ORDER BY n DESC, model LIMIT ?")
 
 
+# Where the drift samples come from: (table, time column, filter) per kind.
+# Traffic and scores have a (model, time) index; ratings do not (their index is
+# per tenant), and are few (one per rated answer): they are drawn by sorting.
+_SAMPLED = {
+    "traffic": ("traces", "started_at",
+                f"model = ? AND {{pv}} AND status < 400 AND endpoint IN {_in(TEXT_ENDPOINTS)}"),
+    "scores": ("quality_scores", "created_at",
+               "model = ? AND {pv} AND status = 'ok' AND scale_max > 0"),
+}
+_COLUMNS = {"traffic": "trace_id, input, output, prompt_tokens, completion_tokens",
+            "scores": "score / scale_max, created_at"}
+SMALL = 4  # a window with fewer than SMALL * n rows is sampled by sorting it
+
+
 def sample_sql(kind: str, model: str, prompt_version: str | None, since: float, until: float,
                n: int) -> tuple[str, list[Any]]:
     """A random sample of one group's traffic, judge scores (0..1) or
-    ratings in [since, until); scores and ratings with their time."""
-    if kind == "traffic":
+    ratings in [since, until), drawn by sorting the window's rows at random:
+    for ratings, and for windows known to hold fewer than ``SMALL * n`` rows
+    (see :func:`sample_count_sql`)."""
+    if kind in _SAMPLED:
+        table, ts, where = _SAMPLED[kind]
         pv, pv_args = _pv(prompt_version)
-        sql = ("SELECT trace_id, input, output, prompt_tokens, completion_tokens FROM traces "
-               f"WHERE started_at >= ? AND started_at < ? AND model = ? AND {pv} "
-               f"AND status < 400 AND endpoint IN {_in(TEXT_ENDPOINTS)} ORDER BY random() LIMIT ?")
-    elif kind == "scores":
-        pv, pv_args = _pv(prompt_version)
-        sql = ("SELECT score / scale_max, created_at FROM quality_scores "
-               f"WHERE created_at >= ? AND created_at < ? AND model = ? AND {pv} "
-               "AND status = 'ok' AND scale_max > 0 "
-               "ORDER BY random() LIMIT ?")
+        sql = (f"SELECT {_COLUMNS[kind]} FROM {table} WHERE {ts} >= ? AND {ts} < ? "
+               f"AND {where.format(pv=pv)} ORDER BY random() LIMIT ?")
     else:
         pv, pv_args = _pv(prompt_version, "t.prompt_version")
         sql = ("SELECT f.score, f.updated_at FROM feedback f "
@@ -182,6 +195,47 @@ def sample_sql(kind: str, model: str, prompt_version: str | None, since: float, 
                f"  f.updated_at >= ? AND f.updated_at < ? AND t.model = ? AND {pv} "
                "ORDER BY random() LIMIT ?")
     return sql, [since, until, model, *pv_args, n]
+
+
+def sample_count_sql(kind: str, model: str, prompt_version: str | None, since: float,
+                     until: float, cap: int) -> tuple[str, list[Any]]:
+    """The group's rows in the window, counted up to ``cap`` (reads at most that many)."""
+    table, ts, where = _SAMPLED[kind]
+    pv, pv_args = _pv(prompt_version)
+    return (f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {ts} >= ? AND {ts} < ? "
+            f"AND {where.format(pv=pv)} LIMIT ?) s", [since, until, model, *pv_args, cap])
+
+
+def sample_points_sql(kind: str, model: str, prompt_version: str | None, until: float,
+                      points: list[float]) -> tuple[str, list[Any]]:
+    """For each instant of ``points``, the time of the group's first row at
+    or after it (NULL: none before ``until``): one index probe each."""
+    table, ts, where = _SAMPLED[kind]
+    pv, pv_args = _pv(prompt_version)
+    values = ", ".join("(?)" for _ in points)
+    sql = (f"WITH p(t) AS (VALUES {values}) SELECT (SELECT {ts} FROM {table} "
+           f"WHERE {where.format(pv=pv)} AND {ts} >= p.t AND {ts} < ? "
+           f"ORDER BY {ts} LIMIT 1) FROM p")
+    return sql, [*points, model, *pv_args, until]
+
+
+def sample_rows_sql(kind: str, model: str, prompt_version: str | None,
+                    times: list[float]) -> tuple[str, list[Any]]:
+    """The group's rows at the chosen ``times`` (index probes again)."""
+    table, ts, where = _SAMPLED[kind]
+    pv, pv_args = _pv(prompt_version)
+    sql = (f"SELECT {_COLUMNS[kind]} FROM {table} WHERE {where.format(pv=pv)} "
+           f"AND {ts} IN ({', '.join('?' for _ in times)}) LIMIT ?")
+    return sql, [model, *pv_args, *times, len(times)]
+
+
+def spread(times: list[float], n: int, rng: random.Random) -> list[float]:
+    """``n`` of the sorted ``times``, evenly spaced from a random start."""
+    if len(times) <= n:
+        return times
+    step = len(times) / n
+    start = rng.random() * step
+    return [times[int(start + i * step)] for i in range(n)]
 
 
 def _alert(r: Any) -> dict[str, Any]:
@@ -249,8 +303,31 @@ class _Queries:
 
     async def sample(self, kind: str, model: str, prompt_version: str | None, since: float,
                      until: float, n: int) -> list[tuple[Any, ...]]:
-        rows = await self._all(*sample_sql(kind, model, prompt_version, since, until, n))
-        return [tuple(r) for r in rows]
+        """At most ``n`` of the group's rows in [since, until), at a cost
+        of about ``n`` index probes however long the window: 2n random
+        instants, one in each of 2n equal slices of the window, each take
+        the group's next row (keyset, on the (model, time) index); ``n`` of
+        the distinct ones are kept, evenly spread. So the draw is even over
+        the window's time (a quiet hour weighs as much as a busy one). A
+        window of fewer than ``SMALL * n`` rows (read to count them) is
+        sorted at random instead, and ratings always are (few, no time index)."""
+        if kind not in _SAMPLED or n <= 0 or until <= since:
+            return await self._rows(sample_sql(kind, model, prompt_version, since, until, n))
+        [(found,)] = await self._all(*sample_count_sql(kind, model, prompt_version, since,
+                                                       until, SMALL * n))
+        if int(found) < SMALL * n:
+            return await self._rows(sample_sql(kind, model, prompt_version, since, until, n))
+        rng = random.Random()
+        width = (until - since) / (2 * n)
+        points = [since + (i + rng.random()) * width for i in range(2 * n)]
+        hits = await self._all(*sample_points_sql(kind, model, prompt_version, until, points))
+        times = spread(sorted({float(h[0]) for h in hits if h[0] is not None}), n, rng)
+        if not times:
+            return []
+        return await self._rows(sample_rows_sql(kind, model, prompt_version, times))
+
+    async def _rows(self, query: tuple[str, list[Any]]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self._all(*query)]
 
     async def alerts(self) -> list[dict[str, Any]]:
         return [_alert(r) for r in await self._all(_ALERTS, ())]

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
-from seawall.api.wire import ModelName, RagOptions, SeawallOptions
+from seawall.api.wire import ModelName, RagOptions, SeawallOptions, UserId
 from seawall.errors import InvalidRequest
 from seawall.prompts.wire import PromptRef
 
@@ -53,7 +53,7 @@ class ResponsesRequest(Struct, omit_defaults=True):
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
     metadata: dict[str, str] | None = None
-    user: Annotated[str, Meta(max_length=256)] | None = None
+    user: UserId | None = None
     store: bool = True
     stream: bool = False
     background: bool = False

@@ -29,6 +29,7 @@ from seawall.routing.complexity import (
 )
 from seawall.routing.complexity.combined import CombinedRouter
 from seawall.routing.complexity.model import embedder_id
+from seawall.routing.complexity.shipped import load_shipped
 
 __all__ = ["RouteDecision", "RouteStage"]
 
@@ -59,8 +60,12 @@ class _Route:
         self.policy = TierPolicy(s.tiers, s.static_thresholds())
         self.rules = RulesRouter(s.rules)
         path = s.model_path
-        self.model = (RouterModel.load(path, expect_embedder=embedder_id())
-                      if s.router != "rules" and path else None)
+        if s.router == "rules":
+            self.model: RouterModel | None = None
+        elif path:
+            self.model = RouterModel.load(path, expect_embedder=embedder_id())
+        else:  # combined without a file: the router shipped with Seawall
+            self.model = load_shipped()
         self.combined = (CombinedRouter(self.model, self.rules, s.ood_cutoff)
                          if s.router == "combined" and self.model is not None else None)
         self.label = ("rules" if self.model is None else f"{s.router}:{self.model.version[:12]}")
@@ -89,9 +94,12 @@ class RouteStage:
         assert ctx.raw is not None
         messages = ctx.raw["messages"]
         features = text_features(messages)
+        by_kind = route.combined.decide_by_kind(features) if route.combined else None
         if route.model is None:
             ruled = route.rules.decide_features(features)
             score, reason = ruled.score, ruled.reason
+        elif by_kind is not None:  # another kind of task: the rules, no embedding needed
+            score, reason = by_kind.score, by_kind.reason
         else:
             vector = (await asyncio.to_thread(self.embedder.embed, [routing_text(messages)]))[0]
             if route.combined is not None:  # learned if familiar, else the rules

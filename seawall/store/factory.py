@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from seawall.pipeline.ratelimit import RateLimiter
     from seawall.prompts.store_api import PromptStore
     from seawall.quality.feedback_store import FeedbackStore
+    from seawall.quality.history import QualityHistory
     from seawall.quality.score_store import ScoreStore
     from seawall.quality.slo_store import SloStore
     from seawall.rag.store_api import RagStore
@@ -172,6 +173,18 @@ class Stores:
         from seawall.quality.slo_store import SqliteSloStore
 
         return SqliteSloStore(self.settings.db_path)
+
+    def quality_history(self) -> QualityHistory:
+        """Drift rounds and SLO burn rates over time (seawall/quality/history.py);
+        opened and closed by its user."""
+        if self.pg is not None:
+            from seawall.quality.history import PostgresQualityHistory
+
+            return PostgresQualityHistory(self.pg)
+        from seawall.quality.history import SqliteQualityHistory
+
+        return SqliteQualityHistory(self.settings.db_path)
+
     def audit(self) -> AuditLog:
         """The append-only audit log of admin actions (in seawall.db, or
         Postgres); opened and closed by its user. :meth:`audit_sync` is the

@@ -310,6 +310,52 @@ async def test_overspend_is_bounded_by_what_is_in_flight(backend: Backend) -> No
     assert isinstance(await b.reserve(lim, 0.001), Refusal)
 
 
+async def test_settle_answers_each_budget_spend_after_its_cost(backend: Backend) -> None:
+    b = backend.budgets()
+    key_lim, tenant_lim = limit(1.0), limit(5.0, scope="tenant:acme")
+    first = await b.reserve([key_lim, tenant_lim], 0.125)
+    assert isinstance(first, Reservation)
+    assert await b.settle(first, 0.25) == [0.25, 0.25]
+    other = await b.reserve([tenant_lim], 0.125)  # another key of the tenant
+    assert isinstance(other, Reservation)
+    assert await b.settle(other, 0.5) == [0.75]
+    again = await b.reserve([key_lim, tenant_lim], 0.125)
+    assert isinstance(again, Reservation)
+    assert await b.settle(again, 0.0) == [0.25, 0.75]  # nothing spent: the spend as it is
+
+
+def threshold_counts(*metrics: Metrics) -> dict[str, float]:
+    """seawall_budget_thresholds_total summed over ``metrics`` (replicas)."""
+    out: dict[str, float] = {}
+    for m in metrics:
+        for fam in m.budget_thresholds.collect():
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    t = s.labels["threshold"]
+                    out[t] = out.get(t, 0.0) + s.value
+    return out
+
+
+async def test_thresholds_are_marked_by_the_settle_that_passes_them(backend: Backend) -> None:
+    reg = registry()  # one prompt token $0.001, one completion token $0.002
+    metrics = Metrics()
+    stage = BudgetStage(LimitSettings(completion_allowance=1), backend.budgets(), reg,
+                        metrics, count)
+    k = key("marks", budget_usd=0.1, budget_period="day")
+    seen = []
+    for completion in (20, 6, 12, 2, 10, 5):  # $0.04 0.052 0.076 0.08 0.1 (refused)
+        ctx = chat(k)
+        try:
+            await stage.before(ctx)
+        except BudgetExceeded:
+            break
+        answered(ctx, reg, 0, completion)
+        await stage.after(ctx)
+        seen.append(dict(threshold_counts(metrics)))
+    assert seen == [{}, {"50%": 1}, {"50%": 1}, {"50%": 1, "80%": 1},
+                    {"50%": 1, "80%": 1, "100%": 1}]
+
+
 async def test_budget_stage_refuses_with_the_limit_and_the_reset(backend: Backend) -> None:
     reg = registry(price=(1000.0, 2000.0))  # $0.001 a prompt token, $0.002 a completion one
     stage = BudgetStage(LimitSettings(completion_allowance=100), backend.budgets(), reg,
@@ -433,6 +479,43 @@ async def test_two_replicas_share_one_limit_exactly(redis_url: str) -> None:
                                       for r in [one, two] * 10))
         assert sum(d.allowed for d in both) == 10
     finally:
+        await b.close()
+
+
+async def test_replicas_mark_each_threshold_once_without_reading_the_spend(
+        redis_url: str) -> None:
+    """Many requests settled at once on two replicas: each of 50/80/100% is
+    counted once in all, and no settle reads the spend back (one round trip)."""
+    import redis.asyncio as aredis
+
+    b = Backend("redis", redis_url, Metrics())
+    reg = registry()
+    metrics = [Metrics(), Metrics()]
+    stages = [BudgetStage(LimitSettings(completion_allowance=1), b.budgets(), reg, m, count)
+              for m in metrics]
+    k = key("shared", budget_usd=0.2, budget_period="month")
+    admin = aredis.Redis.from_url(redis_url)
+    try:
+        await admin.config_resetstat()
+
+        async def one(i: int) -> None:
+            stage = stages[i % 2]
+            ctx = chat(k)
+            try:
+                await stage.before(ctx)
+            except BudgetExceeded:
+                return
+            answered(ctx, reg, 0, 10)  # $0.02: more than estimated, so the spend gets to 100%
+            await stage.after(ctx)
+
+        await asyncio.gather(*(one(i) for i in range(30)))
+        assert threshold_counts(*metrics) == {"50%": 1, "80%": 1, "100%": 1}
+        stats = await admin.info("commandstats")
+        assert "cmdstat_hmget" not in stats  # the read-back of the spend (Budgets.spent)
+        spent, reserved = await stages[0].budgets.spent((await stages[0].limits(chat(k)))[0])
+        assert spent >= 0.2 and reserved == 0
+    finally:
+        await admin.aclose()
         await b.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +201,72 @@ async def test_long_windows_are_recounted_every_quarter_hour(stores: Stores,
     assert (st.bad, st.events) == (16, 30)
     assert st.burn_rates["1h"] == pytest.approx(10.0)  # short windows: counted each time
     assert st.budget_remaining == pytest.approx(1 - (16 / 30) / 0.01)
+
+
+async def test_a_long_window_is_sampled_by_probes_spread_over_it(stores: Stores,
+                                                                 store: SloStore) -> None:
+    """A window of many more rows than the sample: exactly ``n`` rows, all of
+    the group (model, prompt version, answered text requests), from every
+    part of the window; a small window still gives every row it has."""
+    from seawall.quality.slo_store import SMALL
+
+    now = time.time()
+    n, rows, start = 20, 400, now - 4000
+    recs = []
+    for i in range(rows):  # the group: one request every 10 s over 4,000 s
+        at = start + 10 * i
+        recs.append(_rec(i, at))
+        # Around it, rows that must never be drawn: another model, another
+        # prompt version, a failed request, an embeddings call.
+        recs.append(_rec(10_000 + i, at + 1, model="other"))
+        recs.append(_rec(20_000 + i, at + 2, pv="p@2"))
+        recs.append(_rec(30_000 + i, at + 3, status=500))
+        emb = _rec(40_000 + i, at + 4)
+        emb.endpoint = "embeddings"
+        recs.append(emb)
+    await stores.main.write_traces(recs)
+    assert rows >= SMALL * n  # the probing path, not the sort
+    for _ in range(3):  # random each time; the bounds hold every time
+        got = await store.sample("traffic", "m", "p@1", start, now, n)
+        ids = [int(r[0][1:]) for r in got]
+        assert len(ids) == n == len(set(ids))
+        assert all(i < 10_000 for i in ids)  # only the group's own rows
+        quarters = [sum(1 for i in ids if q * rows // 4 <= i < (q + 1) * rows // 4)
+                    for q in range(4)]
+        assert min(quarters) >= n // 4 - 2, quarters  # spread over the whole window
+    # Scores: the same way, by model and prompt version.
+    scores = stores.scores()
+    await scores.open()
+    try:
+        for i in range(rows):
+            for model, pv in (("m", "p@1"), ("other", "p@1"), ("m", None)):
+                await scores.put(Score(trace_id=f"t{i}", judge=f"j-{model}-{pv}", rubric="r",
+                                       tenant="acme", model=model, prompt_version=pv,
+                                       score=4.0 if model == "m" and pv else 1.0,
+                                       status="ok", created_at=start + 10 * i))
+    finally:
+        await scores.close()
+    got = await store.sample("scores", "m", "p@1", start, now, n)
+    assert len(got) == n and all(r[0] == pytest.approx(4.0 / 5.0) for r in got)
+    assert min(r[1] for r in got) < start + 1000 and max(r[1] for r in got) > now - 1000
+    # A window of 5 rows (fewer than n): all 5.
+    few = await store.sample("traffic", "m", "p@1", start, start + 45, n)
+    assert sorted(int(r[0][1:]) for r in few) == [0, 1, 2, 3, 4]
+
+
+async def test_sqlite_probes_use_the_model_time_index(tmp_path: Path) -> None:
+    """The probe is an index search per instant, never a scan or a sort."""
+    import aiosqlite
+
+    from seawall.quality.slo_store import sample_points_sql
+    from seawall.store.sqlite import SqliteStore
+
+    main = SqliteStore(str(tmp_path / "seawall.db"))
+    await main.open()
+    await main.close()
+    sql, args = sample_points_sql("traffic", "m", "p@1", 100.0, [1.0, 2.0, 3.0])
+    async with aiosqlite.connect(tmp_path / "seawall.db") as db, \
+            db.execute("EXPLAIN QUERY PLAN " + sql, args) as c:
+        plan = " | ".join(str(r[-1]) for r in await c.fetchall())
+    assert "SEARCH traces USING INDEX traces_model_time (model=? AND started_at>?" in plan, plan
+    assert "TEMP B-TREE" not in plan and "SCAN traces" not in plan, plan

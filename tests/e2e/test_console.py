@@ -150,7 +150,7 @@ def test_a_revoked_key_disappears_and_stops_working(page: Any, gw: Running) -> N
     row = page.locator(f"tr[data-key='{key_id}']")
     assert secret[:10] in row.text_content() and secret not in page.content()
     page.once("dialog", lambda d: d.accept())
-    row.locator("button").click()
+    row.locator("button", has_text="Revoke").click()
     row.wait_for(state="detached")
     page.reload()
     assert page.locator(f"tr[data-key='{key_id}']").count() == 0

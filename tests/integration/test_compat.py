@@ -146,6 +146,37 @@ def test_n_choices_streamed_with_logprobs(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 9
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_choice_is_in_the_trace_record(gw: Running, client: openai.OpenAI,
+                                             upstream: FakeUpstreamClient,
+                                             stream: bool) -> None:
+    """``output`` is the first choice's; the others are recorded beside it
+    (``route.choices``), redacted like the output."""
+    upstream.script(default={"text": "write to bob@example.com"})
+    if stream:
+        with client.chat.completions.with_streaming_response.create(
+                model="gpt-x", messages=USER, n=3, stream=True) as raw:
+            for _ in raw.iter_lines():
+                pass
+            trace_id = raw.headers["x-request-id"]
+    else:
+        raw = client.chat.completions.with_raw_response.create(model="gpt-x", messages=USER,
+                                                               n=3)
+        trace_id = raw.headers["x-request-id"]
+    gw.on_server(gw.services.writer.flush())
+    doc = httpx.get(f"{gw.url}/admin/traces/{trace_id}", timeout=30,
+                    headers={"authorization": f"Bearer {MASTER}"}).json()
+    assert doc["output"] == "write to [REDACTED:email]"
+    assert doc["route"]["choices"] == [
+        {"index": i, "finish_reason": "stop", "output": "write to [REDACTED:email]"}
+        for i in (1, 2)]
+    one = client.chat.completions.with_raw_response.create(model="gpt-x", messages=USER)
+    gw.on_server(gw.services.writer.flush())
+    doc = httpx.get(f"{gw.url}/admin/traces/{one.headers['x-request-id']}", timeout=30,
+                    headers={"authorization": f"Bearer {MASTER}"}).json()
+    assert "choices" not in (doc.get("route") or {})  # one choice: nothing beside the output
+
+
 @pytest.mark.parametrize("model", ["claude", "small"])
 def test_providers_with_one_choice_refuse_n(client: openai.OpenAI, model: str) -> None:
     with pytest.raises(openai.BadRequestError) as e:

@@ -171,3 +171,91 @@ def test_prompt_version_arms(upstream: FakeUpstreamClient, flaky: FakeUpstreamCl
             seen[arm] = (raw.headers["x-seawall-prompt-version"], sent)
         assert seen == {"tone=prod": ("greet@1", "Be brief."),
                         "tone=staged": ("greet@2", "Be warm and brief.")}
+
+
+# -- error rates per tenant: one tenant cannot steer a canary by failing requests --
+
+def _tenant_key(gw: Running, tenant: str) -> str:
+    import time
+    import uuid
+
+    from seawall.pipeline.stages import hash_key
+    from seawall.store.base import ApiKey
+
+    secret = "sk-sw-" + uuid.uuid4().hex
+    gw.on_server(gw.services.store.create_key(ApiKey(
+        id="key_" + uuid.uuid4().hex[:8], name=tenant, tenant=tenant,
+        key_hash=hash_key(secret), prefix=secret[:10], rpm=None, created_at=time.time())))
+    return secret
+
+
+def _ask_as(gw: Running, secret: str, user: str) -> tuple[int, dict[str, str]]:
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0, timeout=10)
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", user=user, messages=[{"role": "user", "content": "hello"}])
+        return raw.status_code, dict(raw.headers)
+    except openai.APIStatusError as e:
+        return e.status_code, dict(e.response.headers)
+
+
+def _tenants_config(upstream: FakeUpstreamClient, flaky: FakeUpstreamClient
+                    ) -> dict[str, Any]:
+    return _config(upstream, flaky, {"rollout": {
+        "model": "chat", "kind": "canary",  # sticky per user (the default)
+        # A shared gateway: no single tenant decides (docs/experiments.md).
+        "canary": {"steps": [50, 100], "min_requests": 40, "min_tenants": 2,
+                   "max_error_rate_increase": 0.05, "max_p95_ratio": 20},
+        "variants": [{"name": "stable"}, {"name": "next", "model": "candidate"}]}})
+
+
+def _until_judged(gw: Running, secrets: list[str]) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + 60  # the breaker lets a probe through within seconds
+    for i in range(2000):
+        if time.monotonic() > deadline:
+            break
+        _ask_as(gw, secrets[i % len(secrets)], f"u{i}")
+        if gw.services.experiments.status()[0]["history"]:
+            break
+    gw.on_server(gw.services.experiments.settle())
+    return gw.services.experiments.status()[0]  # type: ignore[no-any-return]
+
+
+def test_one_tenants_failing_requests_do_not_roll_back_a_healthy_canary(
+        upstream: FakeUpstreamClient, flaky: FakeUpstreamClient, tmp_path: Path) -> None:
+    """Mallory finds users that land on the candidate (the deployment header
+    shows it) and sends requests that make it fail: by the request-level
+    error rate of old that rolled the canary back; per tenant it is one of
+    three tenants, and the canary goes on. Its failures also open the
+    candidate's circuit breaker, so the others' requests are refused for a
+    while: refused before reaching the candidate, they do not count as theirs,
+    and the step waits until two tenants' requests reach it again."""
+    upstream.script(default={})
+    flaky.script(default={})
+    with run_gateway(_tenants_config(upstream, flaky), tmp_path) as gw:
+        app, ops, mallory = (_tenant_key(gw, t) for t in ("app", "ops", "mallory"))
+        on_candidate = [u for u in (f"m{i}" for i in range(30))
+                        if _ask_as(gw, mallory, u)[1].get("x-seawall-deployment")
+                        == "flaky/fake-new"]
+        assert len(on_candidate) >= 5
+        for i in range(30):  # each one fails on the candidate (or meets its open breaker)
+            flaky.script(default={}, queue=[{"error_status": 500}])
+            assert _ask_as(gw, mallory, on_candidate[i % len(on_candidate)])[0] >= 500
+        flaky.script(default={}, queue=[])  # a leftover the breaker kept from its request
+        state = _until_judged(gw, [app, ops])
+        assert state["status"] == "promoted", state
+        judged = state["history"][0]
+        assert judged["candidate"]["errors"] >= 30
+        assert judged["candidate"]["error_rate"] > judged["baseline"]["error_rate"] + 0.05
+
+
+def test_a_candidate_failing_for_every_tenant_is_rolled_back(
+        upstream: FakeUpstreamClient, flaky: FakeUpstreamClient, tmp_path: Path) -> None:
+    upstream.script(default={})
+    flaky.script(default={"error_status": 500, "error_probability": 0.5})
+    with run_gateway(_tenants_config(upstream, flaky), tmp_path) as gw:
+        state = _until_judged(gw, [_tenant_key(gw, "app"), _tenant_key(gw, "ops")])
+        assert state["status"] == "rolled_back", state
+        assert state["reason"].startswith("error rate") and "of 2 tenants" in state["reason"]

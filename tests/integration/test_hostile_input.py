@@ -384,3 +384,41 @@ def test_an_embeddings_body_over_the_cap_is_a_502(
     err = r.json()["error"]
     assert err["code"] == "upstream_response_too_large"
     assert "server.max_upstream_body_bytes" in err["message"]
+
+
+def test_the_end_user_id_has_a_limit_on_every_api(gw: Running) -> None:
+    """``user`` (``metadata.user_id`` on /v1/messages) is at most 256
+    characters: a clear 400 in each API's own error shape, nothing sent on."""
+    import openai
+
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0)
+    msgs: Any = [{"role": "user", "content": "hi"}]
+    long, fits = "u" * 257, "u" * 256
+    calls: dict[str, Any] = {
+        "chat": lambda u: client.chat.completions.with_raw_response.create(
+            model="echo", messages=msgs, user=u),
+        "embeddings": lambda u: client.embeddings.with_raw_response.create(
+            model="embed", input="hi", user=u),
+        "responses": lambda u: client.responses.with_raw_response.create(
+            model="echo", input="hi", user=u, store=False),
+    }
+    for name, call in calls.items():
+        with pytest.raises(openai.BadRequestError) as e:
+            call(long)
+        err = e.value.body if isinstance(e.value.body, dict) else {}
+        assert err.get("param") == "user", (name, err)
+        assert "at most 256 characters" in e.value.message, name
+        served = call(fits)
+        assert record(gw, served.headers["x-request-id"])["user"] == fits, name
+    headers = {"x-api-key": MASTER, "anthropic-version": "2023-06-01"}
+    body = {"model": "echo", "max_tokens": 5, "messages": msgs}
+    r = httpx.post(gw.url + "/v1/messages", headers=headers, timeout=30,
+                   json={**body, "metadata": {"user_id": long}})
+    assert r.status_code == 400
+    err = r.json()
+    assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+    assert "metadata.user_id" in err["error"]["message"]
+    assert "at most 256 characters" in err["error"]["message"]
+    r = httpx.post(gw.url + "/v1/messages", headers=headers, timeout=30,
+                   json={**body, "metadata": {"user_id": fits}})
+    assert r.status_code == 200, r.text

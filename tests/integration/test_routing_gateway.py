@@ -50,7 +50,7 @@ def _ask(gw: Running, text: str) -> Any:
 def test_rules_route_easy_prompts_cheap_and_hard_ones_strong(
         upstream: FakeUpstreamClient, tmp_path: Path) -> None:
     upstream.script(default={})
-    with run_gateway(_config(upstream), tmp_path) as gw:
+    with run_gateway(_config(upstream, router="rules"), tmp_path) as gw:
         easy = _ask(gw, EASY)
         assert easy.headers["x-seawall-route"] == "auto"
         assert easy.headers["x-seawall-route-tier"] == "0:cheap"
@@ -108,7 +108,7 @@ def test_cost_target_mode_sends_the_target_share_to_the_strong_tier(
 
 
 def test_route_config_errors_are_clear(upstream: FakeUpstreamClient, tmp_path: Path) -> None:
-    from seawall.config import ConfigError, parse_settings
+    from seawall.config import parse_settings
 
     base = _config(upstream)
     for route, words in [({"tiers": ["cheap", "nope"]}, "tiers.1"),
@@ -163,8 +163,27 @@ def test_combined_router_falls_back_to_the_rules_on_unfamiliar_prompts(
         CombinedRouter(RouterModel.load(bare), RulesRouter())
 
 
-def test_combined_without_a_file_is_refused_at_load(upstream: FakeUpstreamClient) -> None:
-    """No router file ships with Seawall (the labelled data at hand is
-    research-licensed): combined, like learned, needs one of the user's own."""
-    with pytest.raises(ConfigError, match="router combined needs model_path"):
-        parse_settings(_config(upstream, router="combined"), env={})
+def test_the_shipped_router_is_the_default_and_routes_through_the_gateway(
+        upstream: FakeUpstreamClient, tmp_path: Path) -> None:
+    """No router setting, no file: the route uses the router shipped in the
+    package (combined: learned on exam-style questions, rules elsewhere)."""
+    from seawall.routing.complexity.shipped import load_shipped
+
+    upstream.script(default={})
+    exam = ("Which city is the capital of Australia?\nA. Sydney\nB. Canberra\n"
+            "C. Melbourne\nD. Perth\nAnswer:")
+    version = load_shipped().version
+    with run_gateway(_config(upstream), tmp_path) as gw:
+        easy = _ask(gw, EASY)
+        assert easy.headers["x-seawall-route-tier"] == "0:cheap"
+        assert upstream.calls()["requests"][-1]["model"] == "fake-cheap"
+        hard = _ask(gw, HARD)
+        assert hard.headers["x-seawall-route-tier"] == "1:strong"
+        assert upstream.calls()["requests"][-1]["model"] == "fake-strong"
+        assert hard.headers["x-seawall-route-reason"].startswith("rules (unfamiliar")
+        question = _ask(gw, exam)
+        assert question.headers["x-seawall-route-reason"].startswith("learned P(cheap ok)")
+        record = next(t for t in gw.traces(5)
+                      if t["trace_id"] == hard.headers["x-request-id"])
+        route = json.loads(record["route"])
+        assert route["router"] == f"combined:{version[:12]}" and route["model"] == "strong"

@@ -184,6 +184,51 @@ def test_one_tenants_slow_requests_do_not_roll_back_the_canary() -> None:
     assert measured["candidate"]["tenants"] == 2
 
 
+def test_one_tenants_errors_do_not_roll_back_the_canary() -> None:
+    """Error rates are per tenant too: one tenant whose requests make the
+    candidate fail is one voice, not the verdict."""
+    c, _ = _canary(steps=[50, 100], min_requests=40, max_error_rate_increase=0.02)
+    for i in range(40):
+        c.observe(0, False, 14.0, "app" if i % 2 else "ops", 10)
+    for i in range(10):
+        c.observe(1, False, 14.0, "app" if i % 2 else "ops", 10)
+    for _ in range(30):
+        c.observe(1, True, 14.0, "mallory", 0)
+    assert c.state.status == "promoted", c.state.reason
+    judged = c.state.history[-1]
+    # By the request-level figure of old (75% against 0%) it would have been rolled back.
+    assert judged["candidate"]["error_rate"] == 0.75 and judged["baseline"]["error_rate"] == 0
+
+
+def test_requests_refused_before_the_candidate_are_nobodys_errors() -> None:
+    """One tenant's failures open the candidate's circuit breaker; the others'
+    requests refused by it say nothing about the candidate: not their errors,
+    and a step with too few tenants reaching the candidate waits."""
+    c, _ = _canary(steps=[50, 100], min_requests=40, min_tenants=2)
+    for i in range(40):
+        c.observe(0, False, 14.0, "app" if i % 2 else "ops", 10)
+    for _ in range(10):
+        c.observe(1, True, 14.0, "mallory", 0)
+    for i in range(30):  # refused by the open breaker: never reached an upstream
+        c.observe(1, True, 1.0, "app" if i % 2 else "ops", 0, attempted=False)
+    assert c.state.status == "running" and not c.state.history  # one tenant reached it
+    c.observe(1, False, 14.0, "app", 10)  # a second tenant: mallory's breach is no majority
+    assert c.state.status == "promoted", c.state.reason
+    assert c.state.history[-1]["candidate"]["errors"] == 40  # all counted in the figures
+
+
+def test_errors_across_tenants_roll_back_the_canary() -> None:
+    c, _ = _canary(steps=[50, 100], min_requests=40, max_error_rate_increase=0.02)
+    for i in range(40):
+        c.observe(0, i == 0, 14.0, "app" if i % 2 else "ops", 10)  # ops 5%, app 0%
+    for i in range(40):  # 20% of each tenant's requests fail
+        c.observe(1, i % 10 < 2, 14.0, "app" if i % 2 else "ops", 10)
+    assert c.state.status == "rolled_back"
+    reason = c.state.reason or ""
+    assert reason.startswith("error rate 20.0% against the baseline's 2.5%"), reason
+    assert "in 2 of 2 tenants" in reason
+
+
 def _quality(c: Canary, arm: int, scores: list[float], tenant: str = "t") -> None:
     from seawall.experiments.canary import Quality
 
@@ -239,10 +284,12 @@ def test_shared_counts_keep_tenants_and_quality_through_redis_fields() -> None:
     p95 = back.tenant_p95()
     assert 0.25 <= p95["a|b"] <= 0.25 * 1.1 and 0.5 <= p95["other"] <= 0.5 * 1.1
     assert back.quality()["a|b"] == Quality(judged=3, score_sum=2.25, rated=4, negative=1)
+    assert back.tenant_errors() == {"a|b": (100, 0), "other": (100, 10)}
     merged = Counts()
     merged.merge(c)
     merged.merge(c)
     assert merged.requests == 400 and merged.quality()["a|b"].judged == 6
+    assert merged.tenant_errors()["other"] == (200, 20)
 
 
 def test_a_salt_changes_every_arm_and_is_needed_to_compute_one() -> None:

@@ -112,6 +112,11 @@ def train_command(data: tuple[Path, ...], out: Path, kind: str, margin: float,
         click.echo(f"out-of-distribution reference: {model.ood.centroids.shape[0]} centroids, "
                    f"similarity cut-off {model.ood.cutoff:.3f} "
                    f"({model.ood.quantile:.0%} of held-out prompts below it)")
+    if model.kind_ref is not None:
+        click.echo(f"task-kind ranges: {len(model.kind_ref.low)} features, at most "
+                   f"{model.kind_ref.allowance} outside for a familiar prompt")
+    if "calibrated_on" in summary:
+        click.echo(f"score calibrated (Platt) on {summary['calibrated_on']} held-out examples")
     click.echo(f"wrote {out} (version {version[:12]})")
 
 
@@ -160,11 +165,14 @@ def _examples_from_traces(config: str | None, route_name: str | None, cheap: str
 
 
 @router.command("inspect")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-def inspect_command(path: Path) -> None:
-    """Show a router file's metadata and training summary (not its weights)."""
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+def inspect_command(path: Path | None) -> None:
+    """Show a router file's metadata and training summary (not its weights);
+    without PATH, the router shipped with Seawall (`router: combined`'s default)."""
+    from seawall.routing.complexity.shipped import SHIPPED_ROUTER
+
     try:
-        model = RouterModel.load(path)
+        model = RouterModel.load(path or SHIPPED_ROUTER)
     except RouterModelError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(model.describe(), indent=2))

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seawall.routing.complexity.features import FEATURE_NAMES
+from seawall.routing.complexity.kind import KindReference
 from seawall.routing.complexity.ood import OodReference
 
 __all__ = [
@@ -51,10 +52,6 @@ FORMAT_VERSION = 1
 KINDS = ("logistic", "mlp", "knn")
 # seawall.ml.embedder.Embedder() with its packaged model: all-MiniLM-L6-v2, int8 ONNX.
 DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2-int8"
-
-# The router `router: combined` uses without a model_path: trained by
-# bench/router_eval.py on routellm_eval's MMLU dev rows only (questions MIT,
-# RouteLLM's correctness labels Apache-2.0), so it may ship; docs/routing.md.
 
 Array = npt.NDArray[np.float32]
 
@@ -115,6 +112,7 @@ class RouterModel:
     hyper: Mapping[str, float] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
     ood: OodReference | None = None
+    kind_ref: KindReference | None = None  # task-kind reference (:mod:`.kind`)
     created_at: str = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
@@ -145,6 +143,9 @@ class RouterModel:
         else:
             n = p["keys"].shape[0] if p["keys"].ndim == 2 else -1
             expected = {"keys": (n, self.dim), "labels": (n,)}
+        if self.kind_ref is not None and self.kind_ref.low.shape != (n_feat,):
+            raise RouterModelError(f"task-kind ranges cover {self.kind_ref.low.shape[0]} "
+                                   f"features, the router {n_feat}")
         if self.ood is not None and self.ood.dim != self.dim:
             raise RouterModelError(f"ood centroids have dimension {self.ood.dim}, "
                                    f"the router {self.dim}")
@@ -181,6 +182,8 @@ class RouterModel:
         else:
             hidden = np.maximum(x @ p["w1"] + p["b1"], 0.0)
             logits = hidden @ p["w2"] + p["b2"][0]
+        if "calib_a" in self.hyper:  # Platt scaling fitted on held-out rows (train.calibrate)
+            logits = self.hyper["calib_a"] * logits + self.hyper.get("calib_b", 0.0)
         out: Array = (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
         return out
 
@@ -224,6 +227,8 @@ class RouterModel:
         }
         if self.ood is not None:  # absent key: files without one keep their version
             body["ood"] = {**self.ood.to_doc(), "centroids": _encode(self.ood.centroids)}
+        if self.kind_ref is not None:  # likewise
+            body["task_kind"] = self.kind_ref.to_doc()
         return body
 
     @property
@@ -275,6 +280,8 @@ class RouterModel:
             ood_doc = doc.get("ood")
             ood = (None if ood_doc is None else OodReference.from_doc(
                 ood_doc, _decode("ood.centroids", ood_doc["centroids"])))
+            kind_doc = doc.get("task_kind")
+            kind_ref = None if kind_doc is None else KindReference.from_doc(kind_doc)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, RouterModelError):
                 raise
@@ -294,7 +301,7 @@ class RouterModel:
                 f"({len(names)} vs {len(FEATURE_NAMES)}); retrain it")
         model = cls(kind=kind, dim=dim, params=params, feature_mean=mean, feature_scale=scale,
                      feature_names=names, embedder=embedder, hyper=hyper, training=training,
-                     ood=ood, created_at=created_at)
+                     ood=ood, kind_ref=kind_ref, created_at=created_at)
         claimed = doc.get("version")
         if claimed is not None and claimed != model.version:
             raise RouterModelError(
@@ -325,7 +332,8 @@ class RouterModel:
                 "created_at": self.created_at, "embedder": self.embedder, "dim": self.dim,
                 "features": list(self.feature_names), "hyper": dict(self.hyper),
                 "params": sizes, "training": _plain(self.training),
-                "ood": None if self.ood is None else self.ood.summary()}
+                "ood": None if self.ood is None else self.ood.summary(),
+                "task_kind": None if self.kind_ref is None else self.kind_ref.summary()}
 
 
 def _plain(value: Any) -> Any:

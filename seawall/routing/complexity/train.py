@@ -37,6 +37,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from seawall.routing.complexity.features import FEATURE_NAMES, routing_text, text_features
+from seawall.routing.complexity.kind import fit_kind
 from seawall.routing.complexity.model import DEFAULT_EMBEDDER_ID, RouterModel
 from seawall.routing.complexity.ood import fit_reference
 
@@ -44,6 +45,7 @@ __all__ = [
     "Example",
     "ExampleError",
     "TrainSettings",
+    "calibrate",
     "evaluate_scores",
     "source_weights",
     "examples_from_records",
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 F64 = npt.NDArray[np.float64]
+# held-out rows below which the scores are left uncalibrated (Platt on fewer is noise)
+MIN_CALIBRATION_ROWS = 100
 Embed = Callable[[list[str]], npt.NDArray[np.float32]]
 
 
@@ -101,6 +105,9 @@ class TrainSettings(BaseModel):
         "Centroids of the training embeddings kept for out-of-distribution checks (0: none)."))
     ood_quantile: float = Field(0.05, ge=0.0, lt=1.0, description=(
         "Share of held-out training prompts that fall below the OOD cut-off."))
+    task_kind: bool = Field(True, description=(
+        "Store the training prompts' feature ranges, so `router: combined` also falls back "
+        "to the rules on other kinds of task (seawall/routing/complexity/kind.py)."))
     seed: int = 0
 
 
@@ -372,6 +379,39 @@ def fit_router(vectors: npt.ArrayLike, features: npt.ArrayLike, labels: npt.Arra
                        embedder=embedder, hyper=hyper, training=dict(training or {}))
 
 
+def calibrate(model: RouterModel, scores: npt.ArrayLike, labels: npt.ArrayLike) -> RouterModel:
+    """Platt scaling: ``model`` with its logit mapped by a, b fitted so that
+    sigmoid(a * logit + b) matches ``labels`` on held-out ``scores`` (the
+    model's scores of rows it was not fitted on). Why: balanced source weights
+    centre a model's scores on 0.5, while the rules' score and the cut points
+    mean P(cheap is good enough); after this the learned score means it too, at
+    the training data's own base rate. Logistic and MLP routers only."""
+    if model.kind not in ("logistic", "mlp"):
+        return model
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+    z = np.log(p / (1 - p))
+    y = np.asarray(labels, dtype=np.float64)
+    x = np.column_stack([z, np.ones_like(z)])
+    coef = np.array([1.0, 0.0])
+    for _ in range(50):  # Newton's method on two parameters
+        q = _sigmoid(x @ coef)
+        grad = x.T @ (q - y)
+        hess = (x * (q * (1 - q))[:, None]).T @ x + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        coef -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    if "calib_a" in model.hyper:  # compose with an earlier calibration
+        a0, b0 = model.hyper["calib_a"], model.hyper.get("calib_b", 0.0)
+        coef = np.array([coef[0] * a0, coef[0] * b0 + coef[1]])
+    hyper = {**model.hyper, "calib_a": float(coef[0]), "calib_b": float(coef[1])}
+    return RouterModel(kind=model.kind, dim=model.dim, params=model.params,
+                       feature_mean=model.feature_mean, feature_scale=model.feature_scale,
+                       feature_names=model.feature_names, embedder=model.embedder,
+                       hyper=hyper, training=model.training, ood=model.ood,
+                       kind_ref=model.kind_ref, created_at=model.created_at)
+
+
 # -------------------------------------------------------------- pipeline
 
 
@@ -430,6 +470,10 @@ def train_router(examples: Sequence[Example], settings: TrainSettings | None = N
         ood = fit_reference(vectors[fit] if fit.any() else vectors, calibration,
                             centroids=settings.ood_centroids, quantile=settings.ood_quantile,
                             seed=settings.seed)
+    kind_ref = None
+    if settings.task_kind:
+        kind_ref = fit_kind(features[fit] if fit.any() else features,
+                            features[dev] if dev.sum() >= 20 else features)
     summary = {
         "data": data_name,
         "sources": {name: sources.count(name) for name in sorted(set(sources))},
@@ -441,15 +485,22 @@ def train_router(examples: Sequence[Example], settings: TrainSettings | None = N
         "refit_on_all": bool(settings.refit or not dev_metrics),
         "embed_seconds": round(embed_seconds, 2),
     }
+    dev_scores = model.score_batch(vectors[dev], features[dev]) if dev_metrics else None
     rows = slice(None) if summary["refit_on_all"] else fit
     model = fit_router(vectors[rows], features[rows], labels[rows], settings,
                        weights=weights[rows], embedder=embedder, training=summary)
+    if dev_scores is not None and len(dev_scores) >= MIN_CALIBRATION_ROWS:
+        model = calibrate(model, dev_scores, labels[dev])
+        summary["calibrated_on"] = len(dev_scores)
     summary["train_seconds"] = round(time.perf_counter() - started - embed_seconds, 2)
     if ood is not None:
         summary["ood"] = ood.summary()
+    if kind_ref is not None:
+        summary["task_kind"] = kind_ref.summary()
     return RouterModel(kind=model.kind, dim=model.dim, params=model.params,
                        feature_mean=model.feature_mean, feature_scale=model.feature_scale,
-                       embedder=embedder, hyper=model.hyper, training=summary, ood=ood)
+                       embedder=embedder, hyper=model.hyper, training=summary, ood=ood,
+                       kind_ref=kind_ref)
 
 
 def examples_from_records(records: Iterable[Mapping[str, Any]], *, margin: float = 0.0,
