@@ -24,6 +24,7 @@ from seawall.batches.store_api import (
     StoredFile,
     new_id,
 )
+from seawall.store.sqlite import open_connection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -71,7 +72,7 @@ class SqliteBatchStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, timeout=30)
+        self._db = await open_connection(self.path, timeout=30)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(SCHEMA)

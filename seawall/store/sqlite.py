@@ -4,6 +4,8 @@ thread of its own so the event loop never waits on disk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -119,12 +121,52 @@ _INSERT_TRACE = (
 )
 
 
+class _EndsFailedTransactions(sqlite3.Connection):
+    """A connection whose failed statement ends the transaction it was in.
+
+    Why: sqlite3 opens a transaction implicitly before a write and keeps it
+    open when the write fails (say ``database is locked`` after the busy
+    timeout, under load). The next read on the shared connection then pins a
+    WAL snapshot inside that transaction, and once anyone else writes, every
+    later write of this connection fails at once with ``database is locked``
+    (a stale snapshot cannot be upgraded): one busy timeout would stop the
+    trace writer, key changes and canary state for the life of the process.
+    Rolling back on the failure makes a store recover with the next call. Only
+    operational errors (locked, busy, I/O): an integrity error is the caller's
+    to handle inside its transaction."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError:
+            self._end_failed()
+            raise
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.OperationalError:
+            self._end_failed()
+            raise
+
+    def _end_failed(self) -> None:
+        if self.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.rollback()
+
+
+async def open_connection(path: Path, **kwargs: Any) -> aiosqlite.Connection:
+    """aiosqlite over :class:`_EndsFailedTransactions`: every embedded store's
+    connection, so none can be left stuck in a failed transaction."""
+    return await aiosqlite.connect(path, factory=_EndsFailedTransactions, **kwargs)
+
+
 async def connect(path: Path, cache_mib: int = 0) -> aiosqlite.Connection:
     """A connection in WAL mode: readers (CLI, dashboard) never block the
     writer; NORMAL sync is durable against process crashes, which is the
     failure that matters here."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path)
+    db = await open_connection(path)
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=NORMAL")
     await db.execute("PRAGMA busy_timeout=5000")
