@@ -379,7 +379,8 @@ class CacheVerifySettings(_Strict):
                                               "off: serve what the guard passed")
     _yaml_off = field_validator("mode", mode="before")(lambda v: _verify_mode(v))
     checks: list[str] | None = Field(None, description="verifier checks to run (None: all "
-                                     "of swap, wh-role, polarity; []: none)")
+                                     "of swap, wh-role, polarity, direction, "
+                                     "number-order; []: none)")
 
 
 class SemanticCacheSettings(_Strict):

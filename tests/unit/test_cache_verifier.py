@@ -49,6 +49,15 @@ REFUSED = [
      "Bob is the mother of Alice, who later became mayor of Lima."),
     ("wh-role", "Who is the father of Alice?", "Whose father is Alice?"),
     ("wh-role", "Who did Alice beat in the final?", "Who beat Alice in the final?"),
+    # a direction reversed around a word the swap check skips ("US" is a stop word)
+    ("direction", "What are good calling cards from US to India?",
+     "What are good calling cards from India to US?"),
+    ("direction", "How do I translate this to English?", "How do I translate English to this?"),
+    ("direction", "How do you convert 16 into a fraction?",
+     "How do you convert a fraction into 16?"),
+    # the same numbers bound to other words
+    ("number-order", "I am 18 and have been in a relationship for 8 months. What should I do?",
+     "I am 8 and have been in a relationship for 18 months. What should I do?"),
     # one more negation among the same words
     ("polarity", "How can I verify a Gmail account without a phone?",
      "How can't I verify a Gmail account without a phone?"),
@@ -81,6 +90,18 @@ SERVED = [
     ("How do I learn Python quickly?", "How can I learn Python fast?"),
     ("What is the best way to learn French?", "What is the best way to learn French?"),
     ("Who is the best football player?", "Who is the best football player ever?"),
+    # "to" as an infinitive, not a direction
+    ("What is the best way to learn chess?", "How does one learn to play chess?"),
+    ("Is it hard to learn Java after Python?", "Is Java hard to learn after Python?"),
+    # a direction said the other way round, same ends
+    ("How do I get to Oslo from Paris by train?", "How do I get from Paris to Oslo by train?"),
+    ("How do I upgrade to Windows 8.1 from Windows 8?",
+     "How do I update Windows from version 8 to 8.1?"),
+    # coordinated numbers trade places freely
+    ("How will the ban of 500 and 1000 rupee notes affect the economy?",
+     "How will the ban of 1000 and 500 rupee notes affect the economy?"),
+    ("Should I get the 2015 MacBook Pro or the 2016 MacBook Pro?",
+     "Should I buy the 2016 or 2015 MacBook Pro?"),
 ]
 
 
