@@ -92,6 +92,9 @@ RECOMMENDED = 0.92  # chosen on dev (see the report); tables mark it
 GPTCACHE_THRESHOLDS = [0.80, 0.90, 0.95, 0.96, 0.97, 0.98, 0.99]
 MOCK_THRESHOLDS = [0.80, 0.85, 0.90, 0.92, 0.95]
 TOP_K = 5
+# The verifier's checks before issue 19 (side by side with today's default).
+PREVIOUS_CHECKS = ("swap", "wh-role", "polarity")
+PREVIOUS = "cosine + guard + verifier before (swap, wh-role, polarity)"
 
 Vectors = npt.NDArray[np.float32]
 
@@ -499,6 +502,7 @@ def mock_eval(embed: EmbeddingCache, guard: FalseHitGuard,
     rows: list[dict[str, object]] = []
     checkers: tuple[tuple[str, Checker | None], ...] = (
         ("cosine", None), ("cosine + guard", guard),
+        (PREVIOUS, GuardAndVerifier(guard, CandidateVerifier(PREVIOUS_CHECKS))),
         ("cosine + guard + verifier", GuardAndVerifier(guard)))
     for name, g in checkers:
         side = SeawallSide(embed, g)
@@ -602,6 +606,7 @@ def nearmiss_section(embed: EmbeddingCache) -> str:
     guard = FalseHitGuard()
     checkers: dict[str, Checker | None] = {
         "cosine (= GPTCache at similarity 2t-1)": None, "cosine + guard": guard,
+        PREVIOUS: GuardAndVerifier(guard, CandidateVerifier(PREVIOUS_CHECKS)),
         "cosine + guard + verifier": GuardAndVerifier(guard)}
     verdicts = {name: [c is None or c.check(p.second, p.first) is None for p in pairs]
                 for name, c in checkers.items()}
@@ -964,8 +969,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     embed.ensure([t for p in pairs for t in (p.q1, p.q2)] +
                  [t for pair in load_mock() for t in pair])
     guard = FalseHitGuard()
-    guards: dict[str, Checker | None] = {"cosine": None, "cosine + guard": guard,
-                                         "cosine + guard + verifier": GuardAndVerifier(guard)}
+    guards: dict[str, Checker | None] = {
+        "cosine": None, "cosine + guard": guard,
+        PREVIOUS: GuardAndVerifier(guard, CandidateVerifier(PREVIOUS_CHECKS)),
+        "cosine + guard + verifier": GuardAndVerifier(guard)}
     sections = [environment(args, len(pairs))]
 
     sim = simulate(pairs, SeawallSide(embed, None), THRESHOLDS, guards)

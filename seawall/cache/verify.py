@@ -353,8 +353,8 @@ class CandidateVerifier:
     """Refuses a candidate whose shared words play other roles than in the query.
 
     ``check(query, candidate)`` returns None to serve, else the name of the refusing
-    check (``swap``, ``wh-role``, ``polarity``, ``direction``, ``number-order``), as :class:`~seawall.cache.guard.FalseHitGuard`
-    does.
+    check (``swap``, ``wh-role``, ``polarity``, ``direction``, ``number-order``), as
+    :class:`~seawall.cache.guard.FalseHitGuard` does.
     """
 
     CHECKS: tuple[str, ...] = tuple(_CHECKS)

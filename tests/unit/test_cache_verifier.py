@@ -162,6 +162,15 @@ def test_settings_per_model_and_unknown_checks() -> None:
     assert a.verify == CandidateVerifier.CHECKS and b.verify == ()
     with pytest.raises(ConfigError, match=r"cache.semantic.verify.checks.*'grammar'"):
         parse_settings({"cache": {"semantic": {"verify": {"checks": ["grammar"]}}}}, env={})
+    # The verifier model must be a declared chat model; verify: off drops it too.
+    with pytest.raises(ConfigError, match=r"cache.semantic.verify.model: 'judge'"):
+        parse_settings({"cache": {"semantic": {"verify": {"model": "judge"}}}}, env={})
+    s = parse_settings(yaml.safe_load("""
+        cache: {semantic: {verify: {model: a}}}
+        providers: {f: {type: openai, base_url: "http://127.0.0.1:1"}}
+        models: {a: {provider: f}, b: {provider: f, cache: {verify: off}}}"""), env={})
+    assert ModelCachePolicy.resolve(s.cache, s.models["a"].cache).verify_model == "a"
+    assert ModelCachePolicy.resolve(s.cache, s.models["b"].cache).verify_model is None
 
 
 def test_heavy_reordering_is_refused_in_bounded_work(verifier: CandidateVerifier) -> None:
