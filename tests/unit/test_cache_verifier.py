@@ -178,3 +178,37 @@ def test_heavy_reordering_is_refused_in_bounded_work(verifier: CandidateVerifier
     after a bounded number of comparisons rather than all ~80,000 pairs."""
     words = " ".join(f"w{i}" for i in range(400))
     assert verifier.check(words, " ".join(reversed(words.split()))) == "swap"
+
+
+def test_verifier_model_answers_are_read_precision_first() -> None:
+    """Only a yes serves; no, anything else, an error or no answer in time refuses
+    (tests/integration/test_cache_verifier_model.py runs it through the gateway)."""
+    import asyncio
+    from dataclasses import dataclass
+    from typing import Any
+
+    from seawall.cache.model_verify import ModelVerifier
+
+    @dataclass
+    class Said:
+        text: str
+
+    def answering(reply: str | Exception, delay: float = 0.0) -> Any:
+        async def ask(model: str, messages: list[dict[str, Any]], *, timeout_s: float,
+                      max_tokens: int) -> Said:
+            await asyncio.sleep(delay)
+            if isinstance(reply, Exception):
+                raise reply
+            return Said(reply)
+        return ask
+
+    def verdict(reply: str | Exception, delay: float = 0.0) -> str | None:
+        v = ModelVerifier(answering(reply, delay), timeout_s=0.2)
+        return asyncio.run(v.check("judge", "Is it safe?", "Is it not safe?"))
+
+    assert verdict("Yes") is None and verdict(" **yes**, same") is None
+    assert verdict("No.") == "model" and verdict("no") == "model"
+    assert verdict("Question 1: Is it not safe?") == "model-unclear"
+    assert verdict("") == "model-unclear"
+    assert verdict(RuntimeError("upstream down")) == "model-error"
+    assert verdict("yes", delay=5.0) == "model-timeout"
