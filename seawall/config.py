@@ -380,7 +380,7 @@ class CacheVerifySettings(_Strict):
     _yaml_off = field_validator("mode", mode="before")(lambda v: _verify_mode(v))
     checks: list[str] | None = Field(None, description="verifier checks to run (None: all "
                                      "of swap, wh-role, polarity, direction, "
-                                     "number-order; []: none)")
+                                     "number-order, name-order; []: none)")
     model: str | None = Field(None, description="a chat model asked \"same question?\" about "
                               "the best candidate the rules passed (None: no model check); "
                               "a no, a timeout or an error refuses the hit")

@@ -26,6 +26,10 @@ sequences and looks at the *slots* the shared words sit in:
 - ``number-order``: the same numbers in another order ("I am 18 ... for 8 months" / "I am
   8 ... for 18 months"), unless they are coordinated ("500 and 1000 rupee notes") or a
   from/to range moved whole.
+- ``name-order``: two names exchanged everywhere, one said more than once, which the
+  swap check (words said once) cannot follow ("... on Reddit ... on Quora if they knew
+  Quora" / "... on Quora ... on Reddit if they knew Reddit"); coordinated names and
+  symmetric relations ("between India and Pakistan") pass.
 
 All are rules over the guard's canonical tokens (no learned weights; the few
 constants were set on hand-written cases and checked on the QQP dev split and the
@@ -85,6 +89,8 @@ class _Tokens:
     content: frozenset[str]
     negations: int                 # negators, less a yes/no question's "Isn't it ...?"
     affirmed: tuple[str, ...]      # seq without its negators
+    names: tuple[str, ...] = ()    # names (the guard's entities) in order, repeats kept
+    names_at: tuple[int, ...] = ()  # their positions in seq
 
 
 @lru_cache(maxsize=4096)
@@ -113,9 +119,11 @@ def _tokens(text: str) -> _Tokens:
             break
     # "Isn't it worth it?" asks what "Is it worth it?" asks: that negator does not count.
     rhetorical = len(seq) > 1 and seq[0] in _AUX and seq[1] == "not"
+    at = tuple(i for i, w in enumerate(seq) if w in f.entities and w not in _STOPWORDS)
     return _Tokens(seq=seq, once=once, kinds=kinds, wh=wh, content=f.content - _NEGATORS,
                    negations=f.negations - rhetorical,
-                   affirmed=tuple(w for w in seq if w not in _NEGATORS))
+                   affirmed=tuple(w for w in seq if w not in _NEGATORS),
+                   names=tuple(seq[i] for i in at), names_at=at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,31 +337,63 @@ def _number_order(a: _Tokens, b: _Tokens) -> bool:
     """The same numbers in another order, each now bound to other words ("a 33 year old
     man ... a 50 year old woman" / "a 50 year old man ... a 33 year old woman"), unless
     two coordinated sides traded places ("Rs 500 or Rs 1000" / "Rs 1000 or Rs 500")."""
-    na, nb = _numbers(a), _numbers(b)
-    if len(na) < 2 or na == nb or sorted(na) != sorted(nb):
+    # Each number's first place: a number said again ("in 2016 ... since 2016") moves
+    # nothing, and the guard already refused texts whose sets of numbers differ.
+    na, nb = tuple(dict.fromkeys(_numbers(a))), tuple(dict.fromkeys(_numbers(b)))
+    if len(na) < 2 or na == nb or set(na) != set(nb):
         return False
     return not (_listed(a.seq) or _listed(b.seq) or _only_conjuncts_swapped(a.seq, b.seq))
 
 
-def _listed(seq: tuple[str, ...]) -> bool:
+def _listed(seq: tuple[str, ...], at: tuple[int, ...] | None = None) -> bool:
     """Two numbers coordinated ("500 and 1000", "Rs 500 or Rs 1000", "2015 or 2016
     MacBook") or a range moved as a whole ("to 8.1 from 8" / "from 8 to 8.1")."""
     if "from" in seq and any(w in _DIRECTION for w in seq):
         return True
-    at = [i for i, w in enumerate(seq) if w[:1].isdigit()]
+    if at is None:
+        at = tuple(i for i, w in enumerate(seq) if w[:1].isdigit())
     return any(j - i <= 4 and any(w in _COORDINATORS for w in seq[i + 1:j])
                for i, j in zip(at, at[1:], strict=False))
 
 
+def _name_order(a: _Tokens, b: _Tokens) -> bool:
+    """Two names exchanged everywhere, one of them said more than once ("Would people who
+    use Reddit answer on Quora if they knew Quora?" / "... use Quora answer on Reddit if
+    they knew Reddit?"): the swap check only follows words said once. Names said once
+    each are left to it (a passive exchanges them too: "Did Oscar warn Farid?" / "Was
+    Farid warned by Oscar?")."""
+    na, nb = a.names, b.names
+    if len(na) != len(nb) or na == nb or len(set(na)) == len(na):
+        return False
+    diffs = {(x, y) for x, y in zip(na, nb, strict=True) if x != y}
+    if len(diffs) != 2:
+        return False
+    (x1, y1), (x2, y2) = diffs
+    if not (x1 == y2 and y1 == x2) or na.count(x1) == nb.count(x1):
+        return False  # not an exchange, or one that keeps the counts: a sentence moved
+    if any(w in _SYMMETRIC for w in a.seq) or any(w in _SYMMETRIC for w in b.seq):
+        return False  # "between India and Pakistan", "the differences between X and Y"
+    return not (_coordinates(a, x1, y1) or _coordinates(b, x1, y1))
+
+
+def _coordinates(t: _Tokens, x: str, y: str) -> bool:
+    """``x`` and ``y`` side by side with a coordinator between ("India and Pakistan")."""
+    at = [(i, w) for i, w in zip(t.names_at, t.names, strict=True) if w in (x, y)]
+    return any(w != v and j - i <= 4 and any(c in _COORDINATORS for c in t.seq[i + 1:j])
+               for (i, w), (j, v) in zip(at, at[1:], strict=False))
+
+
 _CHECKS = {"swap": _swap, "wh-role": _wh_role, "polarity": _polarity,
-           "direction": _direction, "number-order": _number_order}
+           "direction": _direction, "number-order": _number_order,
+           "name-order": _name_order}
 
 
 class CandidateVerifier:
     """Refuses a candidate whose shared words play other roles than in the query.
 
     ``check(query, candidate)`` returns None to serve, else the name of the refusing
-    check (``swap``, ``wh-role``, ``polarity``, ``direction``, ``number-order``), as
+    check (``swap``, ``wh-role``, ``polarity``, ``direction``, ``number-order``,
+    ``name-order``), as
     :class:`~seawall.cache.guard.FalseHitGuard` does.
     """
 

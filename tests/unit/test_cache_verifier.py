@@ -58,6 +58,11 @@ REFUSED = [
     # the same numbers bound to other words
     ("number-order", "I am 18 and have been in a relationship for 8 months. What should I do?",
      "I am 8 and have been in a relationship for 18 months. What should I do?"),
+    ("number-order", "A car travels 40 km at 80 km/h, then 40 km at 40 km/h. Its speed over 80 km?",
+     "A car travels 80 km at 40 km/h, then 80 km at 80 km/h. Its speed over 40 km?"),
+    # the same names in another order, one of them said twice
+    ("name-order", "Would scientists who do an AMA on Reddit answer on Quora if they knew Quora?",
+     "Would scientists who do an AMA on Quora answer on Reddit if they knew Reddit?"),
     # one more negation among the same words
     ("polarity", "How can I verify a Gmail account without a phone?",
      "How can't I verify a Gmail account without a phone?"),
@@ -102,6 +107,12 @@ SERVED = [
      "How will the ban of 1000 and 500 rupee notes affect the economy?"),
     ("Should I get the 2015 MacBook Pro or the 2016 MacBook Pro?",
      "Should I buy the 2016 or 2015 MacBook Pro?"),
+    # a number or a name said again moves nothing
+    ("What was the GDP of India in 2016 and what was it in 2015?",
+     "What was India's GDP in 2016 and in 2015?"),
+    ("Did Oscar warn Farid?", "Was Farid warned by Oscar?"),
+    ("Is Quora better than Reddit? Why do people use Quora?",
+     "Why do people use Quora, and is Quora better than Reddit?"),
 ]
 
 
