@@ -369,8 +369,11 @@ def _name_order(a: _Tokens, b: _Tokens) -> bool:
     if len(diffs) != 2:
         return False
     (x1, y1), (x2, y2) = diffs
-    if not (x1 == y2 and y1 == x2) or na.count(x1) == nb.count(x1):
-        return False  # not an exchange, or one that keeps the counts: a sentence moved
+    if not (x1 == y2 and y1 == x2):
+        return False
+    everywhere = all(x != y for x, y in zip(na, nb, strict=True) if x in (x1, y1))
+    if not everywhere and na.count(x1) == nb.count(x1):
+        return False  # some kept their place and the counts are kept: a sentence moved
     if any(w in _SYMMETRIC for w in a.seq) or any(w in _SYMMETRIC for w in b.seq):
         return False  # "between India and Pakistan", "the differences between X and Y"
     return not (_coordinates(a, x1, y1) or _coordinates(b, x1, y1))

@@ -63,6 +63,8 @@ REFUSED = [
     # the same names in another order, one of them said twice
     ("name-order", "Would scientists who do an AMA on Reddit answer on Quora if they knew Quora?",
      "Would scientists who do an AMA on Quora answer on Reddit if they knew Reddit?"),
+    ("name-order", "Alice sent Bob a letter. Did Bob reply to Alice?",
+     "Bob sent Alice a letter. Did Alice reply to Bob?"),
     # one more negation among the same words
     ("polarity", "How can I verify a Gmail account without a phone?",
      "How can't I verify a Gmail account without a phone?"),
