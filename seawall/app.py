@@ -37,6 +37,7 @@ from seawall.audit.config_changes import record_config_changes
 from seawall.audit.record import Auditor
 from seawall.batches.service import KIND as BATCH_KIND
 from seawall.batches.service import BatchService
+from seawall.cache.model_verify import Ask
 from seawall.cache.service import ResponseCache
 from seawall.cache.stage import CacheStage
 from seawall.config import Settings
@@ -135,8 +136,11 @@ class Services:
         self.admission = AdmissionStage(settings.admission, self.metrics)
         self.cache_store = self.stores.cache_store(
             on_evict=lambda reason, n: self.metrics.cache_evictions.labels(reason).inc(n))
+        ask_verifier: Ask | None = None  # cache.semantic.verify.model, through the router
+        if settings.cache.semantic.verify.model:
+            ask_verifier = JudgeCaller(self.registry, self.router).ask
         self.cache = ResponseCache(settings, self.cache_store, self.metrics,
-                                   self.count_tokens)
+                                   self.count_tokens, ask_verifier)
         self.metrics.before_render(lambda: self.metrics.cache_entries.set(len(self.cache_store)))
         self.router.stale_answer = self.cache.stale_answer
         # One MiniLM session per process: the embeddings API, cache, routing and

@@ -379,7 +379,13 @@ class CacheVerifySettings(_Strict):
                                               "off: serve what the guard passed")
     _yaml_off = field_validator("mode", mode="before")(lambda v: _verify_mode(v))
     checks: list[str] | None = Field(None, description="verifier checks to run (None: all "
-                                     "of swap, wh-role, polarity; []: none)")
+                                     "of swap, wh-role, polarity, direction, "
+                                     "number-order, name-order; []: none)")
+    model: str | None = Field(None, description="a chat model asked \"same question?\" about "
+                              "the best candidate the rules passed (None: no model check); "
+                              "a no, a timeout or an error refuses the hit")
+    timeout_s: float = Field(2.0, gt=0, le=30, description="how long a semantic lookup waits "
+                             "for the verifier model before refusing the candidate")
 
 
 class SemanticCacheSettings(_Strict):
@@ -1213,6 +1219,10 @@ class Settings(_Strict):
         problems += [f"cache.semantic.verify.checks: unknown check {c!r} (known: "
                      f"{', '.join(verifier)})"
                      for c in self.cache.semantic.verify.checks or () if c not in verifier]
+        judge = self.cache.semantic.verify.model
+        if judge is not None and (judge not in self.models or self.models[judge].kind != "chat"):
+            problems.append(f"cache.semantic.verify.model: {judge!r} is not a chat model "
+                            "declared under models")
         return problems
 
     @property

@@ -32,6 +32,7 @@ class ModelCachePolicy:
     threshold: float
     guard: tuple[str, ...] | None  # None: every check
     verify: tuple[str, ...]  # the verifier's checks (empty: off)
+    verify_model: str | None = None  # the verifier model (None: no model check)
 
     @classmethod
     def resolve(cls, base: CacheSettings, model: ModelCacheSettings) -> ModelCachePolicy:
@@ -47,6 +48,7 @@ class ModelCachePolicy:
             threshold=base.semantic.threshold if model.threshold is None else model.threshold,
             guard=None if guard is None else tuple(guard),
             verify=() if mode == "off" else checks,
+            verify_model=None if mode == "off" else verify.model,
         )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from seawall.cache.flight import Flight
 from seawall.cache.guard import FalseHitGuard
 from seawall.cache.keys import CacheKeys, cache_keys
+from seawall.cache.model_verify import Ask, ModelVerifier
 from seawall.cache.policy import Controls, ModelCachePolicy, bypass_reason, parse_cache_control
 from seawall.cache.replay import replay, replay_chunks
 from seawall.cache.store import CachedAnswer, CacheStore, NewEntry, Vector
@@ -65,7 +66,8 @@ class CacheState:
 
 class ResponseCache:
     def __init__(self, settings: Settings, store: CacheStore, metrics: Metrics,
-                 count_tokens: Callable[[list[Any], str], tuple[int, int]]) -> None:
+                 count_tokens: Callable[[list[Any], str], tuple[int, int]],
+                 ask: Ask | None = None) -> None:
         self.settings: CacheSettings = settings.cache
         self.store = store
         self.metrics = metrics
@@ -79,6 +81,9 @@ class ResponseCache:
             p.guard: FalseHitGuard(p.guard) for p in self.policies.values()}
         self.verifiers: dict[tuple[str, ...], CandidateVerifier] = {
             p.verify: CandidateVerifier(p.verify) for p in self.policies.values()}
+        # The verifier model (cache.semantic.verify.model), called through ``ask``.
+        self.model_verifier = (ModelVerifier(ask, settings.cache.semantic.verify.timeout_s)
+                               if ask is not None else None)
         self.embedder = Embedder()
         self._embed_slots = asyncio.Semaphore(2)
         self.flights: dict[bytes, Flight] = {}
@@ -175,14 +180,23 @@ class ResponseCache:
                     state.policy.threshold, now, max_age)
                 guard = self.guards[state.policy.guard]
                 verifier = self.verifiers[state.policy.verify]
+                judge = state.policy.verify_model if self.model_verifier is not None else None
+                last = False
                 for candidate in found:
                     if candidate.quarantined is not None:
                         state.quarantined = state.quarantined or candidate
                         continue
                     failed = guard.check(text, candidate.text or "")
-                    if failed is None and verifier.checks:
+                    if failed is None and (verifier.checks or judge):
                         started = time.perf_counter()
                         failed = verifier.check(text, candidate.text or "")
+                        if failed is None and judge is not None:
+                            assert self.model_verifier is not None
+                            failed = await self.model_verifier.check(
+                                judge, text, candidate.text or "")
+                            # One model call per lookup: if it refused, no weaker candidate
+                            # is asked about (nor served unasked).
+                            last = True
                         self.metrics.cache_verify_seconds.observe(time.perf_counter() - started)
                     if failed is None:
                         self.store.touch(candidate.id, now)
@@ -190,6 +204,8 @@ class ResponseCache:
                     state.guard_failed = state.guard_failed or failed
                     self.metrics.cache_guard_rejections.labels(
                         self.metrics.model_label(ctx.model), failed).inc()
+                    if last:
+                        break
             state.status = "miss" if state.quarantined is None else "quarantined"
         else:
             state.reason = "no-cache"

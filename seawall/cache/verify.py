@@ -19,8 +19,19 @@ sequences and looks at the *slots* the shared words sit in:
 - ``polarity``: the same words with one more negation ("How can I ... without a
   phone?" / "How can't I ... without a phone?"); a yes/no question's negative form
   ("Isn't it worth it?") asks the same thing and passes.
+- ``direction``: a word went from one end of a "to"/"into" to the other where a move,
+  change or translation is meant ("calling cards from US to India" / "from India to
+  US", "convert 16 into a fraction" / "convert a fraction into 16"), including words the
+  swap check skips ("US", "this"); "to" as an infinitive ("a way to learn") never counts.
+- ``number-order``: the same numbers in another order ("I am 18 ... for 8 months" / "I am
+  8 ... for 18 months"), unless they are coordinated ("500 and 1000 rupee notes") or a
+  from/to range moved whole.
+- ``name-order``: two names exchanged everywhere, one said more than once, which the
+  swap check (words said once) cannot follow ("... on Reddit ... on Quora if they knew
+  Quora" / "... on Quora ... on Reddit if they knew Reddit"); coordinated names and
+  symmetric relations ("between India and Pakistan") pass.
 
-Both are rules over the guard's canonical tokens (no learned weights; the few
+All are rules over the guard's canonical tokens (no learned weights; the few
 constants were set on hand-written cases and checked on the QQP dev split and the
 generated near-miss set, bench/nearmiss.py). A check costs a few microseconds: the
 tokens come from the guard's per-text cache.
@@ -32,7 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from seawall.cache.guard import _STOPWORDS, _canon, _facets
+from seawall.cache.guard import _STOPWORDS, _canon, _facets, _words
 
 __all__ = ["CandidateVerifier"]
 
@@ -78,6 +89,8 @@ class _Tokens:
     content: frozenset[str]
     negations: int                 # negators, less a yes/no question's "Isn't it ...?"
     affirmed: tuple[str, ...]      # seq without its negators
+    names: tuple[str, ...] = ()    # names (the guard's entities) in order, repeats kept
+    names_at: tuple[int, ...] = ()  # their positions in seq
 
 
 @lru_cache(maxsize=4096)
@@ -106,9 +119,11 @@ def _tokens(text: str) -> _Tokens:
             break
     # "Isn't it worth it?" asks what "Is it worth it?" asks: that negator does not count.
     rhetorical = len(seq) > 1 and seq[0] in _AUX and seq[1] == "not"
+    at = tuple(i for i, w in enumerate(seq) if w in f.entities and w not in _STOPWORDS)
     return _Tokens(seq=seq, once=once, kinds=kinds, wh=wh, content=f.content - _NEGATORS,
                    negations=f.negations - rhetorical,
-                   affirmed=tuple(w for w in seq if w not in _NEGATORS))
+                   affirmed=tuple(w for w in seq if w not in _NEGATORS),
+                   names=tuple(seq[i] for i in at), names_at=at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,15 +275,129 @@ def _polarity(a: _Tokens, b: _Tokens) -> bool:
     return a.negations != b.negations and a.affirmed == b.affirmed
 
 
-_CHECKS = {"swap": _swap, "wh-role": _wh_role, "polarity": _polarity}
+_DIRECTION = frozenset({"to", "into", "onto", "toward", "towards"})
+_DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "its"})
+
+
+# Words that make "X to Y" a direction (a change, a move, a translation) rather than an
+# infinitive ("the best way to learn").
+_MOTION = _canonical(_words("""
+from convert converting conversion translate translating translation transfer transferring
+move moving migrate migrating switch switching port porting upgrade upgrading downgrade
+send sending ship shipping export exporting import importing travel traveling travelling
+go going fly flying flight drive driving commute commuting relocate relocating change
+changing shift shifting call calling route redirect redirecting
+"""))
+
+
+def _ends(seq: tuple[str, ...]) -> tuple[set[str], set[str]]:
+    """The sources and targets of each "to"/"into": the nearest non-article word either side
+    ("convert a PDF to a Word file": pdf -> word), and the word after "from" ("from
+    Fremont to San Jose": fremont -> san)."""
+    sources: set[str] = set()
+    targets: set[str] = set()
+    for j, w in enumerate(seq):
+        if w not in _DIRECTION:
+            continue
+        left = next((seq[i] for i in range(j - 1, max(-1, j - 4), -1)
+                     if seq[i] not in _DETERMINERS), None)
+        right = next((seq[i] for i in range(j + 1, min(len(seq), j + 4))
+                      if seq[i] not in _DETERMINERS), None)
+        if left is None or right is None or left == right:
+            continue
+        sources.add(left)
+        targets.add(right)
+        start = next((i for i in range(j - 1, max(-1, j - 6), -1) if seq[i] == "from"), None)
+        if start is not None:
+            first = next((seq[i] for i in range(start + 1, j) if seq[i] not in _DETERMINERS),
+                         None)
+            if first is not None:
+                sources.add(first)
+    return sources, targets
+
+
+def _direction(a: _Tokens, b: _Tokens) -> bool:
+    """A word went from one end of a direction to the other, even a word the swap check
+    skips ("from US to India" / "from India to US", "convert 16 into a fraction" /
+    "convert a fraction into 16")."""
+    if any(w in _SYMMETRIC for w in a.seq) or any(w in _SYMMETRIC for w in b.seq):
+        return False
+    if not (_MOTION & set(a.seq)) or not (_MOTION & set(b.seq)):
+        return False  # "a way to learn chess" / "learn to play chess": no direction
+    (sa, ta), (sb, tb) = _ends(a.seq), _ends(b.seq)
+    moved = ((sa - ta) & (tb - sb)) | ((ta - sa) & (sb - tb))
+    return bool(moved)
+
+
+def _numbers(t: _Tokens) -> tuple[str, ...]:
+    return tuple(w for w in t.seq if w[:1].isdigit())
+
+
+def _number_order(a: _Tokens, b: _Tokens) -> bool:
+    """The same numbers in another order, each now bound to other words ("a 33 year old
+    man ... a 50 year old woman" / "a 50 year old man ... a 33 year old woman"), unless
+    two coordinated sides traded places ("Rs 500 or Rs 1000" / "Rs 1000 or Rs 500")."""
+    # Each number's first place: a number said again ("in 2016 ... since 2016") moves
+    # nothing, and the guard already refused texts whose sets of numbers differ.
+    na, nb = tuple(dict.fromkeys(_numbers(a))), tuple(dict.fromkeys(_numbers(b)))
+    if len(na) < 2 or na == nb or set(na) != set(nb):
+        return False
+    return not (_listed(a.seq) or _listed(b.seq) or _only_conjuncts_swapped(a.seq, b.seq))
+
+
+def _listed(seq: tuple[str, ...], at: tuple[int, ...] | None = None) -> bool:
+    """Two numbers coordinated ("500 and 1000", "Rs 500 or Rs 1000", "2015 or 2016
+    MacBook") or a range moved as a whole ("to 8.1 from 8" / "from 8 to 8.1")."""
+    if "from" in seq and any(w in _DIRECTION for w in seq):
+        return True
+    if at is None:
+        at = tuple(i for i, w in enumerate(seq) if w[:1].isdigit())
+    return any(j - i <= 4 and any(w in _COORDINATORS for w in seq[i + 1:j])
+               for i, j in zip(at, at[1:], strict=False))
+
+
+def _name_order(a: _Tokens, b: _Tokens) -> bool:
+    """Two names exchanged everywhere, one of them said more than once ("Would people who
+    use Reddit answer on Quora if they knew Quora?" / "... use Quora answer on Reddit if
+    they knew Reddit?"): the swap check only follows words said once. Names said once
+    each are left to it (a passive exchanges them too: "Did Oscar warn Farid?" / "Was
+    Farid warned by Oscar?")."""
+    na, nb = a.names, b.names
+    if len(na) != len(nb) or na == nb or len(set(na)) == len(na):
+        return False
+    diffs = {(x, y) for x, y in zip(na, nb, strict=True) if x != y}
+    if len(diffs) != 2:
+        return False
+    (x1, y1), (x2, y2) = diffs
+    if not (x1 == y2 and y1 == x2):
+        return False
+    everywhere = all(x != y for x, y in zip(na, nb, strict=True) if x in (x1, y1))
+    if not everywhere and na.count(x1) == nb.count(x1):
+        return False  # some kept their place and the counts are kept: a sentence moved
+    if any(w in _SYMMETRIC for w in a.seq) or any(w in _SYMMETRIC for w in b.seq):
+        return False  # "between India and Pakistan", "the differences between X and Y"
+    return not (_coordinates(a, x1, y1) or _coordinates(b, x1, y1))
+
+
+def _coordinates(t: _Tokens, x: str, y: str) -> bool:
+    """``x`` and ``y`` side by side with a coordinator between ("India and Pakistan")."""
+    at = [(i, w) for i, w in zip(t.names_at, t.names, strict=True) if w in (x, y)]
+    return any(w != v and j - i <= 4 and any(c in _COORDINATORS for c in t.seq[i + 1:j])
+               for (i, w), (j, v) in zip(at, at[1:], strict=False))
+
+
+_CHECKS = {"swap": _swap, "wh-role": _wh_role, "polarity": _polarity,
+           "direction": _direction, "number-order": _number_order,
+           "name-order": _name_order}
 
 
 class CandidateVerifier:
     """Refuses a candidate whose shared words play other roles than in the query.
 
     ``check(query, candidate)`` returns None to serve, else the name of the refusing
-    check (``swap``, ``wh-role`` or ``polarity``), as :class:`~seawall.cache.guard.FalseHitGuard`
-    does.
+    check (``swap``, ``wh-role``, ``polarity``, ``direction``, ``number-order``,
+    ``name-order``), as
+    :class:`~seawall.cache.guard.FalseHitGuard` does.
     """
 
     CHECKS: tuple[str, ...] = tuple(_CHECKS)

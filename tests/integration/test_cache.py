@@ -246,6 +246,10 @@ def test_guard_refuses_near_misses(gw: Running, upstream: FakeUpstreamClient, st
     ("Vera was born in Paris in 1901 and moved to Oslo at the age of 5.",
      "Vera was born in Oslo in 1901 and moved to Paris at the age of 5.", "swap"),
     ("Who is the father of Alice Smith?", "Whose father is Alice Smith?", "wh-role"),
+    ("What are good calling cards from US to India?",
+     "What are good calling cards from India to US?", "direction"),
+    ("Did Google buy YouTube? When did Google do it?",
+     "Did YouTube buy Google? When did YouTube do it?", "name-order"),
 ])
 def test_verifier_refuses_swapped_roles(gw: Running, upstream: FakeUpstreamClient, stored: str,
                                         asked: str, check: str) -> None:

@@ -49,6 +49,22 @@ REFUSED = [
      "Bob is the mother of Alice, who later became mayor of Lima."),
     ("wh-role", "Who is the father of Alice?", "Whose father is Alice?"),
     ("wh-role", "Who did Alice beat in the final?", "Who beat Alice in the final?"),
+    # a direction reversed around a word the swap check skips ("US" is a stop word)
+    ("direction", "What are good calling cards from US to India?",
+     "What are good calling cards from India to US?"),
+    ("direction", "How do I translate this to English?", "How do I translate English to this?"),
+    ("direction", "How do you convert 16 into a fraction?",
+     "How do you convert a fraction into 16?"),
+    # the same numbers bound to other words
+    ("number-order", "I am 18 and have been in a relationship for 8 months. What should I do?",
+     "I am 8 and have been in a relationship for 18 months. What should I do?"),
+    ("number-order", "A car travels 40 km at 80 km/h, then 40 km at 40 km/h. Its speed over 80 km?",
+     "A car travels 80 km at 40 km/h, then 80 km at 80 km/h. Its speed over 40 km?"),
+    # the same names in another order, one of them said twice
+    ("name-order", "Would scientists who do an AMA on Reddit answer on Quora if they knew Quora?",
+     "Would scientists who do an AMA on Quora answer on Reddit if they knew Reddit?"),
+    ("name-order", "Alice sent Bob a letter. Did Bob reply to Alice?",
+     "Bob sent Alice a letter. Did Alice reply to Bob?"),
     # one more negation among the same words
     ("polarity", "How can I verify a Gmail account without a phone?",
      "How can't I verify a Gmail account without a phone?"),
@@ -81,6 +97,24 @@ SERVED = [
     ("How do I learn Python quickly?", "How can I learn Python fast?"),
     ("What is the best way to learn French?", "What is the best way to learn French?"),
     ("Who is the best football player?", "Who is the best football player ever?"),
+    # "to" as an infinitive, not a direction
+    ("What is the best way to learn chess?", "How does one learn to play chess?"),
+    ("Is it hard to learn Java after Python?", "Is Java hard to learn after Python?"),
+    # a direction said the other way round, same ends
+    ("How do I get to Oslo from Paris by train?", "How do I get from Paris to Oslo by train?"),
+    ("How do I upgrade to Windows 8.1 from Windows 8?",
+     "How do I update Windows from version 8 to 8.1?"),
+    # coordinated numbers trade places freely
+    ("How will the ban of 500 and 1000 rupee notes affect the economy?",
+     "How will the ban of 1000 and 500 rupee notes affect the economy?"),
+    ("Should I get the 2015 MacBook Pro or the 2016 MacBook Pro?",
+     "Should I buy the 2016 or 2015 MacBook Pro?"),
+    # a number or a name said again moves nothing
+    ("What was the GDP of India in 2016 and what was it in 2015?",
+     "What was India's GDP in 2016 and in 2015?"),
+    ("Did Oscar warn Farid?", "Was Farid warned by Oscar?"),
+    ("Is Quora better than Reddit? Why do people use Quora?",
+     "Why do people use Quora, and is Quora better than Reddit?"),
 ]
 
 
@@ -141,6 +175,15 @@ def test_settings_per_model_and_unknown_checks() -> None:
     assert a.verify == CandidateVerifier.CHECKS and b.verify == ()
     with pytest.raises(ConfigError, match=r"cache.semantic.verify.checks.*'grammar'"):
         parse_settings({"cache": {"semantic": {"verify": {"checks": ["grammar"]}}}}, env={})
+    # The verifier model must be a declared chat model; verify: off drops it too.
+    with pytest.raises(ConfigError, match=r"cache.semantic.verify.model: 'judge'"):
+        parse_settings({"cache": {"semantic": {"verify": {"model": "judge"}}}}, env={})
+    s = parse_settings(yaml.safe_load("""
+        cache: {semantic: {verify: {model: a}}}
+        providers: {f: {type: openai, base_url: "http://127.0.0.1:1"}}
+        models: {a: {provider: f}, b: {provider: f, cache: {verify: off}}}"""), env={})
+    assert ModelCachePolicy.resolve(s.cache, s.models["a"].cache).verify_model == "a"
+    assert ModelCachePolicy.resolve(s.cache, s.models["b"].cache).verify_model is None
 
 
 def test_heavy_reordering_is_refused_in_bounded_work(verifier: CandidateVerifier) -> None:
@@ -148,3 +191,37 @@ def test_heavy_reordering_is_refused_in_bounded_work(verifier: CandidateVerifier
     after a bounded number of comparisons rather than all ~80,000 pairs."""
     words = " ".join(f"w{i}" for i in range(400))
     assert verifier.check(words, " ".join(reversed(words.split()))) == "swap"
+
+
+def test_verifier_model_answers_are_read_precision_first() -> None:
+    """Only a yes serves; no, anything else, an error or no answer in time refuses
+    (tests/integration/test_cache_verifier_model.py runs it through the gateway)."""
+    import asyncio
+    from dataclasses import dataclass
+    from typing import Any
+
+    from seawall.cache.model_verify import ModelVerifier
+
+    @dataclass
+    class Said:
+        text: str
+
+    def answering(reply: str | Exception, delay: float = 0.0) -> Any:
+        async def ask(model: str, messages: list[dict[str, Any]], *, timeout_s: float,
+                      max_tokens: int) -> Said:
+            await asyncio.sleep(delay)
+            if isinstance(reply, Exception):
+                raise reply
+            return Said(reply)
+        return ask
+
+    def verdict(reply: str | Exception, delay: float = 0.0) -> str | None:
+        v = ModelVerifier(answering(reply, delay), timeout_s=0.2)
+        return asyncio.run(v.check("judge", "Is it safe?", "Is it not safe?"))
+
+    assert verdict("Yes") is None and verdict(" **yes**, same") is None
+    assert verdict("No.") == "model" and verdict("no") == "model"
+    assert verdict("Question 1: Is it not safe?") == "model-unclear"
+    assert verdict("") == "model-unclear"
+    assert verdict(RuntimeError("upstream down")) == "model-error"
+    assert verdict("yes", delay=5.0) == "model-timeout"
