@@ -33,6 +33,11 @@ write-ahead file (``traces.wal``) as its request finishes, before the client
 has the end of the answer; segments are deleted once every record in them is
 stored or journaled, and a start after a crash moves what is left into the
 journal, whose replay is idempotent.
+
+A :class:`Follower` (the judges' sampler, quality/judges.py) derives durable
+work from records: while it ``holds_wal()`` the write-ahead file is kept, and
+each replayed batch is given to ``replayed()`` before its place in the
+journal is confirmed, so what it derives survives a crash like the record.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from seawall.config import TraceSettings
 from seawall.observe.metrics import Metrics
@@ -60,6 +65,17 @@ Finalizer = Callable[[TraceRecord], None]
 MAX_SPAN_BACKLOG = 200_000  # spans waiting for a slow collector (~100 MB at most)
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff of recovery attempts while degraded
 WAL_SEGMENT_BYTES = 8 << 20  # a write-ahead segment is closed past this size
+
+
+class Follower(Protocol):
+    def holds_wal(self) -> bool:
+        """True while something derived from appended records is not yet durable."""
+        ...
+
+    async def replayed(self, records: list[TraceRecord]) -> None:
+        """Replayed records, already stored; raising makes the replay stop
+        there and retry later (the store de-duplicates)."""
+        ...
 
 
 @dataclass
@@ -264,6 +280,7 @@ class TraceWriter:
         self._span_task: asyncio.Task[None] | None = None
         self.wal = (WriteAhead(journal_path.with_suffix(".wal"))
                     if settings.journal_each_record else None)
+        self.follower: Follower | None = None
         metrics.before_render(self._gauges)
 
     # -- request path --
@@ -326,7 +343,7 @@ class TraceWriter:
                                              "error": self._error})
         self._close_journal()
         if self.wal is not None:
-            self.wal.close(durable=not self._held)
+            self.wal.close(durable=not self._held and not self._followed())
         if self._span_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._span_task),
@@ -521,10 +538,18 @@ class TraceWriter:
         """A batch is stored or journaled: write-ahead segments whose records
         all are can go (none while records are held in memory only)."""
         assert self.wal is not None
-        if self._held:
+        if self._held or self._followed():
             return
         idle = self._queue.empty() and not self._pending
         self.wal.handled(handled, everything=idle)
+
+    def _followed(self) -> bool:
+        """The follower still needs the write-ahead file (never raises)."""
+        try:
+            return self.follower is not None and self.follower.holds_wal()
+        except Exception:
+            log.exception("trace follower failed")
+            return True
 
     def _backoff(self) -> None:
         """A failure: the next recovery attempt waits for the current backoff
@@ -618,6 +643,14 @@ class TraceWriter:
                 await self._finish(batch)
                 if not await self._store_batch(batch):
                     return
+                if self.follower is not None:
+                    try:
+                        await self.follower.replayed(batch)
+                    except Exception as e:  # its store is down or not open yet: later
+                        log.info("trace replay waits for %s: %s",
+                                 type(self.follower).__name__, e)
+                        self._backoff()
+                        return
                 total += len(batch)
                 await asyncio.to_thread(reader.confirm)
             await asyncio.to_thread(reader.remove)
