@@ -35,9 +35,10 @@ stored or journaled, and a start after a crash moves what is left into the
 journal, whose replay is idempotent.
 
 A :class:`Follower` (the judges' sampler, quality/judges.py) derives durable
-work from records: while it ``holds_wal()`` the write-ahead file is kept, and
-each replayed batch is given to ``replayed()`` before its place in the
-journal is confirmed, so what it derives survives a crash like the record.
+work from records: write-ahead segments closed after its oldest unsettled
+item was taken (``unsettled_since()``) are kept, and each replayed batch is
+given to ``replayed()`` before its place in the journal is confirmed, so
+what it derives survives a crash like the record.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ WAL_SEGMENT_BYTES = 8 << 20  # a write-ahead segment is closed past this size
 
 
 class Follower(Protocol):
-    def holds_wal(self) -> bool:
-        """True while something derived from appended records is not yet durable."""
+    def unsettled_since(self) -> float | None:
+        """``time.monotonic()`` when the oldest item derived from a record and
+        not yet durable was taken (before its record was appended), or None."""
         ...
 
     async def replayed(self, records: list[TraceRecord]) -> None:
@@ -179,7 +181,8 @@ class WriteAhead:
         self._size = 0
         self._appended = 0  # records appended so far
         self._handled = 0  # records durable elsewhere, counted in append order
-        self._closed: list[tuple[Path, int]] = []  # full segments and their last record
+        # Full segments: path, count of records appended by its end, when it closed.
+        self._closed: list[tuple[Path, int, float]] = []
         self.failed = 0  # appends that failed (disk full...): counted, never raised
 
     def append(self, rec: TraceRecord) -> None:
@@ -204,26 +207,28 @@ class WriteAhead:
         segment = self.path.with_name(f"{self.path.name}.{self._appended}")
         with contextlib.suppress(OSError):
             os.replace(self.path, segment)
-            self._closed.append((segment, self._appended))
+            self._closed.append((segment, self._appended, time.monotonic()))
         self._size = 0
 
-    def handled(self, n: int, everything: bool) -> None:
+    def handled(self, n: int, everything: bool, keep_since: float | None = None) -> None:
         """``n`` more records are durable elsewhere; with ``everything``, all
-        appended so far are."""
+        appended so far are. ``keep_since``: a follower still needs records
+        appended since then (see :class:`Follower`); older segments can go."""
         self._handled = self._appended if everything else self._handled + n
-        while self._closed and self._closed[0][1] <= self._handled:
+        while self._closed and self._closed[0][1] <= self._handled and (
+                keep_since is None or keep_since > self._closed[0][2]):
             with contextlib.suppress(OSError):
                 self._closed[0][0].unlink()
             self._closed.pop(0)
-        if everything and self._size and self._fd is not None:
+        if everything and keep_since is None and self._size and self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
                 self._size = 0
 
-    def close(self, durable: bool) -> None:
+    def close(self, durable: bool, keep_since: float | None = None) -> None:
         """At shutdown; ``durable``: every record is stored or journaled."""
         if durable:
-            self.handled(0, everything=True)
+            self.handled(0, everything=True, keep_since=keep_since)
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -343,7 +348,7 @@ class TraceWriter:
                                              "error": self._error})
         self._close_journal()
         if self.wal is not None:
-            self.wal.close(durable=not self._held and not self._followed())
+            self.wal.close(durable=not self._held, keep_since=self._kept_since())
         if self._span_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._span_task),
@@ -538,18 +543,20 @@ class TraceWriter:
         """A batch is stored or journaled: write-ahead segments whose records
         all are can go (none while records are held in memory only)."""
         assert self.wal is not None
-        if self._held or self._followed():
+        if self._held:
             return
         idle = self._queue.empty() and not self._pending
-        self.wal.handled(handled, everything=idle)
+        self.wal.handled(handled, everything=idle, keep_since=self._kept_since())
 
-    def _followed(self) -> bool:
-        """The follower still needs the write-ahead file (never raises)."""
+    def _kept_since(self) -> float | None:
+        """Since when the follower needs write-ahead records (never raises)."""
+        if self.follower is None:
+            return None
         try:
-            return self.follower is not None and self.follower.holds_wal()
+            return self.follower.unsettled_since()
         except Exception:
             log.exception("trace follower failed")
-            return True
+            return 0.0  # keep everything
 
     def _backoff(self) -> None:
         """A failure: the next recovery attempt waits for the current backoff

@@ -15,7 +15,8 @@ trace record's durability, so its loss window is the record's:
 - the decision is a function of the record (a hash of the trace id, not a
   random draw), so any copy of the record gives it again;
 - the trace writer's write-ahead file (``observe.traces.journal_each_record``)
-  is not trimmed while a sample is unsettled (:meth:`holds_wal`): after a
+  keeps every segment that may hold the record of a sample not yet enqueued
+  (:meth:`unsettled_since`: the oldest such sample's time): after a
   ``kill -9``, the records it holds are replayed from the journal at start,
   and every replayed batch passes through :meth:`replayed`, which makes the
   decision again and enqueues the job; the batch counts as replayed only once
@@ -133,8 +134,8 @@ class Judges:
         self.matchers = [Matcher.of(j) for j in settings.judges]
         self.budgets = {j.name: DayBudget(j.name, j.max_usd_per_day, scores)
                         for j in settings.judges}
-        self._pending: deque[dict[str, Any]] = deque()
-        self._enqueueing = 0  # taken off _pending, not yet enqueued
+        self._pending: deque[tuple[float, dict[str, Any]]] = deque()  # (taken at, payload)
+        self._sending: list[float] = []  # taken at, of those off _pending being enqueued
         self._wake = asyncio.Event()
         self._feeder: asyncio.Task[None] | None = None
         self._started = False
@@ -162,15 +163,18 @@ class Judges:
                 self.metrics.judge_skipped.labels(name, "pending_full").inc()
             return
         limit = max(self.by_name[n].max_chars for n in judges)
-        self._pending.append(payload(ctx, rec, judges, limit))
+        self._pending.append((time.monotonic(), payload(ctx, rec, judges, limit)))
         self._wake.set()
 
     # -- tied to the trace writer (observe/writer.py) --
 
-    def holds_wal(self) -> bool:
-        """True while a sample is not yet a job: the trace writer keeps its
-        write-ahead file until then, so a crash replays the record."""
-        return bool(self._pending) or self._enqueueing > 0
+    def unsettled_since(self) -> float | None:
+        """When the oldest sample not yet a job was taken (None: none is).
+        The trace writer keeps write-ahead records appended since, so a crash
+        replays them (a sample is taken just before its record is appended)."""
+        if self._sending:
+            return min(self._sending)
+        return self._pending[0][0] if self._pending else None
 
     async def replayed(self, records: list[TraceRecord]) -> None:
         """Records replayed from the trace journal (after a crash, or a store
@@ -224,15 +228,15 @@ class Judges:
 
     async def _enqueue_pending(self) -> None:
         while self._pending:
-            p = self._pending.popleft()  # taken first: flush() may drain alongside the feeder
-            self._enqueueing += 1
+            item = self._pending.popleft()  # taken first: flush() may drain alongside the feeder
+            self._sending.append(item[0])
             try:
-                await self._enqueue(p)
+                await self._enqueue(item[1])
             except BaseException:  # the store is down (or we are stopping): try it later
-                self._pending.appendleft(p)
+                self._pending.appendleft(item)
                 raise
             finally:
-                self._enqueueing -= 1
+                self._sending.remove(item[0])
 
     async def _enqueue(self, p: dict[str, Any]) -> None:
         """Idempotent: an existing job of the trace is left as it is."""

@@ -2,7 +2,7 @@
 
 Each judge's match is compiled once into frozensets; per answer the cost is
 a few set lookups and one draw per matching judge (bench/judge_cost.py).
-The draw is a hash of the trace id, not a random number: the same record
+The draw is a function of the trace id, not a random number: the same record
 gives the same decision when the trace journal is replayed after a crash,
 which is how a sample lost with the process is found again (judges.py).
 A sampled answer's payload -- what the judge needs, cut to bounded size --
