@@ -12,6 +12,7 @@ upstream, over a real socket; its call count is the number of verdicts asked.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -32,7 +34,7 @@ N = 8
 MASTER = "sk-master-judge-kill"
 
 
-def _config(fake: FakeUpstreamClient) -> dict[str, Any]:
+def _config(fake: FakeUpstreamClient, max_pending: int = 1000) -> dict[str, Any]:
     return {
         "auth": {"master_key": MASTER, "allow_anonymous_loopback": False},
         "providers": {"fake": {"type": "fake"},
@@ -43,7 +45,8 @@ def _config(fake: FakeUpstreamClient) -> dict[str, Any]:
         "jobs": {"backoff_s": 0.05, "backoff_max_s": 0.2, "poll_s": 0.1},
         "quality": {"judges": [{"name": "j1", "match": {"models": ["chat"]},
                                 "judge_model": "judge", "rubrics": ["helpfulness"],
-                                "sample_rate": 1.0, "max_attempts": 2, "timeout_s": 5.0}]},
+                                "sample_rate": 1.0, "max_attempts": 2, "timeout_s": 5.0}],
+                    "max_pending": max_pending},
     }
 
 
@@ -136,6 +139,37 @@ def test_kill_9_before_enqueue_then_replay_judges_every_sample_once(
         assert all('"j1/helpfulness":"done"' in r for r in recreated.values()), recreated
         assert upstream.calls()["calls"] == N
         assert len(judged()) == N
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {MASTER}"},
+                     timeout=10).text
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_samples_over_the_bound_are_counted_not_lost_silently(
+        tmp_path: Path, upstream: FakeUpstreamClient) -> None:
+    """``quality.max_pending`` 2 while the job queue refuses writes: every
+    sampled answer ends judged or counted as dropped, none in between."""
+    upstream.reset()
+    upstream.script(default={"text": GOOD})
+    data = tmp_path / "data"
+    url, proc, _ = serve_process(tmp_path, upstream, **_config(upstream, max_pending=2))
+    try:
+        with _jobs_locked(data / "jobs.db"):
+            rids = [_ask(url, i) for i in range(5)]
+            assert _metric(url, 'seawall_judge_sampled_total{judge="j1"}') == 5
+            dropped = _metric(url, 'seawall_judge_skipped_total{judge="j1",reason="pending_full"}')
+            assert dropped >= 2  # 2 waiting, at most one more being enqueued
+        _until(lambda: len(_rows(data / "seawall.db",
+                                 "SELECT trace_id FROM quality_scores")) + dropped == 5)
+        judged = {r for (r,) in _rows(data / "seawall.db", "SELECT trace_id FROM quality_scores")}
+        assert judged <= set(rids) and upstream.calls()["calls"] == len(judged)
         _stop(proc)
     finally:
         if proc.poll() is None:
