@@ -206,6 +206,7 @@ class Judges:
             self._feeder = asyncio.create_task(self._feed(), name="judge-enqueue")
 
     async def close(self) -> None:
+        self._started = False  # the job queue closes next: a replay now waits for a start
         if self._feeder is not None:
             self._feeder.cancel()
             with contextlib.suppress(BaseException):

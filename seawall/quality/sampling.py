@@ -110,6 +110,8 @@ def resampled(matchers: list[Matcher], rec: TraceRecord) -> list[str]:
     if rec.status != 200 or rec.endpoint not in CHAT_ENDPOINTS or rec.output == "" \
             or rec.cache in SERVED_FROM_CACHE:  # the record stage does not sample those
         return []
+    if rec.output is None and rec.input is not None:  # content kept, and no answer text
+        return []
     route = rec.route.get("route") if isinstance(rec.route, dict) else None
     return _pick(matchers, rec, route if isinstance(route, str) else None)
 

@@ -174,3 +174,29 @@ def test_samples_over_the_bound_are_counted_not_lost_silently(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_without_stored_content_a_lost_sample_is_counted(
+        tmp_path: Path, upstream: FakeUpstreamClient) -> None:
+    """``store_content: false``: the replayed record cannot rebuild the
+    judge's payload, so the samples lost with the process are counted."""
+    upstream.reset()
+    upstream.script(default={"text": GOOD})
+    data = tmp_path / "data"
+    config = _config(upstream)
+    config["observe"]["traces"]["store_content"] = False
+    url, proc, _ = serve_process(tmp_path, upstream, **config)
+    try:
+        with _jobs_locked(data / "jobs.db"):
+            for i in range(3):
+                _ask(url, i)
+            proc.kill()
+            proc.wait(10)
+        url, proc, _ = serve_process(tmp_path, upstream, **config)
+        name = 'seawall_judge_skipped_total{judge="j1",reason="no_content"}'
+        _until(lambda: _metric(url, name) == 3)
+        assert _rows(data / "jobs.db", "SELECT count(*) FROM jobs") == [(0,)]
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

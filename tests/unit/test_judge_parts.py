@@ -121,12 +121,16 @@ def test_a_replayed_record_is_sampled_as_its_answer_was() -> None:
     assert (p["trace_id"], p["output"], p["route"]) == ("t1", "answer", "r")
     assert p["input"] == "user: question" and p["reference"] is None
     # Not sampled at the time, so not on replay: errors, cache hits, empty answers.
-    for change in ({"status": 502}, {"cache": "hit"}, {"output": ""}, {"endpoint": "embeddings"}):
+    for change in ({"status": 502}, {"cache": "hit"}, {"output": ""}, {"output": None},
+                   {"endpoint": "embeddings"}):
         _, r = _ctx_rec()
-        r.output = "answer"
+        r.output, r.input = "answer", [{"role": "user", "content": "question"}]
         for k, v in change.items():
             setattr(r, k, v)
         assert resampled([_matcher()], r) == []
+    # Content not stored at all: sampled, so that the caller can say it is lost.
+    _, r = _ctx_rec()
+    assert (r.input, r.output) == (None, None) and resampled([_matcher()], r) == ["j"]
 
 
 def test_the_payload_is_bounded_whatever_the_request() -> None:
