@@ -1,7 +1,7 @@
 """LLM-as-judge in the background (docs/quality.md, "Judges").
 
 On the request path, :meth:`Judges.consider` (called by the record stage)
-decides from precomputed matchers and a hash of the trace id whether any
+decides from precomputed matchers and a draw from the trace id whether any
 judge scores the answer; a sampled answer's bounded payload goes to an
 in-memory queue (``quality.max_pending``; more is dropped and counted) that
 one task turns into ``judge`` jobs on the durable job queue, at once. Nothing
@@ -12,8 +12,9 @@ answer and its enqueue (usually milliseconds; longer if the job queue is
 slow or down). Rather than a journal of its own, the sample rides on the
 trace record's durability, so its loss window is the record's:
 
-- the decision is a function of the record (a hash of the trace id, not a
-  random draw), so any copy of the record gives it again;
+- the decision is a function of the record (a draw from the trace id's
+  random bits, not a fresh random number), so any copy of the record gives
+  it again (sampling.py);
 - the trace writer's write-ahead file (``observe.traces.journal_each_record``)
   keeps every segment that may hold the record of a sample not yet enqueued
   (:meth:`unsettled_since`: the oldest such sample's time): after a
@@ -25,6 +26,13 @@ trace record's durability, so its loss window is the record's:
   left as it is) and a job skips every (judge, rubric) the trace already has
   a Score for, so a replay never judges an answer twice, even after the job
   row itself was purged.
+
+While the job queue refuses writes, samples wait (up to ``max_pending``)
+and the write-ahead file keeps growing with them, as it does for records the
+store refuses; both shrink once it is back. The alternatives were a journal
+of the samples' own (a second write per sampled answer, on the request path
+or in a window of its own) or enqueueing from the trace writer (tying every
+trace write to the job queue's health): this one adds no I/O at all.
 
 Without ``journal_each_record`` a ``kill -9`` loses the trace records of the
 last ``flush_interval_s``, and their samples with them: the same window.
