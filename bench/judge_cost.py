@@ -33,7 +33,7 @@ from seawall.jobs.queue import JobState  # noqa: E402
 from seawall.jobs.runner import JobRunner  # noqa: E402
 from seawall.observe.metrics import Metrics  # noqa: E402
 from seawall.observe.records import TraceRecord  # noqa: E402
-from seawall.pipeline.context import RequestContext  # noqa: E402
+from seawall.pipeline.context import RequestContext, new_trace_id  # noqa: E402
 from seawall.providers.registry import ModelRegistry  # noqa: E402
 from seawall.quality.judge_call import JUDGE_TENANT, JudgeCaller  # noqa: E402
 from seawall.quality.judges import KIND, Judges  # noqa: E402
@@ -59,7 +59,7 @@ def answer(i: int = 0) -> tuple[RequestContext, TraceRecord]:
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "Explain the difference between a process and a thread. "
          * 18}]}
-    ctx = RequestContext(endpoint="chat.completions", trace_id=f"bench-{i}")
+    ctx = RequestContext(endpoint="chat.completions", trace_id=new_trace_id())
     ctx.raw, ctx.request = raw, convert(raw, ChatCompletionRequest)
     ctx.gatherer.add({"choices": [{"index": 0, "delta": {"content": "A process owns " * 70}}]})
     rec = TraceRecord(trace_id=ctx.trace_id, endpoint="chat.completions", started_at=0,

@@ -187,6 +187,8 @@ class Services:
         self.judges = Judges(settings.quality, self.jobs, self.scores,
                              JudgeCaller(self.registry, self.router), self.prompts,
                              self.metrics, hook=self.quality_loop)
+        # A sample is as durable as its trace record (quality/judges.py).
+        self.writer.follower = self.judges
         # A label moved by another replica or the CLI: resolve afresh at once.
         self.bus.subscribe("prompt_label", lambda event: self.prompts.invalidate(),
                            resync=self.prompts.invalidate)

@@ -33,6 +33,12 @@ write-ahead file (``traces.wal``) as its request finishes, before the client
 has the end of the answer; segments are deleted once every record in them is
 stored or journaled, and a start after a crash moves what is left into the
 journal, whose replay is idempotent.
+
+A :class:`Follower` (the judges' sampler, quality/judges.py) derives durable
+work from records: write-ahead segments closed after its oldest unsettled
+item was taken (``unsettled_since()``) are kept, and each replayed batch is
+given to ``replayed()`` before its place in the journal is confirmed, so
+what it derives survives a crash like the record.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from seawall.config import TraceSettings
 from seawall.observe.metrics import Metrics
@@ -60,6 +66,18 @@ Finalizer = Callable[[TraceRecord], None]
 MAX_SPAN_BACKLOG = 200_000  # spans waiting for a slow collector (~100 MB at most)
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff of recovery attempts while degraded
 WAL_SEGMENT_BYTES = 8 << 20  # a write-ahead segment is closed past this size
+
+
+class Follower(Protocol):
+    def unsettled_since(self) -> float | None:
+        """``time.monotonic()`` when the oldest item derived from a record and
+        not yet durable was taken (before its record was appended), or None."""
+        ...
+
+    async def replayed(self, records: list[TraceRecord]) -> None:
+        """Replayed records, already stored; raising makes the replay stop
+        there and retry later (the store de-duplicates)."""
+        ...
 
 
 @dataclass
@@ -163,7 +181,8 @@ class WriteAhead:
         self._size = 0
         self._appended = 0  # records appended so far
         self._handled = 0  # records durable elsewhere, counted in append order
-        self._closed: list[tuple[Path, int]] = []  # full segments and their last record
+        # Full segments: path, count of records appended by its end, when it closed.
+        self._closed: list[tuple[Path, int, float]] = []
         self.failed = 0  # appends that failed (disk full...): counted, never raised
 
     def append(self, rec: TraceRecord) -> None:
@@ -188,26 +207,28 @@ class WriteAhead:
         segment = self.path.with_name(f"{self.path.name}.{self._appended}")
         with contextlib.suppress(OSError):
             os.replace(self.path, segment)
-            self._closed.append((segment, self._appended))
+            self._closed.append((segment, self._appended, time.monotonic()))
         self._size = 0
 
-    def handled(self, n: int, everything: bool) -> None:
+    def handled(self, n: int, everything: bool, keep_since: float | None = None) -> None:
         """``n`` more records are durable elsewhere; with ``everything``, all
-        appended so far are."""
+        appended so far are. ``keep_since``: a follower still needs records
+        appended since then (see :class:`Follower`); older segments can go."""
         self._handled = self._appended if everything else self._handled + n
-        while self._closed and self._closed[0][1] <= self._handled:
+        while self._closed and self._closed[0][1] <= self._handled and (
+                keep_since is None or keep_since > self._closed[0][2]):
             with contextlib.suppress(OSError):
                 self._closed[0][0].unlink()
             self._closed.pop(0)
-        if everything and self._size and self._fd is not None:
+        if everything and keep_since is None and self._size and self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
                 self._size = 0
 
-    def close(self, durable: bool) -> None:
+    def close(self, durable: bool, keep_since: float | None = None) -> None:
         """At shutdown; ``durable``: every record is stored or journaled."""
         if durable:
-            self.handled(0, everything=True)
+            self.handled(0, everything=True, keep_since=keep_since)
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -264,6 +285,7 @@ class TraceWriter:
         self._span_task: asyncio.Task[None] | None = None
         self.wal = (WriteAhead(journal_path.with_suffix(".wal"))
                     if settings.journal_each_record else None)
+        self.follower: Follower | None = None
         metrics.before_render(self._gauges)
 
     # -- request path --
@@ -326,7 +348,7 @@ class TraceWriter:
                                              "error": self._error})
         self._close_journal()
         if self.wal is not None:
-            self.wal.close(durable=not self._held)
+            self.wal.close(durable=not self._held, keep_since=self._kept_since())
         if self._span_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._span_task),
@@ -524,7 +546,17 @@ class TraceWriter:
         if self._held:
             return
         idle = self._queue.empty() and not self._pending
-        self.wal.handled(handled, everything=idle)
+        self.wal.handled(handled, everything=idle, keep_since=self._kept_since())
+
+    def _kept_since(self) -> float | None:
+        """Since when the follower needs write-ahead records (never raises)."""
+        if self.follower is None:
+            return None
+        try:
+            return self.follower.unsettled_since()
+        except Exception:
+            log.exception("trace follower failed")
+            return 0.0  # keep everything
 
     def _backoff(self) -> None:
         """A failure: the next recovery attempt waits for the current backoff
@@ -618,6 +650,14 @@ class TraceWriter:
                 await self._finish(batch)
                 if not await self._store_batch(batch):
                     return
+                if self.follower is not None:
+                    try:
+                        await self.follower.replayed(batch)
+                    except Exception as e:  # its store is down or not open yet: later
+                        log.info("trace replay waits for %s: %s",
+                                 type(self.follower).__name__, e)
+                        self._backoff()
+                        return
                 total += len(batch)
                 await asyncio.to_thread(reader.confirm)
             await asyncio.to_thread(reader.remove)

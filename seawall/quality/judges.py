@@ -1,11 +1,44 @@
 """LLM-as-judge in the background (docs/quality.md, "Judges").
 
 On the request path, :meth:`Judges.consider` (called by the record stage)
-decides from precomputed matchers and a random draw whether any judge scores
-the answer; a sampled answer's bounded payload goes to an in-memory queue
-(``quality.max_pending``; more is dropped and counted) that one task turns
-into ``judge`` jobs on the durable job queue. Nothing on the request path
-waits for storage or a judge.
+decides from precomputed matchers and a draw from the trace id whether any
+judge scores the answer; a sampled answer's bounded payload goes to an
+in-memory queue (``quality.max_pending``; more is dropped and counted) that
+one task turns into ``judge`` jobs on the durable job queue, at once. Nothing
+on the request path waits for storage or a judge, or does any I/O.
+
+Why no sample is lost to a crash. A sample is in memory only between the
+answer and its enqueue (usually milliseconds; longer if the job queue is
+slow or down). Rather than a journal of its own, the sample rides on the
+trace record's durability, so its loss window is the record's:
+
+- the decision is a function of the record (a draw from the trace id's
+  random bits, not a fresh random number), so any copy of the record gives
+  it again (sampling.py);
+- the trace writer's write-ahead file (``observe.traces.journal_each_record``)
+  keeps every segment that may hold the record of a sample not yet enqueued
+  (:meth:`unsettled_since`: the oldest such sample's time): after a
+  ``kill -9``, the records it holds are replayed from the journal at start,
+  and every replayed batch passes through :meth:`replayed`, which makes the
+  decision again and enqueues the job; the batch counts as replayed only once
+  that worked;
+- jobs are idempotent: the job id is ``judge_<trace id>`` (an existing job is
+  left as it is) and a job skips every (judge, rubric) the trace already has
+  a Score for, so a replay never judges an answer twice, even after the job
+  row itself was purged.
+
+While the job queue refuses writes, samples wait (up to ``max_pending``)
+and the write-ahead file keeps growing with them, as it does for records the
+store refuses; both shrink once it is back. The alternatives were a journal
+of the samples' own (a second write per sampled answer, on the request path
+or in a window of its own) or enqueueing from the trace writer (tying every
+trace write to the job queue's health): this one adds no I/O at all.
+
+Without ``journal_each_record`` a ``kill -9`` loses the trace records of the
+last ``flush_interval_s``, and their samples with them: the same window.
+A replayed record rebuilds the payload from stored content; a record stored
+without content (``store_content: false``) whose job is missing is counted
+as dropped (``reason="no_content"``), as is what ``max_pending`` refuses.
 
 The ``judge`` job scores the answer with each sampled judge's rubrics. A
 rubric that fails (judge down, timeout, malformed verdict) makes the job
@@ -36,7 +69,7 @@ from seawall.prompts.registry import PromptRegistry
 from seawall.quality.judge_call import JUDGE_TENANT, JudgeCaller
 from seawall.quality.judging import JudgeFailed, Rubric, judge_one
 from seawall.quality.rubrics import JudgeItem, NotApplicable
-from seawall.quality.sampling import Matcher, payload, sampled
+from seawall.quality.sampling import Matcher, payload, replay_payload, resampled, sampled
 from seawall.quality.score_store import Score, ScoreStore
 
 log = logging.getLogger("seawall.quality")
@@ -51,6 +84,10 @@ class ScoreHook(Protocol):
     def on_score(self, score: Score) -> Any:
         """Called after ``score`` is stored; may be a coroutine function."""
         ...
+
+
+class JudgesNotReady(Exception):
+    """Replay came before the job queue is open: the writer retries later."""
 
 
 class NoScoreHook:
@@ -105,9 +142,11 @@ class Judges:
         self.matchers = [Matcher.of(j) for j in settings.judges]
         self.budgets = {j.name: DayBudget(j.name, j.max_usd_per_day, scores)
                         for j in settings.judges}
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[tuple[float, dict[str, Any]]] = deque()  # (taken at, payload)
+        self._sending: list[float] = []  # taken at, of those off _pending being enqueued
         self._wake = asyncio.Event()
         self._feeder: asyncio.Task[None] | None = None
+        self._started = False
 
     @property
     def sampler(self) -> Any:
@@ -132,16 +171,50 @@ class Judges:
                 self.metrics.judge_skipped.labels(name, "pending_full").inc()
             return
         limit = max(self.by_name[n].max_chars for n in judges)
-        self._pending.append(payload(ctx, rec, judges, limit))
+        self._pending.append((time.monotonic(), payload(ctx, rec, judges, limit)))
         self._wake.set()
+
+    # -- tied to the trace writer (observe/writer.py) --
+
+    def unsettled_since(self) -> float | None:
+        """When the oldest sample not yet a job was taken (None: none is).
+        The trace writer keeps write-ahead records appended since, so a crash
+        replays them (a sample is taken just before its record is appended)."""
+        if self._sending:
+            return min(self._sending)
+        return self._pending[0][0] if self._pending else None
+
+    async def replayed(self, records: list[TraceRecord]) -> None:
+        """Records replayed from the trace journal (after a crash, or a store
+        outage): the same sampling decision, its job enqueued if missing.
+        Raises (the writer then keeps its place and retries) unless every
+        sampled record has its job or is counted as dropped."""
+        if not self.matchers:
+            return
+        if not self._started:
+            raise JudgesNotReady("judges not started yet (the job queue opens later)")
+        for rec in records:
+            judges = resampled(self.matchers, rec)
+            if not judges:
+                continue
+            job_id = f"judge_{rec.trace_id}"
+            if rec.output is None:  # content not stored: the payload cannot be rebuilt
+                if await self.queue.get(job_id, JUDGE_TENANT) is None:
+                    for name in judges:
+                        self.metrics.judge_skipped.labels(name, "no_content").inc()
+                continue
+            limit = max(self.by_name[n].max_chars for n in judges)
+            await self._enqueue(replay_payload(rec, judges, limit))
 
     # -- enqueueing, off the request path --
 
     async def start(self) -> None:
+        self._started = True
         if self.matchers:
             self._feeder = asyncio.create_task(self._feed(), name="judge-enqueue")
 
     async def close(self) -> None:
+        self._started = False  # the job queue closes next: a replay now waits for a start
         if self._feeder is not None:
             self._feeder.cancel()
             with contextlib.suppress(BaseException):
@@ -164,19 +237,27 @@ class Judges:
 
     async def _enqueue_pending(self) -> None:
         while self._pending:
-            p = self._pending.popleft()  # taken first: flush() may drain alongside the feeder
+            item = self._pending.popleft()  # taken first: flush() may drain alongside the feeder
+            self._sending.append(item[0])
             try:
-                await self.queue.enqueue(
-                    KIND, p, tenant=JUDGE_TENANT, priority=JOB_PRIORITY,
-                    max_attempts=max(self.by_name[n].max_attempts for n in p["judges"]
-                                     if n in self.by_name),
-                    job_id=f"judge_{p['trace_id']}")
-            except QueueFull:
-                for name in p["judges"]:
-                    self.metrics.judge_skipped.labels(name, "queue_full").inc()
+                await self._enqueue(item[1])
             except BaseException:  # the store is down (or we are stopping): try it later
-                self._pending.appendleft(p)
+                self._pending.appendleft(item)
                 raise
+            finally:
+                self._sending.remove(item[0])
+
+    async def _enqueue(self, p: dict[str, Any]) -> None:
+        """Idempotent: an existing job of the trace is left as it is."""
+        try:
+            await self.queue.enqueue(
+                KIND, p, tenant=JUDGE_TENANT, priority=JOB_PRIORITY,
+                max_attempts=max(self.by_name[n].max_attempts for n in p["judges"]
+                                 if n in self.by_name),
+                job_id=f"judge_{p['trace_id']}")
+        except QueueFull:
+            for name in p["judges"]:
+                self.metrics.judge_skipped.labels(name, "queue_full").inc()
 
     async def flush(self) -> None:
         """Enqueue everything sampled so far (tests, shutdown)."""
@@ -191,8 +272,9 @@ class Judges:
         item = JudgeItem(str(p.get("input") or ""), str(p.get("output") or ""),
                          p.get("reference"), [str(s) for s in p.get("sources") or []])
         last = job.attempts >= job.max_attempts
-        done = {(s.judge, s.rubric) for s in await self.scores.for_trace(p["trace_id"])
-                if s.status == "ok"}
+        # Any stored verdict (ok or failed) counts: a job recreated by a replay
+        # never judges an answer twice.
+        done = {(s.judge, s.rubric) for s in await self.scores.for_trace(p["trace_id"])}
         outcome: dict[str, str] = {}
         errors: list[str] = []
         for name in p["judges"]:
@@ -203,7 +285,7 @@ class Judges:
             for rubric in self.rubrics[name]:
                 key = f"{name}/{rubric.name}"
                 if (name, rubric.name) in done:
-                    outcome[key] = "ok"
+                    outcome[key] = "done"
                     continue
                 outcome[key] = status = await self._rubric(job, p, judge, rubric, item, last)
                 if status == "retry":

@@ -1,7 +1,10 @@
 """Which answers get judged, decided on the request path in microseconds.
 
 Each judge's match is compiled once into frozensets; per answer the cost is
-a few set lookups and one random draw per matching judge (bench/judge_cost.py).
+a few set lookups and one draw per matching judge (bench/judge_cost.py).
+The draw is a function of the trace id, not a random number: the same record
+gives the same decision when the trace journal is replayed after a crash,
+which is how a sample lost with the process is found again (judges.py).
 A sampled answer's payload -- what the judge needs, cut to bounded size --
 is built only then, so the job never depends on the trace writer having
 flushed the record.
@@ -9,8 +12,9 @@ flushed the record.
 
 from __future__ import annotations
 
-import random
+import hashlib
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +24,25 @@ from seawall.pipeline.context import CHAT_ENDPOINTS, RequestContext
 
 MAX_SOURCES = 20
 _CUT = "…[cut {} chars]"
+
+
+_SPAN = float(1 << 52)
+_MASK = (1 << 52) - 1
+
+
+def _bits(trace_id: str) -> int:
+    """The trace id as a number. Its last 80 bits are random (the gateway
+    makes them, pipeline/context.py); times a judge's odd multiplier, mod
+    2**52 (which only the last 52 bits affect), they are that judge's draw:
+    ~0.2 us, where a hash would be 0.4-0.7 us."""
+    try:
+        return int(trace_id, 16)
+    except ValueError:  # not one of ours: any fixed spread will do
+        return zlib.crc32(trace_id.encode())
+
+
+def _mult(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest()) & _MASK | 1
 
 
 def _names(values: list[str]) -> frozenset[str] | None:
@@ -38,12 +61,20 @@ class Matcher:
     experiments: frozenset[str] | None
     tenants: frozenset[str] | None
     paused_until: float = 0.0  # over its daily budget until then (unix time)
+    mult: int = 1  # of its draws (odd, 52 bits): judges draw independently
+    cut: float = 0.0  # sample_rate * 2**52: a draw's bits below it are sampled
 
     @classmethod
     def of(cls, j: JudgeSettings) -> Matcher:
         m = j.match
         return cls(j.name, j.sample_rate, _names(m.models), _names(m.routes),
-                   _names(m.prompts), _names(m.experiments), _names(m.tenants))
+                   _names(m.prompts), _names(m.experiments), _names(m.tenants),
+                   mult=_mult(j.name), cut=j.sample_rate * _SPAN)
+
+    def draw(self, trace_id: str) -> float:
+        """In [0, 1), fixed for a trace id (what :func:`sampled` compares
+        with ``rate``)."""
+        return ((_bits(trace_id) * self.mult) & _MASK) / _SPAN
 
     def matches(self, rec: TraceRecord, route: str | None) -> bool:
         if self.models is not None and rec.model not in self.models:
@@ -62,19 +93,53 @@ def _either(value: str | None, sep: str, names: frozenset[str]) -> bool:
     return value is not None and (value in names or value.split(sep, 1)[0] in names)
 
 
-def sampled(matchers: list[Matcher], ctx: RequestContext, rec: TraceRecord,
-            draw: Any = random.random) -> list[str]:
+def sampled(matchers: list[Matcher], ctx: RequestContext, rec: TraceRecord) -> list[str]:
     """The judges that score this answer (usually none: the cheap path)."""
     if rec.status != 200 or ctx.endpoint not in CHAT_ENDPOINTS or not ctx.gatherer.text:
         return []
-    route = ctx.route.route if ctx.route is not None else None
+    return _pick(matchers, rec, ctx.route.route if ctx.route is not None else None)
+
+
+SERVED_FROM_CACHE = frozenset({"hit", "semantic-hit", "coalesced", "stale"})
+
+
+def resampled(matchers: list[Matcher], rec: TraceRecord) -> list[str]:
+    """The decision :func:`sampled` made, from the record alone (journal
+    replay). A record without stored content counts as having an answer: the
+    caller cannot rebuild a payload for it and says so."""
+    if rec.status != 200 or rec.endpoint not in CHAT_ENDPOINTS or rec.output == "" \
+            or rec.cache in SERVED_FROM_CACHE:  # the record stage does not sample those
+        return []
+    if rec.output is None and rec.input is not None:  # content kept, and no answer text
+        return []
+    route = rec.route.get("route") if isinstance(rec.route, dict) else None
+    return _pick(matchers, rec, route if isinstance(route, str) else None)
+
+
+def _pick(matchers: list[Matcher], rec: TraceRecord, route: str | None) -> list[str]:
     out = []
+    bits = -1  # read from the trace id once, when a judge first needs a draw
     for m in matchers:
-        if m.rate <= 0 or (m.rate < 1 and draw() >= m.rate):
+        if m.rate <= 0:
             continue
+        if m.rate < 1:
+            if bits < 0:
+                bits = _bits(rec.trace_id)
+            if (bits * m.mult) & _MASK >= m.cut:
+                continue
         if m.matches(rec, route) and not (m.paused_until and time.time() < m.paused_until):
             out.append(m.judge)
     return out
+
+
+def replay_payload(rec: TraceRecord, judges: list[str], max_chars: int) -> dict[str, Any]:
+    """:func:`payload` from the stored record alone (stored content is
+    required; a ``seawall.reference`` the client sent is not in the record)."""
+    sources = [c.get("text") for c in ((rec.rag or {}).get("chunks") or [])[:MAX_SOURCES]
+               if isinstance(c, dict)]
+    route = rec.route.get("route") if isinstance(rec.route, dict) else None
+    return _payload(rec, judges, max_chars, rec.input, rec.output or "", None,
+                    [t for t in sources if isinstance(t, str)], route)
 
 
 def cut(text: str, limit: int, keep_end: bool = False) -> str:
@@ -131,6 +196,12 @@ def payload(ctx: RequestContext, rec: TraceRecord, judges: list[str],
     texts = ([t for t in stored if isinstance(t, str)] if any(stored)
              else [x.chunk.text for x in ctx.rag.sources[:MAX_SOURCES]]
              if ctx.rag is not None else [])
+    route = ctx.route.route if ctx.route is not None else None
+    return _payload(rec, judges, max_chars, messages, output, reference, texts, route)
+
+
+def _payload(rec: TraceRecord, judges: list[str], max_chars: int, messages: Any, output: str,
+             reference: str | None, texts: list[str], route: Any) -> dict[str, Any]:
     sources: list[str] = []
     left = max_chars
     for t in texts:
@@ -140,8 +211,7 @@ def payload(ctx: RequestContext, rec: TraceRecord, judges: list[str],
         left -= len(sources[-1])
     return {
         "trace_id": rec.trace_id, "judges": judges, "tenant": rec.tenant, "model": rec.model,
-        "route": ctx.route.route if ctx.route is not None else None,
-        "prompt_version": rec.prompt_version, "experiment": rec.experiment,
+        "route": route, "prompt_version": rec.prompt_version, "experiment": rec.experiment,
         "input": transcript(messages, max_chars),
         "output": cut(output, max_chars),
         "reference": reference, "sources": sources,

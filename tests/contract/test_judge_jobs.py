@@ -5,6 +5,7 @@ the quality hook; and a malformed verdict retried, then stored failed."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,56 @@ async def test_a_malformed_verdict_is_retried_then_stored_failed(
     assert s.status == "failed" and s.score is None and s.attempts == 2
     assert "malformed verdict" in (s.reasoning or "")
     assert hook.seen == [s] and job.state is JobState.SUCCEEDED
+
+
+async def test_a_replayed_record_is_judged_once_whatever_became_of_its_job(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A record replayed from the trace journal (its sample lost with the
+    process) gets its job from the record alone; replaying it again, even
+    after its job row was purged, judges nothing twice."""
+    settings = _settings(kind, tmp_path, request, 'ok: {"score": 5, "reasoning": "right"}')
+    stores = Stores(settings)
+    await stores.open()
+    queue, scores = stores.jobs(), stores.scores()
+    await queue.open()
+    await scores.open()
+    registry = ModelRegistry(settings)
+    await registry.start()
+    hook = Hook()
+    judges = Judges(settings.quality, queue, scores,
+                    JudgeCaller(registry, Router(registry, settings.resilience)), None,
+                    Metrics(), hook)
+    runner = JobRunner(queue, settings.jobs, Metrics())
+    runner.register(KIND, judges.run)
+    ctx, rec = _answer("0123456789abcdef0123456789abcdef")
+    rec.input, rec.output = ctx.raw["messages"], "4"  # as stored with content
+
+    async def finished() -> Any:
+        while True:
+            job = await queue.get(f"judge_{rec.trace_id}", JUDGE_TENANT)
+            if job is not None and job.state in (JobState.SUCCEEDED, JobState.DEAD):
+                return job
+            await asyncio.sleep(0.05)
+
+    try:
+        await judges.start()
+        await runner.start()
+        await judges.replayed([rec])
+        job = await asyncio.wait_for(finished(), 30)
+        assert job.result["scores"]["j/helpfulness"] == "ok"
+        [s] = hook.seen
+        assert (s.trace_id, s.score, s.experiment) == (rec.trace_id, 5.0, "exp=b")
+        await judges.replayed([rec])  # its job is there: left as it is
+        assert (await queue.get(job.id, JUDGE_TENANT)).updated_at == job.updated_at  # type: ignore[union-attr]
+        assert await queue.purge(time.time() + 1) >= 1  # the finished job row is gone
+        await judges.replayed([rec])  # made again, and it finds the score
+        again = await asyncio.wait_for(finished(), 30)
+        assert again.result["scores"]["j/helpfulness"] == "done"
+        assert hook.seen == [s] and len(await scores.for_trace(rec.trace_id)) == 1
+    finally:
+        await runner.stop(drain_s=0)
+        await judges.close()
+        await registry.close()
+        await queue.close()
+        await scores.close()
+        await stores.close()

@@ -15,7 +15,14 @@ from seawall.quality.rubrics import (
     builtin_messages,
     parse_verdict,
 )
-from seawall.quality.sampling import Matcher, payload, sampled, transcript
+from seawall.quality.sampling import (
+    Matcher,
+    payload,
+    replay_payload,
+    resampled,
+    sampled,
+    transcript,
+)
 
 
 @pytest.mark.parametrize("text,score,why", [
@@ -82,8 +89,48 @@ def test_matching_by_each_dimension() -> None:
     assert sampled([_matcher()], *_ctx_rec(status=502)) == []
     assert sampled([_matcher()], *_ctx_rec(text="")) == []
     assert sampled([_matcher(rate=0.0)], *_ctx_rec()) == []
-    assert sampled([_matcher(rate=0.5)], *_ctx_rec(), draw=lambda: 0.49) == ["j"]
-    assert sampled([_matcher(rate=0.5)], *_ctx_rec(), draw=lambda: 0.5) == []
+    half = _matcher(rate=0.5)
+    ctx, rec = _ctx_rec()
+    assert sampled([half], ctx, rec) == (["j"] if half.draw("t1") < 0.5 else [])
+
+
+def test_the_draw_is_fixed_by_trace_id_and_follows_the_rate() -> None:
+    """Deterministic (a replayed record is sampled the same), independent per
+    judge, and a rate of 0.2 samples about a fifth of the gateway's trace ids."""
+    from seawall.pipeline.context import new_trace_id
+    ids = [new_trace_id() for _ in range(20_000)]
+    a, b = _matcher(rate=0.2), Matcher.of(JudgeSettings(name="other", judge_model="x",
+                                                        sample_rate=0.2))
+    picked_a = {i for i in ids if a.draw(i) < 0.2}
+    picked_b = {i for i in ids if b.draw(i) < 0.2}
+    assert 0.18 < len(picked_a) / len(ids) < 0.22
+    assert 0.02 < len(picked_a & picked_b) / len(ids) < 0.06  # independent: ~0.04
+    assert {i for i in ids if _matcher(rate=0.2).draw(i) < 0.2} == picked_a  # fixed
+
+
+def test_a_replayed_record_is_sampled_as_its_answer_was() -> None:
+    """The record alone gives the live decision and the payload (journal replay)."""
+    ctx, rec = _ctx_rec(prompt="faq@3")
+    rec.output, rec.input = "answer", [{"role": "user", "content": "question"}]
+    rec.route = {"route": "r", "tier": "small"}
+    for m in ([_matcher()], [_matcher(routes=["r"])], [_matcher(prompts=["faq@2"])],
+              [_matcher(rate=0.5)], [_matcher(tenants=["u"])]):
+        live = sampled(m, ctx, rec) if m[0].routes is None else ["j"]
+        assert resampled(m, rec) == live
+    p = replay_payload(rec, ["j"], 1000)
+    assert (p["trace_id"], p["output"], p["route"]) == ("t1", "answer", "r")
+    assert p["input"] == "user: question" and p["reference"] is None
+    # Not sampled at the time, so not on replay: errors, cache hits, empty answers.
+    for change in ({"status": 502}, {"cache": "hit"}, {"output": ""}, {"output": None},
+                   {"endpoint": "embeddings"}):
+        _, r = _ctx_rec()
+        r.output, r.input = "answer", [{"role": "user", "content": "question"}]
+        for k, v in change.items():
+            setattr(r, k, v)
+        assert resampled([_matcher()], r) == []
+    # Content not stored at all: sampled, so that the caller can say it is lost.
+    _, r = _ctx_rec()
+    assert (r.input, r.output) == (None, None) and resampled([_matcher()], r) == ["j"]
 
 
 def test_the_payload_is_bounded_whatever_the_request() -> None:

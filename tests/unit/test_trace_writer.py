@@ -198,3 +198,37 @@ def test_write_ahead_segments_go_once_their_records_are_durable(tmp_path: Path) 
     assert 0 < len(left) < len(segments)
     wal.handled(15, everything=False)
     assert not list(tmp_path.glob("traces.wal.*"))
+
+
+def test_write_ahead_keeps_what_a_follower_still_needs(tmp_path: Path) -> None:
+    """A follower (the judges) that took an item at ``t`` keeps every segment
+    closed since ``t`` and the active file, even once the records are stored;
+    what closed before ``t`` goes; nothing held, everything goes."""
+    import time
+
+    from seawall.observe import writer as writer_module
+
+    wal = writer_module.WriteAhead(tmp_path / "traces.wal")
+    old = writer_module.WAL_SEGMENT_BYTES
+    writer_module.WAL_SEGMENT_BYTES = 1000
+    try:
+        for i in range(10):
+            wal.append(_rec(i))
+        taken = time.monotonic()  # the follower's oldest unsettled item, then its record
+        for i in range(10, 20):
+            wal.append(_rec(i))
+    finally:
+        writer_module.WAL_SEGMENT_BYTES = old
+    wal.append(_rec(20))  # into the active file
+    segments = sorted(tmp_path.glob("traces.wal.*"), key=lambda p: int(p.suffix[1:]))
+    before = [p for p in segments if int(p.suffix[1:]) <= 10]
+    assert before and len(before) < len(segments)
+    wal.handled(0, everything=True, keep_since=taken)  # all stored; the follower is not done
+    assert not any(p.exists() for p in before)
+    kept = sorted(tmp_path.glob("traces.wal.*"))
+    assert kept and all(int(p.suffix[1:]) > 10 for p in kept)
+    assert (tmp_path / "traces.wal").stat().st_size > 0  # the active file is kept too
+    wal.handled(0, everything=True, keep_since=None)
+    assert not list(tmp_path.glob("traces.wal.*"))
+    assert (tmp_path / "traces.wal").stat().st_size == 0
+    wal.close(durable=True)
