@@ -59,7 +59,9 @@ def _config(base: str, canary: str, hook: str) -> dict[str, Any]:
             "judges": [{"name": "grader", "match": {"experiments": ["rollout"]},
                         "judge_model": "judge", "rubrics": ["helpfulness"],
                         "sample_rate": 1.0}],
-            "slos": [{"name": "judged", "kind": "judge", "objective": 0.9, "period_s": 3600,
+            # 0.98: the canary may roll back after its third bad answer (a quality
+            # drop of 0.2 over ~13 judged); 2 bad in the 50 judged must already page.
+            "slos": [{"name": "judged", "kind": "judge", "objective": 0.98, "period_s": 3600,
                       "threshold": 4,
                       "alerts": [{"severity": "page", "long_s": 300, "short_s": 60,
                                   "burn_rate": 2.0}]}]},
