@@ -146,3 +146,24 @@ def test_scan_is_linear_enough_for_hostile_input() -> None:
     text = "a@b.co " * 20_000  # 20k findings
     found = scan(text, finders(["email"]))
     assert len(found) == 20_000
+
+
+def test_digit_gates_answer_for_each_threads_own_text() -> None:
+    """The digit gates remember the last text per thread: texts scanned on
+    worker threads at the same time as others (long texts go to threads)
+    must find exactly what they find alone."""
+    import concurrent.futures
+    import sys
+
+    texts = [f"card 4111 1111 1111 1111, call +1 415 555 {i:04d}, host 10.0.{i % 250}.7"
+             for i in range(200)] + [f"plain prose number {i} without values" for i in range(200)]
+    alone = [scan(t, finders(DETECTORS)) for t in texts]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads inside scans, not between them
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for _ in range(5):
+                assert list(pool.map(lambda t: scan(t, finders(DETECTORS)), texts)) == alone
+    finally:
+        sys.setswitchinterval(interval)
+    assert any(alone) and not all(alone)
