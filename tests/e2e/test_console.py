@@ -18,7 +18,7 @@ import pytest
 
 from seawall.pipeline.stages import hash_key
 from seawall.store.base import ApiKey
-from tests.e2e.chromium import needs_chromium, open_browser, signed_in
+from tests.e2e.chromium import needs_chromium, signed_in
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
@@ -40,12 +40,6 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[Running]:
     with run_gateway(_config(upstream), tmp_path_factory.mktemp("console")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with open_browser(tmp_path_factory.mktemp("chromium-profile")) as context:
-        yield context
 
 
 @pytest.fixture

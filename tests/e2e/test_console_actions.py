@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from seawall.observe.records import TraceRecord
-from tests.e2e.chromium import needs_chromium, open_browser, sign_in, signed_in
+from tests.e2e.chromium import needs_chromium, sign_in, signed_in
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
 
@@ -47,12 +47,6 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
     }
     with run_gateway(config, tmp_path_factory.mktemp("console-actions")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with open_browser(tmp_path_factory.mktemp("chromium-profile")) as context:
-        yield context
 
 
 def _admin(gw: Running) -> httpx.Client:

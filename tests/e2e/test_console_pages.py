@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.chromium import needs_chromium, open_browser, signed_in
+from tests.e2e.chromium import needs_chromium, signed_in
 from tests.e2e.test_console import MASTER
 from tests.gateway import Running, run_gateway
 from tests.servers import FakeUpstreamClient
@@ -39,12 +39,6 @@ def gw(upstream: FakeUpstreamClient, tmp_path_factory: pytest.TempPathFactory
     }
     with run_gateway(config, tmp_path_factory.mktemp("console-pages")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with open_browser(tmp_path_factory.mktemp("chromium-profile")) as context:
-        yield context
 
 
 @pytest.fixture
