@@ -5,7 +5,10 @@ the quality hook; and a malformed verdict retried, then stored failed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +67,27 @@ def _answer(trace_id: str) -> tuple[RequestContext, TraceRecord]:
     return ctx, rec
 
 
-async def _judge_one_answer(settings: Settings) -> tuple[list[Score], Hook, Any]:
+@dataclass
+class _Judging:
+    queue: Any
+    scores: Any
+    judges: Judges
+    runner: JobRunner
+    hook: Hook
+
+    async def finished(self, trace_id: str) -> Any:
+        """The judge job of ``trace_id`` once it ended."""
+        while True:
+            job = await self.queue.get(f"judge_{trace_id}", JUDGE_TENANT)
+            if job is not None and job.state in (JobState.SUCCEEDED, JobState.DEAD):
+                return job
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def _judging(settings: Settings) -> AsyncIterator[_Judging]:
+    """Judges over the backend's job queue and score store, and a runner for
+    their jobs (started by the test), all closed at the end."""
     stores = Stores(settings)
     await stores.open()
     queue, scores = stores.jobs(), stores.scores()
@@ -79,25 +102,23 @@ async def _judge_one_answer(settings: Settings) -> tuple[list[Score], Hook, Any]
     runner = JobRunner(queue, settings.jobs, Metrics())
     runner.register(KIND, judges.run)
     try:
-        judges.consider(*_answer("trace-1"))
-        await judges.flush()
-        await runner.start()
-
-        async def finished() -> Any:
-            while True:
-                job = await queue.get("judge_trace-1", JUDGE_TENANT)
-                if job is not None and job.state in (JobState.SUCCEEDED, JobState.DEAD):
-                    return job
-                await asyncio.sleep(0.05)
-
-        job = await asyncio.wait_for(finished(), 30)
-        return await scores.for_trace("trace-1"), hook, job
+        yield _Judging(queue, scores, judges, runner, hook)
     finally:
         await runner.stop(drain_s=0)
+        await judges.close()
         await registry.close()
         await queue.close()
         await scores.close()
         await stores.close()
+
+
+async def _judge_one_answer(settings: Settings) -> tuple[list[Score], Hook, Any]:
+    async with _judging(settings) as j:
+        j.judges.consider(*_answer("trace-1"))
+        await j.judges.flush()
+        await j.runner.start()
+        job = await asyncio.wait_for(j.finished("trace-1"), 30)
+        return await j.scores.for_trace("trace-1"), j.hook, job
 
 
 async def test_a_verdict_becomes_a_score_and_reaches_the_hook(
@@ -130,48 +151,20 @@ async def test_a_replayed_record_is_judged_once_whatever_became_of_its_job(
     process) gets its job from the record alone; replaying it again, even
     after its job row was purged, judges nothing twice."""
     settings = _settings(kind, tmp_path, request, 'ok: {"score": 5, "reasoning": "right"}')
-    stores = Stores(settings)
-    await stores.open()
-    queue, scores = stores.jobs(), stores.scores()
-    await queue.open()
-    await scores.open()
-    registry = ModelRegistry(settings)
-    await registry.start()
-    hook = Hook()
-    judges = Judges(settings.quality, queue, scores,
-                    JudgeCaller(registry, Router(registry, settings.resilience)), None,
-                    Metrics(), hook)
-    runner = JobRunner(queue, settings.jobs, Metrics())
-    runner.register(KIND, judges.run)
     ctx, rec = _answer("0123456789abcdef0123456789abcdef")
     rec.input, rec.output = ctx.raw["messages"], "4"  # as stored with content
-
-    async def finished() -> Any:
-        while True:
-            job = await queue.get(f"judge_{rec.trace_id}", JUDGE_TENANT)
-            if job is not None and job.state in (JobState.SUCCEEDED, JobState.DEAD):
-                return job
-            await asyncio.sleep(0.05)
-
-    try:
-        await judges.start()
-        await runner.start()
-        await judges.replayed([rec])
-        job = await asyncio.wait_for(finished(), 30)
+    async with _judging(settings) as j:
+        await j.judges.start()
+        await j.runner.start()
+        await j.judges.replayed([rec])
+        job = await asyncio.wait_for(j.finished(rec.trace_id), 30)
         assert job.result["scores"]["j/helpfulness"] == "ok"
-        [s] = hook.seen
+        [s] = j.hook.seen
         assert (s.trace_id, s.score, s.experiment) == (rec.trace_id, 5.0, "exp=b")
-        await judges.replayed([rec])  # its job is there: left as it is
-        assert (await queue.get(job.id, JUDGE_TENANT)).updated_at == job.updated_at  # type: ignore[union-attr]
-        assert await queue.purge(time.time() + 1) >= 1  # the finished job row is gone
-        await judges.replayed([rec])  # made again, and it finds the score
-        again = await asyncio.wait_for(finished(), 30)
+        await j.judges.replayed([rec])  # its job is there: left as it is
+        assert (await j.queue.get(job.id, JUDGE_TENANT)).updated_at == job.updated_at
+        assert await j.queue.purge(time.time() + 1) >= 1  # the finished job row is gone
+        await j.judges.replayed([rec])  # made again, and it finds the score
+        again = await asyncio.wait_for(j.finished(rec.trace_id), 30)
         assert again.result["scores"]["j/helpfulness"] == "done"
-        assert hook.seen == [s] and len(await scores.for_trace(rec.trace_id)) == 1
-    finally:
-        await runner.stop(drain_s=0)
-        await judges.close()
-        await registry.close()
-        await queue.close()
-        await scores.close()
-        await stores.close()
+        assert j.hook.seen == [s] and len(await j.scores.for_trace(rec.trace_id)) == 1
