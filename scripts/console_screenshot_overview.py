@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from seawall.pipeline.stages import hash_key  # noqa: E402
-from seawall.store.base import ApiKey  # noqa: E402
+from scripts.console_screenshots import MASTER, gateway_config, tenant_keys  # noqa: E402
 from tests.e2e.chromium import open_browser, sign_in  # noqa: E402
 from tests.gateway import run_gateway  # noqa: E402
 from tests.servers import FakeUpstreamClient, start_fake_upstream  # noqa: E402
 
-MASTER = "sk-master-screenshots"
 EASY = ["How tall is the Eiffel Tower?", "Translate 'good morning' into French.",
         "Which plan includes SSO?", "What is a circuit breaker?"]
 HARD = ("Prove step by step that this function terminates, and derive its complexity as "
@@ -37,25 +33,12 @@ def main(out: Path) -> None:
     url, stop = start_fake_upstream()
     upstream = FakeUpstreamClient(url)
     config = {
-        "auth": {"master_key": MASTER},
-        "providers": {"oa": {"type": "openai", "base_url": url + "/v1"}},
-        "models": {"gpt-4o-mini": {"provider": "oa", "model": "small",
-                                   "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
-                   "gpt-4o": {"provider": "oa", "model": "large",
-                              "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}}},
+        **gateway_config(url),
         "routes": {"auto": {"tiers": ["gpt-4o-mini", "gpt-4o"], "router": "rules"}},
-        "cache": {"enabled": True},
     }
     try:
         with tempfile.TemporaryDirectory() as tmp, run_gateway(config, Path(tmp)) as gw:
-            secrets = {}
-            for tenant in ("acme", "globex"):
-                secret = "sk-sw-" + uuid.uuid4().hex
-                gw.on_server(gw.services.store.create_key(ApiKey(
-                    id="key_" + uuid.uuid4().hex[:8], name=f"{tenant}-prod", tenant=tenant,
-                    key_hash=hash_key(secret), prefix=secret[:10], rpm=600,
-                    created_at=time.time())))
-                secrets[tenant] = secret
+            secrets = tenant_keys(gw)
             with httpx.Client(base_url=gw.url, timeout=30) as api:
                 for i in range(48):
                     tenant = ("acme", "globex")[i % 2]

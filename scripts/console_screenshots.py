@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,6 +34,32 @@ MASTER = "sk-master-screenshots"
 QUESTIONS = ["How tall is the Eiffel Tower?", "Summarise our refund policy.",
              "Translate 'good morning' into French.", "What is a circuit breaker?",
              "Write a haiku about the sea.", "Which plan includes SSO?"]
+
+
+def gateway_config(url: str) -> dict[str, Any]:
+    """Master key, two priced models on the fake upstream at ``url``, the cache."""
+    return {
+        "auth": {"master_key": MASTER},
+        "providers": {"oa": {"type": "openai", "base_url": url + "/v1"}},
+        "models": {"gpt-4o-mini": {"provider": "oa", "model": "small",
+                                   "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
+                   "gpt-4o": {"provider": "oa", "model": "large",
+                              "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}}},
+        "cache": {"enabled": True},
+    }
+
+
+def tenant_keys(gw: Running, **fields: Any) -> dict[str, str]:
+    """A key for each of the tenants acme and globex: tenant -> its secret."""
+    secrets = {}
+    for tenant in ("acme", "globex"):
+        secret = "sk-sw-" + uuid.uuid4().hex
+        gw.on_server(gw.services.store.create_key(ApiKey(
+            id="key_" + uuid.uuid4().hex[:8], name=f"{tenant}-prod", tenant=tenant,
+            key_hash=hash_key(secret), prefix=secret[:10], rpm=600,
+            created_at=time.time(), **fields)))
+        secrets[tenant] = secret
+    return secrets
 
 
 def quality_rounds(gw: Running) -> None:
@@ -73,13 +100,7 @@ def main(out: Path) -> None:
     url, stop = start_fake_upstream()
     upstream = FakeUpstreamClient(url)
     config = {
-        "auth": {"master_key": MASTER},
-        "providers": {"oa": {"type": "openai", "base_url": url + "/v1"}},
-        "models": {"gpt-4o-mini": {"provider": "oa", "model": "small",
-                                   "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
-                   "gpt-4o": {"provider": "oa", "model": "large",
-                              "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}}},
-        "cache": {"enabled": True},
+        **gateway_config(url),
         # Drift and SLO rounds are run by this script over made-up history
         # (quality_rounds).
         "quality": {"interval_s": 86400,
@@ -90,14 +111,7 @@ def main(out: Path) -> None:
     }
     try:
         with tempfile.TemporaryDirectory() as tmp, run_gateway(config, Path(tmp)) as gw:
-            secrets = {}
-            for tenant in ("acme", "globex"):
-                secret = "sk-sw-" + uuid.uuid4().hex
-                gw.on_server(gw.services.store.create_key(ApiKey(
-                    id="key_" + uuid.uuid4().hex[:8], name=f"{tenant}-prod", tenant=tenant,
-                    key_hash=hash_key(secret), prefix=secret[:10], rpm=600,
-                    created_at=time.time(), budget_usd=50.0, budget_period="month")))
-                secrets[tenant] = secret
+            secrets = tenant_keys(gw, budget_usd=50.0, budget_period="month")
             with httpx.Client(base_url=gw.url, timeout=30) as api:
                 for i in range(36):
                     tenant = ("acme", "globex")[i % 2]
